@@ -1,0 +1,97 @@
+# mailboxfs. `make` builds out/mailboxfs and out/libmailbox_core.a;
+# `make test` installs what is missing (as root), builds and runs every test;
+# `make demo` mounts a filesystem and shows it working.
+# Switches: DEBUG=1 (no optimisation), ASAN=1, UBSAN=1, TSAN=1.
+
+CXX ?= g++
+OUT ?= out
+PREFIX ?= /usr/local
+
+CXXFLAGS ?= -O2
+CXXFLAGS += -std=c++20 -g -Wall -Wextra -pthread -MMD -MP -Ilib -Ilib/include
+LDFLAGS += -pthread
+ifeq ($(DEBUG),1)
+  CXXFLAGS += -O0
+endif
+ifeq ($(ASAN),1)
+  CXXFLAGS += -fsanitize=address -fno-omit-frame-pointer
+  LDFLAGS += -fsanitize=address
+endif
+ifeq ($(UBSAN),1)
+  CXXFLAGS += -fsanitize=undefined -fno-sanitize-recover=undefined
+  LDFLAGS += -fsanitize=undefined
+endif
+ifeq ($(TSAN),1)
+  CXXFLAGS += -fsanitize=thread
+  LDFLAGS += -fsanitize=thread
+endif
+
+FUSE_CFLAGS = $(shell pkg-config --cflags fuse3)
+FUSE_LIBS = $(shell pkg-config --libs fuse3)
+GTEST_LIBS = $(shell pkg-config --libs gtest_main 2>/dev/null || echo -lgtest_main -lgtest)
+
+CORE_SRCS := $(wildcard lib/*.cc)
+CORE_OBJS := $(CORE_SRCS:%.cc=$(OUT)/%.o)
+FUSE_SRCS := $(wildcard fusefs/*.cc)
+FUSE_OBJS := $(FUSE_SRCS:%.cc=$(OUT)/%.o)
+UNIT_SRCS := $(wildcard tests/unit/*.cc)
+UNIT_OBJS := $(UNIT_SRCS:%.cc=$(OUT)/%.o)
+MOUNT_SRCS := $(wildcard tests/mount/*.cc)
+MOUNT_OBJS := $(MOUNT_SRCS:%.cc=$(OUT)/%.o)
+
+.PHONY: all deps test-deps check test build-tests demo clean format install uninstall
+
+all: $(OUT)/mailboxfs $(OUT)/libmailbox_core.a
+
+$(OUT)/libmailbox_core.a: $(CORE_OBJS)
+	ar rcs $@ $^
+
+$(OUT)/mailboxfs: $(FUSE_OBJS) $(OUT)/libmailbox_core.a
+	$(CXX) -o $@ $(FUSE_OBJS) $(OUT)/libmailbox_core.a $(LDFLAGS) $(FUSE_LIBS)
+
+$(OUT)/fusefs/%.o: fusefs/%.cc
+	@mkdir -p $(dir $@)
+	$(CXX) $(CXXFLAGS) $(FUSE_CFLAGS) -c $< -o $@
+
+$(OUT)/%.o: %.cc
+	@mkdir -p $(dir $@)
+	$(CXX) $(CXXFLAGS) -c $< -o $@
+
+$(OUT)/unit_tests: $(UNIT_OBJS) $(OUT)/libmailbox_core.a
+	$(CXX) -o $@ $(UNIT_OBJS) $(OUT)/libmailbox_core.a $(LDFLAGS) $(GTEST_LIBS)
+
+$(OUT)/mount_tests: $(MOUNT_OBJS)
+	$(CXX) -o $@ $(MOUNT_OBJS) $(LDFLAGS) $(GTEST_LIBS)
+
+build-tests: all $(OUT)/unit_tests $(OUT)/mount_tests
+
+deps:
+	@scripts/deps.sh run
+
+test-deps:
+	@scripts/deps.sh test
+
+# Installs what is missing, builds, runs unit and mount tests; the last line
+# is "N passed, N failed, N skipped".
+test check: test-deps
+	@$(MAKE) --no-print-directory build-tests
+	@tests/run.sh $(OUT)
+
+demo: deps
+	@$(MAKE) --no-print-directory all
+	@scripts/demo.sh $(OUT)/mailboxfs
+
+install: all
+	install -D -m 0755 $(OUT)/mailboxfs $(DESTDIR)$(PREFIX)/bin/mailboxfs
+	install -D -m 0644 docs/mailboxfs.8 $(DESTDIR)$(PREFIX)/share/man/man8/mailboxfs.8
+
+uninstall:
+	rm -f $(DESTDIR)$(PREFIX)/bin/mailboxfs $(DESTDIR)$(PREFIX)/share/man/man8/mailboxfs.8
+
+format:
+	clang-format -i lib/*.h lib/*.cc lib/include/mailbox/*.h fusefs/*.cc fusefs/*.h tests/*/*.cc tests/*/*.h
+
+clean:
+	rm -rf $(OUT)
+
+-include $(CORE_OBJS:.o=.d) $(FUSE_OBJS:.o=.d) $(UNIT_OBJS:.o=.d) $(MOUNT_OBJS:.o=.d)

@@ -1,0 +1,377 @@
+// Thin callbacks: each translates one request into one core call and sends
+// exactly one reply, now or, for a call that blocks, from whichever thread
+// finishes its Waiter. No core lock is held while replying.
+#include "fuse_ops.h"
+
+#include <fcntl.h>
+#include <linux/fuse.h>  // fuse_open_out / fuse_entry_out: FOPEN_STREAM needs a raw reply
+#include <sys/uio.h>
+
+#include <cstring>
+#include <memory>
+#include <vector>
+
+namespace mbx {
+namespace {
+
+constexpr double kEntryTimeout = 1.0;
+// FOPEN_STREAM: no file position, so a read parked here does not hold the
+// position lock against a write through the same open file (fork, threads).
+// FOPEN_PARALLEL_DIRECT_WRITES: writers within the cached size wait here
+// side by side instead of on the inode lock.
+constexpr uint32_t kOpenFlags =
+    FOPEN_DIRECT_IO | FOPEN_NONSEEKABLE | FOPEN_STREAM | FOPEN_PARALLEL_DIRECT_WRITES;
+
+Fs& fs(fuse_req_t req) { return *static_cast<Fs*>(fuse_req_userdata(req)); }
+
+Caller caller(fuse_req_t req) {
+  const fuse_ctx* c = fuse_req_ctx(req);
+  return Caller{c->pid, c->uid, c->gid};
+}
+
+Handle* handle(fuse_file_info* fi) { return reinterpret_cast<Handle*>(fi->fh); }
+
+double attr_timeout(const struct stat& st) { return S_ISDIR(st.st_mode) ? 1.0 : 0.0; }
+
+void reply_err(fuse_req_t req, Errc e) { fuse_reply_err(req, to_errno(e)); }
+
+void reply_entry(fuse_req_t req, const Result<struct stat>& st) {
+  if (!st) return reply_err(req, st.error());
+  fuse_entry_param e{};
+  e.ino = st->st_ino;
+  e.attr = *st;
+  e.attr_timeout = attr_timeout(*st);
+  e.entry_timeout = kEntryTimeout;
+  fuse_reply_entry(req, &e);
+}
+
+void fill_attr(fuse_attr& a, const struct stat& st) {
+  a.ino = st.st_ino;
+  a.size = static_cast<uint64_t>(st.st_size);
+  a.blocks = static_cast<uint64_t>(st.st_blocks);
+  a.atime = static_cast<uint64_t>(st.st_atim.tv_sec);
+  a.mtime = static_cast<uint64_t>(st.st_mtim.tv_sec);
+  a.ctime = static_cast<uint64_t>(st.st_ctim.tv_sec);
+  a.atimensec = static_cast<uint32_t>(st.st_atim.tv_nsec);
+  a.mtimensec = static_cast<uint32_t>(st.st_mtim.tv_nsec);
+  a.ctimensec = static_cast<uint32_t>(st.st_ctim.tv_nsec);
+  a.mode = st.st_mode;
+  a.nlink = static_cast<uint32_t>(st.st_nlink);
+  a.uid = st.st_uid;
+  a.gid = st.st_gid;
+  a.blksize = static_cast<uint32_t>(st.st_blksize);
+}
+
+fuse_open_out open_out(Handle* h) {
+  fuse_open_out o{};
+  o.fh = reinterpret_cast<uintptr_t>(h);
+  o.open_flags = kOpenFlags;
+  return o;
+}
+
+void drop_handle(Handle* h) {
+  h->box->release(*h);
+  delete h;
+}
+
+// ---- blocking calls ----------------------------------------------------------
+
+enum class ReplyKind { data, write, status };
+
+void reply_outcome(fuse_req_t req, ReplyKind k, const Outcome& o) {
+  if (o.err != Errc::ok) return reply_err(req, o.err);
+  switch (k) {
+    case ReplyKind::data: fuse_reply_buf(req, o.data.data(), o.data.size()); break;
+    case ReplyKind::write: fuse_reply_write(req, o.written); break;
+    case ReplyKind::status: fuse_reply_err(req, 0); break;
+  }
+}
+
+class FuseWaiter final : public Waiter {
+ public:
+  FuseWaiter(fuse_req_t req, ReplyKind kind, std::shared_ptr<Mailbox> box)
+      : req_(req), kind_(kind), box_(std::move(box)) {
+    pid = fuse_req_ctx(req)->pid;
+  }
+  void finish(Outcome o, bool from_interrupt) override {
+    // Unregistering waits for an interrupt callback running on another
+    // thread; inside our own callback libfuse already holds that lock.
+    if (!from_interrupt) fuse_req_interrupt_func(req_, nullptr, nullptr);
+    reply_outcome(req_, kind_, o);
+    delete this;
+  }
+  Mailbox& box() { return *box_; }
+
+ private:
+  fuse_req_t req_;
+  ReplyKind kind_;
+  std::shared_ptr<Mailbox> box_;
+};
+
+void on_interrupt(fuse_req_t, void* data) {
+  auto* w = static_cast<FuseWaiter*>(data);
+  w->box().interrupt(w);
+}
+
+// Runs `op` without a waiter; if it would block, arms the interrupt callback
+// first and runs it again with one, which then parks (or completes at once).
+template <class Op>
+void run(fuse_req_t req, ReplyKind kind, const std::shared_ptr<Mailbox>& box, Op op) {
+  if (auto o = op(nullptr)) return reply_outcome(req, kind, *o);
+  auto* w = new FuseWaiter(req, kind, box);
+  fuse_req_interrupt_func(req, on_interrupt, w);
+  if (auto o = op(w)) {
+    fuse_req_interrupt_func(req, nullptr, nullptr);
+    delete w;
+    reply_outcome(req, kind, *o);
+  }
+}
+
+class FusePollToken final : public PollToken {
+ public:
+  explicit FusePollToken(fuse_pollhandle* ph) : ph_(ph) {}
+  ~FusePollToken() override { fuse_pollhandle_destroy(ph_); }
+  void notify() override { fuse_lowlevel_notify_poll(ph_); }
+
+ private:
+  fuse_pollhandle* ph_;
+};
+
+// ---- callbacks -----------------------------------------------------------------
+
+void op_init(void*, fuse_conn_info* conn) {
+  // O_TRUNC arrives as an open flag (ignored) rather than as a separate setattr.
+  if (conn->capable & FUSE_CAP_ATOMIC_O_TRUNC) conn->want |= FUSE_CAP_ATOMIC_O_TRUNC;
+  conn->want &= ~(FUSE_CAP_SPLICE_READ | FUSE_CAP_SPLICE_WRITE | FUSE_CAP_SPLICE_MOVE);
+}
+
+void op_lookup(fuse_req_t req, fuse_ino_t parent, const char* name) {
+  reply_entry(req, fs(req).tree->lookup(parent, name));
+}
+
+void op_forget(fuse_req_t req, fuse_ino_t ino, uint64_t n) {
+  fs(req).tree->forget(ino, n);
+  fuse_reply_none(req);
+}
+
+void op_forget_multi(fuse_req_t req, size_t count, fuse_forget_data* list) {
+  for (size_t i = 0; i < count; i++) fs(req).tree->forget(list[i].ino, list[i].nlookup);
+  fuse_reply_none(req);
+}
+
+void op_getattr(fuse_req_t req, fuse_ino_t ino, fuse_file_info*) {
+  auto st = fs(req).tree->getattr(ino);
+  if (!st) return reply_err(req, st.error());
+  fuse_reply_attr(req, &*st, attr_timeout(*st));
+}
+
+void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat* in, int to_set, fuse_file_info*) {
+  unsigned what = 0;
+  if (to_set & FUSE_SET_ATTR_MODE) what |= kSetMode;
+  if (to_set & FUSE_SET_ATTR_UID) what |= kSetUid;
+  if (to_set & FUSE_SET_ATTR_GID) what |= kSetGid;
+  if (to_set & FUSE_SET_ATTR_ATIME) what |= kSetAtime;
+  if (to_set & FUSE_SET_ATTR_MTIME) what |= kSetMtime;
+  if (to_set & FUSE_SET_ATTR_ATIME_NOW) what |= kSetAtimeNow;
+  if (to_set & FUSE_SET_ATTR_MTIME_NOW) what |= kSetMtimeNow;
+  if (to_set & FUSE_SET_ATTR_SIZE) what |= kSetSize;
+  auto st = fs(req).tree->setattr(ino, *in, what, caller(req));
+  if (!st) return reply_err(req, st.error());
+  fuse_reply_attr(req, &*st, attr_timeout(*st));
+}
+
+void op_mknod(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode, dev_t) {
+  if ((mode & S_IFMT) != S_IFREG && (mode & S_IFMT) != 0) return reply_err(req, Errc::perm);
+  reply_entry(req, fs(req).tree->create(parent, name, mode, caller(req)));
+}
+
+void op_mkdir(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode) {
+  reply_entry(req, fs(req).tree->mkdir(parent, name, mode, caller(req)));
+}
+
+void op_unlink(fuse_req_t req, fuse_ino_t parent, const char* name) {
+  reply_err(req, fs(req).tree->unlink(parent, name));
+}
+
+void op_rmdir(fuse_req_t req, fuse_ino_t parent, const char* name) {
+  reply_err(req, fs(req).tree->rmdir(parent, name));
+}
+
+void op_rename(fuse_req_t req, fuse_ino_t parent, const char* name, fuse_ino_t newparent,
+               const char* newname, unsigned int flags) {
+  if (flags & ~RENAME_NOREPLACE) return reply_err(req, Errc::invalid);  // RENAME_EXCHANGE, WHITEOUT
+  reply_err(req, fs(req).tree->rename(parent, name, newparent, newname, flags & RENAME_NOREPLACE));
+}
+
+void op_open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
+  auto box = fs(req).tree->mailbox(ino);
+  if (!box) return reply_err(req, Errc::is_dir);
+  const int acc = fi->flags & O_ACCMODE;
+  Handle* h = box->open(acc != O_WRONLY, acc != O_RDONLY, fi->flags & O_NONBLOCK).release();
+  fuse_open_out o = open_out(h);
+  iovec iov{&o, sizeof o};
+  if (fuse_reply_iov(req, &iov, 1) != 0) drop_handle(h);
+}
+
+void op_create(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode, fuse_file_info* fi) {
+  Tree& tree = *fs(req).tree;
+  auto st = tree.create(parent, name, mode, caller(req));
+  if (!st) return reply_err(req, st.error());
+  auto box = tree.mailbox(st->st_ino);
+  if (!box) return reply_err(req, Errc::io);
+  const int acc = fi->flags & O_ACCMODE;
+  Handle* h = box->open(acc != O_WRONLY, acc != O_RDONLY, fi->flags & O_NONBLOCK).release();
+  fuse_entry_out e{};
+  e.nodeid = st->st_ino;
+  e.entry_valid = static_cast<uint64_t>(kEntryTimeout);
+  fill_attr(e.attr, *st);
+  fuse_open_out o = open_out(h);
+  iovec iov[2] = {{&e, sizeof e}, {&o, sizeof o}};
+  if (fuse_reply_iov(req, iov, 2) != 0) {
+    drop_handle(h);
+    tree.forget(st->st_ino, 1);
+  }
+}
+
+void op_read(fuse_req_t req, fuse_ino_t, size_t size, off_t, fuse_file_info* fi) {
+  Handle* h = handle(fi);
+  const bool nb = fi->flags & O_NONBLOCK;
+  run(req, ReplyKind::data, h->box, [&](Waiter* w) { return h->box->read(*h, size, nb, w); });
+}
+
+void op_write(fuse_req_t req, fuse_ino_t, const char* buf, size_t size, off_t, fuse_file_info* fi) {
+  Handle* h = handle(fi);
+  const bool nb = fi->flags & O_NONBLOCK;
+  const Caller c = caller(req);
+  const Sender from{c.pid, c.uid, c.gid};
+  run(req, ReplyKind::write, h->box, [&](Waiter* w) { return h->box->write(*h, buf, size, nb, from, w); });
+}
+
+void commit_unsent(fuse_req_t req, Handle* h, bool on_close) {
+  const Caller c = caller(req);
+  // A writer killed by a signal is closing its files on the way out: what it
+  // wrote is an unfinished message, not one to send.
+  if (on_close && h->can_write && killed_by_signal(c.pid)) {
+    h->box->discard_unsent(*h);
+    fuse_reply_err(req, 0);
+    return;
+  }
+  const Sender from{c.pid, c.uid, c.gid};
+  run(req, ReplyKind::status, h->box, [&](Waiter* w) { return h->box->flush(*h, from, w); });
+}
+
+void op_flush(fuse_req_t req, fuse_ino_t, fuse_file_info* fi) { commit_unsent(req, handle(fi), true); }
+
+void op_fsync(fuse_req_t req, fuse_ino_t, int, fuse_file_info* fi) {
+  commit_unsent(req, handle(fi), false);
+}
+
+void op_release(fuse_req_t req, fuse_ino_t, fuse_file_info* fi) {
+  drop_handle(handle(fi));
+  fuse_reply_err(req, 0);
+}
+
+void op_poll(fuse_req_t req, fuse_ino_t, fuse_file_info* fi, fuse_pollhandle* ph) {
+  std::unique_ptr<PollToken> token;
+  if (ph) token = std::make_unique<FusePollToken>(ph);
+  Handle* h = handle(fi);
+  fuse_reply_poll(req, h->box->poll(*h, std::move(token)));
+}
+
+void op_opendir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
+  auto list = fs(req).tree->list(ino);
+  if (!list) return reply_err(req, list.error());
+  auto* snap = new std::vector<DirEntry>(std::move(list.value()));
+  fi->fh = reinterpret_cast<uintptr_t>(snap);
+  if (fuse_reply_open(req, fi) != 0) delete snap;
+}
+
+void op_readdir(fuse_req_t req, fuse_ino_t, size_t size, off_t off, fuse_file_info* fi) {
+  auto* snap = reinterpret_cast<std::vector<DirEntry>*>(fi->fh);
+  std::vector<char> buf(size);
+  size_t used = 0;
+  for (size_t i = static_cast<size_t>(off); i < snap->size(); i++) {
+    struct stat st {};
+    st.st_ino = (*snap)[i].ino;
+    st.st_mode = (*snap)[i].mode;
+    size_t n = fuse_add_direntry(req, buf.data() + used, size - used, (*snap)[i].name.c_str(), &st,
+                                 static_cast<off_t>(i + 1));
+    if (n > size - used) break;
+    used += n;
+  }
+  fuse_reply_buf(req, buf.data(), used);
+}
+
+void op_releasedir(fuse_req_t req, fuse_ino_t, fuse_file_info* fi) {
+  delete reinterpret_cast<std::vector<DirEntry>*>(fi->fh);
+  fuse_reply_err(req, 0);
+}
+
+void op_statfs(fuse_req_t req, fuse_ino_t) {
+  struct statvfs s = fs(req).tree->statfs();
+  fuse_reply_statfs(req, &s);
+}
+
+void reply_xattr(fuse_req_t req, const Result<std::string>& v, size_t size) {
+  if (!v) return reply_err(req, v.error());
+  if (size == 0) return (void)fuse_reply_xattr(req, v->size());
+  if (size < v->size()) return reply_err(req, Errc::range);
+  fuse_reply_buf(req, v->data(), v->size());
+}
+
+void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char* name, size_t size) {
+  reply_xattr(req, fs(req).tree->getxattr(ino, name), size);
+}
+
+void op_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size) {
+  reply_xattr(req, fs(req).tree->listxattr(ino), size);
+}
+
+void op_setxattr(fuse_req_t req, fuse_ino_t ino, const char* name, const char* value, size_t size, int) {
+  reply_err(req, fs(req).tree->setxattr(ino, name, std::string_view(value, size), caller(req)));
+}
+
+void op_removexattr(fuse_req_t req, fuse_ino_t ino, const char* name) {
+  reply_err(req, fs(req).tree->removexattr(ino, name));
+}
+
+fuse_lowlevel_ops make_ops() {
+  fuse_lowlevel_ops o{};
+  o.init = op_init;
+  o.lookup = op_lookup;
+  o.forget = op_forget;
+  o.forget_multi = op_forget_multi;
+  o.getattr = op_getattr;
+  o.setattr = op_setattr;
+  o.mknod = op_mknod;
+  o.mkdir = op_mkdir;
+  o.unlink = op_unlink;
+  o.rmdir = op_rmdir;
+  o.rename = op_rename;
+  o.open = op_open;
+  o.create = op_create;
+  o.read = op_read;
+  o.write = op_write;
+  o.flush = op_flush;
+  o.fsync = op_fsync;
+  o.release = op_release;
+  o.poll = op_poll;
+  o.opendir = op_opendir;
+  o.readdir = op_readdir;
+  o.releasedir = op_releasedir;
+  o.statfs = op_statfs;
+  o.getxattr = op_getxattr;
+  o.listxattr = op_listxattr;
+  o.setxattr = op_setxattr;
+  o.removexattr = op_removexattr;
+  return o;
+}
+
+}  // namespace
+
+const fuse_lowlevel_ops& fuse_operations() {
+  static const fuse_lowlevel_ops ops = make_ops();
+  return ops;
+}
+
+}  // namespace mbx

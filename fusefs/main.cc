@@ -1,0 +1,222 @@
+// mailboxfs: mount a directory where every file is a mailbox.
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <climits>
+#include <cstddef>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+
+#include "fuse_ops.h"
+#include "version.h"
+
+namespace {
+
+struct Options {
+  char* capacity = nullptr;
+  char* max_message = nullptr;
+  char* framing = nullptr;
+  char* timeout_ms = nullptr;
+  char* max_bytes = nullptr;
+  char* state_dir = nullptr;
+  char* root_mode = nullptr;
+};
+
+#define MBX_OPT(t, f) {t, offsetof(Options, f), 0}
+const fuse_opt kSpecs[] = {
+    MBX_OPT("capacity=%s", capacity),     MBX_OPT("max_message=%s", max_message),
+    MBX_OPT("framing=%s", framing),       MBX_OPT("timeout_ms=%s", timeout_ms),
+    MBX_OPT("max_bytes=%s", max_bytes),   MBX_OPT("state_dir=%s", state_dir),
+    MBX_OPT("root_mode=%s", root_mode),   FUSE_OPT_END,
+};
+
+void usage(const char* prog) {
+  std::printf(
+      "usage: %s [options] MOUNTPOINT\n"
+      "\n"
+      "Mounts a filesystem where every regular file is a mailbox (a message port):\n"
+      "write sends a message, read receives one and blocks while the mailbox is empty.\n"
+      "Unmount with 'fusermount3 -u MOUNTPOINT' (or umount, as root).\n"
+      "\n"
+      "mailboxfs options (-o name=value; mount-wide defaults for new mailboxes,\n"
+      "each changeable per mailbox through the user.mailbox.* xattr of that name):\n"
+      "    -o capacity=N|unbounded  messages a mailbox holds; 0 = rendezvous (default 64)\n"
+      "    -o max_message=SIZE      largest message in bytes, K/M/G suffixes (default 1M)\n"
+      "    -o framing=MODE          file | datagram | line (default file)\n"
+      "    -o timeout_ms=MS         blocked calls fail with ETIMEDOUT after MS; 0 = never\n"
+      "mount-wide options:\n"
+      "    -o max_bytes=SIZE        memory quota for all queued messages (default 1G or\n"
+      "                             a quarter of RAM, whichever is smaller)\n"
+      "    -o state_dir=DIR         where the shared-memory segments live\n"
+      "                             (default /dev/shm/mailboxfs-UID-HASH, mode 0700)\n"
+      "    -o root_mode=OCTAL       mode of the mount's root directory (default 0755;\n"
+      "                             1777 lets every user create mailboxes)\n"
+      "    -o allow_other           let other users use the mount (their access is\n"
+      "                             decided by mode bits: default_permissions is always on)\n"
+      "\n"
+      "See mailboxfs(8).\n"
+      "\n",
+      prog);
+}
+
+uint64_t default_max_bytes() {
+  long pages = sysconf(_SC_PHYS_PAGES), psize = sysconf(_SC_PAGESIZE);
+  uint64_t quarter = pages > 0 && psize > 0 ? uint64_t(pages) * uint64_t(psize) / 4 : 1ull << 30;
+  return std::min<uint64_t>(1ull << 30, quarter);
+}
+
+[[noreturn]] void bad_option(const char* name, const char* value, const char* expected) {
+  std::fprintf(stderr, "mailboxfs: invalid value '%s' for -o %s (expected %s)\n", value, name, expected);
+  std::exit(2);
+}
+
+// A mountpoint whose daemon died answers ENOTCONN: detach it so we can mount again.
+bool recover_dead_mount(const char* mp) {
+  struct stat st;
+  if (::stat(mp, &st) == 0 || errno != ENOTCONN) return true;
+  std::fprintf(stderr, "mailboxfs: %s was left by a daemon that died; unmounting it\n", mp);
+  if (::umount2(mp, MNT_DETACH) == 0) return true;
+  pid_t pid = fork();
+  if (pid == 0) {
+    execlp("fusermount3", "fusermount3", "-u", "-z", mp, static_cast<char*>(nullptr));
+    _exit(127);
+  }
+  int status = 0;
+  if (pid < 0 || waitpid(pid, &status, 0) < 0 || !WIFEXITED(status) || WEXITSTATUS(status) != 0)
+    return false;
+  return ::stat(mp, &st) == 0;
+}
+
+}  // namespace
+
+int main(int argc, char* argv[]) {
+  fuse_args args = FUSE_ARGS_INIT(argc, argv);
+  Options o;
+  if (fuse_opt_parse(&args, &o, kSpecs, nullptr) != 0) return 2;
+
+  mbx::MountConfig cfg;
+  cfg.max_bytes = default_max_bytes();
+  if (o.capacity) {
+    auto v = mbx::parse_capacity(o.capacity);
+    if (!v) bad_option("capacity", o.capacity, "a number of messages or 'unbounded'");
+    cfg.defaults.capacity = *v;
+  }
+  if (o.max_message) {
+    auto v = mbx::parse_size(o.max_message);
+    if (!v || *v == 0 || *v > mbx::kMaxMessageLimit)
+      bad_option("max_message", o.max_message, "a size from 1 to 256M");
+    cfg.defaults.max_message = *v;
+  }
+  if (o.framing) {
+    auto v = mbx::parse_framing(o.framing);
+    if (!v) bad_option("framing", o.framing, "file, datagram or line");
+    cfg.defaults.framing = *v;
+  }
+  if (o.timeout_ms) {
+    mbx::Settings s;
+    if (mbx::apply_setting(s, "timeout_ms", o.timeout_ms) != mbx::Errc::ok)
+      bad_option("timeout_ms", o.timeout_ms, "milliseconds, 0 for none");
+    cfg.defaults.timeout_ms = s.timeout_ms;
+  }
+  if (o.max_bytes) {
+    auto v = mbx::parse_size(o.max_bytes);
+    if (!v || *v < 4096) bad_option("max_bytes", o.max_bytes, "a size of at least 4K");
+    cfg.max_bytes = *v;
+  }
+  mode_t root_mode = 0755;
+  if (o.root_mode) {
+    char* end = nullptr;
+    unsigned long m = std::strtoul(o.root_mode, &end, 8);
+    if (!*o.root_mode || *end || m > 07777) bad_option("root_mode", o.root_mode, "an octal mode");
+    root_mode = static_cast<mode_t>(m);
+  }
+  if (cfg.defaults.max_message > cfg.max_bytes) {
+    std::fprintf(stderr, "mailboxfs: max_message (%llu) exceeds max_bytes (%llu)\n",
+                 static_cast<unsigned long long>(cfg.defaults.max_message),
+                 static_cast<unsigned long long>(cfg.max_bytes));
+    return 2;
+  }
+
+  fuse_cmdline_opts cmd{};
+  if (fuse_parse_cmdline(&args, &cmd) != 0) return 2;
+  if (cmd.show_help) {
+    usage(argv[0]);
+    std::printf("FUSE options:\n");
+    fuse_cmdline_help();
+    fuse_lowlevel_help();
+    return 0;
+  }
+  if (cmd.show_version) {
+    std::printf("mailboxfs %s\n", MAILBOXFS_VERSION);
+    fuse_lowlevel_version();
+    return 0;
+  }
+  if (!cmd.mountpoint) {
+    std::fprintf(stderr, "mailboxfs: no mountpoint given (see mailboxfs --help)\n");
+    return 2;
+  }
+  if (!recover_dead_mount(cmd.mountpoint)) {
+    std::fprintf(stderr, "mailboxfs: cannot recover dead mount %s; try 'fusermount3 -u -z %s'\n",
+                 cmd.mountpoint, cmd.mountpoint);
+    return 1;
+  }
+  char real[PATH_MAX];
+  if (!realpath(cmd.mountpoint, real)) {
+    std::fprintf(stderr, "mailboxfs: %s: %s\n", cmd.mountpoint, std::strerror(errno));
+    return 1;
+  }
+  cfg.state_dir = o.state_dir ? o.state_dir : mbx::default_state_dir(real);
+
+  auto mount = mbx::Mount::open(cfg);
+  if (!mount) {
+    if (mount.error() == mbx::Errc::exists)
+      std::fprintf(stderr, "mailboxfs: state directory %s is in use by another mailboxfs\n",
+                   cfg.state_dir.c_str());
+    else
+      std::fprintf(stderr, "mailboxfs: state directory %s: %s\n", cfg.state_dir.c_str(),
+                   std::strerror(mbx::to_errno(mount.error())));
+    return 1;
+  }
+  mbx::Tree tree(**mount, root_mode, getuid(), getgid());
+  mbx::Fs fs{mount->get(), &tree, nullptr};
+
+  fuse_opt_add_arg(&args, "-odefault_permissions,fsname=mailboxfs,subtype=mailboxfs");
+  const fuse_lowlevel_ops& ops = mbx::fuse_operations();
+  fuse_session* se = fuse_session_new(&args, &ops, sizeof ops, &fs);
+  if (!se) return 2;  // libfuse printed which option it did not know
+  fs.se = se;
+  (*mount)->raise_size = [se](uint64_t ino, uint64_t size) {
+    fuse_bufvec empty = FUSE_BUFVEC_INIT(0);
+    fuse_lowlevel_notify_store(se, ino, static_cast<off_t>(size), &empty, FUSE_BUF_NO_SPLICE);
+  };
+  int rc = 1;
+  if (fuse_set_signal_handlers(se) == 0) {
+    if (fuse_session_mount(se, real) == 0) {
+      fuse_daemonize(cmd.foreground);
+      (*mount)->start();
+      if (cmd.singlethread) {
+        rc = fuse_session_loop(se);
+      } else {
+        fuse_loop_config* lc = fuse_loop_cfg_create();
+        fuse_loop_cfg_set_clone_fd(lc, cmd.clone_fd);
+        fuse_loop_cfg_set_max_threads(lc, cmd.max_threads);
+        if (cmd.max_idle_threads != UINT_MAX) fuse_loop_cfg_set_idle_threads(lc, cmd.max_idle_threads);
+        rc = fuse_session_loop_mt(se, lc);
+        fuse_loop_cfg_destroy(lc);
+      }
+      tree.shutdown();  // parked calls end before the connection goes
+      fuse_session_unmount(se);
+    }
+    fuse_remove_signal_handlers(se);
+  }
+  fuse_session_destroy(se);
+  free(cmd.mountpoint);
+  fuse_opt_free_args(&args);
+  // A signal (SIGTERM, SIGINT) ending the loop is a clean stop.
+  return rc < 0 ? 1 : 0;
+}

@@ -1,0 +1,1 @@
+#define MAILBOXFS_VERSION "0.1.0"

@@ -1,0 +1,61 @@
+// Errors as values inside the core; errno only at the FUSE boundary.
+#pragma once
+#include <cerrno>
+#include <utility>
+#include <variant>
+
+namespace mbx {
+
+// Each value is the errno the boundary reports, so the mapping is one cast.
+enum class Errc : int {
+  ok = 0,
+  again = EAGAIN,             // would block and the caller asked not to
+  interrupted = EINTR,        // a signal interrupted a parked call
+  timed_out = ETIMEDOUT,      // the mailbox's timeout_ms expired
+  removed = EIDRM,            // the mailbox was deleted while in use
+  msg_size = EMSGSIZE,        // message larger than max_message or FUSE's request limit
+  no_space = ENOSPC,          // the mount's memory quota is exhausted
+  invalid = EINVAL,
+  not_found = ENOENT,
+  exists = EEXIST,
+  not_dir = ENOTDIR,
+  is_dir = EISDIR,
+  not_empty = ENOTEMPTY,
+  name_too_long = ENAMETOOLONG,
+  no_data = ENODATA,
+  not_supported = ENOTSUP,
+  perm = EPERM,
+  access = EACCES,
+  bad_message = EBADMSG,      // the shared-memory segment failed validation
+  io = EIO,
+  no_memory = ENOMEM,
+  bad_fd = EBADF,
+  range = ERANGE,
+  busy = EBUSY,
+};
+
+inline int to_errno(Errc e) { return static_cast<int>(e); }
+inline Errc from_errno(int e) { return static_cast<Errc>(e); }
+
+// A minimal expected<T, Errc>: GCC 12's libstdc++ has no std::expected in C++20.
+template <class T>
+class Result {
+ public:
+  Result(T v) : v_(std::move(v)) {}                      // NOLINT: implicit by design
+  Result(Errc e) : v_(e) {}                              // NOLINT
+  bool ok() const { return v_.index() == 0; }
+  explicit operator bool() const { return ok(); }
+  T& value() & { return std::get<0>(v_); }
+  T&& value() && { return std::get<0>(std::move(v_)); }
+  const T& value() const& { return std::get<0>(v_); }
+  T* operator->() { return &std::get<0>(v_); }
+  const T* operator->() const { return &std::get<0>(v_); }
+  T& operator*() & { return std::get<0>(v_); }
+  const T& operator*() const& { return std::get<0>(v_); }
+  Errc error() const { return ok() ? Errc::ok : std::get<1>(v_); }
+
+ private:
+  std::variant<T, Errc> v_;
+};
+
+}  // namespace mbx

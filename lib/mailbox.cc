@@ -1,0 +1,632 @@
+#include "mailbox.h"
+
+#include <poll.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+
+#include "mount.h"
+
+namespace mbx {
+
+namespace {
+using Guard = std::lock_guard<std::mutex>;
+}
+
+Mailbox::Mailbox(Mount& mount, uint64_t id, Settings s, Segment seg)
+    : mount_(mount), id_(id), settings_(s), seg_(std::move(seg)) {}
+
+Mailbox::~Mailbox() {
+  if (seg_.valid()) {
+    seg_.discard_all();
+    seg_.set_state(layout::kDeleted);
+    seg_.unlink_file();
+  }
+}
+
+std::unique_ptr<Handle> Mailbox::open(bool can_read, bool can_write, bool nonblock) {
+  auto h = std::make_unique<Handle>();
+  Guard g(mu_);
+  h->box = shared_from_this();
+  h->framing = settings_.framing;
+  h->can_read = can_read;
+  h->can_write = can_write;
+  h->nonblock = nonblock;
+  return h;
+}
+
+void Mailbox::release(Handle& h) {
+  std::unique_ptr<PollToken> old;
+  Batch b;
+  {
+    Guard g(mu_);
+    if (h.poll) {
+      handles_.remove(&h);
+      old = std::move(h.poll);
+      settle_locked(b);
+    }
+    h.wbuf.clear();
+  }
+  commit(b, nullptr);
+}
+
+void Mailbox::discard_unsent(Handle& h) {
+  Guard g(mu_);
+  h.wbuf.clear();
+}
+
+// ---- receiving -------------------------------------------------------------
+
+// Takes what `h` may receive now, or nullopt if that would block. Consumes a
+// message only when it is returned, so a call that parks has consumed nothing.
+std::optional<Outcome> Mailbox::take_locked(Handle& h, size_t want, Batch& b) {
+  Outcome out;
+  if (h.roff < h.rbuf.size()) {  // the rest of a message this open file already received
+    size_t n = std::min(want, h.rbuf.size() - h.roff);
+    out.data.assign(h.rbuf, h.roff, n);
+    h.roff += n;
+    if (h.roff == h.rbuf.size()) {
+      h.rbuf.clear();
+      h.roff = 0;
+    }
+    return out;
+  }
+  if (h.framing == Framing::file && h.got_message) return out;  // EOF: one message per open
+  if (removed_) return Outcome{Errc::removed};
+  const int64_t now = realtime_ns();
+  auto keep_rest = [&](std::string& msg) {
+    if (msg.size() > want) {
+      out.data.assign(msg, 0, want);
+      h.rbuf = std::move(msg);
+      h.roff = want;
+    } else {
+      out.data += msg;
+    }
+  };
+  if (h.framing == Framing::line) {
+    // Whole lines, as many as fit; never fill the request exactly with more
+    // than one line, or the kernel may ask again for the rest of a large read.
+    for (;;) {
+      auto len = seg_.peek_len();
+      if (!len) {
+        if (len.error() != Errc::again) return Outcome{len.error()};
+        break;
+      }
+      if (!out.data.empty() && out.data.size() + *len >= want) break;
+      std::string msg;
+      auto p = seg_.pop(msg, now);
+      if (!p) return out.data.empty() ? std::optional<Outcome>(Outcome{p.error()}) : out;
+      b.popped = b.changed = true;
+      h.last_from = p->from;
+      if (out.data.empty() && msg.size() > want) {
+        keep_rest(msg);
+        break;
+      }
+      out.data += msg;
+    }
+    if (out.data.empty()) return std::nullopt;
+    return out;
+  }
+  std::string msg;
+  auto p = seg_.pop(msg, now);
+  if (!p) {
+    if (p.error() == Errc::again) return std::nullopt;
+    return Outcome{p.error()};
+  }
+  b.popped = b.changed = true;
+  h.last_from = p->from;
+  if (h.framing == Framing::file) h.got_message = true;
+  keep_rest(msg);
+  return out;
+}
+
+std::optional<Outcome> Mailbox::read(Handle& h, size_t size, bool nonblock, Waiter* w) {
+  Batch b;
+  std::optional<Outcome> out;
+  {
+    Guard g(mu_);
+    h.nonblock = nonblock;
+    if (w && w->interrupted_) {
+      out = Outcome{Errc::interrupted};
+    } else if (!h.can_read) {
+      out = Outcome{Errc::bad_fd};
+    } else {
+      const bool own = h.roff < h.rbuf.size() || (h.framing == Framing::file && h.got_message);
+      if (own || readers_.empty()) out = take_locked(h, size, b);  // FIFO: no overtaking parked readers
+      if (!out && nonblock) out = Outcome{Errc::again};
+      if (!out && w) {
+        w->kind_ = Waiter::Kind::recv;
+        w->handle_ = &h;
+        w->want_ = size;
+        park_locked(w, Waiter::Where::readers);
+      }
+    }
+    if (out && w) w->state_ = Waiter::State::done;
+    settle_locked(b);
+  }
+  commit(b, nullptr);
+  return out;
+}
+
+void Mailbox::deliver_locked(Batch& b) {
+  while (!readers_.empty()) {
+    Waiter* r = readers_.front();
+    if (mount_.dying && mount_.dying(r->pid)) {  // a message handed to it now would be lost
+      end_locked(r, Errc::interrupted, b);
+      continue;
+    }
+    auto o = take_locked(*r->handle_, r->want_, b);
+    if (!o) break;
+    unpark_locked(r);
+    b.done.emplace_back(r, std::move(*o));
+  }
+}
+
+// ---- sending ---------------------------------------------------------------
+
+// Pushes as much of `j` as the ring takes now. may_push is false when another
+// sender is queued ahead (FIFO).
+Mailbox::Step Mailbox::run_send_locked(Waiter::SendJob& j, bool may_push, Batch& b) {
+  for (;;) {
+    if (j.awaiting_ack) {  // rendezvous: done only once a receiver has taken it
+      if (seg_.consumed_seq() <= j.seq) return Step::need_ack;
+      j.awaiting_ack = false;
+      j.done_bytes += j.msgs[j.next].size();
+      j.next++;
+    }
+    if (j.next == j.msgs.size()) return Step::done;
+    if (!may_push) return Step::need_space;
+    const std::string& m = j.msgs[j.next];
+    auto r = seg_.push(m.data(), m.size(), j.from, realtime_ns());
+    if (!r) {
+      if (r.error() == Errc::again) return Step::need_space;
+      j.err = r.error();
+      return Step::failed;
+    }
+    b.pushed = b.changed = true;
+    if (seg_.capacity() == 0) {
+      j.awaiting_ack = true;
+      j.seq = *r;
+      deliver_locked(b);
+      continue;
+    }
+    j.done_bytes += m.size();
+    j.next++;
+    if (settings_.framing != Framing::file && seg_.full()) b.raise = true;
+  }
+}
+
+// What a send job returns, and its effect on the open file's write buffer.
+Outcome Mailbox::send_outcome_locked(Handle& h, Waiter::SendJob& j, Errc err) {
+  const bool all = j.next == j.msgs.size();
+  switch (j.kind) {
+    case Waiter::SendJob::Kind::datagram:
+      return all ? Outcome{Errc::ok, {}, j.chunk} : Outcome{err};
+    case Waiter::SendJob::Kind::flush:
+      if (!all) return Outcome{err};
+      h.wbuf.erase(0, j.msgs[0].size());
+      return Outcome{};
+    case Waiter::SendJob::Kind::line:
+      if (all) {
+        h.wbuf = std::move(j.tail);
+        return Outcome{Errc::ok, {}, j.chunk};
+      }
+      if (j.done_bytes > j.pre) {  // some lines went: a short write, the caller retries the rest
+        h.wbuf.clear();
+        return Outcome{Errc::ok, {}, j.done_bytes - j.pre};
+      }
+      return Outcome{err};
+  }
+  return Outcome{Errc::io};
+}
+
+std::optional<Outcome> Mailbox::send_locked(Handle& h, Waiter::SendJob job, bool nonblock, Waiter* w,
+                                            Batch& b) {
+  if (!w && !nonblock && seg_.capacity() == 0) return std::nullopt;  // rendezvous always waits
+  Step s;
+  for (;;) {
+    s = run_send_locked(job, writers_.empty(), b);
+    if (s == Step::need_ack && !w) {  // non-blocking rendezvous with no receiver ready
+      if (seg_.withdraw(job.seq)) {
+        job.awaiting_ack = false;
+        s = Step::need_space;
+      } else {
+        continue;  // another participant received it meanwhile
+      }
+    }
+    break;
+  }
+  if (s == Step::done) return send_outcome_locked(h, job, Errc::ok);
+  if (s == Step::failed) return send_outcome_locked(h, job, job.err);
+  if (!w) {
+    if (nonblock || job.done_bytes > 0) return send_outcome_locked(h, job, Errc::again);
+    return std::nullopt;  // nothing sent: the caller comes back with a waiter
+  }
+  w->kind_ = Waiter::Kind::send;
+  w->handle_ = &h;
+  w->job_ = std::move(job);
+  park_locked(w, s == Step::need_ack ? Waiter::Where::acks : Waiter::Where::writers);
+  if (settings_.framing != Framing::file) b.raise = true;
+  return std::nullopt;
+}
+
+std::optional<Outcome> Mailbox::write(Handle& h, const char* p, size_t n, bool nonblock,
+                                      const Sender& from, Waiter* w) {
+  Batch b;
+  std::optional<Outcome> out;
+  {
+    Guard g(mu_);
+    h.nonblock = nonblock;
+    if (w && w->interrupted_) {
+      out = Outcome{Errc::interrupted};
+    } else if (!h.can_write) {
+      out = Outcome{Errc::bad_fd};
+    } else if (removed_) {
+      out = Outcome{Errc::removed};
+    } else if (h.framing == Framing::file) {
+      if (h.wbuf.size() + n > settings_.max_message) {
+        out = Outcome{Errc::msg_size};
+      } else {
+        h.wbuf.append(p, n);
+        out = Outcome{Errc::ok, {}, n};
+      }
+    } else {
+      Waiter::SendJob job;
+      job.from = from;
+      job.chunk = n;
+      if (h.framing == Framing::datagram) {
+        job.kind = Waiter::SendJob::Kind::datagram;
+        if (n > kMaxDatagram || n > settings_.max_message)
+          out = Outcome{Errc::msg_size};
+        else
+          job.msgs.emplace_back(p, n);
+      } else {
+        job.kind = Waiter::SendJob::Kind::line;
+        job.pre = h.wbuf.size();
+        std::string all = h.wbuf;
+        all.append(p, n);
+        size_t start = 0;
+        for (size_t i = 0; i < all.size(); i++) {
+          if (all[i] != '\n') continue;
+          job.msgs.emplace_back(all, start, i + 1 - start);
+          start = i + 1;
+        }
+        job.tail.assign(all, start, std::string::npos);
+        bool too_big = job.tail.size() > settings_.max_message;
+        for (auto& m : job.msgs) too_big = too_big || m.size() > settings_.max_message;
+        if (too_big) {
+          out = Outcome{Errc::msg_size};
+        } else if (job.msgs.empty()) {
+          h.wbuf = std::move(job.tail);
+          out = Outcome{Errc::ok, {}, n};
+        }
+      }
+      if (!out) out = send_locked(h, std::move(job), nonblock, w, b);
+    }
+    if (out && w) w->state_ = Waiter::State::done;
+    settle_locked(b);
+  }
+  commit(b, nullptr);
+  return out;
+}
+
+std::optional<Outcome> Mailbox::flush(Handle& h, const Sender& from, Waiter* w) {
+  Batch b;
+  std::optional<Outcome> out;
+  {
+    Guard g(mu_);
+    if (w && w->interrupted_) {
+      out = Outcome{Errc::interrupted};
+    } else if (!h.can_write || h.wbuf.empty() || h.framing == Framing::datagram) {
+      out = Outcome{};
+    } else if (removed_) {
+      h.wbuf.clear();
+      out = Outcome{Errc::removed};
+    } else {
+      Waiter::SendJob job;
+      job.kind = Waiter::SendJob::Kind::flush;
+      job.from = from;
+      job.msgs.push_back(h.wbuf);
+      out = send_locked(h, std::move(job), h.nonblock, w, b);
+    }
+    if (out && w) w->state_ = Waiter::State::done;
+    settle_locked(b);
+  }
+  commit(b, nullptr);
+  return out;
+}
+
+// ---- parked calls ----------------------------------------------------------
+
+void Mailbox::park_locked(Waiter* w, Waiter::Where where) {
+  w->state_ = Waiter::State::parked;
+  w->id_ = next_waiter_id_++;
+  parked_[w->id_] = w;
+  list_locked(w, where, false);
+  if (settings_.timeout_ms > 0) {
+    auto when = Timers::Clock::now() + std::chrono::milliseconds(settings_.timeout_ms);
+    w->timer_ = mount_.timers().add(when, [weak = weak_from_this(), id = w->id_] {
+      if (auto box = weak.lock()) box->expire(id);
+    });
+  }
+}
+
+void Mailbox::list_locked(Waiter* w, Waiter::Where where, bool front) {
+  std::list<Waiter*>* l = where == Waiter::Where::readers   ? &readers_
+                          : where == Waiter::Where::writers ? &writers_
+                                                            : &acks_;
+  w->where_ = where;
+  w->pos_ = front ? l->insert(l->begin(), w) : l->insert(l->end(), w);
+}
+
+void Mailbox::unlist_locked(Waiter* w) {
+  switch (w->where_) {
+    case Waiter::Where::readers: readers_.erase(w->pos_); break;
+    case Waiter::Where::writers: writers_.erase(w->pos_); break;
+    case Waiter::Where::acks: acks_.erase(w->pos_); break;
+    case Waiter::Where::none: break;
+  }
+  w->where_ = Waiter::Where::none;
+}
+
+void Mailbox::unpark_locked(Waiter* w) {
+  unlist_locked(w);
+  parked_.erase(w->id_);
+  if (w->timer_) mount_.timers().cancel(w->timer_);
+  w->timer_ = 0;
+  w->state_ = Waiter::State::done;
+}
+
+// Ends a parked call early (signal, timeout, delete). A rendezvous message
+// not yet received is taken back; one that was received counts as sent.
+void Mailbox::end_locked(Waiter* w, Errc err, Batch& b) {
+  unpark_locked(w);
+  if (w->kind_ == Waiter::Kind::recv) {
+    b.done.emplace_back(w, Outcome{err});
+    return;
+  }
+  auto& j = w->job_;
+  if (j.awaiting_ack) {
+    if (seg_.valid() && !removed_ && !seg_.withdraw(j.seq)) {
+      j.done_bytes += j.msgs[j.next].size();
+      j.next++;
+    }
+    j.awaiting_ack = false;
+    b.changed = true;
+  }
+  b.done.emplace_back(w, send_outcome_locked(*w->handle_, j, err));
+}
+
+// Finishes every parked call the ring can now satisfy, in FIFO order.
+void Mailbox::drain_locked(Batch& b) {
+  if (removed_) return;
+  for (size_t before = SIZE_MAX; before != b.done.size();) {
+    before = b.done.size();
+    deliver_locked(b);
+    for (auto it = acks_.begin(); it != acks_.end();) {
+      Waiter* s = *it++;
+      Step st = run_send_locked(s->job_, true, b);
+      if (st == Step::need_ack) continue;
+      if (st == Step::need_space) {
+        unlist_locked(s);
+        list_locked(s, Waiter::Where::writers, true);  // already admitted: first in line
+        continue;
+      }
+      unpark_locked(s);
+      b.done.emplace_back(s, send_outcome_locked(*s->handle_, s->job_,
+                                                 st == Step::failed ? s->job_.err : Errc::ok));
+    }
+    while (!writers_.empty()) {
+      Waiter* s = writers_.front();
+      Step st = run_send_locked(s->job_, true, b);
+      if (st == Step::need_space) break;
+      if (st == Step::need_ack) {
+        unlist_locked(s);
+        list_locked(s, Waiter::Where::acks, false);
+        continue;
+      }
+      unpark_locked(s);
+      b.done.emplace_back(s, send_outcome_locked(*s->handle_, s->job_,
+                                                 st == Step::failed ? s->job_.err : Errc::ok));
+    }
+  }
+}
+
+// Ends every operation: finishes what became ready, collects poll tokens to
+// notify, wakes other participants and updates what the daemon watches.
+void Mailbox::settle_locked(Batch& b) {
+  drain_locked(b);
+  if (b.changed) {
+    for (Handle* h : handles_) b.polls.push_back(std::move(h->poll));
+    handles_.clear();
+  }
+  if (seg_.valid()) {
+    if (b.pushed) seg_.after_push(true);
+    if (b.popped) seg_.after_pop(true);
+    if (b.raise) b.raise_to = reported_size_locked(seg_.stats());
+  }
+  const uint32_t want = (readers_.empty() && handles_.empty() ? 0u : layout::kWatchReadable) |
+                        (writers_.empty() && acks_.empty() && handles_.empty() ? 0u : layout::kWatchWritable);
+  if (want != watch_ && seg_.valid()) {
+    // SYNC POINT: seq_cst store, then the re-check below; pairs with the fence
+    // and acquire load in Segment::kick_daemon (a Dekker pair: either we see
+    // the other participant's change, or it sees our watch bit and kicks).
+    seg_.header()->daemon_watch.store(want, std::memory_order_seq_cst);
+    mount_.watch(id_, shared_from_this(), want != 0);
+    const bool added = (want & ~watch_) != 0;
+    watch_ = want;
+    if (added) {
+      std::atomic_thread_fence(std::memory_order_seq_cst);
+      drain_locked(b);
+    }
+  }
+}
+
+void Mailbox::commit(Batch& b, Waiter* interrupted) {
+  for (auto& t : b.polls)
+    if (t) t->notify();
+  if (b.raise && mount_.raise_size) mount_.raise_size(id_, b.raise_to);
+  for (auto& [w, o] : b.done) w->finish(std::move(o), w == interrupted);
+}
+
+void Mailbox::interrupt(Waiter* w) {
+  Batch b;
+  {
+    Guard g(mu_);
+    if (w->state_ == Waiter::State::fresh) {
+      w->interrupted_ = true;  // the caller sees it before it parks
+      return;
+    }
+    if (w->state_ != Waiter::State::parked) return;
+    end_locked(w, Errc::interrupted, b);
+    settle_locked(b);
+  }
+  commit(b, w);
+}
+
+void Mailbox::expire(uint64_t waiter_id) {
+  Batch b;
+  {
+    Guard g(mu_);
+    auto it = parked_.find(waiter_id);
+    if (it == parked_.end()) return;
+    it->second->timer_ = 0;
+    end_locked(it->second, Errc::timed_out, b);
+    settle_locked(b);
+  }
+  commit(b, nullptr);
+}
+
+void Mailbox::service() {
+  Batch b;
+  {
+    Guard g(mu_);
+    if (!seg_.valid() || seg_.header()->kick.exchange(0, std::memory_order_acq_rel) == 0) return;
+    b.changed = true;
+    settle_locked(b);
+  }
+  commit(b, nullptr);
+}
+
+void Mailbox::remove() {
+  Batch b;
+  {
+    Guard g(mu_);
+    if (removed_) return;
+    for (auto* l : {&readers_, &writers_, &acks_})
+      while (!l->empty()) end_locked(l->front(), Errc::removed, b);
+    removed_ = true;
+    b.changed = true;
+    settle_locked(b);
+    if (watch_) mount_.watch(id_, nullptr, false);
+    watch_ = 0;
+    seg_.discard_all();
+    seg_.set_state(layout::kDeleted);
+    seg_.unlink_file();
+    seg_ = Segment();  // frees the shared memory now, not at the last close
+  }
+  commit(b, nullptr);
+}
+
+// ---- inspection and settings -------------------------------------------------
+
+uint64_t Mailbox::reported_size_locked(const SegmentStats& st) const {
+  // A datagram/line write larger than the kernel's cached size takes the
+  // inode lock exclusively, and a blocked one then stalls every other writer
+  // (and rm) in the kernel. While such a mailbox is full, report at least the
+  // largest datagram so that blocked writers wait here, side by side.
+  if (settings_.framing == Framing::file) return st.bytes;
+  const bool full = seg_.capacity() == 0 ||
+                    (seg_.capacity() != layout::kUnbounded && st.count >= seg_.capacity());
+  if (!full) return st.bytes;
+  return std::max<uint64_t>(st.bytes, std::min<uint64_t>(settings_.max_message, kMaxDatagram));
+}
+
+MailboxInfo Mailbox::info() {
+  MailboxInfo i;
+  Guard g(mu_);
+  i.settings = settings_;
+  i.removed = removed_;
+  if (!seg_.valid()) return i;
+  i.seg = seg_.stats();
+  i.reported_size = reported_size_locked(i.seg);
+  i.segment_path = seg_.path();
+  for (Waiter* w : readers_) i.blocked_receivers.push_back(w->pid);
+  for (Waiter* w : writers_) i.blocked_senders.push_back(w->pid);
+  for (Waiter* w : acks_) i.blocked_senders.push_back(w->pid);
+  return i;
+}
+
+unsigned Mailbox::poll(Handle& h, std::unique_ptr<PollToken> token) {
+  std::unique_ptr<PollToken> old;
+  Guard g(mu_);
+  unsigned ev = 0;
+  if (removed_) {
+    ev = POLLERR | POLLHUP;
+    if (h.roff < h.rbuf.size()) ev |= POLLIN | POLLRDNORM;
+    return ev;
+  }
+  if (h.can_read) {
+    bool ready = h.roff < h.rbuf.size() || (h.framing == Framing::file && h.got_message) ||
+                 (readers_.empty() && seg_.stats().count > 0);
+    if (ready) ev |= POLLIN | POLLRDNORM;
+  }
+  if (h.can_write) {
+    bool ready = h.framing == Framing::file ||
+                 (writers_.empty() && acks_.empty() && !seg_.full() &&
+                  (seg_.capacity() != 0 || !readers_.empty()));
+    if (ready) ev |= POLLOUT | POLLWRNORM;
+  }
+  if (token) {
+    if (!h.poll) handles_.push_back(&h);
+    old = std::move(h.poll);
+    h.poll = std::move(token);
+    Batch b;
+    settle_locked(b);  // only updates the watch bits: nothing changed
+  }
+  return ev;
+}
+
+Errc Mailbox::set(std::string_view name, std::string_view value) {
+  Batch b;
+  Errc err = Errc::ok;
+  {
+    Guard g(mu_);
+    if (removed_) return Errc::removed;
+    Settings n = settings_;
+    err = apply_setting(n, name, value);
+    if (err != Errc::ok) return err;
+    if (n.capacity != settings_.capacity || n.max_message != settings_.max_message) {
+      // A new segment of the new geometry, with the queued messages moved in order.
+      if (!acks_.empty()) return Errc::busy;
+      const SegmentStats st = seg_.stats();
+      if (seg_.max_queued_len() > n.max_message) return Errc::busy;
+      Settings geo = n;
+      if (geo.capacity != layout::kUnbounded) geo.capacity = std::max(geo.capacity, st.count);
+      auto fresh = mount_.make_segment(id_, generation_ + 1, geo);
+      if (!fresh) return fresh.error();
+      fresh->set_capacity(n.capacity);
+      std::string msg;
+      for (;;) {
+        msg.clear();
+        auto p = seg_.pop(msg, st.last_recv_ns);
+        if (!p) break;
+        (void)fresh->push(msg.data(), msg.size(), p->from, st.last_send_ns, /*force=*/true);
+      }
+      fresh->adopt_counters(st);
+      seg_.set_state(layout::kRetired);
+      seg_.unlink_file();
+      fresh->header()->daemon_watch.store(watch_, std::memory_order_seq_cst);
+      seg_ = std::move(fresh.value());
+      generation_++;
+      b.changed = true;
+    }
+    settings_ = n;
+    settle_locked(b);
+  }
+  commit(b, nullptr);
+  return err;
+}
+
+}  // namespace mbx

@@ -1,0 +1,186 @@
+// The daemon's view of one mailbox: its segment plus the calls parked on it.
+//
+// A call that cannot complete now is not a sleeping thread but a Waiter, kept
+// on a FIFO list and finished by whichever thread makes it ready (a send, a
+// receive, the doorbell, a timer, an interrupt or a delete). Knows nothing of
+// FUSE: the front end subclasses Waiter and PollToken.
+#pragma once
+#include <sys/types.h>
+
+#include <list>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "errc.h"
+#include "segment.h"
+#include "settings.h"
+
+namespace mbx {
+
+class Mount;
+class Mailbox;
+
+// What a finished call returns: an error, or received bytes, or a count of
+// bytes accepted by a write.
+struct Outcome {
+  Outcome() = default;
+  explicit Outcome(Errc e, std::string d = {}, size_t w = 0) : err(e), data(std::move(d)), written(w) {}
+  Errc err = Errc::ok;
+  std::string data;
+  size_t written = 0;
+};
+
+// A readiness notification the front end armed through poll().
+class PollToken {
+ public:
+  virtual ~PollToken() = default;
+  virtual void notify() = 0;  // called once, with no core lock held
+};
+
+// One open file of a mailbox. All fields are guarded by its mailbox's mutex.
+struct Handle {
+  std::shared_ptr<Mailbox> box;
+  Framing framing = Framing::file;  // fixed at open
+  bool can_read = false, can_write = false;
+  bool nonblock = false;            // last O_NONBLOCK seen (open, read, write)
+  std::string rbuf;                 // unread rest of a received message
+  size_t roff = 0;
+  bool got_message = false;         // file framing: this open has had its one message
+  Sender last_from;
+  std::string wbuf;                 // file framing: message being written; line: partial line
+  std::unique_ptr<PollToken> poll;  // armed poll notification, if any
+};
+
+// A call parked on a mailbox. Subclassed by the front end.
+class Waiter {
+ public:
+  virtual ~Waiter() = default;
+  // Called exactly once for a parked waiter, with no core lock held.
+  // `from_interrupt` is true when called from within Mailbox::interrupt().
+  virtual void finish(Outcome o, bool from_interrupt) = 0;
+
+  pid_t pid = 0;  // the caller's thread id, as the kernel reported it
+
+ private:
+  friend class Mailbox;
+  enum class State { fresh, parked, done } state_ = State::fresh;
+  bool interrupted_ = false;
+  enum class Kind { recv, send } kind_ = Kind::recv;
+  enum class Where { none, readers, writers, acks } where_ = Where::none;
+  std::list<Waiter*>::iterator pos_;
+  uint64_t id_ = 0;
+  uint64_t timer_ = 0;
+  Handle* handle_ = nullptr;
+  size_t want_ = 0;  // recv: request size
+  struct SendJob {
+    enum class Kind { datagram, line, flush } kind = Kind::datagram;
+    std::vector<std::string> msgs;
+    size_t next = 0;         // msgs[next] is the next to push (or the one awaiting its ack)
+    size_t done_bytes = 0;   // bytes of msgs[0..next) delivered
+    bool awaiting_ack = false;
+    uint64_t seq = 0;
+    size_t pre = 0;          // line: partial-line bytes of earlier writes in msgs[0]
+    size_t chunk = 0;        // line/datagram: bytes of this write
+    std::string tail;        // line: trailing partial line to keep on success
+    Sender from;
+    Errc err = Errc::ok;     // why it failed
+  } job_;
+};
+
+struct MailboxInfo {
+  SegmentStats seg;
+  Settings settings;
+  uint64_t reported_size = 0;  // st_size to report (see Mailbox::reported_size)
+  std::vector<pid_t> blocked_senders, blocked_receivers;
+  std::string segment_path;
+  bool removed = false;
+};
+
+class Mailbox : public std::enable_shared_from_this<Mailbox> {
+ public:
+  Mailbox(Mount& mount, uint64_t id, Settings s, Segment seg);
+  ~Mailbox();
+  uint64_t id() const { return id_; }
+
+  std::unique_ptr<Handle> open(bool can_read, bool can_write, bool nonblock);
+  // Last close of an open file: drops its poll token and any unsent partial message.
+  void release(Handle& h);
+
+  // Each call either completes now (returns the outcome) or, when it would
+  // block: with w == nullptr returns nullopt and changes nothing (the caller
+  // arms its interrupt callback and calls again with a waiter); with a waiter,
+  // parks it and returns nullopt (w->finish() comes later).
+  std::optional<Outcome> read(Handle& h, size_t size, bool nonblock, Waiter* w);
+  std::optional<Outcome> write(Handle& h, const char* p, size_t n, bool nonblock, const Sender& from,
+                               Waiter* w);
+  // close()/fsync(): commits file framing's message or line framing's partial
+  // line; blocks unless the open file's last known O_NONBLOCK was set.
+  std::optional<Outcome> flush(Handle& h, const Sender& from, Waiter* w);
+  // Drops an uncommitted message (a writer that died by a signal).
+  void discard_unsent(Handle& h);
+
+  // Readiness as poll(2) bits; arms `token` (replacing the handle's old one).
+  unsigned poll(Handle& h, std::unique_ptr<PollToken> token);
+
+  // A signal reached a parked call: it ends with EINTR, having consumed or
+  // delivered nothing (a line write that delivered some lines returns their count).
+  void interrupt(Waiter* w);
+  // The doorbell rang: another participant may have changed the ring.
+  void service();
+  // Deletes the mailbox: parked calls end with EIDRM, messages are discarded,
+  // the segment file is removed.
+  void remove();
+
+  MailboxInfo info();
+  // Changes a setting by name; resizes the segment when capacity or
+  // max_message change (busy if queued messages would not fit).
+  Errc set(std::string_view name, std::string_view value);
+
+ private:
+  struct Batch {
+    std::vector<std::pair<Waiter*, Outcome>> done;
+    std::vector<std::unique_ptr<PollToken>> polls;
+    bool changed = false;  // the ring changed: wake pollers
+    bool pushed = false, popped = false;
+    bool raise = false;    // became full: ask the front end to raise st_size
+    uint64_t raise_to = 0;
+  };
+  enum class Step { done, need_space, need_ack, failed };
+
+  std::optional<Outcome> take_locked(Handle& h, size_t want, Batch& b);
+  std::optional<Outcome> send_locked(Handle& h, Waiter::SendJob job, bool nonblock, Waiter* w, Batch& b);
+  Step run_send_locked(Waiter::SendJob& j, bool may_push, Batch& b);
+  Outcome send_outcome_locked(Handle& h, Waiter::SendJob& j, Errc err);
+  void deliver_locked(Batch& b);
+  void drain_locked(Batch& b);
+  void settle_locked(Batch& b);
+  void park_locked(Waiter* w, Waiter::Where where);
+  void list_locked(Waiter* w, Waiter::Where where, bool front);
+  void unlist_locked(Waiter* w);
+  void unpark_locked(Waiter* w);
+  void end_locked(Waiter* w, Errc err, Batch& b);
+  uint64_t reported_size_locked(const SegmentStats& st) const;
+  void commit(Batch& b, Waiter* interrupted);
+  void expire(uint64_t waiter_id);
+
+  Mount& mount_;
+  const uint64_t id_;
+  // Lock rule: mu_ is taken before the segment's robust mutex, and is never
+  // held while calling Waiter::finish, PollToken::notify or Mount hooks.
+  std::mutex mu_;
+  Settings settings_;
+  Segment seg_;
+  uint64_t generation_ = 0;
+  bool removed_ = false;
+  std::list<Waiter*> readers_, writers_, acks_;
+  std::unordered_map<uint64_t, Waiter*> parked_;
+  std::list<Handle*> handles_;  // open files with an armed poll token
+  uint64_t next_waiter_id_ = 1;
+  uint32_t watch_ = 0;
+};
+
+}  // namespace mbx

@@ -1,0 +1,123 @@
+#include "mount.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <csignal>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <vector>
+
+#include "mailbox.h"
+#include "unique_fd.h"
+
+namespace mbx {
+
+Result<std::unique_ptr<Mount>> Mount::open(const MountConfig& cfg) {
+  auto sd = StateDir::open(cfg.state_dir, cfg.max_bytes);
+  if (!sd) return sd.error();
+  std::unique_ptr<Mount> m(new Mount());
+  m->cfg_ = cfg;
+  m->state_ = std::move(sd.value());
+  m->dying = thread_dying;
+  return m;
+}
+
+void Mount::start() {
+  timers_ = std::make_unique<Timers>();
+  doorbell_ = std::make_unique<Doorbell>(state_.control(), [this] { ring(); });
+}
+
+Mount::~Mount() {
+  doorbell_.reset();
+  timers_.reset();
+}
+
+uint64_t Mount::quota_used() const {
+  return state_.control()->quota_used.load(std::memory_order_acquire);
+}
+
+Result<Segment> Mount::make_segment(uint64_t id, uint64_t generation, const Settings& s) {
+  const uint64_t size = data_size_for(s.capacity, s.max_message, cfg_.max_bytes);
+  auto seg = Segment::create(state_.segment_path(id, generation), s.capacity, s.max_message, size, 0600);
+  if (!seg) return seg.error();
+  seg->set_control(state_.control());
+  return seg;
+}
+
+Result<std::shared_ptr<Mailbox>> Mount::create_mailbox(uint64_t id, const Settings& s) {
+  auto seg = make_segment(id, 0, s);
+  if (!seg) return seg.error();
+  return std::make_shared<Mailbox>(*this, id, s, std::move(seg.value()));
+}
+
+void Mount::watch(uint64_t id, const std::shared_ptr<Mailbox>& box, bool on) {
+  std::lock_guard<std::mutex> g(watch_mu_);
+  if (on)
+    watched_[id] = box;
+  else
+    watched_.erase(id);
+}
+
+void Mount::ring() {
+  std::vector<std::shared_ptr<Mailbox>> boxes;
+  {
+    std::lock_guard<std::mutex> g(watch_mu_);
+    for (auto& [id, w] : watched_)
+      if (auto b = w.lock()) boxes.push_back(std::move(b));
+  }
+  for (auto& b : boxes) b->service();
+}
+
+namespace {
+bool read_small_file(const char* path, char* buf, size_t cap, size_t* n) {
+  UniqueFd fd(::open(path, O_RDONLY | O_CLOEXEC));
+  if (!fd.valid()) return false;
+  ssize_t r = ::read(fd.get(), buf, cap - 1);
+  if (r < 0) return false;
+  buf[r] = 0;
+  *n = static_cast<size_t>(r);
+  return true;
+}
+}  // namespace
+
+bool thread_dying(pid_t tid) {
+  if (tid <= 0) return false;
+  char path[64], buf[4096];
+  size_t n;
+  std::snprintf(path, sizeof path, "/proc/%d/status", tid);
+  if (!read_small_file(path, buf, sizeof buf, &n)) return false;
+  for (const char* key : {"SigPnd:", "ShdPnd:"}) {
+    const char* p = std::strstr(buf, key);
+    if (!p) continue;
+    unsigned long long mask = std::strtoull(p + std::strlen(key), nullptr, 16);
+    if (mask & (1ull << (SIGKILL - 1))) return true;
+  }
+  return false;
+}
+
+bool killed_by_signal(pid_t tid) {
+  if (tid <= 0) return false;
+  char path[64], buf[4096];
+  size_t n;
+  std::snprintf(path, sizeof path, "/proc/%d/stat", tid);
+  if (!read_small_file(path, buf, sizeof buf, &n)) return false;
+  // Field 52 is exit_code; fields after the ")" that closes comm (field 2).
+  const char* p = std::strrchr(buf, ')');
+  if (!p) return false;
+  int field = 2;
+  long long code = 0;
+  for (const char* q = p + 1; *q; q++) {
+    if (*q == ' ') {
+      field++;
+      if (field == 52) {
+        code = std::strtoll(q + 1, nullptr, 10);
+        break;
+      }
+    }
+  }
+  return field == 52 && (code & 0x7f) != 0;
+}
+
+}  // namespace mbx

@@ -1,0 +1,74 @@
+// Mount-wide core state: the state directory, default settings, the timer
+// thread, and the doorbell that lets other participants wake parked calls.
+#pragma once
+#include <sys/types.h>
+
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <unordered_map>
+
+#include "errc.h"
+#include "segment.h"
+#include "settings.h"
+#include "state_dir.h"
+#include "timers.h"
+
+namespace mbx {
+
+class Mailbox;
+
+struct MountConfig {
+  std::string state_dir;
+  uint64_t max_bytes = 1ull << 30;  // memory quota for everything queued
+  Settings defaults;
+};
+
+class Mount {
+ public:
+  // Takes the state directory. No threads yet, so the daemon may still fork.
+  static Result<std::unique_ptr<Mount>> open(const MountConfig& cfg);
+  // Starts the timer and doorbell threads.
+  void start();
+  ~Mount();
+
+  const MountConfig& config() const { return cfg_; }
+  Timers& timers() { return *timers_; }
+  const StateDir& state() const { return state_; }
+  uint64_t quota_used() const;
+
+  // A fresh mailbox with its own segment, using `s` for its settings.
+  Result<std::shared_ptr<Mailbox>> create_mailbox(uint64_t id, const Settings& s);
+  // A segment for mailbox `id` (a new generation when resizing).
+  Result<Segment> make_segment(uint64_t id, uint64_t generation, const Settings& s);
+
+  // True if the thread is being killed: a message handed to it would be lost.
+  // Replaceable for tests.
+  std::function<bool(pid_t)> dying;
+  // Called when a datagram/line mailbox fills up, with the st_size the kernel
+  // should cache so that further writers wait in the daemon, not on the inode lock.
+  std::function<void(uint64_t id, uint64_t size)> raise_size;
+
+  // Mailboxes with parked calls or armed polls, which the doorbell services.
+  void watch(uint64_t id, const std::shared_ptr<Mailbox>& box, bool on);
+
+ private:
+  Mount() = default;
+  void ring();
+
+  MountConfig cfg_;
+  StateDir state_;
+  std::unique_ptr<Timers> timers_;
+  std::mutex watch_mu_;  // leaf lock: guards watched_ only
+  std::unordered_map<uint64_t, std::weak_ptr<Mailbox>> watched_;
+  std::unique_ptr<Doorbell> doorbell_;  // last: stopped first
+};
+
+// Reads /proc/<tid>/status: true if SIGKILL is pending (the thread is dying).
+bool thread_dying(pid_t tid);
+// Reads /proc/<tid>/stat: true if the thread is exiting because of a signal.
+bool killed_by_signal(pid_t tid);
+
+}  // namespace mbx

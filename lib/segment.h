@@ -1,0 +1,121 @@
+// One mailbox's shared-memory segment: a ring of variable-size records guarded
+// by a robust process-shared mutex, with futex words for sleepers. The daemon is
+// one participant; any process that maps the file is another. Knows nothing of
+// FUSE or of the daemon's parked requests.
+#pragma once
+#include <sys/types.h>
+
+#include <string>
+
+#include "errc.h"
+#include "mailbox/layout.h"
+#include "unique_fd.h"
+
+namespace mbx {
+
+struct Sender {
+  int32_t pid = 0;
+  uint32_t uid = 0;
+  uint32_t gid = 0;
+};
+
+struct SegmentStats {
+  uint64_t count = 0, bytes = 0, record_bytes = 0;
+  uint64_t total_sent = 0, total_received = 0, lost = 0;
+  uint64_t next_seq = 0, consumed_seq = 0;
+  int64_t last_send_ns = 0, last_recv_ns = 0;
+};
+
+// Record-area size that always fits `capacity` messages of `max_message`
+// bytes (one spare record absorbs the gap a wrap leaves), bounded by what the
+// quota could ever let in.
+uint64_t data_size_for(uint64_t capacity, uint64_t max_message, uint64_t quota_max);
+
+class Segment {
+ public:
+  Segment() = default;
+  Segment(Segment&&) noexcept = default;
+  Segment& operator=(Segment&&) noexcept = default;
+
+  // Creates `path` (O_EXCL) and initialises a live, empty ring.
+  static Result<Segment> create(const std::string& path, uint64_t capacity, uint64_t max_message,
+                                uint64_t data_size, mode_t mode);
+  // Maps an existing segment and validates it (bad_message if it is not one).
+  static Result<Segment> attach(const std::string& path);
+
+  // Where the mount's quota counter and doorbell live (the control segment).
+  void set_control(layout::ControlHeader* ctl) { ctl_ = ctl; }
+
+  bool valid() const { return hdr_ != nullptr; }
+  const std::string& path() const { return path_; }
+  layout::SegmentHeader* header() const { return hdr_; }
+  uint64_t capacity() const { return capacity_; }
+  uint64_t max_message() const { return max_message_; }
+  uint64_t data_size() const { return data_size_; }
+  // Changes the capacity limit (not the geometry); used when resizing.
+  void set_capacity(uint64_t c) {
+    capacity_ = c;
+    hdr_->capacity = c;
+  }
+
+  // Appends one message; returns its seq. again: full (by count, or ring space
+  // of a bounded mailbox); no_space: quota exhausted; msg_size: too large.
+  // force: ignore capacity and quota limits (moving queued messages on resize).
+  Result<uint64_t> push(const char* data, size_t len, const Sender& from, int64_t now_ns,
+                        bool force = false);
+  struct Popped {
+    uint64_t seq;
+    Sender from;
+  };
+  // Removes the oldest message, appending its payload to `out`. again: empty.
+  Result<Popped> pop(std::string& out, int64_t now_ns);
+  // Payload length of the oldest message. again: empty.
+  Result<uint32_t> peek_len();
+  // Takes back message `seq` if it is the only one queued and still unreceived
+  // (an interrupted rendezvous send). Returns false if it was received.
+  bool withdraw(uint64_t seq);
+  // True if a push of one message would not find the mailbox full by count.
+  bool full();
+  SegmentStats stats();
+  uint64_t consumed_seq();
+  // Largest payload queued (walks the ring).
+  uint64_t max_queued_len();
+  // Carries the lifetime counters over to a replacement segment.
+  void adopt_counters(const SegmentStats& s);
+  // Marks the segment retired/deleted so other participants stop using it.
+  void set_state(uint32_t state);
+  // Releases the quota held by everything queued and empties the ring.
+  void discard_all();
+
+  // Futex protocol: wakes non-daemon sleepers, and kicks the daemon's doorbell
+  // when a non-daemon participant (by_daemon=false) changed a watched ring.
+  void after_push(bool by_daemon);
+  void after_pop(bool by_daemon);
+
+  // Removes the file (the mapping stays valid until destruction).
+  void unlink_file();
+
+ private:
+  class Locked;
+  bool check_ring_locked() const;
+  bool full_locked() const;
+  uint64_t effective_capacity() const;
+  void kick_daemon(uint32_t watch_bit);
+
+  std::string path_;
+  Mapping map_;
+  layout::SegmentHeader* hdr_ = nullptr;
+  char* data_ = nullptr;
+  // Private copies of the geometry: never re-read from shared memory.
+  uint64_t capacity_ = 0, max_message_ = 0, data_size_ = 0;
+  layout::ControlHeader* ctl_ = nullptr;
+};
+
+// futex(2) on a 32-bit word in shared memory (not FUTEX_PRIVATE: other
+// processes map the same page).
+int futex_wait(std::atomic<uint32_t>* word, uint32_t expected, const struct timespec* rel);
+int futex_wake(std::atomic<uint32_t>* word, int n);
+
+int64_t realtime_ns();
+
+}  // namespace mbx

@@ -1,0 +1,107 @@
+#include "state_dir.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstring>
+
+#include "segment.h"
+
+namespace mbx {
+
+namespace {
+constexpr const char* kControlName = "control";
+constexpr const char* kLockName = "lock";
+
+// Removes every entry but the lock file: what a dead daemon left behind.
+void clear_dir(const std::string& dir) {
+  DIR* d = ::opendir(dir.c_str());
+  if (!d) return;
+  while (dirent* e = ::readdir(d)) {
+    if (!std::strcmp(e->d_name, ".") || !std::strcmp(e->d_name, "..") ||
+        !std::strcmp(e->d_name, kLockName))
+      continue;
+    ::unlinkat(::dirfd(d), e->d_name, 0);
+  }
+  ::closedir(d);
+}
+}  // namespace
+
+std::string default_state_dir(const std::string& mountpoint) {
+  uint64_t h = 1469598103934665603ull;  // FNV-1a
+  for (unsigned char c : mountpoint) h = (h ^ c) * 1099511628211ull;
+  char buf[96];
+  std::snprintf(buf, sizeof buf, "/dev/shm/mailboxfs-%u-%016llx", static_cast<unsigned>(::getuid()),
+                static_cast<unsigned long long>(h));
+  return buf;
+}
+
+Result<StateDir> StateDir::open(const std::string& dir, uint64_t quota_max) {
+  if (::mkdir(dir.c_str(), 0700) != 0 && errno != EEXIST) return from_errno(errno);
+  struct stat st;
+  if (::lstat(dir.c_str(), &st) != 0) return from_errno(errno);
+  if (!S_ISDIR(st.st_mode) || st.st_uid != ::geteuid()) return Errc::perm;
+  ::chmod(dir.c_str(), 0700);
+  StateDir s;
+  s.dir_ = dir;
+  s.lock_.reset(::open((dir + "/" + kLockName).c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600));
+  if (!s.lock_.valid()) return from_errno(errno);
+  if (::flock(s.lock_.get(), LOCK_EX | LOCK_NB) != 0)
+    return errno == EWOULDBLOCK ? Errc::exists : from_errno(errno);
+  clear_dir(dir);
+
+  const std::string cpath = dir + "/" + kControlName;
+  UniqueFd fd(::open(cpath.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600));
+  if (!fd.valid()) return from_errno(errno);
+  if (::ftruncate(fd.get(), 4096) != 0) return from_errno(errno);
+  void* p = ::mmap(nullptr, 4096, PROT_READ | PROT_WRITE, MAP_SHARED, fd.get(), 0);
+  if (p == MAP_FAILED) return from_errno(errno);
+  s.ctl_ = Mapping(p, 4096);
+  auto* c = static_cast<layout::ControlHeader*>(p);
+  c->version = layout::kVersion;
+  c->daemon_pid = ::getpid();
+  c->quota_max = quota_max;
+  // SYNC POINT: publishes the initialised control header; pairs with a
+  // participant's acquire load of `magic`.
+  std::atomic_ref<uint64_t>(c->magic).store(layout::kControlMagic, std::memory_order_release);
+  return s;
+}
+
+std::string StateDir::segment_path(uint64_t id, uint64_t generation) const {
+  return dir_ + "/m" + std::to_string(id) + "." + std::to_string(generation);
+}
+
+StateDir::~StateDir() {
+  if (dir_.empty() || !lock_.valid()) return;
+  ctl_.reset();
+  clear_dir(dir_);
+  ::unlink((dir_ + "/" + kLockName).c_str());
+  ::rmdir(dir_.c_str());
+}
+
+Doorbell::Doorbell(layout::ControlHeader* ctl, std::function<void()> ring)
+    : ctl_(ctl), ring_(std::move(ring)) {
+  thread_ = std::thread([this] {
+    // SYNC POINT: acquire pairs with a ringer's release fetch_add, after its
+    // store to a segment's `kick`.
+    uint32_t seen = ctl_->doorbell.load(std::memory_order_acquire);
+    while (!stop_.load(std::memory_order_acquire)) {
+      ring_();
+      futex_wait(&ctl_->doorbell, seen, nullptr);
+      seen = ctl_->doorbell.load(std::memory_order_acquire);
+    }
+  });
+}
+
+Doorbell::~Doorbell() {
+  stop_.store(true, std::memory_order_release);
+  ctl_->doorbell.fetch_add(1, std::memory_order_release);
+  futex_wake(&ctl_->doorbell, 1);
+  thread_.join();
+}
+
+}  // namespace mbx

@@ -1,0 +1,433 @@
+#include "tree.h"
+
+#include <time.h>
+
+#include <algorithm>
+
+namespace mbx {
+
+namespace {
+using Guard = std::lock_guard<std::mutex>;
+
+timespec now_ts() {
+  timespec t;
+  clock_gettime(CLOCK_REALTIME, &t);
+  return t;
+}
+
+timespec ns_ts(int64_t ns) { return timespec{ns / 1000000000, ns % 1000000000}; }
+
+bool later(const timespec& a, const timespec& b) {
+  return a.tv_sec != b.tv_sec ? a.tv_sec > b.tv_sec : a.tv_nsec > b.tv_nsec;
+}
+
+bool valid_utf8(std::string_view s) {
+  for (size_t i = 0; i < s.size();) {
+    unsigned char c = static_cast<unsigned char>(s[i]);
+    size_t n = c < 0x80 ? 1 : (c >> 5) == 6 ? 2 : (c >> 4) == 14 ? 3 : (c >> 3) == 30 ? 4 : 0;
+    if (n == 0 || i + n > s.size()) return false;
+    for (size_t k = 1; k < n; k++)
+      if ((static_cast<unsigned char>(s[i + k]) >> 6) != 2) return false;
+    i += n;
+  }
+  return true;
+}
+
+constexpr std::string_view kPrefix = "user.mailbox.";
+constexpr const char* kSettable[] = {"capacity", "max_message", "framing", "timeout_ms"};
+constexpr const char* kReadOnly[] = {"messages", "bytes",         "sent",
+                                     "received", "lost",          "blocked_senders",
+                                     "blocked_receivers",         "segment"};
+
+std::string pids(const std::vector<pid_t>& v) {
+  std::string s;
+  for (pid_t p : v) {
+    if (!s.empty()) s += ' ';
+    s += std::to_string(p);
+  }
+  return s;
+}
+}  // namespace
+
+Errc check_name(std::string_view name) {
+  if (name.size() > 255) return Errc::name_too_long;
+  if (name.empty() || name == "." || name == "..") return Errc::invalid;
+  for (char ch : name) {
+    unsigned char c = static_cast<unsigned char>(ch);
+    if (c < 0x20 || c == 0x7f || c == '/') return Errc::invalid;
+  }
+  return valid_utf8(name) ? Errc::ok : Errc::invalid;
+}
+
+Tree::Tree(Mount& mount, mode_t root_mode, uid_t uid, gid_t gid) : mount_(mount) {
+  auto root = std::make_unique<Node>();
+  root->ino = kRootIno;
+  root->parent = kRootIno;
+  root->mode = S_IFDIR | (root_mode & 07777);
+  root->uid = uid;
+  root->gid = gid;
+  root->atime = root->mtime = root->ctime = now_ts();
+  root->nlookup = 1;  // the kernel's reference, never forgotten
+  nodes_.emplace(kRootIno, std::move(root));
+}
+
+Tree::~Tree() { shutdown(); }
+
+void Tree::shutdown() {
+  std::vector<std::shared_ptr<Mailbox>> boxes;
+  {
+    Guard g(mu_);
+    for (auto& [ino, n] : nodes_)
+      if (n->box) boxes.push_back(n->box);
+  }
+  for (auto& b : boxes) b->remove();
+}
+
+Tree::Node* Tree::find_locked(uint64_t ino) {
+  auto it = nodes_.find(ino);
+  return it == nodes_.end() ? nullptr : it->second.get();
+}
+
+Result<Tree::Node*> Tree::child_locked(uint64_t parent, std::string_view name) {
+  Node* p = find_locked(parent);
+  if (!p) return Errc::not_found;
+  if (!S_ISDIR(p->mode)) return Errc::not_dir;
+  if (name.size() > 255) return Errc::name_too_long;
+  auto it = p->children.find(name);
+  if (it == p->children.end()) return Errc::not_found;
+  Node* c = find_locked(it->second);
+  if (!c) return Errc::io;
+  return c;
+}
+
+struct stat Tree::stat_of(const Node& n, const MailboxInfo* info) const {
+  struct stat st {};
+  st.st_ino = n.ino;
+  st.st_mode = n.mode;
+  st.st_uid = n.uid;
+  st.st_gid = n.gid;
+  st.st_blksize = 4096;
+  st.st_atim = n.atime;
+  st.st_mtim = n.mtime;
+  st.st_ctim = n.ctime;
+  if (S_ISDIR(n.mode)) {
+    st.st_nlink = 2 + n.subdirs;
+    st.st_size = static_cast<off_t>(n.children.size());
+  } else {
+    st.st_nlink = n.linked ? 1 : 0;
+    if (info) {
+      st.st_size = static_cast<off_t>(info->reported_size);
+      st.st_blocks = static_cast<blkcnt_t>((info->seg.record_bytes + 511) / 512);
+      timespec sent = ns_ts(info->seg.last_send_ns), recv = ns_ts(info->seg.last_recv_ns);
+      if (later(sent, st.st_mtim)) st.st_mtim = sent;
+      if (later(recv, st.st_atim)) st.st_atim = recv;
+    }
+  }
+  return st;
+}
+
+Result<struct stat> Tree::stat_ino(uint64_t ino) {
+  std::shared_ptr<Mailbox> box;
+  Node copy;
+  {
+    Guard g(mu_);
+    Node* n = find_locked(ino);
+    if (!n) return Errc::not_found;
+    box = n->box;
+    copy.ino = n->ino;
+    copy.mode = n->mode;
+    copy.uid = n->uid;
+    copy.gid = n->gid;
+    copy.atime = n->atime;
+    copy.mtime = n->mtime;
+    copy.ctime = n->ctime;
+    copy.linked = n->linked;
+    copy.subdirs = n->subdirs;
+    if (S_ISDIR(n->mode)) return stat_of(*n, nullptr);
+  }
+  MailboxInfo info = box->info();  // outside the tree lock: mailboxes are independent
+  return stat_of(copy, &info);
+}
+
+Result<struct stat> Tree::lookup(uint64_t parent, std::string_view name) {
+  uint64_t ino;
+  {
+    Guard g(mu_);
+    auto c = child_locked(parent, name);
+    if (!c) return c.error();
+    (*c)->nlookup++;
+    ino = (*c)->ino;
+  }
+  auto st = stat_ino(ino);
+  if (!st) forget(ino, 1);
+  return st;
+}
+
+void Tree::forget(uint64_t ino, uint64_t n) {
+  Guard g(mu_);
+  Node* node = find_locked(ino);
+  if (!node || ino == kRootIno) return;
+  node->nlookup -= std::min(node->nlookup, n);
+  maybe_drop_locked(*node);
+}
+
+// An unlinked node the kernel no longer references is gone for good.
+void Tree::maybe_drop_locked(Node& n) {
+  if (n.linked || n.nlookup > 0) return;
+  nodes_.erase(n.ino);
+}
+
+Result<struct stat> Tree::getattr(uint64_t ino) { return stat_ino(ino); }
+
+Result<struct stat> Tree::setattr(uint64_t ino, const struct stat& in, unsigned what, const Caller&) {
+  {
+    Guard g(mu_);
+    Node* n = find_locked(ino);
+    if (!n) return Errc::not_found;
+    // The kernel (default_permissions) has checked who may do what. Size
+    // changes are ignored: an open with O_TRUNC never destroys queued messages.
+    if (what & kSetMode) n->mode = (n->mode & S_IFMT) | (in.st_mode & 07777);
+    if (what & kSetUid) n->uid = in.st_uid;
+    if (what & kSetGid) n->gid = in.st_gid;
+    if (what & kSetAtimeNow) n->atime = now_ts();
+    else if (what & kSetAtime) n->atime = in.st_atim;
+    if (what & kSetMtimeNow) n->mtime = now_ts();
+    else if (what & kSetMtime) n->mtime = in.st_mtim;
+    if (what & (kSetMode | kSetUid | kSetGid | kSetAtime | kSetMtime | kSetAtimeNow | kSetMtimeNow))
+      n->ctime = now_ts();
+  }
+  return stat_ino(ino);
+}
+
+Result<Tree::Node*> Tree::add_locked(uint64_t parent, std::string_view name, mode_t mode,
+                                     const Caller& c) {
+  if (Errc e = check_name(name); e != Errc::ok) return e;
+  Node* p = find_locked(parent);
+  if (!p) return Errc::not_found;
+  if (!S_ISDIR(p->mode)) return Errc::not_dir;
+  if (!p->linked) return Errc::not_found;
+  if (p->children.count(name)) return Errc::exists;
+  auto n = std::make_unique<Node>();
+  n->ino = next_ino_++;
+  n->parent = parent;
+  n->name = std::string(name);
+  n->mode = mode;
+  n->uid = c.uid;
+  n->gid = c.gid;
+  n->atime = n->mtime = n->ctime = now_ts();
+  n->nlookup = 1;
+  p->children.emplace(n->name, n->ino);
+  p->mtime = p->ctime = n->ctime;
+  if (S_ISDIR(mode)) p->subdirs++;
+  Node* raw = n.get();
+  nodes_.emplace(n->ino, std::move(n));
+  return raw;
+}
+
+Result<struct stat> Tree::create(uint64_t parent, std::string_view name, mode_t mode, const Caller& c) {
+  uint64_t ino;
+  {
+    Guard g(mu_);
+    if (Errc e = check_name(name); e != Errc::ok) return e;
+    Node* p = find_locked(parent);
+    if (p && p->children.count(name)) return Errc::exists;
+    auto box = mount_.create_mailbox(next_ino_, mount_.config().defaults);
+    if (!box) return box.error();
+    auto n = add_locked(parent, name, S_IFREG | (mode & 07777), c);
+    if (!n) return n.error();  // `box` is dropped: its segment goes with it
+    (*n)->box = std::move(box.value());
+    ino = (*n)->ino;
+    mailboxes_++;
+  }
+  return stat_ino(ino);
+}
+
+Result<struct stat> Tree::mkdir(uint64_t parent, std::string_view name, mode_t mode, const Caller& c) {
+  Guard g(mu_);
+  auto n = add_locked(parent, name, S_IFDIR | (mode & 07777), c);
+  if (!n) return n.error();
+  return stat_of(**n, nullptr);
+}
+
+void Tree::detach_locked(Node& n) {
+  Node* p = find_locked(n.parent);
+  if (p) {
+    p->children.erase(n.name);
+    p->mtime = p->ctime = now_ts();
+    if (S_ISDIR(n.mode)) p->subdirs--;
+  }
+  n.linked = false;
+  n.ctime = now_ts();
+}
+
+Errc Tree::unlink(uint64_t parent, std::string_view name) {
+  std::shared_ptr<Mailbox> box;
+  {
+    Guard g(mu_);
+    auto c = child_locked(parent, name);
+    if (!c) return c.error();
+    Node* n = *c;
+    if (S_ISDIR(n->mode)) return Errc::is_dir;
+    box = n->box;
+    detach_locked(*n);
+    mailboxes_--;
+    maybe_drop_locked(*n);
+  }
+  box->remove();  // wakes its parked calls with EIDRM and frees its segment
+  return Errc::ok;
+}
+
+Errc Tree::rmdir(uint64_t parent, std::string_view name) {
+  Guard g(mu_);
+  auto c = child_locked(parent, name);
+  if (!c) return c.error();
+  Node* n = *c;
+  if (!S_ISDIR(n->mode)) return Errc::not_dir;
+  if (!n->children.empty()) return Errc::not_empty;
+  detach_locked(*n);
+  maybe_drop_locked(*n);
+  return Errc::ok;
+}
+
+Errc Tree::rename(uint64_t parent, std::string_view name, uint64_t newparent, std::string_view newname,
+                  bool noreplace) {
+  std::shared_ptr<Mailbox> replaced;
+  {
+    Guard g(mu_);
+    if (Errc e = check_name(newname); e != Errc::ok) return e;
+    auto src = child_locked(parent, name);
+    if (!src) return src.error();
+    Node* s = *src;
+    Node* np = find_locked(newparent);
+    if (!np) return Errc::not_found;
+    if (!S_ISDIR(np->mode)) return Errc::not_dir;
+    // Moving a directory under itself (the kernel checks this too).
+    for (Node* a = np; S_ISDIR(s->mode); a = find_locked(a->parent)) {
+      if (a == s) return Errc::invalid;
+      if (!a || a->ino == kRootIno) break;
+    }
+    auto dst = child_locked(newparent, newname);
+    if (dst) {
+      Node* d = *dst;
+      if (d == s) return Errc::ok;
+      if (noreplace) return Errc::exists;
+      if (S_ISDIR(s->mode) && !S_ISDIR(d->mode)) return Errc::not_dir;
+      if (!S_ISDIR(s->mode) && S_ISDIR(d->mode)) return Errc::is_dir;
+      if (S_ISDIR(d->mode) && !d->children.empty()) return Errc::not_empty;
+      replaced = d->box;
+      if (d->box) mailboxes_--;
+      detach_locked(*d);
+      maybe_drop_locked(*d);
+    }
+    Node* op = find_locked(s->parent);
+    if (op) {
+      op->children.erase(s->name);
+      op->mtime = op->ctime = now_ts();
+      if (S_ISDIR(s->mode)) op->subdirs--;
+    }
+    s->parent = newparent;
+    s->name = std::string(newname);
+    np->children.emplace(s->name, s->ino);
+    np->mtime = np->ctime = now_ts();
+    if (S_ISDIR(s->mode)) np->subdirs++;
+    s->ctime = now_ts();
+  }
+  if (replaced) replaced->remove();
+  return Errc::ok;
+}
+
+Result<std::vector<DirEntry>> Tree::list(uint64_t ino) {
+  Guard g(mu_);
+  Node* n = find_locked(ino);
+  if (!n) return Errc::not_found;
+  if (!S_ISDIR(n->mode)) return Errc::not_dir;
+  std::vector<DirEntry> out;
+  out.push_back({".", n->ino, S_IFDIR});
+  out.push_back({"..", n->parent, S_IFDIR});
+  for (auto& [name, cino] : n->children)
+    if (Node* c = find_locked(cino)) out.push_back({name, cino, c->mode});
+  return out;
+}
+
+std::shared_ptr<Mailbox> Tree::mailbox(uint64_t ino) {
+  Guard g(mu_);
+  Node* n = find_locked(ino);
+  return n ? n->box : nullptr;
+}
+
+struct statvfs Tree::statfs() {
+  struct statvfs s {};
+  const uint64_t bs = 4096, max = mount_.config().max_bytes;
+  const uint64_t used = std::min(mount_.quota_used(), max);
+  s.f_bsize = s.f_frsize = bs;
+  s.f_blocks = max / bs;
+  s.f_bfree = s.f_bavail = (max - used) / bs;
+  Guard g(mu_);
+  s.f_files = nodes_.size() + 1000000;
+  s.f_ffree = s.f_favail = 1000000;
+  s.f_namemax = 255;
+  return s;
+}
+
+// ---- user.mailbox.* ----------------------------------------------------------
+
+Result<std::string> Tree::getxattr(uint64_t ino, std::string_view name) {
+  auto box = mailbox(ino);
+  if (!box) return Errc::no_data;
+  if (name.substr(0, kPrefix.size()) != kPrefix) return Errc::no_data;
+  std::string_view key = name.substr(kPrefix.size());
+  MailboxInfo i = box->info();
+  if (key == "capacity") return format_capacity(i.settings.capacity);
+  if (key == "max_message") return std::to_string(i.settings.max_message);
+  if (key == "framing") return std::string(framing_name(i.settings.framing));
+  if (key == "timeout_ms") return std::to_string(i.settings.timeout_ms);
+  if (key == "messages") return std::to_string(i.seg.count);
+  if (key == "bytes") return std::to_string(i.seg.bytes);
+  if (key == "sent") return std::to_string(i.seg.total_sent);
+  if (key == "received") return std::to_string(i.seg.total_received);
+  if (key == "lost") return std::to_string(i.seg.lost);
+  if (key == "blocked_senders") return pids(i.blocked_senders);
+  if (key == "blocked_receivers") return pids(i.blocked_receivers);
+  if (key == "segment") return i.segment_path;
+  return Errc::no_data;
+}
+
+Result<std::string> Tree::listxattr(uint64_t ino) {
+  auto box = mailbox(ino);
+  std::string out;
+  if (!box) return out;
+  for (const char* k : kSettable) out.append(kPrefix).append(k).push_back('\0');
+  for (const char* k : kReadOnly) out.append(kPrefix).append(k).push_back('\0');
+  return out;
+}
+
+Errc Tree::setxattr(uint64_t ino, std::string_view name, std::string_view value, const Caller& c) {
+  std::shared_ptr<Mailbox> box;
+  {
+    Guard g(mu_);
+    Node* n = find_locked(ino);
+    if (!n) return Errc::not_found;
+    if (!n->box) return Errc::not_supported;
+    if (name.substr(0, kPrefix.size()) != kPrefix) return Errc::not_supported;
+    if (c.uid != 0 && c.uid != n->uid) return Errc::perm;  // settings belong to the owner
+    box = n->box;
+  }
+  std::string_view key = name.substr(kPrefix.size());
+  for (const char* k : kReadOnly)
+    if (key == k) return Errc::perm;
+  Errc e = box->set(key, value);
+  if (e == Errc::not_found) return Errc::not_supported;
+  if (e == Errc::ok) {
+    Guard g(mu_);
+    if (Node* n = find_locked(ino)) n->ctime = now_ts();
+  }
+  return e;
+}
+
+Errc Tree::removexattr(uint64_t ino, std::string_view name) {
+  auto box = mailbox(ino);
+  if (!box || name.substr(0, kPrefix.size()) != kPrefix) return Errc::no_data;
+  return Errc::perm;  // the attributes are the mailbox's settings and counters
+}
+
+}  // namespace mbx

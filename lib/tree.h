@@ -1,0 +1,107 @@
+// The namespace: directories and mailbox files, inode numbers and lookup
+// counts, ownership and mode bits, and the user.mailbox.* attributes.
+// Permission checks on paths are the kernel's (default_permissions); the
+// tree enforces only what the kernel cannot know (names, settings ownership).
+#pragma once
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <vector>
+
+#include "errc.h"
+#include "mailbox.h"
+#include "mount.h"
+
+namespace mbx {
+
+inline constexpr uint64_t kRootIno = 1;
+
+struct Caller {
+  pid_t pid = 0;
+  uid_t uid = 0;
+  gid_t gid = 0;
+};
+
+// What setattr() changes (the core's own bits; the front end maps FUSE's).
+enum SetAttr : unsigned {
+  kSetMode = 1, kSetUid = 2, kSetGid = 4, kSetAtime = 8, kSetMtime = 16,
+  kSetAtimeNow = 32, kSetMtimeNow = 64, kSetSize = 128,
+};
+
+struct DirEntry {
+  std::string name;
+  uint64_t ino;
+  mode_t mode;
+};
+
+// Rejects what cannot be a mailbox or directory name: empty, ".", "..",
+// longer than 255 bytes, control characters, or invalid UTF-8.
+Errc check_name(std::string_view name);
+
+class Tree {
+ public:
+  Tree(Mount& mount, mode_t root_mode, uid_t uid, gid_t gid);
+  ~Tree();
+
+  // Each successful lookup/create/mkdir counts one kernel reference (forget()).
+  Result<struct stat> lookup(uint64_t parent, std::string_view name);
+  void forget(uint64_t ino, uint64_t n);
+  Result<struct stat> getattr(uint64_t ino);
+  Result<struct stat> setattr(uint64_t ino, const struct stat& in, unsigned what, const Caller& c);
+  Result<struct stat> create(uint64_t parent, std::string_view name, mode_t mode, const Caller& c);
+  Result<struct stat> mkdir(uint64_t parent, std::string_view name, mode_t mode, const Caller& c);
+  Errc unlink(uint64_t parent, std::string_view name);
+  Errc rmdir(uint64_t parent, std::string_view name);
+  Errc rename(uint64_t parent, std::string_view name, uint64_t newparent, std::string_view newname,
+              bool noreplace);
+  Result<std::vector<DirEntry>> list(uint64_t ino);
+  std::shared_ptr<Mailbox> mailbox(uint64_t ino);
+  struct statvfs statfs();
+
+  Result<std::string> getxattr(uint64_t ino, std::string_view name);
+  Result<std::string> listxattr(uint64_t ino);  // NUL-separated names
+  Errc setxattr(uint64_t ino, std::string_view name, std::string_view value, const Caller& c);
+  Errc removexattr(uint64_t ino, std::string_view name);
+
+  // Deletes every mailbox (the daemon is stopping): parked calls end now.
+  void shutdown();
+
+ private:
+  struct Node {
+    uint64_t ino = 0;
+    uint64_t parent = 0;
+    std::string name;
+    mode_t mode = 0;  // includes S_IFDIR / S_IFREG
+    uid_t uid = 0;
+    gid_t gid = 0;
+    timespec atime{}, mtime{}, ctime{};
+    uint64_t nlookup = 0;
+    bool linked = true;
+    uint64_t subdirs = 0;
+    std::map<std::string, uint64_t, std::less<>> children;
+    std::shared_ptr<Mailbox> box;
+  };
+  Node* find_locked(uint64_t ino);
+  Result<Node*> child_locked(uint64_t parent, std::string_view name);
+  Result<Node*> add_locked(uint64_t parent, std::string_view name, mode_t mode, const Caller& c);
+  void detach_locked(Node& n);
+  void maybe_drop_locked(Node& n);
+  struct stat stat_of(const Node& n, const MailboxInfo* info) const;
+  Result<struct stat> stat_ino(uint64_t ino);
+
+  Mount& mount_;
+  // Lock rule: mu_ is taken before any Mailbox's mutex; Mailbox calls that
+  // may finish waiters (remove, set) are made after mu_ is released.
+  std::mutex mu_;
+  std::unordered_map<uint64_t, std::unique_ptr<Node>> nodes_;
+  uint64_t next_ino_ = kRootIno + 1;
+  uint64_t mailboxes_ = 0;
+};
+
+}  // namespace mbx
