@@ -66,14 +66,14 @@ std::optional<Outcome> Mailbox::take_locked(Handle& h, size_t want, Batch& b) {
     size_t n = std::min(want, h.rbuf.size() - h.roff);
     out.data.assign(h.rbuf, h.roff, n);
     h.roff += n;
-    if (h.roff == h.rbuf.size()) {
-      h.rbuf.clear();
-      h.roff = 0;
-    }
-    return out;
+    if (h.roff < h.rbuf.size()) return out;
+    h.rbuf.clear();
+    h.roff = 0;
+    if (h.framing != Framing::line || removed_) return out;  // line framing may add whole lines
+  } else {
+    if (h.framing == Framing::file && h.got_message) return out;  // EOF: one message per open
+    if (removed_) return Outcome(Errc::removed);
   }
-  if (h.framing == Framing::file && h.got_message) return out;  // EOF: one message per open
-  if (removed_) return Outcome{Errc::removed};
   const int64_t now = realtime_ns();
   auto keep_rest = [&](std::string& msg) {
     if (msg.size() > want) {
@@ -90,18 +90,22 @@ std::optional<Outcome> Mailbox::take_locked(Handle& h, size_t want, Batch& b) {
     for (;;) {
       auto len = seg_.peek_len();
       if (!len) {
-        if (len.error() != Errc::again) return Outcome{len.error()};
+        if (len.error() != Errc::again && out.data.empty()) return Outcome(len.error());
         break;
       }
       if (!out.data.empty() && out.data.size() + *len >= want) break;
       std::string msg;
       auto p = seg_.pop(msg, now);
-      if (!p) return out.data.empty() ? std::optional<Outcome>(Outcome{p.error()}) : out;
+      if (!p) {
+        if (out.data.empty()) return Outcome(p.error());
+        break;
+      }
       b.popped = b.changed = true;
       h.last_from = p->from;
-      if (out.data.empty() && msg.size() > want) {
+      if (out.data.empty()) {
         keep_rest(msg);
-        break;
+        if (!h.rbuf.empty()) break;
+        continue;
       }
       out.data += msg;
     }
@@ -112,7 +116,7 @@ std::optional<Outcome> Mailbox::take_locked(Handle& h, size_t want, Batch& b) {
   auto p = seg_.pop(msg, now);
   if (!p) {
     if (p.error() == Errc::again) return std::nullopt;
-    return Outcome{p.error()};
+    return Outcome(p.error());
   }
   b.popped = b.changed = true;
   h.last_from = p->from;

@@ -1,0 +1,199 @@
+// Blocking like the kernel does: receive on empty, send on full, rendezvous,
+// O_NONBLOCK, timeouts, signals, and deletion of a mailbox with waiters.
+#include <gtest/gtest.h>
+#include <signal.h>
+
+#include "harness.h"
+
+namespace {
+
+using mt::Mount;
+using mt::Proc;
+
+TEST(Blocking, ReceiveBlocksUntilASendArrives) {
+  Mount m;
+  ASSERT_TRUE(m.ok());
+  m.sh("touch box");
+  Proc reader("cat box", m.dir());
+  EXPECT_FALSE(reader.exits_within(300));  // still blocked
+  long long t0 = mt::now_ms();
+  m.sh("echo wake > box");
+  EXPECT_TRUE(reader.exits_within(2000));
+  EXPECT_LT(mt::now_ms() - t0, 1000);
+  EXPECT_EQ(reader.finish().out, "wake\n");
+}
+
+TEST(Blocking, SendToAFullMailboxBlocksAtClose) {
+  Mount m("capacity=1");
+  ASSERT_TRUE(m.ok());
+  m.sh("echo first > box");
+  Proc sender("echo second > box; echo sent", m.dir());
+  EXPECT_FALSE(sender.exits_within(300));
+  auto r = m.sh("getfattr --only-values -n user.mailbox.blocked_senders box");
+  EXPECT_FALSE(r.out.empty());
+  EXPECT_EQ(m.sh("cat box").out, "first\n");
+  EXPECT_TRUE(sender.exits_within(2000));
+  EXPECT_EQ(sender.finish().out, "sent\n");
+  EXPECT_EQ(m.sh("cat box").out, "second\n");
+}
+
+TEST(Blocking, RendezvousSendWaitsForTheReceiver) {
+  Mount m("capacity=0");
+  ASSERT_TRUE(m.ok());
+  m.sh("touch box");
+  Proc sender("echo handoff > box; echo delivered", m.dir());
+  EXPECT_FALSE(sender.exits_within(400));
+  EXPECT_EQ(m.sh("cat box").out, "handoff\n");
+  EXPECT_TRUE(sender.exits_within(2000));
+  EXPECT_EQ(sender.finish().out, "delivered\n");
+}
+
+TEST(Blocking, NonblockingGivesEagain) {
+  Mount m("capacity=1,framing=datagram");
+  ASSERT_TRUE(m.ok());
+  auto r = m.sh(
+      "touch box; python3 -c \"\n"
+      "import os, fcntl\n"
+      "r = os.open('box', os.O_RDONLY | os.O_NONBLOCK)\n"
+      "try: os.read(r, 10)\n"
+      "except BlockingIOError: print('read EAGAIN')\n"
+      "w = os.open('box', os.O_WRONLY)\n"
+      "os.write(w, b'one')\n"
+      "fcntl.fcntl(w, fcntl.F_SETFL, os.O_NONBLOCK)  # set later, with fcntl\n"
+      "try: os.write(w, b'two')\n"
+      "except BlockingIOError: print('write EAGAIN')\n"
+      "print(os.read(r, 10))\n\"");
+  EXPECT_EQ(r.out, "read EAGAIN\nwrite EAGAIN\nb'one'\n") << r.err;
+}
+
+TEST(Blocking, TimeoutGivesEtimedout) {
+  Mount m;
+  ASSERT_TRUE(m.ok());
+  auto r = m.sh("touch box; setfattr -n user.mailbox.timeout_ms -v 200 box;"
+                "s=$(date +%s%N); cat box; echo rc=$?; e=$(date +%s%N); echo $(( (e - s) / 100000000 ))");
+  EXPECT_NE(r.err.find("Connection timed out"), std::string::npos) << r.err;
+  EXPECT_EQ(r.out.substr(0, 5), "rc=1\n");
+  int tenths = std::stoi(r.out.substr(5));
+  EXPECT_GE(tenths, 2);
+  EXPECT_LE(tenths, 9);
+}
+
+TEST(Blocking, CtrlCOnABlockedCatReturnsAtOnceAndLosesNothing) {
+  Mount m;
+  ASSERT_TRUE(m.ok());
+  m.sh("touch box");
+  Proc reader("exec cat box", m.dir());
+  ASSERT_FALSE(reader.exits_within(300));
+  long long t0 = mt::now_ms();
+  reader.signal_group(SIGINT);
+  EXPECT_TRUE(reader.exits_within(1000));
+  EXPECT_LT(mt::now_ms() - t0, 1000);
+  EXPECT_EQ(reader.finish().status, 128 + SIGINT);
+  m.sh("echo kept > box");
+  EXPECT_EQ(m.sh("cat box").out, "kept\n");
+}
+
+TEST(Blocking, SigkillFreesABlockedReaderAndLosesNothing) {
+  Mount m;
+  ASSERT_TRUE(m.ok());
+  m.sh("touch box");
+  Proc reader("exec cat box", m.dir());
+  ASSERT_FALSE(reader.exits_within(300));
+  reader.signal(SIGKILL);
+  EXPECT_TRUE(reader.exits_within(1000));
+  m.sh("echo kept > box");
+  EXPECT_EQ(m.sh("cat box").out, "kept\n");
+  EXPECT_EQ(m.sh("getfattr --only-values -n user.mailbox.received box").out, "1");
+}
+
+TEST(Blocking, InterruptedSendDeliversNothing) {
+  Mount m("capacity=0");
+  ASSERT_TRUE(m.ok());
+  m.sh("touch box");
+  Proc sender("exec bash -c 'echo lost > box'", m.dir());
+  ASSERT_FALSE(sender.exits_within(300));
+  sender.signal_group(SIGINT);
+  EXPECT_TRUE(sender.exits_within(1000));
+  auto r = m.sh("timeout 0.3 cat box; echo rc=$?; getfattr --only-values -n user.mailbox.sent box");
+  EXPECT_EQ(r.out, "rc=124\n0");
+}
+
+TEST(Blocking, SignalHandlerSeesEintr) {
+  Mount m;
+  ASSERT_TRUE(m.ok());
+  m.sh("touch box");
+  // Python retries reads interrupted by a handled signal (PEP 475) unless the
+  // handler raises; the handler raising shows the read was interrupted.
+  Proc reader(
+      "python3 -c \"\n"
+      "import os, signal\n"
+      "class Woke(Exception): pass\n"
+      "def h(s, f): raise Woke()\n"
+      "signal.signal(signal.SIGUSR1, h)\n"
+      "fd = os.open('box', os.O_RDONLY)\n"
+      "try: os.read(fd, 100)\n"
+      "except Woke: print('interrupted')\n"
+      "print(os.read(fd, 100))\n\"",
+      m.dir());
+  ASSERT_FALSE(reader.exits_within(500));
+  reader.signal(SIGUSR1);
+  ASSERT_FALSE(reader.exits_within(300));  // blocked again in the second read
+  m.sh("echo after > box");
+  EXPECT_TRUE(reader.exits_within(2000));
+  EXPECT_EQ(reader.finish().out, "interrupted\nb'after\\n'\n");
+}
+
+TEST(Blocking, DeletingAMailboxWakesItsWaiters) {
+  Mount m("capacity=1");
+  ASSERT_TRUE(m.ok());
+  m.sh("touch empty; echo x > full");
+  Proc reader("cat empty", m.dir());
+  // (bash ignores errors from close(); python reports them)
+  Proc sender("python3 -c \"f = open('full', 'w'); f.write('y'); f.close()\"", m.dir());
+  ASSERT_TRUE(m.wait_words("empty", "blocked_receivers", 1));
+  ASSERT_TRUE(m.wait_words("full", "blocked_senders", 1));
+  m.sh("rm empty full");
+  EXPECT_TRUE(reader.exits_within(1000));
+  EXPECT_TRUE(sender.exits_within(1000));
+  auto rr = reader.finish(), sr = sender.finish();
+  EXPECT_NE(rr.err.find("Identifier removed"), std::string::npos) << rr.err;
+  EXPECT_NE(sr.err.find("Identifier removed"), std::string::npos) << sr.err;
+  EXPECT_EQ(m.sh("ls " + mt::q(m.state_dir()) + " | grep -c '^m'").out, "0\n");  // segments freed
+}
+
+TEST(Blocking, BlockedReadersAreServedInArrivalOrder) {
+  Mount m;
+  ASSERT_TRUE(m.ok());
+  m.sh("touch box");
+  Proc a("cat box", m.dir());
+  ASSERT_FALSE(a.exits_within(200));
+  Proc b("cat box", m.dir());
+  ASSERT_FALSE(b.exits_within(200));
+  Proc c("cat box", m.dir());
+  ASSERT_FALSE(c.exits_within(200));
+  m.sh("echo 1 > box; echo 2 > box; echo 3 > box");
+  EXPECT_EQ(a.finish(2000).out, "1\n");
+  EXPECT_EQ(b.finish(2000).out, "2\n");
+  EXPECT_EQ(c.finish(2000).out, "3\n");
+}
+
+TEST(Blocking, ManyReadersDoNotOccupyWorkerThreads) {
+  Mount m;
+  ASSERT_TRUE(m.ok());
+  m.sh("touch box other");
+  // Far more parked reads than libfuse has worker threads (10).
+  Proc readers("for i in $(seq 40); do cat box > /dev/null & done; wait", m.dir());
+  for (int i = 0; i < 100; i++) {
+    auto r = m.sh("getfattr --only-values -n user.mailbox.blocked_receivers box | wc -w");
+    if (r.out == "40\n") break;
+    usleep(50000);
+  }
+  EXPECT_EQ(m.sh("getfattr --only-values -n user.mailbox.blocked_receivers box | wc -w").out, "40\n");
+  // The mount still answers everything else at once.
+  auto r = m.sh("echo hi > other; cat other; ls | wc -l", 3000);
+  EXPECT_EQ(r.out, "hi\n2\n");
+  m.sh("for i in $(seq 40); do echo $i > box; done");
+  EXPECT_TRUE(readers.exits_within(5000));
+}
+
+}  // namespace

@@ -1,0 +1,267 @@
+#include "harness.h"
+
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <sys/statfs.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <sstream>
+
+namespace mt {
+
+namespace {
+constexpr long kFuseMagic = 0x65735546;
+
+bool is_fuse(const std::string& dir) {
+  struct statfs s;
+  return ::statfs(dir.c_str(), &s) == 0 && s.f_type == kFuseMagic;
+}
+
+int decode(int status) {
+  if (WIFEXITED(status)) return WEXITSTATUS(status);
+  if (WIFSIGNALED(status)) return 128 + WTERMSIG(status);
+  return -1;
+}
+
+void quiet_run(const std::vector<std::string>& argv, int timeout_ms) {
+  std::string cmd;
+  for (auto& a : argv) cmd += q(a) + " ";
+  Run r = sh(cmd + ">/dev/null 2>&1", timeout_ms);
+  (void)r;
+}
+}  // namespace
+
+long long now_ms() {
+  timespec t;
+  clock_gettime(CLOCK_MONOTONIC, &t);
+  return t.tv_sec * 1000LL + t.tv_nsec / 1000000;
+}
+
+std::string q(const std::string& s) {
+  std::string r = "'";
+  for (char c : s) r += c == '\'' ? std::string("'\\''") : std::string(1, c);
+  return r + "'";
+}
+
+std::string daemon_binary() {
+  const char* b = std::getenv("MAILBOXFS_BIN");
+  if (b && *b) return b;
+  char buf[4096];
+  ssize_t n = ::readlink("/proc/self/exe", buf, sizeof buf - 1);
+  if (n > 0) {
+    buf[n] = 0;
+    std::string self(buf);
+    return self.substr(0, self.rfind('/')) + "/mailboxfs";
+  }
+  return "out/mailboxfs";
+}
+
+Proc::Proc(const std::string& script, const std::string& cwd, const std::vector<std::string>& env) {
+  int out[2], err[2];
+  if (pipe2(out, O_CLOEXEC) != 0 || pipe2(err, O_CLOEXEC) != 0) return;
+  pid_ = fork();
+  if (pid_ == 0) {
+    setpgid(0, 0);
+    dup2(out[1], 1);
+    dup2(err[1], 2);
+    int devnull = open("/dev/null", O_RDONLY);
+    dup2(devnull, 0);
+    if (!cwd.empty() && chdir(cwd.c_str()) != 0) _exit(126);
+    for (auto& e : env) putenv(const_cast<char*>(e.c_str()));
+    // Default dispositions: the test may send SIGINT/SIGTERM.
+    ::signal(SIGINT, SIG_DFL);
+    ::signal(SIGTERM, SIG_DFL);
+    ::signal(SIGPIPE, SIG_DFL);
+    execl("/bin/bash", "bash", "-c", script.c_str(), static_cast<char*>(nullptr));
+    _exit(127);
+  }
+  setpgid(pid_, pid_);
+  close(out[1]);
+  close(err[1]);
+  out_fd_ = out[0];
+  err_fd_ = err[0];
+  fcntl(out_fd_, F_SETFL, O_NONBLOCK);
+  fcntl(err_fd_, F_SETFL, O_NONBLOCK);
+}
+
+Proc::~Proc() {
+  if (pid_ > 0 && !reaped_) {
+    kill(-pid_, SIGKILL);
+    kill(pid_, SIGKILL);
+    int st;
+    // A process stuck in a hung FUSE request can outlive SIGKILL; never hang here.
+    for (int i = 0; i < 200 && waitpid(pid_, &st, WNOHANG) == 0; i++) usleep(10000);
+  }
+  if (out_fd_ >= 0) close(out_fd_);
+  if (err_fd_ >= 0) close(err_fd_);
+}
+
+void Proc::drain(int ms) {
+  pollfd p[2] = {{out_fd_, POLLIN, 0}, {err_fd_, POLLIN, 0}};
+  if (::poll(p, 2, ms) <= 0) return;
+  char buf[65536];
+  for (int i = 0; i < 2; i++) {
+    if (p[i].fd < 0) continue;
+    for (;;) {
+      ssize_t n = read(p[i].fd, buf, sizeof buf);
+      if (n <= 0) break;
+      (i == 0 ? out_ : err_).append(buf, static_cast<size_t>(n));
+    }
+  }
+}
+
+bool Proc::running() {
+  if (pid_ <= 0 || reaped_) return false;
+  int st;
+  pid_t r = waitpid(pid_, &st, WNOHANG);
+  if (r == pid_) {
+    reaped_ = true;
+    status_ = decode(st);
+    return false;
+  }
+  return true;
+}
+
+bool Proc::exits_within(int ms) {
+  long long end = now_ms() + ms;
+  while (running()) {
+    if (now_ms() >= end) return false;
+    drain(5);
+  }
+  return true;
+}
+
+Run Proc::finish(int ms) {
+  Run r;
+  if (!exits_within(ms)) {
+    r.timed_out = true;
+    kill(-pid_, SIGKILL);
+    kill(pid_, SIGKILL);
+    exits_within(2000);
+  }
+  drain(0);
+  r.status = status_;
+  r.out = out_;
+  r.err = err_;
+  return r;
+}
+
+void Proc::signal(int sig) {
+  if (pid_ > 0 && !reaped_) kill(pid_, sig);
+}
+
+void Proc::signal_group(int sig) {
+  if (pid_ > 0 && !reaped_) kill(-pid_, sig);
+}
+
+Run sh(const std::string& script, int timeout_ms, const std::string& cwd) {
+  Proc p(script, cwd);
+  return p.finish(timeout_ms);
+}
+
+Mount::Mount(const std::string& options) {
+  char tmpl[] = "/tmp/mbxtest.XXXXXX";
+  if (!mkdtemp(tmpl)) return;
+  tmp_ = tmpl;
+  mnt_ = tmp_ + "/mnt";
+  state_ = "/dev/shm/mbxtest-" + tmp_.substr(tmp_.rfind('.') + 1);
+  log_ = tmp_ + "/daemon.log";
+  mkdir(mnt_.c_str(), 0755);
+  std::string opts = "state_dir=" + state_;
+  if (!options.empty()) opts += "," + options;
+  pid_ = fork();
+  if (pid_ == 0) {
+    int fd = open(log_.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    dup2(fd, 2);
+    dup2(fd, 1);
+    setpgid(0, 0);
+    execl(daemon_binary().c_str(), "mailboxfs", "-f", "-o", opts.c_str(), mnt_.c_str(),
+          static_cast<char*>(nullptr));
+    _exit(127);
+  }
+  long long end = now_ms() + 10000;
+  while (now_ms() < end) {
+    if (is_fuse(mnt_)) {
+      ok_ = true;
+      break;
+    }
+    int st;
+    if (waitpid(pid_, &st, WNOHANG) == pid_) {
+      pid_ = -1;
+      break;
+    }
+    usleep(10000);
+  }
+}
+
+bool Mount::stop(int sig, int timeout_ms) {
+  if (pid_ <= 0) return true;
+  kill(pid_, sig);
+  long long end = now_ms() + timeout_ms;
+  int st;
+  while (now_ms() < end) {
+    if (waitpid(pid_, &st, WNOHANG) == pid_) {
+      pid_ = -1;
+      return true;
+    }
+    usleep(5000);
+  }
+  return false;
+}
+
+Mount::~Mount() {
+  if (!mnt_.empty() && is_fuse(mnt_)) {
+    quiet_run({"fusermount3", "-u", mnt_}, 5000);
+    if (is_fuse(mnt_)) quiet_run({"fusermount3", "-u", "-z", mnt_}, 5000);
+  }
+  if (pid_ > 0) {
+    kill(pid_, SIGTERM);
+    int st;
+    bool gone = false;
+    for (int i = 0; i < 300 && !gone; i++) {
+      gone = waitpid(pid_, &st, WNOHANG) == pid_;
+      if (!gone) usleep(10000);
+    }
+    if (!gone) {
+      kill(pid_, SIGKILL);
+      for (int i = 0; i < 300 && waitpid(pid_, &st, WNOHANG) != pid_; i++) usleep(10000);
+    }
+  }
+  if (!state_.empty()) quiet_run({"rm", "-rf", state_}, 5000);
+  if (!tmp_.empty() && !is_fuse(mnt_)) quiet_run({"rm", "-rf", tmp_}, 5000);
+}
+
+Run Mount::sh(const std::string& script, int timeout_ms) const { return mt::sh(script, timeout_ms, mnt_); }
+
+std::string Mount::xattr(const std::string& file, const std::string& name) const {
+  return sh("getfattr --only-values -n user.mailbox." + name + " " + q(file) + " 2>/dev/null").out;
+}
+
+bool Mount::wait_words(const std::string& file, const std::string& name, int words, int ms) const {
+  long long end = now_ms() + ms;
+  do {
+    std::istringstream in(xattr(file, name));
+    int n = 0;
+    for (std::string w; in >> w;) n++;
+    if (n == words) return true;
+    usleep(20000);
+  } while (now_ms() < end);
+  return false;
+}
+
+std::string Mount::daemon_stderr() const {
+  std::ifstream f(log_);
+  std::stringstream ss;
+  ss << f.rdbuf();
+  return ss.str();
+}
+
+}  // namespace mt
