@@ -564,31 +564,31 @@ MailboxInfo Mailbox::info() {
 
 unsigned Mailbox::poll(Handle& h, std::unique_ptr<PollToken> token) {
   std::unique_ptr<PollToken> old;
-  Guard g(mu_);
+  Batch b;
   unsigned ev = 0;
-  if (removed_) {
-    ev = POLLERR | POLLHUP;
-    if (h.roff < h.rbuf.size()) ev |= POLLIN | POLLRDNORM;
-    return ev;
+  {
+    Guard g(mu_);
+    if (token) {
+      if (!h.poll) handles_.push_back(&h);
+      old = std::move(h.poll);
+      h.poll = std::move(token);
+    }
+    // Arming may set watch bits and re-check the ring, finishing parked calls.
+    settle_locked(b);
+    if (removed_) {
+      ev = POLLERR | POLLHUP;
+      if (h.roff < h.rbuf.size()) ev |= POLLIN | POLLRDNORM;
+    } else {
+      const bool readable = h.roff < h.rbuf.size() || (h.framing == Framing::file && h.got_message) ||
+                            (readers_.empty() && seg_.stats().count > 0);
+      const bool writable = h.framing == Framing::file ||
+                            (writers_.empty() && acks_.empty() && !seg_.full() &&
+                             (seg_.capacity() != 0 || !readers_.empty()));
+      if (h.can_read && readable) ev |= POLLIN | POLLRDNORM;
+      if (h.can_write && writable) ev |= POLLOUT | POLLWRNORM;
+    }
   }
-  if (h.can_read) {
-    bool ready = h.roff < h.rbuf.size() || (h.framing == Framing::file && h.got_message) ||
-                 (readers_.empty() && seg_.stats().count > 0);
-    if (ready) ev |= POLLIN | POLLRDNORM;
-  }
-  if (h.can_write) {
-    bool ready = h.framing == Framing::file ||
-                 (writers_.empty() && acks_.empty() && !seg_.full() &&
-                  (seg_.capacity() != 0 || !readers_.empty()));
-    if (ready) ev |= POLLOUT | POLLWRNORM;
-  }
-  if (token) {
-    if (!h.poll) handles_.push_back(&h);
-    old = std::move(h.poll);
-    h.poll = std::move(token);
-    Batch b;
-    settle_locked(b);  // only updates the watch bits: nothing changed
-  }
+  commit(b, nullptr);
   return ev;
 }
 

@@ -38,12 +38,13 @@ int futex_wake(std::atomic<uint32_t>* word, int n) {
 }
 
 uint64_t data_size_for(uint64_t capacity, uint64_t max_message, uint64_t quota_max) {
-  const uint64_t rec = layout::record_size(max_message);
-  uint64_t slots = capacity == layout::kUnbounded ? UINT64_MAX : std::max<uint64_t>(capacity, 1) + 1;
-  uint64_t by_capacity = slots > (UINT64_MAX / 2) / rec ? UINT64_MAX : slots * rec;
+  constexpr uint64_t kLimit = 1ull << 46;  // 64 TiB of address space: beyond any real quota
+  const uint64_t rec = layout::record_size(std::min(max_message, kLimit));
+  const uint64_t slots = capacity >= kLimit ? kLimit : std::max<uint64_t>(capacity, 1) + 1;
+  const uint64_t by_capacity = slots > kLimit / rec ? kLimit : slots * rec;
   // The quota bounds the live bytes; two spare records absorb the wrap gap.
-  uint64_t by_quota = quota_max + 2 * rec;
-  return round_page(std::min(by_capacity, by_quota));
+  const uint64_t by_quota = std::min(quota_max, kLimit) + 2 * rec;
+  return round_page(std::min({by_capacity, by_quota, kLimit}));
 }
 
 // Holds the segment's robust mutex. A participant that died holding it left
@@ -174,7 +175,7 @@ Result<Segment> Segment::attach(const std::string& path) {
 // against the private geometry. O(count): used on attach and owner death only.
 bool Segment::check_ring_locked() const {
   const SegmentHeader* h = hdr_;
-  if (h->head >= data_size_ || h->tail > data_size_ || h->count > data_size_ / kRecHdr)
+  if (h->head >= data_size_ || h->tail >= data_size_ || h->count > data_size_ / kRecHdr)
     return false;
   uint64_t pos = h->head, bytes = 0, rec_bytes = 0;
   for (uint64_t i = 0; i < h->count; i++) {
@@ -216,6 +217,10 @@ Result<uint64_t> Segment::push(const char* data, size_t len, const Sender& from,
   Locked l(*this);
   if (!l.ok()) return l.error();
   SegmentHeader* h = hdr_;
+  if (h->head >= data_size_ || h->tail >= data_size_) {  // another participant scribbled
+    h->state.store(layout::kCorrupt, std::memory_order_release);
+    return Errc::bad_message;
+  }
   if (!force && full_locked()) return Errc::again;
   if (h->count == 0) h->head = h->tail = 0;  // keep an idle ring's footprint to its first pages
   // Find room for `rec` contiguous bytes (see the layout comment).

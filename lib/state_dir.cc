@@ -52,6 +52,7 @@ Result<StateDir> StateDir::open(const std::string& dir, uint64_t quota_max) {
   if (!s.lock_.valid()) return from_errno(errno);
   if (::flock(s.lock_.get(), LOCK_EX | LOCK_NB) != 0)
     return errno == EWOULDBLOCK ? Errc::exists : from_errno(errno);
+  s.owner_ = true;
   clear_dir(dir);
 
   const std::string cpath = dir + "/" + kControlName;
@@ -76,7 +77,7 @@ std::string StateDir::segment_path(uint64_t id, uint64_t generation) const {
 }
 
 StateDir::~StateDir() {
-  if (dir_.empty() || !lock_.valid()) return;
+  if (!owner_) return;
   ctl_.reset();
   clear_dir(dir_);
   ::unlink((dir_ + "/" + kLockName).c_str());

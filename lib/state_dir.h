@@ -6,6 +6,7 @@
 #include <functional>
 #include <string>
 #include <thread>
+#include <utility>
 
 #include "errc.h"
 #include "mailbox/layout.h"
@@ -16,8 +17,14 @@ namespace mbx {
 class StateDir {
  public:
   StateDir() = default;
-  StateDir(StateDir&&) noexcept = default;
-  StateDir& operator=(StateDir&&) noexcept = default;
+  StateDir(StateDir&& o) noexcept { *this = std::move(o); }
+  StateDir& operator=(StateDir&& o) noexcept {
+    dir_ = std::move(o.dir_);
+    lock_ = std::move(o.lock_);
+    ctl_ = std::move(o.ctl_);
+    owner_ = std::exchange(o.owner_, false);
+    return *this;
+  }
   ~StateDir();
 
   // Creates `dir` (or takes over one left by a dead daemon, clearing it) and
@@ -31,6 +38,7 @@ class StateDir {
  private:
   std::string dir_;
   UniqueFd lock_;
+  bool owner_ = false;  // holds the flock: only then may the destructor clear the directory
   Mapping ctl_;
 };
 

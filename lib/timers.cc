@@ -38,8 +38,9 @@ void Timers::run() {
       continue;
     }
     auto first = queue_.begin();
-    if (first->first > Clock::now()) {
-      cv_.wait_until(g, first->first);
+    const Clock::time_point when = first->first;  // cancel() may erase the entry while we wait
+    if (when > Clock::now()) {
+      cv_.wait_until(g, when);
       continue;
     }
     auto fn = std::move(first->second.second);

@@ -21,13 +21,25 @@ bool later(const timespec& a, const timespec& b) {
   return a.tv_sec != b.tv_sec ? a.tv_sec > b.tv_sec : a.tv_nsec > b.tv_nsec;
 }
 
+// Strict UTF-8 (RFC 3629): no overlong forms, no surrogates, nothing above U+10FFFF.
 bool valid_utf8(std::string_view s) {
+  auto byte = [&](size_t i) { return static_cast<unsigned char>(s[i]); };
   for (size_t i = 0; i < s.size();) {
-    unsigned char c = static_cast<unsigned char>(s[i]);
-    size_t n = c < 0x80 ? 1 : (c >> 5) == 6 ? 2 : (c >> 4) == 14 ? 3 : (c >> 3) == 30 ? 4 : 0;
-    if (n == 0 || i + n > s.size()) return false;
-    for (size_t k = 1; k < n; k++)
-      if ((static_cast<unsigned char>(s[i + k]) >> 6) != 2) return false;
+    const unsigned char c = byte(i);
+    size_t n;
+    unsigned char lo = 0x80, hi = 0xbf;  // allowed range of the second byte
+    if (c < 0x80) { i++; continue; }
+    if (c >= 0xc2 && c <= 0xdf) n = 2;
+    else if (c == 0xe0) { n = 3; lo = 0xa0; }
+    else if (c == 0xed) { n = 3; hi = 0x9f; }
+    else if (c >= 0xe1 && c <= 0xef) n = 3;
+    else if (c == 0xf0) { n = 4; lo = 0x90; }
+    else if (c == 0xf4) { n = 4; hi = 0x8f; }
+    else if (c >= 0xf1 && c <= 0xf3) n = 4;
+    else return false;
+    if (i + n > s.size() || byte(i + 1) < lo || byte(i + 1) > hi) return false;
+    for (size_t k = 2; k < n; k++)
+      if ((byte(i + k) & 0xc0) != 0x80) return false;
     i += n;
   }
   return true;

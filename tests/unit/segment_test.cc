@@ -1,0 +1,370 @@
+// Segment: the shared-memory ring of one mailbox, used in one process.
+#include "segment.h"
+
+#include <gtest/gtest.h>
+
+#include <deque>
+#include <random>
+
+#include "test_util.h"
+
+namespace mbx {
+namespace {
+
+using ut::make_segment;
+using ut::SharedControl;
+using ut::TempDir;
+
+std::string pop_one(Segment& s, Errc* err = nullptr) {
+  std::string out;
+  auto r = s.pop(out, realtime_ns());
+  if (err) *err = r.error();
+  return out;
+}
+
+TEST(Segment, CreateValidatesArguments) {
+  TempDir d;
+  // data_size must be page-aligned and hold two largest records.
+  EXPECT_EQ(Segment::create(d.file("a"), 4, 100, 4095, 0600).error(), Errc::invalid);
+  EXPECT_EQ(Segment::create(d.file("a"), 4, 4096, 4096, 0600).error(), Errc::invalid);
+  EXPECT_EQ(Segment::create(d.file("a"), 4, UINT32_MAX, 1ull << 33, 0600).error(), Errc::invalid);
+  EXPECT_FALSE(ut::path_exists(d.file("a")));
+  auto s = Segment::create(d.file("a"), 4, 100, 4096, 0600);
+  ASSERT_TRUE(s.ok());
+  EXPECT_EQ(s->capacity(), 4u);
+  EXPECT_EQ(s->max_message(), 100u);
+  EXPECT_EQ(s->data_size(), 4096u);
+  EXPECT_EQ(s->header()->magic, layout::kMagic);
+  // O_EXCL: never reuses a file.
+  EXPECT_EQ(Segment::create(d.file("a"), 4, 100, 4096, 0600).error(), Errc::exists);
+  EXPECT_EQ(Segment::attach(d.file("missing")).error(), Errc::not_found);
+}
+
+TEST(Segment, DataSizeFor) {
+  // capacity+1 largest records, page-rounded; rendezvous counts as one.
+  EXPECT_EQ(data_size_for(4, 1000, 1ull << 30), 8192u);  // 5 * 1032 = 5160
+  EXPECT_EQ(data_size_for(0, 1000, 1ull << 30), data_size_for(1, 1000, 1ull << 30));
+  // Unbounded: the quota plus two spare records.
+  EXPECT_EQ(data_size_for(layout::kUnbounded, 1000, 100000), 102400u);  // 102064 rounded up
+  EXPECT_EQ(data_size_for(1000000, 1000, 100000), 102400u);             // the quota bounds it
+}
+
+TEST(Segment, DataSizeForHugeQuota) {
+  // Regression: `quota_max + 2 * rec` must not wrap around for a huge quota.
+  const uint64_t big = data_size_for(layout::kUnbounded, 1u << 20, 1ull << 40);
+  EXPECT_GE(data_size_for(layout::kUnbounded, 1u << 20, UINT64_MAX - 4000), big);
+  EXPECT_GE(data_size_for(layout::kUnbounded, 1u << 20, UINT64_MAX), big);
+}
+
+TEST(Segment, PushPopOrderAndSender) {
+  TempDir d;
+  SharedControl ctl;
+  Segment s = make_segment(d.file("s"), 16, 512, ctl);
+  for (int i = 0; i < 10; i++) {
+    std::string m = "msg-" + std::to_string(i);
+    auto r = s.push(m.data(), m.size(), Sender{100 + i, 7, 8}, realtime_ns());
+    ASSERT_TRUE(r.ok());
+    EXPECT_EQ(*r, static_cast<uint64_t>(i));
+  }
+  EXPECT_EQ(*s.peek_len(), 5u);
+  for (int i = 0; i < 10; i++) {
+    std::string out;
+    auto r = s.pop(out, realtime_ns());
+    ASSERT_TRUE(r.ok());
+    EXPECT_EQ(out, "msg-" + std::to_string(i));
+    EXPECT_EQ(r->seq, static_cast<uint64_t>(i));
+    EXPECT_EQ(r->from.pid, 100 + i);
+    EXPECT_EQ(r->from.uid, 7u);
+    EXPECT_EQ(r->from.gid, 8u);
+  }
+  std::string out;
+  EXPECT_EQ(s.pop(out, 0).error(), Errc::again);
+  EXPECT_EQ(s.peek_len().error(), Errc::again);
+  EXPECT_TRUE(out.empty());
+  // Zero-length messages are messages too.
+  ASSERT_TRUE(s.push(nullptr, 0, {}, 0).ok());
+  auto r = s.pop(out, 0);
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(out, "");
+  EXPECT_EQ(ctl.used(), 0u);
+}
+
+// Random pushes and pops of random sizes against a model queue, over many
+// wraps. A mailbox below its capacity must always accept a message of up to
+// max_message bytes (data_size_for's promise).
+void wrap_cycles(uint64_t capacity, uint64_t max_message, unsigned seed) {
+  TempDir d;
+  SharedControl ctl;
+  Segment s = make_segment(d.file("s"), capacity, max_message, ctl);
+  ASSERT_TRUE(s.valid());
+  std::mt19937 rng(seed);
+  std::deque<std::string> model;
+  uint64_t sent = 0, received = 0, wraps = 0;
+  for (int op = 0; op < 30000; op++) {
+    // Mostly pushes, so the ring stays near full and keeps going around
+    // (an emptied ring restarts at offset 0).
+    const bool push = model.empty() || (model.size() < capacity && rng() % 4 != 0);
+    if (push) {
+      size_t len = rng() % 4 == 0 ? max_message : rng() % (max_message + 1);
+      std::string m(len, '\0');
+      for (auto& c : m) c = static_cast<char>(rng());
+      const uint64_t tail = s.header()->tail;
+      auto r = s.push(m.data(), m.size(), {}, 0);
+      if (!model.empty() && s.header()->tail < tail) wraps++;
+      ASSERT_TRUE(r.ok()) << "op " << op << " len " << len << " count " << model.size() << ": "
+                          << to_errno(r.error());
+      EXPECT_EQ(*r, sent++);
+      model.push_back(std::move(m));
+    } else {
+      std::string out;
+      auto r = s.pop(out, 0);
+      ASSERT_TRUE(r.ok()) << "op " << op;
+      ASSERT_EQ(r->seq, received++);
+      ASSERT_EQ(ut::fnv(out.data(), out.size()), ut::fnv(model.front().data(), model.front().size()));
+      ASSERT_EQ(out, model.front());
+      model.pop_front();
+    }
+    if (model.size() == capacity) {
+      ASSERT_EQ(s.push("x", 1, {}, 0).error(), Errc::again);
+    }
+  }
+  auto st = s.stats();
+  EXPECT_EQ(st.count, model.size());
+  EXPECT_EQ(st.total_sent, sent);
+  EXPECT_EQ(st.total_received, received);
+  EXPECT_EQ(ctl.used(), st.record_bytes);
+  if (capacity > 1) {
+    EXPECT_GT(wraps, 50u);  // the ring really went around
+  }
+}
+
+TEST(Segment, WrapAroundVariableSizes) {
+  wrap_cycles(8, 1000, 1);
+  wrap_cycles(1, 4000, 2);
+  wrap_cycles(2, 2000, 3);
+  wrap_cycles(3, 1300, 4);
+  wrap_cycles(5, 17, 5);
+  wrap_cycles(64, 100, 6);
+}
+
+TEST(Segment, FullByCapacity) {
+  TempDir d;
+  SharedControl ctl;
+  Segment s = make_segment(d.file("s"), 3, 64, ctl);
+  for (int i = 0; i < 3; i++) ASSERT_TRUE(s.push("abc", 3, {}, 0).ok());
+  EXPECT_TRUE(s.full());
+  EXPECT_EQ(s.push("d", 1, {}, 0).error(), Errc::again);
+  EXPECT_EQ(s.stats().count, 3u);
+  EXPECT_EQ(s.stats().total_sent, 3u);
+  pop_one(s);
+  EXPECT_FALSE(s.full());
+  EXPECT_TRUE(s.push("d", 1, {}, 0).ok());
+  // force ignores the limit (resizing moves every queued message).
+  EXPECT_TRUE(s.push("e", 1, {}, 0, /*force=*/true).ok());
+  EXPECT_EQ(s.stats().count, 4u);
+}
+
+TEST(Segment, RendezvousHoldsOne) {
+  TempDir d;
+  SharedControl ctl;
+  Segment s = make_segment(d.file("s"), 0, 64, ctl);
+  EXPECT_EQ(s.capacity(), 0u);
+  EXPECT_FALSE(s.full());
+  ASSERT_TRUE(s.push("only", 4, {}, 0).ok());
+  EXPECT_TRUE(s.full());
+  EXPECT_EQ(s.push("two", 3, {}, 0).error(), Errc::again);
+  EXPECT_EQ(pop_one(s), "only");
+  EXPECT_TRUE(s.push("two", 3, {}, 0).ok());
+}
+
+TEST(Segment, UnboundedStopsAtQuota) {
+  TempDir d;
+  SharedControl ctl(8192);
+  Segment s = make_segment(d.file("s"), layout::kUnbounded, 1024, ctl);
+  std::string m(1024, 'q');
+  const uint64_t rec = layout::record_size(1024);
+  int n = 0;
+  for (; n < 100; n++) {
+    auto r = s.push(m.data(), m.size(), {}, 0);
+    if (!r) {
+      EXPECT_EQ(r.error(), Errc::no_space);
+      break;
+    }
+  }
+  EXPECT_EQ(static_cast<uint64_t>(n), 8192 / rec);  // 7 records of 1056 bytes
+  EXPECT_EQ(ctl.used(), n * rec);
+  EXPECT_EQ(s.stats().record_bytes, n * rec);
+  EXPECT_FALSE(s.full());  // never full by count
+  // Small messages still fit in what is left.
+  ASSERT_TRUE(s.push("x", 1, {}, 0).ok());
+  pop_one(s);
+  EXPECT_EQ(ctl.used(), n * rec + layout::record_size(1) - rec);
+  ASSERT_TRUE(s.push(m.data(), 500, {}, 0).ok());
+  s.discard_all();
+  EXPECT_EQ(ctl.used(), 0u);
+  EXPECT_EQ(s.stats().count, 0u);
+  EXPECT_EQ(pop_one(s), "");
+}
+
+TEST(Segment, BoundedAlsoCountsTheMountQuota) {
+  TempDir d;
+  SharedControl ctl(4096);
+  Segment a = make_segment(d.file("a"), 64, 1000, ctl);
+  Segment b = make_segment(d.file("b"), 64, 1000, ctl);
+  std::string m(1000, 'z');
+  ASSERT_TRUE(a.push(m.data(), m.size(), {}, 0).ok());
+  ASSERT_TRUE(a.push(m.data(), m.size(), {}, 0).ok());
+  ASSERT_TRUE(b.push(m.data(), m.size(), {}, 0).ok());
+  EXPECT_EQ(b.push(m.data(), m.size(), {}, 0).error(), Errc::no_space);  // 4 * 1032 > 4096
+  EXPECT_EQ(b.stats().count, 1u);
+  EXPECT_EQ(ctl.used(), 3 * layout::record_size(1000));
+  pop_one(a);
+  EXPECT_TRUE(b.push(m.data(), m.size(), {}, 0).ok());
+}
+
+TEST(Segment, MessageSize) {
+  TempDir d;
+  SharedControl ctl;
+  Segment s = make_segment(d.file("s"), 4, 100, ctl);
+  std::string m(101, 'm');
+  EXPECT_EQ(s.push(m.data(), 101, {}, 0).error(), Errc::msg_size);
+  EXPECT_EQ(s.stats().count, 0u);
+  EXPECT_EQ(s.stats().next_seq, 0u);
+  EXPECT_TRUE(s.push(m.data(), 100, {}, 0).ok());
+  EXPECT_EQ(s.max_queued_len(), 100u);
+}
+
+TEST(Segment, Withdraw) {
+  TempDir d;
+  SharedControl ctl;
+  Segment s = make_segment(d.file("s"), 0, 64, ctl);
+  auto seq = s.push("offer", 5, {}, 0);
+  ASSERT_TRUE(seq.ok());
+  EXPECT_FALSE(s.withdraw(*seq + 1));  // not that message
+  EXPECT_TRUE(s.withdraw(*seq));
+  EXPECT_EQ(s.stats().count, 0u);
+  EXPECT_EQ(s.stats().total_sent, 0u);  // never delivered: not counted as sent
+  EXPECT_EQ(ctl.used(), 0u);
+  EXPECT_EQ(pop_one(s), "");
+  // Once received it cannot be taken back.
+  seq = s.push("taken", 5, {}, 0);
+  ASSERT_TRUE(seq.ok());
+  EXPECT_EQ(pop_one(s), "taken");
+  EXPECT_FALSE(s.withdraw(*seq));
+  EXPECT_GT(s.consumed_seq(), *seq);
+  // Not the only message queued: refused.
+  Segment b = make_segment(d.file("b"), 4, 64, ctl);
+  auto s0 = b.push("a", 1, {}, 0);
+  ASSERT_TRUE(b.push("b", 1, {}, 0).ok());
+  EXPECT_FALSE(b.withdraw(*s0));
+  EXPECT_EQ(b.stats().count, 2u);
+}
+
+TEST(Segment, StatsCounters) {
+  TempDir d;
+  SharedControl ctl;
+  Segment s = make_segment(d.file("s"), 8, 256, ctl);
+  auto st = s.stats();
+  EXPECT_EQ(st.count + st.bytes + st.total_sent + st.total_received + st.next_seq, 0u);
+  ASSERT_TRUE(s.push("hello", 5, {}, 111).ok());
+  ASSERT_TRUE(s.push("hi", 2, {}, 222).ok());
+  ASSERT_TRUE(s.push("", 0, {}, 333).ok());
+  st = s.stats();
+  EXPECT_EQ(st.count, 3u);
+  EXPECT_EQ(st.bytes, 7u);
+  EXPECT_EQ(st.record_bytes, layout::record_size(5) + layout::record_size(2) + layout::record_size(0));
+  EXPECT_EQ(st.total_sent, 3u);
+  EXPECT_EQ(st.next_seq, 3u);
+  EXPECT_EQ(st.last_send_ns, 333);
+  EXPECT_EQ(st.total_received, 0u);
+  EXPECT_EQ(ctl.used(), st.record_bytes);
+  std::string out;
+  ASSERT_TRUE(s.pop(out, 444).ok());
+  st = s.stats();
+  EXPECT_EQ(st.count, 2u);
+  EXPECT_EQ(st.bytes, 2u);
+  EXPECT_EQ(st.total_received, 1u);
+  EXPECT_EQ(st.consumed_seq, 1u);
+  EXPECT_EQ(st.last_recv_ns, 444);
+  EXPECT_EQ(st.lost, 0u);
+  // Counters survive into a replacement segment.
+  Segment r = make_segment(d.file("r"), 8, 256, ctl);
+  r.adopt_counters(st);
+  EXPECT_EQ(r.stats().total_sent, 3u);
+  EXPECT_EQ(r.stats().total_received, 1u);
+  EXPECT_EQ(r.stats().count, 0u);
+}
+
+TEST(Segment, AttachSeesTheSameRing) {
+  TempDir d;
+  SharedControl ctl;
+  Segment a = make_segment(d.file("s"), 8, 256, ctl);
+  for (const char* m : {"one", "two", "three"}) ASSERT_TRUE(a.push(m, strlen(m), {}, 0).ok());
+  auto b = Segment::attach(d.file("s"));
+  ASSERT_TRUE(b.ok()) << to_errno(b.error());
+  b->set_control(ctl.get());
+  EXPECT_EQ(b->capacity(), 8u);
+  EXPECT_EQ(b->max_message(), 256u);
+  EXPECT_EQ(b->data_size(), a.data_size());
+  EXPECT_EQ(pop_one(*b), "one");
+  EXPECT_EQ(pop_one(a), "two");
+  ASSERT_TRUE(b->push("four", 4, {}, 0).ok());
+  EXPECT_EQ(pop_one(a), "three");
+  EXPECT_EQ(pop_one(a), "four");
+  EXPECT_EQ(b->stats().total_received, 4u);
+  EXPECT_EQ(ctl.used(), 0u);
+}
+
+TEST(Segment, StateStopsParticipants) {
+  TempDir d;
+  SharedControl ctl;
+  Segment s = make_segment(d.file("s"), 8, 256, ctl);
+  ASSERT_TRUE(s.push("a", 1, {}, 0).ok());
+  s.set_state(layout::kDeleted);
+  EXPECT_EQ(s.push("b", 1, {}, 0).error(), Errc::removed);
+  std::string out;
+  EXPECT_EQ(s.pop(out, 0).error(), Errc::removed);
+  EXPECT_EQ(Segment::attach(d.file("s")).error(), Errc::removed);
+  s.set_state(layout::kRetired);
+  EXPECT_EQ(s.push("b", 1, {}, 0).error(), Errc::bad_message);
+  EXPECT_EQ(Segment::attach(d.file("s")).error(), Errc::bad_message);
+  s.unlink_file();
+  EXPECT_FALSE(ut::path_exists(d.file("s")));
+}
+
+TEST(Segment, AfterPushWakesASleeper) {
+  TempDir d;
+  SharedControl ctl;
+  Segment s = make_segment(d.file("s"), 8, 256, ctl);
+  std::atomic<bool> woke{false};
+  const uint32_t seen = s.header()->pushed.load();
+  s.header()->sleeping_receivers.fetch_add(1);
+  std::thread t([&] {
+    timespec ts{2, 0};
+    futex_wait(&s.header()->pushed, seen, &ts);
+    woke = true;
+  });
+  std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  ASSERT_TRUE(s.push("x", 1, {}, 0).ok());
+  auto t0 = ut::Clock::now();
+  s.after_push(true);
+  t.join();
+  EXPECT_TRUE(woke);
+  EXPECT_LT(ut::Clock::now() - t0, std::chrono::seconds(1));
+  EXPECT_EQ(s.header()->pushed.load(), seen + 1);
+  // A daemon-side push never rings the doorbell; nor does anyone when the
+  // daemon watches nothing.
+  EXPECT_EQ(ctl.get()->doorbell.load(), 0u);
+  s.after_push(false);
+  EXPECT_EQ(ctl.get()->doorbell.load(), 0u);
+  s.header()->daemon_watch.store(layout::kWatchReadable);
+  s.after_pop(false);  // not watched for writability
+  EXPECT_EQ(ctl.get()->doorbell.load(), 0u);
+  s.after_push(false);
+  EXPECT_EQ(ctl.get()->doorbell.load(), 1u);
+  EXPECT_EQ(s.header()->kick.load(), 1u);
+  s.header()->sleeping_receivers.fetch_sub(1);
+}
+
+}  // namespace
+}  // namespace mbx
