@@ -17,6 +17,7 @@
 
 namespace {
 
+// Filled by fuse_opt_parse, which strdup()s each value.
 struct Options {
   char* capacity = nullptr;
   char* max_message = nullptr;
@@ -25,6 +26,9 @@ struct Options {
   char* max_bytes = nullptr;
   char* state_dir = nullptr;
   char* root_mode = nullptr;
+  ~Options() {
+    for (char* p : {capacity, max_message, framing, timeout_ms, max_bytes, state_dir, root_mode}) free(p);
+  }
 };
 
 #define MBX_OPT(t, f) {t, offsetof(Options, f), 0}
