@@ -140,9 +140,12 @@ class FusePollToken final : public PollToken {
 // ---- callbacks -----------------------------------------------------------------
 
 void op_init(void*, fuse_conn_info* conn) {
-  // O_TRUNC arrives as an open flag (ignored) rather than as a separate setattr.
-  if (conn->capable & FUSE_CAP_ATOMIC_O_TRUNC) conn->want |= FUSE_CAP_ATOMIC_O_TRUNC;
-  conn->want &= ~(FUSE_CAP_SPLICE_READ | FUSE_CAP_SPLICE_WRITE | FUSE_CAP_SPLICE_MOVE);
+  // No atomic_o_trunc: with it the kernel zeroes its cached size at an
+  // O_TRUNC open, undoing the size raised for a full datagram/line mailbox, and
+  // the next write takes the inode lock exclusively. Without it, O_TRUNC
+  // arrives as a size-0 setattr that we ignore, answered with the real attributes.
+  conn->want &= ~(FUSE_CAP_ATOMIC_O_TRUNC | FUSE_CAP_SPLICE_READ | FUSE_CAP_SPLICE_WRITE |
+                  FUSE_CAP_SPLICE_MOVE);
 }
 
 void op_lookup(fuse_req_t req, fuse_ino_t parent, const char* name) {
