@@ -33,19 +33,6 @@ mt::Run as(const mt::Mount& m, const char* who, const std::string& script, int m
   return m.sh(std::string(who) + "bash -c " + q(script), ms);
 }
 
-std::string attr(const mt::Mount& m, const std::string& box, const std::string& key) {
-  return m.sh("getfattr --only-values -n user.mailbox." + key + " " + q(box), 5000).out;
-}
-
-bool wait_until(const std::function<bool()>& pred, int ms) {
-  long long end = mt::now_ms() + ms;
-  for (;;) {
-    if (pred()) return true;
-    if (mt::now_ms() >= end) return false;
-    usleep(10000);
-  }
-}
-
 size_t count_words(const std::string& s) {
   std::istringstream in(s);
   size_t n = 0;
@@ -71,14 +58,14 @@ TEST(AccessPermissions, ModeBitsDecideWhoSendsAndReceives) {
   r = as(m, kNobody, "printf x > box");
   EXPECT_NE(r.status, 0);
   EXPECT_TRUE(has(r.err, "Permission denied")) << r.err;
-  EXPECT_EQ(attr(m, "box", "messages"), "2");  // nothing taken, nothing added
-  EXPECT_EQ(attr(m, "box", "sent"), "2");
+  EXPECT_EQ(m.xattr("box", "messages"), "2");  // nothing taken, nothing added
+  EXPECT_EQ(m.xattr("box", "sent"), "2");
 
   ASSERT_EQ(m.sh("chmod 0666 box").status, 0);
   r = as(m, kNobody, "printf three > box && cat box && echo && cat box");
   EXPECT_EQ(r.status, 0) << r.err;
   EXPECT_EQ(r.out, "one\ntwo");
-  EXPECT_EQ(attr(m, "box", "messages"), "1");
+  EXPECT_EQ(m.xattr("box", "messages"), "1");
 
   // Owned by nobody, 0620: the owner may send and receive, others may not.
   ASSERT_EQ(m.sh("chown nobody box && chmod 0620 box").status, 0);
@@ -100,7 +87,7 @@ TEST(AccessPermissions, ModeBitsDecideWhoSendsAndReceives) {
   r = as(m, kDaemonUser, "cat box");
   EXPECT_NE(r.status, 0);
   EXPECT_TRUE(has(r.err, "Permission denied")) << r.err;
-  EXPECT_EQ(attr(m, "box", "messages"), "2");
+  EXPECT_EQ(m.xattr("box", "messages"), "2");
   r = m.sh("cat box; echo; cat box");  // root may do anything
   EXPECT_EQ(r.out, "four\nfive");
 }
@@ -115,8 +102,8 @@ TEST(AccessPermissions, CreatorOwnsTheMailbox) {
   // The owner changes its own mailbox's settings.
   r = as(m, kNobody, "setfattr -n user.mailbox.capacity -v 3 mine && setfattr -n user.mailbox.framing -v line mine");
   EXPECT_EQ(r.status, 0) << r.err;
-  EXPECT_EQ(attr(m, "mine", "capacity"), "3");
-  EXPECT_EQ(attr(m, "mine", "framing"), "line");
+  EXPECT_EQ(m.xattr("mine", "capacity"), "3");
+  EXPECT_EQ(m.xattr("mine", "framing"), "line");
   // ...and may not touch root's files in the sticky root directory.
   ASSERT_EQ(m.sh("touch roots && chmod 0666 roots").status, 0);
   r = as(m, kNobody, "rm -f roots");
@@ -131,7 +118,7 @@ TEST(AccessPermissions, OnlyTheOwnerChangesSettingsAndBadValuesChangeNothing) {
   open_up(m);
   // 0666: the kernel lets nobody write the file, so the daemon's owner check decides.
   ASSERT_EQ(m.sh("touch box && chmod 0666 box && setfattr -n user.mailbox.capacity -v 5 box").status, 0);
-  ASSERT_EQ(attr(m, "box", "capacity"), "5");
+  ASSERT_EQ(m.xattr("box", "capacity"), "5");
   for (const char* key : {"capacity", "max_message", "framing", "timeout_ms"}) {
     const std::string v = std::string(key) == "framing" ? "line" : "7";
     mt::Run r = as(m, kNobody, "setfattr -n user.mailbox." + std::string(key) + " -v " + v + " box");
@@ -143,10 +130,10 @@ TEST(AccessPermissions, OnlyTheOwnerChangesSettingsAndBadValuesChangeNothing) {
   mt::Run r = as(m, kNobody, "setfattr -n user.mailbox.capacity -v 9 box");
   EXPECT_NE(r.status, 0);
   EXPECT_TRUE(has(r.err, "Operation not permitted") || has(r.err, "Permission denied")) << r.err;
-  EXPECT_EQ(attr(m, "box", "capacity"), "5");
-  EXPECT_EQ(attr(m, "box", "max_message"), "1048576");
-  EXPECT_EQ(attr(m, "box", "framing"), "file");
-  EXPECT_EQ(attr(m, "box", "timeout_ms"), "0");
+  EXPECT_EQ(m.xattr("box", "capacity"), "5");
+  EXPECT_EQ(m.xattr("box", "max_message"), "1048576");
+  EXPECT_EQ(m.xattr("box", "framing"), "file");
+  EXPECT_EQ(m.xattr("box", "timeout_ms"), "0");
 
   // Bad values, even from root: EINVAL and the old value stays.
   const std::vector<std::pair<std::string, std::string>> bad = {
@@ -159,14 +146,14 @@ TEST(AccessPermissions, OnlyTheOwnerChangesSettingsAndBadValuesChangeNothing) {
   }
   EXPECT_EQ(m.sh("getfattr -n user.mailbox.capacity box").out,
             "# file: box\nuser.mailbox.capacity=\"5\"\n\n");
-  EXPECT_EQ(attr(m, "box", "max_message"), "1048576");
-  EXPECT_EQ(attr(m, "box", "framing"), "file");
-  EXPECT_EQ(attr(m, "box", "timeout_ms"), "0");
+  EXPECT_EQ(m.xattr("box", "max_message"), "1048576");
+  EXPECT_EQ(m.xattr("box", "framing"), "file");
+  EXPECT_EQ(m.xattr("box", "timeout_ms"), "0");
 
   // Counters are read-only, for everyone.
   r = m.sh("printf hi > box && setfattr -n user.mailbox.messages -v 0 box");
   EXPECT_NE(r.status, 0);
-  EXPECT_EQ(attr(m, "box", "messages"), "1");
+  EXPECT_EQ(m.xattr("box", "messages"), "1");
 }
 
 TEST(AccessPermissions, WithoutAllowOtherOtherUsersAreShutOut) {
@@ -177,7 +164,7 @@ TEST(AccessPermissions, WithoutAllowOtherOtherUsersAreShutOut) {
   mt::Run r = as(m, kNobody, "cat " + q(m.path("box")));
   EXPECT_NE(r.status, 0);
   EXPECT_TRUE(has(r.err, "Permission denied")) << r.err;
-  EXPECT_EQ(attr(m, "box", "messages"), "1");
+  EXPECT_EQ(m.xattr("box", "messages"), "1");
 }
 
 // ---- 7. names, directories, rename, delete ---------------------------------------
@@ -260,11 +247,11 @@ TEST(AccessNames, RemovingAMailboxWakesItsBlockedReaderAtOnce) {
   mt::Mount m;
   ASSERT_TRUE(m.ok()) << m.daemon_stderr();
   ASSERT_EQ(m.sh("touch box").status, 0);
-  const std::string seg = attr(m, "box", "segment");
+  const std::string seg = m.xattr("box", "segment");
   ASSERT_FALSE(seg.empty());
   ASSERT_EQ(access(seg.c_str(), F_OK), 0) << seg;
   mt::Proc reader("cat box", m.dir());
-  ASSERT_TRUE(wait_until([&] { return count_words(attr(m, "box", "blocked_receivers")) == 1; }, 5000));
+  ASSERT_TRUE(mt::wait_until([&] { return count_words(m.xattr("box", "blocked_receivers")) == 1; }, 5000));
   EXPECT_FALSE(reader.exits_within(300));
   mt::Run rm = m.sh("rm box", 5000);
   ASSERT_FALSE(rm.timed_out);
@@ -282,7 +269,7 @@ TEST(AccessNames, RenamingOverAMailboxWakesItsBlockedReader) {
   ASSERT_TRUE(m.ok()) << m.daemon_stderr();
   ASSERT_EQ(m.sh("touch old && printf fresh > new").status, 0);
   mt::Proc reader("cat old", m.dir());
-  ASSERT_TRUE(wait_until([&] { return count_words(attr(m, "old", "blocked_receivers")) == 1; }, 5000));
+  ASSERT_TRUE(mt::wait_until([&] { return count_words(m.xattr("old", "blocked_receivers")) == 1; }, 5000));
   EXPECT_FALSE(reader.exits_within(300));
   mt::Run mv = m.sh("mv -f new old", 5000);
   ASSERT_FALSE(mv.timed_out);
@@ -303,7 +290,7 @@ TEST_P(AccessRemoveWithBlockedSender, SenderIsWokenAtOnce) {
   ASSERT_EQ(m.sh("printf first > box").status, 0);
   // datagram framing blocks in write(), file framing at close().
   mt::Proc sender("printf second > box; echo status=$?", m.dir());
-  ASSERT_TRUE(wait_until([&] { return count_words(attr(m, "box", "blocked_senders")) == 1; }, 5000));
+  ASSERT_TRUE(mt::wait_until([&] { return count_words(m.xattr("box", "blocked_senders")) == 1; }, 5000));
   EXPECT_FALSE(sender.exits_within(300));
   mt::Run rm = m.sh("rm box", 5000);
   ASSERT_FALSE(rm.timed_out) << "rm hung behind a blocked sender";
@@ -330,7 +317,7 @@ TEST(AccessNames, RemoveBehindBlockedDatagramSender) {
   ASSERT_TRUE(m.ok()) << m.daemon_stderr();
   ASSERT_EQ(m.sh("printf first > box").status, 0);
   mt::Proc sender("printf second > box; echo status=$?", m.dir());
-  ASSERT_TRUE(wait_until([&] { return count_words(attr(m, "box", "blocked_senders")) == 1; }, 5000));
+  ASSERT_TRUE(mt::wait_until([&] { return count_words(m.xattr("box", "blocked_senders")) == 1; }, 5000));
   EXPECT_FALSE(sender.exits_within(300));
   mt::Proc rm("rm box", m.dir());
   const bool rm_waited = !rm.exits_within(300);

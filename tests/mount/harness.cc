@@ -45,6 +45,15 @@ long long now_ms() {
   return t.tv_sec * 1000LL + t.tv_nsec / 1000000;
 }
 
+bool wait_until(const std::function<bool()>& pred, int ms) {
+  const long long end = now_ms() + ms;
+  for (;;) {
+    if (pred()) return true;
+    if (now_ms() >= end) return false;
+    usleep(10000);
+  }
+}
+
 std::string q(const std::string& s) {
   std::string r = "'";
   for (char c : s) r += c == '\'' ? std::string("'\\''") : std::string(1, c);

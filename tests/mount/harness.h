@@ -3,6 +3,7 @@
 #pragma once
 #include <sys/types.h>
 
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -74,6 +75,9 @@ class Mount {
   pid_t pid_ = -1;
   bool ok_ = false;
 };
+
+// Polls `pred` every 10 ms until it holds (true) or `ms` pass (false).
+bool wait_until(const std::function<bool()>& pred, int ms);
 
 // Path of the daemon binary under test (MAILBOXFS_BIN, or out/mailboxfs).
 std::string daemon_binary();

@@ -56,24 +56,8 @@ std::vector<std::string> words(const std::string& s) {
   return v;
 }
 
-// One user.mailbox.* attribute, read with getfattr (a deadline, unlike a
-// getxattr call from this process).
-std::string attr(const mt::Mount& m, const std::string& box, const std::string& key) {
-  mt::Run r = m.sh("getfattr --only-values -n user.mailbox." + key + " " + q(box), 5000);
-  return r.out;
-}
-
-bool wait_until(const std::function<bool()>& pred, int ms) {
-  long long end = mt::now_ms() + ms;
-  for (;;) {
-    if (pred()) return true;
-    if (mt::now_ms() >= end) return false;
-    usleep(10000);
-  }
-}
-
 size_t blocked(const mt::Mount& m, const std::string& box, const std::string& who) {
-  return words(attr(m, box, "blocked_" + who)).size();
+  return words(m.xattr(box, "blocked_" + who)).size();
 }
 
 // ---- 1. producer/consumer stress ---------------------------------------------
@@ -217,7 +201,7 @@ TEST_P(StressProducerConsumer, NothingLostNothingDuplicatedOrderKept) {
   for (int i = 0; i < c.consumers; i++) {
     mt::Run r = m.sh(stop, 10000);
     ASSERT_EQ(r.status, 0) << r.err;
-    ASSERT_TRUE(wait_until([&] { return attr(m, "box", "messages") == "0"; }, 10000))
+    ASSERT_TRUE(mt::wait_until([&] { return m.xattr("box", "messages") == "0"; }, 10000))
         << "STOP " << i << " never taken";
   }
   for (auto& p : consumers) {
@@ -253,8 +237,8 @@ TEST_P(StressProducerConsumer, NothingLostNothingDuplicatedOrderKept) {
   }
   EXPECT_EQ(received, expected.size());
   EXPECT_EQ(seen, expected) << (expected.size() - seen.size()) << " messages lost";
-  EXPECT_EQ(attr(m, "box", "sent"), std::to_string(expected.size() + c.consumers));
-  EXPECT_EQ(attr(m, "box", "received"), std::to_string(expected.size() + c.consumers));
+  EXPECT_EQ(m.xattr("box", "sent"), std::to_string(expected.size() + c.consumers));
+  EXPECT_EQ(m.xattr("box", "received"), std::to_string(expected.size() + c.consumers));
   std::cout << "[ stress   ] " << c << ": " << expected.size() << " messages, " << c.producers
             << " producers, " << c.consumers << " consumers in " << ms << " ms\n";
 }
@@ -282,9 +266,9 @@ TEST(StressThousandReaders, AllReleasedByAThousandSends) {
                        "/r.$i 2>" + q(s) + "/e.$i & echo $! >> " + q(s) + "/pids; done; wait",
                    m.dir());
   std::string parked;
-  ASSERT_TRUE(wait_until(
+  ASSERT_TRUE(mt::wait_until(
       [&] {
-        parked = attr(m, "box", "blocked_receivers");
+        parked = m.xattr("box", "blocked_receivers");
         return words(parked).size() >= kReaders;
       },
       60000))
@@ -295,7 +279,7 @@ TEST(StressThousandReaders, AllReleasedByAThousandSends) {
   EXPECT_EQ(listed.size(), size_t(kReaders));
   EXPECT_EQ(std::set<std::string>(listed.begin(), listed.end()),
             std::set<std::string>(started.begin(), started.end()));
-  EXPECT_EQ(attr(m, "box", "messages"), "0");
+  EXPECT_EQ(m.xattr("box", "messages"), "0");
 
   const long long t0 = mt::now_ms();
   mt::Proc senders("for i in $(seq " + std::to_string(kReaders) + "); do echo msg-$i > box || exit 1; done",
@@ -319,8 +303,8 @@ TEST(StressThousandReaders, AllReleasedByAThousandSends) {
   std::set<std::string> want;
   for (int i = 1; i <= kReaders; i++) want.insert("msg-" + std::to_string(i) + "\n");
   EXPECT_EQ(got, want);
-  EXPECT_EQ(attr(m, "box", "received"), std::to_string(kReaders));
-  EXPECT_EQ(attr(m, "box", "blocked_receivers"), "");
+  EXPECT_EQ(m.xattr("box", "received"), std::to_string(kReaders));
+  EXPECT_EQ(m.xattr("box", "blocked_receivers"), "");
   std::cout << "[ measure  ] " << kReaders << " blocked cat readers released by " << kReaders
             << " sends (echo): sends done in " << sent_ms << " ms, all readers exited " << all_ms
             << " ms after the first send\n";
@@ -342,7 +326,7 @@ TEST(StressSharedOpenFile, ParentWritesWhileChildIsBlockedReadingTheSameFd) {
                   "printf ping >&3 && echo wrote\n"
                   "wait $child; echo child=$?\n",
                   m.dir());
-  ASSERT_TRUE(wait_until([&] { return blocked(m, "box", "receivers") == 1; }, 10000));
+  ASSERT_TRUE(mt::wait_until([&] { return blocked(m, "box", "receivers") == 1; }, 10000));
   EXPECT_FALSE(parent.exits_within(300));
   EXPECT_EQ(read_file(s + "/child.out"), "");
   ASSERT_EQ(mt::sh("echo go > " + q(s + "/go"), 5000).status, 0);
@@ -352,7 +336,7 @@ TEST(StressSharedOpenFile, ParentWritesWhileChildIsBlockedReadingTheSameFd) {
   mt::Run r = parent.finish(1000);
   EXPECT_EQ(r.out, "wrote\nchild=0\n") << r.err;
   EXPECT_EQ(read_file(s + "/child.out"), "ping");
-  EXPECT_EQ(attr(m, "box", "messages"), "0");
+  EXPECT_EQ(m.xattr("box", "messages"), "0");
 }
 
 // ---- 4. Ctrl-C and SIGKILL of blocked callers ----------------------------------
@@ -376,7 +360,7 @@ TEST_P(StressKillBlocked, ReaderExitsPromptlyAndNothingIsLost) {
   for (int round = 0; round < 2; round++) {
     SCOPED_TRACE("round " + std::to_string(round));
     mt::Proc reader("cat box", m.dir());
-    ASSERT_TRUE(wait_until([&] { return blocked(m, "box", "receivers") == 1; }, 5000));
+    ASSERT_TRUE(mt::wait_until([&] { return blocked(m, "box", "receivers") == 1; }, 5000));
     EXPECT_FALSE(reader.exits_within(300));
     const long long t0 = mt::now_ms();
     reader.signal_group(c.sig);  // Ctrl-C signals the terminal's foreground process group
@@ -386,16 +370,16 @@ TEST_P(StressKillBlocked, ReaderExitsPromptlyAndNothingIsLost) {
     EXPECT_EQ(r.status, 128 + c.sig);
     EXPECT_EQ(r.out, "");
     EXPECT_LT(took, 1000);
-    EXPECT_EQ(attr(m, "box", "blocked_receivers"), "");
-    EXPECT_EQ(attr(m, "box", "received"), std::to_string(round));
+    EXPECT_EQ(m.xattr("box", "blocked_receivers"), "");
+    EXPECT_EQ(m.xattr("box", "received"), std::to_string(round));
     // The killed reader consumed nothing: the next message reaches the next reader, intact.
     const std::string msg = "after-kill-" + std::to_string(round) + "-" + std::string(300, 'x');
     ASSERT_EQ(m.sh("printf %s " + q(msg) + " > box").status, 0);
-    EXPECT_EQ(attr(m, "box", "messages"), "1");
+    EXPECT_EQ(m.xattr("box", "messages"), "1");
     mt::Run got = m.sh("dd bs=65536 count=1 status=none if=box", 5000);
     EXPECT_FALSE(got.timed_out);
     EXPECT_EQ(got.out, msg);
-    EXPECT_EQ(attr(m, "box", "messages"), "0");
+    EXPECT_EQ(m.xattr("box", "messages"), "0");
   }
 }
 
@@ -404,21 +388,21 @@ TEST_P(StressKillBlocked, SenderOnFullMailboxDeliversNothing) {
   mt::Mount m(std::string("capacity=1,framing=") + c.framing);
   ASSERT_TRUE(m.ok()) << m.daemon_stderr();
   ASSERT_EQ(m.sh("printf first > box").status, 0);
-  ASSERT_EQ(attr(m, "box", "messages"), "1");
+  ASSERT_EQ(m.xattr("box", "messages"), "1");
   // file framing blocks at close(), datagram framing in write().
   mt::Proc sender("printf second > box", m.dir());
-  ASSERT_TRUE(wait_until([&] { return blocked(m, "box", "senders") == 1; }, 5000));
+  ASSERT_TRUE(mt::wait_until([&] { return blocked(m, "box", "senders") == 1; }, 5000));
   EXPECT_FALSE(sender.exits_within(300));
   sender.signal_group(c.sig);
   ASSERT_TRUE(sender.exits_within(1000)) << "blocked sender survived signal " << c.sig;
   mt::Run r = sender.finish(0);
   EXPECT_NE(r.status, 0);
-  EXPECT_EQ(attr(m, "box", "blocked_senders"), "");
-  EXPECT_EQ(attr(m, "box", "messages"), "1");
-  EXPECT_EQ(attr(m, "box", "sent"), "1");
+  EXPECT_EQ(m.xattr("box", "blocked_senders"), "");
+  EXPECT_EQ(m.xattr("box", "messages"), "1");
+  EXPECT_EQ(m.xattr("box", "sent"), "1");
   mt::Run got = m.sh("dd bs=65536 count=1 status=none if=box", 5000);
   EXPECT_EQ(got.out, "first");
-  EXPECT_EQ(attr(m, "box", "messages"), "0");
+  EXPECT_EQ(m.xattr("box", "messages"), "0");
   // Nothing else arrives: a non-blocking receive finds the mailbox empty.
   mt::Run empty = m.sh("python3 -c 'import os\nfd = os.open(\"box\", os.O_RDONLY | os.O_NONBLOCK)\n"
                        "try:\n    print(os.read(fd, 100))\nexcept BlockingIOError:\n    print(\"EAGAIN\")'",
@@ -461,14 +445,14 @@ TEST(StressHandledSignal, RestartedCallLosesAndDoublesNothing) {
     const std::string who = reader ? "receivers" : "senders";
     mt::Proc p("exec python3 " + q(s + "/restart.py") + " " + role + " box", m.dir());
     for (int i = 0; i < 3; i++) {
-      ASSERT_TRUE(wait_until([&] { return words(attr(m, "box", "blocked_" + who)) ==
+      ASSERT_TRUE(mt::wait_until([&] { return words(m.xattr("box", "blocked_" + who)) ==
                                           std::vector<std::string>{std::to_string(p.pid())}; },
                              5000))
           << "not (re)parked after signal " << i;
       EXPECT_TRUE(p.running());
       p.signal(SIGUSR1);
     }
-    ASSERT_TRUE(wait_until([&] { return blocked(m, "box", who) == 1; }, 5000));
+    ASSERT_TRUE(mt::wait_until([&] { return blocked(m, "box", who) == 1; }, 5000));
     EXPECT_FALSE(p.exits_within(300));
     if (reader) {
       ASSERT_EQ(m.sh("printf 'hello\\n' > box").status, 0);
@@ -480,9 +464,9 @@ TEST(StressHandledSignal, RestartedCallLosesAndDoublesNothing) {
     mt::Run r = p.finish(0);
     EXPECT_EQ(r.status, 0) << r.err;
     EXPECT_EQ(r.out, reader ? "signals=3 got=hello\n" : "signals=3 wrote=7\n");
-    EXPECT_EQ(attr(m, "box", "sent"), reader ? "1" : "2");
-    EXPECT_EQ(attr(m, "box", "received"), "1");
-    EXPECT_EQ(attr(m, "box", "messages"), reader ? "0" : "1");
+    EXPECT_EQ(m.xattr("box", "sent"), reader ? "1" : "2");
+    EXPECT_EQ(m.xattr("box", "received"), "1");
+    EXPECT_EQ(m.xattr("box", "messages"), reader ? "0" : "1");
     if (!reader) {
       EXPECT_EQ(m.sh("dd bs=100 count=1 status=none if=box", 5000).out, "second\n");
     }
@@ -537,12 +521,12 @@ TEST_P(StressBlockedSenders, AllListedAndReleasedInOrderByReceives) {
   for (int i = 1; i <= kSenders; i++) {
     senders.push_back(std::make_unique<mt::Proc>(send_script(opener, "m" + std::to_string(i)), m.dir()));
     // One at a time, so that their order of arrival is known.
-    ASSERT_TRUE(wait_until([&] { return blocked(m, "box", "senders") == size_t(i); }, 5000))
-        << "sender " << i << " is not a blocked sender; listed: " << attr(m, "box", "blocked_senders");
+    ASSERT_TRUE(mt::wait_until([&] { return blocked(m, "box", "senders") == size_t(i); }, 5000))
+        << "sender " << i << " is not a blocked sender; listed: " << m.xattr("box", "blocked_senders");
   }
   EXPECT_FALSE(senders.back()->exits_within(300));
   for (auto& p : senders) EXPECT_TRUE(p->running());
-  EXPECT_EQ(attr(m, "box", "messages"), "1");
+  EXPECT_EQ(m.xattr("box", "messages"), "1");
   for (int i = 0; i <= kSenders; i++) {
     mt::Run got = m.sh("dd bs=100 count=1 status=none if=box", 5000);
     ASSERT_FALSE(got.timed_out) << "receive " << i;
@@ -553,9 +537,9 @@ TEST_P(StressBlockedSenders, AllListedAndReleasedInOrderByReceives) {
       EXPECT_EQ(r.status, 0) << r.err;
     }
   }
-  EXPECT_EQ(attr(m, "box", "messages"), "0");
-  EXPECT_EQ(attr(m, "box", "sent"), std::to_string(kSenders + 1));
-  EXPECT_EQ(attr(m, "box", "blocked_senders"), "");
+  EXPECT_EQ(m.xattr("box", "messages"), "0");
+  EXPECT_EQ(m.xattr("box", "sent"), std::to_string(kSenders + 1));
+  EXPECT_EQ(m.xattr("box", "blocked_senders"), "");
 }
 
 INSTANTIATE_TEST_SUITE_P(Openers, StressBlockedSenders,
@@ -574,7 +558,7 @@ TEST_P(StressNonblockingSend, GetsEagainBesideABlockedSender) {
   ASSERT_TRUE(m.ok()) << m.daemon_stderr();
   ASSERT_EQ(m.sh("printf 'first\\n' > box").status, 0);
   mt::Proc parked(send_script(opener, "second"), m.dir());
-  ASSERT_TRUE(wait_until([&] { return blocked(m, "box", "senders") == 1; }, 5000));
+  ASSERT_TRUE(mt::wait_until([&] { return blocked(m, "box", "senders") == 1; }, 5000));
   EXPECT_FALSE(parked.exits_within(300));
   // In file framing the message goes at close(): O_NONBLOCK makes close() fail with EAGAIN.
   mt::Proc nb(framing == "file"
@@ -589,7 +573,7 @@ TEST_P(StressNonblockingSend, GetsEagainBesideABlockedSender) {
   EXPECT_EQ(m.sh("dd bs=100 count=1 status=none if=box", 5000).out, "first\n");
   ASSERT_TRUE(parked.exits_within(1000));
   EXPECT_EQ(m.sh("dd bs=100 count=1 status=none if=box", 5000).out, "second\n");
-  EXPECT_EQ(attr(m, "box", "sent"), "2");
+  EXPECT_EQ(m.xattr("box", "sent"), "2");
 }
 
 INSTANTIATE_TEST_SUITE_P(Openers, StressNonblockingSend,
@@ -673,7 +657,7 @@ TEST_P(StressReadiness, WakeUpIsDelivered) {
   // pollout waits on a full mailbox; the others on an empty one.
   ASSERT_EQ(m.sh(out ? "printf first > box" : "touch box").status, 0);
   mt::Proc poller("exec python3 " + q(s + "/poller.py") + " box " + q(marker) + " " + mode, m.dir());
-  ASSERT_TRUE(wait_until([&] { return access(marker.c_str(), F_OK) == 0 || !poller.running(); }, 10000));
+  ASSERT_TRUE(mt::wait_until([&] { return access(marker.c_str(), F_OK) == 0 || !poller.running(); }, 10000));
   EXPECT_FALSE(poller.exits_within(300)) << poller.finish(0).err;
   // The event: a send from another process, or for pollout a receive.
   if (out) {
