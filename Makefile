@@ -6,6 +6,7 @@
 CXX ?= g++
 OUT ?= out
 PREFIX ?= /usr/local
+VERSION := 0.1.0
 
 CXXFLAGS ?= -O2
 CXXFLAGS += -std=c++20 -g -Wall -Wextra -pthread -MMD -MP -Ilib -Ilib/include
@@ -39,12 +40,29 @@ UNIT_OBJS := $(UNIT_SRCS:%.cc=$(OUT)/%.o)
 MOUNT_SRCS := $(wildcard tests/mount/*.cc)
 MOUNT_OBJS := $(MOUNT_SRCS:%.cc=$(OUT)/%.o)
 
-.PHONY: all deps test-deps check test build-tests demo clean format install uninstall
+.PHONY: all deps test-deps check test build-tests demo examples clean format install uninstall
 
-all: $(OUT)/mailboxfs $(OUT)/libmailbox_core.a
+all: $(OUT)/mailboxfs $(OUT)/libmailbox_core.a $(OUT)/libmailbox.a $(OUT)/mailbox.pc
 
 $(OUT)/libmailbox_core.a: $(CORE_OBJS)
 	ar rcs $@ $^
+
+# libmailbox, for programs: the client and the segment code it shares with the daemon.
+$(OUT)/libmailbox.a: $(OUT)/lib/client.o $(OUT)/lib/segment.o
+	ar rcs $@ $^
+
+# In-tree pkg-config file: PKG_CONFIG_PATH=$(OUT) pkg-config --cflags --libs mailbox
+$(OUT)/mailbox.pc: Makefile
+	@mkdir -p $(OUT)
+	@printf '%s\n' 'Name: mailbox' 'Description: libmailbox, the shared-memory fast path to mailboxfs mailboxes' \
+	  'Version: $(VERSION)' 'Cflags: -I$(CURDIR)/lib/include' \
+	  'Libs: -L$(abspath $(OUT)) -lmailbox -lstdc++ -pthread' > $@
+
+# The examples build as a user's program would, through pkg-config.
+examples: $(OUT)/libmailbox.a $(OUT)/mailbox.pc
+	@mkdir -p $(OUT)/examples
+	$(CXX) -O2 -o $(OUT)/examples/producer_consumer docs/examples/producer_consumer.cpp \
+	  $$(PKG_CONFIG_PATH=$(OUT) pkg-config --cflags --libs mailbox)
 
 $(OUT)/mailboxfs: $(FUSE_OBJS) $(OUT)/libmailbox_core.a
 	$(CXX) -o $@ $(FUSE_OBJS) $(OUT)/libmailbox_core.a $(LDFLAGS) $(FUSE_LIBS)
@@ -60,10 +78,10 @@ $(OUT)/%.o: %.cc
 $(OUT)/unit_tests: $(UNIT_OBJS) $(OUT)/libmailbox_core.a
 	$(CXX) -o $@ $(UNIT_OBJS) $(OUT)/libmailbox_core.a $(LDFLAGS) $(GTEST_LIBS)
 
-$(OUT)/mount_tests: $(MOUNT_OBJS)
-	$(CXX) -o $@ $(MOUNT_OBJS) $(LDFLAGS) $(GTEST_LIBS)
+$(OUT)/mount_tests: $(MOUNT_OBJS) $(OUT)/libmailbox.a
+	$(CXX) -o $@ $(MOUNT_OBJS) $(OUT)/libmailbox.a $(LDFLAGS) $(GTEST_LIBS)
 
-build-tests: all $(OUT)/unit_tests $(OUT)/mount_tests
+build-tests: all examples $(OUT)/unit_tests $(OUT)/mount_tests
 
 deps:
 	@scripts/deps.sh run
@@ -84,9 +102,18 @@ demo: deps
 install: all
 	install -D -m 0755 $(OUT)/mailboxfs $(DESTDIR)$(PREFIX)/bin/mailboxfs
 	install -D -m 0644 docs/mailboxfs.8 $(DESTDIR)$(PREFIX)/share/man/man8/mailboxfs.8
+	install -D -m 0644 $(OUT)/libmailbox.a $(DESTDIR)$(PREFIX)/lib/libmailbox.a
+	install -D -m 0644 -t $(DESTDIR)$(PREFIX)/include/mailbox lib/include/mailbox/*.h lib/include/mailbox/*.hpp
+	@mkdir -p $(DESTDIR)$(PREFIX)/lib/pkgconfig
+	@printf '%s\n' 'prefix=$(PREFIX)' 'Name: mailbox' \
+	  'Description: libmailbox, the shared-memory fast path to mailboxfs mailboxes' 'Version: $(VERSION)' \
+	  'Cflags: -I$${prefix}/include' 'Libs: -L$${prefix}/lib -lmailbox -lstdc++ -pthread' \
+	  > $(DESTDIR)$(PREFIX)/lib/pkgconfig/mailbox.pc
 
 uninstall:
-	rm -f $(DESTDIR)$(PREFIX)/bin/mailboxfs $(DESTDIR)$(PREFIX)/share/man/man8/mailboxfs.8
+	rm -f $(DESTDIR)$(PREFIX)/bin/mailboxfs $(DESTDIR)$(PREFIX)/share/man/man8/mailboxfs.8 \
+	  $(DESTDIR)$(PREFIX)/lib/libmailbox.a $(DESTDIR)$(PREFIX)/lib/pkgconfig/mailbox.pc
+	rm -rf $(DESTDIR)$(PREFIX)/include/mailbox
 
 format:
 	clang-format -i lib/*.h lib/*.cc lib/include/mailbox/*.h fusefs/*.cc fusefs/*.h tests/*/*.cc tests/*/*.h

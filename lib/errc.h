@@ -32,6 +32,7 @@ enum class Errc : int {
   bad_fd = EBADF,
   range = ERANGE,
   busy = EBUSY,
+  stale = ESTALE,             // the segment was replaced (resized): look it up again
 };
 
 inline int to_errno(Errc e) { return static_cast<int>(e); }

@@ -68,7 +68,7 @@ class Segment::Locked {
     ok_ = rc == 0 && s.hdr_->state.load(std::memory_order_acquire) == layout::kLive;
     if (!ok_) {
       uint32_t st = s.hdr_->state.load(std::memory_order_acquire);
-      err_ = st == layout::kDeleted ? Errc::removed : Errc::bad_message;
+      err_ = st == layout::kDeleted ? Errc::removed : st == layout::kRetired ? Errc::stale : Errc::bad_message;
     }
   }
   ~Locked() {
@@ -270,7 +270,7 @@ Result<uint64_t> Segment::push(const char* data, size_t len, const Sender& from,
   return r.seq;
 }
 
-Result<Segment::Popped> Segment::pop(std::string& out, int64_t now_ns) {
+Result<Segment::Popped> Segment::pop(std::string& out, int64_t now_ns, size_t max_len) {
   Locked l(*this);
   if (!l.ok()) return l.error();
   SegmentHeader* h = hdr_;
@@ -287,6 +287,7 @@ Result<Segment::Popped> Segment::pop(std::string& out, int64_t now_ns) {
   if (r.len > max_message_ || layout::record_size(r.len) > data_size_ - pos ||
       h->record_bytes < layout::record_size(r.len) || h->bytes < r.len)
     goto corrupt;
+  if (r.len > max_len) return Errc::msg_size;  // left queued for a larger buffer
   {
     const uint64_t rec = layout::record_size(r.len);
     out.append(data_ + pos + kRecHdr, r.len);
@@ -422,16 +423,18 @@ void Segment::kick_daemon(uint32_t watch_bit) {
 }
 
 void Segment::after_push(bool by_daemon) {
-  // SYNC POINT: release pairs with the acquire re-check of a sleeping receiver.
-  hdr_->pushed.fetch_add(1, std::memory_order_release);
-  if (hdr_->sleeping_receivers.load(std::memory_order_acquire) > 0) futex_wake(&hdr_->pushed, INT_MAX);
+  // SYNC POINT: seq_cst increment then seq_cst load of the sleeper count;
+  // pairs with a sleeper's seq_cst increment of sleeping_receivers before its
+  // FUTEX_WAIT on the value of `pushed` it read before trying (Client::wait).
+  hdr_->pushed.fetch_add(1, std::memory_order_seq_cst);
+  if (hdr_->sleeping_receivers.load(std::memory_order_seq_cst) > 0) futex_wake(&hdr_->pushed, INT_MAX);
   if (!by_daemon) kick_daemon(layout::kWatchReadable);
 }
 
 void Segment::after_pop(bool by_daemon) {
-  // SYNC POINT: release pairs with the acquire re-check of a sleeping sender.
-  hdr_->popped.fetch_add(1, std::memory_order_release);
-  if (hdr_->sleeping_senders.load(std::memory_order_acquire) > 0) futex_wake(&hdr_->popped, INT_MAX);
+  // SYNC POINT: as in after_push, for senders sleeping on `popped`.
+  hdr_->popped.fetch_add(1, std::memory_order_seq_cst);
+  if (hdr_->sleeping_senders.load(std::memory_order_seq_cst) > 0) futex_wake(&hdr_->popped, INT_MAX);
   if (!by_daemon) kick_daemon(layout::kWatchWritable);
 }
 

@@ -5,6 +5,7 @@
 #pragma once
 #include <sys/types.h>
 
+#include <cstdint>
 #include <string>
 
 #include "errc.h"
@@ -67,8 +68,9 @@ class Segment {
     uint64_t seq;
     Sender from;
   };
-  // Removes the oldest message, appending its payload to `out`. again: empty.
-  Result<Popped> pop(std::string& out, int64_t now_ns);
+  // Removes the oldest message, appending its payload to `out`. again: empty;
+  // msg_size: it is longer than max_len (and stays queued).
+  Result<Popped> pop(std::string& out, int64_t now_ns, size_t max_len = SIZE_MAX);
   // Payload length of the oldest message. again: empty.
   Result<uint32_t> peek_len();
   // Takes back message `seq` if it is the only one queued and still unreceived

@@ -1,0 +1,289 @@
+// libmailbox: a participant of a mailbox's segment beside the daemon.
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <sys/xattr.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <optional>
+
+#include "mailbox/mailbox.hpp"
+#include "segment.h"
+
+namespace mailbox {
+
+namespace {
+using mbx::Errc;
+using mbx::layout::ControlHeader;
+using mbx::layout::SegmentHeader;
+
+constexpr int kSpins = 200;  // brief spin before sleeping: a partner is often just about to act
+
+Result<std::string> get_xattr(const std::string& path, const char* name) {
+  char buf[4096];
+  ssize_t n = ::getxattr(path.c_str(), name, buf, sizeof buf);
+  if (n < 0) {
+    int e = errno;
+    return Result<std::string>::failure(e == ENODATA || e == ENOTSUP ? ENOTSUP : e);
+  }
+  return std::string(buf, static_cast<size_t>(n));
+}
+
+// Sleeps until `word` moves from `seen` or the deadline passes; the caller
+// re-checks the ring either way. Spins briefly first.
+void wait_change(std::atomic<uint32_t>& word, std::atomic<uint32_t>& sleepers, uint32_t seen,
+                 const std::optional<Clock::time_point>& deadline) {
+  for (int i = 0; i < kSpins; i++) {
+    if (word.load(std::memory_order_acquire) != seen) return;
+    __builtin_ia32_pause();
+  }
+  // SYNC POINT: seq_cst increment, then FUTEX_WAIT on `seen`; pairs with
+  // Segment::after_push/after_pop (seq_cst increment of the word, then seq_cst
+  // load of the sleeper count): either they see us and wake, or the word has
+  // already moved and FUTEX_WAIT returns at once.
+  sleepers.fetch_add(1, std::memory_order_seq_cst);
+  timespec rel{}, *relp = nullptr;
+  if (deadline) {
+    auto left = *deadline - Clock::now();
+    if (left < Clock::duration::zero()) left = Clock::duration::zero();
+    auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(left).count();
+    rel.tv_sec = ns / 1000000000;
+    rel.tv_nsec = ns % 1000000000;
+    relp = &rel;
+  }
+  if (word.load(std::memory_order_seq_cst) == seen) mbx::futex_wait(&word, seen, relp);
+  sleepers.fetch_sub(1, std::memory_order_seq_cst);
+}
+
+bool expired(const std::optional<Clock::time_point>& deadline) {
+  return deadline && Clock::now() >= *deadline;
+}
+}  // namespace
+
+struct Mailbox::Impl {
+  std::string path;
+  bool can_send = false, can_receive = false;
+  mbx::Segment seg;
+  mbx::Mapping ctl;
+  std::string scratch;  // reused receive buffer
+
+  SegmentHeader* h() const { return seg.header(); }
+
+  // Finds the mailbox's current segment through the daemon's xattr and maps
+  // it with the mount's control segment (quota counter, doorbell).
+  int attach() {
+    auto sp = get_xattr(path, "user.mailbox.segment");
+    if (!sp) return sp.error();
+    auto s = mbx::Segment::attach(*sp);
+    if (!s) return mbx::to_errno(s.error());
+    const std::string cpath = sp->substr(0, sp->rfind('/')) + "/control";
+    mbx::UniqueFd fd(::open(cpath.c_str(), O_RDWR | O_CLOEXEC | O_NOFOLLOW));
+    if (!fd.valid()) return errno;
+    void* p = ::mmap(nullptr, 4096, PROT_READ | PROT_WRITE, MAP_SHARED, fd.get(), 0);
+    if (p == MAP_FAILED) return errno;
+    mbx::Mapping m(p, 4096);
+    auto* c = static_cast<ControlHeader*>(p);
+    if (std::atomic_ref<uint64_t>(c->magic).load(std::memory_order_acquire) != mbx::layout::kControlMagic)
+      return EBADMSG;
+    seg = std::move(s.value());
+    ctl = std::move(m);
+    seg.set_control(c);
+    return 0;
+  }
+
+  // A segment replaced by a resize is looked up again; a deleted one is gone.
+  bool recover(Errc e, int* err) {
+    if (e == Errc::stale && attach() == 0) return true;
+    *err = mbx::to_errno(e == Errc::stale ? Errc::removed : e);
+    return false;
+  }
+
+  int send(std::string_view msg, bool nonblock, std::optional<Clock::time_point> deadline) {
+    if (!can_send) return EBADF;
+    const mbx::Sender from{static_cast<int32_t>(::getpid()), ::geteuid(), ::getegid()};
+    for (;;) {
+      const uint32_t seen = h()->popped.load(std::memory_order_acquire);
+      auto r = seg.push(msg.data(), msg.size(), from, mbx::realtime_ns());
+      if (r) {
+        seg.after_push(false);
+        return seg.capacity() == 0 ? await_receipt(*r, nonblock, deadline) : 0;
+      }
+      int err;
+      if (r.error() == Errc::again) {
+        if (nonblock) return EAGAIN;
+        if (expired(deadline)) return ETIMEDOUT;
+        wait_change(h()->popped, h()->sleeping_senders, seen, deadline);
+      } else if (!recover(r.error(), &err)) {
+        return err;
+      }
+    }
+  }
+
+  // Rendezvous: the send completes when a receiver has taken message `seq`;
+  // one not taken in time is withdrawn (an unfinished send delivers nothing).
+  int await_receipt(uint64_t seq, bool nonblock, std::optional<Clock::time_point> deadline) {
+    if (nonblock) deadline = Clock::now() + std::chrono::milliseconds(1);
+    for (;;) {
+      const uint32_t seen = h()->popped.load(std::memory_order_acquire);
+      if (seg.consumed_seq() > seq) return 0;
+      if (expired(deadline)) {
+        if (!seg.withdraw(seq)) return 0;  // taken meanwhile
+        seg.after_pop(false);
+        return nonblock ? EAGAIN : ETIMEDOUT;
+      }
+      wait_change(h()->popped, h()->sleeping_senders, seen, deadline);
+    }
+  }
+
+  Result<size_t> receive(void* buf, size_t cap, bool nonblock, std::optional<Clock::time_point> deadline) {
+    if (!can_receive) return Result<size_t>::failure(EBADF);
+    for (;;) {
+      const uint32_t seen = h()->pushed.load(std::memory_order_acquire);
+      scratch.clear();
+      auto r = seg.pop(scratch, mbx::realtime_ns(), cap);
+      if (r) {
+        seg.after_pop(false);
+        std::memcpy(buf, scratch.data(), scratch.size());
+        return scratch.size();
+      }
+      int err;
+      if (r.error() == Errc::again) {
+        if (nonblock) return Result<size_t>::failure(EAGAIN);
+        if (expired(deadline)) return Result<size_t>::failure(ETIMEDOUT);
+        wait_change(h()->pushed, h()->sleeping_receivers, seen, deadline);
+      } else if (!recover(r.error(), &err)) {
+        return Result<size_t>::failure(err);
+      }
+    }
+  }
+
+  int receive(std::string& out, bool nonblock, std::optional<Clock::time_point> deadline) {
+    out.resize(seg.max_message());
+    auto r = receive(out.data(), out.size(), nonblock, deadline);
+    if (!r) {
+      out.clear();
+      return r.error();
+    }
+    out.resize(*r);
+    return 0;
+  }
+};
+
+Result<Mailbox> Mailbox::open(const std::string& path, OpenOptions opts) {
+  struct stat st;
+  if (::stat(path.c_str(), &st) != 0) return Result<Mailbox>::failure(errno);
+  if (S_ISDIR(st.st_mode)) return Result<Mailbox>::failure(EISDIR);
+  // The mode bits decide, as they do for open(2).
+  if (opts.send && ::faccessat(AT_FDCWD, path.c_str(), W_OK, AT_EACCESS) != 0)
+    return Result<Mailbox>::failure(errno);
+  if (opts.receive && ::faccessat(AT_FDCWD, path.c_str(), R_OK, AT_EACCESS) != 0)
+    return Result<Mailbox>::failure(errno);
+  auto impl = std::make_unique<Impl>();
+  impl->path = path;
+  impl->can_send = opts.send;
+  impl->can_receive = opts.receive;
+  if (int e = impl->attach()) return Result<Mailbox>::failure(e);
+  return Mailbox(std::move(impl));
+}
+
+Result<Mailbox> Mailbox::create(const std::string& path, const CreateOptions& c, OpenOptions o) {
+  int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, c.mode);
+  if (fd < 0) return Result<Mailbox>::failure(errno);
+  ::close(fd);
+  const std::string cap = c.capacity == CreateOptions::kUnbounded ? "unbounded" : std::to_string(c.capacity);
+  const std::string max = std::to_string(c.max_message);
+  if (::setxattr(path.c_str(), "user.mailbox.max_message", max.data(), max.size(), 0) != 0 ||
+      ::setxattr(path.c_str(), "user.mailbox.capacity", cap.data(), cap.size(), 0) != 0) {
+    int e = errno;
+    ::unlink(path.c_str());
+    return Result<Mailbox>::failure(e);
+  }
+  return open(path, o);
+}
+
+Mailbox::Mailbox(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+Mailbox::Mailbox(Mailbox&&) noexcept = default;
+Mailbox& Mailbox::operator=(Mailbox&&) noexcept = default;
+Mailbox::~Mailbox() = default;
+
+int Mailbox::send(std::string_view m) { return impl_->send(m, false, std::nullopt); }
+int Mailbox::try_send(std::string_view m) { return impl_->send(m, true, std::nullopt); }
+int Mailbox::send_for(std::string_view m, Clock::duration t) { return impl_->send(m, false, Clock::now() + t); }
+int Mailbox::send_until(std::string_view m, Clock::time_point d) { return impl_->send(m, false, d); }
+
+Result<size_t> Mailbox::receive(void* b, size_t n) { return impl_->receive(b, n, false, std::nullopt); }
+Result<size_t> Mailbox::try_receive(void* b, size_t n) { return impl_->receive(b, n, true, std::nullopt); }
+Result<size_t> Mailbox::receive_for(void* b, size_t n, Clock::duration t) {
+  return impl_->receive(b, n, false, Clock::now() + t);
+}
+Result<size_t> Mailbox::receive_until(void* b, size_t n, Clock::time_point d) {
+  return impl_->receive(b, n, false, d);
+}
+int Mailbox::receive(std::string& out) { return impl_->receive(out, false, std::nullopt); }
+int Mailbox::try_receive(std::string& out) { return impl_->receive(out, true, std::nullopt); }
+int Mailbox::receive_until(std::string& out, Clock::time_point d) { return impl_->receive(out, false, d); }
+
+Stats Mailbox::stats() const {
+  mbx::SegmentStats s = impl_->seg.stats();
+  return Stats{s.count, s.bytes, s.total_sent, s.total_received, s.lost, impl_->seg.capacity(),
+               impl_->seg.max_message()};
+}
+
+const std::string& Mailbox::path() const { return impl_->path; }
+
+}  // namespace mailbox
+
+// ---- C API ---------------------------------------------------------------------
+
+#include "mailbox/mailbox.h"
+
+struct mbx_mailbox {
+  mailbox::Mailbox box;
+};
+
+namespace {
+std::optional<mailbox::Clock::time_point> deadline_of(int timeout_ms) {
+  if (timeout_ms < 0) return std::nullopt;
+  return mailbox::Clock::now() + std::chrono::milliseconds(timeout_ms);
+}
+}  // namespace
+
+extern "C" {
+
+int mbx_open(const char* path, unsigned flags, mbx_t** out) {
+  auto r = mailbox::Mailbox::open(path, {(flags & MBX_SEND) != 0, (flags & MBX_RECEIVE) != 0});
+  if (!r) return -r.error();
+  *out = new mbx_mailbox{std::move(r.value())};
+  return 0;
+}
+
+int mbx_create(const char* path, uint64_t capacity, uint64_t max_message, unsigned mode, unsigned flags,
+               mbx_t** out) {
+  mailbox::CreateOptions c;
+  c.capacity = capacity;
+  c.max_message = max_message;
+  c.mode = mode;
+  auto r = mailbox::Mailbox::create(path, c, {(flags & MBX_SEND) != 0, (flags & MBX_RECEIVE) != 0});
+  if (!r) return -r.error();
+  *out = new mbx_mailbox{std::move(r.value())};
+  return 0;
+}
+
+void mbx_close(mbx_t* m) { delete m; }
+
+int mbx_send(mbx_t* m, const void* data, size_t len, int timeout_ms) {
+  std::string_view v(static_cast<const char*>(data), len);
+  if (timeout_ms == 0) return -m->box.try_send(v);
+  auto d = deadline_of(timeout_ms);
+  return -(d ? m->box.send_until(v, *d) : m->box.send(v));
+}
+
+ssize_t mbx_recv(mbx_t* m, void* buf, size_t cap, int timeout_ms) {
+  auto r = timeout_ms == 0   ? m->box.try_receive(buf, cap)
+           : timeout_ms < 0 ? m->box.receive(buf, cap)
+                            : m->box.receive_until(buf, cap, *deadline_of(timeout_ms));
+  return r ? static_cast<ssize_t>(*r) : -static_cast<ssize_t>(r.error());
+}
+
+}  // extern "C"

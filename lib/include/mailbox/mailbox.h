@@ -1,0 +1,34 @@
+/* libmailbox C API: the same operations as mailbox.hpp, for C and FFI.
+ * Every function returns 0 or a negative errno, or (receive) a length. */
+#ifndef MAILBOX_MAILBOX_H
+#define MAILBOX_MAILBOX_H
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct mbx_mailbox mbx_t;
+
+#define MBX_SEND 1u
+#define MBX_RECEIVE 2u
+#define MBX_UNBOUNDED UINT64_MAX
+
+/* Opens the mailbox file at path for MBX_SEND and/or MBX_RECEIVE. */
+int mbx_open(const char *path, unsigned flags, mbx_t **out);
+/* Creates a mailbox (EEXIST if present) with these settings, then opens it. */
+int mbx_create(const char *path, uint64_t capacity, uint64_t max_message, unsigned mode,
+               unsigned flags, mbx_t **out);
+void mbx_close(mbx_t *m);
+
+/* timeout_ms: -1 waits forever, 0 never waits (-EAGAIN), > 0 bounds the wait (-ETIMEDOUT). */
+int mbx_send(mbx_t *m, const void *data, size_t len, int timeout_ms);
+/* Returns the message length; -EMSGSIZE leaves a message larger than cap queued. */
+ssize_t mbx_recv(mbx_t *m, void *buf, size_t cap, int timeout_ms);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,101 @@
+// libmailbox: send to and receive from mailboxfs mailboxes through their
+// shared-memory segments, without a system call when the call need not wait.
+//
+// A Mailbox is opened by the path of a mailbox file on a mailboxfs mount; the
+// daemon and every other participant (shell tools through the filesystem,
+// other programs through this library) see the same messages, counters and
+// blocking. Errors are errno values; nothing here throws.
+#pragma once
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace mailbox {
+
+// An errno value (0 on success) or a value.
+template <class T>
+class Result {
+ public:
+  Result(T v) : v_(std::move(v)) {}  // NOLINT: implicit by design
+  static Result failure(int err) { return Result(err); }
+  bool ok() const { return err_ == 0; }
+  explicit operator bool() const { return ok(); }
+  int error() const { return err_; }
+  T& value() { return *v_; }
+  const T& value() const { return *v_; }
+  T& operator*() { return *v_; }
+  const T& operator*() const { return *v_; }
+  T* operator->() { return &*v_; }
+
+ private:
+  explicit Result(int err) : err_(err) {}
+  std::optional<T> v_;
+  int err_ = 0;
+};
+
+struct OpenOptions {
+  bool send = true;     // needs write permission on the mailbox file
+  bool receive = true;  // needs read permission on the mailbox file
+};
+
+struct CreateOptions {
+  uint64_t capacity = 64;             // 0 = rendezvous; kUnbounded
+  uint64_t max_message = 1u << 20;
+  unsigned mode = 0644;
+  static constexpr uint64_t kUnbounded = UINT64_MAX;
+};
+
+struct Stats {
+  uint64_t messages, bytes, sent, received, lost, capacity, max_message;
+};
+
+using Clock = std::chrono::steady_clock;
+
+class Mailbox {
+ public:
+  // Maps the segment of the mailbox at `path`. Errors: ENOENT, EACCES (the
+  // mode bits forbid a requested direction, or the segment is not readable by
+  // this user), ENOTSUP (not a mailboxfs mailbox), EBADMSG (corrupt segment).
+  static Result<Mailbox> open(const std::string& path, OpenOptions opts = {});
+  // Creates a mailbox file (EEXIST if it exists), applies the settings, opens it.
+  static Result<Mailbox> create(const std::string& path, const CreateOptions& opts, OpenOptions o = {});
+
+  Mailbox(Mailbox&&) noexcept;
+  Mailbox& operator=(Mailbox&&) noexcept;
+  ~Mailbox();
+
+  // Sends one message. Blocks while the mailbox is full (for a rendezvous
+  // mailbox, until a receiver has taken it). Returns 0 or an errno:
+  // EAGAIN (try_send), ETIMEDOUT, EMSGSIZE, ENOSPC (quota), EIDRM (deleted),
+  // EBADF (opened without send), EBADMSG.
+  int send(std::string_view msg);
+  int try_send(std::string_view msg);
+  int send_for(std::string_view msg, Clock::duration timeout);
+  int send_until(std::string_view msg, Clock::time_point deadline);
+
+  // Receives one message into buf[0..cap), returning its length. A message
+  // longer than `cap` stays queued and EMSGSIZE is returned.
+  Result<size_t> receive(void* buf, size_t cap);
+  Result<size_t> try_receive(void* buf, size_t cap);
+  Result<size_t> receive_for(void* buf, size_t cap, Clock::duration timeout);
+  Result<size_t> receive_until(void* buf, size_t cap, Clock::time_point deadline);
+  // Receives one message whole into `out` (replacing its contents).
+  int receive(std::string& out);
+  int try_receive(std::string& out);
+  int receive_until(std::string& out, Clock::time_point deadline);
+
+  Stats stats() const;
+  const std::string& path() const;
+
+ private:
+  struct Impl;
+  explicit Mailbox(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace mailbox

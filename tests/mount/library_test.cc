@@ -1,0 +1,283 @@
+// libmailbox against a real mount: the library is one more participant of
+// the same mailboxes, beside shell tools that go through the daemon.
+#include <gtest/gtest.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <mailbox/mailbox.h>
+
+#include <mailbox/mailbox.hpp>
+#include <set>
+
+#include "harness.h"
+
+namespace {
+
+using mailbox::Clock;
+using mailbox::Mailbox;
+using mt::Mount;
+using mt::Proc;
+using namespace std::chrono_literals;
+
+// Runs `fn` in a forked child; the child's exit status is fn's return value.
+template <class Fn>
+pid_t child(Fn fn) {
+  pid_t p = fork();
+  if (p == 0) _exit(fn());
+  return p;
+}
+
+// Waits up to `ms` for a child; returns its exit status or -1 if still running.
+int reap(pid_t p, int ms) {
+  for (long long end = mt::now_ms() + ms; mt::now_ms() < end; usleep(5000)) {
+    int st;
+    if (waitpid(p, &st, WNOHANG) == p) return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+  }
+  return -1;
+}
+
+// Like reap(), but a child still running at the deadline is killed (-1).
+int finish(pid_t p, int ms) {
+  int st = reap(p, ms);
+  if (st == -1) {
+    kill(p, SIGKILL);
+    finish(p, 2000);
+  }
+  return st;
+}
+
+TEST(Library, LibraryToLibraryAcrossProcesses) {
+  Mount m;
+  ASSERT_TRUE(m.ok());
+  mailbox::CreateOptions o;
+  o.capacity = 4;
+  o.max_message = 64;
+  auto box = Mailbox::create(m.path("ring"), o);
+  ASSERT_TRUE(box) << strerror(box.error());
+  constexpr int kN = 20000;
+  pid_t consumer = child([&] {
+    auto b = Mailbox::open(m.path("ring"), {.send = false, .receive = true});
+    if (!b) return 10;
+    std::string msg;
+    for (int i = 0; i < kN; i++)
+      if (b->receive(msg) != 0 || msg != std::to_string(i)) return 11;  // FIFO, nothing lost
+    return 0;
+  });
+  for (int i = 0; i < kN; i++) ASSERT_EQ(box->send(std::to_string(i)), 0);
+  EXPECT_EQ(finish(consumer, 20000), 0);
+  EXPECT_EQ(m.xattr("ring", "sent"), std::to_string(kN));
+  EXPECT_EQ(m.xattr("ring", "received"), std::to_string(kN));
+}
+
+TEST(Library, SendWakesACatParkedInTheDaemon) {
+  Mount m;
+  ASSERT_TRUE(m.ok());
+  m.sh("touch box");
+  Proc cat("cat box", m.dir());
+  ASSERT_TRUE(m.wait_words("box", "blocked_receivers", 1));
+  auto box = Mailbox::open(m.path("box"), {.send = true, .receive = false});
+  ASSERT_TRUE(box) << strerror(box.error());
+  long long t0 = mt::now_ms();
+  ASSERT_EQ(box->send("from the library"), 0);
+  EXPECT_TRUE(cat.exits_within(1000));
+  EXPECT_LT(mt::now_ms() - t0, 1000);
+  EXPECT_EQ(cat.finish().out, "from the library");
+}
+
+TEST(Library, EchoWakesALibraryReceiverSleepingOnTheFutex) {
+  Mount m;
+  ASSERT_TRUE(m.ok());
+  m.sh("touch box");
+  int fds[2];
+  ASSERT_EQ(pipe(fds), 0);
+  pid_t receiver = child([&] {
+    auto b = Mailbox::open(m.path("box"), {.send = false, .receive = true});
+    if (!b) return 10;
+    std::string msg;
+    if (b->receive(msg) != 0) return 11;
+    return write(fds[1], msg.data(), msg.size()) == ssize_t(msg.size()) ? 0 : 12;
+  });
+  EXPECT_EQ(reap(receiver, 300), -1);  // blocked
+  m.sh("echo from the shell > box");
+  EXPECT_EQ(finish(receiver, 2000), 0);
+  char buf[64] = {};
+  EXPECT_GT(read(fds[0], buf, sizeof buf), 0);
+  EXPECT_STREQ(buf, "from the shell\n");
+  close(fds[0]);
+  close(fds[1]);
+}
+
+TEST(Library, BlockedLibrarySenderIsFreedByACatReceive) {
+  Mount m("capacity=1");
+  ASSERT_TRUE(m.ok());
+  m.sh("echo first > box");
+  pid_t sender = child([&] {
+    auto b = Mailbox::open(m.path("box"), {.send = true, .receive = false});
+    return b && b->send("second") == 0 ? 0 : 1;
+  });
+  EXPECT_EQ(reap(sender, 300), -1);  // full: blocked
+  EXPECT_EQ(m.sh("cat box").out, "first\n");
+  EXPECT_EQ(finish(sender, 2000), 0);
+  EXPECT_EQ(m.sh("cat box").out, "second");
+}
+
+TEST(Library, LibraryReceiveFreesASenderParkedInTheDaemon) {
+  Mount m("capacity=1");
+  ASSERT_TRUE(m.ok());
+  m.sh("echo first > box");
+  Proc sender("echo second > box", m.dir());
+  ASSERT_TRUE(m.wait_words("box", "blocked_senders", 1));
+  auto box = Mailbox::open(m.path("box"));
+  ASSERT_TRUE(box);
+  std::string msg;
+  ASSERT_EQ(box->receive(msg), 0);
+  EXPECT_EQ(msg, "first\n");
+  EXPECT_TRUE(sender.exits_within(1000));  // the doorbell told the daemon
+  ASSERT_EQ(box->receive_until(msg, Clock::now() + 2s), 0);
+  EXPECT_EQ(msg, "second\n");
+}
+
+TEST(Library, RendezvousSendWaitsForTheReceiver) {
+  Mount m("capacity=0");
+  ASSERT_TRUE(m.ok());
+  m.sh("touch box");
+  pid_t sender = child([&] {
+    auto b = Mailbox::open(m.path("box"), {.send = true, .receive = false});
+    return b && b->send("handoff") == 0 ? 0 : 1;
+  });
+  EXPECT_EQ(reap(sender, 300), -1);
+  EXPECT_EQ(m.sh("cat box").out, "handoff");
+  EXPECT_EQ(finish(sender, 2000), 0);
+  // A rendezvous send that nobody takes in time is withdrawn.
+  auto box = Mailbox::open(m.path("box"));
+  ASSERT_TRUE(box);
+  EXPECT_EQ(box->send_for("nobody", 100ms), ETIMEDOUT);
+  EXPECT_EQ(box->try_send("nobody"), EAGAIN);
+  EXPECT_EQ(m.xattr("box", "messages"), "0");
+  EXPECT_EQ(m.sh("timeout 0.3 cat box; echo rc=$?").out, "rc=124\n");
+}
+
+TEST(Library, NonblockingTimeoutsAndSizes) {
+  Mount m("capacity=1,max_message=16");
+  ASSERT_TRUE(m.ok());
+  m.sh("touch box");
+  auto box = Mailbox::open(m.path("box"));
+  ASSERT_TRUE(box);
+  char buf[4];
+  EXPECT_EQ(box->try_receive(buf, sizeof buf).error(), EAGAIN);
+  long long t0 = mt::now_ms();
+  EXPECT_EQ(box->receive_for(buf, sizeof buf, 200ms).error(), ETIMEDOUT);
+  EXPECT_GE(mt::now_ms() - t0, 190);
+  EXPECT_EQ(box->send(std::string(17, 'x')), EMSGSIZE);
+  EXPECT_EQ(box->send("0123456789"), 0);
+  EXPECT_EQ(box->try_send("full"), EAGAIN);
+  EXPECT_EQ(box->send_for("full", 100ms), ETIMEDOUT);
+  EXPECT_EQ(box->receive(buf, sizeof buf).error(), EMSGSIZE);  // too small: left queued
+  std::string msg;
+  EXPECT_EQ(box->receive(msg), 0);
+  EXPECT_EQ(msg, "0123456789");
+}
+
+TEST(Library, ResizedMailboxIsFollowedAndDeletedOneReported) {
+  Mount m("capacity=2");
+  ASSERT_TRUE(m.ok());
+  m.sh("touch box");
+  auto box = Mailbox::open(m.path("box"));
+  ASSERT_TRUE(box);
+  ASSERT_EQ(box->send("a"), 0);
+  m.sh("setfattr -n user.mailbox.capacity -v 8 box");  // a new segment
+  for (const char* s : {"b", "c", "d"}) EXPECT_EQ(box->try_send(s), 0) << s;
+  EXPECT_EQ(box->stats().capacity, 8u);
+  EXPECT_EQ(m.sh("cat box; cat box").out, "ab");
+  m.sh("rm box");
+  EXPECT_EQ(box->send("gone"), EIDRM);
+}
+
+TEST(Library, OpenChecksModeBitsAndMailboxes) {
+  Mount m;
+  ASSERT_TRUE(m.ok());
+  m.sh("touch box; mkdir dir");
+  EXPECT_EQ(Mailbox::open(m.path("missing")).error(), ENOENT);
+  EXPECT_EQ(Mailbox::open(m.path("dir")).error(), EISDIR);
+  EXPECT_EQ(Mailbox::open("/etc/hostname", {.send = false, .receive = true}).error(), ENOTSUP);
+  mailbox::CreateOptions o;
+  EXPECT_EQ(Mailbox::create(m.path("box"), o).error(), EEXIST);
+  // As nobody (mode bits of a root-owned 0644 mailbox: read, no write).
+  pid_t p = child([&] {
+    if (setgid(65534) != 0 || setuid(65534) != 0) return 10;
+    return Mailbox::open(m.path("box"), {.send = true, .receive = false}).error() == EACCES ? 0 : 11;
+  });
+  EXPECT_EQ(finish(p, 5000), 0);
+}
+
+TEST(Library, CApiRoundTrip) {
+  Mount m;
+  ASSERT_TRUE(m.ok());
+  mbx_t* box = nullptr;
+  ASSERT_EQ(mbx_create(m.path("c").c_str(), 2, 128, 0600, MBX_SEND | MBX_RECEIVE, &box), 0);
+  EXPECT_EQ(mbx_send(box, "hello", 5, -1), 0);
+  char buf[16];
+  EXPECT_EQ(mbx_recv(box, buf, sizeof buf, 0), 5);
+  EXPECT_EQ(std::string(buf, 5), "hello");
+  EXPECT_EQ(mbx_recv(box, buf, sizeof buf, 0), -EAGAIN);
+  EXPECT_EQ(mbx_recv(box, buf, sizeof buf, 50), -ETIMEDOUT);
+  mbx_close(box);
+  EXPECT_EQ(mbx_open(m.path("none").c_str(), MBX_SEND, &box), -ENOENT);
+  EXPECT_EQ(m.sh("stat -c %a c").out, "600\n");
+}
+
+TEST(Library, ManySendersAndReceiversAcrossBothPaths) {
+  Mount m("capacity=8,framing=datagram");
+  ASSERT_TRUE(m.ok());
+  m.sh("touch box");
+  constexpr int kPerSender = 500;
+  std::vector<pid_t> senders;
+  for (int s = 0; s < 2; s++)
+    senders.push_back(child([&, s] {
+      auto b = Mailbox::open(m.path("box"), {.send = true, .receive = false});
+      if (!b) return 10;
+      for (int i = 0; i < kPerSender; i++)
+        if (b->send("L" + std::to_string(s) + ":" + std::to_string(i)) != 0) return 11;
+      return 0;
+    }));
+  // Shell side: one more sender through the daemon, and receivers of both kinds.
+  Proc shell_sender("python3 -c \"\nimport os\nfd = os.open('box', os.O_WRONLY)\n"
+                    "for i in range(" + std::to_string(kPerSender) + "): os.write(fd, b'S:%d' % i)\n\"",
+                    m.dir());
+  Proc shell_receiver("python3 -c \"\nimport os\nfd = os.open('box', os.O_RDONLY)\n"
+                      "for i in range(" + std::to_string(kPerSender) + "): print(os.read(fd, 100).decode())\n\"",
+                      m.dir());
+  int fds[2];
+  ASSERT_EQ(pipe(fds), 0);
+  pid_t lib_receiver = child([&] {
+    auto b = Mailbox::open(m.path("box"), {.send = false, .receive = true});
+    if (!b) return 10;
+    std::string msg, all;
+    for (int i = 0; i < 2 * kPerSender; i++) {
+      if (b->receive_until(msg, Clock::now() + 20s) != 0) return 11;
+      all += msg + "\n";
+    }
+    return write(fds[1], all.data(), all.size()) == ssize_t(all.size()) ? 0 : 12;
+  });
+  close(fds[1]);
+  std::string lib_out;
+  char buf[65536];
+  for (ssize_t n; (n = read(fds[0], buf, sizeof buf)) > 0;) lib_out.append(buf, size_t(n));
+  close(fds[0]);
+  for (pid_t p : senders) EXPECT_EQ(finish(p, 20000), 0);
+  EXPECT_EQ(finish(lib_receiver, 20000), 0);
+  EXPECT_TRUE(shell_sender.exits_within(20000));
+  auto shell = shell_receiver.finish(20000);
+  std::multiset<std::string> got;
+  for (const std::string* out : {&lib_out, &shell.out}) {
+    size_t start = 0;
+    for (size_t nl; (nl = out->find('\n', start)) != std::string::npos; start = nl + 1)
+      got.insert(out->substr(start, nl - start));
+  }
+  std::multiset<std::string> want;
+  for (int i = 0; i < kPerSender; i++)
+    for (const char* p : {"L0:", "L1:", "S:"}) want.insert(p + std::to_string(i));
+  EXPECT_EQ(got, want);  // nothing lost, nothing duplicated
+}
+
+}  // namespace
