@@ -1,5 +1,6 @@
 // mailboxfs: mount a directory where every file is a mailbox.
 #include <sys/mount.h>
+#include <sys/statvfs.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -175,6 +176,25 @@ int main(int argc, char* argv[]) {
     return 1;
   }
   cfg.state_dir = o.state_dir ? o.state_dir : mbx::default_state_dir(real);
+  if (cfg.state_dir[0] != '/') {  // the daemon changes to / when it detaches
+    char cwd[PATH_MAX];
+    if (getcwd(cwd, sizeof cwd)) cfg.state_dir = std::string(cwd) + "/" + cfg.state_dir;
+  }
+  // Segments are sparse: a store into a page the state directory's filesystem
+  // cannot provide kills the daemon with SIGBUS. Keep the quota within reach.
+  const std::string parent = cfg.state_dir.substr(0, cfg.state_dir.rfind('/') + 1);
+  struct statvfs fsinfo;
+  if (statvfs(parent.c_str(), &fsinfo) == 0) {
+    const uint64_t avail = uint64_t(fsinfo.f_bavail) * fsinfo.f_frsize;
+    if (!o.max_bytes) {
+      cfg.max_bytes = std::min(cfg.max_bytes, std::max<uint64_t>(avail / 2, 1u << 20));
+    } else if (cfg.max_bytes > avail) {
+      std::fprintf(stderr, "mailboxfs: warning: max_bytes (%llu) exceeds the free space of %s (%llu)\n",
+                   static_cast<unsigned long long>(cfg.max_bytes), parent.c_str(),
+                   static_cast<unsigned long long>(avail));
+    }
+  }
+  if (cfg.defaults.max_message > cfg.max_bytes) cfg.defaults.max_message = cfg.max_bytes;
 
   auto mount = mbx::Mount::open(cfg);
   if (!mount) {
