@@ -140,7 +140,7 @@ int main(int argc, char* argv[]) {
     if (!*o.root_mode || *end || m > 07777) bad_option("root_mode", o.root_mode, "an octal mode");
     root_mode = static_cast<mode_t>(m);
   }
-  if (cfg.defaults.max_message > cfg.max_bytes) {
+  if (o.max_message && cfg.defaults.max_message > cfg.max_bytes) {
     std::fprintf(stderr, "mailboxfs: max_message (%llu) exceeds max_bytes (%llu)\n",
                  static_cast<unsigned long long>(cfg.defaults.max_message),
                  static_cast<unsigned long long>(cfg.max_bytes));
@@ -218,9 +218,10 @@ int main(int argc, char* argv[]) {
     fuse_bufvec empty = FUSE_BUFVEC_INIT(0);
     fuse_lowlevel_notify_store(se, ino, static_cast<off_t>(size), &empty, FUSE_BUF_NO_SPLICE);
   };
-  int rc = 1;
+  int status = 1;  // until mounted
   if (fuse_set_signal_handlers(se) == 0) {
     if (fuse_session_mount(se, real) == 0) {
+      int rc;
       fuse_daemonize(cmd.foreground);
       (*mount)->start();
       if (cmd.singlethread) {
@@ -235,12 +236,12 @@ int main(int argc, char* argv[]) {
       }
       tree.shutdown();  // parked calls end before the connection goes
       fuse_session_unmount(se);
+      status = rc < 0 ? 1 : 0;  // a signal (SIGTERM, SIGINT) ending the loop is a clean stop
     }
     fuse_remove_signal_handlers(se);
   }
   fuse_session_destroy(se);
   free(cmd.mountpoint);
   fuse_opt_free_args(&args);
-  // A signal (SIGTERM, SIGINT) ending the loop is a clean stop.
-  return rc < 0 ? 1 : 0;
+  return status;
 }

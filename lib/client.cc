@@ -36,7 +36,9 @@ void wait_change(std::atomic<uint32_t>& word, std::atomic<uint32_t>& sleepers, u
                  const std::optional<Clock::time_point>& deadline) {
   for (int i = 0; i < kSpins; i++) {
     if (word.load(std::memory_order_acquire) != seen) return;
+#if defined(__x86_64__) || defined(__i386__)
     __builtin_ia32_pause();
+#endif
   }
   // SYNC POINT: seq_cst increment, then FUTEX_WAIT on `seen`; pairs with
   // Segment::after_push/after_pop (seq_cst increment of the word, then seq_cst
