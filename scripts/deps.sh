@@ -2,7 +2,7 @@
 # Installs what mailboxfs needs to build, run and test, when run as root on
 # Debian; otherwise names the exact command to run. Usage: deps.sh [run|test|bench]
 set -euo pipefail
-need=(g++ make pkg-config libfuse3-dev fuse3)
+need=(g++ make pkg-config libfuse3-dev fuse3 attr)
 case "${1:-run}" in
   test) need+=(libgtest-dev attr python3 util-linux procps coreutils) ;;
   bench) need+=(libgtest-dev libbenchmark-dev libboost-dev gnuplot-nox python3) ;;
