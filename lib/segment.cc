@@ -47,22 +47,20 @@ uint64_t data_size_for(uint64_t capacity, uint64_t max_message, uint64_t quota_m
   return round_page(std::min({by_capacity, by_quota, kLimit}));
 }
 
-// Holds the segment's robust mutex. A participant that died holding it left
-// the ring in an unknown state: re-validate, count its in-flight message as
-// lost, and either mark the mutex consistent or the segment corrupt.
+// Holds the segment's robust mutex. A participant that died holding it is
+// recovered from (recover_locked); if the ring is then still inconsistent
+// (scribbled, not crashed), the segment is marked corrupt.
 class Segment::Locked {
  public:
   explicit Locked(const Segment& s) : s_(s) {
     int rc = pthread_mutex_lock(&s.hdr_->lock);
     if (rc == EOWNERDEAD) {
-      if (s.check_ring_locked()) {
-        s.hdr_->lost++;
-        pthread_mutex_consistent(&s.hdr_->lock);
+      if (s.recover_locked()) {
         rc = 0;
       } else {
         s.hdr_->state.store(layout::kCorrupt, std::memory_order_release);
-        pthread_mutex_consistent(&s.hdr_->lock);
       }
+      pthread_mutex_consistent(&s.hdr_->lock);
     }
     locked_ = rc == 0 || rc == EOWNERDEAD;
     ok_ = rc == 0 && s.hdr_->state.load(std::memory_order_acquire) == layout::kLive;
@@ -175,10 +173,10 @@ Result<Segment> Segment::attach(const std::string& path) {
 // against the private geometry. O(count): used on attach and owner death only.
 bool Segment::check_ring_locked() const {
   const SegmentHeader* h = hdr_;
-  if (h->head >= data_size_ || h->tail >= data_size_ || h->count > data_size_ / kRecHdr)
+  if (h->ring.head >= data_size_ || h->ring.tail >= data_size_ || h->ring.count > data_size_ / kRecHdr)
     return false;
-  uint64_t pos = h->head, bytes = 0, rec_bytes = 0;
-  for (uint64_t i = 0; i < h->count; i++) {
+  uint64_t pos = h->ring.head, bytes = 0, rec_bytes = 0;
+  for (uint64_t i = 0; i < h->ring.count; i++) {
     if (data_size_ - pos < kRecHdr) pos = 0;
     RecordHeader r;
     std::memcpy(&r, data_ + pos, kRecHdr);
@@ -193,8 +191,8 @@ bool Segment::check_ring_locked() const {
     pos += layout::record_size(r.len);
     if (pos == data_size_) pos = 0;
   }
-  return bytes == h->bytes && rec_bytes == h->record_bytes &&
-         (h->count == 0 || pos == h->tail % data_size_);
+  return bytes == h->ring.bytes && rec_bytes == h->ring.record_bytes &&
+         (h->ring.count == 0 || pos == h->ring.tail % data_size_);
 }
 
 uint64_t Segment::effective_capacity() const {
@@ -202,7 +200,7 @@ uint64_t Segment::effective_capacity() const {
 }
 
 bool Segment::full_locked() const {
-  return capacity_ != layout::kUnbounded && hdr_->count >= effective_capacity();
+  return capacity_ != layout::kUnbounded && hdr_->ring.count >= effective_capacity();
 }
 
 bool Segment::full() {
@@ -217,56 +215,66 @@ Result<uint64_t> Segment::push(const char* data, size_t len, const Sender& from,
   Locked l(*this);
   if (!l.ok()) return l.error();
   SegmentHeader* h = hdr_;
-  if (h->head >= data_size_ || h->tail >= data_size_) {  // another participant scribbled
+  layout::RingState n = h->ring;
+  if (n.head >= data_size_ || n.tail >= data_size_) {  // another participant scribbled
     h->state.store(layout::kCorrupt, std::memory_order_release);
     return Errc::bad_message;
   }
   if (!force && full_locked()) return Errc::again;
-  if (h->count == 0) h->head = h->tail = 0;  // keep an idle ring's footprint to its first pages
+  if (n.count == 0) n.head = n.tail = 0;  // keep an idle ring's footprint to its first pages
   // Find room for `rec` contiguous bytes (see the layout comment).
-  const bool wrapped = h->count > 0 && h->tail <= h->head;
+  const bool wrapped = n.count > 0 && n.tail <= n.head;
+  const Errc no_room = capacity_ == layout::kUnbounded ? Errc::no_space : Errc::again;
   uint64_t at;
   bool wrap = false;
   if (wrapped) {
-    if (h->head - h->tail < rec) return capacity_ == layout::kUnbounded ? Errc::no_space : Errc::again;
-    at = h->tail;
-  } else if (data_size_ - h->tail >= rec) {
-    at = h->tail;
-  } else if (h->count == 0 || h->head >= rec) {
+    if (n.head - n.tail < rec) return no_room;
+    at = n.tail;
+  } else if (data_size_ - n.tail >= rec) {
+    at = n.tail;
+  } else if (n.count == 0 || n.head >= rec) {
     at = 0;
     wrap = true;
   } else {
-    return capacity_ == layout::kUnbounded ? Errc::no_space : Errc::again;
+    return no_room;
   }
+  // These markers are read only by whoever recovers from our death: atomic
+  // stores so that the compiler keeps them (commit_locked overwrites them).
+  std::atomic_ref<uint32_t>(h->inflight).store(layout::kInflightSend, std::memory_order_release);
   if (ctl_) {
-    // SYNC POINT: acq_rel on the mount-wide counter; pairs with the fetch_sub in pop().
+    h->inflight_quota = rec;
+    // SYNC POINT: acq_rel on the mount-wide counter; pairs with the fetch_sub in
+    // settle_quota_locked(). Dying between it and the next store leaks `rec`.
     uint64_t before = ctl_->quota_used.fetch_add(rec, std::memory_order_acq_rel);
+    std::atomic_ref<uint32_t>(h->inflight_quota_added).store(1, std::memory_order_release);
     if (!force && before + rec > ctl_->quota_max) {
       ctl_->quota_used.fetch_sub(rec, std::memory_order_acq_rel);
+      std::atomic_ref<uint32_t>(h->inflight_quota_added).store(0, std::memory_order_release);
+      std::atomic_ref<uint32_t>(h->inflight).store(0, std::memory_order_release);
       return Errc::no_space;
     }
   }
-  if (wrap && data_size_ - h->tail >= kRecHdr) {
+  if (wrap && data_size_ - n.tail >= kRecHdr) {
     RecordHeader m{};
     m.len = layout::kWrapMarker;
-    std::memcpy(data_ + h->tail, &m, kRecHdr);
+    std::memcpy(data_ + n.tail, &m, kRecHdr);
   }
   RecordHeader r{};
   r.len = static_cast<uint32_t>(len);
   r.pid = from.pid;
   r.uid = from.uid;
   r.gid = from.gid;
-  r.seq = h->next_seq;
+  r.seq = n.next_seq;
   std::memcpy(data_ + at, &r, kRecHdr);
   if (len) std::memcpy(data_ + at + kRecHdr, data, len);
-  // Commit: the ring fields change only after the record is complete.
-  h->tail = at + rec == data_size_ ? 0 : at + rec;
-  h->count++;
-  h->bytes += len;
-  h->record_bytes += rec;
-  h->next_seq++;
-  h->total_sent++;
-  h->last_send_ns = now_ns;
+  n.tail = at + rec == data_size_ ? 0 : at + rec;
+  n.count++;
+  n.bytes += len;
+  n.record_bytes += rec;
+  n.next_seq++;
+  n.total_sent++;
+  n.last_send_ns = now_ns;
+  commit_locked(n);  // the record is complete: publish it
   return r.seq;
 }
 
@@ -274,33 +282,35 @@ Result<Segment::Popped> Segment::pop(std::string& out, int64_t now_ns, size_t ma
   Locked l(*this);
   if (!l.ok()) return l.error();
   SegmentHeader* h = hdr_;
-  if (h->count == 0) return Errc::again;
-  uint64_t pos = h->head;
+  layout::RingState n = h->ring;
+  if (n.count == 0) return Errc::again;
+  uint64_t pos = n.head;
+  RecordHeader r;
   if (pos >= data_size_) goto corrupt;
   if (data_size_ - pos < kRecHdr) pos = 0;
-  RecordHeader r;
   std::memcpy(&r, data_ + pos, kRecHdr);
   if (r.len == layout::kWrapMarker && pos != 0) {
     pos = 0;
     std::memcpy(&r, data_ + pos, kRecHdr);
   }
   if (r.len > max_message_ || layout::record_size(r.len) > data_size_ - pos ||
-      h->record_bytes < layout::record_size(r.len) || h->bytes < r.len)
+      n.record_bytes < layout::record_size(r.len) || n.bytes < r.len)
     goto corrupt;
   if (r.len > max_len) return Errc::msg_size;  // left queued for a larger buffer
   {
     const uint64_t rec = layout::record_size(r.len);
     out.append(data_ + pos + kRecHdr, r.len);
-    h->head = pos + rec == data_size_ ? 0 : pos + rec;
-    h->count--;
-    h->bytes -= r.len;
-    h->record_bytes -= rec;
-    if (h->count == 0) h->head = h->tail = 0;
-    h->consumed_seq = r.seq + 1;
-    h->total_received++;
-    h->last_recv_ns = now_ns;
-    // SYNC POINT: pairs with the fetch_add in push().
-    if (ctl_) ctl_->quota_used.fetch_sub(rec, std::memory_order_acq_rel);
+    n.head = pos + rec == data_size_ ? 0 : pos + rec;
+    n.count--;
+    n.bytes -= r.len;
+    n.record_bytes -= rec;
+    if (n.count == 0) n.head = n.tail = 0;
+    n.consumed_seq = r.seq + 1;
+    n.total_received++;
+    n.last_recv_ns = now_ns;
+    n.quota_owed = rec;
+    commit_locked(n);
+    settle_quota_locked();
     return Popped{r.seq, Sender{r.pid, r.uid, r.gid}};
   }
 corrupt:
@@ -312,8 +322,8 @@ Result<uint32_t> Segment::peek_len() {
   Locked l(*this);
   if (!l.ok()) return l.error();
   SegmentHeader* h = hdr_;
-  if (h->count == 0) return Errc::again;
-  uint64_t pos = h->head;
+  if (h->ring.count == 0) return Errc::again;
+  uint64_t pos = h->ring.head;
   if (pos >= data_size_) return Errc::bad_message;
   if (data_size_ - pos < kRecHdr) pos = 0;
   RecordHeader r;
@@ -326,22 +336,21 @@ Result<uint32_t> Segment::peek_len() {
 bool Segment::withdraw(uint64_t seq) {
   Locked l(*this);
   if (!l.ok()) return true;  // gone: nothing left to deliver
-  SegmentHeader* h = hdr_;
-  if (h->count != 1) return false;
-  uint64_t pos = h->head;
+  layout::RingState n = hdr_->ring;
+  if (n.count != 1) return false;
+  uint64_t pos = n.head;
   if (pos >= data_size_) return false;
   if (data_size_ - pos < kRecHdr) pos = 0;
   RecordHeader r;
   std::memcpy(&r, data_ + pos, kRecHdr);
   if (r.len == layout::kWrapMarker && pos != 0) std::memcpy(&r, data_, kRecHdr);
   if (r.seq != seq || r.len > max_message_) return false;
-  const uint64_t rec = layout::record_size(r.len);
-  h->count = 0;
-  h->bytes = 0;
-  h->record_bytes = 0;
-  h->head = h->tail = 0;
-  h->total_sent--;
-  if (ctl_) ctl_->quota_used.fetch_sub(rec, std::memory_order_acq_rel);
+  n.quota_owed = layout::record_size(r.len);
+  n.count = n.bytes = n.record_bytes = 0;
+  n.head = n.tail = 0;
+  n.total_sent--;
+  commit_locked(n);
+  settle_quota_locked();
   return true;
 }
 
@@ -349,29 +358,29 @@ SegmentStats Segment::stats() {
   SegmentStats s;
   Locked l(*this);
   const SegmentHeader* h = hdr_;
-  s.count = h->count;
-  s.bytes = h->bytes;
-  s.record_bytes = h->record_bytes;
-  s.total_sent = h->total_sent;
-  s.total_received = h->total_received;
+  s.count = h->ring.count;
+  s.bytes = h->ring.bytes;
+  s.record_bytes = h->ring.record_bytes;
+  s.total_sent = h->ring.total_sent;
+  s.total_received = h->ring.total_received;
   s.lost = h->lost;
-  s.next_seq = h->next_seq;
-  s.consumed_seq = h->consumed_seq;
-  s.last_send_ns = h->last_send_ns;
-  s.last_recv_ns = h->last_recv_ns;
+  s.next_seq = h->ring.next_seq;
+  s.consumed_seq = h->ring.consumed_seq;
+  s.last_send_ns = h->ring.last_send_ns;
+  s.last_recv_ns = h->ring.last_recv_ns;
   return s;
 }
 
 uint64_t Segment::consumed_seq() {
   Locked l(*this);
-  return hdr_->consumed_seq;
+  return hdr_->ring.consumed_seq;
 }
 
 uint64_t Segment::max_queued_len() {
   Locked l(*this);
   if (!l.ok()) return 0;
-  uint64_t pos = hdr_->head, longest = 0;
-  for (uint64_t i = 0; i < hdr_->count; i++) {
+  uint64_t pos = hdr_->ring.head, longest = 0;
+  for (uint64_t i = 0; i < hdr_->ring.count; i++) {
     if (pos >= data_size_) return UINT64_MAX;
     if (data_size_ - pos < kRecHdr) pos = 0;
     RecordHeader r;
@@ -390,11 +399,13 @@ uint64_t Segment::max_queued_len() {
 
 void Segment::adopt_counters(const SegmentStats& s) {
   Locked l(*this);
-  hdr_->total_sent = s.total_sent;
-  hdr_->total_received = s.total_received;
+  layout::RingState n = hdr_->ring;
+  n.total_sent = s.total_sent;
+  n.total_received = s.total_received;
+  n.last_send_ns = s.last_send_ns;
+  n.last_recv_ns = s.last_recv_ns;
+  commit_locked(n);
   hdr_->lost = s.lost;
-  hdr_->last_send_ns = s.last_send_ns;
-  hdr_->last_recv_ns = s.last_recv_ns;
 }
 
 void Segment::set_state(uint32_t state) {
@@ -404,11 +415,59 @@ void Segment::set_state(uint32_t state) {
 
 void Segment::discard_all() {
   Locked l(*this);
+  layout::RingState n = hdr_->ring;
+  n.quota_owed += n.record_bytes;
+  n.count = n.bytes = n.record_bytes = 0;
+  n.head = n.tail = 0;
+  commit_locked(n);
+  settle_quota_locked();
+}
+
+// Publishes the next ring state so that a death at any instant leaves either
+// the old state or (rolled forward by recover_locked) the new one.
+void Segment::commit_locked(const layout::RingState& n) {
   SegmentHeader* h = hdr_;
-  if (ctl_ && h->record_bytes <= ctl_->quota_max)
-    ctl_->quota_used.fetch_sub(h->record_bytes, std::memory_order_acq_rel);
-  h->count = h->bytes = h->record_bytes = 0;
-  h->head = h->tail = 0;
+  // SYNC POINT: each release store orders what came before it for the next
+  // lock holder, which may be recovering from our death (recover_locked).
+  h->pending = n;
+  std::atomic_ref<uint32_t>(h->pending_valid).store(1, std::memory_order_release);
+  h->ring = n;
+  std::atomic_ref<uint32_t>(h->inflight).store(0, std::memory_order_release);
+  std::atomic_ref<uint32_t>(h->inflight_quota_added).store(0, std::memory_order_release);
+  std::atomic_ref<uint32_t>(h->pending_valid).store(0, std::memory_order_release);
+}
+
+// Gives back to the mount's quota what a committed receive freed.
+void Segment::settle_quota_locked() {
+  SegmentHeader* h = hdr_;
+  if (ctl_ && h->ring.quota_owed) {
+    // SYNC POINT: pairs with the fetch_add in push().
+    ctl_->quota_used.fetch_sub(std::min(h->ring.quota_owed, ctl_->quota_used.load()),
+                               std::memory_order_acq_rel);
+  }
+  std::atomic_ref<uint64_t>(h->ring.quota_owed).store(0, std::memory_order_release);
+}
+
+// After a participant died holding the lock: finish its commit if it had
+// started one, or undo its unfinished send and count it lost; then check the ring.
+bool Segment::recover_locked() const {
+  SegmentHeader* h = hdr_;
+  auto* self = const_cast<Segment*>(this);
+  if (std::atomic_ref<uint32_t>(h->pending_valid).load(std::memory_order_acquire)) {
+    self->commit_locked(h->pending);
+  } else if (h->inflight == layout::kInflightSend) {
+    if (h->inflight_quota_added && ctl_)
+      ctl_->quota_used.fetch_sub(std::min(h->inflight_quota, ctl_->quota_used.load()),
+                                 std::memory_order_acq_rel);
+    h->lost++;
+    layout::RingState n = h->ring;
+    n.total_sent++;  // it was sent, and lost with its sender
+    self->commit_locked(n);
+  }
+  h->inflight = 0;
+  h->inflight_quota_added = 0;
+  self->settle_quota_locked();
+  return check_ring_locked();
 }
 
 void Segment::kick_daemon(uint32_t watch_bit) {

@@ -100,6 +100,9 @@ class Segment {
  private:
   class Locked;
   bool check_ring_locked() const;
+  bool recover_locked() const;
+  void commit_locked(const layout::RingState& n);
+  void settle_quota_locked();
   bool full_locked() const;
   uint64_t effective_capacity() const;
   void kick_daemon(uint32_t watch_bit);

@@ -46,23 +46,23 @@ struct Case {
 TEST(SegmentCorrupt, AttachRejectsBadHeaders) {
   const Case cases[] = {
       {"magic", [](Fixture& f) { f.h()->magic ^= 1; }},
-      {"version", [](Fixture& f) { f.h()->version = 2; }},
+      {"version", [](Fixture& f) { f.h()->version = layout::kVersion + 1; }},
       {"header_size", [](Fixture& f) { f.h()->header_size = 8192; }},
       {"data_size larger than the file", [](Fixture& f) { f.h()->data_size += 4096; }},
       {"data_size smaller than the file", [](Fixture& f) { f.h()->data_size -= 8; }},
       {"data_size 0", [](Fixture& f) { f.h()->data_size = 0; }},
       {"max_message huge", [](Fixture& f) { f.h()->max_message = UINT32_MAX; }},
       {"max_message above the area", [](Fixture& f) { f.h()->max_message = f.h()->data_size; }},
-      {"head == data_size", [](Fixture& f) { f.h()->head = f.h()->data_size; }},
-      {"head huge", [](Fixture& f) { f.h()->head = UINT64_MAX - 3; }},
-      {"head misplaced", [](Fixture& f) { f.h()->head = 8; }},
-      {"tail beyond", [](Fixture& f) { f.h()->tail = f.h()->data_size + 1; }},
-      {"tail misplaced", [](Fixture& f) { f.h()->tail += 8; }},
-      {"count huge", [](Fixture& f) { f.h()->count = UINT64_MAX; }},
-      {"count one more", [](Fixture& f) { f.h()->count++; }},
-      {"count one less", [](Fixture& f) { f.h()->count--; }},
-      {"bytes", [](Fixture& f) { f.h()->bytes++; }},
-      {"record_bytes", [](Fixture& f) { f.h()->record_bytes += 8; }},
+      {"head == data_size", [](Fixture& f) { f.h()->ring.head = f.h()->data_size; }},
+      {"head huge", [](Fixture& f) { f.h()->ring.head = UINT64_MAX - 3; }},
+      {"head misplaced", [](Fixture& f) { f.h()->ring.head = 8; }},
+      {"tail beyond", [](Fixture& f) { f.h()->ring.tail = f.h()->data_size + 1; }},
+      {"tail misplaced", [](Fixture& f) { f.h()->ring.tail += 8; }},
+      {"count huge", [](Fixture& f) { f.h()->ring.count = UINT64_MAX; }},
+      {"count one more", [](Fixture& f) { f.h()->ring.count++; }},
+      {"count one less", [](Fixture& f) { f.h()->ring.count--; }},
+      {"bytes", [](Fixture& f) { f.h()->ring.bytes++; }},
+      {"record_bytes", [](Fixture& f) { f.h()->ring.record_bytes += 8; }},
       {"record len > max_message", [](Fixture& f) { f.rec_at(0)->len = kMax + 1; }},
       {"record len huge", [](Fixture& f) { f.rec_at(0)->len = 0x7fffffff; }},
       {"wrap marker at offset 0", [](Fixture& f) { f.rec_at(0)->len = layout::kWrapMarker; }},
@@ -96,7 +96,7 @@ TEST(SegmentCorrupt, AttachRejectsBadFiles) {
 
 TEST(SegmentCorrupt, RingDamageFoundOnAttachMarksTheSegment) {
   Fixture f;
-  f.h()->head = f.h()->data_size;
+  f.h()->ring.head = f.h()->data_size;
   EXPECT_EQ(f.attach(), Errc::bad_message);
   EXPECT_EQ(f.h()->state.load(), layout::kCorrupt);  // other participants stop too
   std::string out;
@@ -108,13 +108,13 @@ TEST(SegmentCorrupt, PopOfScribbledRecord) {
   const Case cases[] = {
       {"len > max_message", [](Fixture& f) { f.rec_at(0)->len = kMax + 1; }},
       {"len = wrap marker at 0", [](Fixture& f) { f.rec_at(0)->len = layout::kWrapMarker; }},
-      {"len beyond bytes", [](Fixture& f) { f.h()->bytes = 1; }},
-      {"record_bytes too small", [](Fixture& f) { f.h()->record_bytes = 8; }},
-      {"head out of range", [](Fixture& f) { f.h()->head = f.h()->data_size + 64; }},
+      {"len beyond bytes", [](Fixture& f) { f.h()->ring.bytes = 1; }},
+      {"record_bytes too small", [](Fixture& f) { f.h()->ring.record_bytes = 8; }},
+      {"head out of range", [](Fixture& f) { f.h()->ring.head = f.h()->data_size + 64; }},
       {"record runs past the end",
        [](Fixture& f) {
-         f.h()->head = f.h()->data_size - 40;  // room for a header, not for 100 bytes
-         f.rec_at(f.h()->head)->len = kMax;
+         f.h()->ring.head = f.h()->data_size - 40;  // room for a header, not for 100 bytes
+         f.rec_at(f.h()->ring.head)->len = kMax;
        }},
   };
   for (const auto& c : cases) {
@@ -196,7 +196,7 @@ int push_after_scribble(const std::function<void(Fixture&)>& scribble, size_t pr
     char* end = reinterpret_cast<char*>(f.h()) + layout::kHeaderSize + f.seg.data_size();
     // A guard after the mapping, when the address is free, makes the overrun fault.
     ::mmap(end, 1 << 20, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0);
-    const uint64_t seq = f.h()->next_seq;
+    const uint64_t seq = f.h()->ring.next_seq;
     scribble(f);
     auto r = f.seg.push("x", 1, {}, 0);
     if (!r.ok()) ::_exit(r.error() == Errc::bad_message ? 0 : 3);
@@ -223,15 +223,15 @@ TEST(SegmentCorrupt, PushRevalidatesTailAndHead) {
   // Regression: push() must re-check head and tail read from shared memory.
   // With count > 0 and tail = data_size + 4096, `data_size_ - h->tail` would
   // wrap and the record would be written 4 KiB past the mapping.
-  int st = push_after_scribble([](Fixture& f) { f.h()->tail = f.h()->data_size + 4096; },
+  int st = push_after_scribble([](Fixture& f) { f.h()->ring.tail = f.h()->data_size + 4096; },
                                4096 + offsetof(RecordHeader, seq));
   EXPECT_TRUE(WIFEXITED(st) && WEXITSTATUS(st) == 0) << "tail beyond the area: push() " << describe(st);
   // Wrapped ring (tail <= head) with head beyond the area: the room is taken
   // as head - tail and the record is written at tail, running past the end.
   st = push_after_scribble(
       [](Fixture& f) {
-        f.h()->tail = f.h()->data_size - 8;
-        f.h()->head = f.h()->data_size + 4096;
+        f.h()->ring.tail = f.h()->data_size - 8;
+        f.h()->ring.head = f.h()->data_size + 4096;
       },
       offsetof(RecordHeader, seq) - 8);
   EXPECT_TRUE(WIFEXITED(st) && WEXITSTATUS(st) == 0) << "head beyond the area: push() " << describe(st);

@@ -7,6 +7,8 @@
 #include <unistd.h>
 
 #include <map>
+#include <random>
+#include <thread>
 #include <vector>
 
 #include "segment.h"
@@ -103,14 +105,23 @@ TEST(SegmentProcess, ProducersInChildrenNothingLostOrDuplicated) {
   EXPECT_EQ(ctl.used(), 0u);
 }
 
-// A child that takes the segment's mutex (optionally damaging the ring) and
-// dies without unlocking it.
-void die_holding_lock(Segment& seg, bool damage) {
+enum class Death { idle, damage, mid_send, mid_commit };
+
+// A child that takes the segment's mutex, leaves the state `how` describes,
+// and dies without unlocking it.
+void die_holding_lock(Segment& seg, Death how) {
   pid_t pid = ::fork();
   ASSERT_GE(pid, 0);
   if (pid == 0) {
-    if (pthread_mutex_lock(&seg.header()->lock) != 0) ::_exit(1);
-    if (damage) seg.header()->bytes += 5;  // a half-made change
+    layout::SegmentHeader* h = seg.header();
+    if (pthread_mutex_lock(&h->lock) != 0) ::_exit(1);
+    if (how == Death::damage) h->ring.bytes += 5;  // a scribble, not a crash
+    if (how == Death::mid_send) h->inflight = layout::kInflightSend;
+    if (how == Death::mid_commit) {  // died between publishing `pending` and copying it
+      h->pending = h->ring;
+      h->pending.total_received += 7;
+      h->pending_valid = 1;
+    }
     ::_exit(0);
   }
   int st = ut::wait_child(pid);
@@ -122,23 +133,28 @@ TEST(SegmentProcess, OwnerDeathIsRecovered) {
   SharedControl ctl;
   Segment seg = ut::make_segment(d.file("s"), 8, 100, ctl);
   ASSERT_TRUE(seg.push("before", 6, {}, 0).ok());
-  die_holding_lock(seg, false);
-  // The next lock sees EOWNERDEAD, re-validates the ring and goes on.
+  die_holding_lock(seg, Death::idle);
+  // The next lock sees EOWNERDEAD, re-validates the ring and goes on; nothing
+  // was in flight, so nothing is lost.
   auto r = seg.push("after", 5, {}, 0);
   ASSERT_TRUE(r.ok()) << to_errno(r.error());
-  EXPECT_EQ(seg.stats().lost, 1u);
+  EXPECT_EQ(seg.stats().lost, 0u);
   std::string out;
   ASSERT_TRUE(seg.pop(out, 0).ok());
   EXPECT_EQ(out, "before");
   out.clear();
   ASSERT_TRUE(seg.pop(out, 0).ok());
   EXPECT_EQ(out, "after");
-  // The mutex is consistent again: a second death is counted once more.
-  die_holding_lock(seg, false);
+  // A death in the middle of a send counts that message as sent and lost.
+  die_holding_lock(seg, Death::mid_send);
   out.clear();
   EXPECT_EQ(seg.pop(out, 0).error(), Errc::again);
-  EXPECT_EQ(seg.stats().lost, 2u);
+  EXPECT_EQ(seg.stats().lost, 1u);
+  EXPECT_EQ(seg.stats().total_sent, 3u);
   EXPECT_EQ(seg.header()->state.load(), layout::kLive);
+  // A death in the middle of a commit is rolled forward.
+  die_holding_lock(seg, Death::mid_commit);
+  EXPECT_EQ(seg.stats().total_received, 2u + 7u);
   // A pop in another thread after a normal unlock works (the mutex is usable).
   ASSERT_TRUE(seg.push("x", 1, {}, 0).ok());
   std::thread t([&] {
@@ -148,12 +164,51 @@ TEST(SegmentProcess, OwnerDeathIsRecovered) {
   t.join();
 }
 
+// Participants killed at random instants mid-traffic never wedge or corrupt
+// the ring, and the accounting holds: sent = received + queued + lost.
+TEST(SegmentProcess, KilledAtRandomInstantsNeverWedgesTheRing) {
+  TempDir d;
+  SharedControl ctl;
+  Segment seg = ut::make_segment(d.file("s"), 16, 64, ctl);
+  std::mt19937 rng(42);
+  for (int round = 0; round < 100; round++) {
+    pid_t pid = ::fork();
+    ASSERT_GE(pid, 0);
+    if (pid == 0) {
+      for (uint64_t i = 0;; i++) {
+        std::string out;
+        if (i % 3 == 2) (void)seg.pop(out, 0);
+        else (void)seg.push("payload-payload", 15, {}, 0);
+      }
+    }
+    ::usleep(200 + rng() % 3000);
+    ::kill(pid, SIGKILL);
+    ut::wait_child(pid);
+    // Still usable at once.
+    auto r = seg.push("probe", 5, {}, 0);
+    ASSERT_TRUE(r.ok() || r.error() == Errc::again) << "round " << round << ": " << to_errno(r.error());
+    std::string out;
+    ASSERT_TRUE(seg.pop(out, 0).ok()) << "round " << round;
+    auto st = seg.stats();
+    ASSERT_EQ(st.total_sent, st.total_received + st.count + st.lost) << "round " << round;
+    ASSERT_EQ(seg.header()->state.load(), layout::kLive);
+  }
+  std::string out;
+  while (seg.pop(out, 0).ok()) {
+  }
+  // The quota comes back whole but for sends killed in the two-instruction
+  // window between their quota fetch_add and the store that records it
+  // (docs/design.md, known limits): whole records at most, and rarely.
+  EXPECT_EQ(ctl.used() % layout::record_size(15), 0u);
+  EXPECT_LE(ctl.used(), 3 * layout::record_size(15)) << "quota drift after 100 kills";
+}
+
 TEST(SegmentProcess, OwnerDeathWithDamagedRingMarksCorrupt) {
   TempDir d;
   SharedControl ctl;
   Segment seg = ut::make_segment(d.file("s"), 8, 100, ctl);
   ASSERT_TRUE(seg.push("before", 6, {}, 0).ok());
-  die_holding_lock(seg, true);
+  die_holding_lock(seg, Death::damage);
   EXPECT_EQ(seg.push("after", 5, {}, 0).error(), Errc::bad_message);
   EXPECT_EQ(seg.header()->state.load(), layout::kCorrupt);
   std::string out;

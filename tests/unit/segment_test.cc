@@ -108,9 +108,9 @@ void wrap_cycles(uint64_t capacity, uint64_t max_message, unsigned seed) {
       size_t len = rng() % 4 == 0 ? max_message : rng() % (max_message + 1);
       std::string m(len, '\0');
       for (auto& c : m) c = static_cast<char>(rng());
-      const uint64_t tail = s.header()->tail;
+      const uint64_t tail = s.header()->ring.tail;
       auto r = s.push(m.data(), m.size(), {}, 0);
-      if (!model.empty() && s.header()->tail < tail) wraps++;
+      if (!model.empty() && s.header()->ring.tail < tail) wraps++;
       ASSERT_TRUE(r.ok()) << "op " << op << " len " << len << " count " << model.size() << ": "
                           << to_errno(r.error());
       EXPECT_EQ(*r, sent++);

@@ -1,4 +1,4 @@
-// The shared-memory layout of one mailbox segment, version 1.
+// The shared-memory layout of one mailbox segment, version 2.
 //
 // This is data, not objects: every participant (the mailboxfs daemon, and any
 // program that maps the segment) reads and writes these bytes directly, so the
@@ -21,7 +21,7 @@
 namespace mbx::layout {
 
 inline constexpr uint64_t kMagic = 0x31584f424c49414dULL;  // "MAILBOX1", little-endian
-inline constexpr uint32_t kVersion = 1;
+inline constexpr uint32_t kVersion = 2;
 inline constexpr uint64_t kHeaderSize = 4096;
 inline constexpr uint64_t kUnbounded = UINT64_MAX;  // capacity: limited by the quota only
 inline constexpr uint32_t kWrapMarker = UINT32_MAX;  // RecordHeader::len of a wrap marker
@@ -45,6 +45,24 @@ static_assert(sizeof(RecordHeader) == 32);
 inline constexpr uint64_t align8(uint64_t n) { return (n + 7) & ~uint64_t{7}; }
 inline constexpr uint64_t record_size(uint64_t len) { return sizeof(RecordHeader) + align8(len); }
 
+// Everything that changes together when a message is sent or received.
+struct RingState {
+  uint64_t head;           // offset of the oldest record
+  uint64_t tail;           // offset where the next record goes
+  uint64_t count;          // messages queued
+  uint64_t bytes;          // payload bytes queued
+  uint64_t record_bytes;   // record bytes queued (what the quota counts)
+  uint64_t next_seq;       // seq of the next message sent
+  uint64_t consumed_seq;   // every message with seq < consumed_seq has been received
+  uint64_t total_sent;
+  uint64_t total_received;
+  int64_t last_send_ns;    // CLOCK_REALTIME
+  int64_t last_recv_ns;
+  uint64_t quota_owed;     // record bytes a receive still has to give back to the quota
+};
+
+inline constexpr uint32_t kInflightSend = 1;
+
 struct SegmentHeader {
   // Written once by the creator before anyone else can open the file.
   uint64_t magic;
@@ -60,25 +78,28 @@ struct SegmentHeader {
   uint32_t reserved0;
 
   // Robust, process-shared: a participant that dies holding it is detected
-  // (EOWNERDEAD) and the ring is re-validated. Guards every field up to `pushed`.
+  // (EOWNERDEAD) and the ring is recovered (Segment::recover_locked). Guards
+  // every field up to `pushed`.
   pthread_mutex_t lock;
 
-  uint64_t head;           // offset of the oldest record
-  uint64_t tail;           // offset where the next record goes
-  uint64_t count;          // messages queued
-  uint64_t bytes;          // payload bytes queued
-  uint64_t record_bytes;   // record bytes queued (what the quota counts)
-  uint64_t next_seq;       // seq of the next message sent
-  uint64_t consumed_seq;   // every message with seq < consumed_seq has been received
-  uint64_t total_sent;
-  uint64_t total_received;
-  uint64_t lost;           // messages lost to a participant's death
-  int64_t last_send_ns;    // CLOCK_REALTIME
-  int64_t last_recv_ns;
+  // The ring's state changes as a whole, crash-consistently: a participant
+  // writes the next state to `pending`, sets `pending_valid`, copies it to
+  // `ring`, clears `inflight`, then clears `pending_valid`. One that dies
+  // before setting `pending_valid` changed nothing (an unfinished send is
+  // counted in `lost`); one that dies after is rolled forward.
+  RingState ring;
+  RingState pending;
+  uint32_t pending_valid;
+  uint32_t inflight;          // kInflightSend while a send holds the lock
+  uint64_t inflight_quota;    // record bytes that send added to the quota
+  uint32_t inflight_quota_added;
+  uint32_t reserved1;
+  uint64_t lost;              // sends that died holding the lock
 
-  // Futex words. `pushed` is incremented (release) after every send and
-  // `popped` after every receive, both after `lock` is released; sleepers
-  // re-check the ring under `lock` after waking (acquire).
+  // Futex words. `pushed` is incremented after every send and `popped` after
+  // every receive, once `lock` is released (seq_cst, then the sleeper counts
+  // are read); a sleeper counts itself, re-reads the word and FUTEX_WAITs on
+  // the value it saw before trying, then re-checks the ring under `lock`.
   alignas(64) std::atomic<uint32_t> pushed;
   std::atomic<uint32_t> sleeping_receivers;  // non-daemon participants waiting on `pushed`
   alignas(64) std::atomic<uint32_t> popped;
