@@ -188,6 +188,11 @@ void op_mknod(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode, 
   reply_entry(req, fs(req).tree->create(parent, name, mode, caller(req)));
 }
 
+// Mailboxes have one name each: no hard or symbolic links.
+void op_symlink(fuse_req_t req, const char*, fuse_ino_t, const char*) { reply_err(req, Errc::perm); }
+
+void op_link(fuse_req_t req, fuse_ino_t, fuse_ino_t, const char*) { reply_err(req, Errc::perm); }
+
 void op_mkdir(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode) {
   reply_entry(req, fs(req).tree->mkdir(parent, name, mode, caller(req)));
 }
@@ -348,6 +353,8 @@ fuse_lowlevel_ops make_ops() {
   o.setattr = op_setattr;
   o.mknod = op_mknod;
   o.mkdir = op_mkdir;
+  o.symlink = op_symlink;
+  o.link = op_link;
   o.unlink = op_unlink;
   o.rmdir = op_rmdir;
   o.rename = op_rename;

@@ -75,8 +75,11 @@ TEST(Files, MknodCreatesAMailbox) {
   ASSERT_TRUE(m.ok());
   auto r = m.sh(
       "python3 -c \"import os,stat; os.mknod('box', 0o640 | stat.S_IFREG)\" && stat -c '%A %s' box;"
-      "mkfifo fifo 2>&1 | sed 's/.*: //'; ls");
-  EXPECT_EQ(r.out, "-rw-r----- 0\nOperation not permitted\nbox\n") << r.err;
+      "mkfifo fifo 2>&1 | sed 's/.*: //'; ln box hard 2>&1 | sed 's/.*: //';"
+      "ln -s box soft 2>&1 | sed 's/.*: //'; ls");
+  EXPECT_EQ(r.out,
+            "-rw-r----- 0\nOperation not permitted\nOperation not permitted\nOperation not permitted\nbox\n")
+      << r.err;
 }
 
 TEST(Files, BadNamesAreRejectedAndNothingIsCreated) {
