@@ -39,8 +39,10 @@ UNIT_SRCS := $(wildcard tests/unit/*.cc)
 UNIT_OBJS := $(UNIT_SRCS:%.cc=$(OUT)/%.o)
 MOUNT_SRCS := $(wildcard tests/mount/*.cc)
 MOUNT_OBJS := $(MOUNT_SRCS:%.cc=$(OUT)/%.o)
+BENCH_SRCS := $(wildcard tests/bench/*.cc)
+BENCH_OBJS := $(BENCH_SRCS:%.cc=$(OUT)/%.o)
 
-.PHONY: all deps test-deps check test build-tests demo examples clean format install uninstall
+.PHONY: all deps test-deps check test build-tests demo examples bench clean format install uninstall
 
 all: $(OUT)/mailboxfs $(OUT)/libmailbox_core.a $(OUT)/libmailbox.a $(OUT)/mailbox.pc
 
@@ -81,7 +83,10 @@ $(OUT)/unit_tests: $(UNIT_OBJS) $(OUT)/libmailbox_core.a
 $(OUT)/mount_tests: $(MOUNT_OBJS) $(OUT)/libmailbox.a
 	$(CXX) -o $@ $(MOUNT_OBJS) $(OUT)/libmailbox.a $(LDFLAGS) $(GTEST_LIBS)
 
-build-tests: all examples $(OUT)/unit_tests $(OUT)/mount_tests
+$(OUT)/bench: $(BENCH_OBJS) $(OUT)/libmailbox.a
+	$(CXX) -o $@ $(BENCH_OBJS) $(OUT)/libmailbox.a $(LDFLAGS) -lrt
+
+build-tests: all examples $(OUT)/unit_tests $(OUT)/mount_tests $(OUT)/bench
 
 deps:
 	@scripts/deps.sh run
@@ -94,6 +99,11 @@ test-deps:
 test check: test-deps
 	@$(MAKE) --no-print-directory build-tests
 	@tests/run.sh $(OUT)
+
+# Every mechanism side by side (see docs/benchmarks.md); QUICK=1 for a smoke run.
+bench: deps
+	@$(MAKE) --no-print-directory all $(OUT)/bench
+	@tests/bench/run.sh $(OUT) $(if $(filter 1,$(QUICK)),--quick)
 
 demo: deps
 	@$(MAKE) --no-print-directory all
@@ -121,4 +131,4 @@ format:
 clean:
 	rm -rf $(OUT)
 
--include $(CORE_OBJS:.o=.d) $(FUSE_OBJS:.o=.d) $(UNIT_OBJS:.o=.d) $(MOUNT_OBJS:.o=.d)
+-include $(CORE_OBJS:.o=.d) $(FUSE_OBJS:.o=.d) $(UNIT_OBJS:.o=.d) $(MOUNT_OBJS:.o=.d) $(BENCH_OBJS:.o=.d)
