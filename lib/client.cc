@@ -76,7 +76,7 @@ struct Mailbox::Impl {
   // it with the mount's control segment (quota counter, doorbell).
   int attach() {
     auto sp = get_xattr(path, "user.mailbox.segment");
-    if (!sp) return sp.error();
+    if (!sp) return sp.error() == ENOENT ? EIDRM : sp.error();  // the mailbox file is gone
     auto s = mbx::Segment::attach(*sp);
     if (!s) return mbx::to_errno(s.error());
     const std::string cpath = sp->substr(0, sp->rfind('/')) + "/control";
@@ -94,10 +94,22 @@ struct Mailbox::Impl {
     return 0;
   }
 
-  // A segment replaced by a resize is looked up again; a deleted one is gone.
+  // A segment replaced by a resize is looked up again (a few times: it may be
+  // resized again meanwhile); a deleted one is gone.
   bool recover(Errc e, int* err) {
-    if (e == Errc::stale && attach() == 0) return true;
-    *err = mbx::to_errno(e == Errc::stale ? Errc::removed : e);
+    if (e != Errc::stale) {
+      *err = mbx::to_errno(e);
+      return false;
+    }
+    for (int i = 0; i < 16; i++) {
+      const int a = attach();
+      if (a == 0) return true;
+      if (a != ESTALE && a != ENOENT) {
+        *err = a;
+        return false;
+      }
+    }
+    *err = EIDRM;
     return false;
   }
 
@@ -129,6 +141,11 @@ struct Mailbox::Impl {
     for (;;) {
       const uint32_t seen = h()->popped.load(std::memory_order_acquire);
       if (seg.consumed_seq() > seq) return 0;
+      // A resize carried the offer over to the new segment (it stays queued
+      // there); a delete discarded it.
+      const uint32_t state = h()->state.load(std::memory_order_acquire);
+      if (state == mbx::layout::kRetired) return 0;
+      if (state != mbx::layout::kLive) return EIDRM;
       if (expired(deadline)) {
         if (!seg.withdraw(seq)) return 0;  // taken meanwhile
         seg.after_pop(false);
@@ -161,14 +178,17 @@ struct Mailbox::Impl {
   }
 
   int receive(std::string& out, bool nonblock, std::optional<Clock::time_point> deadline) {
-    out.resize(seg.max_message());
-    auto r = receive(out.data(), out.size(), nonblock, deadline);
-    if (!r) {
+    for (;;) {
+      out.resize(seg.max_message());
+      auto r = receive(out.data(), out.size(), nonblock, deadline);
+      if (r) {
+        out.resize(*r);
+        return 0;
+      }
+      if (r.error() == EMSGSIZE && seg.max_message() > out.size()) continue;  // resized meanwhile
       out.clear();
       return r.error();
     }
-    out.resize(*r);
-    return 0;
   }
 };
 

@@ -144,6 +144,7 @@ std::optional<Outcome> Mailbox::read(Handle& h, size_t size, bool nonblock, Wait
         w->handle_ = &h;
         w->want_ = size;
         park_locked(w, Waiter::Where::readers);
+        if (seg_.capacity() == 0) b.changed = true;  // a waiting receiver makes rendezvous senders writable
       }
     }
     if (out && w) w->state_ = Waiter::State::done;
@@ -208,8 +209,10 @@ Outcome Mailbox::send_outcome_locked(Handle& h, Waiter::SendJob& j, Errc err) {
     case Waiter::SendJob::Kind::datagram:
       return all ? Outcome{Errc::ok, {}, j.chunk} : Outcome{err};
     case Waiter::SendJob::Kind::flush:
-      if (!all) return Outcome{err};
-      h.wbuf.erase(0, j.msgs[0].size());
+      if (!all) {
+        h.wbuf.insert(0, j.msgs[0]);  // unsent: back to the open file for a later close
+        return Outcome{err};
+      }
       return Outcome{};
     case Waiter::SendJob::Kind::line:
       if (all) {
@@ -234,9 +237,13 @@ std::optional<Outcome> Mailbox::send_locked(Handle& h, Waiter::SendJob job, bool
     if (s == Step::need_ack && !w) {  // non-blocking rendezvous with no receiver ready
       if (seg_.withdraw(job.seq)) {
         job.awaiting_ack = false;
+        b.popped = b.changed = true;  // the slot is free again: wake sleeping senders
         s = Step::need_space;
-      } else {
+      } else if (seg_.consumed_seq() > job.seq) {
         continue;  // another participant received it meanwhile
+      } else {
+        job.err = Errc::bad_message;  // neither queued nor received: the segment lies
+        s = Step::failed;
       }
     }
     break;
@@ -331,8 +338,13 @@ std::optional<Outcome> Mailbox::flush(Handle& h, const Sender& from, Waiter* w) 
       Waiter::SendJob job;
       job.kind = Waiter::SendJob::Kind::flush;
       job.from = from;
-      job.msgs.push_back(h.wbuf);
+      // The job owns the message: a concurrent close of the same open file
+      // (fork, dup) finds nothing left to send. A send that fails gives it back.
+      std::string msg = std::move(h.wbuf);
+      h.wbuf.clear();
+      job.msgs.push_back(msg);
       out = send_locked(h, std::move(job), h.nonblock, w, b);
+      if (!out && !w) h.wbuf.insert(0, msg);  // nothing happened: the caller comes back with a waiter
     }
     if (out && w) w->state_ = Waiter::State::done;
     settle_locked(b);
@@ -397,7 +409,7 @@ void Mailbox::end_locked(Waiter* w, Errc err, Batch& b) {
       j.next++;
     }
     j.awaiting_ack = false;
-    b.changed = true;
+    b.changed = b.popped = true;  // the slot is free again: wake sleeping senders
   }
   b.done.emplace_back(w, send_outcome_locked(*w->handle_, j, err));
 }
@@ -441,6 +453,24 @@ void Mailbox::drain_locked(Batch& b) {
 // notify, wakes other participants and updates what the daemon watches.
 void Mailbox::settle_locked(Batch& b) {
   drain_locked(b);
+  // Watch bits first: the re-check that adding one requires may finish more
+  // calls, whose effects the notifications below must include.
+  while (seg_.valid()) {
+    const bool polls = !handles_.empty() && !b.changed;  // a change consumes the armed tokens
+    const uint32_t want = (readers_.empty() && !polls ? 0u : layout::kWatchReadable) |
+                          (writers_.empty() && acks_.empty() && !polls ? 0u : layout::kWatchWritable);
+    if (want == watch_) break;
+    // SYNC POINT: seq_cst store, then the re-check below; pairs with the fence
+    // and load in Segment::kick_daemon (a Dekker pair: either we see the other
+    // participant's change, or it sees our watch bit and kicks).
+    seg_.header()->daemon_watch.store(want, std::memory_order_seq_cst);
+    mount_.watch(id_, shared_from_this(), want != 0);
+    const bool added = (want & ~watch_) != 0;
+    watch_ = want;
+    if (!added) break;
+    std::atomic_thread_fence(std::memory_order_seq_cst);
+    drain_locked(b);
+  }
   if (b.changed) {
     for (Handle* h : handles_) b.polls.push_back(std::move(h->poll));
     handles_.clear();
@@ -449,21 +479,6 @@ void Mailbox::settle_locked(Batch& b) {
     if (b.pushed) seg_.after_push(true);
     if (b.popped) seg_.after_pop(true);
     if (b.raise) b.raise_to = reported_size_locked(seg_.stats());
-  }
-  const uint32_t want = (readers_.empty() && handles_.empty() ? 0u : layout::kWatchReadable) |
-                        (writers_.empty() && acks_.empty() && handles_.empty() ? 0u : layout::kWatchWritable);
-  if (want != watch_ && seg_.valid()) {
-    // SYNC POINT: seq_cst store, then the re-check below; pairs with the fence
-    // and acquire load in Segment::kick_daemon (a Dekker pair: either we see
-    // the other participant's change, or it sees our watch bit and kicks).
-    seg_.header()->daemon_watch.store(want, std::memory_order_seq_cst);
-    mount_.watch(id_, shared_from_this(), want != 0);
-    const bool added = (want & ~watch_) != 0;
-    watch_ = want;
-    if (added) {
-      std::atomic_thread_fence(std::memory_order_seq_cst);
-      drain_locked(b);
-    }
   }
 }
 
@@ -527,6 +542,7 @@ void Mailbox::remove() {
     watch_ = 0;
     seg_.discard_all();
     seg_.set_state(layout::kDeleted);
+    seg_.wake_all();  // sleeping participants re-check and see it deleted
     seg_.unlink_file();
     seg_ = Segment();  // frees the shared memory now, not at the last close
   }
@@ -604,24 +620,29 @@ Errc Mailbox::set(std::string_view name, std::string_view value) {
     if (n.capacity != settings_.capacity || n.max_message != settings_.max_message) {
       // A new segment of the new geometry, with the queued messages moved in order.
       if (!acks_.empty()) return Errc::busy;
-      const SegmentStats st = seg_.stats();
       if (seg_.max_queued_len() > n.max_message) return Errc::busy;
+      // Retiring first stops other participants (they look the mailbox up
+      // again, and wait on mu_ for the answer) before the queue is taken.
+      std::vector<Segment::Taken> queued;
+      const SegmentStats st = seg_.retire_and_take(queued);
       Settings geo = n;
-      if (geo.capacity != layout::kUnbounded) geo.capacity = std::max(geo.capacity, st.count);
+      if (geo.capacity != layout::kUnbounded) geo.capacity = std::max<uint64_t>(geo.capacity, queued.size());
       auto fresh = mount_.make_segment(id_, generation_ + 1, geo);
-      if (!fresh) return fresh.error();
-      fresh->set_capacity(n.capacity);
-      std::string msg;
-      for (;;) {
-        msg.clear();
-        auto p = seg_.pop(msg, st.last_recv_ns);
-        if (!p) break;
-        (void)fresh->push(msg.data(), msg.size(), p->from, st.last_send_ns, /*force=*/true);
+      bool fits = fresh.ok();
+      for (const auto& t : queued) {
+        if (!fits) break;
+        fits = fresh->push(t.data.data(), t.data.size(), t.from, st.last_send_ns, /*force=*/true).ok();
       }
+      if (!fresh || !fits) {  // put everything back where it was
+        seg_.unretire_and_put_back(queued, st);
+        if (fresh) fresh->unlink_file();
+        return fresh ? Errc::busy : fresh.error();
+      }
+      fresh->set_capacity(n.capacity);
       fresh->adopt_counters(st);
-      seg_.set_state(layout::kRetired);
-      seg_.unlink_file();
       fresh->header()->daemon_watch.store(watch_, std::memory_order_seq_cst);
+      seg_.unlink_file();
+      seg_.wake_all();  // sleepers on the old segment re-check and see it retired
       seg_ = std::move(fresh.value());
       generation_++;
       b.changed = true;

@@ -52,7 +52,7 @@ uint64_t data_size_for(uint64_t capacity, uint64_t max_message, uint64_t quota_m
 // (scribbled, not crashed), the segment is marked corrupt.
 class Segment::Locked {
  public:
-  explicit Locked(const Segment& s) : s_(s) {
+  explicit Locked(const Segment& s, bool any_state = false) : s_(s) {
     int rc = pthread_mutex_lock(&s.hdr_->lock);
     if (rc == EOWNERDEAD) {
       if (s.recover_locked()) {
@@ -63,7 +63,7 @@ class Segment::Locked {
       pthread_mutex_consistent(&s.hdr_->lock);
     }
     locked_ = rc == 0 || rc == EOWNERDEAD;
-    ok_ = rc == 0 && s.hdr_->state.load(std::memory_order_acquire) == layout::kLive;
+    ok_ = rc == 0 && (any_state || s.hdr_->state.load(std::memory_order_acquire) == layout::kLive);
     if (!ok_) {
       uint32_t st = s.hdr_->state.load(std::memory_order_acquire);
       err_ = st == layout::kDeleted ? Errc::removed : st == layout::kRetired ? Errc::stale : Errc::bad_message;
@@ -380,6 +380,7 @@ uint64_t Segment::max_queued_len() {
   Locked l(*this);
   if (!l.ok()) return 0;
   uint64_t pos = hdr_->ring.head, longest = 0;
+  if (hdr_->ring.count > data_size_ / kRecHdr) return UINT64_MAX;
   for (uint64_t i = 0; i < hdr_->ring.count; i++) {
     if (pos >= data_size_) return UINT64_MAX;
     if (data_size_ - pos < kRecHdr) pos = 0;
@@ -406,6 +407,62 @@ void Segment::adopt_counters(const SegmentStats& s) {
   n.last_recv_ns = s.last_recv_ns;
   commit_locked(n);
   hdr_->lost = s.lost;
+}
+
+SegmentStats Segment::retire_and_take(std::vector<Taken>& out) {
+  {
+    Locked l(*this);
+    if (!l.ok()) return stats();
+    SegmentHeader* h = hdr_;
+    h->state.store(layout::kRetired, std::memory_order_release);
+    layout::RingState n = h->ring;
+    uint64_t pos = n.head;
+    const uint64_t count = n.count > data_size_ / kRecHdr ? 0 : n.count;
+    for (uint64_t i = 0; i < count; i++) {
+      if (pos >= data_size_) break;
+      if (data_size_ - pos < kRecHdr) pos = 0;
+      RecordHeader r;
+      std::memcpy(&r, data_ + pos, kRecHdr);
+      if (r.len == layout::kWrapMarker && pos != 0) {
+        pos = 0;
+        std::memcpy(&r, data_, kRecHdr);
+      }
+      if (r.len > max_message_ || layout::record_size(r.len) > data_size_ - pos) break;
+      out.push_back(Taken{std::string(data_ + pos + kRecHdr, r.len), Sender{r.pid, r.uid, r.gid}});
+      pos += layout::record_size(r.len);
+      if (pos == data_size_) pos = 0;
+    }
+    n.quota_owed += n.record_bytes;  // the new segment charges them again
+    n.count = n.bytes = n.record_bytes = 0;
+    n.head = n.tail = 0;
+    commit_locked(n);
+    settle_quota_locked();
+  }
+  SegmentStats st;
+  Locked l(*this, /*any_state=*/true);
+  st.total_sent = hdr_->ring.total_sent;
+  st.total_received = hdr_->ring.total_received;
+  st.lost = hdr_->lost;
+  st.last_send_ns = hdr_->ring.last_send_ns;
+  st.last_recv_ns = hdr_->ring.last_recv_ns;
+  return st;
+}
+
+void Segment::unretire_and_put_back(const std::vector<Taken>& queued, const SegmentStats& st) {
+  {
+    Locked l(*this, /*any_state=*/true);
+    hdr_->state.store(layout::kLive, std::memory_order_release);
+  }
+  for (const auto& t : queued) (void)push(t.data.data(), t.data.size(), t.from, st.last_send_ns, true);
+  adopt_counters(st);
+}
+
+void Segment::wake_all() {
+  // SYNC POINT: seq_cst, as after_push/after_pop; every sleeper wakes and re-checks.
+  hdr_->pushed.fetch_add(1, std::memory_order_seq_cst);
+  hdr_->popped.fetch_add(1, std::memory_order_seq_cst);
+  futex_wake(&hdr_->pushed, INT_MAX);
+  futex_wake(&hdr_->popped, INT_MAX);
 }
 
 void Segment::set_state(uint32_t state) {
@@ -439,13 +496,15 @@ void Segment::commit_locked(const layout::RingState& n) {
 
 // Gives back to the mount's quota what a committed receive freed.
 void Segment::settle_quota_locked() {
-  SegmentHeader* h = hdr_;
-  if (ctl_ && h->ring.quota_owed) {
+  // Taken before it is given back: dying in between leaks it rather than
+  // giving it back twice.
+  const uint64_t owed = std::atomic_ref<uint64_t>(hdr_->ring.quota_owed).exchange(0, std::memory_order_acq_rel);
+  if (ctl_ && owed) {
     // SYNC POINT: pairs with the fetch_add in push().
-    ctl_->quota_used.fetch_sub(std::min(h->ring.quota_owed, ctl_->quota_used.load()),
-                               std::memory_order_acq_rel);
+    uint64_t cur = ctl_->quota_used.load(std::memory_order_acquire);
+    while (!ctl_->quota_used.compare_exchange_weak(cur, cur - std::min(cur, owed), std::memory_order_acq_rel)) {
+    }
   }
-  std::atomic_ref<uint64_t>(h->ring.quota_owed).store(0, std::memory_order_release);
 }
 
 // After a participant died holding the lock: finish its commit if it had

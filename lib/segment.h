@@ -7,6 +7,7 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "errc.h"
 #include "mailbox/layout.h"
@@ -84,6 +85,21 @@ class Segment {
   uint64_t max_queued_len();
   // Carries the lifetime counters over to a replacement segment.
   void adopt_counters(const SegmentStats& s);
+
+  // A queued message taken out of a retired segment.
+  struct Taken {
+    std::string data;
+    Sender from;
+  };
+  // Resizing: marks the segment retired (other participants stop and look
+  // the mailbox up again), then takes every queued message out, in order.
+  // Returns the counters as they are at that moment.
+  SegmentStats retire_and_take(std::vector<Taken>& out);
+  // Undoes retire_and_take() when the replacement could not be made.
+  void unretire_and_put_back(const std::vector<Taken>& queued, const SegmentStats& st);
+  // Moves both futex words and wakes every sleeper, so that they re-check
+  // (after a retire or a delete).
+  void wake_all();
   // Marks the segment retired/deleted so other participants stop using it.
   void set_state(uint32_t state);
   // Releases the quota held by everything queued and empties the ring.
