@@ -196,4 +196,22 @@ TEST(Blocking, ManyReadersDoNotOccupyWorkerThreads) {
   EXPECT_TRUE(readers.exits_within(5000));
 }
 
+TEST(Blocking, ConcurrentClosesOfOneOpenFileSendItOnce) {
+  Mount m("capacity=1");
+  ASSERT_TRUE(m.ok());
+  m.sh("echo first > box");
+  // Both processes close the same open file while the mailbox is full: the
+  // message written through it must be sent once, not once per close.
+  Proc writer(
+      "python3 -c \"\nimport os\nfd = os.open('box', os.O_WRONLY)\nos.write(fd, b'A')\n"
+      "pid = os.fork()\nos.close(fd)\nif pid: os.waitpid(pid, 0)\n\"",
+      m.dir());
+  ASSERT_TRUE(m.wait_words("box", "blocked_senders", 1));
+  EXPECT_EQ(m.sh("cat box").out, "first\n");
+  EXPECT_TRUE(writer.exits_within(3000));
+  EXPECT_EQ(m.sh("cat box").out, "A");
+  EXPECT_EQ(m.sh("timeout 0.3 cat box; echo rc=$?").out, "rc=124\n");
+  EXPECT_EQ(m.xattr("box", "sent"), "2");
+}
+
 }  // namespace

@@ -282,3 +282,55 @@ TEST(Library, ManySendersAndReceiversAcrossBothPaths) {
 }
 
 }  // namespace
+
+namespace {
+
+TEST(LibraryRegression, ReceiverSleepingOnADeletedMailboxGetsEidrm) {
+  Mount m;
+  ASSERT_TRUE(m.ok());
+  m.sh("touch box");
+  pid_t receiver = child([&] {
+    auto b = Mailbox::open(m.path("box"), {.send = false, .receive = true});
+    std::string msg;
+    return b && b->receive(msg) == EIDRM ? 0 : 1;
+  });
+  EXPECT_EQ(reap(receiver, 300), -1);  // asleep on the futex
+  m.sh("rm box");
+  EXPECT_EQ(finish(receiver, 2000), 0);
+}
+
+TEST(LibraryRegression, ResizesDuringTrafficLoseNothing) {
+  Mount m("framing=datagram");
+  ASSERT_TRUE(m.ok());
+  m.sh("touch box");
+  constexpr int kN = 20000;
+  pid_t receiver = child([&] {
+    auto b = Mailbox::open(m.path("box"), {.send = false, .receive = true});
+    if (!b) return 10;
+    std::string msg;
+    for (int i = 0; i < kN; i++) {
+      const int e = b->receive_until(msg, Clock::now() + 20s);
+      if (e != 0) return 20 + (e % 100);
+      if (msg != std::to_string(i)) return 11;
+    }
+    return 0;
+  });
+  pid_t sender = child([&] {
+    auto b = Mailbox::open(m.path("box"), {.send = true, .receive = false});
+    if (!b) return 10;
+    for (int i = 0; i < kN; i++)
+      if (b->send(std::to_string(i)) != 0) return 11;
+    return 0;
+  });
+  int resizes = 0;
+  for (; resizes < 40; resizes++) {
+    auto r = m.sh("setfattr -n user.mailbox.capacity -v " + std::to_string(8 + resizes % 2) + " box", 5000);
+    ASSERT_EQ(r.status, 0) << "resize " << resizes << ": " << r.err;
+  }
+  EXPECT_EQ(finish(sender, 20000), 0);
+  EXPECT_EQ(finish(receiver, 20000), 0) << "after " << resizes << " resizes";
+  EXPECT_EQ(m.xattr("box", "sent"), std::to_string(kN));
+  EXPECT_EQ(m.xattr("box", "received"), std::to_string(kN));
+}
+
+}  // namespace
