@@ -376,13 +376,15 @@ uint64_t Segment::consumed_seq() {
   return hdr_->ring.consumed_seq;
 }
 
-uint64_t Segment::max_queued_len() {
-  Locked l(*this);
-  if (!l.ok()) return 0;
-  uint64_t pos = hdr_->ring.head, longest = 0;
-  if (hdr_->ring.count > data_size_ / kRecHdr) return UINT64_MAX;
-  for (uint64_t i = 0; i < hdr_->ring.count; i++) {
-    if (pos >= data_size_) return UINT64_MAX;
+// Calls f(header, payload) for each queued record, oldest first, checking every
+// offset and length. False if the ring is inconsistent (f saw a prefix).
+template <class F>
+bool Segment::walk_locked(F&& f) const {
+  const layout::RingState& n = hdr_->ring;
+  if (n.count > data_size_ / kRecHdr) return false;
+  uint64_t pos = n.head;
+  for (uint64_t i = 0; i < n.count; i++) {
+    if (pos >= data_size_) return false;
     if (data_size_ - pos < kRecHdr) pos = 0;
     RecordHeader r;
     std::memcpy(&r, data_ + pos, kRecHdr);
@@ -390,12 +392,20 @@ uint64_t Segment::max_queued_len() {
       pos = 0;
       std::memcpy(&r, data_, kRecHdr);
     }
-    if (r.len > max_message_ || layout::record_size(r.len) > data_size_ - pos) return UINT64_MAX;
-    longest = std::max<uint64_t>(longest, r.len);
+    if (r.len > max_message_ || layout::record_size(r.len) > data_size_ - pos) return false;
+    f(r, data_ + pos + kRecHdr);
     pos += layout::record_size(r.len);
     if (pos == data_size_) pos = 0;
   }
-  return longest;
+  return true;
+}
+
+uint64_t Segment::max_queued_len() {
+  Locked l(*this);
+  if (!l.ok()) return 0;
+  uint64_t longest = 0;
+  const bool ok = walk_locked([&](const RecordHeader& r, const char*) { longest = std::max<uint64_t>(longest, r.len); });
+  return ok ? longest : UINT64_MAX;
 }
 
 void Segment::adopt_counters(const SegmentStats& s) {
@@ -416,22 +426,9 @@ SegmentStats Segment::retire_and_take(std::vector<Taken>& out) {
     SegmentHeader* h = hdr_;
     h->state.store(layout::kRetired, std::memory_order_release);
     layout::RingState n = h->ring;
-    uint64_t pos = n.head;
-    const uint64_t count = n.count > data_size_ / kRecHdr ? 0 : n.count;
-    for (uint64_t i = 0; i < count; i++) {
-      if (pos >= data_size_) break;
-      if (data_size_ - pos < kRecHdr) pos = 0;
-      RecordHeader r;
-      std::memcpy(&r, data_ + pos, kRecHdr);
-      if (r.len == layout::kWrapMarker && pos != 0) {
-        pos = 0;
-        std::memcpy(&r, data_, kRecHdr);
-      }
-      if (r.len > max_message_ || layout::record_size(r.len) > data_size_ - pos) break;
-      out.push_back(Taken{std::string(data_ + pos + kRecHdr, r.len), Sender{r.pid, r.uid, r.gid}});
-      pos += layout::record_size(r.len);
-      if (pos == data_size_) pos = 0;
-    }
+    walk_locked([&](const RecordHeader& r, const char* payload) {
+      out.push_back(Taken{std::string(payload, r.len), Sender{r.pid, r.uid, r.gid}});
+    });
     n.quota_owed += n.record_bytes;  // the new segment charges them again
     n.count = n.bytes = n.record_bytes = 0;
     n.head = n.tail = 0;

@@ -117,6 +117,8 @@ class Segment {
   class Locked;
   bool check_ring_locked() const;
   bool recover_locked() const;
+  template <class F>
+  bool walk_locked(F&& f) const;
   void commit_locked(const layout::RingState& n);
   void settle_quota_locked();
   bool full_locked() const;
