@@ -12,7 +12,6 @@ namespace mbx {
 struct Fs {
   Mount* mount = nullptr;
   Tree* tree = nullptr;
-  fuse_session* se = nullptr;
 };
 
 const fuse_lowlevel_ops& fuse_operations();

@@ -207,13 +207,12 @@ int main(int argc, char* argv[]) {
     return 1;
   }
   mbx::Tree tree(**mount, root_mode, getuid(), getgid());
-  mbx::Fs fs{mount->get(), &tree, nullptr};
+  mbx::Fs fs{mount->get(), &tree};
 
   fuse_opt_add_arg(&args, "-odefault_permissions,fsname=mailboxfs,subtype=mailboxfs");
   const fuse_lowlevel_ops& ops = mbx::fuse_operations();
   fuse_session* se = fuse_session_new(&args, &ops, sizeof ops, &fs);
   if (!se) return 2;  // libfuse printed which option it did not know
-  fs.se = se;
   (*mount)->raise_size = [se](uint64_t ino, uint64_t size) {
     fuse_bufvec empty = FUSE_BUFVEC_INIT(0);
     fuse_lowlevel_notify_store(se, ino, static_cast<off_t>(size), &empty, FUSE_BUF_NO_SPLICE);

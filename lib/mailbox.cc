@@ -101,7 +101,6 @@ std::optional<Outcome> Mailbox::take_locked(Handle& h, size_t want, Batch& b) {
         break;
       }
       b.popped = b.changed = true;
-      h.last_from = p->from;
       if (out.data.empty()) {
         keep_rest(msg);
         if (!h.rbuf.empty()) break;
@@ -119,7 +118,6 @@ std::optional<Outcome> Mailbox::take_locked(Handle& h, size_t want, Batch& b) {
     return Outcome(p.error());
   }
   b.popped = b.changed = true;
-  h.last_from = p->from;
   if (h.framing == Framing::file) h.got_message = true;
   keep_rest(msg);
   return out;

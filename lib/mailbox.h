@@ -50,7 +50,6 @@ struct Handle {
   std::string rbuf;                 // unread rest of a received message
   size_t roff = 0;
   bool got_message = false;         // file framing: this open has had its one message
-  Sender last_from;
   std::string wbuf;                 // file framing: message being written; line: partial line
   std::unique_ptr<PollToken> poll;  // armed poll notification, if any
 };

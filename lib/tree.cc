@@ -249,7 +249,6 @@ Result<struct stat> Tree::create(uint64_t parent, std::string_view name, mode_t 
     if (!n) return n.error();  // `box` is dropped: its segment goes with it
     (*n)->box = std::move(box.value());
     ino = (*n)->ino;
-    mailboxes_++;
   }
   return stat_ino(ino);
 }
@@ -282,7 +281,6 @@ Errc Tree::unlink(uint64_t parent, std::string_view name) {
     if (S_ISDIR(n->mode)) return Errc::is_dir;
     box = n->box;
     detach_locked(*n);
-    mailboxes_--;
     maybe_drop_locked(*n);
   }
   box->remove();  // wakes its parked calls with EIDRM and frees its segment
@@ -327,7 +325,6 @@ Errc Tree::rename(uint64_t parent, std::string_view name, uint64_t newparent, st
       if (!S_ISDIR(s->mode) && S_ISDIR(d->mode)) return Errc::is_dir;
       if (S_ISDIR(d->mode) && !d->children.empty()) return Errc::not_empty;
       replaced = d->box;
-      if (d->box) mailboxes_--;
       detach_locked(*d);
       maybe_drop_locked(*d);
     }

@@ -101,7 +101,6 @@ class Tree {
   std::mutex mu_;
   std::unordered_map<uint64_t, std::unique_ptr<Node>> nodes_;
   uint64_t next_ino_ = kRootIno + 1;
-  uint64_t mailboxes_ = 0;
 };
 
 }  // namespace mbx
