@@ -101,16 +101,19 @@ struct Mailbox::Impl {
       *err = mbx::to_errno(e);
       return false;
     }
+    *err = attach_current();
+    return *err == 0;
+  }
+
+  // attach(), retried while a concurrent resize makes the segment named by
+  // the xattr retired (ESTALE) or already unlinked (ENOENT) by the time it is
+  // mapped: the next lookup names its replacement.
+  int attach_current() {
     for (int i = 0; i < 16; i++) {
       const int a = attach();
-      if (a == 0) return true;
-      if (a != ESTALE && a != ENOENT) {
-        *err = a;
-        return false;
-      }
+      if (a != ESTALE && a != ENOENT) return a;
     }
-    *err = EIDRM;
-    return false;
+    return EIDRM;
   }
 
   int send(std::string_view msg, bool nonblock, std::optional<Clock::time_point> deadline) {
@@ -205,7 +208,7 @@ Result<Mailbox> Mailbox::open(const std::string& path, OpenOptions opts) {
   impl->path = path;
   impl->can_send = opts.send;
   impl->can_receive = opts.receive;
-  if (int e = impl->attach()) return Result<Mailbox>::failure(e);
+  if (int e = impl->attach_current()) return Result<Mailbox>::failure(e);
   return Mailbox(std::move(impl));
 }
 
