@@ -83,10 +83,19 @@ $(OUT)/unit_tests: $(UNIT_OBJS) $(OUT)/libmailbox_core.a
 $(OUT)/mount_tests: $(MOUNT_OBJS) $(OUT)/libmailbox.a
 	$(CXX) -o $@ $(MOUNT_OBJS) $(OUT)/libmailbox.a $(LDFLAGS) $(GTEST_LIBS)
 
+# Boost.Interprocess is header-only; its message_queue needs -lrt -pthread.
 $(OUT)/bench: $(BENCH_OBJS) $(OUT)/libmailbox.a
 	$(CXX) -o $@ $(BENCH_OBJS) $(OUT)/libmailbox.a $(LDFLAGS) -lrt
 
-build-tests: all examples $(OUT)/unit_tests $(OUT)/mount_tests $(OUT)/bench
+# The FUSE floor: a minimal FUSE queue daemon, built only for the benchmark.
+$(OUT)/bench-floor: $(OUT)/tests/bench/floor/floor.o
+	$(CXX) -o $@ $^ $(LDFLAGS) $(FUSE_LIBS)
+
+$(OUT)/tests/bench/floor/%.o: tests/bench/floor/%.cc
+	@mkdir -p $(dir $@)
+	$(CXX) $(CXXFLAGS) $(FUSE_CFLAGS) -c $< -o $@
+
+build-tests: all examples $(OUT)/unit_tests $(OUT)/mount_tests $(OUT)/bench $(OUT)/bench-floor
 
 deps:
 	@scripts/deps.sh run
@@ -101,8 +110,10 @@ test check: test-deps
 	@tests/run.sh $(OUT)
 
 # Every mechanism side by side (see docs/benchmarks.md); QUICK=1 for a smoke run.
-bench: deps
-	@$(MAKE) --no-print-directory all $(OUT)/bench
+# Installs its own peers (Boost, gnuplot) when missing.
+bench:
+	@scripts/deps.sh bench
+	@$(MAKE) --no-print-directory all $(OUT)/bench $(OUT)/bench-floor
 	@tests/bench/run.sh $(OUT) $(if $(filter 1,$(QUICK)),--quick)
 
 demo: deps
@@ -131,4 +142,5 @@ format:
 clean:
 	rm -rf $(OUT)
 
--include $(CORE_OBJS:.o=.d) $(FUSE_OBJS:.o=.d) $(UNIT_OBJS:.o=.d) $(MOUNT_OBJS:.o=.d) $(BENCH_OBJS:.o=.d)
+-include $(CORE_OBJS:.o=.d) $(FUSE_OBJS:.o=.d) $(UNIT_OBJS:.o=.d) $(MOUNT_OBJS:.o=.d) $(BENCH_OBJS:.o=.d) \
+  $(OUT)/tests/bench/floor/floor.d
