@@ -4,7 +4,7 @@
 set -euo pipefail
 need=(g++ make pkg-config libfuse3-dev fuse3 attr)
 case "${1:-run}" in
-  test) need+=(libgtest-dev attr python3 util-linux procps coreutils) ;;
+  test) need+=(libgtest-dev attr python3 util-linux procps coreutils libboost-dev gnuplot-nox) ;;
   bench) need+=(libgtest-dev libbenchmark-dev libboost-dev gnuplot-nox python3) ;;
 esac
 missing=()

@@ -2,117 +2,101 @@
 // (A B C ... A B C ...), reported as medians with min-max and as ratios to
 // pipe and to the reference ring, computed per repetition.
 #include <sys/utsname.h>
-#include <sys/wait.h>
-#include <time.h>
 #include <unistd.h>
 
-#include <algorithm>
+#include <cmath>
 #include <cstdio>
-#include <cstring>
+#include <cstdlib>
 #include <fstream>
-#include <map>
 #include <string>
 #include <vector>
 
 #include "channels.h"
+#include "idle.h"
+#include "measure.h"
+#include "report.h"
 
 namespace {
 
-double now_s() {
-  timespec t;
-  clock_gettime(CLOCK_MONOTONIC, &t);
-  return double(t.tv_sec) + double(t.tv_nsec) * 1e-9;
-}
+using bench::Mechanism;
 
 struct Options {
   bool quick = false;
-  std::string mount, csv, md;
+  bench::Env env;
+  pid_t daemon = 0;
+  std::string state, csv, md, chart;
   int reps = 5;
 };
 
 // How many messages a mechanism gets: the filesystem paths cost a round trip
-// (or several) through the kernel and the daemon per message.
-long scaled(const std::string& mech, long n) {
-  if (mech == "fs_file") return std::max(50L, n / 100);
-  if (mech == "fs_datagram") return std::max(100L, n / 10);
+// (or several) through the kernel and a daemon per message.
+long scaled(const std::string& mech, long n, long floor = 50) {
+  if (mech == "fs_file" || mech == "lib_to_file" || mech == "file_to_lib") return std::max(floor, n / 100);
+  if (mech == "fs_datagram" || mech == "fuse_floor") return std::max(2 * floor, n / 10);
   return n;
 }
 
-// One producer process and one consumer process; returns messages per second.
-double throughput(const bench::Mechanism& m, size_t size, long n, const Options& o, int tag) {
-  auto ch = m.make(size, o.mount, tag);
-  pid_t consumer = fork();
-  if (consumer == 0) {
-    ch->open_receiver();
-    std::vector<char> buf(size);
-    for (long i = 0; i < n; i++)
-      if (ch->receive(buf.data(), size) != size) _exit(4);
-    _exit(0);
-  }
-  ch->open_sender();
-  std::vector<char> msg(size, 'm');
-  const double t0 = now_s();
-  for (long i = 0; i < n; i++) ch->send(msg.data(), size);
-  int st = 0;
-  waitpid(consumer, &st, 0);
-  const double t = now_s() - t0;
-  if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) {
-    std::fprintf(stderr, "bench: %s consumer failed\n", m.name.c_str());
-    std::exit(1);
-  }
-  return double(n) / t;
+bool available(const Mechanism& m, const bench::Spec& s, const bench::Env& env) {
+  return m.make(s, env) != nullptr;  // made and removed: names are per tag
 }
 
-// Round trips of a 64-byte message; returns {median, p99} in microseconds.
-std::pair<double, double> pingpong(const bench::Mechanism& m, long n, const Options& o, int tag) {
-  auto there = m.make(64, o.mount, tag), back = m.make(64, o.mount, tag + 1);
-  pid_t echo = fork();
-  if (echo == 0) {
-    there->open_receiver();
-    back->open_sender();
-    char buf[64];
-    for (long i = 0; i < n; i++) {
-      size_t k = there->receive(buf, sizeof buf);
-      back->send(buf, k);
-    }
-    _exit(0);
-  }
-  there->open_sender();
-  back->open_receiver();
-  char msg[64] = {}, buf[64];
-  std::vector<double> rtt(static_cast<size_t>(n));
-  for (long i = 0; i < n; i++) {
-    const double t0 = now_s();
-    there->send(msg, sizeof msg);
-    back->receive(buf, sizeof buf);
-    rtt[size_t(i)] = (now_s() - t0) * 1e6;
-  }
-  waitpid(echo, nullptr, 0);
-  std::sort(rtt.begin(), rtt.end());
-  return {rtt[rtt.size() / 2], rtt[std::min(rtt.size() - 1, rtt.size() * 99 / 100)]};
-}
-
-struct Series {
-  std::vector<double> values, vs_pipe, vs_ring;
-};
-
-double median(std::vector<double> v) {
-  if (v.empty()) return 0;
-  std::sort(v.begin(), v.end());
-  return v[v.size() / 2];
+std::string first_line(const std::string& file, const std::string& key) {
+  std::ifstream f(file);
+  for (std::string line; std::getline(f, line);)
+    if (key.empty() || line.rfind(key, 0) == 0) return key.empty() ? line : line.substr(line.find(':') + 2);
+  return "unknown";
 }
 
 std::string machine() {
   utsname u{};
   uname(&u);
-  std::string cpu = "unknown CPU";
-  std::ifstream f("/proc/cpuinfo");
-  for (std::string line; std::getline(f, line);)
-    if (line.rfind("model name", 0) == 0) {
-      cpu = line.substr(line.find(':') + 2);
-      break;
-    }
-  return cpu + ", " + std::to_string(sysconf(_SC_NPROCESSORS_ONLN)) + " CPUs, Linux " + u.release;
+  return first_line("/proc/cpuinfo", "model name") + ", " + std::to_string(sysconf(_SC_NPROCESSORS_ONLN)) +
+         " CPUs, " + first_line("/proc/meminfo", "MemTotal") + " of memory; Linux " + u.release + ", Debian " +
+         first_line("/etc/debian_version", "") + ", g++ " + __VERSION__ + ", -O2. Load average when the run " +
+         "started: " + first_line("/proc/loadavg", "").substr(0, 14) + " (other work shares these CPUs).";
+}
+
+std::string intro(const Options& o, long n_small, long n_large, long n_huge, long n_rtt, long n_mpmc, int receivers) {
+  auto s = [](long x) { return std::to_string(x); };
+  std::string t = "# Benchmarks\n\nGenerated by `make bench` (tests/bench/); do not edit by hand.";
+  if (o.quick) t += " **QUICK smoke run: the numbers are not meaningful.**";
+  t += "\n\n**Machine.** " + machine() +
+       "\n\n**Method.** Every mechanism is a message channel between separate processes forked from one "
+       "benchmark process. The mechanisms run interleaved (A B C ... then A B C ... again), " + s(o.reps) +
+       " repetition(s); each cell is the median with its min and max over the repetitions, and every ratio is "
+       "computed between two numbers of the same repetition, then its median taken. These machines are noisy: "
+       "**the ratios are the result**, absolute numbers only context. Throughput is timed from a common start "
+       "(all processes opened and ready) to the exit of the last one.\n\n"
+       "**Mechanisms.** `pipe` and `fifo` (a named FIFO opened by path) carry a 4-byte length and the bytes, "
+       "or with several consumers fixed atomic records; `seqpacket` is a UNIX `SOCK_SEQPACKET` socket pair; "
+       "`posix_mq` and `sysv_mq` the kernel's message queues (default limits: 10 messages of at most 8 KiB, "
+       "16 KiB per queue); `boost_mq` is Boost.Interprocess `message_queue` (64 messages); `ref_ring` is a "
+       "minimal lock-free single-producer single-consumer ring of 64 slots in shared memory, spinning briefly "
+       "and then sleeping on a futex, with the same spin policy as libmailbox: the physical limit. "
+       "`fuse_floor` is `bench-floor` (tests/bench/floor/), the least a FUSE queue can do: one in-memory queue "
+       "per file, direct_io, nonseekable, deferred replies (a read on an empty queue and a write to a full one "
+       "are parked and answered by the request that makes them ready), libfuse's multithreaded loop. "
+       "mailboxfs (default capacity 64): `fs_datagram` opens once and writes/reads one message per call, "
+       "exactly as `fuse_floor` is used, so `fs_datagram / fuse_floor` is what our daemon adds to FUSE; "
+       "`fs_file` opens, writes and closes per message and opens, reads to end of file and closes per message "
+       "(`echo` and `cat`); `libmailbox` is the library's shared-memory path; `lib_to_file` is a library "
+       "sender and a `cat`-style reader, `file_to_lib` an `echo`-style writer and a library receiver.\n\n"
+       "**Metrics.**\n"
+       "- `msgs/s 64 B`, `msgs/s 4 KiB`, `msgs/s 1 MiB`: one producer, one consumer; " + s(n_small) + ", " +
+       s(n_large) + " and " + s(n_huge) + " messages (a tenth of that through a FUSE daemon in datagram style, "
+       "a hundredth open-close per message). The MB/s column is msgs/s times the size. n/a at 1 MiB: the "
+       "kernel queues' and the socket's default limits are below 1 MiB, and a FUSE write above 1044480 bytes "
+       "would be split, so mailboxfs's datagram framing refuses it (and the floor is held to the same rule).\n"
+       "- `RTT median us 64 B`, `RTT p99 us 64 B`: a 64-byte ping-pong between two processes over two "
+       "channels, " + s(n_rtt) + " round trips.\n"
+       "- `msgs/s 64 B 2x2`, `msgs/s 64 B 4x4`: 2 or 4 producers and as many consumers on one channel, " +
+       s(n_mpmc) + " messages in all. n/a: `ref_ring` is single-producer single-consumer by construction.\n"
+       "- `release " + s(receivers) + " ms`: " + s(receivers) + " processes wait in a receive on one channel "
+       "(each opened on its own, then asleep, as read in /proc); the time from the first of " + s(receivers) +
+       " sends of 64 bytes to the exit of the last receiver.\n"
+       "- Idle mailboxes: the daemon's RSS, the segments' memory and `ls -l` time with many empty "
+       "mailboxes (last section).\n";
+  return t;
 }
 
 }  // namespace
@@ -121,79 +105,93 @@ int main(int argc, char** argv) {
   Options o;
   for (int i = 1; i < argc; i++) {
     std::string a = argv[i];
+    const bool more = i + 1 < argc;
     if (a == "--quick") o.quick = true;
-    else if (a == "--mount" && i + 1 < argc) o.mount = argv[++i];
-    else if (a == "--csv" && i + 1 < argc) o.csv = argv[++i];
-    else if (a == "--md" && i + 1 < argc) o.md = argv[++i];
+    else if (a == "--mount" && more) o.env.mount = argv[++i];
+    else if (a == "--floor" && more) o.env.floor = argv[++i];
+    else if (a == "--daemon-pid" && more) o.daemon = std::atoi(argv[++i]);
+    else if (a == "--state" && more) o.state = argv[++i];
+    else if (a == "--csv" && more) o.csv = argv[++i];
+    else if (a == "--md" && more) o.md = argv[++i];
+    else if (a == "--chart-data" && more) o.chart = argv[++i];
     else {
-      std::fprintf(stderr, "usage: %s [--quick] [--mount DIR] [--csv FILE] [--md FILE]\n", argv[0]);
+      std::fprintf(stderr,
+                   "usage: %s [--quick] [--mount DIR] [--floor DIR] [--daemon-pid PID --state DIR] "
+                   "[--csv FILE] [--md FILE] [--chart-data FILE]\n", argv[0]);
       return 2;
     }
   }
   if (o.quick) o.reps = 1;
-  const long n_small = o.quick ? 2000 : 200000, n_large = o.quick ? 500 : 50000, n_rtt = o.quick ? 200 : 20000;
-  std::vector<bench::Mechanism> mechs;
-  for (auto& m : bench::mechanisms())
-    if (!m.needs_mount || !o.mount.empty()) mechs.push_back(m);
+  const long n_small = o.quick ? 2000 : 200000, n_large = o.quick ? 500 : 50000, n_huge = o.quick ? 20 : 1000,
+             n_rtt = o.quick ? 200 : 20000, n_mpmc = o.quick ? 2000 : 200000;
+  const int receivers = o.quick ? 50 : 1000, idle = o.quick ? 300 : 10000;
 
-  // metric -> mechanism -> series
-  std::map<std::string, std::map<std::string, Series>> results;
-  const char* kMetrics[] = {"msgs/s 64 B", "msgs/s 4 KiB", "RTT median us 64 B", "RTT p99 us 64 B"};
+  std::vector<Mechanism> mechs;
+  for (auto& m : bench::mechanisms())
+    if ((m.needs != bench::Needs::mount || !o.env.mount.empty()) &&
+        (m.needs != bench::Needs::floor || !o.env.floor.empty()))
+      mechs.push_back(m);
+  std::vector<std::string> names;
+  for (auto& m : mechs) names.push_back(m.name);
+  const std::string release_metric = "release " + std::to_string(receivers) + " ms";
+  bench::Results res({{"msgs/s 64 B", 64, false},
+                      {"msgs/s 4 KiB", 4096, false},
+                      {"msgs/s 1 MiB", 1 << 20, false},
+                      {"RTT median us 64 B", 0, true},
+                      {"RTT p99 us 64 B", 0, true},
+                      {"msgs/s 64 B 2x2", 64, false},
+                      {"msgs/s 64 B 4x4", 64, false},
+                      {release_metric, 0, true}},
+                     names, o.reps);
+
   int tag = 0;
   for (int rep = 0; rep < o.reps; rep++) {
-    std::map<std::string, std::map<std::string, double>> run;  // this repetition
     for (auto& m : mechs) {
-      run["msgs/s 64 B"][m.name] = throughput(m, 64, scaled(m.name, n_small), o, tag += 2);
-      if (auto probe = m.make(4096, o.mount, tag += 2); probe) {
-        probe.reset();
-        run["msgs/s 4 KiB"][m.name] = throughput(m, 4096, scaled(m.name, n_large), o, tag += 2);
+      for (auto [size, n, metric] : {std::tuple{64L, n_small, "msgs/s 64 B"}, {4096L, n_large, "msgs/s 4 KiB"},
+                                     {1L << 20, n_huge, "msgs/s 1 MiB"}}) {
+        const bench::Spec spec{.max_size = size_t(size), .tag = tag += 2};
+        if (available(m, spec, o.env))
+          res.add(metric, m.name, rep, bench::throughput(m, spec, scaled(m.name, n, size > 4096 ? 10 : 50), o.env));
       }
-      auto [med, p99] = pingpong(m, scaled(m.name, n_rtt), o, tag += 2);
-      run["RTT median us 64 B"][m.name] = med;
-      run["RTT p99 us 64 B"][m.name] = p99;
-      std::fprintf(stderr, "rep %d: %-12s done\n", rep + 1, m.name.c_str());
+      auto [med, p99] = bench::pingpong(m, tag += 2, scaled(m.name, n_rtt), o.env);
+      res.add("RTT median us 64 B", m.name, rep, med);
+      res.add("RTT p99 us 64 B", m.name, rep, p99);
+      std::fprintf(stderr, "rep %d: %-12s one to one done\n", rep + 1, m.name.c_str());
     }
-    for (auto& [metric, by] : run)
-      for (auto& [name, v] : by) {
-        Series& s = results[metric][name];
-        s.values.push_back(v);
-        if (by.count("pipe")) s.vs_pipe.push_back(v / by["pipe"]);
-        if (by.count("ref_ring")) s.vs_ring.push_back(v / by["ref_ring"]);
+    for (int k : {2, 4})
+      for (auto& m : mechs) {
+        const bench::Spec spec{.max_size = 64, .tag = tag += 2, .producers = k, .consumers = k};
+        if (available(m, spec, o.env))
+          res.add("msgs/s 64 B " + std::to_string(k) + "x" + std::to_string(k), m.name, rep,
+                  bench::throughput(m, spec, scaled(m.name, n_mpmc) / 4 * 4, o.env));
       }
+    std::fprintf(stderr, "rep %d: many to many done\n", rep + 1);
+    for (auto& m : mechs)
+      if (available(m, {.max_size = 64, .tag = tag += 2, .consumers = receivers}, o.env))
+        res.add(release_metric, m.name, rep, bench::release(m, tag += 2, receivers, o.env));
+    std::fprintf(stderr, "rep %d: release done\n", rep + 1);
   }
+  if (o.daemon && !o.env.mount.empty() && !o.state.empty())
+    res.set_idle(bench::idle_mailboxes(o.env, idle, o.daemon, o.state, o.reps));
 
-  std::string md = "# Benchmarks\n\nMachine: " + machine() + ". " + std::to_string(o.reps) +
-                   " interleaved repetition(s)" + (o.quick ? " (QUICK smoke run: not meaningful)" : "") +
-                   ". Ratios are medians of per-repetition ratios; for RTT, lower is better. One producer "
-                   "process and one consumer process; `ref_ring` is a minimal lock-free SPSC ring in shared "
-                   "memory with the same spin-then-futex policy as libmailbox, standing for the physical "
-                   "limit; `fs_datagram` opens once and writes/reads one message per call, `fs_file` opens, "
-                   "writes and closes per message.\n\n"
-                   "Not measured yet: Boost.Interprocess `message_queue`, the minimal FUSE daemon (the FUSE "
-                   "floor), 1 MiB messages, 2x2 and 4x4 producers x consumers, the release of 1,000 blocked "
-                   "receivers, daemon memory with 10,000 idle mailboxes, `ls -l` of 10,000 mailboxes, and "
-                   "the chart.\n\n"
-                   "| metric | mechanism | median | min | max | vs pipe | vs ref_ring |\n"
-                   "|---|---|---:|---:|---:|---:|---:|\n";
-  std::string csv = "metric,mechanism,median,min,max,vs_pipe,vs_ref_ring\n";
-  for (const char* metric : kMetrics)
-    for (auto& m : mechs) {
-      auto it = results[metric].find(m.name);
-      if (it == results[metric].end()) continue;
-      const Series& s = it->second;
-      char row[256];
-      std::snprintf(row, sizeof row, "%.6g,%.6g,%.6g,%.3f,%.3f", median(s.values),
-                    *std::min_element(s.values.begin(), s.values.end()),
-                    *std::max_element(s.values.begin(), s.values.end()), median(s.vs_pipe), median(s.vs_ring));
-      csv += std::string(metric) + "," + m.name + "," + row + "\n";
-      char mrow[256];
-      std::snprintf(mrow, sizeof mrow, "| %s | %s | %.4g | %.4g | %.4g | %.3f | %.3f |\n", metric, m.name.c_str(),
-                    median(s.values), *std::min_element(s.values.begin(), s.values.end()),
-                    *std::max_element(s.values.begin(), s.values.end()), median(s.vs_pipe), median(s.vs_ring));
-      md += mrow;
-    }
+  const std::vector<bench::Target> targets = {
+      {"msgs/s 64 B", "libmailbox", "ref_ring", 0.8},      {"msgs/s 4 KiB", "libmailbox", "ref_ring", 0.8},
+      {"msgs/s 1 MiB", "libmailbox", "ref_ring", 0},       {"msgs/s 64 B", "libmailbox", "boost_mq", 2},
+      {"msgs/s 4 KiB", "libmailbox", "boost_mq", 2},       {"msgs/s 1 MiB", "libmailbox", "boost_mq", 0},
+      {"RTT median us 64 B", "libmailbox", "ref_ring", 1.2}, {"RTT p99 us 64 B", "libmailbox", "ref_ring", 0},
+      {"RTT median us 64 B", "libmailbox", "boost_mq", 0}, {"msgs/s 64 B", "fs_datagram", "fuse_floor", 0.9},
+      {"msgs/s 4 KiB", "fs_datagram", "fuse_floor", 0.9},  {"RTT median us 64 B", "fs_datagram", "fuse_floor", 1.0 / 0.9},
+      {"msgs/s 64 B", "lib_to_file", "fs_file", 0},        {"msgs/s 64 B", "file_to_lib", "fs_file", 0},
+      {"msgs/s 64 B 2x2", "libmailbox", "boost_mq", 0},    {"msgs/s 64 B 4x4", "libmailbox", "boost_mq", 0},
+      {"msgs/s 64 B 2x2", "fs_datagram", "fuse_floor", 0}, {"msgs/s 64 B 4x4", "fs_datagram", "fuse_floor", 0},
+      {release_metric, "libmailbox", "fifo", 0},           {release_metric, "fs_datagram", "fuse_floor", 0},
+      {release_metric, "fs_file", "fs_datagram", 0},
+  };
+  const std::string md =
+      res.markdown(intro(o, n_small, n_large, n_huge, n_rtt, n_mpmc, receivers), targets);
   std::fputs(md.c_str(), stdout);
-  if (!o.csv.empty()) std::ofstream(o.csv) << csv;
+  if (!o.csv.empty()) std::ofstream(o.csv) << res.csv();
   if (!o.md.empty()) std::ofstream(o.md) << md;
+  if (!o.chart.empty()) std::ofstream(o.chart) << res.chart_data();
   return 0;
 }

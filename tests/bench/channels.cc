@@ -1,13 +1,15 @@
+// The kernel's message channels and the reference ring: the peers
+// mailboxfs is compared with.
 #include "channels.h"
 
 #include <fcntl.h>
 #include <linux/futex.h>
 #include <mqueue.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <sys/msg.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
-#include <sys/xattr.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -17,12 +19,9 @@
 #include <cstring>
 #include <stdexcept>
 
-#include <mailbox/mailbox.hpp>
-
 namespace bench {
-namespace {
 
-[[noreturn]] void die(const char* what) {
+void die(const char* what) {
   std::perror(what);
   std::exit(3);
 }
@@ -36,45 +35,101 @@ void write_all(int fd, const char* p, size_t n) {
   }
 }
 
-// pipe(2): a byte stream; each message is a 4-byte length and its bytes.
-class PipeChannel : public Channel {
+namespace {
+
+// A byte stream (pipe or FIFO) carrying messages. With one consumer each
+// message is a 4-byte length and its bytes. With several, a length and its
+// bytes read by two consumers would interleave, so every message is a fixed
+// record of 4 + max bytes, written and read by a single call: writes of at
+// most PIPE_BUF bytes are atomic, so every read gets exactly one record.
+class StreamChannel : public Channel {
  public:
-  PipeChannel() {
-    if (::pipe(fd_)) die("pipe");
-  }
-  ~PipeChannel() override {
-    ::close(fd_[0]);
-    ::close(fd_[1]);
+  explicit StreamChannel(const Spec& s) : records_(s.consumers > 1), record_(4 + s.max_size) {}
+  ~StreamChannel() override {
+    if (rd_ >= 0) ::close(rd_);
+    if (wr_ >= 0) ::close(wr_);
   }
   void send(const char* p, size_t n) override {
     uint32_t len = uint32_t(n);
     char buf[4 + 65536];
     std::memcpy(buf, &len, 4);
-    if (n <= 65536) {
+    if (records_) {
       std::memcpy(buf + 4, p, n);
-      write_all(fd_[1], buf, n + 4);
+      write_all(wr_, buf, record_);
+    } else if (n <= 65536) {
+      std::memcpy(buf + 4, p, n);
+      write_all(wr_, buf, n + 4);
     } else {
-      write_all(fd_[1], buf, 4);
-      write_all(fd_[1], p, n);
+      write_all(wr_, buf, 4);
+      write_all(wr_, p, n);
     }
   }
-  size_t receive(char* p, size_t) override {
+  size_t receive(char* p, size_t cap) override {
     uint32_t len;
+    if (records_) {
+      char buf[PIPE_BUF];
+      if (::read(rd_, buf, record_) != ssize_t(record_)) die("read record");
+      std::memcpy(&len, buf, 4);
+      std::memcpy(p, buf + 4, len);
+      return len;
+    }
     read_all(reinterpret_cast<char*>(&len), 4);
+    if (len > cap) die("message longer than the buffer");
     read_all(p, len);
     return len;
   }
+  // Whether fixed records fit one atomic write.
+  static bool fits(const Spec& s) { return s.consumers == 1 || 4 + s.max_size <= PIPE_BUF; }
+
+ protected:
+  int rd_ = -1, wr_ = -1;
 
  private:
   void read_all(char* p, size_t n) {
     while (n) {
-      ssize_t r = ::read(fd_[0], p, n);
+      ssize_t r = ::read(rd_, p, n);
       if (r <= 0) die("read");
       p += r;
       n -= size_t(r);
     }
   }
-  int fd_[2];
+  bool records_;
+  size_t record_;
+};
+
+// pipe(2), inherited by fork().
+class PipeChannel : public StreamChannel {
+ public:
+  explicit PipeChannel(const Spec& s) : StreamChannel(s) {
+    int fd[2];
+    if (::pipe(fd)) die("pipe");
+    rd_ = fd[0];
+    wr_ = fd[1];
+  }
+};
+
+// A named FIFO, opened by path in each process as unrelated programs would.
+// Receivers open it O_RDWR (Linux never blocks that open), so a thousand
+// receivers can be waiting in read() before the first sender opens.
+class FifoChannel : public StreamChannel {
+ public:
+  FifoChannel(const Spec& s) : StreamChannel(s) {
+    path_ = "/tmp/mbxbench-fifo-" + std::to_string(::getpid()) + "-" + std::to_string(s.tag);
+    if (::mkfifo(path_.c_str(), 0600)) die("mkfifo");
+  }
+  ~FifoChannel() override {
+    if (owner_ == ::getpid()) ::unlink(path_.c_str());
+  }
+  void open_sender() override {
+    if ((wr_ = ::open(path_.c_str(), O_WRONLY)) < 0) die("open fifo");
+  }
+  void open_receiver() override {
+    if ((rd_ = ::open(path_.c_str(), O_RDWR)) < 0) die("open fifo");
+  }
+
+ private:
+  std::string path_;
+  pid_t owner_ = ::getpid();
 };
 
 class SeqpacketChannel : public Channel {
@@ -229,128 +284,37 @@ class RingChannel : public Channel {
   char* data_;
 };
 
-std::string make_mailbox(const std::string& mount, int tag, size_t max, const char* framing) {
-  std::string path = mount + "/bench-" + std::to_string(::getpid()) + "-" + std::to_string(tag);
-  int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL, 0600);
-  if (fd < 0) die("create mailbox");
-  ::close(fd);
-  std::string m = std::to_string(max < 4096 ? 4096 : max);
-  if (::setxattr(path.c_str(), "user.mailbox.max_message", m.data(), m.size(), 0) ||
-      ::setxattr(path.c_str(), "user.mailbox.framing", framing, std::strlen(framing), 0))
-    die("setxattr");
-  return path;
-}
-
-// The filesystem path, datagram framing: open once, one write/read per message.
-class DatagramChannel : public Channel {
- public:
-  DatagramChannel(const std::string& mount, int tag, size_t max) : path_(make_mailbox(mount, tag, max, "datagram")) {}
-  ~DatagramChannel() override {
-    if (fd_ >= 0) ::close(fd_);
-    if (owner_ == ::getpid()) ::unlink(path_.c_str());
-  }
-  void open_sender() override { fd_ = ::open(path_.c_str(), O_WRONLY); }
-  void open_receiver() override { fd_ = ::open(path_.c_str(), O_RDONLY); }
-  void send(const char* p, size_t n) override {
-    if (::write(fd_, p, n) != ssize_t(n)) die("mailbox write");
-  }
-  size_t receive(char* p, size_t cap) override {
-    ssize_t r = ::read(fd_, p, cap);
-    if (r < 0) die("mailbox read");
-    return size_t(r);
-  }
-
- private:
-  std::string path_;
-  int fd_ = -1;
-  pid_t owner_ = ::getpid();
-};
-
-// The filesystem path, file framing: open-write-close / open-read-close per message.
-class FileChannel : public Channel {
- public:
-  FileChannel(const std::string& mount, int tag, size_t max) : path_(make_mailbox(mount, tag, max, "file")) {}
-  ~FileChannel() override {
-    if (owner_ == ::getpid()) ::unlink(path_.c_str());
-  }
-  void send(const char* p, size_t n) override {
-    int fd = ::open(path_.c_str(), O_WRONLY);
-    if (fd < 0 || ::write(fd, p, n) != ssize_t(n) || ::close(fd)) die("mailbox send");
-  }
-  size_t receive(char* p, size_t cap) override {
-    int fd = ::open(path_.c_str(), O_RDONLY);
-    if (fd < 0) die("mailbox open");
-    size_t got = 0;
-    for (ssize_t r; (r = ::read(fd, p + got, cap - got)) > 0;) got += size_t(r);
-    ::close(fd);
-    return got;
-  }
-
- private:
-  std::string path_;
-  pid_t owner_ = ::getpid();
-};
-
-class LibraryChannel : public Channel {
- public:
-  LibraryChannel(const std::string& mount, int tag, size_t max) : path_(make_mailbox(mount, tag, max, "datagram")) {}
-  ~LibraryChannel() override {
-    if (owner_ == ::getpid()) ::unlink(path_.c_str());
-  }
-  void open_sender() override { open({.send = true, .receive = false}); }
-  void open_receiver() override { open({.send = false, .receive = true}); }
-  void send(const char* p, size_t n) override {
-    if (box_->send(std::string_view(p, n))) die("libmailbox send");
-  }
-  size_t receive(char* p, size_t cap) override {
-    auto r = box_->receive(p, cap);
-    if (!r) die("libmailbox receive");
-    return *r;
-  }
-
- private:
-  void open(mailbox::OpenOptions o) {
-    auto b = mailbox::Mailbox::open(path_, o);
-    if (!b) {
-      errno = b.error();
-      die("libmailbox open");
-    }
-    box_ = std::make_unique<mailbox::Mailbox>(std::move(b.value()));
-  }
-  std::string path_;
-  std::unique_ptr<mailbox::Mailbox> box_;
-  pid_t owner_ = ::getpid();
-};
-
 }  // namespace
 
-std::vector<Mechanism> mechanisms() {
+std::vector<Mechanism> kernel_mechanisms() {
   return {
-      {"pipe", [](size_t, const std::string&, int) -> std::unique_ptr<Channel> {
-         return std::make_unique<PipeChannel>();
-       }, false},
-      {"seqpacket", [](size_t m, const std::string&, int) -> std::unique_ptr<Channel> {
-         return m <= 65536 ? std::make_unique<SeqpacketChannel>() : nullptr;
-       }, false},
-      {"posix_mq", [](size_t m, const std::string&, int t) -> std::unique_ptr<Channel> {
-         return m <= 8192 ? std::make_unique<PosixMqChannel>(m, t) : nullptr;
-       }, false},
-      {"sysv_mq", [](size_t m, const std::string&, int) -> std::unique_ptr<Channel> {
-         return m <= 8192 ? std::make_unique<SysvMqChannel>() : nullptr;
-       }, false},
-      {"ref_ring", [](size_t m, const std::string&, int) -> std::unique_ptr<Channel> {
-         return std::make_unique<RingChannel>(m);
-       }, false},
-      {"libmailbox", [](size_t m, const std::string& mnt, int t) -> std::unique_ptr<Channel> {
-         return std::make_unique<LibraryChannel>(mnt, t, m);
-       }, true},
-      {"fs_datagram", [](size_t m, const std::string& mnt, int t) -> std::unique_ptr<Channel> {
-         return m <= 1044480 ? std::make_unique<DatagramChannel>(mnt, t, m) : nullptr;
-       }, true},
-      {"fs_file", [](size_t m, const std::string& mnt, int t) -> std::unique_ptr<Channel> {
-         return std::make_unique<FileChannel>(mnt, t, m);
-       }, true},
+      {"pipe", [](const Spec& s, const Env&) -> std::unique_ptr<Channel> {
+         return StreamChannel::fits(s) ? std::make_unique<PipeChannel>(s) : nullptr;
+       }, Needs::nothing},
+      {"fifo", [](const Spec& s, const Env&) -> std::unique_ptr<Channel> {
+         return StreamChannel::fits(s) ? std::make_unique<FifoChannel>(s) : nullptr;
+       }, Needs::nothing},
+      {"seqpacket", [](const Spec& s, const Env&) -> std::unique_ptr<Channel> {
+         return s.max_size <= 65536 ? std::make_unique<SeqpacketChannel>() : nullptr;
+       }, Needs::nothing},
+      {"posix_mq", [](const Spec& s, const Env&) -> std::unique_ptr<Channel> {
+         return s.max_size <= 8192 ? std::make_unique<PosixMqChannel>(s.max_size, s.tag) : nullptr;
+       }, Needs::nothing},
+      {"sysv_mq", [](const Spec& s, const Env&) -> std::unique_ptr<Channel> {
+         return s.max_size <= 8192 ? std::make_unique<SysvMqChannel>() : nullptr;
+       }, Needs::nothing},
+      // Single producer, single consumer by construction.
+      {"ref_ring", [](const Spec& s, const Env&) -> std::unique_ptr<Channel> {
+         return s.mpmc() ? nullptr : std::make_unique<RingChannel>(s.max_size);
+       }, Needs::nothing},
   };
+}
+
+std::vector<Mechanism> mechanisms() {
+  std::vector<Mechanism> all = kernel_mechanisms();
+  for (auto part : {boost_mechanisms, fs_mechanisms})
+    for (auto& m : part()) all.push_back(m);
+  return all;
 }
 
 }  // namespace bench

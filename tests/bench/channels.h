@@ -1,5 +1,5 @@
 // The mechanisms `make bench` compares, each as a one-way message channel
-// between a producer process and a consumer process (created before fork()).
+// between producer processes and consumer processes (created before fork()).
 #pragma once
 #include <cstddef>
 #include <memory>
@@ -19,14 +19,38 @@ class Channel {
   virtual size_t receive(char* p, size_t cap) = 0;
 };
 
-struct Mechanism {
-  std::string name;
-  // Makes a fresh channel for messages up to `max_size` bytes; `tag` makes
-  // names unique. Returns nullptr if the mechanism cannot carry that size.
-  std::unique_ptr<Channel> (*make)(size_t max_size, const std::string& mount, int tag);
-  bool needs_mount;
+// Where the filesystem mechanisms live.
+struct Env {
+  std::string mount;  // mailboxfs
+  std::string floor;  // bench-floor, the minimal FUSE daemon
 };
 
+struct Spec {
+  size_t max_size;  // every message is at most this long
+  int tag;          // makes names unique
+  int producers = 1, consumers = 1;
+  bool mpmc() const { return producers > 1 || consumers > 1; }
+};
+
+enum class Needs { nothing, mount, floor };
+
+struct Mechanism {
+  std::string name;
+  // Makes a fresh channel; nullptr if the mechanism cannot carry
+  // `spec.max_size` or serve that many producers and consumers.
+  std::unique_ptr<Channel> (*make)(const Spec& spec, const Env& env);
+  Needs needs;
+};
+
+// Every mechanism, in the order of the tables.
 std::vector<Mechanism> mechanisms();
+
+// The parts of that list, one per source file.
+std::vector<Mechanism> kernel_mechanisms();  // channels.cc
+std::vector<Mechanism> boost_mechanisms();   // channels_boost.cc
+std::vector<Mechanism> fs_mechanisms();      // channels_fs.cc
+
+[[noreturn]] void die(const char* what);
+void write_all(int fd, const char* p, size_t n);
 
 }  // namespace bench

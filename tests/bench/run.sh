@@ -1,23 +1,65 @@
 #!/usr/bin/env bash
-# Mounts mailboxfs on a temporary directory, runs out/bench against it and
-# every peer, writes the CSV and the Markdown table, and unmounts.
+# Mounts mailboxfs and the FUSE floor (bench-floor) on temporary directories,
+# runs OUTDIR/bench against them and every peer, writes the CSV, the Markdown
+# page and the chart, and always unmounts and stops what it started.
 # Usage: run.sh OUTDIR [--quick]
+# Full run: out/bench.csv, docs/benchmarks.md, docs/benchmarks.png.
+# Quick run: everything under OUTDIR (bench-quick.*), docs/ untouched.
 set -uo pipefail
 out=$1; shift
 quick=${1:-}
 mnt=$(mktemp -d /tmp/mbxbench.XXXXXX)
+flr=$(mktemp -d /tmp/mbxfloor.XXXXXX)
 state=/dev/shm/mbxbench-$$
-"$out/mailboxfs" -f -o "state_dir=$state" "$mnt" 2>"$out/bench-daemon.log" & daemon=$!
+daemon= floor=
+
+# Unmounts (lazily if something still holds the mount) and stops only the
+# daemons this script started, by pid.
+stop() {  # stop MOUNTPOINT PID
+  if grep -q " $1 " /proc/mounts; then
+    fusermount3 -u "$1" 2>/dev/null || fusermount3 -u -z "$1" 2>/dev/null
+  fi
+  if [ -n "$2" ]; then
+    kill "$2" 2>/dev/null
+    for _ in $(seq 50); do kill -0 "$2" 2>/dev/null || break; sleep 0.1; done
+    kill -9 "$2" 2>/dev/null
+    wait "$2" 2>/dev/null
+  fi
+  rmdir "$1" 2>/dev/null
+}
 cleanup() {
-  fusermount3 -u "$mnt" 2>/dev/null || fusermount3 -u -z "$mnt" 2>/dev/null
-  kill "$daemon" 2>/dev/null; wait "$daemon" 2>/dev/null
-  rm -rf "$state"; rmdir "$mnt" 2>/dev/null
+  stop "$mnt" "$daemon"
+  stop "$flr" "$floor"
+  rm -rf "$state"
 }
 trap cleanup EXIT
-for _ in $(seq 200); do grep -q " $mnt fuse.mailboxfs " /proc/mounts && break; sleep 0.05; done
-grep -q " $mnt fuse.mailboxfs " /proc/mounts || { echo "bench: mount failed" >&2; exit 1; }
+trap 'exit 130' INT TERM
+
+wait_mount() {  # wait_mount DIR TYPE
+  for _ in $(seq 200); do grep -q " $1 $2 " /proc/mounts && return 0; sleep 0.05; done
+  echo "bench: mount of $1 failed" >&2
+  return 1
+}
+"$out/mailboxfs" -f -o "state_dir=$state" "$mnt" 2>"$out/bench-daemon.log" & daemon=$!
+"$out/bench-floor" "$flr" 2>"$out/bench-floor.log" & floor=$!
+wait_mount "$mnt" fuse.mailboxfs || exit 1
+wait_mount "$flr" fuse.floor || exit 1
+
 if [ "$quick" = --quick ]; then
-  "$out/bench" --quick --mount "$mnt" --csv "$out/bench-quick.csv" --md "$out/bench-quick.md"
+  csv=$out/bench-quick.csv md=$out/bench-quick.md chart=$out/bench-quick.png limit=300
 else
-  "$out/bench" --mount "$mnt" --csv "$out/bench.csv" --md docs/benchmarks.md
+  csv=$out/bench.csv md=docs/benchmarks.md chart=docs/benchmarks.png limit=900
 fi
+data=$out/bench-chart.dat
+timeout "$limit" "$out/bench" ${quick:+--quick} --mount "$mnt" --floor "$flr" --daemon-pid "$daemon" \
+  --state "$state" --csv "$csv" --md "$md" --chart-data "$data" || exit 1
+
+# The chart: drawn when gnuplot is installed (scripts/deps.sh bench installs it).
+if command -v gnuplot >/dev/null && gnuplot -e "datafile='$data'; outfile='$chart'" tests/bench/chart.gp; then
+  line="![Throughput and latency of every mechanism, log scale]($(basename "$chart"))"
+else
+  line="Chart skipped: gnuplot is not installed (\`scripts/deps.sh bench\` installs it)."
+  echo "bench: $line" >&2
+fi
+sed -i "s|^<!-- chart -->\$|$line|" "$md"
+echo "bench: wrote $csv and $md" >&2

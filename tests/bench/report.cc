@@ -1,0 +1,181 @@
+#include "report.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+
+namespace bench {
+namespace {
+
+std::vector<double> present(const std::vector<double>& v) {
+  std::vector<double> out;
+  for (double x : v)
+    if (!std::isnan(x)) out.push_back(x);
+  return out;
+}
+
+double median(std::vector<double> v) {
+  v = present(v);
+  if (v.empty()) return NAN;
+  std::sort(v.begin(), v.end());
+  return v.size() % 2 ? v[v.size() / 2] : (v[v.size() / 2 - 1] + v[v.size() / 2]) / 2;
+}
+
+double lo(const std::vector<double>& v) {
+  auto p = present(v);
+  return p.empty() ? NAN : *std::min_element(p.begin(), p.end());
+}
+double hi(const std::vector<double>& v) {
+  auto p = present(v);
+  return p.empty() ? NAN : *std::max_element(p.begin(), p.end());
+}
+
+std::string fmt(const char* f, double x) {
+  if (std::isnan(x)) return "";
+  char buf[64];
+  std::snprintf(buf, sizeof buf, f, x);
+  return buf;
+}
+std::string num(double x) { return fmt("%.4g", x); }
+std::string md_or_na(const std::string& s) { return s.empty() ? "–" : s; }
+
+}  // namespace
+
+void Results::add(const std::string& metric, const std::string& mech, int rep, double value) {
+  auto& v = v_[metric][mech];
+  v.resize(size_t(reps_), NAN);
+  v[size_t(rep)] = value;
+}
+
+const std::vector<double>* Results::values(const std::string& metric, const std::string& mech) const {
+  auto m = v_.find(metric);
+  if (m == v_.end()) return nullptr;
+  auto it = m->second.find(mech);
+  return it == m->second.end() ? nullptr : &it->second;
+}
+
+std::vector<double> Results::ratios(const std::string& metric, const std::string& a, const std::string& b) const {
+  const auto *va = values(metric, a), *vb = values(metric, b);
+  std::vector<double> r;
+  if (!va || !vb) return r;
+  for (size_t i = 0; i < va->size() && i < vb->size(); i++)
+    if (!std::isnan((*va)[i]) && !std::isnan((*vb)[i])) r.push_back((*va)[i] / (*vb)[i]);
+  return r;
+}
+
+std::string Results::csv() const {
+  std::string out = "metric,mechanism,median,min,max,MB_per_s,vs_pipe,vs_ref_ring\n";
+  for (auto& m : metrics_)
+    for (auto& mech : mechs_) {
+      const auto* v = values(m.name, mech);
+      if (!v || present(*v).empty()) continue;  // n/a: not in the CSV
+      const double med = median(*v);
+      out += m.name + "," + mech + "," + num(med) + "," + num(lo(*v)) + "," + num(hi(*v)) + "," +
+             (m.bytes ? fmt("%.4g", med * m.bytes / 1e6) : "") + "," + fmt("%.3f", median(ratios(m.name, mech, "pipe"))) +
+             "," + fmt("%.3f", median(ratios(m.name, mech, "ref_ring"))) + "\n";
+    }
+  auto row = [&](const char* name, double v) { out += std::string(name) + ",mailboxfs," + num(v) + ",,,,,\n"; };
+  if (idle_.mailboxes) {
+    const double n = idle_.mailboxes;
+    row("idle daemon VmRSS KiB", idle_.rss_after_kib);
+    row("idle daemon VmRSS KiB per mailbox", (idle_.rss_after_kib - idle_.rss_before_kib) / n);
+    row("idle segment KiB", idle_.segments_after_kib);
+    row("idle segment KiB per mailbox", (idle_.segments_after_kib - idle_.segments_before_kib) / n);
+    row("idle create ms", idle_.create_ms);
+    row("idle ls -l ms", median(idle_.ls_mailboxfs_ms));
+    out += "idle ls -l ms,tmpfs," + num(median(idle_.ls_tmpfs_ms)) + ",,,,,\n";
+  }
+  return out;
+}
+
+std::string Results::markdown(const std::string& intro, const std::vector<Target>& targets) const {
+  std::string md = intro + "\n<!-- chart -->\n\n## Targets\n\n"
+                           "Each ratio is computed within one repetition (the two runs were minutes apart at "
+                           "most, on the same load), then the median and range over the repetitions are shown.\n\n"
+                           "| ratio | metric | median | min | max | target | met |\n|---|---|---:|---:|---:|---:|---|\n";
+  std::string missed;
+  for (auto& t : targets) {
+    const auto r = ratios(t.metric, t.a, t.b);
+    bool lower = false;
+    for (auto& m : metrics_)
+      if (m.name == t.metric) lower = m.lower_better;
+    const double med = median(r);
+    std::string met = "–", bound = "–";
+    if (t.bound > 0 && !r.empty()) {
+      const bool ok = lower ? med <= t.bound : med >= t.bound;
+      met = ok ? "yes" : "**no**";
+      bound = (lower ? "≤ " : "≥ ") + fmt("%.2f", t.bound);
+      if (!ok)
+        missed += "- `" + t.a + " / " + t.b + "`, " + t.metric + ": " + fmt("%.3f", med) + " against " + bound +
+                  " (" + fmt("%.1f", lower ? med / t.bound : t.bound / med) + "× off).\n";
+    }
+    md += "| " + t.a + " / " + t.b + " | " + t.metric + " | " + md_or_na(fmt("%.3f", med)) + " | " +
+          md_or_na(fmt("%.3f", lo(r))) + " | " + md_or_na(fmt("%.3f", hi(r))) + " | " + bound + " | " + met + " |\n";
+  }
+  if (!missed.empty()) md += "\nMissed in this run:\n\n" + missed;
+
+  md += "\n## Every mechanism\n\nmsgs/s: higher is better; RTT and release times: lower is better. "
+        "`vs pipe` and `vs ref_ring` are medians of per-repetition ratios; n/a: the mechanism cannot carry "
+        "that (see the method).\n\n"
+        "| metric | mechanism | median | min | max | MB/s | vs pipe | vs ref_ring |\n"
+        "|---|---|---:|---:|---:|---:|---:|---:|\n";
+  for (auto& m : metrics_)
+    for (auto& mech : mechs_) {
+      const auto* v = values(m.name, mech);
+      if (!v || present(*v).empty()) {
+        md += "| " + m.name + " | " + mech + " | n/a | | | | | |\n";
+        continue;
+      }
+      const double med = median(*v);
+      md += "| " + m.name + " | " + mech + " | " + num(med) + " | " + num(lo(*v)) + " | " + num(hi(*v)) + " | " +
+            (m.bytes ? fmt("%.4g", med * m.bytes / 1e6) : "") + " | " +
+            md_or_na(fmt("%.3f", median(ratios(m.name, mech, "pipe")))) + " | " +
+            md_or_na(fmt("%.3f", median(ratios(m.name, mech, "ref_ring")))) + " |\n";
+    }
+
+  if (idle_.mailboxes) {
+    const double n = idle_.mailboxes;
+    const std::string ns = std::to_string(idle_.mailboxes);
+    md += "\n## " + ns + " idle mailboxes\n\nCreated empty with default settings in one directory of the "
+          "benchmark's own mount; the daemon's `VmRSS` from `/proc/PID/status`, segment memory as the blocks "
+          "allocated under its state directory in `/dev/shm` (what `du` counts: the segments are sparse). "
+          "`ls -l` is timed against a tmpfs directory of " + ns + " empty files, interleaved, " +
+          std::to_string(idle_.ls_mailboxfs_ms.size()) + " times.\n\n| measure | value |\n|---|---:|\n";
+    md += "| daemon VmRSS before | " + fmt("%.0f KiB", idle_.rss_before_kib) + " |\n";
+    md += "| daemon VmRSS with " + ns + " idle mailboxes | " + fmt("%.0f KiB", idle_.rss_after_kib) + " |\n";
+    md += "| daemon VmRSS per mailbox | " + fmt("%.2f KiB", (idle_.rss_after_kib - idle_.rss_before_kib) / n) + " |\n";
+    md += "| segment memory before | " + fmt("%.0f KiB", idle_.segments_before_kib) + " |\n";
+    md += "| segment memory with " + ns + " idle mailboxes | " + fmt("%.0f KiB", idle_.segments_after_kib) + " |\n";
+    md += "| segment memory per mailbox | " +
+          fmt("%.2f KiB", (idle_.segments_after_kib - idle_.segments_before_kib) / n) + " |\n";
+    md += "| creating them (one `open(O_CREAT)` each) | " + fmt("%.0f ms", idle_.create_ms) + " |\n";
+    md += "| `ls -l` of the mailboxes, median (min–max) | " + fmt("%.1f", median(idle_.ls_mailboxfs_ms)) + " ms (" +
+          fmt("%.1f", lo(idle_.ls_mailboxfs_ms)) + "–" + fmt("%.1f", hi(idle_.ls_mailboxfs_ms)) + ") |\n";
+    md += "| `ls -l` of as many tmpfs files, median (min–max) | " + fmt("%.1f", median(idle_.ls_tmpfs_ms)) +
+          " ms (" + fmt("%.1f", lo(idle_.ls_tmpfs_ms)) + "–" + fmt("%.1f", hi(idle_.ls_tmpfs_ms)) + ") |\n";
+    std::vector<double> r;
+    for (size_t i = 0; i < idle_.ls_mailboxfs_ms.size(); i++) r.push_back(idle_.ls_mailboxfs_ms[i] / idle_.ls_tmpfs_ms[i]);
+    md += "| `ls -l` mailboxfs / tmpfs, median (min–max) | " + fmt("%.2f", median(r)) + " (" + fmt("%.2f", lo(r)) +
+          "–" + fmt("%.2f", hi(r)) + ") |\n";
+  }
+  return md;
+}
+
+std::string Results::chart_data() const {
+  const char* cols[] = {"msgs/s 64 B", "msgs/s 4 KiB", "msgs/s 1 MiB", "RTT median us 64 B", "RTT p99 us 64 B"};
+  std::string out = "# mechanism";
+  for (const char* c : cols) out += std::string(" \"") + c + "\"";
+  out += "\n";
+  for (auto& mech : mechs_) {
+    out += mech;
+    for (const char* c : cols) {
+      const auto* v = values(c, mech);
+      const double med = v ? median(*v) : NAN;
+      out += " " + (std::isnan(med) ? std::string("NaN") : fmt("%.6g", med));
+    }
+    out += "\n";
+  }
+  return out;
+}
+
+}  // namespace bench

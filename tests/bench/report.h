@@ -1,0 +1,49 @@
+// Collects every repetition's numbers and writes them out: the CSV, the
+// Markdown page (docs/benchmarks.md) and the data file the chart is drawn from.
+#pragma once
+#include <map>
+#include <string>
+#include <vector>
+
+#include "idle.h"
+
+namespace bench {
+
+struct Metric {
+  std::string name;   // e.g. "msgs/s 64 B"
+  double bytes;       // message size for the MB/s column; 0 if not a throughput
+  bool lower_better;  // latencies and times
+};
+
+// A ratio the issues promise, checked on every page.
+struct Target {
+  std::string metric, a, b;
+  double bound;  // a/b >= bound (throughput) or <= bound (lower_better)
+};
+
+class Results {
+ public:
+  Results(std::vector<Metric> metrics, std::vector<std::string> mechanisms, int reps)
+      : metrics_(std::move(metrics)), mechs_(std::move(mechanisms)), reps_(reps) {}
+  void add(const std::string& metric, const std::string& mech, int rep, double value);
+  void set_idle(const IdleCost& c) { idle_ = c; }
+
+  std::string csv() const;
+  // `intro` describes the machine and the method; the chart goes where the
+  // line "<!-- chart -->" is (run.sh replaces it).
+  std::string markdown(const std::string& intro, const std::vector<Target>& targets) const;
+  // One row per mechanism: msgs/s at 64 B, 4 KiB, 1 MiB, RTT median and p99.
+  std::string chart_data() const;
+
+ private:
+  // The per-repetition ratios of a to b; empty if either is missing.
+  std::vector<double> ratios(const std::string& metric, const std::string& a, const std::string& b) const;
+  const std::vector<double>* values(const std::string& metric, const std::string& mech) const;
+  std::vector<Metric> metrics_;
+  std::vector<std::string> mechs_;
+  int reps_;
+  std::map<std::string, std::map<std::string, std::vector<double>>> v_;  // metric -> mech -> per rep
+  IdleCost idle_{};
+};
+
+}  // namespace bench
