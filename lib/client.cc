@@ -6,7 +6,9 @@
 
 #include <cerrno>
 #include <cstring>
+#include <mutex>
 #include <optional>
+#include <pthread.h>
 
 #include "mailbox/mailbox.hpp"
 #include "segment.h"
@@ -61,6 +63,25 @@ void wait_change(std::atomic<uint32_t>& word, std::atomic<uint32_t>& sleepers, u
 bool expired(const std::optional<Clock::time_point>& deadline) {
   return deadline && Clock::now() >= *deadline;
 }
+
+// The identity written into every record, read once: getpid() and friends are
+// system calls, and the fast path makes none. A forked child refreshes it.
+std::atomic<bool> identity_stale{true};
+mbx::Sender cached_identity;
+std::once_flag atfork_once;
+
+const mbx::Sender& identity() {
+  // SYNC POINT: acquire pairs with the release store below (and the relaxed
+  // store in the fork handler, which runs single-threaded in the child).
+  if (identity_stale.load(std::memory_order_acquire)) {
+    std::call_once(atfork_once, [] {
+      pthread_atfork(nullptr, nullptr, [] { identity_stale.store(true, std::memory_order_relaxed); });
+    });
+    cached_identity = mbx::Sender{static_cast<int32_t>(::getpid()), ::geteuid(), ::getegid()};
+    identity_stale.store(false, std::memory_order_release);
+  }
+  return cached_identity;
+}
 }  // namespace
 
 struct Mailbox::Impl {
@@ -68,7 +89,7 @@ struct Mailbox::Impl {
   bool can_send = false, can_receive = false;
   mbx::Segment seg;
   mbx::Mapping ctl;
-  std::string scratch;  // reused receive buffer
+  mbx::Sender last_from;  // of the last message received
 
   SegmentHeader* h() const { return seg.header(); }
 
@@ -116,30 +137,78 @@ struct Mailbox::Impl {
     return EIDRM;
   }
 
-  int send(std::string_view msg, bool nonblock, std::optional<Clock::time_point> deadline) {
-    if (!can_send) return EBADF;
-    const mbx::Sender from{static_cast<int32_t>(::getpid()), ::geteuid(), ::getegid()};
+  // Runs `attempt` (which returns Errc::again while the mailbox is full) until
+  // it succeeds, sleeping on `popped` in between; follows resizes.
+  template <class Attempt>
+  int until_room(Attempt&& attempt, bool nonblock, const std::optional<Clock::time_point>& deadline) {
     for (;;) {
       const uint32_t seen = h()->popped.load(std::memory_order_acquire);
-      auto r = seg.push(msg.data(), msg.size(), from, mbx::realtime_ns());
-      if (r) {
-        seg.after_push(false);
-        return seg.capacity() == 0 ? await_receipt(*r, nonblock, deadline) : 0;
-      }
+      const Errc e = attempt();
+      if (e == Errc::ok) return 0;
       int err;
-      if (r.error() == Errc::again) {
+      if (e == Errc::again) {
         if (nonblock) return EAGAIN;
         if (expired(deadline)) return ETIMEDOUT;
         wait_change(h()->popped, h()->sleeping_senders, seen, deadline);
-      } else if (!recover(r.error(), &err)) {
+      } else if (!recover(e, &err)) {
         return err;
       }
     }
   }
 
+  // The same for receivers, sleeping on `pushed`.
+  template <class Attempt>
+  int until_message(Attempt&& attempt, bool nonblock, const std::optional<Clock::time_point>& deadline) {
+    for (;;) {
+      const uint32_t seen = h()->pushed.load(std::memory_order_acquire);
+      const Errc e = attempt();
+      if (e == Errc::ok) return 0;
+      int err;
+      if (e == Errc::again) {
+        if (nonblock) return EAGAIN;
+        if (expired(deadline)) return ETIMEDOUT;
+        wait_change(h()->pushed, h()->sleeping_receivers, seen, deadline);
+      } else if (!recover(e, &err)) {
+        return err;
+      }
+    }
+  }
+
+  int send(std::string_view msg, bool nonblock, std::optional<Clock::time_point> deadline) {
+    if (!can_send) return EBADF;
+    uint64_t seq = 0;
+    int e = until_room([&] {
+      auto r = seg.push(msg.data(), msg.size(), identity(), mbx::realtime_ns());
+      if (r) seq = *r;
+      return r ? Errc::ok : r.error();
+    }, nonblock, deadline);
+    if (e) return e;
+    seg.after_push(false);
+    return seg.capacity() == 0 ? await_receipt(seq, nonblock, deadline) : 0;
+  }
+
+  Result<char*> reserve(size_t len, bool nonblock, std::optional<Clock::time_point> deadline) {
+    if (!can_send) return Result<char*>::failure(EBADF);
+    char* p = nullptr;
+    int e = until_room([&] {
+      auto r = seg.reserve(len, identity(), mbx::realtime_ns());
+      if (r) p = *r;
+      return r ? Errc::ok : r.error();
+    }, nonblock, deadline);
+    if (e) return Result<char*>::failure(e);
+    return p;
+  }
+
+  int commit() {
+    const uint64_t seq = seg.commit_reserved();
+    seg.after_push(false);
+    return seg.capacity() == 0 ? await_receipt(seq, false, std::nullopt) : 0;
+  }
+
   // Rendezvous: the send completes when a receiver has taken message `seq`;
   // one not taken in time is withdrawn (an unfinished send delivers nothing).
-  int await_receipt(uint64_t seq, bool nonblock, std::optional<Clock::time_point> deadline) {
+  // Out of line: GCC 12 warns falsely about the optional deadline when inlined.
+  [[gnu::noinline]] int await_receipt(uint64_t seq, bool nonblock, std::optional<Clock::time_point> deadline) {
     if (nonblock) deadline = Clock::now() + std::chrono::milliseconds(1);
     for (;;) {
       const uint32_t seen = h()->popped.load(std::memory_order_acquire);
@@ -160,24 +229,17 @@ struct Mailbox::Impl {
 
   Result<size_t> receive(void* buf, size_t cap, bool nonblock, std::optional<Clock::time_point> deadline) {
     if (!can_receive) return Result<size_t>::failure(EBADF);
-    for (;;) {
-      const uint32_t seen = h()->pushed.load(std::memory_order_acquire);
-      scratch.clear();
-      auto r = seg.pop(scratch, mbx::realtime_ns(), cap);
-      if (r) {
-        seg.after_pop(false);
-        std::memcpy(buf, scratch.data(), scratch.size());
-        return scratch.size();
-      }
-      int err;
-      if (r.error() == Errc::again) {
-        if (nonblock) return Result<size_t>::failure(EAGAIN);
-        if (expired(deadline)) return Result<size_t>::failure(ETIMEDOUT);
-        wait_change(h()->pushed, h()->sleeping_receivers, seen, deadline);
-      } else if (!recover(r.error(), &err)) {
-        return Result<size_t>::failure(err);
-      }
-    }
+    size_t len = 0;
+    int e = until_message([&] {
+      auto r = seg.pop_into(buf, cap, mbx::realtime_ns());
+      if (!r) return r.error();
+      len = r->len;
+      last_from = r->from;
+      return Errc::ok;
+    }, nonblock, deadline);
+    if (e) return Result<size_t>::failure(e);
+    seg.after_pop(false);
+    return len;
   }
 
   int receive(std::string& out, bool nonblock, std::optional<Clock::time_point> deadline) {
@@ -192,6 +254,24 @@ struct Mailbox::Impl {
       out.clear();
       return r.error();
     }
+  }
+
+  Result<mbx::Segment::View> view(bool nonblock, std::optional<Clock::time_point> deadline) {
+    if (!can_receive) return Result<mbx::Segment::View>::failure(EBADF);
+    mbx::Segment::View v{};
+    int e = until_message([&] {
+      auto r = seg.view(mbx::realtime_ns());
+      if (r) v = *r;
+      return r ? Errc::ok : r.error();
+    }, nonblock, deadline);
+    if (e) return Result<mbx::Segment::View>::failure(e);
+    last_from = v.from;
+    return v;
+  }
+
+  void release() {
+    seg.release_view();
+    seg.after_pop(false);
   }
 };
 
@@ -248,6 +328,48 @@ Result<size_t> Mailbox::receive_until(void* b, size_t n, Clock::time_point d) {
 int Mailbox::receive(std::string& out) { return impl_->receive(out, false, std::nullopt); }
 int Mailbox::try_receive(std::string& out) { return impl_->receive(out, true, std::nullopt); }
 int Mailbox::receive_until(std::string& out, Clock::time_point d) { return impl_->receive(out, false, d); }
+
+Result<Reservation> Mailbox::reserve(size_t len) { return reserve_impl(len, false, std::nullopt); }
+Result<Reservation> Mailbox::try_reserve(size_t len) { return reserve_impl(len, true, std::nullopt); }
+Result<Reservation> Mailbox::reserve_until(size_t len, Clock::time_point d) { return reserve_impl(len, false, d); }
+
+Result<Reservation> Mailbox::reserve_impl(size_t len, bool nonblock, std::optional<Clock::time_point> d) {
+  auto r = impl_->reserve(len, nonblock, d);
+  if (!r) return Result<Reservation>::failure(r.error());
+  return Reservation(this, *r, len);
+}
+
+Reservation::~Reservation() {
+  if (m_) m_->impl_->seg.abort_reserved();
+}
+
+int Reservation::commit() {
+  if (!m_) return EINVAL;
+  Mailbox* m = std::exchange(m_, nullptr);
+  return m->impl_->commit();
+}
+
+Result<View> Mailbox::receive_view() { return view_impl(false, std::nullopt); }
+Result<View> Mailbox::try_receive_view() { return view_impl(true, std::nullopt); }
+Result<View> Mailbox::receive_view_until(Clock::time_point d) { return view_impl(false, d); }
+
+Result<View> Mailbox::view_impl(bool nonblock, std::optional<Clock::time_point> d) {
+  auto r = impl_->view(nonblock, d);
+  if (!r) return Result<View>::failure(r.error());
+  return View(this, r->data, r->len, Sender{r->from.pid, r->from.uid, r->from.gid});
+}
+
+void View::release() {
+  if (Mailbox* m = std::exchange(m_, nullptr)) m->impl_->release();
+}
+
+void View::put_back() {
+  if (Mailbox* m = std::exchange(m_, nullptr)) m->impl_->seg.cancel_view();
+}
+
+Sender Mailbox::last_sender() const {
+  return Sender{impl_->last_from.pid, impl_->last_from.uid, impl_->last_from.gid};
+}
 
 Stats Mailbox::stats() const {
   mbx::SegmentStats s = impl_->seg.stats();

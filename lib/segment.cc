@@ -47,41 +47,61 @@ uint64_t data_size_for(uint64_t capacity, uint64_t max_message, uint64_t quota_m
   return round_page(std::min({by_capacity, by_quota, kLimit}));
 }
 
-// Holds the segment's robust mutex. A participant that died holding it is
-// recovered from (recover_locked); if the ring is then still inconsistent
+// Takes one half's robust mutex. A participant that died holding it is
+// recovered from (recover_*_locked); if the ring is then still inconsistent
 // (scribbled, not crashed), the segment is marked corrupt.
+Errc Segment::lock(Side side, bool any_state) const {
+  SegmentHeader* h = hdr_;
+  pthread_mutex_t* m = side == Side::send ? &h->send_lock : &h->recv_lock;
+  int rc = pthread_mutex_lock(m);
+  if (rc == EOWNERDEAD) {
+    const bool ok = side == Side::send ? recover_send_locked() : recover_recv_locked();
+    if (!ok) h->state.store(layout::kCorrupt, std::memory_order_release);
+    pthread_mutex_consistent(m);
+    rc = 0;
+  }
+  if (rc != 0) return Errc::bad_message;  // ENOTRECOVERABLE, or a scribbled mutex
+  const uint32_t st = h->state.load(std::memory_order_acquire);
+  if (any_state || st == layout::kLive) return Errc::ok;
+  pthread_mutex_unlock(m);
+  return st == layout::kDeleted ? Errc::removed : st == layout::kRetired ? Errc::stale : Errc::bad_message;
+}
+
+void Segment::unlock(Side side) const {
+  pthread_mutex_unlock(side == Side::send ? &hdr_->send_lock : &hdr_->recv_lock);
+}
+
+// Holds one half's lock for a scope.
 class Segment::Locked {
  public:
-  explicit Locked(const Segment& s, bool any_state = false) : s_(s) {
-    int rc = pthread_mutex_lock(&s.hdr_->lock);
-    if (rc == EOWNERDEAD) {
-      if (s.recover_locked()) {
-        rc = 0;
-      } else {
-        s.hdr_->state.store(layout::kCorrupt, std::memory_order_release);
-      }
-      pthread_mutex_consistent(&s.hdr_->lock);
-    }
-    locked_ = rc == 0 || rc == EOWNERDEAD;
-    ok_ = rc == 0 && (any_state || s.hdr_->state.load(std::memory_order_acquire) == layout::kLive);
-    if (!ok_) {
-      uint32_t st = s.hdr_->state.load(std::memory_order_acquire);
-      err_ = st == layout::kDeleted ? Errc::removed : st == layout::kRetired ? Errc::stale : Errc::bad_message;
-    }
+  Locked(const Segment& s, Side side, bool any_state = false) : s_(s), side_(side) {
+    err_ = s.lock(side, any_state);
   }
   ~Locked() {
-    if (locked_) pthread_mutex_unlock(&s_.hdr_->lock);
+    if (err_ == Errc::ok) s_.unlock(side_);
   }
   Locked(const Locked&) = delete;
   Locked& operator=(const Locked&) = delete;
-  bool ok() const { return ok_; }
+  bool ok() const { return err_ == Errc::ok; }
   Errc error() const { return err_; }
 
  private:
   const Segment& s_;
-  bool locked_ = false;
-  bool ok_ = false;
-  Errc err_ = Errc::ok;
+  Side side_;
+  Errc err_;
+};
+
+// Holds both locks, in the documented order.
+class Segment::Both {
+ public:
+  explicit Both(const Segment& s, bool any_state = false)
+      : send_(s, Side::send, any_state), recv_(s, Side::recv, any_state) {}
+  bool ok() const { return send_.ok() && recv_.ok(); }
+  Errc error() const { return send_.ok() ? recv_.error() : send_.error(); }
+
+ private:
+  Locked send_;
+  Locked recv_;
 };
 
 Result<Segment> Segment::create(const std::string& path, uint64_t capacity, uint64_t max_message,
@@ -122,7 +142,8 @@ Result<Segment> Segment::create(const std::string& path, uint64_t capacity, uint
   pthread_mutexattr_init(&a);
   pthread_mutexattr_setpshared(&a, PTHREAD_PROCESS_SHARED);
   pthread_mutexattr_setrobust(&a, PTHREAD_MUTEX_ROBUST);
-  pthread_mutex_init(&h->lock, &a);
+  pthread_mutex_init(&h->send_lock, &a);
+  pthread_mutex_init(&h->recv_lock, &a);
   pthread_mutexattr_destroy(&a);
   h->state.store(layout::kLive, std::memory_order_relaxed);
   // SYNC POINT: publishes the initialised header; pairs with the acquire load
@@ -159,7 +180,7 @@ Result<Segment> Segment::attach(const std::string& path) {
   s.max_message_ = h->max_message;
   s.data_size_ = h->data_size;
   {
-    Locked l(s);
+    Both l(s);
     if (!l.ok()) return l.error();
     if (!s.check_ring_locked()) {
       h->state.store(layout::kCorrupt, std::memory_order_release);
@@ -169,95 +190,134 @@ Result<Segment> Segment::attach(const std::string& path) {
   return s;
 }
 
-// Walks every queued record from head, checking each offset and length
-// against the private geometry. O(count): used on attach and owner death only.
+// Positions as the other half published them: the ring never holds more than
+// data_size bytes and the tail is never behind the head.
+bool Segment::positions_sane() const {
+  const uint64_t head = hdr_->head_pub.load(std::memory_order_acquire);
+  const uint64_t tail = hdr_->tail_pub.load(std::memory_order_acquire);
+  return tail - head <= data_size_;
+}
+
+// Calls f(position, header, payload) for each queued record, oldest first,
+// checking every offset and length. False if the ring is inconsistent (f saw
+// a prefix). Needs recv_lock (records between head and tail_pub are immutable
+// until a receiver removes them).
+template <class F>
+bool Segment::walk_locked(F&& f) const {
+  const uint64_t tail = hdr_->tail_pub.load(std::memory_order_acquire);
+  uint64_t pos = hdr_->recv.head;
+  if (tail - pos > data_size_) return false;
+  while (pos != tail) {
+    uint64_t off = pos % data_size_;
+    RecordHeader r;
+    if (data_size_ - off >= kRecHdr) std::memcpy(&r, data_ + off, kRecHdr);
+    if (data_size_ - off < kRecHdr || r.len == layout::kWrapMarker) {
+      if (off == 0 || tail - pos < data_size_ - off) return false;
+      pos += data_size_ - off;  // the rest of this lap is a gap
+      off = 0;
+      if (pos == tail || tail - pos < kRecHdr) return false;
+      std::memcpy(&r, data_, kRecHdr);
+    }
+    const uint64_t rec = layout::record_size(r.len);
+    if (r.len > max_message_ || rec > data_size_ - off || rec > tail - pos) return false;
+    f(pos, r, data_ + off + kRecHdr);
+    pos += rec;
+  }
+  return true;
+}
+
+// Checks that the queued records add up to the counters. Needs both locks.
 bool Segment::check_ring_locked() const {
   const SegmentHeader* h = hdr_;
-  if (h->ring.head >= data_size_ || h->ring.tail >= data_size_ || h->ring.count > data_size_ / kRecHdr)
+  if (h->tail_pub.load(std::memory_order_relaxed) != h->send.tail ||
+      h->head_pub.load(std::memory_order_relaxed) != h->recv.head ||
+      h->popped_pub.load(std::memory_order_relaxed) != h->recv.popped || h->recv.popped > h->send.next_seq ||
+      h->recv.popped_bytes > h->send.sent_bytes || h->recv.popped_record_bytes > h->send.sent_record_bytes)
     return false;
-  uint64_t pos = h->ring.head, bytes = 0, rec_bytes = 0;
-  for (uint64_t i = 0; i < h->ring.count; i++) {
-    if (data_size_ - pos < kRecHdr) pos = 0;
-    RecordHeader r;
-    std::memcpy(&r, data_ + pos, kRecHdr);
-    if (r.len == layout::kWrapMarker) {
-      if (pos == 0) return false;
-      pos = 0;
-      std::memcpy(&r, data_ + pos, kRecHdr);
-    }
-    if (r.len > max_message_ || layout::record_size(r.len) > data_size_ - pos) return false;
+  uint64_t count = 0, bytes = 0, rec_bytes = 0;
+  const bool ok = walk_locked([&](uint64_t, const RecordHeader& r, const char*) {
+    count++;
     bytes += r.len;
     rec_bytes += layout::record_size(r.len);
-    pos += layout::record_size(r.len);
-    if (pos == data_size_) pos = 0;
-  }
-  return bytes == h->ring.bytes && rec_bytes == h->ring.record_bytes &&
-         (h->ring.count == 0 || pos == h->ring.tail % data_size_);
+  });
+  return ok && count == h->send.next_seq - h->recv.popped && bytes == h->send.sent_bytes - h->recv.popped_bytes &&
+         rec_bytes == h->send.sent_record_bytes - h->recv.popped_record_bytes;
 }
 
 uint64_t Segment::effective_capacity() const {
   return capacity_ == 0 ? 1 : capacity_;  // a rendezvous mailbox holds the one message on offer
 }
 
+// Messages queued, as a sender sees it (needs send_lock; a receive may
+// already have taken more).
+uint64_t Segment::queued_locked() const {
+  return hdr_->send.next_seq - hdr_->popped_pub.load(std::memory_order_acquire);
+}
+
 bool Segment::full_locked() const {
-  return capacity_ != layout::kUnbounded && hdr_->ring.count >= effective_capacity();
+  return capacity_ != layout::kUnbounded && queued_locked() >= effective_capacity();
 }
 
 bool Segment::full() {
-  Locked l(*this);
+  Locked l(*this, Side::send);
   return l.ok() && full_locked();
 }
 
-Result<uint64_t> Segment::push(const char* data, size_t len, const Sender& from, int64_t now_ns,
-                               bool force) {
-  if (len > max_message_) return Errc::msg_size;
-  const uint64_t rec = layout::record_size(len);
-  Locked l(*this);
-  if (!l.ok()) return l.error();
+// Finds room for `rec` contiguous bytes (see the layout comment). Needs send_lock.
+Result<Segment::Room> Segment::room_locked(uint64_t rec, bool force) {
   SegmentHeader* h = hdr_;
-  layout::RingState n = h->ring;
-  if (n.head >= data_size_ || n.tail >= data_size_) {  // another participant scribbled
-    h->state.store(layout::kCorrupt, std::memory_order_release);
+  // SYNC POINT: acquire pairs with the release stores of head_pub/popped_pub
+  // in commit_recv_locked(): the room they free is no longer read.
+  const uint64_t head = h->head_pub.load(std::memory_order_acquire);
+  const uint64_t tail = h->send.tail;
+  if (tail - head > data_size_ || h->tail_pub.load(std::memory_order_relaxed) != tail) {
+    h->state.store(layout::kCorrupt, std::memory_order_release);  // another participant scribbled
     return Errc::bad_message;
   }
   if (!force && full_locked()) return Errc::again;
-  if (n.count == 0) n.head = n.tail = 0;  // keep an idle ring's footprint to its first pages
-  // Find room for `rec` contiguous bytes (see the layout comment).
-  const bool wrapped = n.count > 0 && n.tail <= n.head;
-  const Errc no_room = capacity_ == layout::kUnbounded ? Errc::no_space : Errc::again;
-  uint64_t at;
-  bool wrap = false;
-  if (wrapped) {
-    if (n.head - n.tail < rec) return no_room;
-    at = n.tail;
-  } else if (data_size_ - n.tail >= rec) {
-    at = n.tail;
-  } else if (n.count == 0 || n.head >= rec) {
-    at = 0;
-    wrap = true;
-  } else {
-    return no_room;
-  }
+  const uint64_t off = tail % data_size_;
+  const uint64_t next_lap = tail + (data_size_ - off);
+  auto fits = [&](uint64_t at) { return at + rec - head <= data_size_; };
+  // No restart at offset 0 when the ring is empty: the head is the receivers'
+  // to move, so the skipped gap would count as used until they pass it, and a
+  // mailbox below its capacity could refuse a message (data_size_for assumes
+  // at most one gap, shorter than a record).
+  Room room{tail, false};
+  if (data_size_ - off < rec) room = Room{next_lap, true};
+  if (!fits(room.at)) return capacity_ == layout::kUnbounded ? Errc::no_space : Errc::again;
+  return room;
+}
+
+// Charges `rec` record bytes to the mount's quota, marking the send in flight.
+Errc Segment::charge_quota_locked(uint64_t rec, bool force) {
+  SegmentHeader* h = hdr_;
   // These markers are read only by whoever recovers from our death: atomic
-  // stores so that the compiler keeps them (commit_locked overwrites them).
+  // stores so that the compiler keeps them (commit_send_locked clears them).
   std::atomic_ref<uint32_t>(h->inflight).store(layout::kInflightSend, std::memory_order_release);
-  if (ctl_) {
-    h->inflight_quota = rec;
-    // SYNC POINT: acq_rel on the mount-wide counter; pairs with the fetch_sub in
-    // settle_quota_locked(). Dying between it and the next store leaks `rec`.
-    uint64_t before = ctl_->quota_used.fetch_add(rec, std::memory_order_acq_rel);
-    std::atomic_ref<uint32_t>(h->inflight_quota_added).store(1, std::memory_order_release);
-    if (!force && before + rec > ctl_->quota_max) {
-      ctl_->quota_used.fetch_sub(rec, std::memory_order_acq_rel);
-      std::atomic_ref<uint32_t>(h->inflight_quota_added).store(0, std::memory_order_release);
-      std::atomic_ref<uint32_t>(h->inflight).store(0, std::memory_order_release);
-      return Errc::no_space;
+  if (!ctl_) return Errc::ok;
+  h->inflight_quota = rec;
+  // SYNC POINT: acq_rel on the mount-wide counter; pairs with the fetch_sub in
+  // settle_quota_locked(). Dying between it and the next store leaks `rec`.
+  const uint64_t before = ctl_->quota_used.fetch_add(rec, std::memory_order_acq_rel);
+  std::atomic_ref<uint32_t>(h->inflight_quota_added).store(1, std::memory_order_release);
+  if (force || before + rec <= ctl_->quota_max) return Errc::ok;
+  ctl_->quota_used.fetch_sub(rec, std::memory_order_acq_rel);
+  std::atomic_ref<uint32_t>(h->inflight_quota_added).store(0, std::memory_order_release);
+  std::atomic_ref<uint32_t>(h->inflight).store(0, std::memory_order_release);
+  return Errc::no_space;
+}
+
+// Writes the record header (the payload is already in place) and publishes it.
+void Segment::write_record_locked(const Room& room, size_t len, const Sender& from, int64_t now_ns) {
+  SegmentHeader* h = hdr_;
+  layout::SendState n = h->send;
+  if (room.wrap) {
+    const uint64_t off = n.tail % data_size_;
+    if (data_size_ - off >= kRecHdr) {
+      RecordHeader m{};
+      m.len = layout::kWrapMarker;
+      std::memcpy(data_ + off, &m, kRecHdr);
     }
-  }
-  if (wrap && data_size_ - n.tail >= kRecHdr) {
-    RecordHeader m{};
-    m.len = layout::kWrapMarker;
-    std::memcpy(data_ + n.tail, &m, kRecHdr);
   }
   RecordHeader r{};
   r.len = static_cast<uint32_t>(len);
@@ -265,189 +325,258 @@ Result<uint64_t> Segment::push(const char* data, size_t len, const Sender& from,
   r.uid = from.uid;
   r.gid = from.gid;
   r.seq = n.next_seq;
-  std::memcpy(data_ + at, &r, kRecHdr);
-  if (len) std::memcpy(data_ + at + kRecHdr, data, len);
-  n.tail = at + rec == data_size_ ? 0 : at + rec;
-  n.count++;
-  n.bytes += len;
-  n.record_bytes += rec;
+  std::memcpy(data_ + room.at % data_size_, &r, kRecHdr);
+  const uint64_t rec = layout::record_size(len);
+  n.tail = room.at + rec;
   n.next_seq++;
   n.total_sent++;
+  n.sent_bytes += len;
+  n.sent_record_bytes += rec;
   n.last_send_ns = now_ns;
-  commit_locked(n);  // the record is complete: publish it
-  return r.seq;
+  commit_send_locked(n);
 }
 
-Result<Segment::Popped> Segment::pop(std::string& out, int64_t now_ns, size_t max_len) {
-  Locked l(*this);
+Result<uint64_t> Segment::push(const char* data, size_t len, const Sender& from, int64_t now_ns,
+                               bool force) {
+  if (len > max_message_) return Errc::msg_size;
+  const uint64_t rec = layout::record_size(len);
+  Locked l(*this, Side::send);
   if (!l.ok()) return l.error();
-  SegmentHeader* h = hdr_;
-  layout::RingState n = h->ring;
-  if (n.count == 0) return Errc::again;
-  uint64_t pos = n.head;
-  RecordHeader r;
-  if (pos >= data_size_) goto corrupt;
-  if (data_size_ - pos < kRecHdr) pos = 0;
-  std::memcpy(&r, data_ + pos, kRecHdr);
-  if (r.len == layout::kWrapMarker && pos != 0) {
-    pos = 0;
-    std::memcpy(&r, data_ + pos, kRecHdr);
+  auto room = room_locked(rec, force);
+  if (!room) return room.error();
+  if (Errc e = charge_quota_locked(rec, force); e != Errc::ok) return e;
+  if (len) std::memcpy(data_ + room->at % data_size_ + kRecHdr, data, len);
+  const uint64_t seq = hdr_->send.next_seq;
+  write_record_locked(*room, len, from, now_ns);
+  return seq;
+}
+
+Result<char*> Segment::reserve(size_t len, const Sender& from, int64_t now_ns) {
+  if (reserved_) return Errc::busy;
+  if (len > max_message_) return Errc::msg_size;
+  const uint64_t rec = layout::record_size(len);
+  if (Errc e = lock(Side::send, false); e != Errc::ok) return e;
+  auto room = room_locked(rec, false);
+  Errc e = room ? charge_quota_locked(rec, false) : room.error();
+  if (e != Errc::ok) {
+    unlock(Side::send);
+    return e;
   }
-  if (r.len > max_message_ || layout::record_size(r.len) > data_size_ - pos ||
-      n.record_bytes < layout::record_size(r.len) || n.bytes < r.len)
-    goto corrupt;
-  if (r.len > max_len) return Errc::msg_size;  // left queued for a larger buffer
+  reserved_ = Reserved{*room, len, from, now_ns};
+  return data_ + room->at % data_size_ + kRecHdr;
+}
+
+uint64_t Segment::commit_reserved() {
+  const uint64_t seq = hdr_->send.next_seq;
+  write_record_locked(reserved_->room, reserved_->len, reserved_->from, reserved_->now_ns);
+  reserved_.reset();
+  unlock(Side::send);
+  return seq;
+}
+
+void Segment::abort_reserved() {
+  SegmentHeader* h = hdr_;
+  if (ctl_ && h->inflight_quota_added) ctl_->quota_used.fetch_sub(h->inflight_quota, std::memory_order_acq_rel);
+  std::atomic_ref<uint32_t>(h->inflight_quota_added).store(0, std::memory_order_release);
+  std::atomic_ref<uint32_t>(h->inflight).store(0, std::memory_order_release);
+  reserved_.reset();
+  unlock(Side::send);
+}
+
+// The oldest queued record, validated. Needs recv_lock. again: empty.
+Result<Segment::Found> Segment::oldest_locked() {
+  SegmentHeader* h = hdr_;
+  // SYNC POINT: acquire pairs with the release store of tail_pub in
+  // commit_send_locked(): every record before it is complete.
+  const uint64_t tail = h->tail_pub.load(std::memory_order_acquire);
+  uint64_t pos = h->recv.head;
+  if (tail == pos) return Errc::again;
+  if (tail - pos > data_size_ || h->head_pub.load(std::memory_order_relaxed) != pos) goto corrupt;
   {
+    uint64_t off = pos % data_size_;
+    RecordHeader r;
+    if (data_size_ - off >= kRecHdr) std::memcpy(&r, data_ + off, kRecHdr);
+    if (data_size_ - off < kRecHdr || r.len == layout::kWrapMarker) {
+      if (off == 0 || tail - pos <= data_size_ - off) goto corrupt;
+      pos += data_size_ - off;
+      off = 0;
+      std::memcpy(&r, data_, kRecHdr);
+    }
     const uint64_t rec = layout::record_size(r.len);
-    out.append(data_ + pos + kRecHdr, r.len);
-    n.head = pos + rec == data_size_ ? 0 : pos + rec;
-    n.count--;
-    n.bytes -= r.len;
-    n.record_bytes -= rec;
-    if (n.count == 0) n.head = n.tail = 0;
-    n.consumed_seq = r.seq + 1;
-    n.total_received++;
-    n.last_recv_ns = now_ns;
-    n.quota_owed = rec;
-    commit_locked(n);
-    settle_quota_locked();
-    return Popped{r.seq, Sender{r.pid, r.uid, r.gid}};
+    if (r.len > max_message_ || rec > data_size_ - off || rec > tail - pos) goto corrupt;
+    return Found{pos, r};
   }
 corrupt:
   h->state.store(layout::kCorrupt, std::memory_order_release);
   return Errc::bad_message;
 }
 
-Result<uint32_t> Segment::peek_len() {
-  Locked l(*this);
+// Removes the record `f` as received and publishes the new head.
+void Segment::remove_oldest_locked(const Found& f, int64_t now_ns) {
+  layout::RecvState n = hdr_->recv;
+  const uint64_t rec = layout::record_size(f.r.len);
+  n.head = f.pos + rec;
+  n.popped++;
+  n.popped_bytes += f.r.len;
+  n.popped_record_bytes += rec;
+  n.consumed_seq = f.r.seq + 1;
+  n.total_received++;
+  n.last_recv_ns = now_ns;
+  n.quota_owed += rec;
+  commit_recv_locked(n);
+  settle_quota_locked();
+}
+
+Result<Segment::Popped> Segment::pop(std::string& out, int64_t now_ns, size_t max_len) {
+  Locked l(*this, Side::recv);
   if (!l.ok()) return l.error();
-  SegmentHeader* h = hdr_;
-  if (h->ring.count == 0) return Errc::again;
-  uint64_t pos = h->ring.head;
-  if (pos >= data_size_) return Errc::bad_message;
-  if (data_size_ - pos < kRecHdr) pos = 0;
-  RecordHeader r;
-  std::memcpy(&r, data_ + pos, kRecHdr);
-  if (r.len == layout::kWrapMarker && pos != 0) std::memcpy(&r, data_, kRecHdr);
-  if (r.len > max_message_) return Errc::bad_message;
-  return r.len;
+  auto f = oldest_locked();
+  if (!f) return f.error();
+  if (f->r.len > max_len) return Errc::msg_size;  // left queued for a larger buffer
+  out.append(data_ + f->pos % data_size_ + kRecHdr, f->r.len);
+  remove_oldest_locked(*f, now_ns);
+  return Popped{f->r.seq, Sender{f->r.pid, f->r.uid, f->r.gid}};
+}
+
+Result<Segment::PoppedInto> Segment::pop_into(void* buf, size_t cap, int64_t now_ns) {
+  Locked l(*this, Side::recv);
+  if (!l.ok()) return l.error();
+  auto f = oldest_locked();
+  if (!f) return f.error();
+  if (f->r.len > cap) return Errc::msg_size;
+  std::memcpy(buf, data_ + f->pos % data_size_ + kRecHdr, f->r.len);
+  remove_oldest_locked(*f, now_ns);
+  return PoppedInto{f->r.seq, Sender{f->r.pid, f->r.uid, f->r.gid}, f->r.len};
+}
+
+Result<Segment::View> Segment::view(int64_t now_ns) {
+  if (viewed_) return Errc::busy;
+  if (Errc e = lock(Side::recv, false); e != Errc::ok) return e;
+  auto f = oldest_locked();
+  if (!f) {
+    unlock(Side::recv);
+    return f.error();
+  }
+  viewed_ = *f;
+  view_now_ns_ = now_ns;
+  return View{data_ + f->pos % data_size_ + kRecHdr, f->r.len, f->r.seq, Sender{f->r.pid, f->r.uid, f->r.gid}};
+}
+
+void Segment::release_view() {
+  remove_oldest_locked(*viewed_, view_now_ns_);
+  viewed_.reset();
+  unlock(Side::recv);
+}
+
+void Segment::cancel_view() {
+  viewed_.reset();
+  unlock(Side::recv);
+}
+
+Result<uint32_t> Segment::peek_len() {
+  Locked l(*this, Side::recv);
+  if (!l.ok()) return l.error();
+  auto f = oldest_locked();
+  if (!f) return f.error();
+  return f->r.len;
 }
 
 bool Segment::withdraw(uint64_t seq) {
-  Locked l(*this);
+  Both l(*this);
   if (!l.ok()) return true;  // gone: nothing left to deliver
-  layout::RingState n = hdr_->ring;
-  if (n.count != 1) return false;
-  uint64_t pos = n.head;
-  if (pos >= data_size_) return false;
-  if (data_size_ - pos < kRecHdr) pos = 0;
-  RecordHeader r;
-  std::memcpy(&r, data_ + pos, kRecHdr);
-  if (r.len == layout::kWrapMarker && pos != 0) std::memcpy(&r, data_, kRecHdr);
-  if (r.seq != seq || r.len > max_message_) return false;
-  n.quota_owed = layout::record_size(r.len);
-  n.count = n.bytes = n.record_bytes = 0;
-  n.head = n.tail = 0;
-  n.total_sent--;
-  commit_locked(n);
+  if (hdr_->send.next_seq - hdr_->recv.popped != 1) return false;
+  auto f = oldest_locked();
+  if (!f || f->r.seq != seq) return false;
+  layout::RecvState n = hdr_->recv;
+  const uint64_t rec = layout::record_size(f->r.len);
+  n.head = f->pos + rec;
+  n.popped++;
+  n.popped_bytes += f->r.len;
+  n.popped_record_bytes += rec;
+  n.quota_owed += rec;
+  commit_recv_locked(n);
+  layout::SendState s = hdr_->send;
+  s.total_sent--;  // taken back: it was never sent
+  commit_send_locked(s);
   settle_quota_locked();
   return true;
 }
 
 SegmentStats Segment::stats() {
   SegmentStats s;
-  Locked l(*this);
+  Both l(*this, /*any_state=*/true);
   const SegmentHeader* h = hdr_;
-  s.count = h->ring.count;
-  s.bytes = h->ring.bytes;
-  s.record_bytes = h->ring.record_bytes;
-  s.total_sent = h->ring.total_sent;
-  s.total_received = h->ring.total_received;
-  s.lost = h->lost;
-  s.next_seq = h->ring.next_seq;
-  s.consumed_seq = h->ring.consumed_seq;
-  s.last_send_ns = h->ring.last_send_ns;
-  s.last_recv_ns = h->ring.last_recv_ns;
+  s.count = h->send.next_seq - h->recv.popped;
+  s.bytes = h->send.sent_bytes - h->recv.popped_bytes;
+  s.record_bytes = h->send.sent_record_bytes - h->recv.popped_record_bytes;
+  s.total_sent = h->send.total_sent;
+  s.total_received = h->recv.total_received;
+  s.lost = h->send.lost;
+  s.next_seq = h->send.next_seq;
+  s.consumed_seq = h->recv.consumed_seq;
+  s.last_send_ns = h->send.last_send_ns;
+  s.last_recv_ns = h->recv.last_recv_ns;
   return s;
 }
 
 uint64_t Segment::consumed_seq() {
-  Locked l(*this);
-  return hdr_->ring.consumed_seq;
-}
-
-// Calls f(header, payload) for each queued record, oldest first, checking every
-// offset and length. False if the ring is inconsistent (f saw a prefix).
-template <class F>
-bool Segment::walk_locked(F&& f) const {
-  const layout::RingState& n = hdr_->ring;
-  if (n.count > data_size_ / kRecHdr) return false;
-  uint64_t pos = n.head;
-  for (uint64_t i = 0; i < n.count; i++) {
-    if (pos >= data_size_) return false;
-    if (data_size_ - pos < kRecHdr) pos = 0;
-    RecordHeader r;
-    std::memcpy(&r, data_ + pos, kRecHdr);
-    if (r.len == layout::kWrapMarker && pos != 0) {
-      pos = 0;
-      std::memcpy(&r, data_, kRecHdr);
-    }
-    if (r.len > max_message_ || layout::record_size(r.len) > data_size_ - pos) return false;
-    f(r, data_ + pos + kRecHdr);
-    pos += layout::record_size(r.len);
-    if (pos == data_size_) pos = 0;
-  }
-  return true;
+  Locked l(*this, Side::recv, /*any_state=*/true);
+  return hdr_->recv.consumed_seq;
 }
 
 uint64_t Segment::max_queued_len() {
-  Locked l(*this);
-  if (!l.ok()) return 0;
+  Locked l(*this, Side::recv);
+  if (!l.ok()) return l.error() == Errc::bad_message ? UINT64_MAX : 0;
   uint64_t longest = 0;
-  const bool ok = walk_locked([&](const RecordHeader& r, const char*) { longest = std::max<uint64_t>(longest, r.len); });
+  const bool ok = walk_locked([&](uint64_t, const RecordHeader& r, const char*) {
+    longest = std::max<uint64_t>(longest, r.len);
+  });
   return ok ? longest : UINT64_MAX;
 }
 
-void Segment::adopt_counters(const SegmentStats& s) {
-  Locked l(*this);
-  layout::RingState n = hdr_->ring;
-  n.total_sent = s.total_sent;
-  n.total_received = s.total_received;
-  n.last_send_ns = s.last_send_ns;
-  n.last_recv_ns = s.last_recv_ns;
-  commit_locked(n);
-  hdr_->lost = s.lost;
+void Segment::adopt_counters(const SegmentStats& st) {
+  Both l(*this);
+  layout::SendState s = hdr_->send;
+  s.total_sent = st.total_sent;
+  s.last_send_ns = st.last_send_ns;
+  s.lost = st.lost;
+  commit_send_locked(s);
+  layout::RecvState r = hdr_->recv;
+  r.total_received = st.total_received;
+  r.last_recv_ns = st.last_recv_ns;
+  commit_recv_locked(r);
+}
+
+// Empties the ring: everything queued counts as removed and its quota is
+// given back. Needs both locks.
+void Segment::empty_both_locked() {
+  layout::RecvState n = hdr_->recv;
+  const layout::SendState& s = hdr_->send;
+  n.quota_owed += s.sent_record_bytes - n.popped_record_bytes;
+  n.head = s.tail;
+  n.popped = s.next_seq;
+  n.popped_bytes = s.sent_bytes;
+  n.popped_record_bytes = s.sent_record_bytes;
+  commit_recv_locked(n);
+  settle_quota_locked();
 }
 
 SegmentStats Segment::retire_and_take(std::vector<Taken>& out) {
   {
-    Locked l(*this);
+    Both l(*this);
     if (!l.ok()) return stats();
-    SegmentHeader* h = hdr_;
-    h->state.store(layout::kRetired, std::memory_order_release);
-    layout::RingState n = h->ring;
-    walk_locked([&](const RecordHeader& r, const char* payload) {
+    hdr_->state.store(layout::kRetired, std::memory_order_release);
+    walk_locked([&](uint64_t, const RecordHeader& r, const char* payload) {
       out.push_back(Taken{std::string(payload, r.len), Sender{r.pid, r.uid, r.gid}});
     });
-    n.quota_owed += n.record_bytes;  // the new segment charges them again
-    n.count = n.bytes = n.record_bytes = 0;
-    n.head = n.tail = 0;
-    commit_locked(n);
-    settle_quota_locked();
+    empty_both_locked();  // the new segment charges them again
   }
-  SegmentStats st;
-  Locked l(*this, /*any_state=*/true);
-  st.total_sent = hdr_->ring.total_sent;
-  st.total_received = hdr_->ring.total_received;
-  st.lost = hdr_->lost;
-  st.last_send_ns = hdr_->ring.last_send_ns;
-  st.last_recv_ns = hdr_->ring.last_recv_ns;
-  return st;
+  return stats();
 }
 
 void Segment::unretire_and_put_back(const std::vector<Taken>& queued, const SegmentStats& st) {
   {
-    Locked l(*this, /*any_state=*/true);
+    Both l(*this, /*any_state=*/true);
     hdr_->state.store(layout::kLive, std::memory_order_release);
   }
   for (const auto& t : queued) (void)push(t.data.data(), t.data.size(), t.from, st.last_send_ns, true);
@@ -463,67 +592,88 @@ void Segment::wake_all() {
 }
 
 void Segment::set_state(uint32_t state) {
-  Locked l(*this);
+  Both l(*this, /*any_state=*/true);
   hdr_->state.store(state, std::memory_order_release);
 }
 
 void Segment::discard_all() {
-  Locked l(*this);
-  layout::RingState n = hdr_->ring;
-  n.quota_owed += n.record_bytes;
-  n.count = n.bytes = n.record_bytes = 0;
-  n.head = n.tail = 0;
-  commit_locked(n);
-  settle_quota_locked();
+  Both l(*this);
+  if (l.ok()) empty_both_locked();
 }
 
-// Publishes the next ring state so that a death at any instant leaves either
-// the old state or (rolled forward by recover_locked) the new one.
-void Segment::commit_locked(const layout::RingState& n) {
+// Publishes the next send state so that a death at any instant leaves either
+// the old state or (rolled forward by recover_send_locked) the new one.
+void Segment::commit_send_locked(const layout::SendState& n) const {
   SegmentHeader* h = hdr_;
   // SYNC POINT: each release store orders what came before it for the next
-  // lock holder, which may be recovering from our death (recover_locked).
-  h->pending = n;
-  std::atomic_ref<uint32_t>(h->pending_valid).store(1, std::memory_order_release);
-  h->ring = n;
+  // holder of send_lock, which may be recovering from our death.
+  h->send_pending = n;
+  std::atomic_ref<uint32_t>(h->send_pending_valid).store(1, std::memory_order_release);
+  h->send = n;
+  // SYNC POINT: publishes the records before n.tail; pairs with the acquire
+  // load in oldest_locked()/walk_locked().
+  h->tail_pub.store(n.tail, std::memory_order_release);
   std::atomic_ref<uint32_t>(h->inflight).store(0, std::memory_order_release);
   std::atomic_ref<uint32_t>(h->inflight_quota_added).store(0, std::memory_order_release);
-  std::atomic_ref<uint32_t>(h->pending_valid).store(0, std::memory_order_release);
+  std::atomic_ref<uint32_t>(h->send_pending_valid).store(0, std::memory_order_release);
 }
 
-// Gives back to the mount's quota what a committed receive freed.
-void Segment::settle_quota_locked() {
+// The same for the receive half.
+void Segment::commit_recv_locked(const layout::RecvState& n) const {
+  SegmentHeader* h = hdr_;
+  h->recv_pending = n;
+  std::atomic_ref<uint32_t>(h->recv_pending_valid).store(1, std::memory_order_release);
+  h->recv = n;
+  // SYNC POINT: the records before n.head are copied out and their room may
+  // be reused; pairs with the acquire loads in room_locked()/queued_locked().
+  h->popped_pub.store(n.popped, std::memory_order_release);
+  h->head_pub.store(n.head, std::memory_order_release);
+  std::atomic_ref<uint32_t>(h->recv_pending_valid).store(0, std::memory_order_release);
+}
+
+// Gives back to the mount's quota what committed receives freed. Needs recv_lock.
+void Segment::settle_quota_locked() const {
   // Taken before it is given back: dying in between leaks it rather than
   // giving it back twice.
-  const uint64_t owed = std::atomic_ref<uint64_t>(hdr_->ring.quota_owed).exchange(0, std::memory_order_acq_rel);
+  const uint64_t owed = std::atomic_ref<uint64_t>(hdr_->recv.quota_owed).exchange(0, std::memory_order_acq_rel);
   if (ctl_ && owed) {
-    // SYNC POINT: pairs with the fetch_add in push().
+    // SYNC POINT: pairs with the fetch_add in charge_quota_locked().
     uint64_t cur = ctl_->quota_used.load(std::memory_order_acquire);
     while (!ctl_->quota_used.compare_exchange_weak(cur, cur - std::min(cur, owed), std::memory_order_acq_rel)) {
     }
   }
 }
 
-// After a participant died holding the lock: finish its commit if it had
-// started one, or undo its unfinished send and count it lost; then check the ring.
-bool Segment::recover_locked() const {
+// After a sender died holding send_lock: finish its commit if it had started
+// one, or undo its unfinished send and count it lost.
+bool Segment::recover_send_locked() const {
   SegmentHeader* h = hdr_;
-  auto* self = const_cast<Segment*>(this);
-  if (std::atomic_ref<uint32_t>(h->pending_valid).load(std::memory_order_acquire)) {
-    self->commit_locked(h->pending);
+  if (std::atomic_ref<uint32_t>(h->send_pending_valid).load(std::memory_order_acquire)) {
+    commit_send_locked(h->send_pending);
   } else if (h->inflight == layout::kInflightSend) {
     if (h->inflight_quota_added && ctl_)
       ctl_->quota_used.fetch_sub(std::min(h->inflight_quota, ctl_->quota_used.load()),
                                  std::memory_order_acq_rel);
-    h->lost++;
-    layout::RingState n = h->ring;
+    layout::SendState n = h->send;
+    n.lost++;
     n.total_sent++;  // it was sent, and lost with its sender
-    self->commit_locked(n);
+    commit_send_locked(n);
+  } else {
+    commit_send_locked(h->send);  // republishes the tail, clears the markers
   }
-  h->inflight = 0;
-  h->inflight_quota_added = 0;
-  self->settle_quota_locked();
-  return check_ring_locked();
+  return positions_sane();
+}
+
+// After a receiver died holding recv_lock: finish its commit if it had
+// started one; an unfinished receive changed nothing (the message stays).
+bool Segment::recover_recv_locked() const {
+  SegmentHeader* h = hdr_;
+  if (std::atomic_ref<uint32_t>(h->recv_pending_valid).load(std::memory_order_acquire))
+    commit_recv_locked(h->recv_pending);
+  else
+    commit_recv_locked(h->recv);
+  settle_quota_locked();
+  return positions_sane();
 }
 
 void Segment::kick_daemon(uint32_t watch_bit) {

@@ -1,11 +1,14 @@
-// One mailbox's shared-memory segment: a ring of variable-size records guarded
-// by a robust process-shared mutex, with futex words for sleepers. The daemon is
-// one participant; any process that maps the file is another. Knows nothing of
-// FUSE or of the daemon's parked requests.
+// One mailbox's shared-memory segment: a ring of variable-size records split in
+// a send half and a receive half, each guarded by its own robust
+// process-shared mutex, with futex words for sleepers. The daemon is one
+// participant; any process that maps the file is another. Knows nothing of
+// FUSE or of the daemon's parked requests. A Segment object is used by one
+// thread at a time.
 #pragma once
 #include <sys/types.h>
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -72,6 +75,33 @@ class Segment {
   // Removes the oldest message, appending its payload to `out`. again: empty;
   // msg_size: it is longer than max_len (and stays queued).
   Result<Popped> pop(std::string& out, int64_t now_ns, size_t max_len = SIZE_MAX);
+  struct PoppedInto {
+    uint64_t seq;
+    Sender from;
+    size_t len;
+  };
+  // As pop(), copying the payload into buf[0..cap).
+  Result<PoppedInto> pop_into(void* buf, size_t cap, int64_t now_ns);
+
+  // Zero-copy send: reserve() takes the send lock and returns where `len`
+  // payload bytes go (errors as push()); commit_reserved() publishes them and
+  // returns the seq, abort_reserved() gives the room back. Other senders wait
+  // in between; a participant that dies in between loses (and counts) it.
+  Result<char*> reserve(size_t len, const Sender& from, int64_t now_ns);
+  uint64_t commit_reserved();
+  void abort_reserved();
+  // Zero-copy receive: view() takes the receive lock and returns the oldest
+  // message in place (errors as pop()); release_view() removes it,
+  // cancel_view() leaves it queued. Other receivers wait in between.
+  struct View {
+    const char* data;
+    size_t len;
+    uint64_t seq;
+    Sender from;
+  };
+  Result<View> view(int64_t now_ns);
+  void release_view();
+  void cancel_view();
   // Payload length of the oldest message. again: empty.
   Result<uint32_t> peek_len();
   // Takes back message `seq` if it is the only one queued and still unreceived
@@ -113,14 +143,39 @@ class Segment {
   // Removes the file (the mapping stays valid until destruction).
   void unlink_file();
 
+  Segment(const Segment&) = delete;
+  Segment& operator=(const Segment&) = delete;
+
  private:
+  enum class Side { send, recv };
   class Locked;
+  class Both;
+  struct Found {  // where the oldest record is
+    uint64_t pos;
+    layout::RecordHeader r;
+  };
+  struct Room {  // where a new record goes
+    uint64_t at;
+    bool wrap;
+  };
+  Errc lock(Side side, bool any_state) const;
+  void unlock(Side side) const;
   bool check_ring_locked() const;
-  bool recover_locked() const;
+  bool recover_send_locked() const;
+  bool recover_recv_locked() const;
+  bool positions_sane() const;
   template <class F>
   bool walk_locked(F&& f) const;
-  void commit_locked(const layout::RingState& n);
-  void settle_quota_locked();
+  Result<Found> oldest_locked();
+  Result<Room> room_locked(uint64_t rec, bool force);
+  Errc charge_quota_locked(uint64_t rec, bool force);
+  void write_record_locked(const Room& room, size_t len, const Sender& from, int64_t now_ns);
+  void remove_oldest_locked(const Found& f, int64_t now_ns);
+  void commit_send_locked(const layout::SendState& n) const;
+  void commit_recv_locked(const layout::RecvState& n) const;
+  void empty_both_locked();
+  void settle_quota_locked() const;
+  uint64_t queued_locked() const;
   bool full_locked() const;
   uint64_t effective_capacity() const;
   void kick_daemon(uint32_t watch_bit);
@@ -132,6 +187,16 @@ class Segment {
   // Private copies of the geometry: never re-read from shared memory.
   uint64_t capacity_ = 0, max_message_ = 0, data_size_ = 0;
   layout::ControlHeader* ctl_ = nullptr;
+  // An open reservation or view holds its side's lock (see reserve(), view()).
+  struct Reserved {
+    Room room;
+    size_t len;
+    Sender from;
+    int64_t now_ns;
+  };
+  std::optional<Reserved> reserved_;
+  std::optional<Found> viewed_;
+  int64_t view_now_ns_ = 0;
 };
 
 // futex(2) on a 32-bit word in shared memory (not FUTEX_PRIVATE: other

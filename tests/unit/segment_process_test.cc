@@ -105,22 +105,23 @@ TEST(SegmentProcess, ProducersInChildrenNothingLostOrDuplicated) {
   EXPECT_EQ(ctl.used(), 0u);
 }
 
-enum class Death { idle, damage, mid_send, mid_commit };
+enum class Death { idle, idle_receiver, damage, mid_send, mid_commit };
 
-// A child that takes the segment's mutex, leaves the state `how` describes,
-// and dies without unlocking it.
+// A child that takes one of the segment's two mutexes, leaves the state `how`
+// describes, and dies without unlocking it.
 void die_holding_lock(Segment& seg, Death how) {
   pid_t pid = ::fork();
   ASSERT_GE(pid, 0);
   if (pid == 0) {
     layout::SegmentHeader* h = seg.header();
-    if (pthread_mutex_lock(&h->lock) != 0) ::_exit(1);
-    if (how == Death::damage) h->ring.bytes += 5;  // a scribble, not a crash
+    const bool receiver = how == Death::idle_receiver || how == Death::mid_commit;
+    if (pthread_mutex_lock(receiver ? &h->recv_lock : &h->send_lock) != 0) ::_exit(1);
+    if (how == Death::damage) h->send.tail = h->recv.head + h->data_size + 8;  // a scribble, not a crash
     if (how == Death::mid_send) h->inflight = layout::kInflightSend;
-    if (how == Death::mid_commit) {  // died between publishing `pending` and copying it
-      h->pending = h->ring;
-      h->pending.total_received += 7;
-      h->pending_valid = 1;
+    if (how == Death::mid_commit) {  // died between publishing `recv_pending` and copying it
+      h->recv_pending = h->recv;
+      h->recv_pending.total_received += 7;
+      h->recv_pending_valid = 1;
     }
     ::_exit(0);
   }
@@ -134,6 +135,7 @@ TEST(SegmentProcess, OwnerDeathIsRecovered) {
   Segment seg = ut::make_segment(d.file("s"), 8, 100, ctl);
   ASSERT_TRUE(seg.push("before", 6, {}, 0).ok());
   die_holding_lock(seg, Death::idle);
+  die_holding_lock(seg, Death::idle_receiver);
   // The next lock sees EOWNERDEAD, re-validates the ring and goes on; nothing
   // was in flight, so nothing is lost.
   auto r = seg.push("after", 5, {}, 0);

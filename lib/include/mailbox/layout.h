@@ -1,4 +1,4 @@
-// The shared-memory layout of one mailbox segment, version 2.
+// The shared-memory layout of one mailbox segment, version 3.
 //
 // This is data, not objects: every participant (the mailboxfs daemon, and any
 // program that maps the segment) reads and writes these bytes directly, so the
@@ -10,7 +10,7 @@
 // A record is a RecordHeader followed by `len` payload bytes, padded to 8.
 // Records never wrap: when the space left before the end of the area is too
 // small, the writer leaves a wrap marker (or nothing, if even a header does not
-// fit) and continues at offset 0.
+// fit) and continues at offset 0 of the next lap.
 #pragma once
 #include <pthread.h>
 
@@ -21,7 +21,7 @@
 namespace mbx::layout {
 
 inline constexpr uint64_t kMagic = 0x31584f424c49414dULL;  // "MAILBOX1", little-endian
-inline constexpr uint32_t kVersion = 2;
+inline constexpr uint32_t kVersion = 3;
 inline constexpr uint64_t kHeaderSize = 4096;
 inline constexpr uint64_t kUnbounded = UINT64_MAX;  // capacity: limited by the quota only
 inline constexpr uint32_t kWrapMarker = UINT32_MAX;  // RecordHeader::len of a wrap marker
@@ -45,20 +45,31 @@ static_assert(sizeof(RecordHeader) == 32);
 inline constexpr uint64_t align8(uint64_t n) { return (n + 7) & ~uint64_t{7}; }
 inline constexpr uint64_t record_size(uint64_t len) { return sizeof(RecordHeader) + align8(len); }
 
-// Everything that changes together when a message is sent or received.
-struct RingState {
-  uint64_t head;           // offset of the oldest record
-  uint64_t tail;           // offset where the next record goes
-  uint64_t count;          // messages queued
-  uint64_t bytes;          // payload bytes queued
-  uint64_t record_bytes;   // record bytes queued (what the quota counts)
-  uint64_t next_seq;       // seq of the next message sent
-  uint64_t consumed_seq;   // every message with seq < consumed_seq has been received
-  uint64_t total_sent;
+// The ring is split in two halves that never share a lock or a written cache
+// line: senders serialise on `send_lock` and own SendState, receivers
+// serialise on `recv_lock` and own RecvState. Positions are monotonically
+// increasing byte counts (offset = position % data_size), so one sender and
+// one receiver never contend: each publishes one position (`tail_pub`,
+// `head_pub`) and reads the other's, as an SPSC ring does.
+struct SendState {          // guarded by send_lock
+  uint64_t tail;            // position where the next record goes
+  uint64_t next_seq;        // records ever pushed = seq of the next one
+  uint64_t total_sent;      // messages sent (a withdrawn rendezvous offer is taken back)
+  uint64_t sent_bytes;      // payload bytes ever pushed
+  uint64_t sent_record_bytes;
+  int64_t last_send_ns;     // CLOCK_REALTIME
+  uint64_t lost;            // sends that died holding send_lock
+};
+
+struct RecvState {          // guarded by recv_lock
+  uint64_t head;            // position of the oldest record
+  uint64_t popped;          // records ever removed (received, withdrawn, discarded, moved)
+  uint64_t consumed_seq;    // every message with seq < consumed_seq has been received
   uint64_t total_received;
-  int64_t last_send_ns;    // CLOCK_REALTIME
+  uint64_t popped_bytes;
+  uint64_t popped_record_bytes;
   int64_t last_recv_ns;
-  uint64_t quota_owed;     // record bytes a receive still has to give back to the quota
+  uint64_t quota_owed;      // record bytes a receive still has to give back to the quota
 };
 
 inline constexpr uint32_t kInflightSend = 1;
@@ -73,36 +84,47 @@ struct SegmentHeader {
   uint64_t capacity;     // messages; 0 = rendezvous; kUnbounded
 
   // Retired/deleted/corrupt: participants must stop using this segment. Written
-  // with release under `lock`; read with acquire by any participant before use.
+  // with release under both locks; read with acquire by any participant.
   std::atomic<uint32_t> state;
   uint32_t reserved0;
 
-  // Robust, process-shared: a participant that dies holding it is detected
-  // (EOWNERDEAD) and the ring is recovered (Segment::recover_locked). Guards
-  // every field up to `pushed`.
-  pthread_mutex_t lock;
-
-  // The ring's state changes as a whole, crash-consistently: a participant
-  // writes the next state to `pending`, sets `pending_valid`, copies it to
-  // `ring`, clears `inflight`, then clears `pending_valid`. One that dies
-  // before setting `pending_valid` changed nothing (an unfinished send is
-  // counted in `lost`); one that dies after is rolled forward.
-  RingState ring;
-  RingState pending;
-  uint32_t pending_valid;
-  uint32_t inflight;          // kInflightSend while a send holds the lock
-  uint64_t inflight_quota;    // record bytes that send added to the quota
+  // Both locks are robust and process-shared: a participant that dies holding
+  // one is detected (EOWNERDEAD) and that half is recovered. Lock order:
+  // send_lock before recv_lock. Each half changes crash-consistently: the
+  // holder writes the next state to `*_pending`, sets `*_pending_valid`,
+  // copies it in place, publishes its position, then clears the flag; one
+  // that dies before setting the flag changed nothing (an unfinished send,
+  // marked by `inflight`, is counted in `lost`); one that dies after is
+  // rolled forward.
+  alignas(64) pthread_mutex_t send_lock;
+  SendState send;
+  SendState send_pending;
+  uint32_t send_pending_valid;
+  uint32_t inflight;            // kInflightSend while a send holds send_lock
+  uint64_t inflight_quota;      // record bytes that send added to the quota
   uint32_t inflight_quota_added;
   uint32_t reserved1;
-  uint64_t lost;              // sends that died holding the lock
 
-  // Futex words. `pushed` is incremented after every send and `popped` after
-  // every receive, once `lock` is released (seq_cst, then the sleeper counts
-  // are read); a sleeper counts itself, re-reads the word and FUTEX_WAITs on
-  // the value it saw before trying, then re-checks the ring under `lock`.
-  alignas(64) std::atomic<uint32_t> pushed;
+  alignas(64) pthread_mutex_t recv_lock;
+  RecvState recv;
+  RecvState recv_pending;
+  uint32_t recv_pending_valid;
+  uint32_t reserved2;
+
+  // Written by senders, read by receivers. `tail_pub` = send.tail, stored with
+  // release after the record is complete. `pushed` is incremented after every
+  // send (seq_cst), then `sleeping_receivers` is read; a sleeper counts
+  // itself, re-reads the word and FUTEX_WAITs on the value it saw before
+  // trying, then re-checks the ring.
+  alignas(64) std::atomic<uint64_t> tail_pub;
+  std::atomic<uint32_t> pushed;
   std::atomic<uint32_t> sleeping_receivers;  // non-daemon participants waiting on `pushed`
-  alignas(64) std::atomic<uint32_t> popped;
+
+  // Written by receivers, read by senders: recv.head and recv.popped, stored
+  // with release after the record is copied out; `popped` is the futex word.
+  alignas(64) std::atomic<uint64_t> head_pub;
+  std::atomic<uint64_t> popped_pub;
+  std::atomic<uint32_t> popped;
   std::atomic<uint32_t> sleeping_senders;    // non-daemon participants waiting on `popped`
 
   // The daemon parks requests as data, not threads, so it cannot sleep on the

@@ -13,6 +13,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 namespace mailbox {
@@ -56,6 +57,63 @@ struct Stats {
 
 using Clock = std::chrono::steady_clock;
 
+// Who sent a message: as the kernel reported it to the daemon (filesystem
+// path), or as the sending program's libmailbox recorded it (fast path).
+struct Sender {
+  int pid = 0;
+  unsigned uid = 0, gid = 0;
+};
+
+class Mailbox;
+
+// A slot reserved in a mailbox (zero-copy send): write size() bytes at data(),
+// then commit(). Other senders of that mailbox wait until it is committed or
+// dropped; dropping it uncommitted sends nothing.
+class Reservation {
+ public:
+  Reservation(Reservation&& o) noexcept : m_(std::exchange(o.m_, nullptr)), p_(o.p_), n_(o.n_) {}
+  Reservation& operator=(Reservation&&) = delete;
+  ~Reservation();
+  char* data() const { return p_; }
+  size_t size() const { return n_; }
+  // Sends the message (for a rendezvous mailbox, waits for a receiver).
+  // Returns 0 or an errno as Mailbox::send().
+  int commit();
+
+ private:
+  friend class Mailbox;
+  Reservation(Mailbox* m, char* p, size_t n) : m_(m), p_(p), n_(n) {}
+  Mailbox* m_;
+  char* p_;
+  size_t n_;
+};
+
+// A received message read in place (zero-copy receive). Other receivers of
+// that mailbox wait until it is released; release() (or destruction) removes
+// it from the mailbox, put_back() leaves it queued for the next receiver.
+class View {
+ public:
+  View(View&& o) noexcept : m_(std::exchange(o.m_, nullptr)), p_(o.p_), n_(o.n_), from_(o.from_) {}
+  View& operator=(View&&) = delete;
+  ~View() { release(); }
+  const char* data() const { return p_; }
+  size_t size() const { return n_; }
+  std::string_view bytes() const { return {p_, n_}; }
+  const Sender& sender() const { return from_; }
+  void release();
+  void put_back();
+
+ private:
+  friend class Mailbox;
+  View(Mailbox* m, const char* p, size_t n, Sender f) : m_(m), p_(p), n_(n), from_(f) {}
+  Mailbox* m_;
+  const char* p_;
+  size_t n_;
+  Sender from_;
+};
+
+// One open mailbox. An object is used by one thread at a time; threads that
+// share a mailbox open it once each (they then share its FIFO order).
 class Mailbox {
  public:
   // Maps the segment of the mailbox at `path`. Errors: ENOENT, EACCES (the
@@ -89,12 +147,28 @@ class Mailbox {
   int try_receive(std::string& out);
   int receive_until(std::string& out, Clock::time_point deadline);
 
+  // Zero-copy: reserve room for a message of exactly `len` bytes (blocking
+  // while full, errors as send()), and receive a message in place.
+  Result<Reservation> reserve(size_t len);
+  Result<Reservation> try_reserve(size_t len);
+  Result<Reservation> reserve_until(size_t len, Clock::time_point deadline);
+  Result<View> receive_view();
+  Result<View> try_receive_view();
+  Result<View> receive_view_until(Clock::time_point deadline);
+
+  // The sender of the last message this object received.
+  Sender last_sender() const;
+
   Stats stats() const;
   const std::string& path() const;
 
  private:
+  friend class Reservation;
+  friend class View;
   struct Impl;
   explicit Mailbox(std::unique_ptr<Impl> impl);
+  Result<Reservation> reserve_impl(size_t len, bool nonblock, std::optional<Clock::time_point> d);
+  Result<View> view_impl(bool nonblock, std::optional<Clock::time_point> d);
   std::unique_ptr<Impl> impl_;
 };
 
