@@ -8,6 +8,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -23,7 +24,7 @@ using bench::Mechanism;
 struct Options {
   bool quick = false;
   bench::Env env;
-  pid_t daemon = 0;
+  pid_t daemon = 0, floor_daemon = 0;
   std::string state, csv, md, chart;
   int reps = 5;
 };
@@ -50,10 +51,15 @@ std::string first_line(const std::string& file, const std::string& key) {
 std::string machine() {
   utsname u{};
   uname(&u);
+  char mem[32];
+  std::snprintf(mem, sizeof mem, "%.1f GiB", std::atof(first_line("/proc/meminfo", "MemTotal").c_str()) / 1048576);
+  std::istringstream load(first_line("/proc/loadavg", ""));
+  std::string l1, l5, l15;
+  load >> l1 >> l5 >> l15;
   return first_line("/proc/cpuinfo", "model name") + ", " + std::to_string(sysconf(_SC_NPROCESSORS_ONLN)) +
-         " CPUs, " + first_line("/proc/meminfo", "MemTotal") + " of memory; Linux " + u.release + ", Debian " +
-         first_line("/etc/debian_version", "") + ", g++ " + __VERSION__ + ", -O2. Load average when the run " +
-         "started: " + first_line("/proc/loadavg", "").substr(0, 14) + " (other work shares these CPUs).";
+         " CPUs, " + mem + " of memory; Linux " + u.release + ", Debian " + first_line("/etc/debian_version", "") +
+         ", g++ " + __VERSION__ + ", -O2. Load average when the run started: " + l1 + " " + l5 + " " + l15 +
+         " (other work shares these CPUs: the absolute numbers move with it).";
 }
 
 std::string intro(const Options& o, long n_small, long n_large, long n_huge, long n_rtt, long n_mpmc, int receivers) {
@@ -94,6 +100,9 @@ std::string intro(const Options& o, long n_small, long n_large, long n_huge, lon
        "- `release " + s(receivers) + " ms`: " + s(receivers) + " processes wait in a receive on one channel "
        "(each opened on its own, then asleep, as read in /proc); the time from the first of " + s(receivers) +
        " sends of 64 bytes to the exit of the last receiver.\n"
+       "- `CPU us/msg 64 B`, `daemon CPU us/msg 64 B`, `switches/msg 64 B`: the profile of the 64-byte "
+       "one-to-one run, per message: user and system time of the producer and the consumer (their rusage), "
+       "of the FUSE daemons (their CPU-time clocks, `clock_getcpuclockid`), and the processes' context switches.\n"
        "- Idle mailboxes: the daemon's RSS, the segments' memory and `ls -l` time with many empty "
        "mailboxes (last section).\n";
   return t;
@@ -110,13 +119,14 @@ int main(int argc, char** argv) {
     else if (a == "--mount" && more) o.env.mount = argv[++i];
     else if (a == "--floor" && more) o.env.floor = argv[++i];
     else if (a == "--daemon-pid" && more) o.daemon = std::atoi(argv[++i]);
+    else if (a == "--floor-pid" && more) o.floor_daemon = std::atoi(argv[++i]);
     else if (a == "--state" && more) o.state = argv[++i];
     else if (a == "--csv" && more) o.csv = argv[++i];
     else if (a == "--md" && more) o.md = argv[++i];
     else if (a == "--chart-data" && more) o.chart = argv[++i];
     else {
       std::fprintf(stderr,
-                   "usage: %s [--quick] [--mount DIR] [--floor DIR] [--daemon-pid PID --state DIR] "
+                   "usage: %s [--quick] [--mount DIR] [--floor DIR] [--daemon-pid PID --state DIR] [--floor-pid PID] "
                    "[--csv FILE] [--md FILE] [--chart-data FILE]\n", argv[0]);
       return 2;
     }
@@ -141,17 +151,29 @@ int main(int argc, char** argv) {
                       {"RTT p99 us 64 B", 0, true},
                       {"msgs/s 64 B 2x2", 64, false},
                       {"msgs/s 64 B 4x4", 64, false},
-                      {release_metric, 0, true}},
+                      {release_metric, 0, true},
+                      {"CPU us/msg 64 B", 0, true},
+                      {"daemon CPU us/msg 64 B", 0, true},
+                      {"switches/msg 64 B", 0, true}},
                      names, o.reps);
 
+  std::vector<pid_t> daemons;
+  for (pid_t p : {o.daemon, o.floor_daemon})
+    if (p) daemons.push_back(p);
   int tag = 0;
   for (int rep = 0; rep < o.reps; rep++) {
     for (auto& m : mechs) {
       for (auto [size, n, metric] : {std::tuple{64L, n_small, "msgs/s 64 B"}, {4096L, n_large, "msgs/s 4 KiB"},
                                      {1L << 20, n_huge, "msgs/s 1 MiB"}}) {
         const bench::Spec spec{.max_size = size_t(size), .tag = tag += 2};
-        if (available(m, spec, o.env))
-          res.add(metric, m.name, rep, bench::throughput(m, spec, scaled(m.name, n, size > 4096 ? 10 : 50), o.env));
+        if (!available(m, spec, o.env)) continue;
+        const auto t = bench::throughput(m, spec, scaled(m.name, n, size > 4096 ? 10 : 50), o.env, daemons);
+        res.add(metric, m.name, rep, t.msgs_per_s);
+        if (size == 64) {
+          res.add("CPU us/msg 64 B", m.name, rep, t.cpu_us);
+          res.add("daemon CPU us/msg 64 B", m.name, rep, t.daemon_us);
+          res.add("switches/msg 64 B", m.name, rep, t.switches);
+        }
       }
       auto [med, p99] = bench::pingpong(m, tag += 2, scaled(m.name, n_rtt), o.env);
       res.add("RTT median us 64 B", m.name, rep, med);
@@ -163,7 +185,7 @@ int main(int argc, char** argv) {
         const bench::Spec spec{.max_size = 64, .tag = tag += 2, .producers = k, .consumers = k};
         if (available(m, spec, o.env))
           res.add("msgs/s 64 B " + std::to_string(k) + "x" + std::to_string(k), m.name, rep,
-                  bench::throughput(m, spec, scaled(m.name, n_mpmc) / 4 * 4, o.env));
+                  bench::throughput(m, spec, scaled(m.name, n_mpmc) / 4 * 4, o.env, daemons).msgs_per_s);
       }
     std::fprintf(stderr, "rep %d: many to many done\n", rep + 1);
     for (auto& m : mechs)

@@ -59,7 +59,7 @@ std::vector<double> Results::ratios(const std::string& metric, const std::string
   std::vector<double> r;
   if (!va || !vb) return r;
   for (size_t i = 0; i < va->size() && i < vb->size(); i++)
-    if (!std::isnan((*va)[i]) && !std::isnan((*vb)[i])) r.push_back((*va)[i] / (*vb)[i]);
+    if (!std::isnan((*va)[i]) && !std::isnan((*vb)[i]) && (*vb)[i] != 0) r.push_back((*va)[i] / (*vb)[i]);
   return r;
 }
 
@@ -88,6 +88,16 @@ std::string Results::csv() const {
   return out;
 }
 
+std::string Results::profile(const std::string& mech) const {
+  auto med = [&](const char* metric) {
+    const auto* v = values(metric, mech);
+    return v ? median(*v) : NAN;
+  };
+  return "`" + mech + "` used " + md_or_na(fmt("%.2f", med("CPU us/msg 64 B"))) + " µs CPU in its processes, " +
+         md_or_na(fmt("%.2f", med("daemon CPU us/msg 64 B"))) + " µs in the FUSE daemons, " +
+         md_or_na(fmt("%.3f", med("switches/msg 64 B"))) + " context switches";
+}
+
 std::string Results::markdown(const std::string& intro, const std::vector<Target>& targets) const {
   std::string md = intro + "\n<!-- chart -->\n\n## Targets\n\n"
                            "Each ratio is computed within one repetition (the two runs were minutes apart at "
@@ -107,12 +117,14 @@ std::string Results::markdown(const std::string& intro, const std::vector<Target
       bound = (lower ? "≤ " : "≥ ") + fmt("%.2f", t.bound);
       if (!ok)
         missed += "- `" + t.a + " / " + t.b + "`, " + t.metric + ": " + fmt("%.3f", med) + " against " + bound +
-                  " (" + fmt("%.1f", lower ? med / t.bound : t.bound / med) + "× off).\n";
+                  " (" + fmt("%.0f", lower ? (med / t.bound - 1) * 100 : (1 - med / t.bound) * 100) +
+                  (lower ? " % over" : " % short") + "). Per message of the 64-byte one-to-one run, " +
+                  profile(t.a) + "; " + profile(t.b) + ".\n";
     }
     md += "| " + t.a + " / " + t.b + " | " + t.metric + " | " + md_or_na(fmt("%.3f", med)) + " | " +
           md_or_na(fmt("%.3f", lo(r))) + " | " + md_or_na(fmt("%.3f", hi(r))) + " | " + bound + " | " + met + " |\n";
   }
-  if (!missed.empty()) md += "\nMissed in this run:\n\n" + missed;
+  if (!missed.empty()) md += "\nMissed in this run, with the profile of each side:\n\n" + missed;
 
   md += "\n## Every mechanism\n\nmsgs/s: higher is better; RTT and release times: lower is better. "
         "`vs pipe` and `vs ref_ring` are medians of per-repetition ratios; n/a: the mechanism cannot carry "

@@ -38,6 +38,8 @@ class Results {
  private:
   // The per-repetition ratios of a to b; empty if either is missing.
   std::vector<double> ratios(const std::string& metric, const std::string& a, const std::string& b) const;
+  // One mechanism's per-message costs at 64 B, as a phrase.
+  std::string profile(const std::string& mech) const;
   const std::vector<double>* values(const std::string& metric, const std::string& mech) const;
   std::vector<Metric> metrics_;
   std::vector<std::string> mechs_;

@@ -52,7 +52,7 @@ else
 fi
 data=$out/bench-chart.dat
 timeout "$limit" "$out/bench" ${quick:+--quick} --mount "$mnt" --floor "$flr" --daemon-pid "$daemon" \
-  --state "$state" --csv "$csv" --md "$md" --chart-data "$data" || exit 1
+  --floor-pid "$floor" --state "$state" --csv "$csv" --md "$md" --chart-data "$data" || exit 1
 
 # The chart: drawn when gnuplot is installed (scripts/deps.sh bench installs it).
 if command -v gnuplot >/dev/null && gnuplot -e "datafile='$data'; outfile='$chart'" tests/bench/chart.gp; then

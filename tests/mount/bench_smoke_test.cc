@@ -33,7 +33,11 @@ TEST(BenchSmoke, QuickRunProducesNumbersForEveryMechanism) {
                           "idle ls -l ms,mailboxfs"})
     EXPECT_TRUE(has(row)) << row << "\n" << text;
   EXPECT_FALSE(has("msgs/s 1 MiB,posix_mq")) << "n/a must stay out of the CSV";
-  EXPECT_EQ(text.find(",0,"), std::string::npos) << "a zero measurement:\n" << text;
+  // Zero is a broken measurement, except for a daemon's CPU time (none on the fast paths).
+  std::istringstream lines(text);
+  for (std::string line; std::getline(lines, line);) {
+    if (line.rfind("daemon CPU", 0) != 0) EXPECT_EQ(line.find(",0,"), std::string::npos) << "a zero measurement: " << line;
+  }
   // The page embeds the chart, or says why it was skipped.
   std::ifstream md(out + "/bench-quick.md");
   std::stringstream page;
