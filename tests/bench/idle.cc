@@ -15,11 +15,12 @@ namespace {
 
 namespace fs = std::filesystem;
 
-double vm_rss_kib(pid_t pid) {
+// A "Key:   N kB" line of /proc/PID/status.
+double status_kib(pid_t pid, const std::string& key) {
   std::ifstream f("/proc/" + std::to_string(pid) + "/status");
   for (std::string line; std::getline(f, line);)
-    if (line.rfind("VmRSS:", 0) == 0) return std::stod(line.substr(6));
-  die("VmRSS of the daemon");
+    if (line.rfind(key + ":", 0) == 0) return std::stod(line.substr(key.size() + 1));
+  die(("the daemon's " + key).c_str());
 }
 
 // What du(1) counts: blocks actually allocated, not the sparse files' sizes.
@@ -78,13 +79,15 @@ IdleCost idle_mailboxes(const Env& env, int n, pid_t daemon, const std::string& 
   IdleCost c{};
   c.mailboxes = n;
   const std::string tag = std::to_string(::getpid());
-  c.rss_before_kib = vm_rss_kib(daemon);
+  c.rss_before_kib = status_kib(daemon, "VmRSS");
+  c.anon_before_kib = status_kib(daemon, "RssAnon");
   c.segments_before_kib = allocated_kib(state_dir);
   const double t0 = now_s();
   FileDir boxes(env.mount + "/idle-" + tag, n);
   c.create_ms = (now_s() - t0) * 1e3;
   FileDir plain("/dev/shm/mbxbench-ls-" + tag, n);
-  c.rss_after_kib = vm_rss_kib(daemon);
+  c.rss_after_kib = status_kib(daemon, "VmRSS");
+  c.anon_after_kib = status_kib(daemon, "RssAnon");
   c.segments_after_kib = allocated_kib(state_dir);
   for (int r = 0; r < reps; r++) {
     c.ls_mailboxfs_ms.push_back(ls_ms(boxes.path()));

@@ -14,6 +14,7 @@ namespace bench {
 struct IdleCost {
   int mailboxes;
   double rss_before_kib, rss_after_kib;      // the daemon's VmRSS
+  double anon_before_kib, anon_after_kib;    // its RssAnon: the part that is not mapped segments or files
   double segments_before_kib, segments_after_kib;  // blocks allocated under the state directory
   double create_ms;                          // creating all of them, one open(O_CREAT) each
   std::vector<double> ls_mailboxfs_ms, ls_tmpfs_ms;  // one per repetition, interleaved

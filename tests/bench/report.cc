@@ -79,6 +79,7 @@ std::string Results::csv() const {
     const double n = idle_.mailboxes;
     row("idle daemon VmRSS KiB", idle_.rss_after_kib);
     row("idle daemon VmRSS KiB per mailbox", (idle_.rss_after_kib - idle_.rss_before_kib) / n);
+    row("idle daemon RssAnon KiB", idle_.anon_after_kib);
     row("idle segment KiB", idle_.segments_after_kib);
     row("idle segment KiB per mailbox", (idle_.segments_after_kib - idle_.segments_before_kib) / n);
     row("idle create ms", idle_.create_ms);
@@ -156,6 +157,9 @@ std::string Results::markdown(const std::string& intro, const std::vector<Target
     md += "| daemon VmRSS before | " + fmt("%.0f KiB", idle_.rss_before_kib) + " |\n";
     md += "| daemon VmRSS with " + ns + " idle mailboxes | " + fmt("%.0f KiB", idle_.rss_after_kib) + " |\n";
     md += "| daemon VmRSS per mailbox | " + fmt("%.2f KiB", (idle_.rss_after_kib - idle_.rss_before_kib) / n) + " |\n";
+    md += "| of which RssAnon (heap, not segments), before | " + fmt("%.0f KiB", idle_.anon_before_kib) + " |\n";
+    md += "| of which RssAnon, with " + ns + " idle mailboxes | " + fmt("%.0f KiB", idle_.anon_after_kib) + " |\n";
+    md += "| RssAnon per mailbox | " + fmt("%.2f KiB", (idle_.anon_after_kib - idle_.anon_before_kib) / n) + " |\n";
     md += "| segment memory before | " + fmt("%.0f KiB", idle_.segments_before_kib) + " |\n";
     md += "| segment memory with " + ns + " idle mailboxes | " + fmt("%.0f KiB", idle_.segments_after_kib) + " |\n";
     md += "| segment memory per mailbox | " +
