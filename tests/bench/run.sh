@@ -11,7 +11,7 @@ quick=${1:-}
 mnt=$(mktemp -d /tmp/mbxbench.XXXXXX)
 flr=$(mktemp -d /tmp/mbxfloor.XXXXXX)
 state=/dev/shm/mbxbench-$$
-daemon= floor=
+daemon= floor= bench= names=
 
 # Unmounts (lazily if something still holds the mount) and stops only the
 # daemons this script started, by pid.
@@ -28,6 +28,11 @@ stop() {  # stop MOUNTPOINT PID
   rmdir "$1" 2>/dev/null
 }
 cleanup() {
+  # $bench is set only while the process is ours and unreaped (its pid cannot
+  # be reused). A bench that failed or overran leaves its named peers behind:
+  # they carry its pid.
+  if [ -n "$bench" ]; then kill "$bench" 2>/dev/null; wait "$bench" 2>/dev/null; fi
+  [ -n "$names" ] && rm -f /dev/shm/mbxbench-bmq-"$names"-* /tmp/mbxbench-fifo-"$names"-*
   stop "$mnt" "$daemon"
   stop "$flr" "$floor"
   rm -rf "$state"
@@ -51,8 +56,18 @@ else
   csv=$out/bench.csv md=docs/benchmarks.md chart=docs/benchmarks.png limit=900
 fi
 data=$out/bench-chart.dat
-timeout "$limit" "$out/bench" ${quick:+--quick} --mount "$mnt" --floor "$flr" --daemon-pid "$daemon" \
-  --floor-pid "$floor" --state "$state" --csv "$csv" --md "$md" --chart-data "$data" || exit 1
+"$out/bench" ${quick:+--quick} --mount "$mnt" --floor "$flr" --daemon-pid "$daemon" \
+  --floor-pid "$floor" --state "$state" --csv "$csv" --md "$md" --chart-data "$data" & bench=$!
+names=$bench
+sleep "$limit" & timer=$!
+wait -n -p done "$bench" "$timer"; rc=$?
+if [ "$done" != "$bench" ]; then
+  echo "bench: still running after ${limit}s, stopped" >&2
+  exit 1
+fi
+bench=  # reaped
+kill "$timer"; wait "$timer" 2>/dev/null
+[ "$rc" -eq 0 ] || exit 1
 
 # The chart: drawn when gnuplot is installed (scripts/deps.sh bench installs it).
 if command -v gnuplot >/dev/null && gnuplot -e "datafile='$data'; outfile='$chart'" tests/bench/chart.gp; then
