@@ -99,7 +99,7 @@ std::string intro(const Options& o, long n_small, long n_large, long n_huge, lon
        s(n_mpmc) + " messages in all. n/a: `ref_ring` is single-producer single-consumer by construction.\n"
        "- `release " + s(receivers) + " ms`: " + s(receivers) + " processes wait in a receive on one channel "
        "(each opened on its own, then asleep, as read in /proc); the time from the first of " + s(receivers) +
-       " sends of 64 bytes to the exit of the last receiver.\n"
+       " sends of 64 bytes to the exit of the last receiver. n/a: `ref_ring` has one consumer.\n"
        "- `CPU us/msg 64 B`, `daemon CPU us/msg 64 B`, `switches/msg 64 B`: the profile of the 64-byte "
        "one-to-one run, per message: user and system time of the producer and the consumer (their rusage), "
        "of the FUSE daemons (their CPU-time clocks, `clock_getcpuclockid`), and the processes' context switches.\n"
