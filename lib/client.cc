@@ -141,17 +141,25 @@ struct Mailbox::Impl {
   // it succeeds, sleeping on `popped` in between; follows resizes.
   template <class Attempt>
   int until_room(Attempt&& attempt, bool nonblock, const std::optional<Clock::time_point>& deadline) {
+    // The futex word is read only once an attempt failed (it is a cache line
+    // the other side writes on every message), then the attempt is repeated
+    // before sleeping on the value read.
+    uint32_t seen = 0;
+    bool have_seen = false;
     for (;;) {
-      const uint32_t seen = h()->popped.load(std::memory_order_acquire);
       const Errc e = attempt();
       if (e == Errc::ok) return 0;
       int err;
       if (e == Errc::again) {
         if (nonblock) return EAGAIN;
         if (expired(deadline)) return ETIMEDOUT;
-        wait_change(h()->popped, h()->sleeping_senders, seen, deadline);
+        if (have_seen) wait_change(h()->popped, h()->sleeping_senders, seen, deadline);
+        seen = h()->popped.load(std::memory_order_acquire);
+        have_seen = true;
       } else if (!recover(e, &err)) {
         return err;
+      } else {
+        have_seen = false;  // `seen` is a word of the old segment
       }
     }
   }
@@ -159,17 +167,25 @@ struct Mailbox::Impl {
   // The same for receivers, sleeping on `pushed`.
   template <class Attempt>
   int until_message(Attempt&& attempt, bool nonblock, const std::optional<Clock::time_point>& deadline) {
+    // The futex word is read only once an attempt failed (it is a cache line
+    // the other side writes on every message), then the attempt is repeated
+    // before sleeping on the value read.
+    uint32_t seen = 0;
+    bool have_seen = false;
     for (;;) {
-      const uint32_t seen = h()->pushed.load(std::memory_order_acquire);
       const Errc e = attempt();
       if (e == Errc::ok) return 0;
       int err;
       if (e == Errc::again) {
         if (nonblock) return EAGAIN;
         if (expired(deadline)) return ETIMEDOUT;
-        wait_change(h()->pushed, h()->sleeping_receivers, seen, deadline);
+        if (have_seen) wait_change(h()->pushed, h()->sleeping_receivers, seen, deadline);
+        seen = h()->pushed.load(std::memory_order_acquire);
+        have_seen = true;
       } else if (!recover(e, &err)) {
         return err;
+      } else {
+        have_seen = false;  // `seen` is a word of the old segment
       }
     }
   }
@@ -178,7 +194,7 @@ struct Mailbox::Impl {
     if (!can_send) return EBADF;
     uint64_t seq = 0;
     int e = until_room([&] {
-      auto r = seg.push(msg.data(), msg.size(), identity(), mbx::realtime_ns());
+      auto r = seg.push(msg.data(), msg.size(), identity(), mbx::coarse_realtime_ns());
       if (r) seq = *r;
       return r ? Errc::ok : r.error();
     }, nonblock, deadline);
@@ -191,7 +207,7 @@ struct Mailbox::Impl {
     if (!can_send) return Result<char*>::failure(EBADF);
     char* p = nullptr;
     int e = until_room([&] {
-      auto r = seg.reserve(len, identity(), mbx::realtime_ns());
+      auto r = seg.reserve(len, identity(), mbx::coarse_realtime_ns());
       if (r) p = *r;
       return r ? Errc::ok : r.error();
     }, nonblock, deadline);
@@ -231,7 +247,7 @@ struct Mailbox::Impl {
     if (!can_receive) return Result<size_t>::failure(EBADF);
     size_t len = 0;
     int e = until_message([&] {
-      auto r = seg.pop_into(buf, cap, mbx::realtime_ns());
+      auto r = seg.pop_into(buf, cap, mbx::coarse_realtime_ns());
       if (!r) return r.error();
       len = r->len;
       last_from = r->from;
@@ -260,7 +276,7 @@ struct Mailbox::Impl {
     if (!can_receive) return Result<mbx::Segment::View>::failure(EBADF);
     mbx::Segment::View v{};
     int e = until_message([&] {
-      auto r = seg.view(mbx::realtime_ns());
+      auto r = seg.view(mbx::coarse_realtime_ns());
       if (r) v = *r;
       return r ? Errc::ok : r.error();
     }, nonblock, deadline);

@@ -27,6 +27,12 @@ int64_t realtime_ns() {
   return int64_t{ts.tv_sec} * 1000000000 + ts.tv_nsec;
 }
 
+int64_t coarse_realtime_ns() {
+  timespec ts;
+  clock_gettime(CLOCK_REALTIME_COARSE, &ts);
+  return int64_t{ts.tv_sec} * 1000000000 + ts.tv_nsec;
+}
+
 int futex_wait(std::atomic<uint32_t>* word, uint32_t expected, const timespec* rel) {
   return static_cast<int>(
       syscall(SYS_futex, reinterpret_cast<uint32_t*>(word), FUTEX_WAIT, expected, rel, nullptr, 0));
@@ -424,7 +430,7 @@ void Segment::remove_oldest_locked(const Found& f, int64_t now_ns) {
   n.last_recv_ns = now_ns;
   n.quota_owed += rec;
   commit_recv_locked(n);
-  settle_quota_locked();
+  settle_quota_locked(/*force=*/false);
 }
 
 Result<Segment::Popped> Segment::pop(std::string& out, int64_t now_ns, size_t max_len) {
@@ -596,6 +602,11 @@ void Segment::set_state(uint32_t state) {
   hdr_->state.store(state, std::memory_order_release);
 }
 
+void Segment::settle_quota() {
+  Locked l(*this, Side::recv, /*any_state=*/true);
+  if (l.ok()) settle_quota_locked();
+}
+
 void Segment::discard_all() {
   Both l(*this);
   if (l.ok()) empty_both_locked();
@@ -631,8 +642,10 @@ void Segment::commit_recv_locked(const layout::RecvState& n) const {
   std::atomic_ref<uint32_t>(h->recv_pending_valid).store(0, std::memory_order_release);
 }
 
-// Gives back to the mount's quota what committed receives freed. Needs recv_lock.
-void Segment::settle_quota_locked() const {
+// Gives back to the mount's quota what committed receives freed (unless
+// !force and it is less than a batch). Needs recv_lock.
+void Segment::settle_quota_locked(bool force) const {
+  if (!force && hdr_->recv.quota_owed < settle_batch_) return;
   // Taken before it is given back: dying in between leaks it rather than
   // giving it back twice.
   const uint64_t owed = std::atomic_ref<uint64_t>(hdr_->recv.quota_owed).exchange(0, std::memory_order_acq_rel);

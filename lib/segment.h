@@ -7,6 +7,7 @@
 #pragma once
 #include <sys/types.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <optional>
 #include <string>
@@ -49,7 +50,14 @@ class Segment {
   static Result<Segment> attach(const std::string& path);
 
   // Where the mount's quota counter and doorbell live (the control segment).
-  void set_control(layout::ControlHeader* ctl) { ctl_ = ctl; }
+  // A receive gives quota back in batches of settle_batch_ bytes (whatever an
+  // emptied mailbox still owes stays charged until the next receive, delete or
+  // resize): the mount-wide counter is a cache line every sender and receiver
+  // would otherwise bounce on every message.
+  void set_control(layout::ControlHeader* ctl) {
+    ctl_ = ctl;
+    settle_batch_ = ctl ? std::min<uint64_t>(64 * 1024, ctl->quota_max >> 16) : 0;
+  }
 
   bool valid() const { return hdr_ != nullptr; }
   const std::string& path() const { return path_; }
@@ -134,6 +142,9 @@ class Segment {
   void set_state(uint32_t state);
   // Releases the quota held by everything queued and empties the ring.
   void discard_all();
+  // Gives back the quota that receives freed but still hold (less than a
+  // batch, see set_control()).
+  void settle_quota();
 
   // Futex protocol: wakes non-daemon sleepers, and kicks the daemon's doorbell
   // when a non-daemon participant (by_daemon=false) changed a watched ring.
@@ -174,7 +185,7 @@ class Segment {
   void commit_send_locked(const layout::SendState& n) const;
   void commit_recv_locked(const layout::RecvState& n) const;
   void empty_both_locked();
-  void settle_quota_locked() const;
+  void settle_quota_locked(bool force = true) const;
   uint64_t queued_locked() const;
   bool full_locked() const;
   uint64_t effective_capacity() const;
@@ -187,6 +198,7 @@ class Segment {
   // Private copies of the geometry: never re-read from shared memory.
   uint64_t capacity_ = 0, max_message_ = 0, data_size_ = 0;
   layout::ControlHeader* ctl_ = nullptr;
+  uint64_t settle_batch_ = 0;
   // An open reservation or view holds its side's lock (see reserve(), view()).
   struct Reserved {
     Room room;
@@ -205,5 +217,7 @@ int futex_wait(std::atomic<uint32_t>* word, uint32_t expected, const struct time
 int futex_wake(std::atomic<uint32_t>* word, int n);
 
 int64_t realtime_ns();
+// The same at tick resolution (a few ms), for the fast path's timestamps.
+int64_t coarse_realtime_ns();
 
 }  // namespace mbx

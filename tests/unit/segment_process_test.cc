@@ -102,6 +102,7 @@ TEST(SegmentProcess, ProducersInChildrenNothingLostOrDuplicated) {
   EXPECT_EQ(st.total_sent, kProducers * kPerProducer);
   EXPECT_EQ(st.total_received, kProducers * kPerProducer);
   EXPECT_EQ(st.lost, 0u);
+  seg.settle_quota();
   EXPECT_EQ(ctl.used(), 0u);
 }
 
@@ -203,6 +204,7 @@ TEST(SegmentProcess, KilledAtRandomInstantsNeverWedgesTheRing) {
   // section 4): whole records, and a minority of the kills (the child spends
   // its whole life in push and pop, so the windows are hit far more often than
   // by a real participant; sanitizer builds widen them further).
+  seg.settle_quota();
   EXPECT_EQ(ctl.used() % layout::record_size(15), 0u);
   EXPECT_LE(ctl.used(), 25 * layout::record_size(15)) << "quota drift after 100 kills";
 }
@@ -245,6 +247,7 @@ TEST(SegmentProcess, ChildAttachSeesParentMessages) {
   out.clear();
   ASSERT_TRUE(seg.pop(out, 0).ok());
   EXPECT_EQ(out, "three");
+  seg.settle_quota();
   EXPECT_EQ(ctl.used(), 0u);  // the child's quota accounting is shared
 }
 
