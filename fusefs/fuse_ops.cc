@@ -149,7 +149,7 @@ void op_init(void*, fuse_conn_info* conn) {
 }
 
 void op_lookup(fuse_req_t req, fuse_ino_t parent, const char* name) {
-  reply_entry(req, fs(req).tree->lookup(parent, name));
+  reply_entry(req, fs(req).tree->lookup(parent, name, caller(req)));
 }
 
 void op_forget(fuse_req_t req, fuse_ino_t ino, uint64_t n) {
@@ -163,7 +163,7 @@ void op_forget_multi(fuse_req_t req, size_t count, fuse_forget_data* list) {
 }
 
 void op_getattr(fuse_req_t req, fuse_ino_t ino, fuse_file_info*) {
-  auto st = fs(req).tree->getattr(ino);
+  auto st = fs(req).tree->getattr(ino, caller(req));
   if (!st) return reply_err(req, st.error());
   fuse_reply_attr(req, &*st, attr_timeout(*st));
 }
@@ -212,10 +212,11 @@ void op_rename(fuse_req_t req, fuse_ino_t parent, const char* name, fuse_ino_t n
 }
 
 void op_open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
-  auto box = fs(req).tree->mailbox(ino);
-  if (!box) return reply_err(req, Errc::is_dir);
   const int acc = fi->flags & O_ACCMODE;
-  Handle* h = box->open(acc != O_WRONLY, acc != O_RDONLY, fi->flags & O_NONBLOCK).release();
+  // Under pid/ the opener decides which link the file is (the kernel gives the opener's pid here).
+  auto opened = fs(req).tree->open(ino, acc != O_WRONLY, acc != O_RDONLY, fi->flags & O_NONBLOCK, caller(req));
+  if (!opened) return reply_err(req, opened.error());
+  Handle* h = opened->release();
   fuse_open_out o = open_out(h);
   iovec iov{&o, sizeof o};
   if (fuse_reply_iov(req, &iov, 1) != 0) drop_handle(h);
@@ -244,7 +245,8 @@ void op_create(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode,
 void op_read(fuse_req_t req, fuse_ino_t, size_t size, off_t, fuse_file_info* fi) {
   Handle* h = handle(fi);
   const bool nb = fi->flags & O_NONBLOCK;
-  run(req, ReplyKind::data, h->box, [&](Waiter* w) { return h->box->read(*h, size, nb, w); });
+  const pid_t reader = fuse_req_ctx(req)->pid;  // remembered for user.mailbox.sender
+  run(req, ReplyKind::data, h->box, [&](Waiter* w) { return h->box->read(*h, size, nb, w, reader); });
 }
 
 void op_write(fuse_req_t req, fuse_ino_t, const char* buf, size_t size, off_t, fuse_file_info* fi) {
@@ -287,7 +289,7 @@ void op_poll(fuse_req_t req, fuse_ino_t, fuse_file_info* fi, fuse_pollhandle* ph
 }
 
 void op_opendir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
-  auto list = fs(req).tree->list(ino);
+  auto list = fs(req).tree->list(ino, caller(req));
   if (!list) return reply_err(req, list.error());
   auto* snap = new std::vector<DirEntry>(std::move(list.value()));
   fi->fh = reinterpret_cast<uintptr_t>(snap);
@@ -328,7 +330,7 @@ void reply_xattr(fuse_req_t req, const Result<std::string>& v, size_t size) {
 }
 
 void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char* name, size_t size) {
-  reply_xattr(req, fs(req).tree->getxattr(ino, name), size);
+  reply_xattr(req, fs(req).tree->getxattr(ino, name, caller(req)), size);
 }
 
 void op_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size) {

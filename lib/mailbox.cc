@@ -101,6 +101,7 @@ std::optional<Outcome> Mailbox::take_locked(Handle& h, size_t want, Batch& b) {
         break;
       }
       b.popped = b.changed = true;
+      if (!out.has_from) out.from = p->from, out.has_from = true;
       if (out.data.empty()) {
         keep_rest(msg);
         if (!h.rbuf.empty()) break;
@@ -118,12 +119,15 @@ std::optional<Outcome> Mailbox::take_locked(Handle& h, size_t want, Batch& b) {
     return Outcome(p.error());
   }
   b.popped = b.changed = true;
+  out.from = p->from;
+  out.has_from = true;
   if (h.framing == Framing::file) h.got_message = true;
   keep_rest(msg);
   return out;
 }
 
-std::optional<Outcome> Mailbox::read(Handle& h, size_t size, bool nonblock, Waiter* w) {
+std::optional<Outcome> Mailbox::read(Handle& h, size_t size, bool nonblock, Waiter* w, pid_t reader) {
+  if (feeder_) feeder_->feed(*this);
   Batch b;
   std::optional<Outcome> out;
   {
@@ -136,6 +140,8 @@ std::optional<Outcome> Mailbox::read(Handle& h, size_t size, bool nonblock, Wait
     } else {
       const bool own = h.roff < h.rbuf.size() || (h.framing == Framing::file && h.got_message);
       if (own || readers_.empty()) out = take_locked(h, size, b);  // FIFO: no overtaking parked readers
+      if (out) note_sender_locked(w ? w->pid : reader, *out);
+      if (!out && hangup_ != Errc::ok) out = Outcome{hangup_};  // nothing will ever come
       if (!out && nonblock) out = Outcome{Errc::again};
       if (!out && w) {
         w->kind_ = Waiter::Kind::recv;
@@ -149,7 +155,23 @@ std::optional<Outcome> Mailbox::read(Handle& h, size_t size, bool nonblock, Wait
     settle_locked(b);
   }
   commit(b, nullptr);
+  if (!out && w && feeder_) feeder_->waiting(*this, false);
   return out;
+}
+
+void Mailbox::note_sender_locked(pid_t reader, const Outcome& o) {
+  if (!o.has_from || reader <= 0) return;
+  // Bounded: a reader asks right after its receive, so forgetting old
+  // entries of long-gone threads loses nothing that matters.
+  if (last_from_.size() >= 1024 && !last_from_.count(reader)) last_from_.clear();
+  last_from_[reader] = o.from;
+}
+
+std::optional<Sender> Mailbox::last_sender(pid_t reader) {
+  Guard g(mu_);
+  auto it = last_from_.find(reader);
+  if (it == last_from_.end()) return std::nullopt;
+  return it->second;
 }
 
 void Mailbox::deliver_locked(Batch& b) {
@@ -161,6 +183,7 @@ void Mailbox::deliver_locked(Batch& b) {
     }
     auto o = take_locked(*r->handle_, r->want_, b);
     if (!o) break;
+    note_sender_locked(r->pid, *o);
     unpark_locked(r);
     b.done.emplace_back(r, std::move(*o));
   }
@@ -261,7 +284,8 @@ std::optional<Outcome> Mailbox::send_locked(Handle& h, Waiter::SendJob job, bool
 }
 
 std::optional<Outcome> Mailbox::write(Handle& h, const char* p, size_t n, bool nonblock,
-                                      const Sender& from, Waiter* w) {
+                                      const Sender& caller, Waiter* w) {
+  const Sender& from = h.as ? *h.as : caller;
   Batch b;
   std::optional<Outcome> out;
   {
@@ -320,7 +344,8 @@ std::optional<Outcome> Mailbox::write(Handle& h, const char* p, size_t n, bool n
   return out;
 }
 
-std::optional<Outcome> Mailbox::flush(Handle& h, const Sender& from, Waiter* w) {
+std::optional<Outcome> Mailbox::flush(Handle& h, const Sender& caller, Waiter* w) {
+  const Sender& from = h.as ? *h.as : caller;
   Batch b;
   std::optional<Outcome> out;
   {
@@ -526,13 +551,13 @@ void Mailbox::service() {
   commit(b, nullptr);
 }
 
-void Mailbox::remove() {
+void Mailbox::remove(Errc why) {
   Batch b;
   {
     Guard g(mu_);
     if (removed_) return;
     for (auto* l : {&readers_, &writers_, &acks_})
-      while (!l->empty()) end_locked(l->front(), Errc::removed, b);
+      while (!l->empty()) end_locked(l->front(), why, b);
     removed_ = true;
     b.changed = true;
     settle_locked(b);
@@ -545,6 +570,53 @@ void Mailbox::remove() {
     seg_ = Segment();  // frees the shared memory now, not at the last close
   }
   commit(b, nullptr);
+}
+
+// ---- direct communication ---------------------------------------------------
+
+void Mailbox::hang_up(Errc why) {
+  Batch b;
+  {
+    Guard g(mu_);
+    hangup_ = why;
+    while (!readers_.empty()) end_locked(readers_.front(), why, b);
+    b.changed = true;  // pollers see POLLHUP
+    settle_locked(b);
+  }
+  commit(b, nullptr);
+}
+
+std::optional<Outcome> Mailbox::take_message() {
+  Batch b;
+  std::optional<Outcome> out;
+  {
+    Guard g(mu_);
+    if (removed_ || !readers_.empty() || !seg_.valid()) return std::nullopt;
+    std::string msg;
+    auto p = seg_.pop(msg, realtime_ns());
+    if (!p) return std::nullopt;
+    b.popped = b.changed = true;
+    out = Outcome{Errc::ok, std::move(msg)};
+    out->from = p->from;
+    out->has_from = true;
+    settle_locked(b);
+  }
+  commit(b, nullptr);
+  return out;
+}
+
+Errc Mailbox::inject(std::string_view msg, const Sender& from) {
+  Batch b;
+  {
+    Guard g(mu_);
+    if (removed_ || !seg_.valid()) return Errc::removed;
+    auto r = seg_.push(msg.data(), msg.size(), from, realtime_ns(), /*force=*/true);
+    if (!r) return r.error();
+    b.pushed = b.changed = true;
+    settle_locked(b);
+  }
+  commit(b, nullptr);
+  return Errc::ok;
 }
 
 // ---- inspection and settings -------------------------------------------------
@@ -577,6 +649,8 @@ MailboxInfo Mailbox::info() {
 }
 
 unsigned Mailbox::poll(Handle& h, std::unique_ptr<PollToken> token) {
+  if (feeder_) feeder_->feed(*this);
+  const bool arming = token != nullptr;
   std::unique_ptr<PollToken> old;
   Batch b;
   unsigned ev = 0;
@@ -600,9 +674,11 @@ unsigned Mailbox::poll(Handle& h, std::unique_ptr<PollToken> token) {
                              (seg_.capacity() != 0 || !readers_.empty()));
       if (h.can_read && readable) ev |= POLLIN | POLLRDNORM;
       if (h.can_write && writable) ev |= POLLOUT | POLLWRNORM;
+      if (hangup_ != Errc::ok && seg_.stats().count == 0) ev |= POLLHUP;
     }
   }
   commit(b, nullptr);
+  if (arming && feeder_) feeder_->waiting(*this, true);
   return ev;
 }
 

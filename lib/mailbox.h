@@ -32,6 +32,20 @@ struct Outcome {
   Errc err = Errc::ok;
   std::string data;
   size_t written = 0;
+  bool has_from = false;  // a message was taken from the ring: `from` is its sender
+  Sender from;
+};
+
+// Feeds a mailbox on demand from elsewhere (direct communication's receive
+// from any sender: messages are moved in from the receiver's links only when
+// someone asks). Both calls are made with no core lock held.
+class Feeder {
+ public:
+  virtual ~Feeder() = default;
+  // Before a receive or poll looks at the ring.
+  virtual void feed(Mailbox& box) = 0;
+  // After a receiver parked or a poll was armed.
+  virtual void waiting(Mailbox& box, bool poll) = 0;
 };
 
 // A readiness notification the front end armed through poll().
@@ -52,6 +66,9 @@ struct Handle {
   bool got_message = false;         // file framing: this open has had its one message
   std::string wbuf;                 // file framing: message being written; line: partial line
   std::unique_ptr<PollToken> poll;  // armed poll notification, if any
+  // Direct communication: the sender recorded for every message this open file
+  // sends (the opening process, not the writing thread). Fixed at open.
+  std::optional<Sender> as;
 };
 
 // A call parked on a mailbox. Subclassed by the front end.
@@ -113,7 +130,9 @@ class Mailbox : public std::enable_shared_from_this<Mailbox> {
   // block: with w == nullptr returns nullopt and changes nothing (the caller
   // arms its interrupt callback and calls again with a waiter); with a waiter,
   // parks it and returns nullopt (w->finish() comes later).
-  std::optional<Outcome> read(Handle& h, size_t size, bool nonblock, Waiter* w);
+  // `reader` (the calling thread) is remembered as the receiver of the
+  // message's sender (last_sender); a parked call uses w->pid.
+  std::optional<Outcome> read(Handle& h, size_t size, bool nonblock, Waiter* w, pid_t reader = 0);
   std::optional<Outcome> write(Handle& h, const char* p, size_t n, bool nonblock, const Sender& from,
                                Waiter* w);
   // close()/fsync(): commits file framing's message or line framing's partial
@@ -130,9 +149,23 @@ class Mailbox : public std::enable_shared_from_this<Mailbox> {
   void interrupt(Waiter* w);
   // The doorbell rang: another participant may have changed the ring.
   void service();
-  // Deletes the mailbox: parked calls end with EIDRM, messages are discarded,
-  // the segment file is removed.
-  void remove();
+  // Deletes the mailbox: parked calls end with `why` (EIDRM), messages are
+  // discarded, the segment file is removed.
+  void remove(Errc why = Errc::removed);
+
+  // Direct communication. The only sender is gone: receivers that would wait
+  // (parked now or later) fail with `why` instead; queued messages stay.
+  void hang_up(Errc why);
+  // Takes the oldest whole message unless receivers are parked (they come
+  // first) or none is queued; nullopt then.
+  std::optional<Outcome> take_message();
+  // Appends a message with its original sender, ignoring capacity and quota
+  // (it was counted where it came from), and hands it to parked receivers.
+  Errc inject(std::string_view msg, const Sender& from);
+  // Installs the feeder (before the mailbox is shared; never changed after).
+  void set_feeder(std::shared_ptr<Feeder> f) { feeder_ = std::move(f); }
+  // Sender of the last message thread `reader` received here, if any.
+  std::optional<Sender> last_sender(pid_t reader);
 
   MailboxInfo info();
   // Changes a setting by name; resizes the segment when capacity or
@@ -155,6 +188,7 @@ class Mailbox : public std::enable_shared_from_this<Mailbox> {
   Step run_send_locked(Waiter::SendJob& j, bool may_push, Batch& b);
   Outcome send_outcome_locked(Handle& h, Waiter::SendJob& j, Errc err);
   void deliver_locked(Batch& b);
+  void note_sender_locked(pid_t reader, const Outcome& o);
   void drain_locked(Batch& b);
   void settle_locked(Batch& b);
   void park_locked(Waiter* w, Waiter::Where where);
@@ -180,6 +214,9 @@ class Mailbox : public std::enable_shared_from_this<Mailbox> {
   std::list<Handle*> handles_;  // open files with an armed poll token
   uint64_t next_waiter_id_ = 1;
   uint32_t watch_ = 0;
+  Errc hangup_ = Errc::ok;  // direct link whose sender exited: no more waiting
+  std::unordered_map<pid_t, Sender> last_from_;  // reading thread -> sender of its last message
+  std::shared_ptr<Feeder> feeder_;  // immutable once shared
 };
 
 }  // namespace mbx

@@ -9,6 +9,7 @@
 #include <cstring>
 #include <vector>
 
+#include "direct.h"
 #include "mailbox.h"
 #include "unique_fd.h"
 
@@ -21,15 +22,18 @@ Result<std::unique_ptr<Mount>> Mount::open(const MountConfig& cfg) {
   m->cfg_ = cfg;
   m->state_ = std::move(sd.value());
   m->dying = thread_dying;
+  m->direct_ = std::make_unique<Direct>(*m);
   return m;
 }
 
 void Mount::start() {
   timers_ = std::make_unique<Timers>();
   doorbell_ = std::make_unique<Doorbell>(state_.control(), [this] { ring(); });
+  direct_->start();
 }
 
 Mount::~Mount() {
+  direct_.reset();
   doorbell_.reset();
   timers_.reset();
 }

@@ -19,6 +19,7 @@
 namespace mbx {
 
 class Mailbox;
+class Direct;
 
 struct MountConfig {
   std::string state_dir;
@@ -38,6 +39,8 @@ class Mount {
   Timers& timers() { return *timers_; }
   const StateDir& state() const { return state_; }
   uint64_t quota_used() const;
+  // Direct communication (pid/): the links between processes.
+  Direct& direct() { return *direct_; }
 
   // A fresh mailbox with its own segment, using `s` for its settings.
   Result<std::shared_ptr<Mailbox>> create_mailbox(uint64_t id, const Settings& s);
@@ -63,7 +66,8 @@ class Mount {
   std::unique_ptr<Timers> timers_;
   std::mutex watch_mu_;  // leaf lock: guards watched_ only
   std::unordered_map<uint64_t, std::weak_ptr<Mailbox>> watched_;
-  std::unique_ptr<Doorbell> doorbell_;  // last: stopped first
+  std::unique_ptr<Doorbell> doorbell_;  // stopped second
+  std::unique_ptr<Direct> direct_;      // last: stopped first (its links use the timers)
 };
 
 // Reads /proc/<tid>/status: true if SIGKILL is pending (the thread is dying).

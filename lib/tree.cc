@@ -51,6 +51,10 @@ constexpr const char* kReadOnly[] = {"messages", "bytes",         "sent",
                                      "received", "lost",          "blocked_senders",
                                      "blocked_receivers",         "segment"};
 
+Sender sender_of(const Caller& c) { return Sender{c.pid, c.uid, c.gid}; }
+
+bool reserved(uint64_t parent, std::string_view name) { return parent == kRootIno && name == kPidDirName; }
+
 std::string pids(const std::vector<pid_t>& v) {
   std::string s;
   for (pid_t p : v) {
@@ -93,6 +97,7 @@ void Tree::shutdown() {
       if (n->box) boxes.push_back(n->box);
   }
   for (auto& b : boxes) b->remove();
+  mount_.direct().shutdown();
 }
 
 Tree::Node* Tree::find_locked(uint64_t ino) {
@@ -161,7 +166,9 @@ Result<struct stat> Tree::stat_ino(uint64_t ino) {
   return stat_of(copy, &info);
 }
 
-Result<struct stat> Tree::lookup(uint64_t parent, std::string_view name) {
+Result<struct stat> Tree::lookup(uint64_t parent, std::string_view name, const Caller& caller) {
+  if (reserved(parent, name)) return mount_.direct().getattr(kPidDirIno, sender_of(caller));
+  if (Direct::owns(parent)) return mount_.direct().lookup(name, sender_of(caller));
   uint64_t ino;
   {
     Guard g(mu_);
@@ -178,7 +185,7 @@ Result<struct stat> Tree::lookup(uint64_t parent, std::string_view name) {
 void Tree::forget(uint64_t ino, uint64_t n) {
   Guard g(mu_);
   Node* node = find_locked(ino);
-  if (!node || ino == kRootIno) return;
+  if (!node || ino == kRootIno) return;  // pid/ entries are not counted: they always exist
   node->nlookup -= std::min(node->nlookup, n);
   maybe_drop_locked(*node);
 }
@@ -189,9 +196,14 @@ void Tree::maybe_drop_locked(Node& n) {
   nodes_.erase(n.ino);
 }
 
-Result<struct stat> Tree::getattr(uint64_t ino) { return stat_ino(ino); }
+Result<struct stat> Tree::getattr(uint64_t ino, const Caller& c) {
+  if (Direct::owns(ino)) return mount_.direct().getattr(ino, sender_of(c));
+  return stat_ino(ino);
+}
 
-Result<struct stat> Tree::setattr(uint64_t ino, const struct stat& in, unsigned what, const Caller&) {
+Result<struct stat> Tree::setattr(uint64_t ino, const struct stat& in, unsigned what, const Caller& c) {
+  // pid/ has no settable attributes; a shell's O_TRUNC (a size-0 setattr) must still work.
+  if (Direct::owns(ino)) return mount_.direct().getattr(ino, sender_of(c));
   {
     Guard g(mu_);
     Node* n = find_locked(ino);
@@ -214,6 +226,8 @@ Result<struct stat> Tree::setattr(uint64_t ino, const struct stat& in, unsigned 
 Result<Tree::Node*> Tree::add_locked(uint64_t parent, std::string_view name, mode_t mode,
                                      const Caller& c) {
   if (Errc e = check_name(name); e != Errc::ok) return e;
+  if (reserved(parent, name)) return Errc::exists;  // pid/ is always there
+  if (Direct::owns(parent)) return Errc::perm;       // its entries are processes
   Node* p = find_locked(parent);
   if (!p) return Errc::not_found;
   if (!S_ISDIR(p->mode)) return Errc::not_dir;
@@ -241,6 +255,8 @@ Result<struct stat> Tree::create(uint64_t parent, std::string_view name, mode_t 
   {
     Guard g(mu_);
     if (Errc e = check_name(name); e != Errc::ok) return e;
+    if (reserved(parent, name)) return Errc::exists;
+    if (Direct::owns(parent)) return Errc::perm;
     Node* p = find_locked(parent);
     if (p && p->children.count(name)) return Errc::exists;
     auto box = mount_.create_mailbox(next_ino_, mount_.config().defaults);
@@ -272,6 +288,8 @@ void Tree::detach_locked(Node& n) {
 }
 
 Errc Tree::unlink(uint64_t parent, std::string_view name) {
+  if (reserved(parent, name)) return Errc::is_dir;
+  if (Direct::owns(parent)) return Errc::perm;
   std::shared_ptr<Mailbox> box;
   {
     Guard g(mu_);
@@ -288,6 +306,8 @@ Errc Tree::unlink(uint64_t parent, std::string_view name) {
 }
 
 Errc Tree::rmdir(uint64_t parent, std::string_view name) {
+  if (reserved(parent, name)) return Errc::busy;
+  if (Direct::owns(parent)) return Errc::perm;
   Guard g(mu_);
   auto c = child_locked(parent, name);
   if (!c) return c.error();
@@ -302,6 +322,9 @@ Errc Tree::rmdir(uint64_t parent, std::string_view name) {
 Errc Tree::rename(uint64_t parent, std::string_view name, uint64_t newparent, std::string_view newname,
                   bool noreplace) {
   std::shared_ptr<Mailbox> replaced;
+  if (reserved(parent, name)) return Errc::busy;
+  if (reserved(newparent, newname)) return Errc::exists;
+  if (Direct::owns(parent) || Direct::owns(newparent)) return Errc::perm;
   {
     Guard g(mu_);
     if (Errc e = check_name(newname); e != Errc::ok) return e;
@@ -345,7 +368,15 @@ Errc Tree::rename(uint64_t parent, std::string_view name, uint64_t newparent, st
   return Errc::ok;
 }
 
-Result<std::vector<DirEntry>> Tree::list(uint64_t ino) {
+Result<std::vector<DirEntry>> Tree::list(uint64_t ino, const Caller& c) {
+  if (Direct::owns(ino)) {
+    auto l = mount_.direct().list(sender_of(c));
+    if (!l) return l.error();
+    std::vector<DirEntry> out;
+    for (auto& e : *l) out.push_back({std::move(e.name), e.ino, e.mode});
+    return out;
+  }
+  // pid/ is not listed at the root: `ls` shows the mailboxes, `ls pid` the links.
   Guard g(mu_);
   Node* n = find_locked(ino);
   if (!n) return Errc::not_found;
@@ -364,6 +395,14 @@ std::shared_ptr<Mailbox> Tree::mailbox(uint64_t ino) {
   return n ? n->box : nullptr;
 }
 
+Result<std::unique_ptr<Handle>> Tree::open(uint64_t ino, bool can_read, bool can_write, bool nonblock,
+                                           const Caller& c) {
+  if (Direct::owns(ino)) return mount_.direct().open(ino, can_read, can_write, nonblock, sender_of(c));
+  auto box = mailbox(ino);
+  if (!box) return Errc::is_dir;
+  return box->open(can_read, can_write, nonblock);
+}
+
 struct statvfs Tree::statfs() {
   struct statvfs s {};
   const uint64_t bs = 4096, max = mount_.config().max_bytes;
@@ -380,11 +419,24 @@ struct statvfs Tree::statfs() {
 
 // ---- user.mailbox.* ----------------------------------------------------------
 
-Result<std::string> Tree::getxattr(uint64_t ino, std::string_view name) {
-  auto box = mailbox(ino);
-  if (!box) return Errc::no_data;
+Result<std::string> Tree::getxattr(uint64_t ino, std::string_view name, const Caller& c) {
   if (name.substr(0, kPrefix.size()) != kPrefix) return Errc::no_data;
+  if (ino == kPidDirIno) return mount_.direct().dir_xattr(name);
+  std::shared_ptr<Mailbox> box;
+  if (Direct::owns(ino)) {
+    auto b = mount_.direct().xattr_box(ino, sender_of(c));
+    if (!b) return b.error();
+    box = std::move(b.value());
+  } else {
+    box = mailbox(ino);
+  }
+  if (!box) return Errc::no_data;
   std::string_view key = name.substr(kPrefix.size());
+  if (key == "sender") {  // per reading thread: FUSE's getxattr carries no file handle
+    auto s = box->last_sender(c.pid);
+    if (!s) return Errc::no_data;
+    return "pid=" + std::to_string(s->pid) + " uid=" + std::to_string(s->uid) + " gid=" + std::to_string(s->gid);
+  }
   MailboxInfo i = box->info();
   if (key == "capacity") return format_capacity(i.settings.capacity);
   if (key == "max_message") return std::to_string(i.settings.max_message);
@@ -402,9 +454,13 @@ Result<std::string> Tree::getxattr(uint64_t ino, std::string_view name) {
 }
 
 Result<std::string> Tree::listxattr(uint64_t ino) {
-  auto box = mailbox(ino);
   std::string out;
-  if (!box) return out;
+  if (ino == kPidDirIno) {
+    for (const char* k : {"links", "discarded"}) out.append(kPrefix).append(k).push_back('\0');
+    return out;
+  }
+  auto box = Direct::owns(ino) ? nullptr : mailbox(ino);
+  if (!box && !Direct::owns(ino)) return out;
   for (const char* k : kSettable) out.append(kPrefix).append(k).push_back('\0');
   for (const char* k : kReadOnly) out.append(kPrefix).append(k).push_back('\0');
   return out;
@@ -412,6 +468,7 @@ Result<std::string> Tree::listxattr(uint64_t ino) {
 
 Errc Tree::setxattr(uint64_t ino, std::string_view name, std::string_view value, const Caller& c) {
   std::shared_ptr<Mailbox> box;
+  if (Direct::owns(ino)) return ino == kPidDirIno ? Errc::not_supported : Errc::perm;  // links take the mount's defaults
   {
     Guard g(mu_);
     Node* n = find_locked(ino);
@@ -434,6 +491,7 @@ Errc Tree::setxattr(uint64_t ino, std::string_view name, std::string_view value,
 }
 
 Errc Tree::removexattr(uint64_t ino, std::string_view name) {
+  if (Direct::owns(ino)) return name.substr(0, kPrefix.size()) == kPrefix ? Errc::perm : Errc::no_data;
   auto box = mailbox(ino);
   if (!box || name.substr(0, kPrefix.size()) != kPrefix) return Errc::no_data;
   return Errc::perm;  // the attributes are the mailbox's settings and counters

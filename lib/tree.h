@@ -14,6 +14,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "direct.h"
 #include "errc.h"
 #include "mailbox.h"
 #include "mount.h"
@@ -50,9 +51,11 @@ class Tree {
   ~Tree();
 
   // Each successful lookup/create/mkdir counts one kernel reference (forget()).
-  Result<struct stat> lookup(uint64_t parent, std::string_view name);
+  // The caller matters only under pid/ (direct communication), whose entries
+  // are seen from the calling process.
+  Result<struct stat> lookup(uint64_t parent, std::string_view name, const Caller& c = {});
   void forget(uint64_t ino, uint64_t n);
-  Result<struct stat> getattr(uint64_t ino);
+  Result<struct stat> getattr(uint64_t ino, const Caller& c = {});
   Result<struct stat> setattr(uint64_t ino, const struct stat& in, unsigned what, const Caller& c);
   Result<struct stat> create(uint64_t parent, std::string_view name, mode_t mode, const Caller& c);
   Result<struct stat> mkdir(uint64_t parent, std::string_view name, mode_t mode, const Caller& c);
@@ -60,11 +63,16 @@ class Tree {
   Errc rmdir(uint64_t parent, std::string_view name);
   Errc rename(uint64_t parent, std::string_view name, uint64_t newparent, std::string_view newname,
               bool noreplace);
-  Result<std::vector<DirEntry>> list(uint64_t ino);
+  Result<std::vector<DirEntry>> list(uint64_t ino, const Caller& c = {});
   std::shared_ptr<Mailbox> mailbox(uint64_t ino);
+  // An open file of a mailbox or of an entry of pid/ (EISDIR for a directory).
+  Result<std::unique_ptr<Handle>> open(uint64_t ino, bool can_read, bool can_write, bool nonblock,
+                                       const Caller& c);
   struct statvfs statfs();
 
-  Result<std::string> getxattr(uint64_t ino, std::string_view name);
+  // user.mailbox.sender answers for the calling thread: the sender of the
+  // last message it received from this file.
+  Result<std::string> getxattr(uint64_t ino, std::string_view name, const Caller& c = {});
   Result<std::string> listxattr(uint64_t ino);  // NUL-separated names
   Errc setxattr(uint64_t ino, std::string_view name, std::string_view value, const Caller& c);
   Errc removexattr(uint64_t ino, std::string_view name);

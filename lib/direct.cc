@@ -1,0 +1,663 @@
+#include "direct.h"
+
+#include <fcntl.h>
+#include <poll.h>
+#include <sys/eventfd.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <charconv>
+#include <cstdio>
+#include <cstring>
+
+#include "mount.h"
+
+namespace mbx {
+
+namespace {
+using Guard = std::lock_guard<std::mutex>;
+
+constexpr uint64_t kAnyIno = kPidDirIno + 1;
+constexpr uint64_t kEntryBase = kPidDirIno + 16;
+constexpr uint64_t kViewBase = kPidDirIno + (1ull << 50);
+constexpr pid_t kPidLimit = 1 << 22;  // PID_MAX_LIMIT on 64-bit Linux
+enum Kind : uint64_t { kBoth = 0, kTo = 1, kFrom = 2 };
+
+uint64_t entry_ino(pid_t n, Kind k) { return kEntryBase + static_cast<uint64_t>(n) * 4 + k; }
+uint64_t view_ino(pid_t s, pid_t r) {
+  return kViewBase + (static_cast<uint64_t>(s) << 22 | static_cast<uint64_t>(r));
+}
+
+// What an inode of pid/ names.
+struct Name {
+  enum { dir, any, entry, view, none } what = none;
+  pid_t n = 0, r = 0;
+  Kind kind = kBoth;
+};
+
+Name decode(uint64_t ino) {
+  Name d;
+  if (ino == kPidDirIno) d.what = Name::dir;
+  else if (ino == kAnyIno) d.what = Name::any;
+  else if (ino >= kViewBase) {
+    d.what = Name::view;
+    d.n = static_cast<pid_t>((ino - kViewBase) >> 22);
+    d.r = static_cast<pid_t>((ino - kViewBase) & (kPidLimit - 1));
+  } else if (ino >= kEntryBase) {
+    d.what = Name::entry;
+    d.n = static_cast<pid_t>((ino - kEntryBase) / 4);
+    d.kind = static_cast<Kind>((ino - kEntryBase) % 4);
+  }
+  return d;
+}
+
+// A decimal pid, 1 to PID_MAX_LIMIT - 1, without sign or leading zeros.
+bool parse_pid(std::string_view s, pid_t* out) {
+  if (s.empty() || s.size() > 7 || s[0] == '0') return false;
+  int v = 0;
+  auto [p, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
+  if (ec != std::errc() || p != s.data() + s.size() || v <= 0 || v >= kPidLimit) return false;
+  *out = v;
+  return true;
+}
+
+Name parse(std::string_view name) {
+  Name d;
+  if (name == "any") {
+    d.what = Name::any;
+  } else if (parse_pid(name, &d.n)) {
+    d.what = Name::entry;
+  } else if (name.substr(0, 3) == "to." && parse_pid(name.substr(3), &d.n)) {
+    d.what = Name::entry;
+    d.kind = kTo;
+  } else if (name.substr(0, 5) == "from." && parse_pid(name.substr(5), &d.n)) {
+    d.what = Name::entry;
+    d.kind = kFrom;
+  } else if (auto at = name.find("-to-"); at != std::string_view::npos && parse_pid(name.substr(0, at), &d.n) &&
+                                          parse_pid(name.substr(at + 4), &d.r)) {
+    d.what = Name::view;
+  }
+  return d;
+}
+
+bool read_file(const std::string& path, std::string* out) {
+  UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!fd.valid()) return false;
+  char buf[4096];
+  ssize_t n = ::read(fd.get(), buf, sizeof buf - 1);
+  if (n <= 0) return false;
+  out->assign(buf, static_cast<size_t>(n));
+  return true;
+}
+
+// The numbers after "Key:" in /proc/<pid>/status.
+std::vector<unsigned long> status_field(const std::string& status, const char* key) {
+  std::vector<unsigned long> v;
+  auto at = status.find(key);
+  if (at == std::string::npos) return v;
+  const char* p = status.c_str() + at + std::strlen(key);
+  for (;;) {
+    char* end;
+    unsigned long x = std::strtoul(p, &end, 10);
+    if (end == p) break;
+    v.push_back(x);
+    p = end;
+    if (*p == '\n') break;
+  }
+  return v;
+}
+
+struct ProcInfo {
+  pid_t tgid;
+  uid_t ruid, suid;
+  gid_t rgid;
+};
+
+// The live (not zombie) process that thread `tid` belongs to.
+Result<ProcInfo> proc_info(pid_t tid) {
+  std::string s;
+  if (tid <= 0 || !read_file("/proc/" + std::to_string(tid) + "/status", &s)) return kNoProcess;
+  auto state = s.find("\nState:");
+  if (state != std::string::npos) {
+    const char* p = s.c_str() + state + 7;
+    while (*p == ' ' || *p == '\t') p++;
+    if (*p == 'Z' || *p == 'X') return kNoProcess;  // exited, not yet reaped
+  }
+  auto tgid = status_field(s, "\nTgid:");
+  auto uid = status_field(s, "\nUid:");
+  auto gid = status_field(s, "\nGid:");
+  if (tgid.size() != 1 || uid.size() != 4 || gid.size() != 4) return kNoProcess;
+  return ProcInfo{static_cast<pid_t>(tgid[0]), static_cast<uid_t>(uid[0]), static_cast<uid_t>(uid[2]),
+                  static_cast<gid_t>(gid[0])};
+}
+
+Result<uint64_t> proc_start(pid_t pid) {
+  std::string s;
+  if (!read_file("/proc/" + std::to_string(pid) + "/stat", &s)) return kNoProcess;
+  auto close = s.rfind(')');  // comm (field 2) may contain spaces and parentheses
+  if (close == std::string::npos) return kNoProcess;
+  int field = 2;
+  for (size_t i = close + 1; i < s.size(); i++) {
+    if (s[i] != ' ') continue;
+    if (++field == 22) return std::strtoull(s.c_str() + i + 1, nullptr, 10);
+  }
+  return kNoProcess;
+}
+
+}  // namespace
+
+struct Direct::Proc {
+  ProcId id;
+  uid_t ruid = 0, suid = 0;
+  std::shared_ptr<UniqueFd> pidfd;  // shared: the thread polls a copy while exited() drops this one
+  std::shared_ptr<Mailbox> any;     // receive-from-any queue, made on first use
+  size_t rr = 0;                    // round-robin position among its incoming links
+  bool polled = false;              // someone polls pid/any: keep one message moved ahead
+};
+
+struct Direct::Link {
+  ProcId from, to;
+  Sender as;  // the sending process, recorded by daemon-side writes
+  std::shared_ptr<Mailbox> box;
+  std::unique_ptr<Handle> watch;  // read-only handle whose poll token tells pid/any of arrivals
+  bool orphan = false;            // its sender exited; kept until drained
+};
+
+// Feeds a receiver's any-queue from its links.
+class Direct::Feed final : public Feeder {
+ public:
+  Feed(Direct& d, ProcId me) : d_(d), me_(me) {}
+  void feed(Mailbox& box) override { d_.feed(me_, box); }
+  void waiting(Mailbox&, bool poll) override { d_.pull(me_, poll); }
+
+ private:
+  Direct& d_;
+  ProcId me_;
+};
+
+// Armed on a link's watch handle while its receiver waits on pid/any.
+class Direct::LinkToken final : public PollToken {
+ public:
+  LinkToken(Direct& d, pid_t receiver) : d_(d), receiver_(receiver) {}
+  void notify() override { d_.schedule(receiver_); }
+
+ private:
+  Direct& d_;
+  pid_t receiver_;
+};
+
+Direct::Direct(Mount& mount) : mount_(mount), wake_(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) {}
+
+Direct::~Direct() {
+  if (thread_.joinable()) {
+    stop_.store(true, std::memory_order_release);  // pairs with the acquire load in run()
+    uint64_t one = 1;
+    (void)!::write(wake_.get(), &one, sizeof one);
+    thread_.join();
+  }
+  shutdown();
+}
+
+void Direct::start() {
+  if (!thread_.joinable()) thread_ = std::thread([this] { run(); });
+}
+
+void Direct::shutdown() {
+  std::vector<std::shared_ptr<Mailbox>> boxes;
+  {
+    Guard g(mu_);
+    for (auto& l : links_) boxes.push_back(l->box);
+    for (auto& [pid, p] : procs_)
+      if (p->any) boxes.push_back(p->any);
+    links_.clear();
+    procs_.clear();
+  }
+  for (auto& b : boxes) b->remove();
+}
+
+// ---- processes ---------------------------------------------------------------
+
+// Registers process `pid` (a thread id counts as its process) with a pidfd,
+// or finds it registered. A registered process with another start time is
+// a dead one whose pid was reused: its links end first.
+Result<ProcId> Direct::enroll(pid_t pid, Sender* who, uid_t* suid) {
+  auto info = proc_info(pid);
+  if (!info) return info.error();
+  pid = info->tgid;
+  if (who) *who = Sender{pid, info->ruid, info->rgid};
+  if (suid) *suid = info->suid;
+  auto start = proc_start(pid);
+  if (!start) return start.error();
+  const ProcId id{pid, *start};
+  std::optional<ProcId> stale;
+  {
+    Guard g(mu_);
+    auto it = procs_.find(pid);
+    if (it != procs_.end()) {
+      if (it->second->id == id) return id;
+      stale = it->second->id;
+    }
+  }
+  if (stale) exited(*stale);
+  auto fd = std::make_shared<UniqueFd>(static_cast<int>(::syscall(SYS_pidfd_open, pid, 0)));
+  if (!fd->valid()) return kNoProcess;
+  // The pidfd names whatever had the pid when it was opened: the same start
+  // time after opening proves it is the process we looked at.
+  auto again = proc_start(pid);
+  if (!again || *again != id.start) return kNoProcess;
+  {
+    Guard g(mu_);
+    auto& slot = procs_[pid];
+    if (slot && slot->id == id) return id;  // registered meanwhile by another thread
+    if (slot) return kNoProcess;            // a newer process took the pid meanwhile
+    slot = std::make_unique<Proc>();
+    slot->id = id;
+    slot->ruid = info->ruid;
+    slot->suid = info->suid;
+    slot->pidfd = std::move(fd);
+  }
+  uint64_t one = 1;
+  (void)!::write(wake_.get(), &one, sizeof one);  // the thread polls the new pidfd
+  return id;
+}
+
+Result<ProcId> Direct::enroll_caller(const Sender& caller) { return enroll(caller.pid); }
+
+// Process `p` exited: links to it are discarded (their messages counted),
+// links from it keep their messages for their receivers but nobody will wait
+// on them any more.
+void Direct::exited(const ProcId& p) {
+  std::vector<std::shared_ptr<Mailbox>> drop, hang;
+  {
+    Guard g(mu_);
+    auto it = procs_.find(p.pid);
+    if (it != procs_.end() && it->second->id == p) {
+      if (it->second->any) drop.push_back(it->second->any);
+      procs_.erase(it);
+    }
+    for (auto l = links_.begin(); l != links_.end();) {
+      if ((*l)->to == p) {
+        drop.push_back((*l)->box);
+        l = links_.erase(l);
+        continue;
+      }
+      if ((*l)->from == p && !(*l)->orphan) {
+        (*l)->orphan = true;
+        hang.push_back((*l)->box);
+      }
+      ++l;
+    }
+  }
+  for (auto& b : drop) {
+    discarded_.fetch_add(b->info().seg.count, std::memory_order_relaxed);
+    b->remove(kNoProcess);  // blocked senders to the dead process: ESRCH
+  }
+  for (auto& b : hang) b->hang_up(kNoProcess);  // blocked receive(p): ESRCH
+  sweep();
+}
+
+// Drops orphaned links that have been drained.
+void Direct::sweep() {
+  std::vector<std::shared_ptr<Mailbox>> gone;
+  {
+    Guard g(mu_);
+    for (auto l = links_.begin(); l != links_.end();) {
+      if ((*l)->orphan && (*l)->box->info().seg.count == 0) {
+        gone.push_back((*l)->box);
+        l = links_.erase(l);
+      } else {
+        ++l;
+      }
+    }
+  }
+  for (auto& b : gone) b->remove(kNoProcess);  // library receivers sleeping on it wake (EIDRM)
+}
+
+// ---- links -------------------------------------------------------------------
+
+std::shared_ptr<Mailbox> Direct::link_locked(const ProcId& from, const ProcId& to, const Sender& as,
+                                             bool* made) {
+  *made = false;
+  for (auto& l : links_)
+    if (!l->orphan && l->from == from && l->to == to) return l->box;
+  // Ids of their own, far from the tree's inode numbers: they name segment files.
+  auto box = mount_.create_mailbox((1ull << 63) + next_id_++, mount_.config().defaults);
+  if (!box) return nullptr;
+  auto l = std::make_shared<Link>();
+  l->from = from;
+  l->to = to;
+  l->as = as;
+  l->box = std::move(box.value());
+  l->watch = l->box->open(true, false, true);
+  links_.push_back(l);
+  *made = true;
+  return l->box;
+}
+
+std::vector<std::shared_ptr<Direct::Link>> Direct::incoming_locked(const ProcId& to) {
+  std::vector<std::shared_ptr<Link>> v;
+  for (auto& l : links_)
+    if (l->to == to) v.push_back(l);
+  return v;
+}
+
+Result<std::shared_ptr<Mailbox>> Direct::send_link(const Sender& caller, pid_t to) {
+  auto me = enroll_caller(caller);
+  if (!me) return me.error();
+  Sender who;
+  uid_t suid = 0;
+  auto peer = enroll(to, &who, &suid);
+  if (!peer) return peer.error();
+  // kill(2)'s rule: root, or the same user as the receiver's real or saved uid.
+  if (caller.uid != 0 && caller.uid != who.uid && caller.uid != suid) return Errc::perm;
+  bool made;
+  std::shared_ptr<Mailbox> box;
+  {
+    Guard g(mu_);
+    box = link_locked(*me, *peer, Sender{me->pid, caller.uid, caller.gid}, &made);
+  }
+  if (!box) return Errc::no_space;
+  if (made) schedule(peer->pid);  // a receiver waiting on pid/any watches the new link too
+  return box;
+}
+
+Result<std::shared_ptr<Mailbox>> Direct::recv_link(pid_t from, const Sender& caller) {
+  auto me = enroll_caller(caller);
+  if (!me) return me.error();
+  Sender who;
+  auto peer = enroll(from, &who);
+  bool made = false;
+  std::shared_ptr<Mailbox> box;
+  {
+    Guard g(mu_);
+    if (peer) {
+      box = link_locked(*peer, *me, who, &made);
+      if (!box) return Errc::no_space;
+    } else {
+      // The sender is gone; what it sent before exiting is still here.
+      for (auto& l : links_)
+        if (l->orphan && l->from.pid == from && l->to == *me) box = l->box;
+      if (!box) return kNoProcess;
+    }
+  }
+  if (made) schedule(me->pid);
+  return box;
+}
+
+Result<std::shared_ptr<Mailbox>> Direct::any_box(const Sender& caller) {
+  auto me = enroll_caller(caller);
+  if (!me) return me.error();
+  Guard g(mu_);
+  auto it = procs_.find(me->pid);
+  if (it == procs_.end() || !(it->second->id == *me)) return kNoProcess;
+  if (!it->second->any) {
+    Settings s = mount_.config().defaults;
+    s.capacity = layout::kUnbounded;  // only holds what its receivers asked for
+    auto box = mount_.create_mailbox((1ull << 63) + next_id_++, s);
+    if (!box) return box.error();
+    (*box)->set_feeder(std::make_shared<Feed>(*this, *me));
+    it->second->any = std::move(box.value());
+  }
+  return it->second->any;
+}
+
+uint64_t Direct::links() {
+  Guard g(mu_);
+  return links_.size();
+}
+
+// ---- receive from any ----------------------------------------------------------
+
+// Moves the next message of one of `me`'s links (round robin across links,
+// FIFO within each) into its any-queue. False if none is waiting.
+bool Direct::move_one(const ProcId& me, Mailbox& any) {
+  std::vector<std::shared_ptr<Link>> in;
+  size_t rr = 0;
+  {
+    Guard g(mu_);
+    in = incoming_locked(me);
+    auto it = procs_.find(me.pid);
+    if (it != procs_.end()) rr = it->second->rr;
+  }
+  for (size_t i = 0; i < in.size(); i++) {
+    auto& l = in[(rr + i) % in.size()];
+    auto o = l->box->take_message();
+    if (!o) continue;
+    if (any.inject(o->data, o->from) != Errc::ok) return false;  // the receiver exited meanwhile
+    Guard g(mu_);
+    auto it = procs_.find(me.pid);
+    if (it != procs_.end()) it->second->rr = rr + i + 1;
+    return true;
+  }
+  return false;
+}
+
+// Before a receive from any: an empty queue takes one message from a link.
+void Direct::feed(const ProcId& me, Mailbox& any) {
+  if (any.info().seg.count == 0) move_one(me, any);
+}
+
+// Receivers (or a poller) wait on the any-queue: move one message per waiter;
+// if the links run dry, arm their poll tokens so that the next arrival
+// brings us back (schedule(), on the thread).
+void Direct::pull(const ProcId& me, bool polled) {
+  std::shared_ptr<Mailbox> any;
+  {
+    Guard g(mu_);
+    auto it = procs_.find(me.pid);
+    if (it == procs_.end() || !(it->second->id == me) || !it->second->any) return;
+    if (polled) it->second->polled = true;
+    polled = it->second->polled;
+    any = it->second->any;
+  }
+  for (int round = 0; round < 64; round++) {
+    MailboxInfo i = any->info();
+    if (i.removed) return;
+    const uint64_t want = std::max<uint64_t>(i.blocked_receivers.size(), polled ? 1 : 0);
+    uint64_t have = i.seg.count;
+    while (have < want && move_one(me, *any)) have++;
+    if (have >= want) return;
+    std::vector<std::shared_ptr<Link>> in;
+    {
+      Guard g(mu_);
+      in = incoming_locked(me);
+    }
+    bool ready = false;  // a link became readable before its token was armed
+    for (auto& l : in)
+      if (l->box->poll(*l->watch, std::make_unique<LinkToken>(*this, me.pid)) & POLLIN) ready = true;
+    if (!ready) return;
+  }
+}
+
+void Direct::schedule(pid_t receiver) {
+  {
+    Guard g(pending_mu_);
+    pending_.insert(receiver);
+  }
+  uint64_t one = 1;
+  (void)!::write(wake_.get(), &one, sizeof one);
+}
+
+// The thread: waits on every registered pidfd and on the eventfd; handles
+// exits, feeds receivers whose links changed, and drops drained orphans.
+void Direct::run() {
+  // pairs with the release store in ~Direct
+  while (!stop_.load(std::memory_order_acquire)) {
+    std::vector<pollfd> fds{{wake_.get(), POLLIN, 0}};
+    std::vector<std::pair<ProcId, std::shared_ptr<UniqueFd>>> who;
+    bool orphans = false;
+    {
+      Guard g(mu_);
+      for (auto& [pid, p] : procs_) {
+        fds.push_back({p->pidfd->get(), POLLIN, 0});
+        who.emplace_back(p->id, p->pidfd);
+      }
+      for (auto& l : links_) orphans = orphans || l->orphan;
+    }
+    // Orphans drained by a library receiver tell nobody: look again now and then.
+    ::poll(fds.data(), fds.size(), orphans ? 200 : -1);
+    if (fds[0].revents & POLLIN) {
+      uint64_t n;
+      (void)!::read(wake_.get(), &n, sizeof n);
+    }
+    for (size_t i = 1; i < fds.size(); i++)
+      if (fds[i].revents) exited(who[i - 1].first);
+    std::set<pid_t> todo;
+    {
+      Guard g(pending_mu_);
+      todo.swap(pending_);
+    }
+    for (pid_t r : todo) {
+      std::optional<ProcId> me;
+      {
+        Guard g(mu_);
+        auto it = procs_.find(r);
+        if (it != procs_.end()) me = it->second->id;
+      }
+      if (me) pull(*me, false);
+    }
+    if (orphans) sweep();
+  }
+}
+
+// ---- the namespace -------------------------------------------------------------
+
+struct stat Direct::stat_entry(uint64_t ino, const Sender& caller) {
+  struct stat st {};
+  st.st_ino = ino;
+  st.st_nlink = 1;
+  st.st_blksize = 4096;
+  timespec now;
+  clock_gettime(CLOCK_REALTIME, &now);
+  st.st_atim = st.st_mtim = st.st_ctim = now;
+  const Name d = decode(ino);
+  if (d.what == Name::dir) {
+    st.st_mode = S_IFDIR | 0555;
+    st.st_nlink = 2;
+    return st;
+  }
+  // Messages queued on the links it stands for: st_size counts messages.
+  std::vector<std::shared_ptr<Mailbox>> boxes;
+  auto me = proc_info(caller.pid);
+  const pid_t self = me ? me->tgid : 0;
+  {
+    Guard g(mu_);
+    for (auto& l : links_) {
+      const bool mine = l->to.pid == self;
+      if ((d.what == Name::entry && d.kind != kTo && mine && l->from.pid == d.n) ||
+          (d.what == Name::entry && d.kind == kTo && l->from.pid == self && l->to.pid == d.n && !l->orphan) ||
+          (d.what == Name::any && mine) || (d.what == Name::view && l->from.pid == d.n && l->to.pid == d.r)) {
+        boxes.push_back(l->box);
+        if (d.what != Name::any) st.st_uid = l->as.uid, st.st_gid = l->as.gid;
+      }
+    }
+    auto it = procs_.find(self);
+    if (d.what == Name::any && it != procs_.end() && it->second->any) boxes.push_back(it->second->any);
+  }
+  st.st_mode = S_IFREG | (d.what == Name::view ? 0 : d.what == Name::any ? 0444 : d.kind == kTo ? 0222
+                                                 : d.kind == kFrom         ? 0444
+                                                                            : 0666);
+  int64_t sent = 0, recv = 0;
+  for (auto& b : boxes) {
+    MailboxInfo i = b->info();
+    st.st_size += static_cast<off_t>(i.seg.count);
+    st.st_blocks += static_cast<blkcnt_t>((i.seg.record_bytes + 511) / 512);
+    sent = std::max(sent, i.seg.last_send_ns);
+    recv = std::max(recv, i.seg.last_recv_ns);
+  }
+  if (sent) st.st_mtim = timespec{sent / 1000000000, sent % 1000000000};
+  if (recv) st.st_atim = timespec{recv / 1000000000, recv % 1000000000};
+  return st;
+}
+
+Result<struct stat> Direct::lookup(std::string_view name, const Sender& caller) {
+  const Name d = parse(name);
+  switch (d.what) {
+    case Name::any: return stat_entry(kAnyIno, caller);
+    case Name::entry: return stat_entry(entry_ino(d.n, d.kind), caller);
+    case Name::view:
+      if (caller.uid != 0) return Errc::not_found;  // root's view of everyone's links
+      return stat_entry(view_ino(d.n, d.r), caller);
+    default: return Errc::not_found;
+  }
+}
+
+Result<struct stat> Direct::getattr(uint64_t ino, const Sender& caller) {
+  const Name d = decode(ino);
+  if (d.what == Name::none) return Errc::not_found;
+  if (d.what == Name::view && caller.uid != 0) return Errc::not_found;
+  return stat_entry(ino, caller);
+}
+
+Result<std::vector<DirectEntry>> Direct::list(const Sender& caller) {
+  std::vector<DirectEntry> out{{".", kPidDirIno, S_IFDIR}, {"..", 1, S_IFDIR}, {"any", kAnyIno, S_IFREG}};
+  auto me = proc_info(caller.pid);
+  const pid_t self = me ? me->tgid : 0;
+  std::set<pid_t> from;
+  std::set<std::pair<pid_t, pid_t>> all;
+  {
+    Guard g(mu_);
+    for (auto& l : links_) {
+      if (l->box->info().seg.count == 0) continue;  // only links holding messages
+      if (l->to.pid == self) from.insert(l->from.pid);
+      if (caller.uid == 0) all.insert({l->from.pid, l->to.pid});
+    }
+  }
+  for (pid_t p : from) out.push_back({std::to_string(p), entry_ino(p, kBoth), S_IFREG});
+  for (auto [s, r] : all)
+    out.push_back({std::to_string(s) + "-to-" + std::to_string(r), view_ino(s, r), S_IFREG});
+  return out;
+}
+
+Result<std::unique_ptr<Handle>> Direct::open(uint64_t ino, bool can_read, bool can_write, bool nonblock,
+                                             const Sender& caller) {
+  const Name d = decode(ino);
+  Result<std::shared_ptr<Mailbox>> box = Errc::perm;
+  switch (d.what) {
+    case Name::dir: return Errc::is_dir;
+    case Name::none: return Errc::not_found;
+    case Name::view: return Errc::perm;  // inspection only: messages go to their addressee
+    case Name::any:
+      if (can_write) return Errc::perm;
+      box = any_box(caller);
+      break;
+    case Name::entry:
+      if (can_read && can_write) return Errc::invalid;  // two links, one open file: pick a direction
+      if ((d.kind == kTo && can_read) || (d.kind == kFrom && can_write)) return Errc::perm;
+      box = can_write ? send_link(caller, d.n) : recv_link(d.n, caller);
+      break;
+  }
+  if (!box) return box.error();
+  auto h = (*box)->open(can_read, can_write, nonblock);
+  if (can_write) {
+    auto me = enroll_caller(caller);
+    if (!me) return me.error();
+    h->as = Sender{me->pid, caller.uid, caller.gid};
+  }
+  return h;
+}
+
+Result<std::shared_ptr<Mailbox>> Direct::xattr_box(uint64_t ino, const Sender& caller) {
+  const Name d = decode(ino);
+  switch (d.what) {
+    case Name::any: return any_box(caller);
+    case Name::entry: return d.kind == kTo ? send_link(caller, d.n) : recv_link(d.n, caller);
+    case Name::view: {
+      if (caller.uid != 0) return Errc::not_found;
+      Guard g(mu_);
+      for (auto& l : links_)
+        if (l->from.pid == d.n && l->to.pid == d.r) return l->box;
+      return Errc::no_data;
+    }
+    default: return Errc::no_data;
+  }
+}
+
+Result<std::string> Direct::dir_xattr(std::string_view name) {
+  if (name == "user.mailbox.links") return std::to_string(links());
+  if (name == "user.mailbox.discarded") return std::to_string(discarded());
+  return Errc::no_data;
+}
+
+}  // namespace mbx
