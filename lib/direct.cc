@@ -153,7 +153,6 @@ struct Direct::Proc {
   std::shared_ptr<UniqueFd> pidfd;  // shared: the thread polls a copy while exited() drops this one
   std::shared_ptr<Mailbox> any;     // receive-from-any queue, made on first use
   size_t rr = 0;                    // round-robin position among its incoming links
-  bool polled = false;              // someone polls pid/any: keep one message moved ahead
 };
 
 struct Direct::Link {
@@ -169,7 +168,7 @@ class Direct::Feed final : public Feeder {
  public:
   Feed(Direct& d, ProcId me) : d_(d), me_(me) {}
   void feed(Mailbox& box) override { d_.feed(me_, box); }
-  void waiting(Mailbox&, bool poll) override { d_.pull(me_, poll); }
+  void waiting(Mailbox&, bool) override { d_.pull(me_); }
 
  private:
   Direct& d_;
@@ -441,20 +440,19 @@ void Direct::feed(const ProcId& me, Mailbox& any) {
 // Receivers (or a poller) wait on the any-queue: move one message per waiter;
 // if the links run dry, arm their poll tokens so that the next arrival
 // brings us back (schedule(), on the thread).
-void Direct::pull(const ProcId& me, bool polled) {
+void Direct::pull(const ProcId& me) {
   std::shared_ptr<Mailbox> any;
   {
     Guard g(mu_);
     auto it = procs_.find(me.pid);
     if (it == procs_.end() || !(it->second->id == me) || !it->second->any) return;
-    if (polled) it->second->polled = true;
-    polled = it->second->polled;
     any = it->second->any;
   }
   for (int round = 0; round < 64; round++) {
     MailboxInfo i = any->info();
     if (i.removed) return;
-    const uint64_t want = std::max<uint64_t>(i.blocked_receivers.size(), polled ? 1 : 0);
+    // An armed poll of pid/any asks for one message moved ahead, so that it can fire.
+    const uint64_t want = std::max<uint64_t>(i.blocked_receivers.size(), i.armed_polls ? 1 : 0);
     uint64_t have = i.seg.count;
     while (have < want && move_one(me, *any)) have++;
     if (have >= want) return;
@@ -515,7 +513,7 @@ void Direct::run() {
         auto it = procs_.find(r);
         if (it != procs_.end()) me = it->second->id;
       }
-      if (me) pull(*me, false);
+      if (me) pull(*me);
     }
     if (orphans) sweep();
   }

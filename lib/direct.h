@@ -102,7 +102,7 @@ class Direct {
   void sweep();
   bool move_one(const ProcId& me, Mailbox& any);
   void feed(const ProcId& me, Mailbox& any);
-  void pull(const ProcId& me, bool polled);
+  void pull(const ProcId& me);
   void schedule(pid_t receiver);
   void run();
   struct stat stat_entry(uint64_t ino, const Sender& caller);

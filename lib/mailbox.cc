@@ -126,8 +126,17 @@ std::optional<Outcome> Mailbox::take_locked(Handle& h, size_t want, Batch& b) {
   return out;
 }
 
+// A receive or poll through `h` would look at the ring (not at what the open
+// file already holds), and the ring is empty: the feeder may bring a message.
+bool Mailbox::wants_feed(Handle& h) {
+  if (!feeder_) return false;
+  Guard g(mu_);
+  const bool own = h.roff < h.rbuf.size() || (h.framing == Framing::file && h.got_message);
+  return !own && !removed_ && seg_.valid() && seg_.stats().count == 0;
+}
+
 std::optional<Outcome> Mailbox::read(Handle& h, size_t size, bool nonblock, Waiter* w, pid_t reader) {
-  if (feeder_) feeder_->feed(*this);
+  if (wants_feed(h)) feeder_->feed(*this);
   Batch b;
   std::optional<Outcome> out;
   {
@@ -642,6 +651,7 @@ MailboxInfo Mailbox::info() {
   i.seg = seg_.stats();
   i.reported_size = reported_size_locked(i.seg);
   i.segment_path = seg_.path();
+  i.armed_polls = handles_.size();
   for (Waiter* w : readers_) i.blocked_receivers.push_back(w->pid);
   for (Waiter* w : writers_) i.blocked_senders.push_back(w->pid);
   for (Waiter* w : acks_) i.blocked_senders.push_back(w->pid);
@@ -649,7 +659,7 @@ MailboxInfo Mailbox::info() {
 }
 
 unsigned Mailbox::poll(Handle& h, std::unique_ptr<PollToken> token) {
-  if (feeder_) feeder_->feed(*this);
+  if (wants_feed(h)) feeder_->feed(*this);
   const bool arming = token != nullptr;
   std::unique_ptr<PollToken> old;
   Batch b;

@@ -114,6 +114,7 @@ struct MailboxInfo {
   std::vector<pid_t> blocked_senders, blocked_receivers;
   std::string segment_path;
   bool removed = false;
+  size_t armed_polls = 0;  // open files waiting for a poll notification
 };
 
 class Mailbox : public std::enable_shared_from_this<Mailbox> {
@@ -189,6 +190,7 @@ class Mailbox : public std::enable_shared_from_this<Mailbox> {
   Outcome send_outcome_locked(Handle& h, Waiter::SendJob& j, Errc err);
   void deliver_locked(Batch& b);
   void note_sender_locked(pid_t reader, const Outcome& o);
+  bool wants_feed(Handle& h);
   void drain_locked(Batch& b);
   void settle_locked(Batch& b);
   void park_locked(Waiter* w, Waiter::Where where);
