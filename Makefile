@@ -50,7 +50,7 @@ $(OUT)/libmailbox_core.a: $(CORE_OBJS)
 	ar rcs $@ $^
 
 # libmailbox, for programs: the client and the segment code it shares with the daemon.
-$(OUT)/libmailbox.a: $(OUT)/lib/client.o $(OUT)/lib/segment.o
+$(OUT)/libmailbox.a: $(OUT)/lib/client.o $(OUT)/lib/file_path.o $(OUT)/lib/segment.o
 	ar rcs $@ $^
 
 # In-tree pkg-config file: PKG_CONFIG_PATH=$(OUT) pkg-config --cflags --libs mailbox

@@ -11,6 +11,7 @@
 #include <pthread.h>
 
 #include "mailbox/mailbox.hpp"
+#include "file_path.h"
 #include "segment.h"
 
 namespace mailbox {
@@ -21,6 +22,7 @@ using mbx::layout::ControlHeader;
 using mbx::layout::SegmentHeader;
 
 constexpr int kSpins = 200;  // brief spin before sleeping: a partner is often just about to act
+constexpr auto kRecheck = std::chrono::milliseconds(500);
 
 Result<std::string> get_xattr(const std::string& path, const char* name) {
   char buf[4096];
@@ -48,14 +50,14 @@ void wait_change(std::atomic<uint32_t>& word, std::atomic<uint32_t>& sleepers, u
   // already moved and FUTEX_WAIT returns at once.
   sleepers.fetch_add(1, std::memory_order_seq_cst);
   timespec rel{}, *relp = nullptr;
-  if (deadline) {
-    auto left = *deadline - Clock::now();
-    if (left < Clock::duration::zero()) left = Clock::duration::zero();
-    auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(left).count();
-    rel.tv_sec = ns / 1000000000;
-    rel.tv_nsec = ns % 1000000000;
-    relp = &rel;
-  }
+  // Wakes are handed to one sleeper each; should the one woken die before
+  // acting on it, the others still re-check within kRecheck.
+  auto left = std::chrono::duration_cast<std::chrono::nanoseconds>(kRecheck);
+  if (deadline) left = std::min(left, std::max(std::chrono::nanoseconds::zero(),
+                                               std::chrono::duration_cast<std::chrono::nanoseconds>(*deadline - Clock::now())));
+  rel.tv_sec = left.count() / 1000000000;
+  rel.tv_nsec = left.count() % 1000000000;
+  relp = &rel;
   if (word.load(std::memory_order_seq_cst) == seen) mbx::futex_wait(&word, seen, relp);
   sleepers.fetch_sub(1, std::memory_order_seq_cst);
 }
@@ -90,6 +92,8 @@ struct Mailbox::Impl {
   mbx::Segment seg;
   mbx::Mapping ctl;
   mbx::Sender last_from;  // of the last message received
+  std::optional<FilePath> file;  // the fallback: no segment mapped
+  std::string staging;           // the fallback's zero-copy buffer
 
   SegmentHeader* h() const { return seg.header(); }
 
@@ -192,6 +196,7 @@ struct Mailbox::Impl {
 
   int send(std::string_view msg, bool nonblock, std::optional<Clock::time_point> deadline) {
     if (!can_send) return EBADF;
+    if (file) return file->send(msg, nonblock, deadline);
     uint64_t seq = 0;
     int e = until_room([&] {
       auto r = seg.push(msg.data(), msg.size(), identity(), mbx::coarse_realtime_ns());
@@ -205,6 +210,11 @@ struct Mailbox::Impl {
 
   Result<char*> reserve(size_t len, bool nonblock, std::optional<Clock::time_point> deadline) {
     if (!can_send) return Result<char*>::failure(EBADF);
+    if (file) {  // staged here, sent by commit()
+      if (len > file->max_message()) return Result<char*>::failure(EMSGSIZE);
+      staging.assign(len, '\0');
+      return staging.data();
+    }
     char* p = nullptr;
     int e = until_room([&] {
       auto r = seg.reserve(len, identity(), mbx::coarse_realtime_ns());
@@ -216,6 +226,7 @@ struct Mailbox::Impl {
   }
 
   int commit() {
+    if (file) return file->send(staging, false, std::nullopt);
     const uint64_t seq = seg.commit_reserved();
     seg.after_push(false);
     return seg.capacity() == 0 ? await_receipt(seq, false, std::nullopt) : 0;
@@ -245,6 +256,7 @@ struct Mailbox::Impl {
 
   Result<size_t> receive(void* buf, size_t cap, bool nonblock, std::optional<Clock::time_point> deadline) {
     if (!can_receive) return Result<size_t>::failure(EBADF);
+    if (file) return file->receive(buf, cap, nonblock, deadline);
     size_t len = 0;
     int e = until_message([&] {
       auto r = seg.pop_into(buf, cap, mbx::coarse_realtime_ns());
@@ -253,12 +265,18 @@ struct Mailbox::Impl {
       last_from = r->from;
       return Errc::ok;
     }, nonblock, deadline);
+    if (e == EMSGSIZE) seg.after_push(false);  // not taken: pass our wake on to another receiver
     if (e) return Result<size_t>::failure(e);
     seg.after_pop(false);
     return len;
   }
 
   int receive(std::string& out, bool nonblock, std::optional<Clock::time_point> deadline) {
+    if (file && can_receive) {
+      auto r = file->receive(nonblock, deadline);
+      out = r ? std::move(*r) : std::string();
+      return r.error();
+    }
     for (;;) {
       out.resize(seg.max_message());
       auto r = receive(out.data(), out.size(), nonblock, deadline);
@@ -274,6 +292,12 @@ struct Mailbox::Impl {
 
   Result<mbx::Segment::View> view(bool nonblock, std::optional<Clock::time_point> deadline) {
     if (!can_receive) return Result<mbx::Segment::View>::failure(EBADF);
+    if (file) {
+      auto r = file->receive(nonblock, deadline);
+      if (!r) return Result<mbx::Segment::View>::failure(r.error());
+      staging = std::move(*r);
+      return mbx::Segment::View{staging.data(), staging.size(), 0, {}};
+    }
     mbx::Segment::View v{};
     int e = until_message([&] {
       auto r = seg.view(mbx::coarse_realtime_ns());
@@ -286,8 +310,19 @@ struct Mailbox::Impl {
   }
 
   void release() {
+    if (file) return;  // already taken from the mailbox
     seg.release_view();
     seg.after_pop(false);
+  }
+
+  void put_back() {
+    if (file) return file->put_back(std::move(staging));
+    seg.cancel_view();
+    seg.after_push(false);  // still queued: pass our wake on to another receiver
+  }
+
+  void abort_reserved() {
+    if (!file) seg.abort_reserved();
   }
 };
 
@@ -304,7 +339,12 @@ Result<Mailbox> Mailbox::open(const std::string& path, OpenOptions opts) {
   impl->path = path;
   impl->can_send = opts.send;
   impl->can_receive = opts.receive;
-  if (int e = impl->attach_current()) return Result<Mailbox>::failure(e);
+  if (int e = impl->attach_current()) {
+    if (e != EACCES || !opts.fallback) return Result<Mailbox>::failure(e);
+    FilePath f;
+    if (int fe = FilePath::open(path, &f)) return Result<Mailbox>::failure(fe);
+    impl->file = std::move(f);
+  }
   return Mailbox(std::move(impl));
 }
 
@@ -356,7 +396,7 @@ Result<Reservation> Mailbox::reserve_impl(size_t len, bool nonblock, std::option
 }
 
 Reservation::~Reservation() {
-  if (m_) m_->impl_->seg.abort_reserved();
+  if (m_) m_->impl_->abort_reserved();
 }
 
 int Reservation::commit() {
@@ -380,7 +420,7 @@ void View::release() {
 }
 
 void View::put_back() {
-  if (Mailbox* m = std::exchange(m_, nullptr)) m->impl_->seg.cancel_view();
+  if (Mailbox* m = std::exchange(m_, nullptr)) m->impl_->put_back();
 }
 
 Sender Mailbox::last_sender() const {
@@ -388,12 +428,23 @@ Sender Mailbox::last_sender() const {
 }
 
 Stats Mailbox::stats() const {
+  if (impl_->file) {  // the daemon's view, through the xattrs
+    auto num = [&](const char* name) -> uint64_t {
+      auto v = get_xattr(impl_->path, name);
+      if (!v) return 0;
+      return *v == "unbounded" ? CreateOptions::kUnbounded : std::strtoull(v->c_str(), nullptr, 10);
+    };
+    return Stats{num("user.mailbox.messages"), num("user.mailbox.bytes"), num("user.mailbox.sent"),
+                 num("user.mailbox.received"), num("user.mailbox.lost"), num("user.mailbox.capacity"),
+                 num("user.mailbox.max_message")};
+  }
   mbx::SegmentStats s = impl_->seg.stats();
   return Stats{s.count, s.bytes, s.total_sent, s.total_received, s.lost, impl_->seg.capacity(),
                impl_->seg.max_message()};
 }
 
 const std::string& Mailbox::path() const { return impl_->path; }
+bool Mailbox::via_file() const { return impl_->file.has_value(); }
 
 }  // namespace mailbox
 

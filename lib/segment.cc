@@ -705,14 +705,20 @@ void Segment::after_push(bool by_daemon) {
   // pairs with a sleeper's seq_cst increment of sleeping_receivers before its
   // FUTEX_WAIT on the value of `pushed` it read before trying (Client::wait).
   hdr_->pushed.fetch_add(1, std::memory_order_seq_cst);
-  if (hdr_->sleeping_receivers.load(std::memory_order_seq_cst) > 0) futex_wake(&hdr_->pushed, INT_MAX);
+  // One message, one sleeper: waking them all made 1,000 sleeping receivers
+  // contend for each message. A woken receiver that finds nothing sleeps
+  // again; one that cannot take the message passes the wake on (client.cc).
+  if (hdr_->sleeping_receivers.load(std::memory_order_seq_cst) > 0) futex_wake(&hdr_->pushed, 1);
   if (!by_daemon) kick_daemon(layout::kWatchReadable);
 }
 
 void Segment::after_pop(bool by_daemon) {
   // SYNC POINT: as in after_push, for senders sleeping on `popped`.
   hdr_->popped.fetch_add(1, std::memory_order_seq_cst);
-  if (hdr_->sleeping_senders.load(std::memory_order_seq_cst) > 0) futex_wake(&hdr_->popped, INT_MAX);
+  // Room for one more message wakes one sender; but rendezvous senders also
+  // sleep here for their receipt, and only the right one may go on.
+  if (hdr_->sleeping_senders.load(std::memory_order_seq_cst) > 0)
+    futex_wake(&hdr_->popped, capacity_ == 0 ? INT_MAX : 1);
   if (!by_daemon) kick_daemon(layout::kWatchWritable);
 }
 

@@ -42,6 +42,11 @@ class Result {
 struct OpenOptions {
   bool send = true;     // needs write permission on the mailbox file
   bool receive = true;  // needs read permission on the mailbox file
+  // When this process may not map the segment (EACCES: the segment is
+  // readable and writable by the daemon's user only), send and receive
+  // through the mailbox file instead, with the same calls and results
+  // (slower; see docs/design.md section 12). Without it open() fails.
+  bool fallback = false;
 };
 
 struct CreateOptions {
@@ -117,8 +122,9 @@ class View {
 class Mailbox {
  public:
   // Maps the segment of the mailbox at `path`. Errors: ENOENT, EACCES (the
-  // mode bits forbid a requested direction, or the segment is not readable by
-  // this user), ENOTSUP (not a mailboxfs mailbox), EBADMSG (corrupt segment).
+  // mode bits forbid a requested direction, or the segment is not mappable by
+  // this user and OpenOptions::fallback is off), ENOTSUP (not a mailboxfs
+  // mailbox), EBADMSG (corrupt segment).
   static Result<Mailbox> open(const std::string& path, OpenOptions opts = {});
   // Creates a mailbox file (EEXIST if it exists), applies the settings, opens it.
   static Result<Mailbox> create(const std::string& path, const CreateOptions& opts, OpenOptions o = {});
@@ -161,6 +167,8 @@ class Mailbox {
 
   Stats stats() const;
   const std::string& path() const;
+  // True if this object sends and receives through the file (fallback).
+  bool via_file() const;
 
  private:
   friend class Reservation;

@@ -1,0 +1,45 @@
+// libmailbox's fallback path: the same sends and receives made through the
+// mailbox file (write/read/poll), for a process that may not map the segment
+// (OpenOptions::fallback). Knows the three framings; see docs/design.md §12.
+#pragma once
+#include <chrono>
+#include <deque>
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include "mailbox/mailbox.hpp"
+#include "unique_fd.h"
+
+namespace mailbox {
+
+class FilePath {
+ public:
+  using Deadline = std::optional<Clock::time_point>;
+  // Reads the mailbox's framing and max_message; errno on failure.
+  static int open(const std::string& path, FilePath* out);
+
+  int send(std::string_view msg, bool nonblock, Deadline deadline);
+  // A message longer than `cap` is kept here (EMSGSIZE), as the fast path
+  // keeps it queued, and returned by the next call with a larger buffer.
+  Result<size_t> receive(void* buf, size_t cap, bool nonblock, Deadline deadline);
+  Result<std::string> receive(bool nonblock, Deadline deadline);
+  // Makes `msg` the next message this object returns (a view put back).
+  void put_back(std::string msg);
+  size_t max_message() const { return max_message_; }
+
+ private:
+  enum class Framing { file, datagram, line };
+  int send_file(std::string_view msg, bool nonblock, Deadline deadline);
+  int next_message(bool nonblock, Deadline deadline);
+  int read_file_message(bool nonblock, Deadline deadline);
+  int wait_fd(int fd, short events, Deadline deadline);
+
+  std::string path_;
+  Framing framing_ = Framing::file;
+  size_t max_message_ = 0;
+  mbx::UniqueFd w_, r_;            // datagram/line: opened once, non-blocking
+  std::deque<std::string> held_;  // received, not yet returned (a line read can bring several)
+};
+
+}  // namespace mailbox

@@ -1,0 +1,194 @@
+// libmailbox's other paths against a real mount: zero-copy reserve/commit and
+// views, the sender of each message, and the file-path fallback for a process
+// that may not map the segment.
+#include <gtest/gtest.h>
+#include <poll.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <mailbox/mailbox.hpp>
+#include <string>
+
+#include "harness.h"
+
+namespace {
+
+using mailbox::Mailbox;
+using mt::Mount;
+using mt::Proc;
+using namespace std::chrono_literals;
+
+template <class Fn>
+pid_t child(Fn fn) {
+  pid_t p = fork();
+  if (p == 0) _exit(fn());
+  return p;
+}
+
+// The child's exit status, or -1 (and the child killed) after `ms`.
+int finish(pid_t p, int ms) {
+  for (long long end = mt::now_ms() + ms; mt::now_ms() < end; usleep(5000)) {
+    int st;
+    if (waitpid(p, &st, WNOHANG) == p) return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+  }
+  kill(p, SIGKILL);
+  waitpid(p, nullptr, 0);
+  return -1;
+}
+
+TEST(LibraryZeroCopy, ReservedSlotReachesCatAndEchoIsViewedInPlace) {
+  Mount m;
+  ASSERT_TRUE(m.ok());
+  m.sh("touch box");
+  auto box = Mailbox::open(m.path("box"));
+  ASSERT_TRUE(box) << strerror(box.error());
+  {
+    auto r = box->reserve(5);
+    ASSERT_TRUE(r) << strerror(r.error());
+    EXPECT_EQ(r->size(), 5u);
+    std::memcpy(r->data(), "hello", 5);
+    EXPECT_EQ(r->commit(), 0);
+  }
+  {
+    auto dropped = box->reserve(7);  // dropped without commit: sends nothing
+    ASSERT_TRUE(dropped);
+    std::memcpy(dropped->data(), "ignored", 7);
+  }
+  EXPECT_EQ(m.sh("cat box", 5000).out, "hello");
+  EXPECT_EQ(m.xattr("box", "messages"), "0");
+  EXPECT_EQ(m.xattr("box", "sent"), "1");
+
+  ASSERT_EQ(m.sh("echo one > box; echo two > box").status, 0);
+  {
+    auto v = box->receive_view();
+    ASSERT_TRUE(v) << strerror(v.error());
+    EXPECT_EQ(v->bytes(), "one\n");
+    EXPECT_GT(v->sender().pid, 0);
+    v->put_back();  // stays queued, first in line
+  }
+  EXPECT_EQ(m.xattr("box", "messages"), "2");
+  {
+    auto v = box->receive_view();
+    ASSERT_TRUE(v);
+    EXPECT_EQ(v->bytes(), "one\n");
+  }  // released by destruction
+  EXPECT_EQ(m.sh("cat box", 5000).out, "two\n");
+  EXPECT_EQ(box->try_receive_view().error(), EAGAIN);
+  EXPECT_EQ(box->reserve(2u << 20).error(), EMSGSIZE);
+  EXPECT_EQ(m.xattr("box", "received"), "3");
+}
+
+TEST(LibraryZeroCopy, ReserveBlocksWhileFullUntilACatReceives) {
+  Mount m("capacity=1");
+  ASSERT_TRUE(m.ok());
+  m.sh("echo first > box");
+  pid_t sender = child([&] {
+    auto b = Mailbox::open(m.path("box"), {.send = true, .receive = false});
+    if (!b) return 10;
+    if (b->try_reserve(3).error() != EAGAIN) return 11;
+    auto r = b->reserve(3);  // blocks: the mailbox is full
+    if (!r) return 12;
+    std::memcpy(r->data(), "2nd", 3);
+    return r->commit() == 0 ? 0 : 13;
+  });
+  usleep(300000);
+  int st;
+  EXPECT_EQ(waitpid(sender, &st, WNOHANG), 0) << "reserve() returned on a full mailbox";
+  EXPECT_EQ(m.sh("cat box", 5000).out, "first\n");
+  EXPECT_EQ(finish(sender, 5000), 0);
+  EXPECT_EQ(m.sh("cat box", 5000).out, "2nd");
+}
+
+TEST(LibrarySender, EachMessageCarriesItsSender) {
+  Mount m("framing=datagram");
+  ASSERT_TRUE(m.ok());
+  m.sh("touch box");
+  auto box = Mailbox::open(m.path("box"), {.send = false, .receive = true});
+  ASSERT_TRUE(box);
+  // Through the daemon: the kernel's view of the writer.
+  Proc py("exec python3 -c 'import os; os.write(os.open(\"box\", os.O_WRONLY), str(os.getpid()).encode())'",
+          m.dir());
+  std::string msg;
+  ASSERT_EQ(box->receive_until(msg, mailbox::Clock::now() + 5s), 0);
+  EXPECT_EQ(msg, std::to_string(py.pid()));
+  EXPECT_EQ(box->last_sender().pid, py.pid());
+  EXPECT_EQ(box->last_sender().uid, geteuid());
+  // Through the library: what the sending process's libmailbox recorded.
+  pid_t sender = child([&] {
+    auto b = Mailbox::open(m.path("box"), {.send = true, .receive = false});
+    return b && b->send(std::to_string(getpid())) == 0 ? 0 : 10;
+  });
+  ASSERT_EQ(box->receive_until(msg, mailbox::Clock::now() + 5s), 0);
+  EXPECT_EQ(msg, std::to_string(sender));
+  EXPECT_EQ(box->last_sender().pid, sender);
+  EXPECT_EQ(box->last_sender().gid, getegid());
+  EXPECT_EQ(finish(sender, 5000), 0);
+}
+
+class LibraryFallback : public ::testing::TestWithParam<const char*> {};
+
+// A user other than the daemon's may not map the segment: open() says EACCES,
+// or with `fallback` sends and receives through the file with the same results.
+TEST_P(LibraryFallback, OtherUserGoesThroughTheFile) {
+  if (geteuid() != 0) GTEST_SKIP() << "needs root to act as another user";
+  const std::string framing = GetParam();
+  // In line framing a message is a line and keeps its newline.
+  const std::string nl = framing == "line" ? "\n" : "";
+  Mount m("allow_other,root_mode=1777,framing=" + framing + ",capacity=2,max_message=64");
+  ASSERT_TRUE(m.ok());
+  ASSERT_EQ(m.sh("touch box && chmod 666 box").status, 0);
+  auto mine = Mailbox::open(m.path("box"));
+  ASSERT_TRUE(mine);
+  ASSERT_FALSE(mine->via_file());
+  int full[2];  // the child says when it has found the mailbox full
+  ASSERT_EQ(pipe(full), 0);
+  pid_t other = child([&] {
+    close(full[0]);
+    // The test's directory is private: enter the mount first, then drop privileges.
+    if (chdir(m.dir().c_str()) != 0 || setgid(65534) != 0 || setuid(65534) != 0) return 10;
+    if (Mailbox::open("box").error() != EACCES) return 11;
+    auto b = Mailbox::open("box", {.send = true, .receive = true, .fallback = true});
+    if (!b) return 12;
+    if (!b->via_file()) return 13;
+    std::string got;
+    if (b->try_receive(got) != EAGAIN) return 14;
+    if (b->receive_until(got, mailbox::Clock::now() + 50ms) != ETIMEDOUT) return 15;
+    if (b->send("from nobody") != 0) return 16;
+    if (b->receive_until(got, mailbox::Clock::now() + 5s) != 0 || got != "from root" + nl) return 17;
+    if (b->send(std::string(65, 'x')) != EMSGSIZE) return 18;
+    // Fill the mailbox (capacity 2): the third send would block.
+    if (b->send("a") != 0 || b->send("b") != 0) return 19;
+    if (b->try_send("c") != EAGAIN) return 20;
+    if (b->send_for("c", 100ms) != ETIMEDOUT) return 21;
+    if (write(full[1], "f", 1) != 1) return 24;
+    auto r = b->reserve(4);
+    if (!r) return 22;
+    std::memcpy(r->data(), "last", 4);
+    return r->commit() == 0 ? 0 : 23;  // blocks until root receives
+  });
+  std::string got;
+  const int first = mine->receive_until(got, mailbox::Clock::now() + 5s);
+  if (first != 0) ADD_FAILURE() << "nobody's child ended with " << finish(other, 0);
+  ASSERT_EQ(first, 0);
+  EXPECT_EQ(got, "from nobody" + nl);
+  ASSERT_EQ(mine->send("from root" + nl), 0);
+  // Not our own message back: wait until nobody has taken it, and has filled the mailbox.
+  ASSERT_TRUE(mt::wait_until([&] { return m.xattr("box", "received") == "2"; }, 5000));
+  close(full[1]);
+  char c = 0;
+  pollfd pf{full[0], POLLIN, 0};
+  EXPECT_TRUE(poll(&pf, 1, 5000) == 1 && read(full[0], &c, 1) == 1) << "the child ended with " << finish(other, 0);
+  close(full[0]);
+  for (const char* want : {"a", "b", "last"}) {
+    ASSERT_EQ(mine->receive_until(got, mailbox::Clock::now() + 5s), 0) << want;
+    EXPECT_EQ(got, want + nl);
+  }
+  EXPECT_EQ(finish(other, 10000), 0);
+  EXPECT_EQ(m.xattr("box", "sent"), "5");
+  EXPECT_EQ(m.xattr("box", "received"), "5");
+}
+
+INSTANTIATE_TEST_SUITE_P(Framings, LibraryFallback, ::testing::Values("file", "datagram", "line"));
+
+}  // namespace
