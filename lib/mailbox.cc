@@ -72,7 +72,7 @@ std::optional<Outcome> Mailbox::take_locked(Handle& h, size_t want, Batch& b) {
     if (h.framing != Framing::line || removed_) return out;  // line framing may add whole lines
   } else {
     if (h.framing == Framing::file && h.got_message) return out;  // EOF: one message per open
-    if (removed_) return Outcome(Errc::removed);
+    if (removed_) return Outcome(removed_why_);
   }
   const int64_t now = realtime_ns();
   auto keep_rest = [&](std::string& msg) {
@@ -305,7 +305,7 @@ std::optional<Outcome> Mailbox::write(Handle& h, const char* p, size_t n, bool n
     } else if (!h.can_write) {
       out = Outcome{Errc::bad_fd};
     } else if (removed_) {
-      out = Outcome{Errc::removed};
+      out = Outcome{removed_why_};
     } else if (h.framing == Framing::file) {
       if (h.wbuf.size() + n > settings_.max_message) {
         out = Outcome{Errc::msg_size};
@@ -365,7 +365,7 @@ std::optional<Outcome> Mailbox::flush(Handle& h, const Sender& caller, Waiter* w
       out = Outcome{};
     } else if (removed_) {
       h.wbuf.clear();
-      out = Outcome{Errc::removed};
+      out = Outcome{removed_why_};
     } else {
       Waiter::SendJob job;
       job.kind = Waiter::SendJob::Kind::flush;
@@ -568,6 +568,7 @@ void Mailbox::remove(Errc why) {
     for (auto* l : {&readers_, &writers_, &acks_})
       while (!l->empty()) end_locked(l->front(), why, b);
     removed_ = true;
+    removed_why_ = why;
     b.changed = true;
     settle_locked(b);
     if (watch_) mount_.watch(id_, nullptr, false);

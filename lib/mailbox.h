@@ -211,6 +211,7 @@ class Mailbox : public std::enable_shared_from_this<Mailbox> {
   Segment seg_;
   uint64_t generation_ = 0;
   bool removed_ = false;
+  Errc removed_why_ = Errc::removed;  // what later calls get: EIDRM, or ESRCH for a direct link
   std::list<Waiter*> readers_, writers_, acks_;
   std::unordered_map<uint64_t, Waiter*> parked_;
   std::list<Handle*> handles_;  // open files with an armed poll token
