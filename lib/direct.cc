@@ -158,6 +158,7 @@ struct Direct::Proc {
 struct Direct::Link {
   ProcId from, to;
   Sender as;  // the sending process, recorded by daemon-side writes
+  uid_t to_uid = 0;  // the receiver's real uid: its user may inspect the link
   std::shared_ptr<Mailbox> box;
   std::unique_ptr<Handle> watch;  // read-only handle whose poll token tells pid/any of arrivals
   bool orphan = false;            // its sender exited; kept until drained
@@ -316,7 +317,7 @@ void Direct::sweep() {
 // ---- links -------------------------------------------------------------------
 
 std::shared_ptr<Mailbox> Direct::link_locked(const ProcId& from, const ProcId& to, const Sender& as,
-                                             bool* made) {
+                                             uid_t to_uid, bool* made) {
   *made = false;
   for (auto& l : links_)
     if (!l->orphan && l->from == from && l->to == to) return l->box;
@@ -327,6 +328,7 @@ std::shared_ptr<Mailbox> Direct::link_locked(const ProcId& from, const ProcId& t
   l->from = from;
   l->to = to;
   l->as = as;
+  l->to_uid = to_uid;
   l->box = std::move(box.value());
   l->watch = l->box->open(true, false, true);
   links_.push_back(l);
@@ -354,7 +356,7 @@ Result<std::shared_ptr<Mailbox>> Direct::send_link(const Sender& caller, pid_t t
   std::shared_ptr<Mailbox> box;
   {
     Guard g(mu_);
-    box = link_locked(*me, *peer, Sender{me->pid, caller.uid, caller.gid}, &made);
+    box = link_locked(*me, *peer, Sender{me->pid, caller.uid, caller.gid}, who.uid, &made);
   }
   if (!box) return Errc::no_space;
   if (made) schedule(peer->pid);  // a receiver waiting on pid/any watches the new link too
@@ -371,12 +373,13 @@ Result<std::shared_ptr<Mailbox>> Direct::recv_link(pid_t from, const Sender& cal
   {
     Guard g(mu_);
     if (peer) {
-      box = link_locked(*peer, *me, who, &made);
+      box = link_locked(*peer, *me, who, caller.uid, &made);
       if (!box) return Errc::no_space;
     } else {
-      // The sender is gone; what it sent before exiting is still here.
+      // The sender is gone (its exit may not be handled yet); what it sent
+      // before exiting is still here.
       for (auto& l : links_)
-        if (l->orphan && l->from.pid == from && l->to == *me) box = l->box;
+        if (l->from.pid == from && l->to == *me) box = l->box;
       if (!box) return kNoProcess;
     }
   }
@@ -569,13 +572,22 @@ struct stat Direct::stat_entry(uint64_t ino, const Sender& caller) {
   return st;
 }
 
+// The link s->r may be inspected by root and by its receiver's user.
+bool Direct::may_view(pid_t s, pid_t r, const Sender& caller) {
+  if (caller.uid == 0) return true;
+  Guard g(mu_);
+  for (auto& l : links_)
+    if (l->from.pid == s && l->to.pid == r && l->to_uid == caller.uid) return true;
+  return false;
+}
+
 Result<struct stat> Direct::lookup(std::string_view name, const Sender& caller) {
   const Name d = parse(name);
   switch (d.what) {
     case Name::any: return stat_entry(kAnyIno, caller);
     case Name::entry: return stat_entry(entry_ino(d.n, d.kind), caller);
     case Name::view:
-      if (caller.uid != 0) return Errc::not_found;  // root's view of everyone's links
+      if (!may_view(d.n, d.r, caller)) return Errc::not_found;
       return stat_entry(view_ino(d.n, d.r), caller);
     default: return Errc::not_found;
   }
@@ -584,7 +596,7 @@ Result<struct stat> Direct::lookup(std::string_view name, const Sender& caller) 
 Result<struct stat> Direct::getattr(uint64_t ino, const Sender& caller) {
   const Name d = decode(ino);
   if (d.what == Name::none) return Errc::not_found;
-  if (d.what == Name::view && caller.uid != 0) return Errc::not_found;
+  if (d.what == Name::view && !may_view(d.n, d.r, caller)) return Errc::not_found;
   return stat_entry(ino, caller);
 }
 
@@ -599,7 +611,7 @@ Result<std::vector<DirectEntry>> Direct::list(const Sender& caller) {
     for (auto& l : links_) {
       if (l->box->info().seg.count == 0) continue;  // only links holding messages
       if (l->to.pid == self) from.insert(l->from.pid);
-      if (caller.uid == 0) all.insert({l->from.pid, l->to.pid});
+      if (caller.uid == 0 || l->to_uid == caller.uid) all.insert({l->from.pid, l->to.pid});
     }
   }
   for (pid_t p : from) out.push_back({std::to_string(p), entry_ino(p, kBoth), S_IFREG});
@@ -642,7 +654,7 @@ Result<std::shared_ptr<Mailbox>> Direct::xattr_box(uint64_t ino, const Sender& c
     case Name::any: return any_box(caller);
     case Name::entry: return d.kind == kTo ? send_link(caller, d.n) : recv_link(d.n, caller);
     case Name::view: {
-      if (caller.uid != 0) return Errc::not_found;
+      if (!may_view(d.n, d.r, caller)) return Errc::not_found;
       Guard g(mu_);
       for (auto& l : links_)
         if (l->from.pid == d.n && l->to.pid == d.r) return l->box;

@@ -34,7 +34,8 @@ class Mount;
 //   kPidDirIno            pid/
 //   kPidDirIno + 1        pid/any
 //   kPidDirIno + 16 + 4n  pid/<n>       (+1: pid/to.<n>, +2: pid/from.<n>)
-//   kPidDirIno + 2^50 + (s << 22 | r)   pid/<s>-to-<r> (root's view of every link)
+//   kPidDirIno + 2^50 + (s << 22 | r)   pid/<s>-to-<r> (the link s->r, seen by
+//                                       root and by the receiver's user)
 inline constexpr uint64_t kPidDirIno = 1ull << 62;
 inline constexpr std::string_view kPidDirName = "pid";
 // ESRCH: the named process does not exist (or exited while waited for).
@@ -96,7 +97,9 @@ class Direct {
 
   Result<ProcId> enroll(pid_t pid, Sender* who = nullptr, uid_t* suid = nullptr);
   Result<ProcId> enroll_caller(const Sender& caller);
-  std::shared_ptr<Mailbox> link_locked(const ProcId& from, const ProcId& to, const Sender& as, bool* made);
+  std::shared_ptr<Mailbox> link_locked(const ProcId& from, const ProcId& to, const Sender& as, uid_t to_uid,
+                                       bool* made);
+  bool may_view(pid_t s, pid_t r, const Sender& caller);
   std::vector<std::shared_ptr<Link>> incoming_locked(const ProcId& to);
   void exited(const ProcId& p);
   void sweep();

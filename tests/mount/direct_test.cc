@@ -137,6 +137,17 @@ TEST(DirectShell, NoSuchProcessIsESRCH) {
   EXPECT_TRUE(has(m.sh("cat pid/nope").err, "No such file")) << "only pids, to.P, from.Q, any";
 }
 
+TEST(DirectShell, WhatAnExitedSenderLeftIsStillReceived) {
+  Mount m;
+  ASSERT_TRUE(m.ok());
+  // The shell itself receives (builtin read; `cat` would be another process).
+  mt::Run r = m.sh(R"SH(python3 -c "import os; open('pid/%d' % os.getppid(), 'w').write('last words\n')" &
+P=$!; wait $P
+read -r x < pid/$P; echo "$x"; read -r x < pid/$P; echo $?; cat pid/$P)SH");
+  EXPECT_EQ(r.out, "last words\n1\n");
+  EXPECT_TRUE(has(r.err, "No such process")) << r.err;  // drained: nothing more will come
+}
+
 TEST(DirectShell, BlockedReceiveFailsPromptlyWhenTheSenderExits) {
   Mount m;
   ASSERT_TRUE(m.ok());
@@ -278,6 +289,9 @@ TEST(DirectShell, AnotherUserCanReadNoOnesLinksButItsOwnNorSendToRoot) {
   r = m.sh(std::string(kNobody) + "bash -c " + q(
       "python3 -c \"import os\nprint(open('pid/%d' % os.getppid()).read().strip())\" & echo mine > pid/$!; wait"));
   EXPECT_EQ(r.out, "mine\n") << r.err;
+  // A user's ls shows the links holding messages for its own processes, not root's.
+  r = m.sh(std::string(kNobody) + "bash -c " + q("sleep 5 & echo x > pid/$!; ls pid | grep -c -- -to-; kill $!"));
+  EXPECT_EQ(r.out, "1\n") << r.err;
   // The message to the root process is still there, for it alone.
   EXPECT_EQ(m.sh("stat -c %s pid/" + me + "-to-" + R).out, "1\n");
 }
