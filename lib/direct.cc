@@ -316,14 +316,20 @@ void Direct::sweep() {
 
 // ---- links -------------------------------------------------------------------
 
-std::shared_ptr<Mailbox> Direct::link_locked(const ProcId& from, const ProcId& to, const Sender& as,
-                                             uid_t to_uid, bool* made) {
+Result<std::shared_ptr<Mailbox>> Direct::link_locked(const ProcId& from, const ProcId& to, const Sender& as,
+                                                     uid_t to_uid, bool* made) {
   *made = false;
   for (auto& l : links_)
     if (!l->orphan && l->from == from && l->to == to) return l->box;
+  // Both ends must still be enrolled: exited() scans the links under this same
+  // lock, so a link made after an end's exit was handled would never be dropped.
+  for (const ProcId* p : {&from, &to}) {
+    auto it = procs_.find(p->pid);
+    if (it == procs_.end() || !(it->second->id == *p)) return kNoProcess;
+  }
   // Ids of their own, far from the tree's inode numbers: they name segment files.
   auto box = mount_.create_mailbox((1ull << 63) + next_id_++, mount_.config().defaults);
-  if (!box) return nullptr;
+  if (!box) return box.error();
   auto l = std::make_shared<Link>();
   l->from = from;
   l->to = to;
@@ -353,12 +359,11 @@ Result<std::shared_ptr<Mailbox>> Direct::send_link(const Sender& caller, pid_t t
   // kill(2)'s rule: root, or the same user as the receiver's real or saved uid.
   if (caller.uid != 0 && caller.uid != who.uid && caller.uid != suid) return Errc::perm;
   bool made;
-  std::shared_ptr<Mailbox> box;
+  Result<std::shared_ptr<Mailbox>> box = Errc::io;
   {
     Guard g(mu_);
     box = link_locked(*me, *peer, Sender{me->pid, caller.uid, caller.gid}, who.uid, &made);
   }
-  if (!box) return Errc::no_space;
   if (made) schedule(peer->pid);  // a receiver waiting on pid/any watches the new link too
   return box;
 }
@@ -373,8 +378,9 @@ Result<std::shared_ptr<Mailbox>> Direct::recv_link(pid_t from, const Sender& cal
   {
     Guard g(mu_);
     if (peer) {
-      box = link_locked(*peer, *me, who, caller.uid, &made);
-      if (!box) return Errc::no_space;
+      auto b = link_locked(*peer, *me, who, caller.uid, &made);
+      if (!b) return b.error();
+      box = std::move(b.value());
     } else {
       // The sender is gone (its exit may not be handled yet); what it sent
       // before exiting is still here.

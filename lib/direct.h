@@ -97,8 +97,8 @@ class Direct {
 
   Result<ProcId> enroll(pid_t pid, Sender* who = nullptr, uid_t* suid = nullptr);
   Result<ProcId> enroll_caller(const Sender& caller);
-  std::shared_ptr<Mailbox> link_locked(const ProcId& from, const ProcId& to, const Sender& as, uid_t to_uid,
-                                       bool* made);
+  Result<std::shared_ptr<Mailbox>> link_locked(const ProcId& from, const ProcId& to, const Sender& as,
+                                               uid_t to_uid, bool* made);
   bool may_view(pid_t s, pid_t r, const Sender& caller);
   std::vector<std::shared_ptr<Link>> incoming_locked(const ProcId& to);
   void exited(const ProcId& p);
