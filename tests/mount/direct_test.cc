@@ -231,6 +231,32 @@ wait $R; cat $T; rm -f $T $G)SH");
   EXPECT_EQ(r.out, "2\n1\nTrue 2 2\none two\n0 ['any']\n") << r.err;
 }
 
+TEST(DirectShell, LinksTakeTheMountsDefaults) {
+  Mount m("framing=datagram,capacity=1,timeout_ms=300");
+  ASSERT_TRUE(m.ok());
+  // Datagram framing: each write() is a message; capacity 1: a second send
+  // would block (O_NONBLOCK: EAGAIN); timeout_ms: a blocked receive fails.
+  mt::Run r = m.sh(R"SH(sleep 5 & Q=$!
+python3 - $Q <<'PY'
+import errno, os, sys, time
+q = sys.argv[1]
+fd = os.open('pid/' + q, os.O_WRONLY | os.O_NONBLOCK)
+os.write(fd, b'one')
+try:
+    os.write(fd, b'two'); print('unexpected')
+except BlockingIOError:
+    print('full')
+print(os.getxattr('pid/to.' + q, 'user.mailbox.messages'), os.getxattr('pid/to.' + q, 'user.mailbox.framing'))
+t0 = time.time()
+try:
+    os.read(os.open('pid/' + q, os.O_RDONLY), 10)
+except OSError as e:
+    print(errno.errorcode[e.errno], 0.2 < time.time() - t0 < 2)
+PY
+kill $Q)SH");
+  EXPECT_EQ(r.out, "full\nb'1' b'datagram'\nETIMEDOUT True\n") << r.err;
+}
+
 TEST(DirectShell, ThePidNameIsReserved) {
   Mount m;
   ASSERT_TRUE(m.ok());
