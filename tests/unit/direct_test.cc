@@ -2,6 +2,7 @@
 // ESRCH and EPERM, exits (discarded mail, failed waits, orphaned links),
 // pid reuse, receive from any, and the sender remembered per reader.
 #include "direct.h"
+#include "tree.h"
 
 #include <fcntl.h>
 
@@ -233,6 +234,62 @@ TEST_F(DirectTest, AReusedPidIsANewProcess) {
   auto& h = open(*any, true, false);
   EXPECT_EQ((*any)->read(h, 100, true, nullptr)->err, Errc::again);
   EXPECT_TRUE(mbx_wait([&] { return d().discarded() == 1; }));
+}
+
+}  // namespace
+
+namespace {
+
+// pid/ as the tree shows it: reserved at the root, unlisted, read-only.
+class DirectTreeTest : public ut::CoreTest {
+ protected:
+  void SetUp() override {
+    ut::CoreTest::SetUp();
+    tree_ = std::make_unique<mbx::Tree>(*mount_, 0755, 0, 0);
+  }
+  void TearDown() override {
+    tree_.reset();
+    ut::CoreTest::TearDown();
+  }
+  std::unique_ptr<mbx::Tree> tree_;
+  mbx::Caller root_{::getpid(), 0, 0};
+};
+
+TEST_F(DirectTreeTest, PidIsReservedUnlistedAndReadOnly) {
+  auto st = tree_->lookup(mbx::kRootIno, "pid", root_);
+  ASSERT_TRUE(st.ok());
+  EXPECT_EQ(st->st_ino, mbx::kPidDirIno);
+  EXPECT_TRUE(S_ISDIR(st->st_mode));
+  EXPECT_EQ(tree_->create(mbx::kRootIno, "pid", 0644, root_).error(), Errc::exists);
+  EXPECT_EQ(tree_->mkdir(mbx::kRootIno, "pid", 0755, root_).error(), Errc::exists);
+  EXPECT_EQ(tree_->rmdir(mbx::kRootIno, "pid"), Errc::busy);
+  EXPECT_EQ(tree_->create(mbx::kPidDirIno, "box", 0644, root_).error(), Errc::perm);
+  EXPECT_EQ(tree_->unlink(mbx::kPidDirIno, "any"), Errc::perm);
+  auto root = tree_->list(mbx::kRootIno);
+  ASSERT_TRUE(root.ok());
+  for (auto& e : *root) EXPECT_NE(e.name, "pid");
+  auto sub = tree_->mkdir(mbx::kRootIno, "jobs", 0755, root_);
+  ASSERT_TRUE(sub.ok());
+  EXPECT_TRUE(tree_->create(sub->st_ino, "pid", 0644, root_).ok());  // only the root's name is reserved
+  auto any = tree_->lookup(mbx::kPidDirIno, "any", root_);
+  ASSERT_TRUE(any.ok());
+  EXPECT_EQ(tree_->setxattr(any->st_ino, "user.mailbox.capacity", "1", root_), Errc::perm);
+  EXPECT_EQ(*tree_->getxattr(mbx::kPidDirIno, "user.mailbox.discarded", root_), "0");
+}
+
+TEST_F(DirectTreeTest, SenderXattrOfAnOrdinaryMailboxIsPerReadingThread) {
+  auto st = tree_->create(mbx::kRootIno, "box", 0644, root_);
+  ASSERT_TRUE(st.ok());
+  auto box = tree_->mailbox(st->st_ino);
+  auto h = box->open(false, true, true);
+  ASSERT_EQ(box->write(*h, "m", 1, true, Sender{321, 5, 6}, nullptr)->err, Errc::ok);
+  ASSERT_EQ(box->flush(*h, Sender{321, 5, 6}, nullptr)->err, Errc::ok);
+  auto r = box->open(true, false, true);
+  ASSERT_EQ(box->read(*r, 10, true, nullptr, 900)->data, "m");
+  EXPECT_EQ(*tree_->getxattr(st->st_ino, "user.mailbox.sender", mbx::Caller{900, 0, 0}), "pid=321 uid=5 gid=6");
+  EXPECT_EQ(tree_->getxattr(st->st_ino, "user.mailbox.sender", mbx::Caller{901, 0, 0}).error(), Errc::no_data);
+  box->release(*h);
+  box->release(*r);
 }
 
 }  // namespace
