@@ -104,7 +104,7 @@ class Direct {
     check_fork();
     auto it = to_.find(pid);
     if (it == to_.end()) {
-      auto m = Mailbox::open(dir_ + "to." + std::to_string(pid), {.send = true, .receive = false});
+      auto m = Mailbox::open(dir_ + "to." + std::to_string(pid), OpenOptions{true, false});
       if (!m) return m.error() == ENOENT ? ESRCH : m.error();
       it = to_.emplace(pid, std::move(*m)).first;
     }
@@ -122,7 +122,7 @@ class Direct {
     auto it = from_.find(pid);
     if (it != from_.end()) return &it->second;
     const std::string path = dir_ + "from." + std::to_string(pid);
-    auto m = Mailbox::open(path, {.send = false, .receive = true});
+    auto m = Mailbox::open(path, OpenOptions{false, true});
     if (!m) {
       *err = m.error() == ENOENT ? ESRCH : m.error();
       return nullptr;
