@@ -162,6 +162,11 @@ struct Direct::Link {
   std::shared_ptr<Mailbox> box;
   std::unique_ptr<Handle> watch;  // read-only handle whose poll token tells pid/any of arrivals
   bool orphan = false;            // its sender exited; kept until drained
+  // The mailbox keeps a pointer to a handle with an armed poll token until
+  // release(). Destroyed with Direct::mu_ released (release() may notify).
+  ~Link() {
+    if (box && watch) box->release(*watch);
+  }
 };
 
 // Feeds a receiver's any-queue from its links.
@@ -205,12 +210,13 @@ void Direct::start() {
 
 void Direct::shutdown() {
   std::vector<std::shared_ptr<Mailbox>> boxes;
+  std::vector<std::shared_ptr<Link>> dead;  // destroyed after the lock is released
   {
     Guard g(mu_);
     for (auto& l : links_) boxes.push_back(l->box);
     for (auto& [pid, p] : procs_)
       if (p->any) boxes.push_back(p->any);
-    links_.clear();
+    dead.swap(links_);
     procs_.clear();
   }
   for (auto& b : boxes) b->remove();
@@ -269,6 +275,7 @@ Result<ProcId> Direct::enroll_caller(const Sender& caller) { return enroll(calle
 // on them any more.
 void Direct::exited(const ProcId& p) {
   std::vector<std::shared_ptr<Mailbox>> drop, hang;
+  std::vector<std::shared_ptr<Link>> dead;  // destroyed after the lock is released
   {
     Guard g(mu_);
     auto it = procs_.find(p.pid);
@@ -279,6 +286,7 @@ void Direct::exited(const ProcId& p) {
     for (auto l = links_.begin(); l != links_.end();) {
       if ((*l)->to == p) {
         drop.push_back((*l)->box);
+        dead.push_back(std::move(*l));
         l = links_.erase(l);
         continue;
       }
@@ -300,11 +308,13 @@ void Direct::exited(const ProcId& p) {
 // Drops orphaned links that have been drained.
 void Direct::sweep() {
   std::vector<std::shared_ptr<Mailbox>> gone;
+  std::vector<std::shared_ptr<Link>> dead;  // destroyed after the lock is released
   {
     Guard g(mu_);
     for (auto l = links_.begin(); l != links_.end();) {
       if ((*l)->orphan && (*l)->box->info().seg.count == 0) {
         gone.push_back((*l)->box);
+        dead.push_back(std::move(*l));
         l = links_.erase(l);
       } else {
         ++l;

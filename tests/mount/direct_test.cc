@@ -231,6 +231,26 @@ wait $R; cat $T; rm -f $T $G)SH");
   EXPECT_EQ(r.out, "2\n1\nTrue 2 2\none two\n0 ['any']\n") << r.err;
 }
 
+TEST(DirectShell, ManyShortLivedSendersToOneReceiverFromAny) {
+  Mount m;
+  ASSERT_TRUE(m.ok());
+  // Each sender exits at once: its link is orphaned, drained through pid/any
+  // (whose poll tokens are armed on it) and dropped.
+  mt::Run r = m.sh(R"SH(T=$(mktemp)
+python3 - > $T <<'PY' &
+got = sorted(int(open('pid/any').read()) for i in range(60))
+print(got == list(range(60)))
+PY
+R=$!
+for i in $(seq 0 59); do bash -c "echo $i > pid/$R"; done
+wait $R; cat $T; rm -f $T
+for i in $(seq 100); do [ "$(getfattr -n user.mailbox.links --only-values pid)" = 0 ] && break; sleep 0.05; done
+getfattr -n user.mailbox.links --only-values pid)SH",
+                   30000);
+  EXPECT_EQ(r.out, "True\n0") << r.err;
+  EXPECT_EQ(m.daemon_stderr(), "");
+}
+
 TEST(DirectShell, LinksTakeTheMountsDefaults) {
   Mount m("framing=datagram,capacity=1,timeout_ms=300");
   ASSERT_TRUE(m.ok());
