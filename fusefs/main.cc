@@ -221,6 +221,16 @@ int main(int argc, char* argv[]) {
   if (fuse_set_signal_handlers(se) == 0) {
     if (fuse_session_mount(se, real) == 0) {
       int rc;
+      // Re-attached only once mounted: a failed mount must not consume them.
+      if ((*mount)->restored()) {
+        const auto r = tree.restore();
+        std::fprintf(stderr,
+                     "mailboxfs: re-attached %llu mailboxes (%llu messages) and %llu directories left in %s"
+                     " by a daemon that died%s\n",
+                     static_cast<unsigned long long>(r.mailboxes), static_cast<unsigned long long>(r.messages),
+                     static_cast<unsigned long long>(r.directories), cfg.state_dir.c_str(),
+                     r.dropped ? "; dropped some records that no longer fit" : "");
+      }
       fuse_daemonize(cmd.foreground);
       (*mount)->start();
       if (cmd.singlethread) {

@@ -56,6 +56,35 @@ Result<std::shared_ptr<Mailbox>> Mount::create_mailbox(uint64_t id, const Settin
   return std::make_shared<Mailbox>(*this, id, s, std::move(seg.value()));
 }
 
+Result<std::shared_ptr<Mailbox>> Mount::adopt_mailbox(uint64_t id, Settings s) {
+  uint64_t newest = 0;
+  bool found = false;
+  for (auto [sid, gen] : state_.segments())
+    if (sid == id && (!found || gen > newest)) newest = gen, found = true;
+  if (!found) return Errc::not_found;
+  // A crash mid-resize can leave two generations; the newer is the live one
+  // (the older was retired before the newer was published).
+  auto seg = Segment::attach(state_.segment_path(id, newest));
+  if (!seg) return seg.error();
+  for (auto [sid, gen] : state_.segments())
+    if (sid == id && gen != newest) ::unlink(state_.segment_path(id, gen).c_str());
+  if (newest != 0) {  // back to generation 0, which this daemon's resizes count from
+    const std::string to = state_.segment_path(id, 0);
+    if (::rename(state_.segment_path(id, newest).c_str(), to.c_str()) != 0) return from_errno(errno);
+    seg = Segment::attach(to);
+    if (!seg) return seg.error();
+  }
+  seg->set_control(state_.control());
+  s.capacity = seg->capacity();
+  s.max_message = seg->max_message();
+  return std::make_shared<Mailbox>(*this, id, s, std::move(seg.value()));
+}
+
+void Mount::remove_segments_except(const std::set<uint64_t>& keep) {
+  for (auto [id, gen] : state_.segments())
+    if (!keep.count(id)) ::unlink(state_.segment_path(id, gen).c_str());
+}
+
 void Mount::watch(uint64_t id, const std::shared_ptr<Mailbox>& box, bool on) {
   std::lock_guard<std::mutex> g(watch_mu_);
   if (on)

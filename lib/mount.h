@@ -7,6 +7,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <set>
 #include <string>
 #include <unordered_map>
 
@@ -46,6 +47,13 @@ class Mount {
   Result<std::shared_ptr<Mailbox>> create_mailbox(uint64_t id, const Settings& s);
   // A segment for mailbox `id` (a new generation when resizing).
   Result<Segment> make_segment(uint64_t id, uint64_t generation, const Settings& s);
+  // Re-attaches the live segment a dead daemon left for mailbox `id` (its
+  // newest generation, renamed to generation 0); `s` gives framing and
+  // timeout, the segment its geometry.
+  Result<std::shared_ptr<Mailbox>> adopt_mailbox(uint64_t id, Settings s);
+  // Unlinks the segment files of every mailbox id not in `keep`.
+  void remove_segments_except(const std::set<uint64_t>& keep);
+  bool restored() const { return state_.restored(); }
 
   // True if the thread is being killed: a message handed to it would be lost.
   // Replaceable for tests.

@@ -53,9 +53,19 @@ Result<StateDir> StateDir::open(const std::string& dir, uint64_t quota_max) {
   if (::flock(s.lock_.get(), LOCK_EX | LOCK_NB) != 0)
     return errno == EWOULDBLOCK ? Errc::exists : from_errno(errno);
   s.owner_ = true;
+  const std::string cpath = dir + "/" + kControlName;
+  // What a daemon that died left is kept for this one to re-attach (its
+  // segments may still be in use by other participants), if its control
+  // segment is intact and of this layout; anything else is cleared.
+  if (s.take_over(cpath)) {
+    auto* c = s.control();
+    c->daemon_pid = ::getpid();
+    c->quota_max = quota_max;
+    s.restored_ = true;
+    return s;
+  }
   clear_dir(dir);
 
-  const std::string cpath = dir + "/" + kControlName;
   UniqueFd fd(::open(cpath.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600));
   if (!fd.valid()) return from_errno(errno);
   if (::ftruncate(fd.get(), 4096) != 0) return from_errno(errno);
@@ -70,6 +80,34 @@ Result<StateDir> StateDir::open(const std::string& dir, uint64_t quota_max) {
   // participant's acquire load of `magic`.
   std::atomic_ref<uint64_t>(c->magic).store(layout::kControlMagic, std::memory_order_release);
   return s;
+}
+
+bool StateDir::take_over(const std::string& cpath) {
+  UniqueFd fd(::open(cpath.c_str(), O_RDWR | O_CLOEXEC | O_NOFOLLOW));
+  struct stat st;
+  if (!fd.valid() || ::fstat(fd.get(), &st) != 0 || !S_ISREG(st.st_mode) || st.st_size != 4096) return false;
+  void* p = ::mmap(nullptr, 4096, PROT_READ | PROT_WRITE, MAP_SHARED, fd.get(), 0);
+  if (p == MAP_FAILED) return false;
+  Mapping m(p, 4096);
+  auto* c = static_cast<layout::ControlHeader*>(p);
+  if (std::atomic_ref<uint64_t>(c->magic).load(std::memory_order_acquire) != layout::kControlMagic ||
+      c->version != layout::kVersion)
+    return false;
+  ctl_ = std::move(m);
+  return true;
+}
+
+std::vector<std::pair<uint64_t, uint64_t>> StateDir::segments() const {
+  std::vector<std::pair<uint64_t, uint64_t>> out;
+  DIR* d = ::opendir(dir_.c_str());
+  if (!d) return out;
+  while (dirent* e = ::readdir(d)) {
+    unsigned long long id, gen;
+    char rest;
+    if (std::sscanf(e->d_name, "m%llu.%llu%c", &id, &gen, &rest) == 2) out.emplace_back(id, gen);
+  }
+  ::closedir(d);
+  return out;
 }
 
 std::string StateDir::segment_path(uint64_t id, uint64_t generation) const {

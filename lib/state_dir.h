@@ -7,6 +7,7 @@
 #include <string>
 #include <thread>
 #include <utility>
+#include <vector>
 
 #include "errc.h"
 #include "mailbox/layout.h"
@@ -23,21 +24,28 @@ class StateDir {
     lock_ = std::move(o.lock_);
     ctl_ = std::move(o.ctl_);
     owner_ = std::exchange(o.owner_, false);
+    restored_ = o.restored_;
     return *this;
   }
   ~StateDir();
 
-  // Creates `dir` (or takes over one left by a dead daemon, clearing it) and
-  // its control segment. exists: another live daemon holds it.
+  // Creates `dir` and its control segment, or takes over one left by a dead
+  // daemon (restored(): its segments and records are kept for Tree::restore).
+  // exists: another live daemon holds it.
   static Result<StateDir> open(const std::string& dir, uint64_t quota_max);
+  bool restored() const { return restored_; }
+  // The segment files present, as (mailbox id, generation).
+  std::vector<std::pair<uint64_t, uint64_t>> segments() const;
 
   const std::string& dir() const { return dir_; }
   layout::ControlHeader* control() const { return static_cast<layout::ControlHeader*>(ctl_.get()); }
   std::string segment_path(uint64_t id, uint64_t generation) const;
 
  private:
+  bool take_over(const std::string& control_path);
   std::string dir_;
   UniqueFd lock_;
+  bool restored_ = false;
   bool owner_ = false;  // holds the flock: only then may the destructor clear the directory
   Mapping ctl_;
 };

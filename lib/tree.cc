@@ -1,8 +1,16 @@
 #include "tree.h"
 
+#include <fcntl.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <set>
+
+#include "persist.h"
 
 namespace mbx {
 
@@ -219,6 +227,7 @@ Result<struct stat> Tree::setattr(uint64_t ino, const struct stat& in, unsigned 
     else if (what & kSetMtime) n->mtime = in.st_mtim;
     if (what & (kSetMode | kSetUid | kSetGid | kSetAtime | kSetMtime | kSetAtimeNow | kSetMtimeNow))
       n->ctime = now_ts();
+    if (what & (kSetMode | kSetUid | kSetGid)) persist_locked(*n);
   }
   return stat_ino(ino);
 }
@@ -265,6 +274,7 @@ Result<struct stat> Tree::create(uint64_t parent, std::string_view name, mode_t 
     if (!n) return n.error();  // `box` is dropped: its segment goes with it
     (*n)->box = std::move(box.value());
     ino = (*n)->ino;
+    persist_locked(**n);
   }
   return stat_ino(ino);
 }
@@ -273,6 +283,7 @@ Result<struct stat> Tree::mkdir(uint64_t parent, std::string_view name, mode_t m
   Guard g(mu_);
   auto n = add_locked(parent, name, S_IFDIR | (mode & 07777), c);
   if (!n) return n.error();
+  persist_locked(**n);
   return stat_of(**n, nullptr);
 }
 
@@ -285,6 +296,7 @@ void Tree::detach_locked(Node& n) {
   }
   n.linked = false;
   n.ctime = now_ts();
+  remove_meta(mount_.state().dir(), n.ino);
 }
 
 Errc Tree::unlink(uint64_t parent, std::string_view name) {
@@ -363,6 +375,7 @@ Errc Tree::rename(uint64_t parent, std::string_view name, uint64_t newparent, st
     np->mtime = np->ctime = now_ts();
     if (S_ISDIR(s->mode)) np->subdirs++;
     s->ctime = now_ts();
+    persist_locked(*s);
   }
   if (replaced) replaced->remove();
   return Errc::ok;
@@ -485,7 +498,10 @@ Errc Tree::setxattr(uint64_t ino, std::string_view name, std::string_view value,
   if (e == Errc::not_found) return Errc::not_supported;
   if (e == Errc::ok) {
     Guard g(mu_);
-    if (Node* n = find_locked(ino)) n->ctime = now_ts();
+    if (Node* n = find_locked(ino)) {
+      n->ctime = now_ts();
+      persist_locked(*n);
+    }
   }
   return e;
 }
@@ -495,6 +511,81 @@ Errc Tree::removexattr(uint64_t ino, std::string_view name) {
   auto box = mailbox(ino);
   if (!box || name.substr(0, kPrefix.size()) != kPrefix) return Errc::no_data;
   return Errc::perm;  // the attributes are the mailbox's settings and counters
+}
+
+// Records `n` for a daemon restarted after a crash (lib/persist.h). A
+// failure (the state directory's file system full) costs only that.
+void Tree::persist_locked(const Node& n) {
+  NodeMeta m;
+  m.ino = n.ino;
+  m.parent = n.parent;
+  m.mode = n.mode;
+  m.uid = n.uid;
+  m.gid = n.gid;
+  m.name = n.name;
+  if (n.box) m.settings = n.box->info().settings;
+  if (save_meta(mount_.state().dir(), m) != Errc::ok && !persist_warned_) {
+    persist_warned_ = true;
+    std::fprintf(stderr, "mailboxfs: cannot record %s in the state directory (%s): it would not survive a crash\n",
+                 n.name.c_str(), std::strerror(errno));
+  }
+}
+
+Tree::Restored Tree::restore() {
+  Restored r;
+  std::vector<std::string> bad;
+  std::vector<NodeMeta> metas = load_meta(mount_.state().dir(), &bad);
+  r.dropped += bad.size();
+  for (const auto& name : bad) ::unlinkat(AT_FDCWD, (mount_.state().dir() + "/" + name).c_str(), 0);
+  std::map<uint64_t, std::vector<const NodeMeta*>> by_parent;
+  for (const auto& m : metas) by_parent[m.parent].push_back(&m);
+  std::set<uint64_t> kept;
+  {
+    Guard g(mu_);
+    // From the root down: a record whose parent is gone (or not a directory),
+    // or whose name is taken or invalid, is dropped with everything under it.
+    std::vector<uint64_t> todo{kRootIno};
+    while (!todo.empty()) {
+      const uint64_t pino = todo.back();
+      todo.pop_back();
+      for (const NodeMeta* m : by_parent[pino]) {
+        Node* p = find_locked(pino);
+        if (!p || !S_ISDIR(p->mode) || nodes_.count(m->ino) || check_name(m->name) != Errc::ok ||
+            p->children.count(m->name) || reserved(pino, m->name))
+          continue;
+        auto n = std::make_unique<Node>();
+        if (S_ISREG(m->mode)) {
+          auto box = mount_.adopt_mailbox(m->ino, m->settings);
+          if (!box) continue;
+          n->box = std::move(box.value());
+          r.mailboxes++;
+          r.messages += n->box->info().seg.count;
+        } else {
+          r.directories++;
+          todo.push_back(m->ino);
+        }
+        n->ino = m->ino;
+        n->parent = pino;
+        n->name = m->name;
+        n->mode = m->mode;
+        n->uid = m->uid;
+        n->gid = m->gid;
+        n->atime = n->mtime = n->ctime = now_ts();
+        p->children.emplace(n->name, n->ino);
+        if (S_ISDIR(n->mode)) p->subdirs++;
+        next_ino_ = std::max(next_ino_, n->ino + 1);
+        kept.insert(n->ino);
+        nodes_.emplace(n->ino, std::move(n));
+      }
+    }
+  }
+  for (const auto& m : metas)
+    if (!kept.count(m.ino)) {
+      remove_meta(mount_.state().dir(), m.ino);
+      r.dropped++;
+    }
+  mount_.remove_segments_except(kept);  // of mailboxes that were never recorded, or dropped
+  return r;
 }
 
 }  // namespace mbx

@@ -80,6 +80,14 @@ class Tree {
   // Deletes every mailbox (the daemon is stopping): parked calls end now.
   void shutdown();
 
+  // Rebuilds the namespace a daemon that died left in the state directory
+  // (when Mount::restored()), re-attaching its mailboxes' segments with the
+  // messages they hold. Called before serving.
+  struct Restored {
+    uint64_t directories = 0, mailboxes = 0, messages = 0, dropped = 0;
+  };
+  Restored restore();
+
  private:
   struct Node {
     uint64_t ino = 0;
@@ -102,6 +110,7 @@ class Tree {
   void maybe_drop_locked(Node& n);
   struct stat stat_of(const Node& n, const MailboxInfo* info) const;
   Result<struct stat> stat_ino(uint64_t ino);
+  void persist_locked(const Node& n);
 
   Mount& mount_;
   // Lock rule: mu_ is taken before any Mailbox's mutex; Mailbox calls that
@@ -109,6 +118,7 @@ class Tree {
   std::mutex mu_;
   std::unordered_map<uint64_t, std::unique_ptr<Node>> nodes_;
   uint64_t next_ino_ = kRootIno + 1;
+  bool persist_warned_ = false;
 };
 
 }  // namespace mbx
