@@ -83,7 +83,10 @@ uint64_t default_max_bytes() {
 // A mountpoint whose daemon died answers ENOTCONN: detach it so we can mount again.
 bool recover_dead_mount(const char* mp) {
   struct stat st;
-  if (::stat(mp, &st) == 0 || errno != ENOTCONN) return true;
+  struct statvfs sv;
+  // statfs always reaches the file system; stat may be answered from the
+  // kernel's attribute cache of the root, dead daemon or not.
+  if (::statvfs(mp, &sv) == 0 || errno != ENOTCONN) return true;
   std::fprintf(stderr, "mailboxfs: %s was left by a daemon that died; unmounting it\n", mp);
   if (::umount2(mp, MNT_DETACH) == 0) return true;
   pid_t pid = fork();

@@ -272,26 +272,43 @@ bool Segment::full() {
 // Finds room for `rec` contiguous bytes (see the layout comment). Needs send_lock.
 Result<Segment::Room> Segment::room_locked(uint64_t rec, bool force) {
   SegmentHeader* h = hdr_;
-  // SYNC POINT: acquire pairs with the release stores of head_pub/popped_pub
-  // in commit_recv_locked(): the room they free is no longer read.
-  const uint64_t head = h->head_pub.load(std::memory_order_acquire);
   const uint64_t tail = h->send.tail;
-  if (tail - head > data_size_ || h->tail_pub.load(std::memory_order_relaxed) != tail) {
+  if (h->tail_pub.load(std::memory_order_relaxed) != tail) {
     h->state.store(layout::kCorrupt, std::memory_order_release);  // another participant scribbled
     return Errc::bad_message;
   }
-  if (!force && full_locked()) return Errc::again;
-  const uint64_t off = tail % data_size_;
-  const uint64_t next_lap = tail + (data_size_ - off);
-  auto fits = [&](uint64_t at) { return at + rec - head <= data_size_; };
-  // No restart at offset 0 when the ring is empty: the head is the receivers'
-  // to move, so the skipped gap would count as used until they pass it, and a
-  // mailbox below its capacity could refuse a message (data_size_for assumes
-  // at most one gap, shorter than a record).
-  Room room{tail, false};
-  if (data_size_ - off < rec) room = Room{next_lap, true};
-  if (!fits(room.at)) return capacity_ == layout::kUnbounded ? Errc::no_space : Errc::again;
-  return room;
+  // First with the receivers' position as last seen (a line they write on
+  // every message: re-read only when it does not leave room, as an SPSC ring
+  // caches the other side's index), then as it is now.
+  for (bool fresh : {false, true}) {
+    if (fresh) {
+      // SYNC POINT: acquire pairs with the release stores of head_pub and
+      // popped_pub in commit_recv_locked(): the room they free is no longer
+      // read. Both only grow, so older values are safe underestimates.
+      seen_popped_ = h->popped_pub.load(std::memory_order_acquire);
+      seen_head_ = h->head_pub.load(std::memory_order_acquire);
+    }
+    const uint64_t head = seen_head_;
+    if (tail - head > data_size_ || seen_popped_ > h->send.next_seq) {
+      if (!fresh) continue;
+      h->state.store(layout::kCorrupt, std::memory_order_release);
+      return Errc::bad_message;
+    }
+    if (!force && capacity_ != layout::kUnbounded && h->send.next_seq - seen_popped_ >= effective_capacity()) {
+      if (!fresh) continue;
+      return Errc::again;
+    }
+    const uint64_t off = tail % data_size_;
+    // No restart at offset 0 when the ring is empty: the head is the receivers'
+    // to move, so the skipped gap would count as used until they pass it, and a
+    // mailbox below its capacity could refuse a message (data_size_for assumes
+    // at most one gap, shorter than a record).
+    Room room{tail, false};
+    if (data_size_ - off < rec) room = Room{tail + (data_size_ - off), true};
+    if (room.at + rec - head <= data_size_) return room;
+    if (fresh) return capacity_ == layout::kUnbounded ? Errc::no_space : Errc::again;
+  }
+  return Errc::again;  // not reached
 }
 
 // Charges `rec` record bytes to the mount's quota, marking the send in flight.
@@ -394,8 +411,9 @@ Result<Segment::Found> Segment::oldest_locked() {
   SegmentHeader* h = hdr_;
   // SYNC POINT: acquire pairs with the release store of tail_pub in
   // commit_send_locked(): every record before it is complete.
-  const uint64_t tail = h->tail_pub.load(std::memory_order_acquire);
   uint64_t pos = h->recv.head;
+  uint64_t tail = seen_tail_;  // as last seen: re-read (a line senders write) when used up
+  if (tail == pos || tail - pos > data_size_) tail = seen_tail_ = h->tail_pub.load(std::memory_order_acquire);
   if (tail == pos) return Errc::again;
   if (tail - pos > data_size_ || h->head_pub.load(std::memory_order_relaxed) != pos) goto corrupt;
   {

@@ -199,6 +199,9 @@ class Segment {
   uint64_t capacity_ = 0, max_message_ = 0, data_size_ = 0;
   layout::ControlHeader* ctl_ = nullptr;
   uint64_t settle_batch_ = 0;
+  // The other half's positions as this object last read them (each only
+  // grows): re-read only when they do not let the operation through.
+  uint64_t seen_head_ = 0, seen_popped_ = 0, seen_tail_ = 0;
   // An open reservation or view holds its side's lock (see reserve(), view()).
   struct Reserved {
     Room room;
