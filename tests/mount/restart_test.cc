@@ -23,7 +23,10 @@ using mt::q;
 bool restart(const mt::Mount& m, std::unique_ptr<mt::Proc>* daemon) {
   *daemon = std::make_unique<mt::Proc>("exec " + q(mt::daemon_binary()) + " -f -o state_dir=" + q(m.state_dir()) +
                                        " " + q(m.dir()));
-  return mt::wait_until([&] { return mt::sh("ls " + q(m.dir())).status == 0; }, 5000);
+  // Mounted (a plain directory also lists) and answering (a dead mount does not).
+  return mt::wait_until([&] {
+    return mt::sh("grep -q ' " + m.dir() + " fuse.mailboxfs ' /proc/mounts && ls " + q(m.dir())).status == 0;
+  }, 5000);
 }
 
 TEST(Restart, QueuedMessagesAndNamesSurviveADaemonKill) {
@@ -69,6 +72,7 @@ TEST(Restart, QueuedMessagesAndNamesSurviveADaemonKill) {
 
   mt::sh("fusermount3 -u " + q(m.dir()));
   EXPECT_TRUE(second->exits_within(5000));
+  EXPECT_EQ(mt::sh("grep -c ' " + m.dir() + " ' /proc/mounts").out, "0\n");  // the dead mount was replaced, not covered
   EXPECT_NE(second->finish().err.find("re-attached 2 mailboxes (4 messages) and 3 directories"), std::string::npos);
 }
 
