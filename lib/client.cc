@@ -454,6 +454,8 @@ bool Mailbox::via_file() const { return impl_->file.has_value(); }
 
 struct mbx_mailbox {
   mailbox::Mailbox box;
+  std::optional<mailbox::Reservation> reserved;
+  std::optional<mailbox::View> viewed;
 };
 
 namespace {
@@ -468,7 +470,7 @@ extern "C" {
 int mbx_open(const char* path, unsigned flags, mbx_t** out) {
   auto r = mailbox::Mailbox::open(path, {(flags & MBX_SEND) != 0, (flags & MBX_RECEIVE) != 0});
   if (!r) return -r.error();
-  *out = new mbx_mailbox{std::move(r.value())};
+  *out = new mbx_mailbox{std::move(r.value()), std::nullopt, std::nullopt};
   return 0;
 }
 
@@ -480,7 +482,7 @@ int mbx_create(const char* path, uint64_t capacity, uint64_t max_message, unsign
   c.mode = mode;
   auto r = mailbox::Mailbox::create(path, c, {(flags & MBX_SEND) != 0, (flags & MBX_RECEIVE) != 0});
   if (!r) return -r.error();
-  *out = new mbx_mailbox{std::move(r.value())};
+  *out = new mbx_mailbox{std::move(r.value()), std::nullopt, std::nullopt};
   return 0;
 }
 
@@ -498,6 +500,52 @@ ssize_t mbx_recv(mbx_t* m, void* buf, size_t cap, int timeout_ms) {
            : timeout_ms < 0 ? m->box.receive(buf, cap)
                             : m->box.receive_until(buf, cap, *deadline_of(timeout_ms));
   return r ? static_cast<ssize_t>(*r) : -static_cast<ssize_t>(r.error());
+}
+
+void mbx_last_sender(const mbx_t* m, pid_t* pid, uid_t* uid, gid_t* gid) {
+  const mailbox::Sender s = m->box.last_sender();
+  if (pid) *pid = s.pid;
+  if (uid) *uid = s.uid;
+  if (gid) *gid = s.gid;
+}
+
+int mbx_reserve(mbx_t* m, size_t len, void** data, int timeout_ms) {
+  if (m->reserved) return -EBUSY;
+  auto r = timeout_ms == 0  ? m->box.try_reserve(len)
+           : timeout_ms < 0 ? m->box.reserve(len)
+                            : m->box.reserve_until(len, *deadline_of(timeout_ms));
+  if (!r) return -r.error();
+  *data = r->data();
+  m->reserved.emplace(std::move(r.value()));
+  return 0;
+}
+
+int mbx_commit(mbx_t* m) {
+  if (!m->reserved) return -EINVAL;
+  const int e = m->reserved->commit();
+  m->reserved.reset();
+  return -e;
+}
+
+void mbx_abort(mbx_t* m) { m->reserved.reset(); }
+
+ssize_t mbx_recv_view(mbx_t* m, const void** data, int timeout_ms) {
+  if (m->viewed) return -EBUSY;
+  auto r = timeout_ms == 0  ? m->box.try_receive_view()
+           : timeout_ms < 0 ? m->box.receive_view()
+                            : m->box.receive_view_until(*deadline_of(timeout_ms));
+  if (!r) return -static_cast<ssize_t>(r.error());
+  *data = r->data();
+  const size_t n = r->size();
+  m->viewed.emplace(std::move(r.value()));
+  return static_cast<ssize_t>(n);
+}
+
+void mbx_release(mbx_t* m) { m->viewed.reset(); }
+
+void mbx_put_back(mbx_t* m) {
+  if (m->viewed) m->viewed->put_back();
+  m->viewed.reset();
 }
 
 }  // extern "C"

@@ -9,6 +9,8 @@
 
 #include <cstdlib>
 #include <cstring>
+#include <mailbox/mailbox.h>
+
 #include <mailbox/mailbox.hpp>
 #include <string>
 
@@ -204,5 +206,41 @@ TEST_P(LibraryFallback, OtherUserGoesThroughTheFile) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Framings, LibraryFallback, ::testing::Values("file", "datagram", "line"));
+
+}  // namespace
+
+namespace {
+
+TEST(LibraryCApi, ZeroCopyAndSender) {
+  Mount m;
+  ASSERT_TRUE(m.ok());
+  mbx_t* box = nullptr;
+  ASSERT_EQ(mbx_create(m.path("c").c_str(), 2, 64, 0600, MBX_SEND | MBX_RECEIVE, &box), 0);
+  void* slot = nullptr;
+  ASSERT_EQ(mbx_reserve(box, 3, &slot, -1), 0);
+  EXPECT_EQ(mbx_reserve(box, 3, &slot, 0), -EBUSY);  // one at a time
+  std::memcpy(slot, "abc", 3);
+  EXPECT_EQ(mbx_commit(box), 0);
+  EXPECT_EQ(mbx_commit(box), -EINVAL);
+  ASSERT_EQ(mbx_reserve(box, 4, &slot, 0), 0);
+  mbx_abort(box);  // nothing sent
+  EXPECT_EQ(m.xattr("c", "messages"), "1");
+  const void* data = nullptr;
+  ASSERT_EQ(mbx_recv_view(box, &data, 0), 3);
+  EXPECT_EQ(std::string(static_cast<const char*>(data), 3), "abc");
+  mbx_put_back(box);
+  ASSERT_EQ(mbx_recv_view(box, &data, 0), 3);
+  pid_t pid = 0;
+  uid_t uid = 1;
+  mbx_last_sender(box, &pid, &uid, nullptr);
+  EXPECT_EQ(pid, getpid());
+  EXPECT_EQ(uid, geteuid());
+  mbx_release(box);
+  EXPECT_EQ(mbx_recv_view(box, &data, 0), -EAGAIN);
+  EXPECT_EQ(mbx_recv_view(box, &data, 30), -ETIMEDOUT);
+  EXPECT_EQ(mbx_reserve(box, 65, &slot, 0), -EMSGSIZE);
+  mbx_close(box);
+  EXPECT_EQ(m.xattr("c", "received"), "1");
+}
 
 }  // namespace

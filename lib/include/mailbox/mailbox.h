@@ -28,6 +28,23 @@ int mbx_send(mbx_t *m, const void *data, size_t len, int timeout_ms);
 /* Returns the message length; -EMSGSIZE leaves a message larger than cap queued. */
 ssize_t mbx_recv(mbx_t *m, void *buf, size_t cap, int timeout_ms);
 
+/* The sender of the last message received through m (any out pointer may be NULL). */
+void mbx_last_sender(const mbx_t *m, pid_t *pid, uid_t *uid, gid_t *gid);
+
+/* Zero-copy send: reserves room for exactly len bytes and returns where they
+ * go in *data; then mbx_commit() sends them or mbx_abort() drops them. Other
+ * senders wait in between; one reservation per mbx_t at a time (-EBUSY). */
+int mbx_reserve(mbx_t *m, size_t len, void **data, int timeout_ms);
+int mbx_commit(mbx_t *m);
+void mbx_abort(mbx_t *m);
+
+/* Zero-copy receive: the oldest message, in place, until mbx_release()
+ * removes it or mbx_put_back() leaves it queued. Other receivers wait in
+ * between; one view per mbx_t at a time (-EBUSY). Returns the length. */
+ssize_t mbx_recv_view(mbx_t *m, const void **data, int timeout_ms);
+void mbx_release(mbx_t *m);
+void mbx_put_back(mbx_t *m);
+
 #ifdef __cplusplus
 }
 #endif
