@@ -78,7 +78,7 @@ class Mount {
   std::unique_ptr<Direct> direct_;      // last: stopped first (its links use the timers)
 };
 
-// Reads /proc/<tid>/status: true if SIGKILL is pending (the thread is dying).
+// Reads /proc/<tid>/stat: true if SIGKILL is pending or the thread is exiting.
 bool thread_dying(pid_t tid);
 // Reads /proc/<tid>/stat: true if the thread is exiting because of a signal.
 bool killed_by_signal(pid_t tid);

@@ -187,6 +187,7 @@ TEST(ProcProbes, DyingAndKilledBySignal) {
   };
   pid_t killed = zombie(SIGTERM);
   EXPECT_TRUE(killed_by_signal(killed));
+  EXPECT_TRUE(thread_dying(killed));  // exiting: a reply to it would be lost
   EXPECT_EQ(ut::wait_child(killed) & 0x7f, SIGTERM);
   pid_t exited = zombie(0);
   EXPECT_FALSE(killed_by_signal(exited));
