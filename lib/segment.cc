@@ -436,9 +436,44 @@ corrupt:
 }
 
 // Removes the record `f` as received and publishes the new head.
+// Gives back to the system (tmpfs) the memory of every whole chunk of the
+// record area the head is about to pass: positions only grow, so a ring that
+// keeps moving would otherwise end up with all of data_size resident however
+// little it holds. Needs recv_lock, before the new head is published. Best
+// effort: skipped when a sender holds send_lock.
+void Segment::release_passed_locked(uint64_t old_head, uint64_t new_head) {
+  if (data_size_ < 8 * kReleaseChunk) return;
+  for (uint64_t lap = old_head / data_size_; lap * data_size_ < new_head; lap++) {
+    const uint64_t base = lap * data_size_;
+    const uint64_t a = std::max(old_head, base) - base, b = std::min(new_head, base + data_size_) - base;
+    // Chunks [k*C, min((k+1)*C, D)) whose end lies in (a, b]: wholly behind the new head.
+    for (uint64_t end = (a / kReleaseChunk + 1) * kReleaseChunk;; end += kReleaseChunk) {
+      const uint64_t e = std::min(end, data_size_);
+      if (e > b) break;
+      const uint64_t start = end - kReleaseChunk;
+      // The chunk's next incarnation starts at base + start + D. Safe to drop
+      // only if no sender has written there: the tail (stable while we hold
+      // send_lock) must not have reached it.
+      const int rc = pthread_mutex_trylock(&hdr_->send_lock);
+      if (rc == EOWNERDEAD) {  // ours now, after a sender died holding it: recover as lock() would
+        if (!recover_send_locked()) hdr_->state.store(layout::kCorrupt, std::memory_order_release);
+        pthread_mutex_consistent(&hdr_->send_lock);
+        pthread_mutex_unlock(&hdr_->send_lock);
+        return;
+      }
+      if (rc != 0) return;  // a sender is busy: next time
+      if (hdr_->send.tail <= base + start + data_size_)
+        ::madvise(data_ + start, e - start, MADV_REMOVE);
+      pthread_mutex_unlock(&hdr_->send_lock);
+      if (e == data_size_) break;
+    }
+  }
+}
+
 void Segment::remove_oldest_locked(const Found& f, int64_t now_ns) {
   layout::RecvState n = hdr_->recv;
   const uint64_t rec = layout::record_size(f.r.len);
+  release_passed_locked(n.head, f.pos + rec);
   n.head = f.pos + rec;
   n.popped++;
   n.popped_bytes += f.r.len;
@@ -708,7 +743,8 @@ bool Segment::recover_recv_locked() const {
 }
 
 void Segment::kick_daemon(uint32_t watch_bit) {
-  // SYNC POINT: the fence orders our ring change (made under `lock`) before the
+  // SYNC POINT: the fence orders our ring change (published by the release of
+  // tail_pub/head_pub under send_lock/recv_lock) before the
   // load of daemon_watch; pairs with the daemon's seq_cst store of daemon_watch
   // followed by its re-check of the ring (Mailbox::settle_locked).
   std::atomic_thread_fence(std::memory_order_seq_cst);

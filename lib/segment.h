@@ -182,6 +182,8 @@ class Segment {
   Errc charge_quota_locked(uint64_t rec, bool force);
   void write_record_locked(const Room& room, size_t len, const Sender& from, int64_t now_ns);
   void remove_oldest_locked(const Found& f, int64_t now_ns);
+  void release_passed_locked(uint64_t old_head, uint64_t new_head);
+  static constexpr uint64_t kReleaseChunk = 256 * 1024;
   void commit_send_locked(const layout::SendState& n) const;
   void commit_recv_locked(const layout::RecvState& n) const;
   void empty_both_locked();
