@@ -215,14 +215,19 @@ int main(int argc, char* argv[]) {
   fuse_opt_add_arg(&args, "-odefault_permissions,fsname=mailboxfs,subtype=mailboxfs");
   const fuse_lowlevel_ops& ops = mbx::fuse_operations();
   fuse_session* se = fuse_session_new(&args, &ops, sizeof ops, &fs);
-  if (!se) return 2;  // libfuse printed which option it did not know
+  if (!se) {  // libfuse printed which option it did not know
+    if ((*mount)->restored()) (*mount)->keep_state();
+    return 2;
+  }
   (*mount)->raise_size = [se](uint64_t ino, uint64_t size) {
     fuse_bufvec empty = FUSE_BUFVEC_INIT(0);
     fuse_lowlevel_notify_store(se, ino, static_cast<off_t>(size), &empty, FUSE_BUF_NO_SPLICE);
   };
   int status = 1;  // until mounted
+  bool mounted = false;
   if (fuse_set_signal_handlers(se) == 0) {
     if (fuse_session_mount(se, real) == 0) {
+      mounted = true;
       int rc;
       // Re-attached only once mounted: a failed mount must not consume them.
       if ((*mount)->restored()) {
@@ -252,6 +257,8 @@ int main(int argc, char* argv[]) {
     }
     fuse_remove_signal_handlers(se);
   }
+  // A dead daemon's state this one never mounted to re-attach stays for the next attempt.
+  if (!mounted && (*mount)->restored()) (*mount)->keep_state();
   fuse_session_destroy(se);
   free(cmd.mountpoint);
   fuse_opt_free_args(&args);

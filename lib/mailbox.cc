@@ -643,6 +643,11 @@ uint64_t Mailbox::reported_size_locked(const SegmentStats& st) const {
   return std::max<uint64_t>(st.bytes, std::min<uint64_t>(settings_.max_message, kMaxDatagram));
 }
 
+Settings Mailbox::settings() {
+  Guard g(mu_);
+  return settings_;
+}
+
 MailboxInfo Mailbox::info() {
   MailboxInfo i;
   Guard g(mu_);

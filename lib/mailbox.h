@@ -169,6 +169,9 @@ class Mailbox : public std::enable_shared_from_this<Mailbox> {
   std::optional<Sender> last_sender(pid_t reader);
 
   MailboxInfo info();
+  // The settings alone: takes no segment lock (a library process may hold
+  // one for as long as it likes), so callers holding Tree::mu_ may use it.
+  Settings settings();
   // Changes a setting by name; resizes the segment when capacity or
   // max_message change (busy if queued messages would not fit).
   Errc set(std::string_view name, std::string_view value);

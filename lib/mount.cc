@@ -81,8 +81,18 @@ Result<std::shared_ptr<Mailbox>> Mount::adopt_mailbox(uint64_t id, Settings s) {
 }
 
 void Mount::remove_segments_except(const std::set<uint64_t>& keep) {
-  for (auto [id, gen] : state_.segments())
-    if (!keep.count(id)) ::unlink(state_.segment_path(id, gen).c_str());
+  for (auto [id, gen] : state_.segments()) {
+    if (keep.count(id)) continue;
+    // What it still holds goes back to the quota the dead daemon's peers kept.
+    const std::string path = state_.segment_path(id, gen);
+    if (auto seg = Segment::attach(path)) {
+      seg->set_control(state_.control());
+      seg->discard_all();
+      seg->set_state(layout::kDeleted);
+      seg->wake_all();  // a peer still sleeping on it sees it deleted
+    }
+    ::unlink(path.c_str());
+  }
 }
 
 void Mount::watch(uint64_t id, const std::shared_ptr<Mailbox>& box, bool on) {

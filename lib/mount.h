@@ -54,6 +54,7 @@ class Mount {
   // Unlinks the segment files of every mailbox id not in `keep`.
   void remove_segments_except(const std::set<uint64_t>& keep);
   bool restored() const { return state_.restored(); }
+  void keep_state() { state_.keep(); }
 
   // True if the thread is being killed: a message handed to it would be lost.
   // Replaceable for tests.

@@ -34,6 +34,9 @@ class StateDir {
   // exists: another live daemon holds it.
   static Result<StateDir> open(const std::string& dir, uint64_t quota_max);
   bool restored() const { return restored_; }
+  // Leaves the directory as it is on destruction (a dead daemon's state that
+  // this one could not mount to re-attach, kept for the next attempt).
+  void keep() { owner_ = false; }
   // The segment files present, as (mailbox id, generation).
   std::vector<std::pair<uint64_t, uint64_t>> segments() const;
 

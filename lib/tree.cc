@@ -523,7 +523,7 @@ void Tree::persist_locked(const Node& n) {
   m.uid = n.uid;
   m.gid = n.gid;
   m.name = n.name;
-  if (n.box) m.settings = n.box->info().settings;
+  if (n.box) m.settings = n.box->settings();
   if (save_meta(mount_.state().dir(), m) != Errc::ok && !persist_warned_) {
     persist_warned_ = true;
     std::fprintf(stderr, "mailboxfs: cannot record %s in the state directory (%s): it would not survive a crash\n",

@@ -52,6 +52,10 @@ TEST(Restart, QueuedMessagesAndNamesSurviveADaemonKill) {
   ASSERT_EQ(fast->try_receive(got), 0);
   EXPECT_EQ(got, "before");
 
+  // A daemon that fails to start on it leaves the state for the next one.
+  auto failed = mt::sh(q(mt::daemon_binary()) + " -f -o state_dir=" + q(m.state_dir()) + ",no_such_option " +
+                       q(m.dir()), 5000);
+  EXPECT_NE(failed.status, 0);
   std::unique_ptr<mt::Proc> second;
   ASSERT_TRUE(restart(m, &second)) << second->finish(100).err;
   auto r = m.sh("find . | sort; stat -c '%n %a' dgram; getfattr --only-values -n user.mailbox.framing dgram; echo;"
