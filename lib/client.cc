@@ -256,7 +256,11 @@ struct Mailbox::Impl {
 
   Result<size_t> receive(void* buf, size_t cap, bool nonblock, std::optional<Clock::time_point> deadline) {
     if (!can_receive) return Result<size_t>::failure(EBADF);
-    if (file) return file->receive(buf, cap, nonblock, deadline);
+    if (file) {
+      auto r = file->receive(buf, cap, nonblock, deadline);
+      if (r) note_file_sender();
+      return r;
+    }
     size_t len = 0;
     int e = until_message([&] {
       auto r = seg.pop_into(buf, cap, mbx::coarse_realtime_ns());
@@ -275,6 +279,7 @@ struct Mailbox::Impl {
     if (file && can_receive) {
       auto r = file->receive(nonblock, deadline);
       out = r ? std::move(*r) : std::string();
+      if (r) note_file_sender();
       return r.error();
     }
     for (;;) {
@@ -296,7 +301,8 @@ struct Mailbox::Impl {
       auto r = file->receive(nonblock, deadline);
       if (!r) return Result<mbx::Segment::View>::failure(r.error());
       staging = std::move(*r);
-      return mbx::Segment::View{staging.data(), staging.size(), 0, {}};
+      note_file_sender();
+      return mbx::Segment::View{staging.data(), staging.size(), 0, last_from};
     }
     mbx::Segment::View v{};
     int e = until_message([&] {
@@ -307,6 +313,11 @@ struct Mailbox::Impl {
     if (e) return Result<mbx::Segment::View>::failure(e);
     last_from = v.from;
     return v;
+  }
+
+  void note_file_sender() {
+    const Sender s = file->last_sender();
+    last_from = mbx::Sender{s.pid, s.uid, s.gid};
   }
 
   void release() {
@@ -468,7 +479,7 @@ std::optional<mailbox::Clock::time_point> deadline_of(int timeout_ms) {
 extern "C" {
 
 int mbx_open(const char* path, unsigned flags, mbx_t** out) {
-  auto r = mailbox::Mailbox::open(path, {(flags & MBX_SEND) != 0, (flags & MBX_RECEIVE) != 0});
+  auto r = mailbox::Mailbox::open(path, {(flags & MBX_SEND) != 0, (flags & MBX_RECEIVE) != 0, (flags & MBX_FALLBACK) != 0});
   if (!r) return -r.error();
   *out = new mbx_mailbox{std::move(r.value()), std::nullopt, std::nullopt};
   return 0;
@@ -480,7 +491,7 @@ int mbx_create(const char* path, uint64_t capacity, uint64_t max_message, unsign
   c.capacity = capacity;
   c.max_message = max_message;
   c.mode = mode;
-  auto r = mailbox::Mailbox::create(path, c, {(flags & MBX_SEND) != 0, (flags & MBX_RECEIVE) != 0});
+  auto r = mailbox::Mailbox::create(path, c, {(flags & MBX_SEND) != 0, (flags & MBX_RECEIVE) != 0, (flags & MBX_FALLBACK) != 0});
   if (!r) return -r.error();
   *out = new mbx_mailbox{std::move(r.value()), std::nullopt, std::nullopt};
   return 0;

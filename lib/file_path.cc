@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cstdio>
 #include <cerrno>
 #include <cstring>
 #include <thread>
@@ -55,6 +56,10 @@ int FilePath::wait_fd(int fd, short events, Deadline deadline) {
 
 int FilePath::send(std::string_view msg, bool nonblock, Deadline deadline) {
   if (msg.size() > max_message_) return EMSGSIZE;
+  // Through the file an empty message cannot be told from no message (an
+  // open and close with nothing written sends nothing; an empty write is no
+  // datagram), so it is refused rather than silently dropped.
+  if (msg.empty()) return EINVAL;
   if (framing_ == Framing::file) return send_file(msg, nonblock, deadline);
   std::string line;
   if (framing_ == Framing::line) {
@@ -90,8 +95,7 @@ int FilePath::send_file(std::string_view msg, bool nonblock, Deadline deadline) 
     const bool try_only = nonblock || deadline.has_value();
     mbx::UniqueFd fd(::open(path_.c_str(), O_WRONLY | O_CLOEXEC | (try_only ? O_NONBLOCK : 0)));
     if (!fd.valid()) return errno;
-    if (!msg.empty() && ::write(fd.get(), msg.data(), msg.size()) != static_cast<ssize_t>(msg.size())) return errno;
-    if (msg.empty()) return 0;  // an open and close with nothing written sends nothing
+    if (::write(fd.get(), msg.data(), msg.size()) != static_cast<ssize_t>(msg.size())) return errno;
     const int e = ::close(fd.release()) == 0 ? 0 : errno;  // the commit, and its verdict
     if (e != EAGAIN || nonblock) return e;
     if (expired(deadline)) return ETIMEDOUT;
@@ -159,6 +163,23 @@ Result<std::string> FilePath::receive(bool nonblock, Deadline deadline) {
   std::string m = std::move(held_.front());
   held_.pop_front();
   return m;
+}
+
+// The daemon's user.mailbox.sender answers, for the calling thread, who sent
+// the last message it received from this file.
+Sender FilePath::last_sender() const {
+  char buf[128];
+  const ssize_t n = ::getxattr(path_.c_str(), "user.mailbox.sender", buf, sizeof buf - 1);
+  Sender s;
+  if (n <= 0) return s;
+  buf[n] = 0;
+  unsigned long long pid = 0, uid = 0, gid = 0;
+  if (std::sscanf(buf, "pid=%llu uid=%llu gid=%llu", &pid, &uid, &gid) == 3) {
+    s.pid = static_cast<int>(pid);
+    s.uid = static_cast<unsigned>(uid);
+    s.gid = static_cast<unsigned>(gid);
+  }
+  return s;
 }
 
 Result<size_t> FilePath::receive(void* buf, size_t cap, bool nonblock, Deadline deadline) {

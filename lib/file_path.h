@@ -27,6 +27,8 @@ class FilePath {
   // Makes `msg` the next message this object returns (a view put back).
   void put_back(std::string msg);
   size_t max_message() const { return max_message_; }
+  // Who sent the message this thread received last through the file.
+  Sender last_sender() const;
 
  private:
   enum class Framing { file, datagram, line };

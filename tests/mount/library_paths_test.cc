@@ -172,6 +172,8 @@ TEST_P(LibraryFallback, OtherUserGoesThroughTheFile) {
     // Not our own message back: wait until root has taken it.
     if (!mt::wait_until([] { return received_count("box") == 1; }, 5000)) return 25;
     if (b->receive_until(got, mailbox::Clock::now() + 5s) != 0 || got != "from root" + nl) return 17;
+    if (b->last_sender().pid != getppid()) return 26;  // the daemon's user.mailbox.sender for this thread
+    if (b->send("") != EINVAL) return 27;               // through the file, nothing is no message
     if (b->send(std::string(65, 'x')) != EMSGSIZE) return 18;
     // Fill the mailbox (capacity 2): the third send would block.
     if (b->send("a") != 0 || b->send("b") != 0) return 19;

@@ -14,6 +14,8 @@ typedef struct mbx_mailbox mbx_t;
 
 #define MBX_SEND 1u
 #define MBX_RECEIVE 2u
+/* If the segment may not be mapped (EACCES), use the mailbox file instead. */
+#define MBX_FALLBACK 4u
 #define MBX_UNBOUNDED UINT64_MAX
 
 /* Opens the mailbox file at path for MBX_SEND and/or MBX_RECEIVE. */
