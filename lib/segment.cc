@@ -564,6 +564,7 @@ bool Segment::withdraw(uint64_t seq) {
 SegmentStats Segment::stats() {
   SegmentStats s;
   Both l(*this, /*any_state=*/true);
+  if (l.ok()) settle_quota_locked();  // whoever looks sees the mount's quota exact for this mailbox
   const SegmentHeader* h = hdr_;
   s.count = h->send.next_seq - h->recv.popped;
   s.bytes = h->send.sent_bytes - h->recv.popped_bytes;
