@@ -35,11 +35,16 @@ Result<std::string> get_xattr(const std::string& path, const char* name) {
 }
 
 // Sleeps until `word` moves from `seen` or the deadline passes; the caller
-// re-checks the ring either way. Spins briefly first.
+// re-checks the ring either way. Spins briefly first, also watching the other
+// half's published position `pos` (moved from `pos_seen`): it changes before
+// the word (inside the other side's commit, before its unlock and wake-up),
+// which shortens a ping-pong's hand-off.
 void wait_change(std::atomic<uint32_t>& word, std::atomic<uint32_t>& sleepers, uint32_t seen,
+                 const std::atomic<uint64_t>& pos, uint64_t pos_seen,
                  const std::optional<Clock::time_point>& deadline) {
   for (int i = 0; i < kSpins; i++) {
     if (word.load(std::memory_order_acquire) != seen) return;
+    if (pos.load(std::memory_order_relaxed) != pos_seen) return;  // the caller re-checks under its lock
 #if defined(__x86_64__) || defined(__i386__)
     __builtin_ia32_pause();
 #endif
@@ -149,6 +154,7 @@ struct Mailbox::Impl {
     // the other side writes on every message), then the attempt is repeated
     // before sleeping on the value read.
     uint32_t seen = 0;
+    uint64_t pos_seen = 0;
     bool have_seen = false;
     for (;;) {
       const Errc e = attempt();
@@ -157,8 +163,9 @@ struct Mailbox::Impl {
       if (e == Errc::again) {
         if (nonblock) return EAGAIN;
         if (expired(deadline)) return ETIMEDOUT;
-        if (have_seen) wait_change(h()->popped, h()->sleeping_senders, seen, deadline);
+        if (have_seen) wait_change(h()->popped, h()->sleeping_senders, seen, h()->head_pub, pos_seen, deadline);
         seen = h()->popped.load(std::memory_order_acquire);
+        pos_seen = h()->head_pub.load(std::memory_order_relaxed);
         have_seen = true;
       } else if (!recover(e, &err)) {
         return err;
@@ -175,6 +182,7 @@ struct Mailbox::Impl {
     // the other side writes on every message), then the attempt is repeated
     // before sleeping on the value read.
     uint32_t seen = 0;
+    uint64_t pos_seen = 0;
     bool have_seen = false;
     for (;;) {
       const Errc e = attempt();
@@ -183,8 +191,9 @@ struct Mailbox::Impl {
       if (e == Errc::again) {
         if (nonblock) return EAGAIN;
         if (expired(deadline)) return ETIMEDOUT;
-        if (have_seen) wait_change(h()->pushed, h()->sleeping_receivers, seen, deadline);
+        if (have_seen) wait_change(h()->pushed, h()->sleeping_receivers, seen, h()->tail_pub, pos_seen, deadline);
         seen = h()->pushed.load(std::memory_order_acquire);
+        pos_seen = h()->tail_pub.load(std::memory_order_relaxed);
         have_seen = true;
       } else if (!recover(e, &err)) {
         return err;
@@ -239,6 +248,7 @@ struct Mailbox::Impl {
     if (nonblock) deadline = Clock::now() + std::chrono::milliseconds(1);
     for (;;) {
       const uint32_t seen = h()->popped.load(std::memory_order_acquire);
+      const uint64_t pos_seen = h()->head_pub.load(std::memory_order_relaxed);
       if (seg.consumed_seq() > seq) return 0;
       // A resize carried the offer over to the new segment (it stays queued
       // there); a delete discarded it.
@@ -250,7 +260,7 @@ struct Mailbox::Impl {
         seg.after_pop(false);
         return nonblock ? EAGAIN : ETIMEDOUT;
       }
-      wait_change(h()->popped, h()->sleeping_senders, seen, deadline);
+      wait_change(h()->popped, h()->sleeping_senders, seen, h()->head_pub, pos_seen, deadline);
     }
   }
 

@@ -183,6 +183,8 @@ class Segment {
   void write_record_locked(const Room& room, size_t len, const Sender& from, int64_t now_ns);
   void remove_oldest_locked(const Found& f, int64_t now_ns);
   void release_passed_locked(uint64_t old_head, uint64_t new_head);
+  void restart_if_empty_locked();
+  static constexpr uint64_t kRestartAt = 64 * 1024;
   static constexpr uint64_t kReleaseChunk = 256 * 1024;
   void commit_send_locked(const layout::SendState& n) const;
   void commit_recv_locked(const layout::RecvState& n) const;

@@ -126,10 +126,10 @@ TEST(SegmentCorrupt, PopOfScribbledRecord) {
          f.set_tail(f.h()->data_size + 200);
          f.rec_at(f.h()->data_size - 40)->len = kMax;
        }},
-      {"wrap marker with nothing after it",
+      {"wrap marker with the tail inside its gap",
        [](Fixture& f) {
          f.set_head(f.h()->data_size - 64);
-         f.set_tail(f.h()->data_size);
+         f.set_tail(f.h()->data_size - 32);
          f.rec_at(f.h()->data_size - 64)->len = layout::kWrapMarker;
        }},
   };
