@@ -470,11 +470,17 @@ void Direct::pull(const ProcId& me) {
   for (int round = 0; round < 64; round++) {
     MailboxInfo i = any->info();
     if (i.removed) return;
-    // An armed poll of pid/any asks for one message moved ahead, so that it can fire.
-    const uint64_t want = std::max<uint64_t>(i.blocked_receivers.size(), i.armed_polls ? 1 : 0);
+    // Parked readers get one message each, moved now. An armed poll does not:
+    // a message moved ahead for a poller that has already read and closed its
+    // file (its release comes later) would be stranded in the any-queue,
+    // behind the later messages of the same link that the receiver then takes
+    // from the link itself. A poller is told to look again instead, and its
+    // poll moves one message (feed()) only when it does.
+    const uint64_t want = i.blocked_receivers.size();
     uint64_t have = i.seg.count;
     while (have < want && move_one(me, *any)) have++;
-    if (have >= want) return;
+    const bool pollers = i.armed_polls > 0 && have == 0;
+    if (have >= want && !pollers) return;
     std::vector<std::shared_ptr<Link>> in;
     {
       Guard g(mu_);
@@ -484,6 +490,10 @@ void Direct::pull(const ProcId& me) {
     for (auto& l : in)
       if (l->box->poll(*l->watch, std::make_unique<LinkToken>(*this, me.pid)) & POLLIN) ready = true;
     if (!ready) return;
+    if (have >= want) {  // only pollers wait
+      any->notify_polls();
+      return;
+    }
   }
 }
 

@@ -560,6 +560,16 @@ void Mailbox::service() {
   commit(b, nullptr);
 }
 
+void Mailbox::notify_polls() {
+  Batch b;
+  {
+    Guard g(mu_);
+    b.changed = true;
+    settle_locked(b);
+  }
+  commit(b, nullptr);
+}
+
 void Mailbox::remove(Errc why) {
   Batch b;
   {

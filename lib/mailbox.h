@@ -150,6 +150,8 @@ class Mailbox : public std::enable_shared_from_this<Mailbox> {
   void interrupt(Waiter* w);
   // The doorbell rang: another participant may have changed the ring.
   void service();
+  // Fires every armed poll handle, so that their pollers look again.
+  void notify_polls();
   // Deletes the mailbox: parked calls end with `why` (EIDRM), messages are
   // discarded, the segment file is removed.
   void remove(Errc why = Errc::removed);
