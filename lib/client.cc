@@ -146,41 +146,24 @@ struct Mailbox::Impl {
     return EIDRM;
   }
 
-  // Runs `attempt` (which returns Errc::again while the mailbox is full) until
-  // it succeeds, sleeping on `popped` in between; follows resizes.
-  template <class Attempt>
-  int until_room(Attempt&& attempt, bool nonblock, const std::optional<Clock::time_point>& deadline) {
-    // The futex word is read only once an attempt failed (it is a cache line
-    // the other side writes on every message), then the attempt is repeated
-    // before sleeping on the value read.
-    uint32_t seen = 0;
-    uint64_t pos_seen = 0;
-    bool have_seen = false;
-    for (;;) {
-      const Errc e = attempt();
-      if (e == Errc::ok) return 0;
-      int err;
-      if (e == Errc::again) {
-        if (nonblock) return EAGAIN;
-        if (expired(deadline)) return ETIMEDOUT;
-        if (have_seen) wait_change(h()->popped, h()->sleeping_senders, seen, h()->head_pub, pos_seen, deadline);
-        seen = h()->popped.load(std::memory_order_acquire);
-        pos_seen = h()->head_pub.load(std::memory_order_relaxed);
-        have_seen = true;
-      } else if (!recover(e, &err)) {
-        return err;
-      } else {
-        have_seen = false;  // `seen` is a word of the old segment
-      }
-    }
-  }
+  // What a waiter of one side sleeps on: the futex word the other side
+  // increments, the sleeper count it reads, and the position it publishes.
+  struct WaitOn {
+    std::atomic<uint32_t> SegmentHeader::*word;
+    std::atomic<uint32_t> SegmentHeader::*sleepers;
+    std::atomic<uint64_t> SegmentHeader::*pos;
+  };
+  static constexpr WaitOn kForRoom{&SegmentHeader::popped, &SegmentHeader::sleeping_senders, &SegmentHeader::head_pub};
+  static constexpr WaitOn kForMessage{&SegmentHeader::pushed, &SegmentHeader::sleeping_receivers,
+                                      &SegmentHeader::tail_pub};
 
-  // The same for receivers, sleeping on `pushed`.
+  // Runs `attempt` (which returns Errc::again while it would block) until it
+  // succeeds, sleeping in between; follows resizes. The futex word is read
+  // only once an attempt failed (it is a cache line the other side writes on
+  // every message), then the attempt is repeated before sleeping on the value
+  // read.
   template <class Attempt>
-  int until_message(Attempt&& attempt, bool nonblock, const std::optional<Clock::time_point>& deadline) {
-    // The futex word is read only once an attempt failed (it is a cache line
-    // the other side writes on every message), then the attempt is repeated
-    // before sleeping on the value read.
+  int until(const WaitOn& w, Attempt&& attempt, bool nonblock, const std::optional<Clock::time_point>& deadline) {
     uint32_t seen = 0;
     uint64_t pos_seen = 0;
     bool have_seen = false;
@@ -191,9 +174,9 @@ struct Mailbox::Impl {
       if (e == Errc::again) {
         if (nonblock) return EAGAIN;
         if (expired(deadline)) return ETIMEDOUT;
-        if (have_seen) wait_change(h()->pushed, h()->sleeping_receivers, seen, h()->tail_pub, pos_seen, deadline);
-        seen = h()->pushed.load(std::memory_order_acquire);
-        pos_seen = h()->tail_pub.load(std::memory_order_relaxed);
+        if (have_seen) wait_change(h()->*w.word, h()->*w.sleepers, seen, h()->*w.pos, pos_seen, deadline);
+        seen = (h()->*w.word).load(std::memory_order_acquire);
+        pos_seen = (h()->*w.pos).load(std::memory_order_relaxed);
         have_seen = true;
       } else if (!recover(e, &err)) {
         return err;
@@ -207,7 +190,7 @@ struct Mailbox::Impl {
     if (!can_send) return EBADF;
     if (file) return file->send(msg, nonblock, deadline);
     uint64_t seq = 0;
-    int e = until_room([&] {
+    int e = until(kForRoom, [&] {
       auto r = seg.push(msg.data(), msg.size(), identity(), mbx::coarse_realtime_ns());
       if (r) seq = *r;
       return r ? Errc::ok : r.error();
@@ -225,7 +208,7 @@ struct Mailbox::Impl {
       return staging.data();
     }
     char* p = nullptr;
-    int e = until_room([&] {
+    int e = until(kForRoom, [&] {
       auto r = seg.reserve(len, identity(), mbx::coarse_realtime_ns());
       if (r) p = *r;
       return r ? Errc::ok : r.error();
@@ -272,7 +255,7 @@ struct Mailbox::Impl {
       return r;
     }
     size_t len = 0;
-    int e = until_message([&] {
+    int e = until(kForMessage, [&] {
       auto r = seg.pop_into(buf, cap, mbx::coarse_realtime_ns());
       if (!r) return r.error();
       len = r->len;
@@ -315,7 +298,7 @@ struct Mailbox::Impl {
       return mbx::Segment::View{staging.data(), staging.size(), 0, last_from};
     }
     mbx::Segment::View v{};
-    int e = until_message([&] {
+    int e = until(kForMessage, [&] {
       auto r = seg.view(mbx::coarse_realtime_ns());
       if (r) v = *r;
       return r ? Errc::ok : r.error();

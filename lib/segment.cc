@@ -73,6 +73,22 @@ Errc Segment::lock(Side side, bool any_state) const {
   return st == layout::kDeleted ? Errc::removed : st == layout::kRetired ? Errc::stale : Errc::bad_message;
 }
 
+// Takes the other half's lock only if it is free (for best-effort work done
+// while holding one lock). A holder that died is recovered from as lock()
+// would, and the lock left free: the work waits for the next time.
+bool Segment::try_lock(Side side) const {
+  pthread_mutex_t* m = side == Side::send ? &hdr_->send_lock : &hdr_->recv_lock;
+  const int rc = pthread_mutex_trylock(m);
+  if (rc == EOWNERDEAD) {
+    const bool ok = side == Side::send ? recover_send_locked() : recover_recv_locked();
+    if (!ok) hdr_->state.store(layout::kCorrupt, std::memory_order_release);
+    pthread_mutex_consistent(m);
+    pthread_mutex_unlock(m);
+    return false;
+  }
+  return rc == 0;
+}
+
 void Segment::unlock(Side side) const {
   pthread_mutex_unlock(side == Side::send ? &hdr_->send_lock : &hdr_->recv_lock);
 }
@@ -283,14 +299,7 @@ void Segment::restart_if_empty_locked() {
   const uint64_t off = tail % data_size_;
   if (off < std::min<uint64_t>(kRestartAt, data_size_ / 4)) return;
   if (h->head_pub.load(std::memory_order_acquire) != tail) return;  // not empty
-  const int rc = pthread_mutex_trylock(&h->recv_lock);
-  if (rc == EOWNERDEAD) {  // ours now, after a receiver died holding it: recover as lock() would
-    if (!recover_recv_locked()) h->state.store(layout::kCorrupt, std::memory_order_release);
-    pthread_mutex_consistent(&h->recv_lock);
-    pthread_mutex_unlock(&h->recv_lock);
-    return;
-  }
-  if (rc != 0) return;
+  if (!try_lock(Side::recv)) return;
   if (h->recv.head == tail && h->state.load(std::memory_order_acquire) == layout::kLive) {
     const uint64_t next = tail + (data_size_ - off);
     if (data_size_ - off >= kRecHdr) {
@@ -308,7 +317,7 @@ void Segment::restart_if_empty_locked() {
     commit_recv_locked(rn);
     seen_head_ = next;
   }
-  pthread_mutex_unlock(&h->recv_lock);
+  unlock(Side::recv);
 }
 
 Result<Segment::Room> Segment::room_locked(uint64_t rec, bool force) {
@@ -502,17 +511,10 @@ void Segment::release_passed_locked(uint64_t old_head, uint64_t new_head) {
       // The chunk's next incarnation starts at base + start + D. Safe to drop
       // only if no sender has written there: the tail (stable while we hold
       // send_lock) must not have reached it.
-      const int rc = pthread_mutex_trylock(&hdr_->send_lock);
-      if (rc == EOWNERDEAD) {  // ours now, after a sender died holding it: recover as lock() would
-        if (!recover_send_locked()) hdr_->state.store(layout::kCorrupt, std::memory_order_release);
-        pthread_mutex_consistent(&hdr_->send_lock);
-        pthread_mutex_unlock(&hdr_->send_lock);
-        return;
-      }
-      if (rc != 0) return;  // a sender is busy: next time
+      if (!try_lock(Side::send)) return;  // a sender is busy: next time
       if (hdr_->send.tail <= base + start + data_size_)
         ::madvise(data_ + start, e - start, MADV_REMOVE);
-      pthread_mutex_unlock(&hdr_->send_lock);
+      unlock(Side::send);
       if (e == data_size_) break;
     }
   }

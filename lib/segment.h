@@ -171,6 +171,7 @@ class Segment {
   };
   Errc lock(Side side, bool any_state) const;
   void unlock(Side side) const;
+  bool try_lock(Side side) const;
   bool check_ring_locked() const;
   bool recover_send_locked() const;
   bool recover_recv_locked() const;
