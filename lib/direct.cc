@@ -241,7 +241,12 @@ Result<ProcId> Direct::enroll(pid_t pid, Sender* who, uid_t* suid) {
     Guard g(mu_);
     auto it = procs_.find(pid);
     if (it != procs_.end()) {
-      if (it->second->id == id) return id;
+      // Start times count clock ticks: a pid reused within the same tick
+      // looks the same. The registered process's pidfd says whether it is
+      // gone (the thread may not have seen its exit yet).
+      pollfd p{it->second->pidfd->get(), POLLIN, 0};
+      const bool gone = ::poll(&p, 1, 0) > 0;
+      if (it->second->id == id && !gone) return id;
       stale = it->second->id;
     }
   }
