@@ -14,6 +14,10 @@
 
 #include "harness.h"
 
+using mt::child;
+using mt::finish;
+using mt::reap;
+
 namespace {
 
 using mailbox::Clock;
@@ -32,24 +36,6 @@ std::vector<std::string> lines(const std::string& s) {
 }
 
 bool has(const std::string& hay, const std::string& needle) { return hay.find(needle) != std::string::npos; }
-
-template <class Fn>
-pid_t child(Fn fn) {
-  pid_t p = fork();
-  if (p == 0) _exit(fn());
-  return p;
-}
-
-// Waits up to `ms` for a child; its exit status, or -1 after killing it.
-int finish(pid_t p, int ms) {
-  for (long long end = mt::now_ms() + ms; mt::now_ms() < end; usleep(5000)) {
-    int st;
-    if (waitpid(p, &st, WNOHANG) == p) return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
-  }
-  kill(p, SIGKILL);
-  waitpid(p, nullptr, 0);
-  return -1;
-}
 
 // ---- from the shell ------------------------------------------------------------
 

@@ -45,6 +45,23 @@ long long now_ms() {
   return t.tv_sec * 1000LL + t.tv_nsec / 1000000;
 }
 
+int reap(pid_t p, int ms) {
+  for (long long end = now_ms() + ms;; usleep(5000)) {
+    int st;
+    if (waitpid(p, &st, WNOHANG) == p) return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+    if (now_ms() >= end) return -1;
+  }
+}
+
+int finish(pid_t p, int ms) {
+  const int st = reap(p, ms);
+  if (st == -1) {
+    kill(p, SIGKILL);
+    waitpid(p, nullptr, 0);
+  }
+  return st;
+}
+
 bool wait_until(const std::function<bool()>& pred, int ms) {
   const long long end = now_ms() + ms;
   for (;;) {

@@ -2,6 +2,7 @@
 // programs (bash, coreutils, python3) run as separate processes with deadlines.
 #pragma once
 #include <sys/types.h>
+#include <unistd.h>
 
 #include <functional>
 #include <string>
@@ -78,6 +79,21 @@ class Mount {
 
 // Polls `pred` every 10 ms until it holds (true) or `ms` pass (false).
 bool wait_until(const std::function<bool()>& pred, int ms);
+
+// Runs `fn` in a forked child (for library calls from another process); the
+// child's exit status is fn's return value.
+template <class Fn>
+pid_t child(Fn fn) {
+  pid_t p = ::fork();
+  if (p == 0) ::_exit(fn());
+  return p;
+}
+// Waits up to `ms` (at least one look) for a child: its exit status (128 +
+// signal if killed), or -1 if it is still running.
+int reap(pid_t p, int ms);
+// Like reap(), but a child still running at the deadline is killed and
+// reaped (-1).
+int finish(pid_t p, int ms);
 
 // Path of the daemon binary under test (MAILBOXFS_BIN, or out/mailboxfs).
 std::string daemon_binary();

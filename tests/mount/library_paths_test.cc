@@ -16,31 +16,16 @@
 
 #include "harness.h"
 
+using mt::child;
+using mt::finish;
+using mt::reap;
+
 namespace {
 
 using mailbox::Mailbox;
 using mt::Mount;
 using mt::Proc;
 using namespace std::chrono_literals;
-
-template <class Fn>
-pid_t child(Fn fn) {
-  pid_t p = fork();
-  if (p == 0) _exit(fn());
-  return p;
-}
-
-// The child's exit status, or -1 (and the child killed) after `ms`.
-int finish(pid_t p, int ms) {
-  for (long long end = mt::now_ms() + ms;; usleep(5000)) {
-    int st;
-    if (waitpid(p, &st, WNOHANG) == p) return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
-    if (mt::now_ms() >= end) break;
-  }
-  kill(p, SIGKILL);
-  waitpid(p, nullptr, 0);
-  return -1;
-}
 
 TEST(LibraryZeroCopy, ReservedSlotReachesCatAndEchoIsViewedInPlace) {
   Mount m;

@@ -11,6 +11,10 @@
 
 #include "harness.h"
 
+using mt::child;
+using mt::finish;
+using mt::reap;
+
 namespace {
 
 using mailbox::Clock;
@@ -18,33 +22,6 @@ using mailbox::Mailbox;
 using mt::Mount;
 using mt::Proc;
 using namespace std::chrono_literals;
-
-// Runs `fn` in a forked child; the child's exit status is fn's return value.
-template <class Fn>
-pid_t child(Fn fn) {
-  pid_t p = fork();
-  if (p == 0) _exit(fn());
-  return p;
-}
-
-// Waits up to `ms` for a child; returns its exit status or -1 if still running.
-int reap(pid_t p, int ms) {
-  for (long long end = mt::now_ms() + ms; mt::now_ms() < end; usleep(5000)) {
-    int st;
-    if (waitpid(p, &st, WNOHANG) == p) return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
-  }
-  return -1;
-}
-
-// Like reap(), but a child still running at the deadline is killed (-1).
-int finish(pid_t p, int ms) {
-  int st = reap(p, ms);
-  if (st == -1) {
-    kill(p, SIGKILL);
-    finish(p, 2000);
-  }
-  return st;
-}
 
 TEST(Library, LibraryToLibraryAcrossProcesses) {
   Mount m;
