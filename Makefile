@@ -109,12 +109,14 @@ test check: test-deps
 	@$(MAKE) --no-print-directory build-tests
 	@tests/run.sh $(OUT)
 
-# Every mechanism side by side (see docs/benchmarks.md); QUICK=1 for a smoke run.
+# Every mechanism side by side (see docs/benchmarks.md); QUICK=1 for a smoke run,
+# ONLY=libmailbox,ref_ring (and REPS=N) for a partial run written under $(OUT).
 # Installs its own peers (Boost, gnuplot) when missing.
 bench:
 	@scripts/deps.sh bench
 	@$(MAKE) --no-print-directory all $(OUT)/bench $(OUT)/bench-floor
-	@tests/bench/run.sh $(OUT) $(if $(filter 1,$(QUICK)),--quick)
+	@tests/bench/run.sh $(OUT) $(if $(filter 1,$(QUICK)),--quick) $(if $(ONLY),--only $(ONLY)) \
+	  $(if $(REPS),--reps $(REPS))
 
 demo: deps
 	@$(MAKE) --no-print-directory all

@@ -49,10 +49,11 @@ void wait_change(std::atomic<uint32_t>& word, std::atomic<uint32_t>& sleepers, u
     __builtin_ia32_pause();
 #endif
   }
-  // SYNC POINT: seq_cst increment, then FUTEX_WAIT on `seen`; pairs with
-  // Segment::after_push/after_pop (seq_cst increment of the word, then seq_cst
-  // load of the sleeper count): either they see us and wake, or the word has
-  // already moved and FUTEX_WAIT returns at once.
+  // SYNC POINT: seq_cst increment, then seq_cst re-loads of the position and
+  // the word, then FUTEX_WAIT on `seen`; pairs with the fence in
+  // Segment::after_push/after_pop between publishing the position and loading
+  // the sleeper count: either they see us, move the word and wake us (or
+  // FUTEX_WAIT finds it moved), or we see their position and do not sleep.
   sleepers.fetch_add(1, std::memory_order_seq_cst);
   timespec rel{}, *relp = nullptr;
   // Wakes are handed to one sleeper each; should the one woken die before
@@ -63,7 +64,8 @@ void wait_change(std::atomic<uint32_t>& word, std::atomic<uint32_t>& sleepers, u
   rel.tv_sec = left.count() / 1000000000;
   rel.tv_nsec = left.count() % 1000000000;
   relp = &rel;
-  if (word.load(std::memory_order_seq_cst) == seen) mbx::futex_wait(&word, seen, relp);
+  if (pos.load(std::memory_order_seq_cst) == pos_seen && word.load(std::memory_order_seq_cst) == seen)
+    mbx::futex_wait(&word, seen, relp);
   sleepers.fetch_sub(1, std::memory_order_seq_cst);
 }
 

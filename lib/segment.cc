@@ -298,6 +298,10 @@ void Segment::restart_if_empty_locked() {
   const uint64_t tail = h->send.tail;
   const uint64_t off = tail % data_size_;
   if (off < std::min<uint64_t>(kRestartAt, data_size_ / 4)) return;
+  // Looked at once per page the tail moves into: head_pub is a line the
+  // receivers write on every message, not to be read on every send.
+  if (tail / kPage == restart_checked_page_) return;
+  restart_checked_page_ = tail / kPage;
   if (h->head_pub.load(std::memory_order_acquire) != tail) return;  // not empty
   if (!try_lock(Side::recv)) return;
   if (h->recv.head == tail && h->state.load(std::memory_order_acquire) == layout::kLive) {
@@ -793,37 +797,47 @@ bool Segment::recover_recv_locked() const {
   return positions_sane();
 }
 
+// Needs the fence of after_push()/after_pop() before it.
 void Segment::kick_daemon(uint32_t watch_bit) {
-  // SYNC POINT: the fence orders our ring change (published by the release of
-  // tail_pub/head_pub under send_lock/recv_lock) before the
-  // load of daemon_watch; pairs with the daemon's seq_cst store of daemon_watch
-  // followed by its re-check of the ring (Mailbox::settle_locked).
-  std::atomic_thread_fence(std::memory_order_seq_cst);
-  if (!ctl_ || !(hdr_->daemon_watch.load(std::memory_order_seq_cst) & watch_bit)) return;
+  if (!ctl_ || !(hdr_->daemon_watch.load(std::memory_order_relaxed) & watch_bit)) return;
   hdr_->kick.store(1, std::memory_order_release);
   ctl_->doorbell.fetch_add(1, std::memory_order_release);
   futex_wake(&ctl_->doorbell, 1);
 }
 
+// The futex word moves only when somebody sleeps on it: a word written on
+// every message is a cache line taken from the other side's spinning waiter
+// on every message.
 void Segment::after_push(bool by_daemon) {
-  // SYNC POINT: seq_cst increment then seq_cst load of the sleeper count;
-  // pairs with a sleeper's seq_cst increment of sleeping_receivers before its
-  // FUTEX_WAIT on the value of `pushed` it read before trying (Client::wait).
-  hdr_->pushed.fetch_add(1, std::memory_order_seq_cst);
+  // SYNC POINT: the fence orders our ring change (tail_pub, stored with
+  // release in commit_send_locked) before the loads of sleeping_receivers and
+  // daemon_watch. It pairs with a sleeper's seq_cst increment of
+  // sleeping_receivers followed by its seq_cst re-load of tail_pub and
+  // `pushed` before FUTEX_WAIT (wait_change in client.cc): either we see the
+  // sleeper and move the word and wake it, or it sees our tail and does not
+  // sleep. It pairs likewise with the daemon's seq_cst store of daemon_watch
+  // followed by its re-check of the ring (Mailbox::settle_locked).
+  std::atomic_thread_fence(std::memory_order_seq_cst);
   // One message, one sleeper: waking them all made 1,000 sleeping receivers
   // contend for each message. A woken receiver that finds nothing sleeps
   // again; one that cannot take the message passes the wake on (client.cc).
-  if (hdr_->sleeping_receivers.load(std::memory_order_seq_cst) > 0) futex_wake(&hdr_->pushed, 1);
+  if (hdr_->sleeping_receivers.load(std::memory_order_relaxed) > 0) {
+    hdr_->pushed.fetch_add(1, std::memory_order_seq_cst);
+    futex_wake(&hdr_->pushed, 1);
+  }
   if (!by_daemon) kick_daemon(layout::kWatchReadable);
 }
 
 void Segment::after_pop(bool by_daemon) {
-  // SYNC POINT: as in after_push, for senders sleeping on `popped`.
-  hdr_->popped.fetch_add(1, std::memory_order_seq_cst);
+  // SYNC POINT: as in after_push, for senders sleeping on `popped` and
+  // watching head_pub (stored with release in commit_recv_locked).
+  std::atomic_thread_fence(std::memory_order_seq_cst);
   // Room for one more message wakes one sender; but rendezvous senders also
   // sleep here for their receipt, and only the right one may go on.
-  if (hdr_->sleeping_senders.load(std::memory_order_seq_cst) > 0)
+  if (hdr_->sleeping_senders.load(std::memory_order_relaxed) > 0) {
+    hdr_->popped.fetch_add(1, std::memory_order_seq_cst);
     futex_wake(&hdr_->popped, capacity_ == 0 ? INT_MAX : 1);
+  }
   if (!by_daemon) kick_daemon(layout::kWatchWritable);
 }
 

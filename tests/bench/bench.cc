@@ -4,6 +4,7 @@
 #include <sys/utsname.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -26,6 +27,7 @@ struct Options {
   bench::Env env;
   pid_t daemon = 0, floor_daemon = 0;
   std::string state, csv, md, chart;
+  std::vector<std::string> only;  // --only: these mechanisms, nothing else
   int reps = 5;
 };
 
@@ -124,14 +126,26 @@ int main(int argc, char** argv) {
     else if (a == "--csv" && more) o.csv = argv[++i];
     else if (a == "--md" && more) o.md = argv[++i];
     else if (a == "--chart-data" && more) o.chart = argv[++i];
+    else if (a == "--only" && more) {
+      std::istringstream list(argv[++i]);
+      for (std::string name; std::getline(list, name, ',');) o.only.push_back(name);
+    } else if (a == "--reps" && more && std::atoi(argv[i + 1]) > 0) o.reps = std::atoi(argv[++i]);
     else {
       std::fprintf(stderr,
                    "usage: %s [--quick] [--mount DIR] [--floor DIR] [--daemon-pid PID --state DIR] [--floor-pid PID] "
-                   "[--csv FILE] [--md FILE] [--chart-data FILE]\n", argv[0]);
+                   "[--csv FILE] [--md FILE] [--chart-data FILE] [--only NAME,...] [--reps N]\n", argv[0]);
       return 2;
     }
   }
   if (o.quick) o.reps = 1;
+  for (auto& name : o.only) {
+    bool known = false;
+    for (auto& m : bench::mechanisms()) known |= m.name == name;
+    if (!known) {
+      std::fprintf(stderr, "%s: --only: no mechanism called '%s'\n", argv[0], name.c_str());
+      return 2;
+    }
+  }
   const long n_small = o.quick ? 2000 : 200000, n_large = o.quick ? 500 : 50000, n_huge = o.quick ? 20 : 1000,
              n_rtt = o.quick ? 200 : 20000, n_mpmc = o.quick ? 2000 : 200000;
   const int receivers = o.quick ? 50 : 1000, idle = o.quick ? 300 : 10000;
@@ -139,7 +153,8 @@ int main(int argc, char** argv) {
   std::vector<Mechanism> mechs;
   for (auto& m : bench::mechanisms())
     if ((m.needs != bench::Needs::mount || !o.env.mount.empty()) &&
-        (m.needs != bench::Needs::floor || !o.env.floor.empty()))
+        (m.needs != bench::Needs::floor || !o.env.floor.empty()) &&
+        (o.only.empty() || std::find(o.only.begin(), o.only.end(), m.name) != o.only.end()))
       mechs.push_back(m);
   std::vector<std::string> names;
   for (auto& m : mechs) names.push_back(m.name);
@@ -193,7 +208,7 @@ int main(int argc, char** argv) {
         res.add(release_metric, m.name, rep, bench::release(m, tag += 2, receivers, o.env));
     std::fprintf(stderr, "rep %d: release done\n", rep + 1);
   }
-  if (o.daemon && !o.env.mount.empty() && !o.state.empty())
+  if (o.daemon && !o.env.mount.empty() && !o.state.empty() && o.only.empty())
     res.set_idle(bench::idle_mailboxes(o.env, idle, o.daemon, o.state, o.reps));
 
   const std::vector<bench::Target> targets = {

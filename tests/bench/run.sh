@@ -2,12 +2,22 @@
 # Mounts mailboxfs and the FUSE floor (bench-floor) on temporary directories,
 # runs OUTDIR/bench against them and every peer, writes the CSV, the Markdown
 # page and the chart, and always unmounts and stops what it started.
-# Usage: run.sh OUTDIR [--quick]
+# Usage: run.sh OUTDIR [--quick] [--only NAME,...] [--reps N]
 # Full run: out/bench.csv, docs/benchmarks.md, docs/benchmarks.png.
-# Quick run: everything under OUTDIR (bench-quick.*), docs/ untouched.
+# Quick or partial (--only) run: everything under OUTDIR (bench-quick.* or
+# bench-only.*), docs/ untouched.
 set -uo pipefail
 out=$1; shift
-quick=${1:-}
+quick= extra=()
+while [ $# -gt 0 ]; do
+  case $1 in
+    --quick) quick=--quick ;;
+    --only|--reps) [ $# -ge 2 ] || { echo "run.sh: $1 needs a value" >&2; exit 2; }
+                   extra+=("$1" "$2"); shift ;;
+    *) echo "run.sh: unknown argument $1" >&2; exit 2 ;;
+  esac
+  shift
+done
 mnt=$(mktemp -d /tmp/mbxbench.XXXXXX)
 flr=$(mktemp -d /tmp/mbxfloor.XXXXXX)
 state=/dev/shm/mbxbench-$$
@@ -52,12 +62,14 @@ wait_mount "$flr" fuse.floor || exit 1
 
 if [ "$quick" = --quick ]; then
   csv=$out/bench-quick.csv md=$out/bench-quick.md chart=$out/bench-quick.png limit=300
+elif [ ${#extra[@]} -gt 0 ]; then
+  csv=$out/bench-only.csv md=$out/bench-only.md chart=$out/bench-only.png limit=900
 else
   csv=$out/bench.csv md=docs/benchmarks.md chart=docs/benchmarks.png limit=900
 fi
 data=$out/bench-chart.dat
 "$out/bench" ${quick:+--quick} --mount "$mnt" --floor "$flr" --daemon-pid "$daemon" \
-  --floor-pid "$floor" --state "$state" --csv "$csv" --md "$md" --chart-data "$data" & bench=$!
+  --floor-pid "$floor" --state "$state" --csv "$csv" --md "$md" --chart-data "$data" "${extra[@]}" & bench=$!
 names=$bench
 sleep "$limit" & timer=$!
 wait -n -p done "$bench" "$timer"; rc=$?
