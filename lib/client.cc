@@ -122,7 +122,7 @@ struct Mailbox::Impl {
       return EBADMSG;
     seg = std::move(s.value());
     ctl = std::move(m);
-    seg.set_control(c);
+    seg.set_control(c, /*batch_sends=*/true);
     return 0;
   }
 

@@ -19,6 +19,19 @@ namespace {
 constexpr uint64_t kPage = 4096;
 constexpr uint64_t kRecHdr = sizeof(RecordHeader);
 uint64_t round_page(uint64_t n) { return (n + kPage - 1) & ~(kPage - 1); }
+
+// Copies a state a word at a time. A plain struct copy is vectorised into
+// 16-byte loads of a state just written field by field on the stack, which
+// cannot be forwarded from the store buffer: each waits until every earlier
+// store (the record's, to lines another core holds) has reached the cache,
+// and the tail's publication only starts after that.
+template <class T>
+void store_words(T& dst, const T& src) {
+  static_assert(sizeof(T) % 8 == 0 && alignof(T) >= 8);
+  auto* d = reinterpret_cast<uint64_t*>(&dst);
+  const auto* s = reinterpret_cast<const uint64_t*>(&src);
+  for (size_t i = 0; i < sizeof(T) / 8; i++) std::atomic_ref<uint64_t>(d[i]).store(s[i], std::memory_order_relaxed);
+}
 }  // namespace
 
 int64_t realtime_ns() {
@@ -255,6 +268,7 @@ bool Segment::check_ring_locked() const {
   if (h->tail_pub.load(std::memory_order_relaxed) != h->send.tail ||
       h->head_pub.load(std::memory_order_relaxed) != h->recv.head ||
       h->popped_pub.load(std::memory_order_relaxed) != h->recv.popped || h->recv.popped > h->send.next_seq ||
+      h->send.quota_credit > credit_bound() ||
       h->recv.popped_bytes > h->send.sent_bytes || h->recv.popped_record_bytes > h->send.sent_record_bytes)
     return false;
   uint64_t count = 0, bytes = 0, rec_bytes = 0;
@@ -366,21 +380,43 @@ Result<Segment::Room> Segment::room_locked(uint64_t rec, bool force) {
   return Errc::again;  // not reached
 }
 
-// Charges `rec` record bytes to the mount's quota, marking the send in flight.
+// Charges `rec` record bytes to the mount's quota, marking the send in flight:
+// from the segment's credit if it holds enough (nothing shared is touched),
+// else from the mount's counter, a batch at a time when send_batch_ is set
+// (the rest becomes credit when the record is committed), or exactly `rec`
+// when a batch no longer fits.
 Errc Segment::charge_quota_locked(uint64_t rec, bool force) {
   SegmentHeader* h = hdr_;
+  charge_ = {};
   // These markers are read only by whoever recovers from our death: atomic
   // stores so that the compiler keeps them (commit_send_locked clears them).
   std::atomic_ref<uint32_t>(h->inflight).store(layout::kInflightSend, std::memory_order_release);
   if (!ctl_) return Errc::ok;
-  h->inflight_quota = rec;
-  // SYNC POINT: acq_rel on the mount-wide counter; pairs with the fetch_sub in
-  // settle_quota_locked(). Dying between it and the next store leaks `rec`.
-  const uint64_t before = ctl_->quota_used.fetch_add(rec, std::memory_order_acq_rel);
-  std::atomic_ref<uint32_t>(h->inflight_quota_added).store(1, std::memory_order_release);
-  if (force || before + rec <= ctl_->quota_max) return Errc::ok;
-  ctl_->quota_used.fetch_sub(rec, std::memory_order_acq_rel);
-  std::atomic_ref<uint32_t>(h->inflight_quota_added).store(0, std::memory_order_release);
+  const uint64_t credit = h->send.quota_credit;
+  if (credit > credit_bound()) {  // scribbled: it would let sends past the quota
+    std::atomic_ref<uint32_t>(h->inflight).store(0, std::memory_order_release);
+    h->state.store(layout::kCorrupt, std::memory_order_release);
+    return Errc::bad_message;
+  }
+  if (credit >= rec) {
+    charge_.from_credit = true;
+    return Errc::ok;
+  }
+  const uint64_t batch = std::max(rec, send_batch_);
+  for (uint64_t take : {batch, rec}) {
+    h->inflight_quota = take;
+    // SYNC POINT: acq_rel on the mount-wide counter; pairs with the fetch_sub
+    // in release_quota(). Dying between it and the next store leaks `take`.
+    const uint64_t before = ctl_->quota_used.fetch_add(take, std::memory_order_acq_rel);
+    std::atomic_ref<uint32_t>(h->inflight_quota_added).store(1, std::memory_order_release);
+    if (force || before + take <= ctl_->quota_max) {
+      charge_.from_mount = take;
+      return Errc::ok;
+    }
+    ctl_->quota_used.fetch_sub(take, std::memory_order_acq_rel);
+    std::atomic_ref<uint32_t>(h->inflight_quota_added).store(0, std::memory_order_release);
+    if (take == rec) break;
+  }
   std::atomic_ref<uint32_t>(h->inflight).store(0, std::memory_order_release);
   return Errc::no_space;
 }
@@ -397,13 +433,17 @@ void Segment::write_record_locked(const Room& room, size_t len, const Sender& fr
       std::memcpy(data_ + off, &m, kRecHdr);
     }
   }
-  RecordHeader r{};
-  r.len = static_cast<uint32_t>(len);
-  r.pid = from.pid;
-  r.uid = from.uid;
-  r.gid = from.gid;
-  r.seq = n.next_seq;
-  std::memcpy(data_ + room.at % data_size_, &r, kRecHdr);
+  // Written field by field in place: a header built on the stack and copied
+  // was read back wider than it was written, a store-forwarding stall that
+  // waited for every earlier store (the payload's) to reach the cache.
+  auto* r = reinterpret_cast<RecordHeader*>(data_ + room.at % data_size_);  // 8-aligned
+  r->len = static_cast<uint32_t>(len);
+  r->flags = 0;
+  r->pid = from.pid;
+  r->uid = from.uid;
+  r->gid = from.gid;
+  r->reserved = 0;
+  r->seq = n.next_seq;
   const uint64_t rec = layout::record_size(len);
   n.tail = room.at + rec;
   n.next_seq++;
@@ -411,6 +451,9 @@ void Segment::write_record_locked(const Room& room, size_t len, const Sender& fr
   n.sent_bytes += len;
   n.sent_record_bytes += rec;
   n.last_send_ns = now_ns;
+  if (charge_.from_credit) n.quota_credit -= rec;
+  else n.quota_credit += charge_.from_mount - std::min(charge_.from_mount, rec);
+  charge_ = {};
   commit_send_locked(n);
 }
 
@@ -618,7 +661,10 @@ bool Segment::withdraw(uint64_t seq) {
 SegmentStats Segment::stats() {
   SegmentStats s;
   Both l(*this, /*any_state=*/true);
-  if (l.ok()) settle_quota_locked();  // whoever looks sees the mount's quota exact for this mailbox
+  if (l.ok()) {  // whoever looks sees the mount's quota exact for this mailbox
+    settle_quota_locked();
+    return_credit_locked();
+  }
   const SegmentHeader* h = hdr_;
   s.count = h->send.next_seq - h->recv.popped;
   s.bytes = h->send.sent_bytes - h->recv.popped_bytes;
@@ -673,6 +719,7 @@ void Segment::empty_both_locked() {
   n.popped_record_bytes = s.sent_record_bytes;
   commit_recv_locked(n);
   settle_quota_locked();
+  return_credit_locked();
 }
 
 SegmentStats Segment::retire_and_take(std::vector<Taken>& out) {
@@ -711,8 +758,10 @@ void Segment::set_state(uint32_t state) {
 }
 
 void Segment::settle_quota() {
-  Locked l(*this, Side::recv, /*any_state=*/true);
-  if (l.ok()) settle_quota_locked();
+  Both l(*this, /*any_state=*/true);
+  if (!l.ok()) return;
+  settle_quota_locked();
+  return_credit_locked();
 }
 
 void Segment::discard_all() {
@@ -726,9 +775,9 @@ void Segment::commit_send_locked(const layout::SendState& n) const {
   SegmentHeader* h = hdr_;
   // SYNC POINT: each release store orders what came before it for the next
   // holder of send_lock, which may be recovering from our death.
-  h->send_pending = n;
+  store_words(h->send_pending, n);
   std::atomic_ref<uint32_t>(h->send_pending_valid).store(1, std::memory_order_release);
-  h->send = n;
+  store_words(h->send, n);
   // SYNC POINT: publishes the records before n.tail; pairs with the acquire
   // load in oldest_locked()/walk_locked().
   h->tail_pub.store(n.tail, std::memory_order_release);
@@ -740,9 +789,9 @@ void Segment::commit_send_locked(const layout::SendState& n) const {
 // The same for the receive half.
 void Segment::commit_recv_locked(const layout::RecvState& n) const {
   SegmentHeader* h = hdr_;
-  h->recv_pending = n;
+  store_words(h->recv_pending, n);
   std::atomic_ref<uint32_t>(h->recv_pending_valid).store(1, std::memory_order_release);
-  h->recv = n;
+  store_words(h->recv, n);
   // SYNC POINT: the records before n.head are copied out and their room may
   // be reused; pairs with the acquire loads in room_locked()/queued_locked().
   h->popped_pub.store(n.popped, std::memory_order_release);
@@ -757,11 +806,27 @@ void Segment::settle_quota_locked(bool force) const {
   // Taken before it is given back: dying in between leaks it rather than
   // giving it back twice.
   const uint64_t owed = std::atomic_ref<uint64_t>(hdr_->recv.quota_owed).exchange(0, std::memory_order_acq_rel);
-  if (ctl_ && owed) {
-    // SYNC POINT: pairs with the fetch_add in charge_quota_locked().
-    uint64_t cur = ctl_->quota_used.load(std::memory_order_acquire);
-    while (!ctl_->quota_used.compare_exchange_weak(cur, cur - std::min(cur, owed), std::memory_order_acq_rel)) {
-    }
+  release_quota(owed);
+}
+
+// Gives the send half's credit back to the mount's quota. Needs send_lock.
+// Recorded as given back before it is: dying in between leaks it rather than
+// giving it back twice.
+void Segment::return_credit_locked() const {
+  const uint64_t credit = hdr_->send.quota_credit;
+  if (!credit) return;
+  layout::SendState n = hdr_->send;
+  n.quota_credit = 0;
+  commit_send_locked(n);
+  release_quota(std::min(credit, credit_bound()));
+}
+
+void Segment::release_quota(uint64_t bytes) const {
+  if (!ctl_ || !bytes) return;
+  // SYNC POINT: pairs with the fetch_add in charge_quota_locked(). Never
+  // below zero, whatever a scribbled segment claims.
+  uint64_t cur = ctl_->quota_used.load(std::memory_order_acquire);
+  while (!ctl_->quota_used.compare_exchange_weak(cur, cur - std::min(cur, bytes), std::memory_order_acq_rel)) {
   }
 }
 

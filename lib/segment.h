@@ -54,9 +54,16 @@ class Segment {
   // emptied mailbox still owes stays charged until the next receive, delete or
   // resize): the mount-wide counter is a cache line every sender and receiver
   // would otherwise bounce on every message.
-  void set_control(layout::ControlHeader* ctl) {
+  // With batch_sends, a send takes quota from the mount in batches of the
+  // same size too, kept in the segment as credit for the next sends (library
+  // participants: the counter is shared by every mailbox of the mount, so two
+  // processes that each send to one ping-pong it otherwise).
+  // Whoever reads the counters (stats()), empties or deletes the mailbox gives
+  // the credit back.
+  void set_control(layout::ControlHeader* ctl, bool batch_sends = false) {
     ctl_ = ctl;
-    settle_batch_ = ctl ? std::min<uint64_t>(64 * 1024, ctl->quota_max >> 16) : 0;
+    settle_batch_ = ctl ? std::min<uint64_t>(kBatchMax, ctl->quota_max >> 16) : 0;
+    send_batch_ = batch_sends ? settle_batch_ : 0;
   }
 
   bool valid() const { return hdr_ != nullptr; }
@@ -142,8 +149,8 @@ class Segment {
   void set_state(uint32_t state);
   // Releases the quota held by everything queued and empties the ring.
   void discard_all();
-  // Gives back the quota that receives freed but still hold (less than a
-  // batch, see set_control()).
+  // Gives back the quota that receives freed but still hold and the credit
+  // sends took ahead (each less than a batch, see set_control()).
   void settle_quota();
 
   // Futex protocol: wakes non-daemon sleepers, and kicks the daemon's doorbell
@@ -191,6 +198,10 @@ class Segment {
   void commit_recv_locked(const layout::RecvState& n) const;
   void empty_both_locked();
   void settle_quota_locked(bool force = true) const;
+  void return_credit_locked() const;
+  void release_quota(uint64_t bytes) const;
+  uint64_t credit_bound() const { return kBatchMax + layout::record_size(max_message_); }
+  static constexpr uint64_t kBatchMax = 64 * 1024;
   uint64_t queued_locked() const;
   bool full_locked() const;
   uint64_t effective_capacity() const;
@@ -203,7 +214,13 @@ class Segment {
   // Private copies of the geometry: never re-read from shared memory.
   uint64_t capacity_ = 0, max_message_ = 0, data_size_ = 0;
   layout::ControlHeader* ctl_ = nullptr;
-  uint64_t settle_batch_ = 0;
+  uint64_t settle_batch_ = 0, send_batch_ = 0;
+  // How the send in progress paid its quota: from the segment's credit, or
+  // `from_mount` bytes added to the mount's counter (see charge_quota_locked).
+  struct Charge {
+    bool from_credit = false;
+    uint64_t from_mount = 0;
+  } charge_;
   // The other half's positions as this object last read them (each only
   // grows): re-read only when they do not let the operation through.
   uint64_t seen_head_ = 0, seen_popped_ = 0, seen_tail_ = 0;

@@ -213,6 +213,45 @@ TEST(SegmentProcess, KilledAtRandomInstantsNeverWedgesTheRing) {
   EXPECT_LE(ctl.used(), 25 * layout::record_size(15)) << "quota drift after 100 kills";
 }
 
+// A library sender that dies after taking a batch of quota for its send, but
+// before committing it: the recovery gives the whole batch back, and credit
+// committed earlier stays with the segment for the next sender.
+TEST(SegmentProcess, SenderDeathGivesItsUncommittedBatchBack) {
+  TempDir d;
+  SharedControl ctl(1ull << 30);  // batch 16 KiB
+  Segment seg = ut::make_segment(d.file("s"), 64, 100, ctl);
+  seg.set_control(ctl.get(), /*batch_sends=*/true);
+  const uint64_t rec = layout::record_size(5);
+  ASSERT_TRUE(seg.push("first", 5, {}, 0).ok());
+  const uint64_t credit = seg.header()->send.quota_credit;
+  EXPECT_EQ(credit, 16 * 1024 - rec);
+  // Leaves just too little credit for a 100-byte record: the child's send
+  // takes a new batch from the mount, then dies holding send_lock.
+  seg.header()->send.quota_credit = layout::record_size(100) - 8;
+  ctl.get()->quota_used.fetch_sub(credit - seg.header()->send.quota_credit);
+  pid_t pid = ::fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    auto s = Segment::attach(seg.path());
+    if (!s) ::_exit(1);
+    s->set_control(ctl.get(), true);
+    if (!s->reserve(100, {}, 0)) ::_exit(2);
+    ::_exit(0);  // holding send_lock, the batch added to the mount's counter
+  }
+  int st = ut::wait_child(pid);
+  ASSERT_TRUE(WIFEXITED(st) && WEXITSTATUS(st) == 0) << st;
+  EXPECT_EQ(ctl.used(), rec + layout::record_size(100) - 8 + 16 * 1024);
+  auto r = seg.push("after", 5, {}, 0);  // recovers: the batch goes back, the send is lost
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(seg.stats().lost, 1u);
+  EXPECT_EQ(ctl.used(), 2 * rec);  // stats() returned the credit; two records queued
+  std::string out;
+  ASSERT_TRUE(seg.pop(out, 0).ok());
+  ASSERT_TRUE(seg.pop(out, 0).ok());
+  seg.settle_quota();
+  EXPECT_EQ(ctl.used(), 0u);
+}
+
 TEST(SegmentProcess, OwnerDeathWithDamagedRingMarksCorrupt) {
   TempDir d;
   SharedControl ctl;

@@ -232,6 +232,70 @@ TEST(Segment, BoundedAlsoCountsTheMountQuota) {
   EXPECT_TRUE(b.push(m.data(), m.size(), {}, 0).ok());
 }
 
+// A library sender (batch_sends) takes quota a batch at a time and keeps the
+// rest as credit in the segment: later sends touch no shared counter. Reading
+// the counters, settling, emptying or resizing gives the credit back.
+TEST(Segment, SendCreditTakesQuotaInBatchesAndGivesItBack) {
+  TempDir d;
+  SharedControl ctl(1ull << 30);  // batch = min(64 KiB, 1 GiB >> 16) = 16 KiB
+  Segment s = make_segment(d.file("s"), 1000, 100, ctl);
+  s.set_control(ctl.get(), /*batch_sends=*/true);
+  const uint64_t batch = 16 * 1024, rec = layout::record_size(10);
+  ASSERT_TRUE(s.push("0123456789", 10, {}, 0).ok());
+  EXPECT_EQ(ctl.used(), batch);
+  EXPECT_EQ(s.header()->send.quota_credit, batch - rec);
+  for (int i = 1; i < 100; i++) ASSERT_TRUE(s.push("0123456789", 10, {}, 0).ok());
+  EXPECT_EQ(ctl.used(), batch);  // paid from the credit
+  EXPECT_EQ(s.header()->send.quota_credit, batch - 100 * rec);
+  // Whoever looks sees the quota exact: what is queued, nothing more.
+  EXPECT_EQ(s.stats().record_bytes, 100 * rec);
+  EXPECT_EQ(ctl.used(), 100 * rec);
+  EXPECT_EQ(s.header()->send.quota_credit, 0u);
+  ASSERT_TRUE(s.push("0123456789", 10, {}, 0).ok());  // a new batch
+  EXPECT_EQ(ctl.used(), 100 * rec + batch);
+  s.discard_all();
+  EXPECT_EQ(ctl.used(), 0u);
+  ASSERT_TRUE(s.push("0123456789", 10, {}, 0).ok());
+  std::vector<Segment::Taken> taken;
+  s.retire_and_take(taken);  // a resize: the new segment charges the records again
+  EXPECT_EQ(taken.size(), 1u);
+  EXPECT_EQ(ctl.used(), 0u);
+}
+
+// Near the mount's limit a batch no longer fits: each send then charges
+// exactly its record, so the credit never refuses a message the quota allows.
+TEST(Segment, SendCreditNearTheLimitChargesExactly) {
+  TempDir d;
+  SharedControl ctl(64ull << 20);  // batch 1 KiB
+  Segment s = make_segment(d.file("s"), layout::kUnbounded, 10, ctl);
+  s.set_control(ctl.get(), /*batch_sends=*/true);
+  const uint64_t rec = layout::record_size(10);
+  const uint64_t start = ctl.get()->quota_max - 4 * rec - rec / 2;
+  ctl.get()->quota_used.store(start);  // other mailboxes hold the rest
+  for (int i = 0; i < 4; i++) ASSERT_TRUE(s.push("0123456789", 10, {}, 0).ok()) << i;
+  EXPECT_EQ(ctl.used(), start + 4 * rec);
+  EXPECT_EQ(s.header()->send.quota_credit, 0u);
+  EXPECT_EQ(s.push("0123456789", 10, {}, 0).error(), Errc::no_space);
+  EXPECT_EQ(ctl.used(), start + 4 * rec);  // the refused send took nothing
+  pop_one(s);
+  s.settle_quota();
+  EXPECT_EQ(ctl.used(), start + 3 * rec);
+}
+
+// The credit is shared memory too: a scribbled one would let sends past the
+// quota, so it makes the mailbox fail instead.
+TEST(Segment, ScribbledSendCreditIsCorruption) {
+  TempDir d;
+  SharedControl ctl;
+  Segment s = make_segment(d.file("s"), 8, 100, ctl);
+  s.set_control(ctl.get(), /*batch_sends=*/true);
+  ASSERT_TRUE(s.push("x", 1, {}, 0).ok());
+  s.header()->send.quota_credit = 1ull << 40;
+  EXPECT_EQ(Segment::attach(s.path()).error(), Errc::bad_message);
+  EXPECT_EQ(s.push("y", 1, {}, 0).error(), Errc::bad_message);
+  EXPECT_EQ(s.header()->state.load(), layout::kCorrupt);
+}
+
 TEST(Segment, MessageSize) {
   TempDir d;
   SharedControl ctl;

@@ -1,4 +1,4 @@
-// The shared-memory layout of one mailbox segment, version 3.
+// The shared-memory layout of one mailbox segment, version 4.
 //
 // This is data, not objects: every participant (the mailboxfs daemon, and any
 // program that maps the segment) reads and writes these bytes directly, so the
@@ -21,7 +21,7 @@
 namespace mbx::layout {
 
 inline constexpr uint64_t kMagic = 0x31584f424c49414dULL;  // "MAILBOX1", little-endian
-inline constexpr uint32_t kVersion = 3;
+inline constexpr uint32_t kVersion = 4;
 inline constexpr uint64_t kHeaderSize = 4096;
 inline constexpr uint64_t kUnbounded = UINT64_MAX;  // capacity: limited by the quota only
 inline constexpr uint32_t kWrapMarker = UINT32_MAX;  // RecordHeader::len of a wrap marker
@@ -59,6 +59,7 @@ struct SendState {          // guarded by send_lock
   uint64_t sent_record_bytes;
   int64_t last_send_ns;     // CLOCK_REALTIME
   uint64_t lost;            // sends that died holding send_lock
+  uint64_t quota_credit;    // record bytes charged to the mount's quota that no record uses yet
 };
 
 struct RecvState {          // guarded by recv_lock
@@ -112,16 +113,18 @@ struct SegmentHeader {
   uint32_t reserved2;
 
   // Written by senders, read by receivers. `tail_pub` = send.tail, stored with
-  // release after the record is complete. `pushed` is incremented after every
-  // send (seq_cst), then `sleeping_receivers` is read; a sleeper counts
-  // itself, re-reads the word and FUTEX_WAITs on the value it saw before
-  // trying, then re-checks the ring.
+  // release after the record is complete. After a send, a seq_cst fence, then
+  // `sleeping_receivers` is read, and only if it is non-zero is `pushed`
+  // incremented and woken; a sleeper counts itself (seq_cst), re-reads
+  // `tail_pub` and the word, and FUTEX_WAITs on the value it saw before
+  // trying if neither moved, then re-checks the ring.
   alignas(64) std::atomic<uint64_t> tail_pub;
   std::atomic<uint32_t> pushed;
   std::atomic<uint32_t> sleeping_receivers;  // non-daemon participants waiting on `pushed`
 
   // Written by receivers, read by senders: recv.head and recv.popped, stored
-  // with release after the record is copied out; `popped` is the futex word.
+  // with release after the record is copied out; `popped` is the futex word
+  // (moved only for sleepers, as `pushed`).
   alignas(64) std::atomic<uint64_t> head_pub;
   std::atomic<uint64_t> popped_pub;
   std::atomic<uint32_t> popped;
