@@ -224,9 +224,11 @@ class Segment {
   // The other half's positions as this object last read them (each only
   // grows): re-read only when they do not let the operation through.
   uint64_t seen_head_ = 0, seen_popped_ = 0, seen_tail_ = 0;
-  // The page of the record area (by position) in which this object last
-  // looked whether the ring could restart at offset 0.
-  uint64_t restart_checked_page_ = UINT64_MAX;
+  // The page of the record area (by position) in which this object's sends
+  // last checked tail_pub and looked whether the ring could restart at
+  // offset 0 (see room_locked()).
+  uint64_t checked_page_ = UINT64_MAX;
+  uint64_t recv_checked_page_ = UINT64_MAX;  // the same for head_pub (oldest_locked())
   // An open reservation or view holds its side's lock (see reserve(), view()).
   struct Reserved {
     Room room;

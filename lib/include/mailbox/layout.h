@@ -120,7 +120,7 @@ struct SegmentHeader {
   // trying if neither moved, then re-checks the ring.
   alignas(64) std::atomic<uint64_t> tail_pub;
   std::atomic<uint32_t> pushed;
-  std::atomic<uint32_t> sleeping_receivers;  // non-daemon participants waiting on `pushed`
+  uint32_t reserved3;
 
   // Written by receivers, read by senders: recv.head and recv.popped, stored
   // with release after the record is copied out; `popped` is the futex word
@@ -128,14 +128,20 @@ struct SegmentHeader {
   alignas(64) std::atomic<uint64_t> head_pub;
   std::atomic<uint64_t> popped_pub;
   std::atomic<uint32_t> popped;
-  std::atomic<uint32_t> sleeping_senders;    // non-daemon participants waiting on `popped`
+  uint32_t reserved4;
 
+  // Read after every send and receive, written rarely: a line of its own, so
+  // that those reads are not misses on the lines the other side writes or
+  // spins on.
   // The daemon parks requests as data, not threads, so it cannot sleep on the
-  // words above. It sets kWatch* bits here while it has parked requests or
-  // armed poll handles; a non-daemon participant that changes the ring while a
-  // bit is set stores 1 to `kick` and rings the control segment's doorbell.
+  // futex words above. It sets kWatch* bits here while it has parked requests
+  // or armed poll handles; a non-daemon participant that changes the ring
+  // while a bit is set stores 1 to `kick` and rings the control segment's
+  // doorbell.
   alignas(64) std::atomic<uint32_t> daemon_watch;
   std::atomic<uint32_t> kick;
+  std::atomic<uint32_t> sleeping_receivers;  // non-daemon participants waiting on `pushed`
+  std::atomic<uint32_t> sleeping_senders;    // non-daemon participants waiting on `popped`
 };
 static_assert(sizeof(SegmentHeader) <= kHeaderSize);
 static_assert(std::atomic<uint32_t>::is_always_lock_free);
