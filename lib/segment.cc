@@ -337,10 +337,9 @@ void Segment::restart_if_empty_locked() {
 Result<Segment::Room> Segment::room_locked(uint64_t rec, bool force) {
   SegmentHeader* h = hdr_;
   // Once per page the tail enters, not on every send: tail_pub sits on the
-  // line waiting receivers spin on, and reading it took that line from them
-  // (a cross-CPU transfer per message: 64 B throughput went from 0.84x to
-  // 1.18x the reference ring without it). Receivers validate whatever they
-  // read, so a scribble is still caught, only later.
+  // line waiting receivers spin on, and reading it took that line from them,
+  // a cross-CPU transfer per message (design.md, section 6). Receivers
+  // validate whatever they read, so a scribble is still caught, only later.
   if (h->send.tail / kPage != checked_page_) {
     checked_page_ = h->send.tail / kPage;
     if (h->tail_pub.load(std::memory_order_relaxed) != h->send.tail) {
