@@ -46,6 +46,26 @@ TEST(Library, LibraryToLibraryAcrossProcesses) {
   EXPECT_EQ(m.xattr("ring", "received"), std::to_string(kN));
 }
 
+// Library senders take the mount's quota a batch at a time (16 KiB for a
+// 1 GiB quota) and receives give it back in batches; listing a mailbox
+// settles both, so `df` is exact again after `ls -l`.
+TEST(Library, DfIsExactOnceTheMailboxIsListed) {
+  Mount m("max_bytes=1G");
+  ASSERT_TRUE(m.ok());
+  auto box = Mailbox::create(m.path("box"), {});
+  ASSERT_TRUE(box) << strerror(box.error());
+  for (int i = 0; i < 3; i++) ASSERT_EQ(box->send("0123456789"), 0);  // 3 records of 48 bytes
+  auto used = [&](const char* before) {
+    auto r = m.sh(std::string(before) + " df -B1 --output=used . | tail -1");
+    return std::atoll(r.out.c_str());
+  };
+  EXPECT_GE(used(""), 16384) << "the sends took a batch of quota";  // else this test proves nothing
+  EXPECT_EQ(used("ls -l box >/dev/null;"), 4096);                   // 144 bytes: one 4 KiB block
+  std::string out;
+  for (int i = 0; i < 3; i++) ASSERT_EQ(box->receive(out), 0);
+  EXPECT_EQ(used("ls -l box >/dev/null;"), 0);
+}
+
 TEST(Library, SendWakesACatParkedInTheDaemon) {
   Mount m;
   ASSERT_TRUE(m.ok());
