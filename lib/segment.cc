@@ -300,7 +300,6 @@ bool Segment::full() {
   return l.ok() && full_locked();
 }
 
-// Finds room for `rec` contiguous bytes (see the layout comment). Needs send_lock.
 // An empty ring that has moved far into its area starts again at offset 0
 // of the next lap, both positions moving together so that no gap counts as
 // used: a ring that is usually drained (a ping-pong, a consumer keeping up)
@@ -334,6 +333,7 @@ void Segment::restart_if_empty_locked() {
   unlock(Side::recv);
 }
 
+// Finds room for `rec` contiguous bytes (see the layout comment). Needs send_lock.
 Result<Segment::Room> Segment::room_locked(uint64_t rec, bool force) {
   SegmentHeader* h = hdr_;
   // Once per page the tail enters, not on every send: tail_pub sits on the
