@@ -195,5 +195,37 @@ TEST(ProcProbes, DyingAndKilledBySignal) {
   EXPECT_FALSE(killed_by_signal(exited));  // gone
 }
 
+// The kept descriptor follows its thread: alive, then killed (a zombie), then
+// reaped, the probe answers as a fresh read of /proc would.
+TEST(ProcProbes, ThreadProbeKeepsTheAnswerOfAFreshRead) {
+  ThreadProbe probe;
+  EXPECT_FALSE(probe.dying(0));
+  EXPECT_FALSE(probe.dying(-1));
+  EXPECT_FALSE(probe.dying(::getpid()));
+  EXPECT_FALSE(probe.dying(::getpid()));  // through the kept descriptor
+  pid_t child = ::fork();
+  if (child == 0) {
+    ::pause();
+    ::_exit(0);
+  }
+  EXPECT_FALSE(probe.dying(child));
+  EXPECT_FALSE(probe.dying(child));
+  ASSERT_EQ(::kill(child, SIGKILL), 0);
+  bool zombie = false;
+  for (const auto end = ut::Clock::now() + 2s; !zombie && ut::Clock::now() < end;) {
+    siginfo_t si{};
+    zombie = ::waitid(P_PID, child, &si, WEXITED | WNOHANG | WNOWAIT) == 0 && si.si_pid == child;
+    if (!zombie) std::this_thread::sleep_for(1ms);
+  }
+  ASSERT_TRUE(zombie);
+  EXPECT_TRUE(probe.dying(child));  // the same descriptor now reads an exiting thread
+  EXPECT_EQ(thread_dying(child), probe.dying(child));
+  ut::wait_child(child);
+  EXPECT_FALSE(probe.dying(child));  // gone: its descriptor fails, and no thread has the number
+  EXPECT_FALSE(thread_dying(child));
+  // Many threads: the kept set stays bounded and every answer stays right.
+  for (int i = 0; i < 200; i++) EXPECT_FALSE(probe.dying(::getpid()));
+}
+
 }  // namespace
 }  // namespace mbx
