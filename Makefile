@@ -63,7 +63,7 @@ $(OUT)/mailbox.pc: Makefile
 # The examples build as a user's program would, through pkg-config.
 examples: $(OUT)/libmailbox.a $(OUT)/mailbox.pc
 	@mkdir -p $(OUT)/examples
-	$(CXX) -O2 -o $(OUT)/examples/producer_consumer docs/examples/producer_consumer.cpp \
+	$(CXX) -std=c++20 -O2 -o $(OUT)/examples/producer_consumer docs/examples/producer_consumer.cpp \
 	  $$(PKG_CONFIG_PATH=$(OUT) pkg-config --cflags --libs mailbox)
 
 $(OUT)/mailboxfs: $(FUSE_OBJS) $(OUT)/libmailbox_core.a

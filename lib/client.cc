@@ -93,14 +93,17 @@ const mbx::Sender& identity() {
 }
 }  // namespace
 
-struct Mailbox::Impl {
+struct detail::MailboxImpl {
   std::string path;
   bool can_send = false, can_receive = false;
   mbx::Segment seg;
   mbx::Mapping ctl;
   mbx::Sender last_from;  // of the last message received
   std::optional<FilePath> file;  // the fallback: no segment mapped
-  std::string staging;           // the fallback's zero-copy buffer
+  // The fallback's zero-copy buffers: a reservation is staged here until
+  // commit(), a view is a private copy (see reserve(), view()).
+  std::string staging, viewed;
+  bool staged = false, viewing = false;  // a reservation or view is open (fallback)
 
   SegmentHeader* h() const { return seg.header(); }
 
@@ -205,8 +208,10 @@ struct Mailbox::Impl {
   Result<char*> reserve(size_t len, bool nonblock, std::optional<Clock::time_point> deadline) {
     if (!can_send) return Result<char*>::failure(EBADF);
     if (file) {  // staged here, sent by commit()
+      if (staged) return Result<char*>::failure(EBUSY);  // as the segment refuses a second one
       if (len > file->max_message()) return Result<char*>::failure(EMSGSIZE);
       staging.assign(len, '\0');
+      staged = true;
       return staging.data();
     }
     char* p = nullptr;
@@ -220,7 +225,10 @@ struct Mailbox::Impl {
   }
 
   int commit() {
-    if (file) return file->send(staging, false, std::nullopt);
+    if (file) {
+      staged = false;
+      return file->send(staging, false, std::nullopt);
+    }
     const uint64_t seq = seg.commit_reserved();
     seg.after_push(false);
     return seg.capacity() == 0 ? await_receipt(seq, false, std::nullopt) : 0;
@@ -293,11 +301,13 @@ struct Mailbox::Impl {
   Result<mbx::Segment::View> view(bool nonblock, std::optional<Clock::time_point> deadline) {
     if (!can_receive) return Result<mbx::Segment::View>::failure(EBADF);
     if (file) {
+      if (viewing) return Result<mbx::Segment::View>::failure(EBUSY);  // as the segment refuses a second one
       auto r = file->receive(nonblock, deadline);
       if (!r) return Result<mbx::Segment::View>::failure(r.error());
-      staging = std::move(*r);
+      viewed = std::move(*r);
+      viewing = true;
       note_file_sender();
-      return mbx::Segment::View{staging.data(), staging.size(), 0, last_from};
+      return mbx::Segment::View{viewed.data(), viewed.size(), 0, last_from};
     }
     mbx::Segment::View v{};
     int e = until(kForMessage, [&] {
@@ -316,19 +326,28 @@ struct Mailbox::Impl {
   }
 
   void release() {
-    if (file) return;  // already taken from the mailbox
+    if (file) {  // already taken from the mailbox
+      viewing = false;
+      return;
+    }
     seg.release_view();
     seg.after_pop(false);
   }
 
   void put_back() {
-    if (file) return file->put_back(std::move(staging));
+    if (file) {
+      viewing = false;
+      return file->put_back(std::move(viewed));
+    }
     seg.cancel_view();
     seg.after_push(false);  // still queued: pass our wake on to another receiver
   }
 
   void abort_reserved() {
-    if (!file) seg.abort_reserved();
+    if (file)
+      staged = false;
+    else
+      seg.abort_reserved();
   }
 };
 
@@ -389,6 +408,7 @@ Result<size_t> Mailbox::receive_until(void* b, size_t n, Clock::time_point d) {
 }
 int Mailbox::receive(std::string& out) { return impl_->receive(out, false, std::nullopt); }
 int Mailbox::try_receive(std::string& out) { return impl_->receive(out, true, std::nullopt); }
+int Mailbox::receive_for(std::string& out, Clock::duration t) { return impl_->receive(out, false, Clock::now() + t); }
 int Mailbox::receive_until(std::string& out, Clock::time_point d) { return impl_->receive(out, false, d); }
 
 Result<Reservation> Mailbox::reserve(size_t len) { return reserve_impl(len, false, std::nullopt); }
@@ -398,17 +418,16 @@ Result<Reservation> Mailbox::reserve_until(size_t len, Clock::time_point d) { re
 Result<Reservation> Mailbox::reserve_impl(size_t len, bool nonblock, std::optional<Clock::time_point> d) {
   auto r = impl_->reserve(len, nonblock, d);
   if (!r) return Result<Reservation>::failure(r.error());
-  return Reservation(this, *r, len);
+  return Reservation(impl_.get(), *r, len);
 }
 
 Reservation::~Reservation() {
-  if (m_) m_->impl_->abort_reserved();
+  if (m_) m_->abort_reserved();
 }
 
 int Reservation::commit() {
   if (!m_) return EINVAL;
-  Mailbox* m = std::exchange(m_, nullptr);
-  return m->impl_->commit();
+  return std::exchange(m_, nullptr)->commit();
 }
 
 Result<View> Mailbox::receive_view() { return view_impl(false, std::nullopt); }
@@ -418,15 +437,15 @@ Result<View> Mailbox::receive_view_until(Clock::time_point d) { return view_impl
 Result<View> Mailbox::view_impl(bool nonblock, std::optional<Clock::time_point> d) {
   auto r = impl_->view(nonblock, d);
   if (!r) return Result<View>::failure(r.error());
-  return View(this, r->data, r->len, Sender{r->from.pid, r->from.uid, r->from.gid});
+  return View(impl_.get(), r->data, r->len, Sender{r->from.pid, r->from.uid, r->from.gid});
 }
 
 void View::release() {
-  if (Mailbox* m = std::exchange(m_, nullptr)) m->impl_->release();
+  if (auto* m = std::exchange(m_, nullptr)) m->release();
 }
 
 void View::put_back() {
-  if (Mailbox* m = std::exchange(m_, nullptr)) m->impl_->put_back();
+  if (auto* m = std::exchange(m_, nullptr)) m->put_back();
 }
 
 Sender Mailbox::last_sender() const {
@@ -465,6 +484,11 @@ struct mbx_mailbox {
 };
 
 namespace {
+constexpr unsigned kKnownFlags = MBX_SEND | MBX_RECEIVE | MBX_FALLBACK;
+
+// Neither direction, or a bit this version does not know: a caller's mistake.
+bool bad_flags(unsigned flags) { return (flags & ~kKnownFlags) || !(flags & (MBX_SEND | MBX_RECEIVE)); }
+
 std::optional<mailbox::Clock::time_point> deadline_of(int timeout_ms) {
   if (timeout_ms < 0) return std::nullopt;
   return mailbox::Clock::now() + std::chrono::milliseconds(timeout_ms);
@@ -474,6 +498,7 @@ std::optional<mailbox::Clock::time_point> deadline_of(int timeout_ms) {
 extern "C" {
 
 int mbx_open(const char* path, unsigned flags, mbx_t** out) {
+  if (bad_flags(flags)) return -EINVAL;
   auto r = mailbox::Mailbox::open(path, {(flags & MBX_SEND) != 0, (flags & MBX_RECEIVE) != 0, (flags & MBX_FALLBACK) != 0});
   if (!r) return -r.error();
   *out = new mbx_mailbox{std::move(r.value()), std::nullopt, std::nullopt};
@@ -482,6 +507,7 @@ int mbx_open(const char* path, unsigned flags, mbx_t** out) {
 
 int mbx_create(const char* path, uint64_t capacity, uint64_t max_message, unsigned mode, unsigned flags,
                mbx_t** out) {
+  if (bad_flags(flags)) return -EINVAL;
   mailbox::CreateOptions c;
   c.capacity = capacity;
   c.max_message = max_message;
@@ -495,6 +521,7 @@ int mbx_create(const char* path, uint64_t capacity, uint64_t max_message, unsign
 void mbx_close(mbx_t* m) { delete m; }
 
 int mbx_send(mbx_t* m, const void* data, size_t len, int timeout_ms) {
+  if (timeout_ms < -1) return -EINVAL;
   std::string_view v(static_cast<const char*>(data), len);
   if (timeout_ms == 0) return -m->box.try_send(v);
   auto d = deadline_of(timeout_ms);
@@ -502,6 +529,7 @@ int mbx_send(mbx_t* m, const void* data, size_t len, int timeout_ms) {
 }
 
 ssize_t mbx_recv(mbx_t* m, void* buf, size_t cap, int timeout_ms) {
+  if (timeout_ms < -1) return -EINVAL;
   auto r = timeout_ms == 0   ? m->box.try_receive(buf, cap)
            : timeout_ms < 0 ? m->box.receive(buf, cap)
                             : m->box.receive_until(buf, cap, *deadline_of(timeout_ms));
@@ -516,6 +544,7 @@ void mbx_last_sender(const mbx_t* m, pid_t* pid, uid_t* uid, gid_t* gid) {
 }
 
 int mbx_reserve(mbx_t* m, size_t len, void** data, int timeout_ms) {
+  if (timeout_ms < -1) return -EINVAL;
   if (m->reserved) return -EBUSY;
   auto r = timeout_ms == 0  ? m->box.try_reserve(len)
            : timeout_ms < 0 ? m->box.reserve(len)
@@ -536,6 +565,7 @@ int mbx_commit(mbx_t* m) {
 void mbx_abort(mbx_t* m) { m->reserved.reset(); }
 
 ssize_t mbx_recv_view(mbx_t* m, const void** data, int timeout_ms) {
+  if (timeout_ms < -1) return -EINVAL;
   if (m->viewed) return -EBUSY;
   auto r = timeout_ms == 0  ? m->box.try_receive_view()
            : timeout_ms < 0 ? m->box.receive_view()

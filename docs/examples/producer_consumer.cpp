@@ -1,7 +1,7 @@
 // The bounded-buffer producer-consumer of the IPC lecture notes, as two
 // processes sharing one mailboxfs mailbox through libmailbox.
 //
-//   g++ producer_consumer.cpp $(pkg-config --cflags --libs mailbox) -o producer_consumer
+//   g++ -std=c++20 producer_consumer.cpp $(pkg-config --cflags --libs mailbox) -o producer_consumer
 //   ./producer_consumer /mnt/mbx/buffer [items] [capacity]
 //
 // The mailbox is the bounded buffer: the producer blocks while it is full,

@@ -13,6 +13,7 @@
 
 #include <mailbox/mailbox.hpp>
 #include <string>
+#include <vector>
 
 #include "harness.h"
 
@@ -194,6 +195,63 @@ TEST_P(LibraryFallback, OtherUserGoesThroughTheFile) {
 
 INSTANTIATE_TEST_SUITE_P(Framings, LibraryFallback, ::testing::Values("file", "datagram", "line"));
 
+// Through the file, as on the fast path: one reservation and one view per
+// object at a time, and neither one's bytes overwrite the other's.
+TEST(LibraryFallbackZeroCopy, OneReservationAndOneViewAtATime) {
+  if (geteuid() != 0) GTEST_SKIP() << "needs root to act as another user";
+  Mount m("allow_other,root_mode=1777,framing=datagram,capacity=4,max_message=64");
+  ASSERT_TRUE(m.ok());
+  ASSERT_EQ(m.sh("touch box && chmod 666 box && printf v1 > box && printf v2 > box").status, 0);
+  pid_t other = child([&] {
+    if (chdir(m.dir().c_str()) != 0 || setgid(65534) != 0 || setuid(65534) != 0) return 10;
+    auto b = Mailbox::open("box", {.send = true, .receive = true, .fallback = true});
+    if (!b || !b->via_file()) return 11;
+    auto r = b->try_reserve(5);
+    if (!r) return 12;
+    if (b->try_reserve(5).error() != EBUSY) return 13;
+    auto v = b->try_receive_view();
+    if (!v || v->bytes() != "v1") return 14;
+    if (b->try_receive_view().error() != EBUSY) return 15;
+    std::memcpy(r->data(), "hello", 5);
+    if (r->commit() != 0) return 16;
+    if (v->bytes() != "v1") return 17;  // the view's bytes are its own
+    v->put_back();
+    std::string got;
+    if (b->try_receive(got) != 0 || got != "v1") return 18;  // put back: first again
+    if (b->try_receive(got) != 0 || got != "v2") return 19;
+    auto again = b->try_reserve(1);  // the first one is done: a new one is allowed
+    if (!again) return 20;
+    return 0;  // dropped uncommitted: nothing sent
+  });
+  EXPECT_EQ(finish(other, 10000), 0);
+  EXPECT_EQ(m.xattr("box", "messages"), "1");
+  EXPECT_EQ(m.sh("dd bs=64 count=1 status=none if=box", 5000).out, "hello");
+}
+
+// A Reservation and a View hold on to the mailbox, not to the Mailbox object:
+// moving the object (into a container, say) leaves them usable.
+TEST(LibraryZeroCopy, ReservationAndViewSurviveAMovedMailbox) {
+  Mount m;
+  ASSERT_TRUE(m.ok());
+  auto box = Mailbox::create(m.path("box"), {.capacity = 4, .max_message = 64});
+  ASSERT_TRUE(box);
+  auto r = box->reserve(3);
+  ASSERT_TRUE(r);
+  std::vector<Mailbox> boxes;
+  boxes.push_back(std::move(box.value()));
+  std::memcpy(r->data(), "abc", 3);
+  EXPECT_EQ(r->commit(), 0);
+  auto v = boxes[0].try_receive_view();
+  ASSERT_TRUE(v);
+  Mailbox moved = std::move(boxes[0]);
+  EXPECT_EQ(v->bytes(), "abc");
+  v->release();
+  EXPECT_EQ(m.xattr("box", "received"), "1");
+  std::string got;
+  EXPECT_EQ(moved.try_receive(got), EAGAIN);
+  EXPECT_EQ(moved.receive_for(got, 20ms), ETIMEDOUT);
+}
+
 }  // namespace
 
 namespace {
@@ -226,8 +284,21 @@ TEST(LibraryCApi, ZeroCopyAndSender) {
   EXPECT_EQ(mbx_recv_view(box, &data, 0), -EAGAIN);
   EXPECT_EQ(mbx_recv_view(box, &data, 30), -ETIMEDOUT);
   EXPECT_EQ(mbx_reserve(box, 65, &slot, 0), -EMSGSIZE);
+  // A caller's mistakes: a timeout below -1, no direction, an unknown flag.
+  char buf[8];
+  EXPECT_EQ(mbx_send(box, "x", 1, -5), -EINVAL);
+  EXPECT_EQ(mbx_recv(box, buf, sizeof buf, -2), -EINVAL);
+  EXPECT_EQ(mbx_reserve(box, 1, &slot, -7), -EINVAL);
+  EXPECT_EQ(mbx_recv_view(box, &data, -3), -EINVAL);
   mbx_close(box);
   EXPECT_EQ(m.xattr("c", "received"), "1");
+  EXPECT_EQ(m.xattr("c", "sent"), "1");
+  mbx_t* other = nullptr;
+  EXPECT_EQ(mbx_open(m.path("c").c_str(), 0, &other), -EINVAL);
+  EXPECT_EQ(mbx_open(m.path("c").c_str(), MBX_SEND | 8u, &other), -EINVAL);
+  EXPECT_EQ(mbx_create(m.path("d").c_str(), 2, 64, 0600, MBX_FALLBACK, &other), -EINVAL);
+  EXPECT_EQ(other, nullptr);
+  EXPECT_NE(access(m.path("d").c_str(), F_OK), 0);  // refused before anything was created
 }
 
 }  // namespace

@@ -18,16 +18,24 @@ typedef struct mbx_mailbox mbx_t;
 #define MBX_FALLBACK 4u
 #define MBX_UNBOUNDED UINT64_MAX
 
-/* Opens the mailbox file at path for MBX_SEND and/or MBX_RECEIVE. */
+/* Opens the mailbox file at path for MBX_SEND and/or MBX_RECEIVE (-EINVAL
+ * for neither, or for an unknown flag). */
 int mbx_open(const char *path, unsigned flags, mbx_t **out);
 /* Creates a mailbox (EEXIST if present) with these settings, then opens it. */
 int mbx_create(const char *path, uint64_t capacity, uint64_t max_message, unsigned mode,
                unsigned flags, mbx_t **out);
+/* Closes m. A view still open is released (its message counts as received,
+ * as mbx_release()); a reservation still open is dropped (nothing is sent,
+ * as mbx_abort()). */
 void mbx_close(mbx_t *m);
 
-/* timeout_ms: -1 waits forever, 0 never waits (-EAGAIN), > 0 bounds the wait (-ETIMEDOUT). */
+/* timeout_ms: -1 waits forever, 0 never waits (-EAGAIN), > 0 bounds the wait
+ * (-ETIMEDOUT); below -1 is -EINVAL. */
 int mbx_send(mbx_t *m, const void *data, size_t len, int timeout_ms);
-/* Returns the message length; -EMSGSIZE leaves a message larger than cap queued. */
+/* Returns the message length. A message larger than cap gives -EMSGSIZE and
+ * stays queued for any receiver; through the file (MBX_FALLBACK in use) it has
+ * already left the mailbox and is kept in m for its next receive with a
+ * larger buffer (lost if m is closed first). */
 ssize_t mbx_recv(mbx_t *m, void *buf, size_t cap, int timeout_ms);
 
 /* The sender of the last message received through m (any out pointer may be NULL). */

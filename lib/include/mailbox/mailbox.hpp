@@ -6,6 +6,9 @@
 // other programs through this library) see the same messages, counters and
 // blocking. Errors are errno values; nothing here throws.
 #pragma once
+#if __cplusplus < 201703L
+#error "libmailbox's C++ API needs C++17 or later: compile with -std=c++20"
+#endif
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
@@ -70,10 +73,14 @@ struct Sender {
 };
 
 class Mailbox;
+namespace detail {
+struct MailboxImpl;
+}
 
 // A slot reserved in a mailbox (zero-copy send): write size() bytes at data(),
 // then commit(). Other senders of that mailbox wait until it is committed or
-// dropped; dropping it uncommitted sends nothing.
+// dropped; dropping it uncommitted sends nothing. It must not outlive the
+// Mailbox it came from (moving that Mailbox is fine).
 class Reservation {
  public:
   Reservation(Reservation&& o) noexcept : m_(std::exchange(o.m_, nullptr)), p_(o.p_), n_(o.n_) {}
@@ -87,15 +94,16 @@ class Reservation {
 
  private:
   friend class Mailbox;
-  Reservation(Mailbox* m, char* p, size_t n) : m_(m), p_(p), n_(n) {}
-  Mailbox* m_;
+  Reservation(detail::MailboxImpl* m, char* p, size_t n) : m_(m), p_(p), n_(n) {}
+  detail::MailboxImpl* m_;
   char* p_;
   size_t n_;
 };
 
 // A received message read in place (zero-copy receive). Other receivers of
 // that mailbox wait until it is released; release() (or destruction) removes
-// it from the mailbox, put_back() leaves it queued for the next receiver.
+// it from the mailbox, put_back() leaves it queued for the next receiver. It
+// must not outlive the Mailbox it came from (moving that Mailbox is fine).
 class View {
  public:
   View(View&& o) noexcept : m_(std::exchange(o.m_, nullptr)), p_(o.p_), n_(o.n_), from_(o.from_) {}
@@ -110,8 +118,8 @@ class View {
 
  private:
   friend class Mailbox;
-  View(Mailbox* m, const char* p, size_t n, Sender f) : m_(m), p_(p), n_(n), from_(f) {}
-  Mailbox* m_;
+  View(detail::MailboxImpl* m, const char* p, size_t n, Sender f) : m_(m), p_(p), n_(n), from_(f) {}
+  detail::MailboxImpl* m_;
   const char* p_;
   size_t n_;
   Sender from_;
@@ -143,7 +151,10 @@ class Mailbox {
   int send_until(std::string_view msg, Clock::time_point deadline);
 
   // Receives one message into buf[0..cap), returning its length. A message
-  // longer than `cap` stays queued and EMSGSIZE is returned.
+  // longer than `cap` is not returned: EMSGSIZE. On the fast path it stays
+  // queued for any receiver; through the file (via_file()) it has already
+  // left the mailbox and is kept in this object for its next receive with a
+  // larger buffer (lost if the object is destroyed first).
   Result<size_t> receive(void* buf, size_t cap);
   Result<size_t> try_receive(void* buf, size_t cap);
   Result<size_t> receive_for(void* buf, size_t cap, Clock::duration timeout);
@@ -151,10 +162,12 @@ class Mailbox {
   // Receives one message whole into `out` (replacing its contents).
   int receive(std::string& out);
   int try_receive(std::string& out);
+  int receive_for(std::string& out, Clock::duration timeout);
   int receive_until(std::string& out, Clock::time_point deadline);
 
   // Zero-copy: reserve room for a message of exactly `len` bytes (blocking
-  // while full, errors as send()), and receive a message in place.
+  // while full, errors as send()), and receive a message in place. One
+  // reservation and one view per object at a time (EBUSY).
   Result<Reservation> reserve(size_t len);
   Result<Reservation> try_reserve(size_t len);
   Result<Reservation> reserve_until(size_t len, Clock::time_point deadline);
@@ -173,7 +186,7 @@ class Mailbox {
  private:
   friend class Reservation;
   friend class View;
-  struct Impl;
+  using Impl = detail::MailboxImpl;
   explicit Mailbox(std::unique_ptr<Impl> impl);
   Result<Reservation> reserve_impl(size_t len, bool nonblock, std::optional<Clock::time_point> d);
   Result<View> view_impl(bool nonblock, std::optional<Clock::time_point> d);
