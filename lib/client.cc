@@ -39,9 +39,10 @@ Result<std::string> get_xattr(const std::string& path, const char* name) {
 // half's published position `pos` (moved from `pos_seen`): it changes before
 // the word (inside the other side's commit, before its unlock and wake-up),
 // which shortens a ping-pong's hand-off.
+// `announce` (receivers only) is told once the caller counts as asleep.
 void wait_change(std::atomic<uint32_t>& word, std::atomic<uint32_t>& sleepers, uint32_t seen,
                  const std::atomic<uint64_t>& pos, uint64_t pos_seen,
-                 const std::optional<Clock::time_point>& deadline) {
+                 const std::optional<Clock::time_point>& deadline, mbx::Segment* announce = nullptr) {
   for (int i = 0; i < kSpins; i++) {
     if (word.load(std::memory_order_acquire) != seen) return;
     if (pos.load(std::memory_order_relaxed) != pos_seen) return;  // the caller re-checks under its lock
@@ -55,6 +56,7 @@ void wait_change(std::atomic<uint32_t>& word, std::atomic<uint32_t>& sleepers, u
   // the sleeper count: either they see us, move the word and wake us (or
   // FUTEX_WAIT finds it moved), or we see their position and do not sleep.
   sleepers.fetch_add(1, std::memory_order_seq_cst);
+  if (announce) announce->receiver_sleeping();
   timespec rel{}, *relp = nullptr;
   // Wakes are handed to one sleeper each; should the one woken die before
   // acting on it, the others still re-check within kRecheck.
@@ -179,7 +181,9 @@ struct detail::MailboxImpl {
       if (e == Errc::again) {
         if (nonblock) return EAGAIN;
         if (expired(deadline)) return ETIMEDOUT;
-        if (have_seen) wait_change(h()->*w.word, h()->*w.sleepers, seen, h()->*w.pos, pos_seen, deadline);
+        if (have_seen)
+          wait_change(h()->*w.word, h()->*w.sleepers, seen, h()->*w.pos, pos_seen, deadline,
+                      &w == &kForMessage ? &seg : nullptr);
         seen = (h()->*w.word).load(std::memory_order_acquire);
         pos_seen = (h()->*w.pos).load(std::memory_order_relaxed);
         have_seen = true;

@@ -54,6 +54,11 @@ int FilePath::wait_fd(int fd, short events, Deadline deadline) {
   return 0;
 }
 
+int FilePath::open_once(mbx::UniqueFd& fd, const std::string& path, int flags) {
+  if (!fd.valid()) fd.reset(::open(path.c_str(), flags | O_CLOEXEC));
+  return fd.valid() ? 0 : errno;
+}
+
 int FilePath::send(std::string_view msg, bool nonblock, Deadline deadline) {
   if (msg.size() > max_message_) return EMSGSIZE;
   // Through the file an empty message cannot be told from no message (an
@@ -73,10 +78,18 @@ int FilePath::send(std::string_view msg, bool nonblock, Deadline deadline) {
       msg = line;
     }
   }
-  if (!w_.valid()) {
-    w_.reset(::open(path_.c_str(), O_WRONLY | O_NONBLOCK | O_CLOEXEC));
-    if (!w_.valid()) return errno;
+  if (!nonblock && !deadline) {  // waits in the daemon, as a committed sender
+    if (int e = open_once(wb_, path_, O_WRONLY)) return e;
+    for (;;) {
+      const ssize_t n = ::write(wb_.get(), msg.data(), msg.size());
+      if (n == static_cast<ssize_t>(msg.size())) return 0;
+      if (n >= 0) return EIO;
+      // The mailbox's timeout_ms is not ours to keep (as on the fast path):
+      // nothing was sent, offer it again. EINTR: a signal ended the wait.
+      if (errno != ETIMEDOUT) return errno;
+    }
   }
+  if (int e = open_once(w_, path_, O_WRONLY | O_NONBLOCK)) return e;
   for (;;) {
     const ssize_t n = ::write(w_.get(), msg.data(), msg.size());
     if (n == static_cast<ssize_t>(msg.size())) return 0;
@@ -97,6 +110,7 @@ int FilePath::send_file(std::string_view msg, bool nonblock, Deadline deadline) 
     if (!fd.valid()) return errno;
     if (::write(fd.get(), msg.data(), msg.size()) != static_cast<ssize_t>(msg.size())) return errno;
     const int e = ::close(fd.release()) == 0 ? 0 : errno;  // the commit, and its verdict
+    if (e == ETIMEDOUT && !try_only) continue;  // the mailbox's timeout_ms: not ours to keep
     if (e != EAGAIN || nonblock) return e;
     if (expired(deadline)) return ETIMEDOUT;
     std::this_thread::sleep_for(std::min(pause, std::chrono::duration_cast<std::chrono::microseconds>(*deadline - Clock::now())));
@@ -106,7 +120,8 @@ int FilePath::send_file(std::string_view msg, bool nonblock, Deadline deadline) 
 
 // File framing: one open-read-close receives one message, whole.
 int FilePath::read_file_message(bool nonblock, Deadline deadline) {
-  mbx::UniqueFd fd(::open(path_.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC));
+  const bool waits_in_daemon = !nonblock && !deadline;  // see rb_
+  mbx::UniqueFd fd(::open(path_.c_str(), O_RDONLY | O_CLOEXEC | (waits_in_daemon ? 0 : O_NONBLOCK)));
   if (!fd.valid()) return errno;
   std::string msg;
   std::string buf(std::max<size_t>(max_message_, 1) + 1, '\0');
@@ -117,6 +132,7 @@ int FilePath::read_file_message(bool nonblock, Deadline deadline) {
       continue;
     }
     if (n == 0) break;  // the end of this open's message
+    if (errno == ETIMEDOUT && waits_in_daemon && msg.empty()) continue;  // timeout_ms: not ours
     if (errno != EAGAIN || !msg.empty()) return errno;
     if (nonblock) return EAGAIN;
     if (int e = wait_fd(fd.get(), POLLIN, deadline)) return e;
@@ -131,13 +147,12 @@ void FilePath::put_back(std::string msg) { held_.push_front(std::move(msg)); }
 int FilePath::next_message(bool nonblock, Deadline deadline) {
   if (!held_.empty()) return 0;
   if (framing_ == Framing::file) return read_file_message(nonblock, deadline);
-  if (!r_.valid()) {
-    r_.reset(::open(path_.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC));
-    if (!r_.valid()) return errno;
-  }
+  const bool waits_in_daemon = !nonblock && !deadline;
+  mbx::UniqueFd& fd = waits_in_daemon ? rb_ : r_;
+  if (int e = open_once(fd, path_, O_RDONLY | (waits_in_daemon ? 0 : O_NONBLOCK))) return e;
   std::string buf(std::max<size_t>(max_message_, 1) + 1, '\0');
   for (;;) {
-    const ssize_t n = ::read(r_.get(), buf.data(), buf.size());
+    const ssize_t n = ::read(fd.get(), buf.data(), buf.size());
     if (n > 0) {
       std::string_view got(buf.data(), static_cast<size_t>(n));
       if (framing_ == Framing::datagram) {
@@ -152,9 +167,10 @@ int FilePath::next_message(bool nonblock, Deadline deadline) {
       return 0;
     }
     if (n == 0) return EIO;  // datagram and line readers never see EOF
-    if (errno != EAGAIN) return errno;
+    if (errno == ETIMEDOUT && waits_in_daemon) continue;  // the mailbox's timeout_ms: not ours
+    if (errno != EAGAIN) return errno;  // EINTR from a blocking read: a signal ended it
     if (nonblock) return EAGAIN;
-    if (int e = wait_fd(r_.get(), POLLIN, deadline)) return e;
+    if (int e = wait_fd(fd.get(), POLLIN, deadline)) return e;
   }
 }
 

@@ -36,11 +36,16 @@ class FilePath {
   int next_message(bool nonblock, Deadline deadline);
   int read_file_message(bool nonblock, Deadline deadline);
   int wait_fd(int fd, short events, Deadline deadline);
+  static int open_once(mbx::UniqueFd& fd, const std::string& path, int flags);
 
   std::string path_;
   Framing framing_ = Framing::file;
   size_t max_message_ = 0;
-  mbx::UniqueFd w_, r_;            // datagram/line: opened once, non-blocking
+  // datagram/line: opened once each. A call without a deadline blocks in
+  // the daemon (wb_, rb_), where it counts as a waiting sender or receiver:
+  // a rendezvous needs one side committed, and a caller waiting in poll() is
+  // not. A call with a deadline uses the non-blocking ones and poll().
+  mbx::UniqueFd w_, r_, wb_, rb_;
   std::deque<std::string> held_;  // received, not yet returned (a line read can bring several)
 };
 

@@ -258,9 +258,20 @@ Outcome Mailbox::send_outcome_locked(Handle& h, Waiter::SendJob& j, Errc err) {
   return Outcome{Errc::io};
 }
 
+bool Mailbox::library_receiver_sleeping() const {
+  // SYNC POINT: seq_cst load; pairs with the seq_cst increment in
+  // libmailbox's wait_change(). A hint only: a receiver not counted yet
+  // (still spinning) finds an offer itself, and one that leaves meanwhile
+  // costs the grace period, nothing else.
+  return seg_.header()->sleeping_receivers.load(std::memory_order_seq_cst) > 0;
+}
+
 std::optional<Outcome> Mailbox::send_locked(Handle& h, Waiter::SendJob job, bool nonblock, Waiter* w,
                                             Batch& b) {
   if (!w && !nonblock && seg_.capacity() == 0) return std::nullopt;  // rendezvous always waits
+  // A non-blocking rendezvous send with a library receiver asleep waits a
+  // moment in the daemon (kRendezvousGrace) for it to wake and take the offer.
+  const bool grace = nonblock && seg_.capacity() == 0 && library_receiver_sleeping();
   Step s;
   for (;;) {
     s = run_send_locked(job, writers_.empty(), b);
@@ -281,13 +292,16 @@ std::optional<Outcome> Mailbox::send_locked(Handle& h, Waiter::SendJob job, bool
   if (s == Step::done) return send_outcome_locked(h, job, Errc::ok);
   if (s == Step::failed) return send_outcome_locked(h, job, job.err);
   if (!w) {
-    if (nonblock || job.done_bytes > 0) return send_outcome_locked(h, job, Errc::again);
+    if ((nonblock && !(grace && s == Step::need_space)) || job.done_bytes > 0)
+      return send_outcome_locked(h, job, Errc::again);
     return std::nullopt;  // nothing sent: the caller comes back with a waiter
   }
+  if (nonblock && !(grace && s == Step::need_ack)) return send_outcome_locked(h, job, Errc::again);
   w->kind_ = Waiter::Kind::send;
   w->handle_ = &h;
   w->job_ = std::move(job);
-  park_locked(w, s == Step::need_ack ? Waiter::Where::acks : Waiter::Where::writers);
+  park_locked(w, s == Step::need_ack ? Waiter::Where::acks : Waiter::Where::writers,
+              nonblock ? std::optional(kRendezvousGrace) : std::nullopt);
   if (settings_.framing != Framing::file) b.raise = true;
   return std::nullopt;
 }
@@ -387,13 +401,14 @@ std::optional<Outcome> Mailbox::flush(Handle& h, const Sender& caller, Waiter* w
 
 // ---- parked calls ----------------------------------------------------------
 
-void Mailbox::park_locked(Waiter* w, Waiter::Where where) {
+void Mailbox::park_locked(Waiter* w, Waiter::Where where, std::optional<std::chrono::milliseconds> grace) {
   w->state_ = Waiter::State::parked;
   w->id_ = next_waiter_id_++;
   parked_[w->id_] = w;
   list_locked(w, where, false);
-  if (settings_.timeout_ms > 0) {
-    auto when = Timers::Clock::now() + std::chrono::milliseconds(settings_.timeout_ms);
+  w->grace_ = grace.has_value();
+  if (grace || settings_.timeout_ms > 0) {
+    auto when = Timers::Clock::now() + (grace ? *grace : std::chrono::milliseconds(settings_.timeout_ms));
     w->timer_ = mount_.timers().add(when, [weak = weak_from_this(), id = w->id_] {
       if (auto box = weak.lock()) box->expire(id);
     });
@@ -543,7 +558,7 @@ void Mailbox::expire(uint64_t waiter_id) {
     auto it = parked_.find(waiter_id);
     if (it == parked_.end()) return;
     it->second->timer_ = 0;
-    end_locked(it->second, Errc::timed_out, b);
+    end_locked(it->second, it->second->grace_ ? Errc::again : Errc::timed_out, b);
     settle_locked(b);
   }
   commit(b, nullptr);
@@ -697,7 +712,7 @@ unsigned Mailbox::poll(Handle& h, std::unique_ptr<PollToken> token) {
                             (readers_.empty() && seg_.stats().count > 0);
       const bool writable = h.framing == Framing::file ||
                             (writers_.empty() && acks_.empty() && !seg_.full() &&
-                             (seg_.capacity() != 0 || !readers_.empty()));
+                             (seg_.capacity() != 0 || !readers_.empty() || library_receiver_sleeping()));
       if (h.can_read && readable) ev |= POLLIN | POLLRDNORM;
       if (h.can_write && writable) ev |= POLLOUT | POLLWRNORM;
       if (hangup_ != Errc::ok && seg_.stats().count == 0) ev |= POLLHUP;

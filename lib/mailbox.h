@@ -90,6 +90,7 @@ class Waiter {
   std::list<Waiter*>::iterator pos_;
   uint64_t id_ = 0;
   uint64_t timer_ = 0;
+  bool grace_ = false;  // a non-blocking rendezvous send given kRendezvousGrace (EAGAIN when it ends)
   Handle* handle_ = nullptr;
   size_t want_ = 0;  // recv: request size
   struct SendJob {
@@ -198,7 +199,14 @@ class Mailbox : public std::enable_shared_from_this<Mailbox> {
   bool wants_feed(Handle& h);
   void drain_locked(Batch& b);
   void settle_locked(Batch& b);
-  void park_locked(Waiter* w, Waiter::Where where);
+  // Parks `w`; its timer is the mailbox's timeout_ms, or `grace` if set.
+  void park_locked(Waiter* w, Waiter::Where where,
+                   std::optional<std::chrono::milliseconds> grace = std::nullopt);
+  // A non-blocking rendezvous send waits this long for a receiver that sleeps
+  // in libmailbox (it cannot be handed the message at once, as one parked here
+  // is), as a library try_send does; then it is withdrawn (EAGAIN).
+  static constexpr std::chrono::milliseconds kRendezvousGrace{1};
+  bool library_receiver_sleeping() const;
   void list_locked(Waiter* w, Waiter::Where where, bool front);
   void unlist_locked(Waiter* w);
   void unpark_locked(Waiter* w);

@@ -915,6 +915,16 @@ void Segment::after_pop(bool by_daemon) {
   if (!by_daemon) kick_daemon(layout::kWatchWritable);
 }
 
+void Segment::receiver_sleeping() {
+  if (capacity_ != 0) return;
+  // SYNC POINT: orders the caller's seq_cst increment of sleeping_receivers
+  // before the load of daemon_watch; pairs with the daemon's seq_cst store of
+  // daemon_watch followed by its seq_cst load of sleeping_receivers
+  // (Mailbox::poll): either it sees us, or we see its watch bit and kick.
+  std::atomic_thread_fence(std::memory_order_seq_cst);
+  kick_daemon(layout::kWatchWritable);
+}
+
 void Segment::unlink_file() {
   if (!path_.empty()) ::unlink(path_.c_str());
 }

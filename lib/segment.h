@@ -157,6 +157,10 @@ class Segment {
   // when a non-daemon participant (by_daemon=false) changed a watched ring.
   void after_push(bool by_daemon);
   void after_pop(bool by_daemon);
+  // A non-daemon receiver has counted itself in sleeping_receivers: in a
+  // rendezvous mailbox that makes it writable for the daemon's non-blocking
+  // senders and pollers, so the daemon is kicked if it watches for that.
+  void receiver_sleeping();
 
   // Removes the file (the mapping stays valid until destruction).
   void unlink_file();

@@ -13,6 +13,8 @@
 
 #include <mailbox/mailbox.hpp>
 #include <string>
+#include <thread>
+#include <functional>
 #include <vector>
 
 #include "harness.h"
@@ -226,6 +228,89 @@ TEST(LibraryFallbackZeroCopy, OneReservationAndOneViewAtATime) {
   EXPECT_EQ(finish(other, 10000), 0);
   EXPECT_EQ(m.xattr("box", "messages"), "1");
   EXPECT_EQ(m.sh("dd bs=64 count=1 status=none if=box", 5000).out, "hello");
+}
+
+// A rendezvous needs one side committed. Through the file a call without a
+// deadline waits in the daemon (committed); one with a deadline waits in
+// poll(), and the daemon lets a non-blocking offer wait a moment for a
+// library receiver that sleeps. Every pairing with a committed side meets.
+TEST(LibraryFallbackRendezvous, MeetsLibraryAndFallbackReceivers) {
+  if (geteuid() != 0) GTEST_SKIP() << "needs root to act as another user";
+  Mount m("allow_other,root_mode=1777,framing=datagram,capacity=0,max_message=64");
+  ASSERT_TRUE(m.ok());
+  ASSERT_EQ(m.sh("touch box && chmod 666 box").status, 0);
+  auto as_nobody = [&](std::function<int(Mailbox&)> fn) {
+    return child([&, fn] {
+      if (chdir(m.dir().c_str()) != 0 || setgid(65534) != 0 || setuid(65534) != 0) return 10;
+      auto b = Mailbox::open("box", {.send = true, .receive = true, .fallback = true});
+      if (!b || !b->via_file()) return 11;
+      return fn(*b);
+    });
+  };
+  auto receives = [](const std::string& want, bool timed) {
+    return [want, timed](Mailbox& b) {
+      std::string got;
+      const int e = timed ? b.receive_for(got, 5s) : b.receive(got);
+      return e == 0 && got == want ? 0 : 30 + e;
+    };
+  };
+  auto library_receiver = [&](const std::string& want) {
+    return child([&, want] {
+      auto b = Mailbox::open(m.path("box"));
+      if (!b || b->via_file()) return 11;
+      std::string got;
+      const int e = b->receive_for(got, 5s);
+      return e == 0 && got == want ? 0 : 30 + e;
+    });
+  };
+  auto settle = [] { std::this_thread::sleep_for(200ms); };  // the first side is waiting by now
+  {
+    SCOPED_TRACE("blocking fallback send, library receiver");
+    pid_t s = as_nobody([](Mailbox& b) { return b.send("one") == 0 ? 0 : 20; });
+    pid_t r = library_receiver("one");
+    EXPECT_EQ(finish(r, 10000), 0);
+    EXPECT_EQ(finish(s, 10000), 0);
+  }
+  {
+    SCOPED_TRACE("fallback try_send, library receiver asleep");
+    pid_t r = library_receiver("two");
+    settle();
+    pid_t s = as_nobody([](Mailbox& b) { return b.try_send("two") == 0 ? 0 : 20; });
+    EXPECT_EQ(finish(s, 10000), 0);
+    EXPECT_EQ(finish(r, 10000), 0);
+  }
+  {
+    SCOPED_TRACE("timed fallback send waiting in poll, then a library receiver");
+    pid_t s = as_nobody([](Mailbox& b) { return b.send_for("three", 5s) == 0 ? 0 : 20; });
+    settle();
+    pid_t r = library_receiver("three");
+    EXPECT_EQ(finish(r, 10000), 0);
+    EXPECT_EQ(finish(s, 10000), 0);
+  }
+  {
+    SCOPED_TRACE("blocking fallback receive, timed fallback send");
+    pid_t r = as_nobody(receives("four", false));
+    settle();
+    pid_t s = as_nobody([](Mailbox& b) { return b.send_for("four", 5s) == 0 ? 0 : 20; });
+    EXPECT_EQ(finish(s, 10000), 0);
+    EXPECT_EQ(finish(r, 10000), 0);
+  }
+  {
+    SCOPED_TRACE("timed fallback receive, blocking fallback send");
+    pid_t r = as_nobody(receives("five", true));
+    settle();
+    pid_t s = as_nobody([](Mailbox& b) { return b.send("five") == 0 ? 0 : 20; });
+    EXPECT_EQ(finish(s, 10000), 0);
+    EXPECT_EQ(finish(r, 10000), 0);
+  }
+  {
+    SCOPED_TRACE("fallback try_send with nobody waiting");
+    pid_t s = as_nobody([](Mailbox& b) { return b.try_send("six") == EAGAIN ? 0 : 20; });
+    EXPECT_EQ(finish(s, 10000), 0);
+  }
+  EXPECT_EQ(m.xattr("box", "sent"), "5");
+  EXPECT_EQ(m.xattr("box", "received"), "5");
+  EXPECT_EQ(m.xattr("box", "messages"), "0");
 }
 
 // A Reservation and a View hold on to the mailbox, not to the Mailbox object:
