@@ -321,7 +321,11 @@ std::optional<Outcome> Mailbox::write(Handle& h, const char* p, size_t n, bool n
     } else if (removed_) {
       out = Outcome{removed_why_};
     } else if (h.framing == Framing::file) {
-      if (h.wbuf.size() + n > settings_.max_message) {
+      if (h.wrefused || h.wbuf.size() + n > settings_.max_message) {
+        // Refused whole: nothing of it may be sent by the close that follows.
+        h.wbuf.clear();
+        h.wbuf.shrink_to_fit();
+        h.wrefused = true;
         out = Outcome{Errc::msg_size};
       } else {
         h.wbuf.append(p, n);
@@ -352,6 +356,10 @@ std::optional<Outcome> Mailbox::write(Handle& h, const char* p, size_t n, bool n
         bool too_big = job.tail.size() > settings_.max_message;
         for (auto& m : job.msgs) too_big = too_big || m.size() > settings_.max_message;
         if (too_big) {
+          // A line too long is refused whole, with the part of it an earlier
+          // write left (the partial line) when it is the first one.
+          const std::string& first = job.msgs.empty() ? job.tail : job.msgs.front();
+          if (first.size() > settings_.max_message) h.wbuf.clear();
           out = Outcome{Errc::msg_size};
         } else if (job.msgs.empty()) {
           h.wbuf = std::move(job.tail);
@@ -375,6 +383,9 @@ std::optional<Outcome> Mailbox::flush(Handle& h, const Sender& caller, Waiter* w
     Guard g(mu_);
     if (w && w->interrupted_) {
       out = Outcome{Errc::interrupted};
+    } else if (h.wrefused) {  // the message was refused at a write: nothing to send
+      h.wrefused = false;
+      out = Outcome{Errc::msg_size};
     } else if (!h.can_write || h.wbuf.empty() || h.framing == Framing::datagram) {
       out = Outcome{};
     } else if (removed_) {

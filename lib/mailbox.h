@@ -65,6 +65,10 @@ struct Handle {
   size_t roff = 0;
   bool got_message = false;         // file framing: this open has had its one message
   std::string wbuf;                 // file framing: message being written; line: partial line
+  // File framing: a write made the message longer than max_message. The
+  // message is refused whole: what was buffered is dropped, later writes fail
+  // too, and the close()/fsync() that would send it reports EMSGSIZE.
+  bool wrefused = false;
   std::unique_ptr<PollToken> poll;  // armed poll notification, if any
   // Direct communication: the sender recorded for every message this open file
   // sends (the opening process, not the writing thread). Fixed at open.

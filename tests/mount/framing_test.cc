@@ -68,6 +68,19 @@ TEST(Framing, DatagramTooLargeForOneRequestIsRefusedWhole) {
   EXPECT_EQ(r.out, "1044480 1044480\n1044481 EMSGSIZE\n3145728 EMSGSIZE\n1") << r.err;
 }
 
+// cp writes in chunks: the chunk that makes the message too long fails, and
+// nothing of the message may arrive, not even the chunks before it.
+TEST(Framing, FileTooLargeWrittenInChunksSendsNothing) {
+  Mount m("max_message=100000");
+  ASSERT_TRUE(m.ok());
+  auto r = m.sh(
+      "touch box; head -c 100001 /dev/zero > ../big; head -c 100000 /dev/zero > ../fits;"
+      "dd if=../big of=box bs=1000 status=none 2>/dev/null; echo dd=$?;"
+      "getfattr --only-values -n user.mailbox.messages box; echo;"
+      "dd if=../fits of=box bs=1000 status=none; echo dd=$?; cat box | wc -c");
+  EXPECT_EQ(r.out, "dd=1\n0\ndd=0\n100000\n") << r.err;
+}
+
 TEST(Framing, LineEachLineIsOneMessage) {
   Mount m("framing=line");
   ASSERT_TRUE(m.ok());

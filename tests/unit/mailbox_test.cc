@@ -121,13 +121,23 @@ TEST_F(MailboxCore, FileFramingLimitAndDiscard) {
   auto& w = open(b, false, true);
   EXPECT_EQ(wr(*b, w, std::string(4000, 'a'))->err, Errc::ok);
   EXPECT_EQ(wr(*b, w, std::string(97, 'b'))->err, Errc::msg_size);  // 4097 in all
+  // Refused whole (cp writing a file too large): no later write completes it,
+  // and the close that would send it says so and sends nothing.
+  EXPECT_EQ(wr(*b, w, std::string(1, 'b'))->err, Errc::msg_size);
+  EXPECT_EQ(b->flush(w, Sender{}, nullptr)->err, Errc::msg_size);
+  EXPECT_EQ(b->info().seg.count, 0u);
+  EXPECT_EQ(b->info().seg.total_sent, 0u);
+  // The next message on the same open file (after fsync) starts afresh.
+  EXPECT_EQ(wr(*b, w, "next")->err, Errc::ok);
+  ASSERT_EQ(b->flush(w, Sender{}, nullptr)->err, Errc::ok);
+  EXPECT_EQ(b->info().seg.count, 1u);
   EXPECT_EQ(wr(*b, w, std::string(96, 'b'))->err, Errc::ok);
   b->discard_unsent(w);  // the writer died: nothing is sent
   ASSERT_EQ(b->flush(w, Sender{}, nullptr)->err, Errc::ok);
-  EXPECT_EQ(b->info().seg.count, 0u);
+  EXPECT_EQ(b->info().seg.count, 1u);
   EXPECT_EQ(wr(*b, w, "x")->err, Errc::ok);
   b->release(w);  // last close drops an unflushed partial message
-  EXPECT_EQ(b->info().seg.count, 0u);
+  EXPECT_EQ(b->info().seg.count, 1u);
 }
 
 TEST_F(MailboxCore, LineFramingOneMessagePerLine) {
@@ -163,6 +173,14 @@ TEST_F(MailboxCore, LineFramingTooLongLineSendsNothing) {
   EXPECT_EQ(wr(*b, w, s)->err, Errc::msg_size);
   EXPECT_EQ(b->info().seg.count, 0u);
   EXPECT_EQ(wr(*b, w, std::string(4097, 'p'))->err, Errc::msg_size);  // even a partial line
+  // A line written in parts that grows too long is refused whole, the part
+  // buffered before included.
+  EXPECT_EQ(wr(*b, w, std::string(4000, 'q'))->err, Errc::ok);
+  EXPECT_EQ(wr(*b, w, std::string(100, 'q'))->err, Errc::msg_size);
+  ASSERT_EQ(b->flush(w, Sender{}, nullptr)->err, Errc::ok);
+  EXPECT_EQ(b->info().seg.count, 0u);
+  EXPECT_EQ(wr(*b, w, "fine\n")->err, Errc::ok);
+  EXPECT_EQ(b->info().seg.count, 1u);
 }
 
 TEST_F(MailboxCore, FullMailboxNonblocking) {
