@@ -265,7 +265,9 @@ Result<struct stat> Tree::create(uint64_t parent, std::string_view name, mode_t 
     Guard g(mu_);
     if (Errc e = check_name(name); e != Errc::ok) return e;
     if (reserved(parent, name)) return Errc::exists;
-    if (Direct::owns(parent)) return Errc::perm;
+    // Reached only for a name the lookup did not find: not a process id
+    // (every pid resolves). It does not exist, and cannot be made to.
+    if (Direct::owns(parent)) return Errc::not_found;
     Node* p = find_locked(parent);
     if (p && p->children.count(name)) return Errc::exists;
     auto box = mount_.create_mailbox(next_ino_, mount_.config().defaults);

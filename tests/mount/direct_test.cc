@@ -272,7 +272,10 @@ TEST(DirectShell, ThePidNameIsReserved) {
   EXPECT_TRUE(has(r.err, "File exists")) << r.err;
   EXPECT_TRUE(has(r.err, "rmdir: failed to remove 'pid': Device or resource busy")) << r.err;
   EXPECT_EQ(r.out, "17\ndirectory\n");  // EEXIST; not listed at the root
-  EXPECT_TRUE(has(m.sh("touch pid/box").err, "Operation not permitted"));
+  // A name that is not a process id does not exist, and a create cannot make it.
+  EXPECT_TRUE(has(m.sh("touch pid/box").err, "No such file or directory"));
+  EXPECT_TRUE(has(m.sh("echo x > pid/4194304").err, "No such file or directory"));
+  EXPECT_TRUE(has(m.sh("mkdir pid/d").err, "Operation not permitted"));
   EXPECT_EQ(m.sh("mkdir jobs && touch jobs/pid && ls jobs").out, "pid\n");  // only the root's
 }
 
