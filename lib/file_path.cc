@@ -37,8 +37,9 @@ int FilePath::open(const std::string& path, FilePath* out) {
   return 0;
 }
 
-// Waits until `fd` is ready for `events` (the daemon sends poll notifications),
-// the deadline passes (ETIMEDOUT) or a signal arrives (EINTR).
+// Waits until `fd` is ready for `events` (the daemon sends poll notifications)
+// or the deadline passes (ETIMEDOUT). A signal only makes the caller try
+// again: as on the fast path, a handled signal does not end a call.
 int FilePath::wait_fd(int fd, short events, Deadline deadline) {
   int ms = -1;
   if (deadline) {
@@ -48,7 +49,7 @@ int FilePath::wait_fd(int fd, short events, Deadline deadline) {
   }
   pollfd p{fd, events, 0};
   const int n = ::poll(&p, 1, ms);
-  if (n < 0) return errno;
+  if (n < 0) return errno == EINTR ? 0 : errno;
   if (n == 0) return ETIMEDOUT;
   if (p.revents & (POLLERR | POLLHUP | POLLNVAL)) return EIDRM;  // deleted meanwhile
   return 0;
@@ -84,9 +85,9 @@ int FilePath::send(std::string_view msg, bool nonblock, Deadline deadline) {
       const ssize_t n = ::write(wb_.get(), msg.data(), msg.size());
       if (n == static_cast<ssize_t>(msg.size())) return 0;
       if (n >= 0) return EIO;
-      // The mailbox's timeout_ms is not ours to keep (as on the fast path):
-      // nothing was sent, offer it again. EINTR: a signal ended the wait.
-      if (errno != ETIMEDOUT) return errno;
+      // Nothing was sent, offer it again: the mailbox's timeout_ms is not
+      // ours to keep, and a signal does not end a call (as on the fast path).
+      if (errno != ETIMEDOUT && errno != EINTR) return errno;
     }
   }
   if (int e = open_once(w_, path_, O_WRONLY | O_NONBLOCK)) return e;
@@ -110,7 +111,7 @@ int FilePath::send_file(std::string_view msg, bool nonblock, Deadline deadline) 
     if (!fd.valid()) return errno;
     if (::write(fd.get(), msg.data(), msg.size()) != static_cast<ssize_t>(msg.size())) return errno;
     const int e = ::close(fd.release()) == 0 ? 0 : errno;  // the commit, and its verdict
-    if (e == ETIMEDOUT && !try_only) continue;  // the mailbox's timeout_ms: not ours to keep
+    if ((e == ETIMEDOUT || e == EINTR) && !try_only) continue;  // timeout_ms or a signal: not ours
     if (e != EAGAIN || nonblock) return e;
     if (expired(deadline)) return ETIMEDOUT;
     std::this_thread::sleep_for(std::min(pause, std::chrono::duration_cast<std::chrono::microseconds>(*deadline - Clock::now())));
@@ -132,7 +133,7 @@ int FilePath::read_file_message(bool nonblock, Deadline deadline) {
       continue;
     }
     if (n == 0) break;  // the end of this open's message
-    if (errno == ETIMEDOUT && waits_in_daemon && msg.empty()) continue;  // timeout_ms: not ours
+    if ((errno == ETIMEDOUT || errno == EINTR) && waits_in_daemon && msg.empty()) continue;  // not ours
     if (errno != EAGAIN || !msg.empty()) return errno;
     if (nonblock) return EAGAIN;
     if (int e = wait_fd(fd.get(), POLLIN, deadline)) return e;
@@ -167,8 +168,10 @@ int FilePath::next_message(bool nonblock, Deadline deadline) {
       return 0;
     }
     if (n == 0) return EIO;  // datagram and line readers never see EOF
-    if (errno == ETIMEDOUT && waits_in_daemon) continue;  // the mailbox's timeout_ms: not ours
-    if (errno != EAGAIN) return errno;  // EINTR from a blocking read: a signal ended it
+    // Nothing was received: the mailbox's timeout_ms is not ours to keep, and
+    // a signal does not end a call (as on the fast path).
+    if ((errno == ETIMEDOUT || errno == EINTR) && waits_in_daemon) continue;
+    if (errno != EAGAIN) return errno;
     if (nonblock) return EAGAIN;
     if (int e = wait_fd(fd.get(), POLLIN, deadline)) return e;
   }

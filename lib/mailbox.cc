@@ -54,6 +54,7 @@ void Mailbox::release(Handle& h) {
 void Mailbox::discard_unsent(Handle& h) {
   Guard g(mu_);
   h.wbuf.clear();
+  h.wrefused = false;  // the message it refused is gone with it
 }
 
 // ---- receiving -------------------------------------------------------------
@@ -240,7 +241,9 @@ Outcome Mailbox::send_outcome_locked(Handle& h, Waiter::SendJob& j, Errc err) {
       return all ? Outcome{Errc::ok, {}, j.chunk} : Outcome{err};
     case Waiter::SendJob::Kind::flush:
       if (!all) {
-        h.wbuf.insert(0, j.msgs[0]);  // unsent: back to the open file for a later close
+        // Unsent: back to the open file for a later close, unless a write
+        // meanwhile refused the open file's message as too long.
+        if (!h.wrefused) h.wbuf.insert(0, j.msgs[0]);
         return Outcome{err};
       }
       return Outcome{};
@@ -258,24 +261,30 @@ Outcome Mailbox::send_outcome_locked(Handle& h, Waiter::SendJob& j, Errc err) {
   return Outcome{Errc::io};
 }
 
-bool Mailbox::library_receiver_sleeping() const {
+bool Mailbox::library_receiver_sleeping() {
   // SYNC POINT: seq_cst load; pairs with the seq_cst increment in
-  // libmailbox's wait_change(). A hint only: a receiver not counted yet
-  // (still spinning) finds an offer itself, and one that leaves meanwhile
-  // costs the grace period, nothing else.
-  return seg_.header()->sleeping_receivers.load(std::memory_order_seq_cst) > 0;
+  // libmailbox's wait_change() (then Segment::receiver_sleeping's fence and
+  // kick). A hint only: one that leaves meanwhile costs the grace period.
+  const uint32_t n = seg_.header()->sleeping_receivers.load(std::memory_order_seq_cst);
+  // Sleepers that let a grace period pass (a receiver killed while asleep
+  // never takes its count back) are not counted again until one leaves.
+  unresponsive_sleepers_ = std::min(unresponsive_sleepers_, n);
+  return n > unresponsive_sleepers_;
 }
 
 std::optional<Outcome> Mailbox::send_locked(Handle& h, Waiter::SendJob job, bool nonblock, Waiter* w,
                                             Batch& b) {
   if (!w && !nonblock && seg_.capacity() == 0) return std::nullopt;  // rendezvous always waits
-  // A non-blocking rendezvous send with a library receiver asleep waits a
-  // moment in the daemon (kRendezvousGrace) for it to wake and take the offer.
-  const bool grace = nonblock && seg_.capacity() == 0 && library_receiver_sleeping();
+  // A non-blocking rendezvous send with no receiver parked here but one
+  // asleep in libmailbox waits a moment (kRendezvousGrace) for it to wake and
+  // take the offer. It is offered once, by the pass that can wait: the first
+  // pass (no waiter) only asks for one.
+  const bool grace = nonblock && seg_.capacity() == 0 && readers_.empty() && library_receiver_sleeping();
+  if (!w && grace) return std::nullopt;
   Step s;
   for (;;) {
     s = run_send_locked(job, writers_.empty(), b);
-    if (s == Step::need_ack && !w) {  // non-blocking rendezvous with no receiver ready
+    if (s == Step::need_ack && nonblock && !(w && grace)) {  // no receiver ready, and none to wait for
       if (seg_.withdraw(job.seq)) {
         job.awaiting_ack = false;
         b.popped = b.changed = true;  // the slot is free again: wake sleeping senders
@@ -292,11 +301,11 @@ std::optional<Outcome> Mailbox::send_locked(Handle& h, Waiter::SendJob job, bool
   if (s == Step::done) return send_outcome_locked(h, job, Errc::ok);
   if (s == Step::failed) return send_outcome_locked(h, job, job.err);
   if (!w) {
-    if ((nonblock && !(grace && s == Step::need_space)) || job.done_bytes > 0)
-      return send_outcome_locked(h, job, Errc::again);
+    if (nonblock || job.done_bytes > 0) return send_outcome_locked(h, job, Errc::again);
     return std::nullopt;  // nothing sent: the caller comes back with a waiter
   }
-  if (nonblock && !(grace && s == Step::need_ack)) return send_outcome_locked(h, job, Errc::again);
+  // Non-blocking with a waiter: only an offer given its grace period waits.
+  if (nonblock && s != Step::need_ack) return send_outcome_locked(h, job, Errc::again);
   w->kind_ = Waiter::Kind::send;
   w->handle_ = &h;
   w->job_ = std::move(job);
@@ -569,6 +578,8 @@ void Mailbox::expire(uint64_t waiter_id) {
     auto it = parked_.find(waiter_id);
     if (it == parked_.end()) return;
     it->second->timer_ = 0;
+    if (it->second->grace_)  // nobody woke for it: do not wait for these sleepers again
+      unresponsive_sleepers_ = seg_.header()->sleeping_receivers.load(std::memory_order_seq_cst);
     end_locked(it->second, it->second->grace_ ? Errc::again : Errc::timed_out, b);
     settle_locked(b);
   }

@@ -210,7 +210,7 @@ class Mailbox : public std::enable_shared_from_this<Mailbox> {
   // in libmailbox (it cannot be handed the message at once, as one parked here
   // is), as a library try_send does; then it is withdrawn (EAGAIN).
   static constexpr std::chrono::milliseconds kRendezvousGrace{1};
-  bool library_receiver_sleeping() const;
+  bool library_receiver_sleeping();
   void list_locked(Waiter* w, Waiter::Where where, bool front);
   void unlist_locked(Waiter* w);
   void unpark_locked(Waiter* w);
@@ -233,6 +233,7 @@ class Mailbox : public std::enable_shared_from_this<Mailbox> {
   std::unordered_map<uint64_t, Waiter*> parked_;
   std::list<Handle*> handles_;  // open files with an armed poll token
   uint64_t next_waiter_id_ = 1;
+  uint32_t unresponsive_sleepers_ = 0;  // see library_receiver_sleeping()
   uint32_t watch_ = 0;
   Errc hangup_ = Errc::ok;  // direct link whose sender exited: no more waiting
   std::unordered_map<pid_t, Sender> last_from_;  // reading thread -> sender of its last message

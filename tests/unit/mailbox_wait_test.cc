@@ -267,6 +267,63 @@ TEST_F(MailboxWait, RendezvousSendWaitsForAReceiver) {
   EXPECT_EQ(board_.wait(2)->out.data, "nb");
 }
 
+// A non-blocking offer on a rendezvous mailbox, with a libmailbox receiver
+// asleep on it, waits up to kRendezvousGrace for that receiver. It is offered
+// once, by the pass that has a waiter, and is never both refused and taken.
+TEST_F(MailboxWait, NonblockingRendezvousWaitsBrieflyForASleepingLibraryReceiver) {
+  auto b = box(framed(F::datagram, 0));
+  auto& w = open(b, false, true);
+  auto lib = Segment::attach(b->info().segment_path);  // the library receiver's mapping
+  ASSERT_TRUE(lib);
+  auto& sleepers = lib->header()->sleeping_receivers;
+  const uint32_t pushed0 = lib->header()->pushed.load();
+  sleepers.store(1);
+  // The first pass only asks for a waiter: nothing offered, nobody woken.
+  EXPECT_FALSE(wr(*b, w, "g1", nullptr, true).has_value());
+  EXPECT_EQ(b->info().seg.count, 0u);
+  EXPECT_EQ(lib->header()->pushed.load(), pushed0);
+  // The receiver is no longer asleep by the second pass: refused, and nothing stays on offer.
+  sleepers.store(0);
+  auto o = wr(*b, w, "g1", waiter(1), true);
+  ASSERT_TRUE(o);
+  EXPECT_EQ(o->err, Errc::again);
+  EXPECT_EQ(b->info().seg.count, 0u);
+  EXPECT_EQ(b->info().seg.total_sent, 0u);
+  // Asleep through both passes: on offer for the grace period. Taken within
+  // it, the send succeeds; not taken, it is refused and withdrawn.
+  sleepers.store(1);
+  EXPECT_FALSE(wr(*b, w, "g2", nullptr, true).has_value());
+  EXPECT_FALSE(wr(*b, w, "g2", waiter(2), true).has_value());
+  std::string got;
+  const bool taken = lib->pop(got, 0).ok();
+  lib->header()->kick.store(1);  // as after_pop() does for a watching daemon
+  b->service();
+  auto e = board_.wait(2);
+  ASSERT_TRUE(e);
+  EXPECT_EQ(e->out.err, taken ? Errc::ok : Errc::again);
+  if (taken) {
+    EXPECT_EQ(got, "g2");
+  }
+  EXPECT_EQ(b->info().seg.count, 0u);
+  EXPECT_EQ(b->info().seg.total_sent, taken ? 1u : 0u);
+  // Nobody takes it: refused after the grace; those sleepers are not waited
+  // for again (a receiver killed asleep never takes its count back) until
+  // the count moves.
+  sleepers.store(1);
+  EXPECT_FALSE(wr(*b, w, "g3", nullptr, true).has_value());
+  EXPECT_FALSE(wr(*b, w, "g3", waiter(3), true).has_value());
+  auto e3 = board_.wait(3);
+  ASSERT_TRUE(e3);
+  EXPECT_EQ(e3->out.err, Errc::again);
+  EXPECT_EQ(b->info().seg.count, 0u);
+  auto o4 = wr(*b, w, "g4", nullptr, true);
+  ASSERT_TRUE(o4);
+  EXPECT_EQ(o4->err, Errc::again);  // at once
+  sleepers.store(2);                // another receiver fell asleep
+  EXPECT_FALSE(wr(*b, w, "g5", nullptr, true).has_value());
+  sleepers.store(0);
+}
+
 TEST_F(MailboxWait, InterruptedRendezvousSendDeliversNothing) {
   auto b = box(framed(F::datagram, 0));
   auto& w = open(b, false, true);
