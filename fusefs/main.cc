@@ -8,6 +8,7 @@
 #include <cerrno>
 #include <climits>
 #include <cstddef>
+#include <csignal>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -251,11 +252,19 @@ int main(int argc, char* argv[]) {
         rc = fuse_session_loop_mt(se, lc);
         fuse_loop_cfg_destroy(lc);
       }
+      // Tearing down (parked calls ended, segments and the state directory
+      // removed by the destructors below) takes a moment; a SIGTERM or
+      // Ctrl-C then (a script that unmounts and then kills) must not cut it
+      // short and leave the state directory behind. Replacing libfuse's
+      // handlers leaves no moment with the default action.
+      std::signal(SIGTERM, SIG_IGN);
+      std::signal(SIGINT, SIG_IGN);
+      std::signal(SIGHUP, SIG_IGN);
       tree.shutdown();  // parked calls end before the connection goes
       fuse_session_unmount(se);
       status = rc < 0 ? 1 : 0;  // a signal (SIGTERM, SIGINT) ending the loop is a clean stop
     }
-    fuse_remove_signal_handlers(se);
+    fuse_remove_signal_handlers(se);  // leaves alone the ones set below
   }
   // A dead daemon's state this one never mounted to re-attach stays for the next attempt.
   if (!mounted && (*mount)->restored()) (*mount)->keep_state();

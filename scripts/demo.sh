@@ -9,8 +9,13 @@ daemon=
 cleanup() {
   cd /
   fusermount3 -u "$mnt" 2>/dev/null || fusermount3 -u -z "$mnt" 2>/dev/null || true
-  [ -n "$daemon" ] && kill "$daemon" 2>/dev/null || true
-  [ -n "$daemon" ] && wait "$daemon" 2>/dev/null || true
+  if [ -n "$daemon" ]; then
+    # An unmounted daemon exits by itself once it has removed its state
+    # directory; only one that does not is stopped.
+    for _ in $(seq 100); do kill -0 "$daemon" 2>/dev/null || break; sleep 0.05; done
+    kill "$daemon" 2>/dev/null || true
+    wait "$daemon" 2>/dev/null || true
+  fi
   rmdir "$mnt" 2>/dev/null || true
 }
 trap cleanup EXIT
