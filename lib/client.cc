@@ -198,6 +198,9 @@ struct detail::MailboxImpl {
   int send(std::string_view msg, bool nonblock, std::optional<Clock::time_point> deadline) {
     if (!can_send) return EBADF;
     if (file) return file->send(msg, nonblock, deadline);
+    // A rendezvous send waits for its receipt, and may have to take its offer
+    // back (both halves): not while our own view holds the receive half.
+    if (seg.capacity() == 0 && seg.viewing()) return EBUSY;
     uint64_t seq = 0;
     int e = until(kForRoom, [&] {
       auto r = seg.push(msg.data(), msg.size(), identity(), mbx::coarse_realtime_ns());
@@ -282,24 +285,36 @@ struct detail::MailboxImpl {
     return len;
   }
 
-  int receive(std::string& out, bool nonblock, std::optional<Clock::time_point> deadline) {
-    if (file && can_receive) {
+  // Receives one whole message into a byte container (std::string or
+  // std::vector<char>), sized to the message: copied once, straight from the
+  // ring while the receive half is held, as a view that is then released.
+  template <class Bytes>
+  int receive(Bytes& out, bool nonblock, std::optional<Clock::time_point> deadline) {
+    if (!can_receive) return EBADF;
+    if (file) {
       auto r = file->receive(nonblock, deadline);
-      out = r ? std::move(*r) : std::string();
-      if (r) note_file_sender();
-      return r.error();
-    }
-    for (;;) {
-      out.resize(seg.max_message());
-      auto r = receive(out.data(), out.size(), nonblock, deadline);
-      if (r) {
-        out.resize(*r);
-        return 0;
+      if (!r) {
+        out.clear();
+        return r.error();
       }
-      if (r.error() == EMSGSIZE && seg.max_message() > out.size()) continue;  // resized meanwhile
-      out.clear();
-      return r.error();
+      out.assign(r->begin(), r->end());
+      note_file_sender();
+      return 0;
     }
+    int e = until(kForMessage, [&] {
+      auto r = seg.view(mbx::coarse_realtime_ns());
+      if (!r) return r.error();
+      out.assign(r->data, r->data + r->len);
+      last_from = r->from;
+      seg.release_view();
+      return Errc::ok;
+    }, nonblock, deadline);
+    if (e) {
+      out.clear();
+      return e;
+    }
+    seg.after_pop(false);
+    return 0;
   }
 
   Result<mbx::Segment::View> view(bool nonblock, std::optional<Clock::time_point> deadline) {
@@ -414,6 +429,12 @@ int Mailbox::receive(std::string& out) { return impl_->receive(out, false, std::
 int Mailbox::try_receive(std::string& out) { return impl_->receive(out, true, std::nullopt); }
 int Mailbox::receive_for(std::string& out, Clock::duration t) { return impl_->receive(out, false, Clock::now() + t); }
 int Mailbox::receive_until(std::string& out, Clock::time_point d) { return impl_->receive(out, false, d); }
+int Mailbox::receive(std::vector<char>& out) { return impl_->receive(out, false, std::nullopt); }
+int Mailbox::try_receive(std::vector<char>& out) { return impl_->receive(out, true, std::nullopt); }
+int Mailbox::receive_for(std::vector<char>& out, Clock::duration t) {
+  return impl_->receive(out, false, Clock::now() + t);
+}
+int Mailbox::receive_until(std::vector<char>& out, Clock::time_point d) { return impl_->receive(out, false, d); }
 
 Result<Reservation> Mailbox::reserve(size_t len) { return reserve_impl(len, false, std::nullopt); }
 Result<Reservation> Mailbox::try_reserve(size_t len) { return reserve_impl(len, true, std::nullopt); }

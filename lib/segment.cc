@@ -462,6 +462,7 @@ void Segment::write_record_locked(const Room& room, size_t len, const Sender& fr
 
 Result<uint64_t> Segment::push(const char* data, size_t len, const Sender& from, int64_t now_ns,
                                bool force) {
+  if (reserved_) return Errc::busy;  // our own reservation holds send_lock
   if (len > max_message_) return Errc::msg_size;
   const uint64_t rec = layout::record_size(len);
   Locked l(*this, Side::send);
@@ -593,6 +594,7 @@ void Segment::remove_oldest_locked(const Found& f, int64_t now_ns) {
 }
 
 Result<Segment::Popped> Segment::pop(std::string& out, int64_t now_ns, size_t max_len) {
+  if (viewed_) return Errc::busy;  // our own view holds recv_lock
   Locked l(*this, Side::recv);
   if (!l.ok()) return l.error();
   auto f = oldest_locked();
@@ -604,6 +606,7 @@ Result<Segment::Popped> Segment::pop(std::string& out, int64_t now_ns, size_t ma
 }
 
 Result<Segment::PoppedInto> Segment::pop_into(void* buf, size_t cap, int64_t now_ns) {
+  if (viewed_) return Errc::busy;  // our own view holds recv_lock
   Locked l(*this, Side::recv);
   if (!l.ok()) return l.error();
   auto f = oldest_locked();
@@ -668,12 +671,15 @@ bool Segment::withdraw(uint64_t seq) {
 }
 
 SegmentStats Segment::stats() {
-  SegmentStats s;
-  Both l(*this, /*any_state=*/true);
-  if (l.ok()) {  // whoever looks sees the mount's quota exact for this mailbox
+  // Our own reservation or view holds one lock, and taking both (send_lock
+  // first) would wait on ourselves: then the counters are read as they are.
+  std::optional<Both> l;
+  if (!reserved_ && !viewed_) l.emplace(*this, /*any_state=*/true);
+  if (l && l->ok()) {  // whoever looks sees the mount's quota exact for this mailbox
     settle_quota_locked();
     return_credit_locked();
   }
+  SegmentStats s;
   const SegmentHeader* h = hdr_;
   s.count = h->send.next_seq - h->recv.popped;
   s.bytes = h->send.sent_bytes - h->recv.popped_bytes;
@@ -689,6 +695,7 @@ SegmentStats Segment::stats() {
 }
 
 uint64_t Segment::consumed_seq() {
+  if (viewed_) return hdr_->recv.consumed_seq;  // our own view holds recv_lock
   Locked l(*this, Side::recv, /*any_state=*/true);
   return hdr_->recv.consumed_seq;
 }

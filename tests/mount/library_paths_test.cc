@@ -313,6 +313,78 @@ TEST(LibraryFallbackRendezvous, MeetsLibraryAndFallbackReceivers) {
   EXPECT_EQ(m.xattr("box", "messages"), "0");
 }
 
+// Whole messages into a std::string or a std::vector<char>, sized to each.
+TEST(LibraryReceive, IntoAStringOrAVectorOfAnyLength) {
+  Mount m;
+  ASSERT_TRUE(m.ok());
+  auto box = Mailbox::create(m.path("box"), {.capacity = 4, .max_message = 1 << 20});
+  ASSERT_TRUE(box);
+  const std::string big(1 << 20, 'b');
+  ASSERT_EQ(box->send("abc"), 0);
+  ASSERT_EQ(box->send(big), 0);
+  ASSERT_EQ(box->send(""), 0);
+  std::vector<char> v(10, 'x');
+  ASSERT_EQ(box->try_receive(v), 0);
+  EXPECT_EQ(std::string(v.begin(), v.end()), "abc");
+  std::string str = "old contents";
+  ASSERT_EQ(box->receive_for(str, 5s), 0);
+  EXPECT_EQ(str, big);
+  ASSERT_EQ(box->receive(v), 0);
+  EXPECT_TRUE(v.empty());
+  EXPECT_EQ(box->try_receive(v), EAGAIN);
+  EXPECT_EQ(box->receive_for(v, 20ms), ETIMEDOUT);
+  EXPECT_TRUE(v.empty());
+  EXPECT_EQ(m.xattr("box", "received"), "3");
+  // A view open on this object: a second receive says so instead of waiting on itself.
+  ASSERT_EQ(box->send("held"), 0);
+  auto view = box->try_receive_view();
+  ASSERT_TRUE(view);
+  EXPECT_EQ(box->try_receive(str), EBUSY);
+  view->put_back();
+  ASSERT_EQ(box->try_receive(str), 0);
+  EXPECT_EQ(str, "held");
+}
+
+// An object's own open view or reservation holds one half of the mailbox:
+// calls that would wait on it answer EBUSY (or work without it) instead of
+// hanging.
+TEST(LibraryReceive, OwnViewOrReservationNeverWaitsOnItself) {
+  Mount m;
+  ASSERT_TRUE(m.ok());
+  auto box = Mailbox::create(m.path("box"), {.capacity = 4, .max_message = 64});
+  ASSERT_TRUE(box);
+  ASSERT_EQ(box->send("one"), 0);
+  {
+    auto view = box->try_receive_view();
+    ASSERT_TRUE(view);
+    char buf[64];
+    EXPECT_EQ(box->try_receive(buf, sizeof buf).error(), EBUSY);
+    EXPECT_EQ(box->receive(buf, sizeof buf).error(), EBUSY);
+    EXPECT_EQ(box->stats().messages, 1u);  // read as it is
+    EXPECT_EQ(box->send("reply"), 0);      // the other half is free
+  }  // released
+  {
+    auto slot = box->try_reserve(3);
+    ASSERT_TRUE(slot);
+    EXPECT_EQ(box->try_send("x"), EBUSY);
+    EXPECT_EQ(box->stats().messages, 1u);
+    std::string got;
+    EXPECT_EQ(box->try_receive(got), 0);  // the other half is free
+    EXPECT_EQ(got, "reply");
+  }  // dropped: nothing sent
+  auto rdv = Mailbox::create(m.path("rdv"), {.capacity = 0, .max_message = 64});
+  ASSERT_TRUE(rdv);
+  pid_t sender = child([&] {
+    auto b = Mailbox::open(m.path("rdv"));
+    return b && b->send("offer") == 0 ? 0 : 10;
+  });
+  auto view = rdv->receive_view();
+  ASSERT_TRUE(view);
+  EXPECT_EQ(rdv->send("mine"), EBUSY);  // would wait for a receipt while holding the receive half
+  view->release();
+  EXPECT_EQ(finish(sender, 5000), 0);
+}
+
 // A Reservation and a View hold on to the mailbox, not to the Mailbox object:
 // moving the object (into a container, say) leaves them usable.
 TEST(LibraryZeroCopy, ReservationAndViewSurviveAMovedMailbox) {

@@ -159,11 +159,16 @@ class Mailbox {
   Result<size_t> try_receive(void* buf, size_t cap);
   Result<size_t> receive_for(void* buf, size_t cap, Clock::duration timeout);
   Result<size_t> receive_until(void* buf, size_t cap, Clock::time_point deadline);
-  // Receives one message whole into `out` (replacing its contents).
+  // Receives one message whole into `out`, replacing its contents (cleared
+  // on error). Any length up to max_message; one copy.
   int receive(std::string& out);
   int try_receive(std::string& out);
   int receive_for(std::string& out, Clock::duration timeout);
   int receive_until(std::string& out, Clock::time_point deadline);
+  int receive(std::vector<char>& out);
+  int try_receive(std::vector<char>& out);
+  int receive_for(std::vector<char>& out, Clock::duration timeout);
+  int receive_until(std::vector<char>& out, Clock::time_point deadline);
 
   // Zero-copy: reserve room for a message of exactly `len` bytes (blocking
   // while full, errors as send()), and receive a message in place. One
