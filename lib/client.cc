@@ -197,10 +197,7 @@ struct detail::MailboxImpl {
 
   int send(std::string_view msg, bool nonblock, std::optional<Clock::time_point> deadline) {
     if (!can_send) return EBADF;
-    if (file) return file->send(msg, nonblock, deadline);
-    // A rendezvous send waits for its receipt, and may have to take its offer
-    // back (both halves): not while our own view holds the receive half.
-    if (seg.capacity() == 0 && seg.viewing()) return EBUSY;
+    if (file) return viewing ? EBUSY : file->send(msg, nonblock, deadline);  // as the segment's rule
     uint64_t seq = 0;
     int e = until(kForRoom, [&] {
       auto r = seg.push(msg.data(), msg.size(), identity(), mbx::coarse_realtime_ns());
@@ -215,7 +212,7 @@ struct detail::MailboxImpl {
   Result<char*> reserve(size_t len, bool nonblock, std::optional<Clock::time_point> deadline) {
     if (!can_send) return Result<char*>::failure(EBADF);
     if (file) {  // staged here, sent by commit()
-      if (staged) return Result<char*>::failure(EBUSY);  // as the segment refuses a second one
+      if (staged || viewing) return Result<char*>::failure(EBUSY);  // as the segment's rules
       if (len > file->max_message()) return Result<char*>::failure(EMSGSIZE);
       staging.assign(len, '\0');
       staged = true;

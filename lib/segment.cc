@@ -126,17 +126,38 @@ class Segment::Locked {
   Errc err_;
 };
 
-// Holds both locks, in the documented order.
+// Holds both locks, in the documented order, but never waits for recv_lock
+// while holding send_lock: a participant that holds recv_lock (a view) may
+// take send_lock next (it sends while it looks at a message), and waiting
+// for each other would deadlock. So recv_lock is only tried under send_lock;
+// if it is busy, send_lock is given back, recv_lock waited for on its own
+// (and given back), and the whole taken again.
 class Segment::Both {
  public:
-  explicit Both(const Segment& s, bool any_state = false)
-      : send_(s, Side::send, any_state), recv_(s, Side::recv, any_state) {}
-  bool ok() const { return send_.ok() && recv_.ok(); }
-  Errc error() const { return send_.ok() ? recv_.error() : send_.error(); }
+  explicit Both(const Segment& s, bool any_state = false) : s_(s) {
+    for (;;) {
+      err_ = s.lock(Side::send, any_state);  // checks the state too: stable while held
+      if (err_ != Errc::ok) return;
+      if (s.try_lock(Side::recv)) return;
+      s.unlock(Side::send);
+      err_ = s.lock(Side::recv, /*any_state=*/true);  // waits for its holder, recovers a dead one
+      if (err_ != Errc::ok) return;
+      s.unlock(Side::recv);
+    }
+  }
+  ~Both() {
+    if (err_ != Errc::ok) return;
+    s_.unlock(Side::recv);
+    s_.unlock(Side::send);
+  }
+  Both(const Both&) = delete;
+  Both& operator=(const Both&) = delete;
+  bool ok() const { return err_ == Errc::ok; }
+  Errc error() const { return err_; }
 
  private:
-  Locked send_;
-  Locked recv_;
+  const Segment& s_;
+  Errc err_ = Errc::ok;
 };
 
 Result<Segment> Segment::create(const std::string& path, uint64_t capacity, uint64_t max_message,
@@ -462,7 +483,10 @@ void Segment::write_record_locked(const Room& room, size_t len, const Sender& fr
 
 Result<uint64_t> Segment::push(const char* data, size_t len, const Sender& from, int64_t now_ns,
                                bool force) {
-  if (reserved_) return Errc::busy;  // our own reservation holds send_lock
+  // Our own reservation holds send_lock; our own view holds recv_lock, and
+  // waiting for send_lock while holding it could deadlock with a participant
+  // that holds send_lock (a reservation) and waits for recv_lock.
+  if (reserved_ || viewed_) return Errc::busy;
   if (len > max_message_) return Errc::msg_size;
   const uint64_t rec = layout::record_size(len);
   Locked l(*this, Side::send);
@@ -477,7 +501,7 @@ Result<uint64_t> Segment::push(const char* data, size_t len, const Sender& from,
 }
 
 Result<char*> Segment::reserve(size_t len, const Sender& from, int64_t now_ns) {
-  if (reserved_) return Errc::busy;
+  if (reserved_ || viewed_) return Errc::busy;  // as push()
   if (len > max_message_) return Errc::msg_size;
   const uint64_t rec = layout::record_size(len);
   if (Errc e = lock(Side::send, false); e != Errc::ok) return e;

@@ -115,7 +115,6 @@ class Segment {
     Sender from;
   };
   Result<View> view(int64_t now_ns);
-  bool viewing() const { return viewed_.has_value(); }
   void release_view();
   void cancel_view();
   // Payload length of the oldest message. again: empty.

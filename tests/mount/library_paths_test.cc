@@ -361,15 +361,19 @@ TEST(LibraryReceive, OwnViewOrReservationNeverWaitsOnItself) {
     EXPECT_EQ(box->try_receive(buf, sizeof buf).error(), EBUSY);
     EXPECT_EQ(box->receive(buf, sizeof buf).error(), EBUSY);
     EXPECT_EQ(box->stats().messages, 1u);  // read as it is
-    EXPECT_EQ(box->send("reply"), 0);      // the other half is free
+    // Waiting for send_lock while holding recv_lock could deadlock with a
+    // participant that holds send_lock (a reservation) and receives.
+    EXPECT_EQ(box->send("reply"), EBUSY);
+    EXPECT_EQ(box->try_reserve(1).error(), EBUSY);
   }  // released
+  ASSERT_EQ(box->send("reply"), 0);
   {
     auto slot = box->try_reserve(3);
     ASSERT_TRUE(slot);
     EXPECT_EQ(box->try_send("x"), EBUSY);
     EXPECT_EQ(box->stats().messages, 1u);
     std::string got;
-    EXPECT_EQ(box->try_receive(got), 0);  // the other half is free
+    EXPECT_EQ(box->try_receive(got), 0);  // the documented order: send_lock, then recv_lock
     EXPECT_EQ(got, "reply");
   }  // dropped: nothing sent
   auto rdv = Mailbox::create(m.path("rdv"), {.capacity = 0, .max_message = 64});
@@ -380,7 +384,7 @@ TEST(LibraryReceive, OwnViewOrReservationNeverWaitsOnItself) {
   });
   auto view = rdv->receive_view();
   ASSERT_TRUE(view);
-  EXPECT_EQ(rdv->send("mine"), EBUSY);  // would wait for a receipt while holding the receive half
+  EXPECT_EQ(rdv->send("mine"), EBUSY);
   view->release();
   EXPECT_EQ(finish(sender, 5000), 0);
 }
