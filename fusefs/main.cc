@@ -19,6 +19,16 @@
 
 namespace {
 
+// During teardown: the first SIGTERM/SIGINT/SIGHUP is absorbed, the next one
+// takes its default action (async-signal-safe: an atomic, signal(), raise()).
+volatile std::sig_atomic_t late_signals = 0;
+void absorb_first_signal(int sig) {
+  late_signals = late_signals + 1;  // only this handler writes it; signals are not nested here
+  if (late_signals < 2) return;
+  std::signal(sig, SIG_DFL);
+  std::raise(sig);
+}
+
 // Filled by fuse_opt_parse, which strdup()s each value.
 struct Options {
   char* capacity = nullptr;
@@ -253,18 +263,18 @@ int main(int argc, char* argv[]) {
         fuse_loop_cfg_destroy(lc);
       }
       // Tearing down (parked calls ended, segments and the state directory
-      // removed by the destructors below) takes a moment; a SIGTERM or
+      // removed by the destructors below) takes a moment; one SIGTERM or
       // Ctrl-C then (a script that unmounts and then kills) must not cut it
-      // short and leave the state directory behind. Replacing libfuse's
-      // handlers leaves no moment with the default action.
-      std::signal(SIGTERM, SIG_IGN);
-      std::signal(SIGINT, SIG_IGN);
-      std::signal(SIGHUP, SIG_IGN);
+      // short and leave the state directory behind, but a second one stops
+      // a teardown that hangs (a library process stopped while it holds a
+      // segment lock). Replacing libfuse's handlers leaves no moment with
+      // the default action.
+      for (int sig : {SIGTERM, SIGINT, SIGHUP}) std::signal(sig, absorb_first_signal);
       tree.shutdown();  // parked calls end before the connection goes
       fuse_session_unmount(se);
       status = rc < 0 ? 1 : 0;  // a signal (SIGTERM, SIGINT) ending the loop is a clean stop
     }
-    fuse_remove_signal_handlers(se);  // leaves alone the ones set below
+    fuse_remove_signal_handlers(se);  // leaves alone the ones set above
   }
   // A dead daemon's state this one never mounted to re-attach stays for the next attempt.
   if (!mounted && (*mount)->restored()) (*mount)->keep_state();

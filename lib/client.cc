@@ -180,6 +180,9 @@ struct detail::MailboxImpl {
       int err;
       if (e == Errc::again) {
         if (nonblock) return EAGAIN;
+        // Empty, and our own reservation holds send_lock: nobody can send, so
+        // waiting would be for ever.
+        if (&w == &kForMessage && seg.reserving()) return EBUSY;
         if (expired(deadline)) return ETIMEDOUT;
         if (have_seen)
           wait_change(h()->*w.word, h()->*w.sleepers, seen, h()->*w.pos, pos_seen, deadline,
@@ -197,7 +200,7 @@ struct detail::MailboxImpl {
 
   int send(std::string_view msg, bool nonblock, std::optional<Clock::time_point> deadline) {
     if (!can_send) return EBADF;
-    if (file) return viewing ? EBUSY : file->send(msg, nonblock, deadline);  // as the segment's rule
+    if (file) return viewing || staged ? EBUSY : file->send(msg, nonblock, deadline);  // as the segment's rules
     uint64_t seq = 0;
     int e = until(kForRoom, [&] {
       auto r = seg.push(msg.data(), msg.size(), identity(), mbx::coarse_realtime_ns());
@@ -264,6 +267,7 @@ struct detail::MailboxImpl {
   Result<size_t> receive(void* buf, size_t cap, bool nonblock, std::optional<Clock::time_point> deadline) {
     if (!can_receive) return Result<size_t>::failure(EBADF);
     if (file) {
+      if (viewing) return Result<size_t>::failure(EBUSY);  // as the segment's rules
       auto r = file->receive(buf, cap, nonblock, deadline);
       if (r) note_file_sender();
       return r;
@@ -289,7 +293,7 @@ struct detail::MailboxImpl {
   int receive(Bytes& out, bool nonblock, std::optional<Clock::time_point> deadline) {
     if (!can_receive) return EBADF;
     if (file) {
-      auto r = file->receive(nonblock, deadline);
+      auto r = viewing ? Result<std::string>::failure(EBUSY) : file->receive(nonblock, deadline);
       if (!r) {
         out.clear();
         return r.error();
@@ -301,7 +305,12 @@ struct detail::MailboxImpl {
     int e = until(kForMessage, [&] {
       auto r = seg.view(mbx::coarse_realtime_ns());
       if (!r) return r.error();
-      out.assign(r->data, r->data + r->len);
+      try {
+        out.assign(r->data, r->data + r->len);
+      } catch (...) {  // out of memory: the message stays queued, nothing stays locked
+        seg.cancel_view();
+        return Errc::no_memory;
+      }
       last_from = r->from;
       seg.release_view();
       return Errc::ok;

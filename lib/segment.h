@@ -104,6 +104,7 @@ class Segment {
   // in between; a participant that dies in between loses (and counts) it.
   Result<char*> reserve(size_t len, const Sender& from, int64_t now_ns);
   uint64_t commit_reserved();
+  bool reserving() const { return reserved_.has_value(); }
   void abort_reserved();
   // Zero-copy receive: view() takes the receive lock and returns the oldest
   // message in place (errors as pop()); release_view() removes it,

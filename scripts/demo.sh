@@ -13,7 +13,7 @@ cleanup() {
     # An unmounted daemon exits by itself once it has removed its state
     # directory; only one that does not is stopped.
     for _ in $(seq 100); do kill -0 "$daemon" 2>/dev/null || break; sleep 0.05; done
-    kill "$daemon" 2>/dev/null || true
+    if kill -0 "$daemon" 2>/dev/null; then kill -KILL "$daemon" 2>/dev/null || true; fi
     wait "$daemon" 2>/dev/null || true
   fi
   rmdir "$mnt" 2>/dev/null || true

@@ -214,6 +214,8 @@ TEST(LibraryFallbackZeroCopy, OneReservationAndOneViewAtATime) {
     auto v = b->try_receive_view();
     if (!v || v->bytes() != "v1") return 14;
     if (b->try_receive_view().error() != EBUSY) return 15;
+    std::string other;  // the fast path's rules: no receive or send while a view is open
+    if (b->try_receive(other) != EBUSY || b->try_send("no") != EBUSY) return 21;
     std::memcpy(r->data(), "hello", 5);
     if (r->commit() != 0) return 16;
     if (v->bytes() != "v1") return 17;  // the view's bytes are its own
@@ -375,6 +377,9 @@ TEST(LibraryReceive, OwnViewOrReservationNeverWaitsOnItself) {
     std::string got;
     EXPECT_EQ(box->try_receive(got), 0);  // the documented order: send_lock, then recv_lock
     EXPECT_EQ(got, "reply");
+    // Now empty, and nobody can send while we hold send_lock: no waiting for ever.
+    EXPECT_EQ(box->receive(got), EBUSY);
+    EXPECT_EQ(box->try_receive(got), EAGAIN);
   }  // dropped: nothing sent
   auto rdv = Mailbox::create(m.path("rdv"), {.capacity = 0, .max_message = 64});
   ASSERT_TRUE(rdv);
