@@ -105,8 +105,9 @@ class Reservation {
 // it from the mailbox, put_back() leaves it queued for the next receiver. It
 // must not outlive the Mailbox it came from (moving that Mailbox is fine).
 // While it is open, that Mailbox's receives, sends and reservations fail with
-// EBUSY (a send then could deadlock); do not send to the same mailbox through
-// another object from this thread either: release or put back the view first.
+// EBUSY (a send then could deadlock); do not use the same mailbox through
+// another object from this thread either (it would wait on this view): release
+// or put back the view first.
 class View {
  public:
   View(View&& o) noexcept : m_(std::exchange(o.m_, nullptr)), p_(o.p_), n_(o.n_), from_(o.from_) {}
