@@ -115,6 +115,16 @@ bool recover_dead_mount(const char* mp) {
 
 int main(int argc, char* argv[]) {
   fuse_args args = FUSE_ARGS_INIT(argc, argv);
+  fuse_cmdline_opts cmd{};
+  // libfuse's allocations are given back whichever way main() returns.
+  struct Release {
+    fuse_args& args;
+    fuse_cmdline_opts& cmd;
+    ~Release() {
+      free(cmd.mountpoint);
+      fuse_opt_free_args(&args);
+    }
+  } release{args, cmd};
   Options o;
   if (fuse_opt_parse(&args, &o, kSpecs, nullptr) != 0) return 2;
 
@@ -161,7 +171,6 @@ int main(int argc, char* argv[]) {
     return 2;
   }
 
-  fuse_cmdline_opts cmd{};
   if (fuse_parse_cmdline(&args, &cmd) != 0) return 2;
   if (cmd.show_help) {
     usage(argv[0]);
@@ -279,7 +288,5 @@ int main(int argc, char* argv[]) {
   // A dead daemon's state this one never mounted to re-attach stays for the next attempt.
   if (!mounted && (*mount)->restored()) (*mount)->keep_state();
   fuse_session_destroy(se);
-  free(cmd.mountpoint);
-  fuse_opt_free_args(&args);
   return status;
 }
