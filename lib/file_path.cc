@@ -25,6 +25,11 @@ int get_text(const std::string& path, const char* name, std::string* out) {
 
 bool expired(const FilePath::Deadline& d) { return d && Clock::now() >= *d; }
 
+// A call without a deadline that waited in the daemon and was ended without
+// moving anything: by the mailbox's timeout_ms, which is not ours to keep, or
+// by a signal, which does not end a call (as on the fast path). It is resumed.
+bool resumable(int err) { return err == ETIMEDOUT || err == EINTR; }
+
 }  // namespace
 
 int FilePath::open(const std::string& path, FilePath* out) {
@@ -85,9 +90,7 @@ int FilePath::send(std::string_view msg, bool nonblock, Deadline deadline) {
       const ssize_t n = ::write(wb_.get(), msg.data(), msg.size());
       if (n == static_cast<ssize_t>(msg.size())) return 0;
       if (n >= 0) return EIO;
-      // Nothing was sent, offer it again: the mailbox's timeout_ms is not
-      // ours to keep, and a signal does not end a call (as on the fast path).
-      if (errno != ETIMEDOUT && errno != EINTR) return errno;
+      if (!resumable(errno)) return errno;
     }
   }
   if (int e = open_once(w_, path_, O_WRONLY | O_NONBLOCK)) return e;
@@ -111,7 +114,7 @@ int FilePath::send_file(std::string_view msg, bool nonblock, Deadline deadline) 
     if (!fd.valid()) return errno;
     if (::write(fd.get(), msg.data(), msg.size()) != static_cast<ssize_t>(msg.size())) return errno;
     const int e = ::close(fd.release()) == 0 ? 0 : errno;  // the commit, and its verdict
-    if ((e == ETIMEDOUT || e == EINTR) && !try_only) continue;  // timeout_ms or a signal: not ours
+    if (resumable(e) && !try_only) continue;
     if (e != EAGAIN || nonblock) return e;
     if (expired(deadline)) return ETIMEDOUT;
     std::this_thread::sleep_for(std::min(pause, std::chrono::duration_cast<std::chrono::microseconds>(*deadline - Clock::now())));
@@ -133,7 +136,7 @@ int FilePath::read_file_message(bool nonblock, Deadline deadline) {
       continue;
     }
     if (n == 0) break;  // the end of this open's message
-    if ((errno == ETIMEDOUT || errno == EINTR) && waits_in_daemon && msg.empty()) continue;  // not ours
+    if (resumable(errno) && waits_in_daemon && msg.empty()) continue;
     if (errno != EAGAIN || !msg.empty()) return errno;
     if (nonblock) return EAGAIN;
     if (int e = wait_fd(fd.get(), POLLIN, deadline)) return e;
@@ -168,9 +171,7 @@ int FilePath::next_message(bool nonblock, Deadline deadline) {
       return 0;
     }
     if (n == 0) return EIO;  // datagram and line readers never see EOF
-    // Nothing was received: the mailbox's timeout_ms is not ours to keep, and
-    // a signal does not end a call (as on the fast path).
-    if ((errno == ETIMEDOUT || errno == EINTR) && waits_in_daemon) continue;
+    if (resumable(errno) && waits_in_daemon) continue;
     if (errno != EAGAIN) return errno;
     if (nonblock) return EAGAIN;
     if (int e = wait_fd(fd.get(), POLLIN, deadline)) return e;
