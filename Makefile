@@ -1,4 +1,4 @@
-# mailboxfs. `make` builds out/mailboxfs and out/libmailbox_core.a;
+# mailboxfs. `make` builds out/mailboxfs, out/mbx, libmailbox (.a and .so) and out/libmailbox_core.a;
 # `make test` installs what is missing (as root), builds and runs every test;
 # `make demo` mounts a filesystem and shows it working.
 # Switches: DEBUG=1 (no optimisation), ASAN=1, UBSAN=1, TSAN=1.
@@ -6,7 +6,15 @@
 CXX ?= g++
 OUT ?= out
 PREFIX ?= /usr/local
+BINDIR ?= $(PREFIX)/bin
+LIBDIR ?= $(PREFIX)/lib
+INCLUDEDIR ?= $(PREFIX)/include
+MANDIR ?= $(PREFIX)/share/man
+DOCDIR ?= $(PREFIX)/share/doc/mailboxfs
 VERSION := 0.1.0
+# The ABI version: bump it when a public symbol changes incompatibly.
+SOVERSION := 0
+SONAME := libmailbox.so.$(SOVERSION)
 
 CXXFLAGS ?= -O2
 CXXFLAGS += -std=c++20 -g -Wall -Wextra -pthread -MMD -MP -Ilib -Ilib/include
@@ -41,27 +49,50 @@ MOUNT_SRCS := $(wildcard tests/mount/*.cc)
 MOUNT_OBJS := $(MOUNT_SRCS:%.cc=$(OUT)/%.o)
 BENCH_SRCS := $(wildcard tests/bench/*.cc)
 BENCH_OBJS := $(BENCH_SRCS:%.cc=$(OUT)/%.o)
+# libmailbox, for programs: the client and the segment code it shares with the daemon.
+LIB_SRCS := lib/client.cc lib/file_path.cc lib/segment.cc lib/log.cc
+LIB_PIC_OBJS := $(LIB_SRCS:%.cc=$(OUT)/pic/%.o)
+MBX_SRCS := $(wildcard tools/mbx/*.cc)
+MBX_OBJS := $(MBX_SRCS:%.cc=$(OUT)/%.o)
 
-.PHONY: all deps test-deps check test build-tests demo examples bench clean format install uninstall
+.PHONY: all deps test-deps check test build-tests demo examples bench clean format install install-python \
+  uninstall
 
-all: $(OUT)/mailboxfs $(OUT)/libmailbox_core.a $(OUT)/libmailbox.a $(OUT)/mailbox.pc
+all: $(OUT)/mailboxfs $(OUT)/mbx $(OUT)/libmailbox_core.a $(OUT)/libmailbox.a $(OUT)/$(SONAME) $(OUT)/mailbox.pc
 
 $(OUT)/libmailbox_core.a: $(CORE_OBJS)
 	ar rcs $@ $^
 
-# libmailbox, for programs: the client and the segment code it shares with the daemon.
-$(OUT)/libmailbox.a: $(OUT)/lib/client.o $(OUT)/lib/file_path.o $(OUT)/lib/segment.o
+$(OUT)/libmailbox.a: $(LIB_SRCS:%.cc=$(OUT)/%.o)
 	ar rcs $@ $^
+
+# The shared library exports the C and C++ API only (lib/libmailbox.map);
+# libmailbox.so.0 -> libmailbox.so.$(VERSION), and libmailbox.so for the linker.
+$(OUT)/libmailbox.so.$(VERSION): $(LIB_PIC_OBJS) lib/libmailbox.map
+	$(CXX) -shared -Wl,-soname,$(SONAME) -Wl,--version-script=lib/libmailbox.map -Wl,-z,defs \
+	  -o $@ $(LIB_PIC_OBJS) $(LDFLAGS)
+$(OUT)/$(SONAME): $(OUT)/libmailbox.so.$(VERSION)
+	ln -sf libmailbox.so.$(VERSION) $@
+	ln -sf $(SONAME) $(OUT)/libmailbox.so
+
+$(OUT)/pic/%.o: %.cc
+	@mkdir -p $(dir $@)
+	$(CXX) $(CXXFLAGS) -fPIC -c $< -o $@
+
+# mbx, the command-line tool, links the shared library as any user program would.
+$(OUT)/mbx: $(MBX_OBJS) $(OUT)/$(SONAME)
+	$(CXX) -o $@ $(MBX_OBJS) -L$(OUT) -Wl,-rpath,'$$ORIGIN' -lmailbox $(LDFLAGS)
 
 # In-tree pkg-config file: PKG_CONFIG_PATH=$(OUT) pkg-config --cflags --libs mailbox
 $(OUT)/mailbox.pc: Makefile
 	@mkdir -p $(OUT)
-	@printf '%s\n' 'Name: mailbox' 'Description: libmailbox, the shared-memory fast path to mailboxfs mailboxes' \
-	  'Version: $(VERSION)' 'Cflags: -I$(CURDIR)/lib/include' \
-	  'Libs: -L$(abspath $(OUT)) -lmailbox -lstdc++ -pthread' > $@
+	@printf '%s\n' 'libdir=$(abspath $(OUT))' 'includedir=$(CURDIR)/lib/include' 'Name: mailbox' \
+	  'Description: libmailbox, the shared-memory fast path to mailboxfs mailboxes' \
+	  'Version: $(VERSION)' 'Cflags: -I$${includedir}' 'Libs: -L$${libdir} -Wl,-rpath,$${libdir} -lmailbox' \
+	  'Libs.private: -lstdc++ -pthread' > $@
 
 # The examples build as a user's program would, through pkg-config.
-examples: $(OUT)/libmailbox.a $(OUT)/mailbox.pc
+examples: $(OUT)/$(SONAME) $(OUT)/mailbox.pc
 	@mkdir -p $(OUT)/examples
 	$(CXX) -std=c++20 -O2 -o $(OUT)/examples/producer_consumer docs/examples/producer_consumer.cpp \
 	  $$(PKG_CONFIG_PATH=$(OUT) pkg-config --cflags --libs mailbox)
@@ -122,27 +153,49 @@ demo: deps
 	@$(MAKE) --no-print-directory all
 	@scripts/demo.sh $(OUT)/mailboxfs
 
+# Installs under $(DESTDIR)$(PREFIX). Without DESTDIR, ldconfig refreshes the
+# loader's cache; with it, only the soname link is made (packaging convention).
 install: all
-	install -D -m 0755 $(OUT)/mailboxfs $(DESTDIR)$(PREFIX)/bin/mailboxfs
-	install -D -m 0644 docs/mailboxfs.8 $(DESTDIR)$(PREFIX)/share/man/man8/mailboxfs.8
-	install -D -m 0644 $(OUT)/libmailbox.a $(DESTDIR)$(PREFIX)/lib/libmailbox.a
-	install -D -m 0644 -t $(DESTDIR)$(PREFIX)/include/mailbox lib/include/mailbox/*.h lib/include/mailbox/*.hpp
-	@mkdir -p $(DESTDIR)$(PREFIX)/lib/pkgconfig
-	@printf '%s\n' 'prefix=$(PREFIX)' 'Name: mailbox' \
-	  'Description: libmailbox, the shared-memory fast path to mailboxfs mailboxes' 'Version: $(VERSION)' \
-	  'Cflags: -I$${prefix}/include' 'Libs: -L$${prefix}/lib -lmailbox -lstdc++ -pthread' \
-	  > $(DESTDIR)$(PREFIX)/lib/pkgconfig/mailbox.pc
+	install -D -m 0755 $(OUT)/mailboxfs $(DESTDIR)$(BINDIR)/mailboxfs
+	install -D -m 0755 $(OUT)/mbx $(DESTDIR)$(BINDIR)/mbx
+	install -D -m 0644 docs/mailboxfs.8 $(DESTDIR)$(MANDIR)/man8/mailboxfs.8
+	install -D -m 0644 docs/mailboxfs.7 $(DESTDIR)$(MANDIR)/man7/mailboxfs.7
+	install -D -m 0644 docs/libmailbox.3 $(DESTDIR)$(MANDIR)/man3/libmailbox.3
+	install -D -m 0644 docs/mbx.1 $(DESTDIR)$(MANDIR)/man1/mbx.1
+	install -D -m 0644 $(OUT)/libmailbox.a $(DESTDIR)$(LIBDIR)/libmailbox.a
+	install -D -m 0755 $(OUT)/libmailbox.so.$(VERSION) $(DESTDIR)$(LIBDIR)/libmailbox.so.$(VERSION)
+	ln -sf libmailbox.so.$(VERSION) $(DESTDIR)$(LIBDIR)/$(SONAME)
+	ln -sf $(SONAME) $(DESTDIR)$(LIBDIR)/libmailbox.so
+	install -D -m 0644 -t $(DESTDIR)$(INCLUDEDIR)/mailbox lib/include/mailbox/*.h lib/include/mailbox/*.hpp
+	install -D -m 0644 -t $(DESTDIR)$(DOCDIR)/systemd docs/systemd/*
+	install -D -m 0644 LICENSE $(DESTDIR)$(DOCDIR)/LICENSE
+	@mkdir -p $(DESTDIR)$(LIBDIR)/pkgconfig
+	@printf '%s\n' 'prefix=$(PREFIX)' 'exec_prefix=$${prefix}' 'libdir=$(LIBDIR)' 'includedir=$(INCLUDEDIR)' \
+	  'Name: mailbox' 'Description: libmailbox, the shared-memory fast path to mailboxfs mailboxes' \
+	  'Version: $(VERSION)' 'Cflags: -I$${includedir}' 'Libs: -L$${libdir} -lmailbox' \
+	  'Libs.private: -lstdc++ -pthread' > $(DESTDIR)$(LIBDIR)/pkgconfig/mailbox.pc
+	@if [ -z "$(DESTDIR)" ]; then ldconfig; else ldconfig -n $(DESTDIR)$(LIBDIR); fi
+
+# The Python package (import mailboxfs), offline: setuptools must be present.
+install-python:
+	cd python && python3 -m pip install --no-build-isolation --no-deps --no-index --no-cache-dir \
+	  --disable-pip-version-check -q $(if $(DESTDIR),--root $(DESTDIR)) --prefix $(PREFIX) .
+	@rm -rf python/build python/*.egg-info
 
 uninstall:
-	rm -f $(DESTDIR)$(PREFIX)/bin/mailboxfs $(DESTDIR)$(PREFIX)/share/man/man8/mailboxfs.8 \
-	  $(DESTDIR)$(PREFIX)/lib/libmailbox.a $(DESTDIR)$(PREFIX)/lib/pkgconfig/mailbox.pc
-	rm -rf $(DESTDIR)$(PREFIX)/include/mailbox
+	rm -f $(DESTDIR)$(BINDIR)/mailboxfs $(DESTDIR)$(BINDIR)/mbx $(DESTDIR)$(MANDIR)/man8/mailboxfs.8 \
+	  $(DESTDIR)$(MANDIR)/man7/mailboxfs.7 $(DESTDIR)$(MANDIR)/man3/libmailbox.3 $(DESTDIR)$(MANDIR)/man1/mbx.1 \
+	  $(DESTDIR)$(LIBDIR)/libmailbox.a $(DESTDIR)$(LIBDIR)/libmailbox.so.$(VERSION) \
+	  $(DESTDIR)$(LIBDIR)/$(SONAME) $(DESTDIR)$(LIBDIR)/libmailbox.so $(DESTDIR)$(LIBDIR)/pkgconfig/mailbox.pc
+	rm -rf $(DESTDIR)$(INCLUDEDIR)/mailbox $(DESTDIR)$(DOCDIR)
+	@if [ -z "$(DESTDIR)" ]; then ldconfig; fi
 
 format:
-	clang-format -i lib/*.h lib/*.cc lib/include/mailbox/*.h fusefs/*.cc fusefs/*.h tests/*/*.cc tests/*/*.h
+	clang-format -i lib/*.h lib/*.cc lib/include/mailbox/*.h fusefs/*.cc fusefs/*.h tests/*/*.cc tests/*/*.h \
+	  tools/mbx/*.cc
 
 clean:
 	rm -rf $(OUT)
 
 -include $(CORE_OBJS:.o=.d) $(FUSE_OBJS:.o=.d) $(UNIT_OBJS:.o=.d) $(MOUNT_OBJS:.o=.d) $(BENCH_OBJS:.o=.d) \
-  $(OUT)/tests/bench/floor/floor.d
+  $(LIB_PIC_OBJS:.o=.d) $(MBX_OBJS:.o=.d) $(OUT)/tests/bench/floor/floor.d

@@ -15,6 +15,7 @@
 #include <string>
 
 #include "fuse_ops.h"
+#include "log.h"
 #include "version.h"
 
 namespace {
@@ -38,8 +39,10 @@ struct Options {
   char* max_bytes = nullptr;
   char* state_dir = nullptr;
   char* root_mode = nullptr;
+  char* first_arg = nullptr;  // mount(8) passes "SOURCE MOUNTPOINT": a source is ignored
+  int positional = 0;
   ~Options() {
-    for (char* p : {capacity, max_message, framing, timeout_ms, max_bytes, state_dir, root_mode}) free(p);
+    for (char* p : {capacity, max_message, framing, timeout_ms, max_bytes, state_dir, root_mode, first_arg}) free(p);
   }
 };
 
@@ -51,13 +54,22 @@ const fuse_opt kSpecs[] = {
     MBX_OPT("root_mode=%s", root_mode),   FUSE_OPT_END,
 };
 
+// Holds back the first positional argument: with a second one it was the source.
+int keep_arg(void* data, const char* arg, int key, fuse_args*) {
+  auto* o = static_cast<Options*>(data);
+  if (key != FUSE_OPT_KEY_NONOPT || o->positional++ > 0) return 1;
+  o->first_arg = strdup(arg);
+  return 0;
+}
+
 void usage(const char* prog) {
   std::printf(
-      "usage: %s [options] MOUNTPOINT\n"
+      "usage: %s [options] [SOURCE] MOUNTPOINT\n"
       "\n"
       "Mounts a filesystem where every regular file is a mailbox (a message port):\n"
       "write sends a message, read receives one and blocks while the mailbox is empty.\n"
-      "Unmount with 'fusermount3 -u MOUNTPOINT' (or umount, as root).\n"
+      "Unmount with 'fusermount3 -u MOUNTPOINT' (or umount, as root). SOURCE, as\n"
+      "mount(8) passes it ('mount -t fuse.mailboxfs mailboxfs MOUNTPOINT'), is ignored.\n"
       "\n"
       "mailboxfs options (-o name=value; mount-wide defaults for new mailboxes,\n"
       "each changeable per mailbox through the user.mailbox.* xattr of that name):\n"
@@ -98,7 +110,7 @@ bool recover_dead_mount(const char* mp) {
   // statfs always reaches the file system; stat may be answered from the
   // kernel's attribute cache of the root, dead daemon or not.
   if (::statvfs(mp, &sv) == 0 || errno != ENOTCONN) return true;
-  std::fprintf(stderr, "mailboxfs: %s was left by a daemon that died; unmounting it\n", mp);
+  mbx::log(mbx::LogLevel::warning, "%s was left by a daemon that died; unmounting it", mp);
   if (::umount2(mp, MNT_DETACH) == 0) return true;
   pid_t pid = fork();
   if (pid == 0) {
@@ -126,7 +138,9 @@ int main(int argc, char* argv[]) {
     }
   } release{args, cmd};
   Options o;
-  if (fuse_opt_parse(&args, &o, kSpecs, nullptr) != 0) return 2;
+  if (fuse_opt_parse(&args, &o, kSpecs, keep_arg) != 0) return 2;
+  if (o.positional == 1 && fuse_opt_add_arg(&args, o.first_arg) != 0) return 2;
+  mbx::log_to_stderr();  // until daemonized
 
   mbx::MountConfig cfg;
   cfg.max_bytes = default_max_bytes();
@@ -212,7 +226,7 @@ int main(int argc, char* argv[]) {
     if (!o.max_bytes) {
       cfg.max_bytes = std::min(cfg.max_bytes, std::max<uint64_t>(avail / 2, 1u << 20));
     } else if (cfg.max_bytes > avail) {
-      std::fprintf(stderr, "mailboxfs: warning: max_bytes (%llu) exceeds the free space of %s (%llu)\n",
+      mbx::log(mbx::LogLevel::warning, "warning: max_bytes (%llu) exceeds the free space of %s (%llu)",
                    static_cast<unsigned long long>(cfg.max_bytes), parent.c_str(),
                    static_cast<unsigned long long>(avail));
     }
@@ -222,10 +236,10 @@ int main(int argc, char* argv[]) {
   auto mount = mbx::Mount::open(cfg);
   if (!mount) {
     if (mount.error() == mbx::Errc::exists)
-      std::fprintf(stderr, "mailboxfs: state directory %s is in use by another mailboxfs\n",
+      mbx::log(mbx::LogLevel::error, "state directory %s is in use by another mailboxfs",
                    cfg.state_dir.c_str());
     else
-      std::fprintf(stderr, "mailboxfs: state directory %s: %s\n", cfg.state_dir.c_str(),
+      mbx::log(mbx::LogLevel::error, "state directory %s: %s", cfg.state_dir.c_str(),
                    std::strerror(mbx::to_errno(mount.error())));
     return 1;
   }
@@ -249,17 +263,18 @@ int main(int argc, char* argv[]) {
     if (fuse_session_mount(se, real) == 0) {
       mounted = true;
       int rc;
+      fuse_daemonize(cmd.foreground);
+      if (!cmd.foreground) mbx::log_to_syslog();  // stderr is /dev/null now
       // Re-attached only once mounted: a failed mount must not consume them.
       if ((*mount)->restored()) {
         const auto r = tree.restore();
-        std::fprintf(stderr,
-                     "mailboxfs: re-attached %llu mailboxes (%llu messages) and %llu directories left in %s"
-                     " by a daemon that died%s\n",
-                     static_cast<unsigned long long>(r.mailboxes), static_cast<unsigned long long>(r.messages),
-                     static_cast<unsigned long long>(r.directories), cfg.state_dir.c_str(),
-                     r.dropped ? "; dropped some records that no longer fit" : "");
+        mbx::log(mbx::LogLevel::notice,
+                 "re-attached %llu mailboxes (%llu messages) and %llu directories left in %s"
+                 " by a daemon that died%s",
+                 static_cast<unsigned long long>(r.mailboxes), static_cast<unsigned long long>(r.messages),
+                 static_cast<unsigned long long>(r.directories), cfg.state_dir.c_str(),
+                 r.dropped ? "; dropped some records that no longer fit" : "");
       }
-      fuse_daemonize(cmd.foreground);
       (*mount)->start();
       if (cmd.singlethread) {
         rc = fuse_session_loop(se);

@@ -10,6 +10,8 @@
 #include <climits>
 #include <cstring>
 
+#include "log.h"
+
 namespace mbx {
 
 using layout::RecordHeader;
@@ -76,6 +78,8 @@ Errc Segment::lock(Side side, bool any_state) const {
   if (rc == EOWNERDEAD) {
     const bool ok = side == Side::send ? recover_send_locked() : recover_recv_locked();
     if (!ok) h->state.store(layout::kCorrupt, std::memory_order_release);
+    log(ok ? LogLevel::notice : LogLevel::error, "a process died holding a mailbox's %s lock: %s",
+        side == Side::send ? "send" : "receive", ok ? "recovered" : "the mailbox is corrupt now");
     pthread_mutex_consistent(m);
     rc = 0;
   }
@@ -95,6 +99,8 @@ bool Segment::try_lock(Side side) const {
   if (rc == EOWNERDEAD) {
     const bool ok = side == Side::send ? recover_send_locked() : recover_recv_locked();
     if (!ok) hdr_->state.store(layout::kCorrupt, std::memory_order_release);
+    log(ok ? LogLevel::notice : LogLevel::error, "a process died holding a mailbox's %s lock: %s",
+        side == Side::send ? "send" : "receive", ok ? "recovered" : "the mailbox is corrupt now");
     pthread_mutex_consistent(m);
     pthread_mutex_unlock(m);
     return false;

@@ -10,6 +10,7 @@
 #include <cstring>
 #include <set>
 
+#include "log.h"
 #include "persist.h"
 
 namespace mbx {
@@ -528,7 +529,7 @@ void Tree::persist_locked(const Node& n) {
   if (n.box) m.settings = n.box->settings();
   if (save_meta(mount_.state().dir(), m) != Errc::ok && !persist_warned_) {
     persist_warned_ = true;
-    std::fprintf(stderr, "mailboxfs: cannot record %s in the state directory (%s): it would not survive a crash\n",
+    log(LogLevel::warning, "cannot record %s in the state directory (%s): it would not survive a crash",
                  n.name.c_str(), std::strerror(errno));
   }
 }
