@@ -134,11 +134,14 @@ deps:
 test-deps:
 	@scripts/deps.sh test
 
-# Installs what is missing, builds, runs unit and mount tests; the last line
+# Installs what is missing, builds, installs into $(OUT)/destdir (which the
+# ecosystem tests use), runs unit and mount tests; the last line
 # is "N passed, N failed, N skipped".
 test check: test-deps
 	@$(MAKE) --no-print-directory build-tests
-	@tests/run.sh $(OUT)
+	@rm -rf $(OUT)/destdir
+	@$(MAKE) --no-print-directory -s install install-python DESTDIR=$(abspath $(OUT))/destdir >/dev/null
+	@MAILBOXFS_DESTDIR=$(abspath $(OUT))/destdir MAILBOXFS_PREFIX=$(PREFIX) tests/run.sh $(OUT)
 
 # Every mechanism side by side (see docs/benchmarks.md); QUICK=1 for a smoke run,
 # ONLY=libmailbox,ref_ring (and REPS=N) for a partial run written under $(OUT).
@@ -176,11 +179,11 @@ install: all
 	  'Libs.private: -lstdc++ -pthread' > $(DESTDIR)$(LIBDIR)/pkgconfig/mailbox.pc
 	@if [ -z "$(DESTDIR)" ]; then ldconfig; else ldconfig -n $(DESTDIR)$(LIBDIR); fi
 
-# The Python package (import mailboxfs), offline: setuptools must be present.
+# The Python package (import mailboxfs); its build backend needs only the
+# standard library, so this works offline.
 install-python:
-	cd python && python3 -m pip install --no-build-isolation --no-deps --no-index --no-cache-dir \
-	  --disable-pip-version-check -q $(if $(DESTDIR),--root $(DESTDIR)) --prefix $(PREFIX) .
-	@rm -rf python/build python/*.egg-info
+	cd python && PIP_ROOT_USER_ACTION=ignore python3 -m pip install --no-build-isolation --no-deps --no-index \
+	  --no-cache-dir --disable-pip-version-check -q $(if $(DESTDIR),--root $(DESTDIR)) --prefix $(PREFIX) .
 
 uninstall:
 	rm -f $(DESTDIR)$(BINDIR)/mailboxfs $(DESTDIR)$(BINDIR)/mbx $(DESTDIR)$(MANDIR)/man8/mailboxfs.8 \
