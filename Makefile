@@ -81,7 +81,7 @@ $(OUT)/pic/%.o: %.cc
 
 # mbx, the command-line tool, links the shared library as any user program would.
 $(OUT)/mbx: $(MBX_OBJS) $(OUT)/$(SONAME)
-	$(CXX) -o $@ $(MBX_OBJS) -L$(OUT) -Wl,-rpath,'$$ORIGIN' -lmailbox $(LDFLAGS)
+	$(CXX) -o $@ $(MBX_OBJS) -L$(OUT) -Wl,-rpath,'$$ORIGIN:$$ORIGIN/../lib' -lmailbox $(LDFLAGS)
 
 # In-tree pkg-config file: PKG_CONFIG_PATH=$(OUT) pkg-config --cflags --libs mailbox
 $(OUT)/mailbox.pc: Makefile
@@ -110,6 +110,9 @@ $(OUT)/%.o: %.cc
 
 $(OUT)/unit_tests: $(UNIT_OBJS) $(OUT)/libmailbox_core.a
 	$(CXX) -o $@ $(UNIT_OBJS) $(OUT)/libmailbox_core.a $(LDFLAGS) $(GTEST_LIBS)
+
+# The ecosystem tests run the Python suite and `make install` from the source tree.
+$(OUT)/tests/mount/ecosystem_test.o: CXXFLAGS += -DMAILBOXFS_SRCDIR='"$(CURDIR)"'
 
 $(OUT)/mount_tests: $(MOUNT_OBJS) $(OUT)/libmailbox.a
 	$(CXX) -o $@ $(MOUNT_OBJS) $(OUT)/libmailbox.a $(LDFLAGS) $(GTEST_LIBS)

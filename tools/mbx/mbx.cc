@@ -262,7 +262,7 @@ int cmd_ls(const Args& a) {
       for (auto& [k, v] : attrs) std::printf(",%s:%s", json_str(k).c_str(), json_value(k, v).c_str());
       std::printf("}");
     } else if (is_dir) {
-      std::printf("%-24s\n", (n + "/").c_str());
+      std::printf("%s/\n", n.c_str());
     } else {
       std::printf("%-24s %8s %10s %-9s %8zu %8zu\n", n.c_str(), get("messages").c_str(), get("capacity").c_str(),
                   get("framing").c_str(), words(get("blocked_senders")), words(get("blocked_receivers")));
