@@ -182,18 +182,23 @@ install: all
 	  'Libs.private: -lstdc++ -pthread' > $(DESTDIR)$(LIBDIR)/pkgconfig/mailbox.pc
 	@if [ -z "$(DESTDIR)" ]; then ldconfig; else ldconfig -n $(DESTDIR)$(LIBDIR); fi
 
-# The Python package (import mailboxfs); its build backend needs only the
-# standard library, so this works offline.
+# The Python package (import mailboxfs), into the directory under $(PREFIX) that
+# python3 searches (Debian: lib/python3.X/dist-packages); its build backend
+# needs only the standard library, so this works offline.
+PYTHONDIR ?= $(shell python3 -c 'import sys, sysconfig; \
+  p = [d for d in sys.path if d.startswith("$(PREFIX)/lib/") and d.endswith("-packages")]; \
+  print(p[0] if p else sysconfig.get_path("purelib", "posix_prefix", {"base": "$(PREFIX)"}))' 2>/dev/null)
 install-python:
 	cd python && PIP_ROOT_USER_ACTION=ignore python3 -m pip install --no-build-isolation --no-deps --no-index \
-	  --no-cache-dir --disable-pip-version-check -q $(if $(DESTDIR),--root $(DESTDIR)) --prefix $(PREFIX) .
+	  --no-cache-dir --disable-pip-version-check -q --upgrade --target $(DESTDIR)$(PYTHONDIR) .
 
 uninstall:
 	rm -f $(DESTDIR)$(BINDIR)/mailboxfs $(DESTDIR)$(BINDIR)/mbx $(DESTDIR)$(MANDIR)/man8/mailboxfs.8 \
 	  $(DESTDIR)$(MANDIR)/man7/mailboxfs.7 $(DESTDIR)$(MANDIR)/man3/libmailbox.3 $(DESTDIR)$(MANDIR)/man1/mbx.1 \
 	  $(DESTDIR)$(LIBDIR)/libmailbox.a $(DESTDIR)$(LIBDIR)/libmailbox.so.$(VERSION) \
 	  $(DESTDIR)$(LIBDIR)/$(SONAME) $(DESTDIR)$(LIBDIR)/libmailbox.so $(DESTDIR)$(LIBDIR)/pkgconfig/mailbox.pc
-	rm -rf $(DESTDIR)$(INCLUDEDIR)/mailbox $(DESTDIR)$(DOCDIR)
+	rm -rf $(DESTDIR)$(INCLUDEDIR)/mailbox $(DESTDIR)$(DOCDIR) $(DESTDIR)$(PYTHONDIR)/mailboxfs \
+	  $(DESTDIR)$(PYTHONDIR)/mailboxfs-*.dist-info
 	@if [ -z "$(DESTDIR)" ]; then ldconfig; fi
 
 format:

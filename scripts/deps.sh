@@ -4,7 +4,8 @@
 set -euo pipefail
 need=(g++ make pkg-config libfuse3-dev fuse3 attr)
 case "${1:-run}" in
-  test) need+=(libgtest-dev attr python3 util-linux procps coreutils libboost-dev gnuplot-nox) ;;
+  test) need+=(libgtest-dev attr python3 python3-pip util-linux procps coreutils binutils gcc man-db libboost-dev
+               gnuplot-nox) ;;
   bench) need+=(libgtest-dev libbenchmark-dev libboost-dev gnuplot-nox python3) ;;
 esac
 missing=()

@@ -186,7 +186,7 @@ int cmd_recv(const Args& a) {
   for (long long i = 0; a.count == 0 || i < a.count; i++) {
     int e = a.nonblock ? m->try_receive(msg) : a.timeout ? m->receive_for(msg, *a.timeout) : m->receive(msg);
     if (e) {
-      if (a.count == 0 && i > 0 && (e == EAGAIN || e == ETIMEDOUT)) return 0;
+      if (a.count == 0 && (e == EAGAIN || e == ETIMEDOUT)) return 0;  // drained
       return fail(a.pos[0], e);
     }
     if (a.json) {
