@@ -361,11 +361,12 @@ while True:
 ' > $T/syslog &
 listener=$!
 for i in $(seq 1000); do grep -q ready $T/syslog 2>/dev/null && break; read -t 0.01 <> <(:) || true; done
-$BIN $T/mnt -o state_dir=$T/state || exit 1
+$BIN -f $T/mnt -o state_dir=$T/state 2>/dev/null &
+pid=$!
+for i in $(seq 1000); do grep -qF " $T/mnt " /proc/mounts && break; read -t 0.01 <> <(:) || true; done
 echo kept > $T/mnt/box
-pid=$(grep -lF "$T/mnt" /proc/[0-9]*/cmdline | head -1 | cut -d/ -f3)
 kill -9 $pid
-for i in $(seq 1000); do [ -e /proc/$pid ] || break; read -t 0.01 <> <(:) || true; done
+wait $pid
 $BIN $T/mnt -o state_dir=$T/state 2>$T/stderr || exit 2
 wait $listener
 cat $T/syslog | grep -v ready
