@@ -185,9 +185,12 @@ install: all
 # The Python package (import mailboxfs), into the directory under $(PREFIX) that
 # python3 searches (Debian: lib/python3.X/dist-packages); its build backend
 # needs only the standard library, so this works offline.
-PYTHONDIR ?= $(shell python3 -c 'import sys, sysconfig; \
+ifeq ($(origin PYTHONDIR),undefined)
+# Computed once, on first use (python3 may be slow to start).
+PYTHONDIR = $(eval PYTHONDIR := $(shell python3 -c 'import sys, sysconfig; \
   p = [d for d in sys.path if d.startswith("$(PREFIX)/lib/") and d.endswith("-packages")]; \
-  print(p[0] if p else sysconfig.get_path("purelib", "posix_prefix", {"base": "$(PREFIX)"}))' 2>/dev/null)
+  print(p[0] if p else sysconfig.get_path("purelib", "posix_prefix", {"base": "$(PREFIX)"}))' 2>/dev/null))$(PYTHONDIR)
+endif
 install-python:
 	cd python && PIP_ROOT_USER_ACTION=ignore python3 -m pip install --no-build-isolation --no-deps --no-index \
 	  --no-cache-dir --disable-pip-version-check -q --upgrade --target $(DESTDIR)$(PYTHONDIR) .

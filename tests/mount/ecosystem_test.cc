@@ -18,6 +18,7 @@
 #include <string>
 
 #include "harness.h"
+#include "mailbox/mailbox.hpp"
 
 #ifndef MAILBOXFS_SRCDIR
 #define MAILBOXFS_SRCDIR "."
@@ -37,6 +38,19 @@ std::string slurp(const std::string& path) {
 bool exists(const std::string& p) {
   struct stat st;
   return ::lstat(p.c_str(), &st) == 0;
+}
+
+// The build directory: the one holding this test binary.
+std::string build_dir() {
+  char exe[4096];
+  ssize_t n = ::readlink("/proc/self/exe", exe, sizeof exe - 1);
+  std::string out = n > 0 ? std::string(exe, static_cast<size_t>(n)) : "out/x";
+  return out.substr(0, out.rfind('/'));
+}
+
+std::string make_cmd(const std::string& prefix, const std::string& destdir) {
+  return "make -C " + q(MAILBOXFS_SRCDIR) + " -s --no-print-directory OUT=" + q(build_dir()) + " PREFIX=" + q(prefix) +
+         " DESTDIR=" + q(destdir);
 }
 
 // The installed tree: DESTDIR + PREFIX, installed once per test binary.
@@ -70,14 +84,7 @@ class Installed {
     char tmpl[] = "/tmp/mbxtest.XXXXXX";
     if (!mkdtemp(tmpl)) return;
     own_ = root = std::string(tmpl) + "/destdir";
-    // The build directory is the one holding this test binary.
-    char exe[4096];
-    ssize_t n = ::readlink("/proc/self/exe", exe, sizeof exe - 1);
-    std::string out = n > 0 ? std::string(exe, static_cast<size_t>(n)) : "out/x";
-    out = out.substr(0, out.rfind('/'));
-    mt::Run r = mt::sh("make -C " + q(MAILBOXFS_SRCDIR) + " -s --no-print-directory OUT=" + q(out) +
-                           " PREFIX=" + q(prefix) + " DESTDIR=" + q(root) + " install install-python",
-                       600000);
+    mt::Run r = mt::sh(make_cmd(prefix, root) + " install install-python", 600000);
     if (r.status != 0) error = r.out + r.err;
   }
   std::string own_;
@@ -138,6 +145,23 @@ TEST_F(Ecosystem, SharedLibraryHasVersionedSonameAndExportsOnlyThePublicApi) {
   r = mt::sh("PKG_CONFIG_PATH=" + q(lib + "/pkgconfig") + " PKG_CONFIG_SYSROOT_DIR=" + q(in().root) +
              " pkg-config --cflags --libs mailbox");
   EXPECT_EQ(r.out, "-I" + in().root + in().prefix + "/include -L" + in().root + in().prefix + "/lib -lmailbox \n");
+}
+
+TEST_F(Ecosystem, UninstallRemovesEverythingInstallPut) {
+  char tmpl[] = "/tmp/mbxtest.XXXXXX";
+  ASSERT_NE(mkdtemp(tmpl), nullptr);
+  const std::string d = std::string(tmpl) + "/destdir";
+  const std::string files = "find " + q(d) + " -type f -o -type l | wc -l";
+  mt::Run r = mt::sh(make_cmd(in().prefix, d) + " install install-python >/dev/null && " + files + " && " +
+                         make_cmd(in().prefix, d) + " uninstall >/dev/null && " + files,
+                     600000);
+  mt::sh("rm -rf " + q(tmpl));
+  EXPECT_EQ(r.status, 0) << r.err;
+  std::istringstream counts(r.out);
+  int before = 0, after = -1;
+  counts >> before >> after;
+  EXPECT_GT(before, 20) << r.out;
+  EXPECT_EQ(after, 0) << r.out;
 }
 
 TEST_F(Ecosystem, CAndCppProgramsBuiltThroughPkgConfigTalkToTheShell) {
@@ -383,6 +407,31 @@ cat $T/stderr
   EXPECT_NE(r.out.find("> re-attached 1 mailboxes (1 messages)"), std::string::npos) << r.out << r.err;
   EXPECT_NE(r.out.find("kept\n"), std::string::npos) << r.out;
   EXPECT_NE(r.out.find("was left by a daemon that died"), std::string::npos) << r.out;
+}
+
+// A library process killed while it holds a mailbox's send lock (an open
+// reservation): the daemon recovers the lock on its next send and says so
+// once, in its log (stderr under -f), not once per message.
+TEST_F(Ecosystem, LockRecoveryFromADeadClientIsLoggedOnce) {
+  mt::Mount m;
+  ASSERT_TRUE(m.ok());
+  ASSERT_EQ(m.sh("touch box").status, 0);
+  const std::string path = m.path("box");
+  pid_t c = mt::child([&] {
+    auto b = mailbox::Mailbox::open(path);
+    if (!b) return 1;
+    auto r = b->reserve(8);  // holds the send lock until commit
+    if (!r) return 2;
+    ::raise(SIGKILL);
+    return 3;
+  });
+  ASSERT_EQ(mt::reap(c, 20000), 128 + SIGKILL);
+  EXPECT_EQ(m.sh("for i in 1 2 3 4 5; do echo $i > box; done; cat box").out, "1\n");
+  const std::string log = m.daemon_stderr();
+  const std::string line = "mailboxfs: a process died holding a mailbox's send lock: recovered\n";
+  const size_t at = log.find(line);
+  EXPECT_NE(at, std::string::npos) << log;
+  EXPECT_EQ(log.find(line, at + 1), std::string::npos) << log;
 }
 
 TEST_F(Ecosystem, PythonPackageUnittestsPassAgainstARealMount) {
