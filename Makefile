@@ -138,13 +138,14 @@ test-deps:
 	@scripts/deps.sh test
 
 # Installs what is missing, builds, installs into $(OUT)/destdir (which the
-# ecosystem tests use), runs unit and mount tests; the last line
+# ecosystem tests use), runs unit and mount tests (JUnit XML in $(OUT)/junit/); the last line
 # is "N passed, N failed, N skipped".
 test check: test-deps
 	@$(MAKE) --no-print-directory build-tests
 	@rm -rf $(OUT)/destdir
 	@$(MAKE) --no-print-directory -s install install-python DESTDIR=$(abspath $(OUT))/destdir >/dev/null
-	@MAILBOXFS_DESTDIR=$(abspath $(OUT))/destdir MAILBOXFS_PREFIX=$(PREFIX) tests/run.sh $(OUT)
+	@GTEST_OUTPUT=xml:$(abspath $(OUT))/junit/ MAILBOXFS_DESTDIR=$(abspath $(OUT))/destdir MAILBOXFS_PREFIX=$(PREFIX) \
+	  tests/run.sh $(OUT)
 
 # Every mechanism side by side (see docs/benchmarks.md); QUICK=1 for a smoke run,
 # ONLY=libmailbox,ref_ring (and REPS=N) for a partial run written under $(OUT).
