@@ -65,7 +65,8 @@ Result<StateDir> StateDir::open(const std::string& dir, uint64_t quota_max) {
     s.restored_ = true;
     return s;
   }
-  if (::access(cpath.c_str(), F_OK) == 0) log(LogLevel::warning, "refused the state left in %s (corrupt or of another version): cleared", dir.c_str());
+  if (::access(cpath.c_str(), F_OK) == 0)
+    log(LogLevel::warning, "refused the state left in %s (corrupt or of another version): cleared", dir.c_str());
   clear_dir(dir);
 
   UniqueFd fd(::open(cpath.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600));

@@ -134,11 +134,7 @@ struct Args {
 int parse(int argc, char** argv, Args& a) {
   for (int i = 2; i < argc; i++) {
     std::string s = argv[i];
-    auto value = [&](const char* name) -> const char* {
-      if (i + 1 >= argc) return nullptr;
-      (void)name;
-      return argv[++i];
-    };
+    auto value = [&]() -> const char* { return i + 1 < argc ? argv[++i] : nullptr; };
     if (s == "--nonblock") {
       a.nonblock = true;
     } else if (s == "--json") {
@@ -146,10 +142,10 @@ int parse(int argc, char** argv, Args& a) {
     } else if (s == "--remove" || s == "-f") {
       a.remove = true;
     } else if (s == "--timeout" || s == "-t") {
-      const char* v = value("--timeout");
+      const char* v = value();
       if (!v || !(a.timeout = parse_timeout(v))) return usage_error("--timeout needs seconds or Nms");
     } else if (s == "-n") {
-      const char* v = value("-n");
+      const char* v = value();
       char* end = nullptr;
       if (!v || (a.count = std::strtoll(v, &end, 10)) < 0 || *end) return usage_error("-n needs a count");
     } else if (s == "--") {
@@ -258,7 +254,8 @@ int cmd_ls(const Args& a) {
       return n;
     };
     if (a.json) {
-      std::printf("%s{\"name\":%s,\"type\":\"%s\"", first ? "" : ",", json_str(n).c_str(), is_dir ? "directory" : "mailbox");
+      std::printf("%s{\"name\":%s,\"type\":\"%s\"", first ? "" : ",", json_str(n).c_str(),
+                  is_dir ? "directory" : "mailbox");
       for (auto& [k, v] : attrs) std::printf(",%s:%s", json_str(k).c_str(), json_value(k, v).c_str());
       std::printf("}");
     } else if (is_dir) {
@@ -361,7 +358,8 @@ int cmd_gc(const Args& a) {
     first = false;
   }
   if (a.json) std::printf("]\n");
-  if (!a.json && !a.remove && !dirs.empty()) std::fprintf(stderr, "mbx: dry run; 'mbx gc --remove' removes the stale ones\n");
+  if (!a.json && !a.remove && !dirs.empty())
+    std::fprintf(stderr, "mbx: dry run; 'mbx gc --remove' removes the stale ones\n");
   return status;
 }
 
