@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 # mailboxfs. `make` builds out/mailboxfs, out/mbx, libmailbox (.a and .so) and out/libmailbox_core.a;
 # `make test` installs what is missing (as root), builds and runs every test;
 # `make demo` mounts a filesystem and shows it working.

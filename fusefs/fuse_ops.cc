@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // Thin callbacks: each translates one request into one core call and sends
 // exactly one reply, now or, for a call that blocks, from whichever thread
 // finishes its Waiter. No core lock is held while replying.

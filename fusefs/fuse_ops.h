@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // The FUSE glue: one function returning the low-level operations table.
 #pragma once
 #define FUSE_USE_VERSION 312

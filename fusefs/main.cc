@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // mailboxfs: mount a directory where every file is a mailbox.
 #include <sys/mount.h>
 #include <sys/statvfs.h>

@@ -1,1 +1,2 @@
+// SPDX-License-Identifier: MIT
 #define MAILBOXFS_VERSION "0.1.0"

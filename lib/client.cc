@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // libmailbox: a participant of a mailbox's segment beside the daemon.
 #include <fcntl.h>
 #include <sys/stat.h>

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // Direct communication: send(P, message) and receive(Q, message) between
 // processes named by pid, under the reserved directory pid/ at the mount root.
 //

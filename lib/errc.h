@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // Errors as values inside the core; errno only at the FUSE boundary.
 #pragma once
 #include <cerrno>

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // libmailbox's fallback path: the same sends and receives made through the
 // mailbox file (write/read/poll), for a process that may not map the segment
 // (OpenOptions::fallback). Knows the three framings; see docs/design.md §12.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // Daemon log: stderr in the foreground, syslog (LOG_DAEMON) once daemonized.
 // Silent until log_to_stderr() or log_to_syslog() is called, so the client
 // library that shares segment.cc never writes to its program's stderr.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // The daemon's view of one mailbox: its segment plus the calls parked on it.
 //
 // A call that cannot complete now is not a sleeping thread but a Waiter, kept

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // Mount-wide core state: the state directory, default settings, the timer
 // thread, and the doorbell that lets other participants wake parked calls.
 #pragma once

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // What the daemon keeps beside the segments so that a daemon restarted after
 // a crash finds the namespace again: one small text file per directory and
 // mailbox ("n<ino>" in the state directory), rewritten (write, then rename)

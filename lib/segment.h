@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // One mailbox's shared-memory segment: a ring of variable-size records split in
 // a send half and a receive half, each guarded by its own robust
 // process-shared mutex, with futex words for sleepers. The daemon is one

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // Per-mailbox settings: their defaults (-o options) and their text form
 // (user.mailbox.* xattrs), parsed in one place so both accept the same values.
 #pragma once

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 #include "state_dir.h"
 
 #include <dirent.h>

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // The per-mount state directory (mode 0700) holding one segment file per
 // mailbox and the control segment (quota counter, doorbell). Owned by one live
 // daemon at a time through an flock on its "lock" file.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 #include "timers.h"
 
 namespace mbx {

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // One thread that runs callbacks at deadlines (blocked calls' timeout_ms).
 // Callbacks run with no Timers lock held, so they may take other locks; a
 // callback may still run after cancel() returns if it had already started, so

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // The namespace: directories and mailbox files, inode numbers and lookup
 // counts, ownership and mode bits, and the user.mailbox.* attributes.
 // Permission checks on paths are the kernel's (default_permissions); the

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // Move-only owners of a file descriptor and of a memory mapping.
 #pragma once
 #include <sys/mman.h>

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
 # Mounts mailboxfs on a temporary directory, shows message passing with plain
 # shell tools, and unmounts. Usage: demo.sh [path/to/mailboxfs]
 set -uo pipefail

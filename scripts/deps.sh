@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
 # Installs what mailboxfs needs to build, run and test, when run as root on
 # Debian; otherwise names the exact command to run. Usage: deps.sh [run|test|bench]
 set -euo pipefail

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
 # Runs every test binary with a deadline and prints one summary line:
 # "N passed, N failed, N skipped". Exits non-zero on any failure.
 set -u

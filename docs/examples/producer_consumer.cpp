@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // The bounded-buffer producer-consumer of the IPC lecture notes, as two
 // processes sharing one mailboxfs mailbox through libmailbox.
 //

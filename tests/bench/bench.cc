@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // make bench: every mechanism side by side in one run, interleaved
 // (A B C ... A B C ...), reported as medians with min-max and as ratios to
 // pipe and to the reference ring, computed per repetition.

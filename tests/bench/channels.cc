@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // The kernel's message channels and the reference ring: the peers
 // mailboxfs is compared with.
 #include "channels.h"

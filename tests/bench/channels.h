@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // The mechanisms `make bench` compares, each as a one-way message channel
 // between producer processes and consumer processes (created before fork()).
 #pragma once

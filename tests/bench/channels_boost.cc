@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // Boost.Interprocess message_queue: the portable shared-memory queue a C++
 // programmer would otherwise pick (a mutex and two condition variables in a
 // shared-memory segment). Header-only; left out when Boost is not installed.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // The filesystem mechanisms: mailboxfs through files in each framing, through
 // libmailbox, and mixed (one side a file, the other the library); and the
 // FUSE floor, bench-floor, used the way fs_datagram uses mailboxfs.

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 # The chart of docs/benchmarks.md: throughput and round-trip latency of every
 # mechanism, log scale. Usage: gnuplot -e "datafile='F'; outfile='O'" chart.gp
 set terminal pngcairo size 1400,620 noenhanced font "sans,10" background rgb "white"

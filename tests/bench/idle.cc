@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 #include "idle.h"
 
 #include <fcntl.h>

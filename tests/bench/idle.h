@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // What idle mailboxes cost: the daemon's memory, the segments' memory, and
 // the time `ls -l` takes to list them (against the same number of plain
 // files on tmpfs).

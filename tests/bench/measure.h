@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // One measurement of one mechanism: each forks its own processes and returns
 // a number (or dies with a message if the mechanism misbehaves).
 #pragma once

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // Collects every repetition's numbers and writes them out: the CSV, the
 // Markdown page (docs/benchmarks.md) and the data file the chart is drawn from.
 #pragma once

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
 # Mounts mailboxfs and the FUSE floor (bench-floor) on temporary directories,
 # runs OUTDIR/bench against them and every peer, writes the CSV, the Markdown
 # page and the chart, and always unmounts and stops what it started.

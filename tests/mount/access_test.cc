@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // Mount tests of who may do what (mode bits, owners, settings), checked from
 // an unprivileged user, and of names: validation, directories, rename, and
 // deleting a mailbox that has blocked callers.

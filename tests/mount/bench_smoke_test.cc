@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // `make bench QUICK=1` keeps working: it runs every mechanism and metric once
 // and produces numbers. Never asserts timings.
 #include <gtest/gtest.h>

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // Blocking like the kernel does: receive on empty, send on full, rendezvous,
 // O_NONBLOCK, timeouts, signals, and deletion of a mailbox with waiters.
 #include <gtest/gtest.h>

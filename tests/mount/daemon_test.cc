@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // The daemon's command line and life cycle: options, help, version, clean
 // shutdown on signals, recovery of a mountpoint left by a crashed daemon.
 #include <gtest/gtest.h>

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // Direct communication through pid/: send(P) and receive(Q) from the shell
 // and from libmailbox, sender identity, process exit, pid reuse, who may
 // reach whom, and several pairs at once.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // mailboxfs as an installed Linux tool: `make install` into a temporary
 // DESTDIR (MAILBOXFS_DESTDIR from `make test`, else made here), then the
 // installed copy used as a new user would: the shared library and its

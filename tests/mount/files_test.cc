@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // Ports are files: create, send, receive, inspect, rename, delete, with the
 // shell tools a user would reach for.
 #include <gtest/gtest.h>

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // Framing: file (open-write-close is one message), datagram (one write is one
 // message), line (one line is one message); reads never drop a byte.
 #include <gtest/gtest.h>

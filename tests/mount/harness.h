@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // Mount-test harness: a real daemon on a temporary directory, and real
 // programs (bash, coreutils, python3) run as separate processes with deadlines.
 #pragma once

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // libmailbox's other paths against a real mount: zero-copy reserve/commit and
 // views, the sender of each message, and the file-path fallback for a process
 // that may not map the segment.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // libmailbox against a real mount: the library is one more participant of
 // the same mailboxes, beside shell tools that go through the daemon.
 #include <gtest/gtest.h>

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // A daemon killed with messages queued: fast-path peers carry on without it,
 // and a daemon restarted on the same mountpoint and state directory
 // re-attaches the segments, so the namespace and the messages survive.

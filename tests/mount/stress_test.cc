@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // Mount stress tests: many processes on one mailbox, killed and interrupted
 // callers, sharing an open file with a child, and poll/select/epoll readiness.
 // Every wait has a deadline; blocking is shown by a call that has not returned

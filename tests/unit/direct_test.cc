@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // The direct-communication core without a mount: links per process pair,
 // ESRCH and EPERM, exits (discarded mail, failed waits, orphaned links),
 // pid reuse, receive from any, and the sender remembered per reader.

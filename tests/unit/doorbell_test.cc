@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // The doorbell: another participant (a forked process that maps the segment
 // and the control file itself) changes the ring, and the daemon core finishes
 // the calls parked on it.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // Mailbox core under concurrency: blocking senders and receivers in several
 // threads, with signals (interrupt) and timeouts racing against deliveries.
 // An interrupted or timed-out receive consumes nothing and such a send

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // Mailbox core without waiting: framing, non-blocking paths, poll, settings.
 #include <gtest/gtest.h>
 #include <poll.h>

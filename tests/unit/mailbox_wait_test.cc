@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // Mailbox core: parked calls (Waiters) and everything that finishes them:
 // sends, receives, interrupts, timeouts, deletes, and the dying hook.
 #include <gtest/gtest.h>

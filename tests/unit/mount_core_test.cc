@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // The per-mount pieces: state directory and control segment, Mount::open,
 // the timer thread, and the /proc probes of dying threads.
 #include <fcntl.h>

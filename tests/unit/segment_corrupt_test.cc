@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // Segment validation: everything read from shared memory is untrusted. A
 // corrupted segment yields Errc::bad_message, never a crash.
 #include <gtest/gtest.h>

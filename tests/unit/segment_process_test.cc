@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // Segment across processes: producers in forked children that attach the
 // segment by path, the futex words, and recovery from a participant that died
 // holding the robust mutex.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // Segment: the shared-memory ring of one mailbox, used in one process.
 #include "segment.h"
 

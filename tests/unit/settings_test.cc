@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // Settings: the text forms shared by -o options and user.mailbox.* xattrs.
 #include "settings.h"
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // Unit-test helpers: private state directories under /dev/shm, a Waiter that
 // records how it was finished, and child processes with deadlines.
 #pragma once

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // Tree: names, directories, mailbox files and the user.mailbox.* attributes.
 #include "tree.h"
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // mbx: send, receive, inspect and tidy mailboxfs mailboxes from the shell.
 // Sends and receives go through libmailbox (the shared-memory fast path);
 // settings and counters are the mailbox's user.mailbox.* attributes.

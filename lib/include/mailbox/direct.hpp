@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // libmailbox, direct communication: send_to(P, message) and receive_from(Q,
 // message) between processes named by pid, through a mailboxfs mount's pid/
 // directory (see mailboxfs(8) and docs/design.md, "Direct communication").

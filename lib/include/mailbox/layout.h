@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // The shared-memory layout of one mailbox segment, version 4.
 //
 // This is data, not objects: every participant (the mailboxfs daemon, and any

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* libmailbox C API: the same operations as mailbox.hpp, for C and FFI.
  * Every function returns 0 or a negative errno, or (receive) a length. */
 #ifndef MAILBOX_MAILBOX_H

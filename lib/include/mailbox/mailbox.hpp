@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // libmailbox: send to and receive from mailboxfs mailboxes through their
 // shared-memory segments, without a system call when the call need not wait.
 //

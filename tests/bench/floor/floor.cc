@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // bench-floor: the least a low-level FUSE message queue can do, so `make
 // bench` can show what FUSE itself costs and what mailboxfs adds above it.
 // Each regular file is an in-memory queue of at most kCapacity datagrams:
