@@ -100,6 +100,36 @@ bool sleeps_on(const std::string& wchan, Sleep on) {
   return false;
 }
 
+// True if a task is inside a call that only looks a name up or opens it: it
+// may wait on the daemon for a moment, but it is never the call that blocks.
+bool in_lookup(const std::string& task_dir) {
+#if defined(__x86_64__)
+  std::istringstream in(slurp(task_dir + "/syscall"));
+  long nr = -1;
+  if (!(in >> nr)) return false;
+  switch (nr) {
+    case 2: case 257: case 437:          // open, openat, openat2
+    case 4: case 5: case 6: case 262:    // stat, fstat, lstat, newfstatat
+    case 332: case 21: case 269: case 439:  // statx, access, faccessat, faccessat2
+      return true;
+  }
+#else
+  (void)task_dir;
+#endif
+  return false;
+}
+
+// Is the task in /proc/.../<tid> asleep on `on`?
+bool task_sleeps_on(const std::string& task_dir, Sleep on) {
+  const std::string st = slurp(task_dir + "/stat");
+  const size_t paren = st.rfind(')');
+  if (paren == std::string::npos || paren + 2 >= st.size()) return false;
+  const char s = st[paren + 2];
+  if (s != 'S' && s != 'D') return false;
+  if (!sleeps_on(slurp(task_dir + "/wchan"), on)) return false;
+  return on != Sleep::fuse || !in_lookup(task_dir);
+}
+
 // State letter of /proc/<pid>/task/<tid>/stat ('?' if gone).
 char task_state(pid_t pid, pid_t tid) {
   const std::string st = slurp("/proc/" + std::to_string(pid) + "/task/" + std::to_string(tid) + "/stat");
@@ -154,16 +184,17 @@ bool wait_sleeping(pid_t pid, Sleep on, int ms) {
   return wait_until(
       [&] {
         for (pid_t p : processes(pid))
-          for (pid_t t : numeric_entries("/proc/" + std::to_string(p) + "/task")) {
-            const char s = task_state(p, t);
-            if ((s == 'S' || s == 'D') &&
-                sleeps_on(slurp("/proc/" + std::to_string(p) + "/task/" + std::to_string(t) + "/wchan"), on))
-              return true;
-          }
+          for (pid_t t : numeric_entries("/proc/" + std::to_string(p) + "/task"))
+            if (task_sleeps_on("/proc/" + std::to_string(p) + "/task/" + std::to_string(t), on)) return true;
         return !alive(pid);  // gone: stop waiting (and fail below)
       },
       ms) &&
          alive(pid);
+}
+
+bool wait_task_sleeping(pid_t tid, Sleep on, int ms) {
+  const std::string dir = "/proc/" + std::to_string(tid);  // a thread id opens as well as a pid
+  return wait_until([&] { return task_sleeps_on(dir, on) || !alive(tid); }, ms) && alive(tid);
 }
 
 Ready::Ready() {

@@ -36,6 +36,10 @@ enum class Sleep {
 // `on`. False if none is left alive, or at the hang guard.
 bool wait_sleeping(pid_t pid, Sleep on, int ms = kHang);
 
+// Waits until the one thread `tid` (of any process) sleeps on `on`; for a
+// call made by the test process itself, watched from another thread or process.
+bool wait_task_sleeping(pid_t tid, Sleep on, int ms = kHang);
+
 // `pid`, its threads and its descendants' (their thread ids).
 std::vector<pid_t> process_tree(pid_t pid);
 
