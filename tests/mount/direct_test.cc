@@ -161,7 +161,7 @@ PY)SH",
 TEST(DirectShell, SignalEndsABlockedReceive) {
   Mount m;
   ASSERT_TRUE(m.ok());
-  Proc target("exec sleep 30", m.dir());
+  Proc target("exec sleep 1000", m.dir());
   Proc cat(std::string(mt::kReadySh) + "exec cat pid/" + std::to_string(target.pid()), m.dir());
   ASSERT_TRUE(cat.wait_blocked());
   cat.signal(SIGINT);
@@ -318,7 +318,7 @@ TEST(DirectShell, AnotherUserCanReadNoOnesLinksButItsOwnNorSendToRoot) {
   ASSERT_TRUE(m.ok());
   const std::string tmp = m.dir().substr(0, m.dir().rfind('/'));
   ASSERT_EQ(mt::sh("chmod 0755 " + q(tmp)).status, 0);
-  Proc target("exec sleep 30", m.dir());  // a root process
+  Proc target("exec sleep 1000", m.dir());  // a root process
   const std::string R = std::to_string(target.pid());
   const std::string me = lines(m.sh("echo secret > pid/" + R + "; echo $$").out).at(0);
   // nobody: not allowed to signal root, so not allowed to send to it.
