@@ -2,25 +2,74 @@
 # SPDX-License-Identifier: MIT
 # Runs every test binary with a deadline and prints one summary line:
 # "N passed, N failed, N skipped". Exits non-zero on any failure.
+#   tests/run.sh [OUT] [--mount-again-under-load]
+# --mount-again-under-load runs the mount suite a second time beside one
+# busy loop per CPU at nice 19: the tests must not depend on timing.
+# python3 is $MBX_PYTHON, else /usr/bin/python3, else the first on PATH.
+# JUnit XML goes to OUT/test-results/.
 set -u
-out=${1:-out}
+out=out under_load=0
+for a in "$@"; do
+  case "$a" in
+    --mount-again-under-load) under_load=1 ;;
+    -*) echo "usage: $0 [OUT] [--mount-again-under-load]" >&2; exit 2 ;;
+    *) out=$a ;;
+  esac
+done
 export MAILBOXFS_BIN="$(cd "$out" && pwd)/mailboxfs"
+if [ -z "${MBX_PYTHON:-}" ]; then
+  if [ -x /usr/bin/python3 ]; then MBX_PYTHON=/usr/bin/python3; else MBX_PYTHON=$(command -v python3); fi
+fi
+export MBX_PYTHON
+results="$out/test-results"
+mkdir -p "$results"
 pass=0 fail=0 skip=0
-for bin in "$out/unit_tests" "$out/mount_tests"; do
+
+# The CPU load: one busy loop per CPU at the lowest priority, stopped by pid.
+load_pids=()
+stop_load() {
+  [ ${#load_pids[@]} -eq 0 ] && return
+  kill "${load_pids[@]}" 2>/dev/null
+  wait "${load_pids[@]}" 2>/dev/null
+  load_pids=()
+}
+trap stop_load EXIT
+trap 'stop_load; exit 130' INT TERM
+
+# run BINARY NAME: runs one suite, shows each test's verdict and every failure
+# in full (expected and actual values), and adds its counts to the totals.
+run() {
+  local bin=$1 name=$2 log rc p f s
   log=$(mktemp)
-  echo "== $(basename "$bin")"
-  timeout -k 10 600 "$bin" --gtest_color=no 2>&1 | tee "$log" | grep -E '^\[ +(OK|FAILED|SKIPPED) +\]|Failure|error:|Expected|Which is|Value of|Actual' 
+  echo "== $name"
+  timeout -k 10 1200 "$bin" --gtest_color=no --gtest_output="xml:$results/$name.xml" 2>&1 | tee "$log" |
+    awk '/^\[ +(OK|FAILED|SKIPPED) +\]/ { block = 0; print; next }
+         /: Failure$|error:/ { block = 1 }
+         block { print }'
   rc=${PIPESTATUS[0]}
   p=$(sed -n 's/^\[  PASSED  \] \([0-9]*\) test.*/\1/p' "$log" | tail -1)
   f=$(sed -n 's/^\[  FAILED  \] \([0-9]*\) test.*/\1/p' "$log" | tail -1)
   s=$(sed -n 's/^\[  SKIPPED \] \([0-9]*\) test.*/\1/p' "$log" | tail -1)
   pass=$((pass + ${p:-0})); fail=$((fail + ${f:-0})); skip=$((skip + ${s:-0}))
   if [ "$rc" -ne 0 ] && [ "${f:-0}" -eq 0 ]; then
-    echo "$(basename "$bin") exited with status $rc before reporting (crash or deadline)"
+    echo "$name exited with status $rc before reporting (crash or deadline)"
     fail=$((fail + 1))
   fi
   rm -f "$log"
-done
+}
+
+run "$out/unit_tests" unit_tests
+run "$out/mount_tests" mount_tests
+if [ "$under_load" -eq 1 ]; then
+  for _ in $(seq "$(nproc)"); do
+    nice -n 19 sh -c 'while :; do :; done' &
+    load_pids+=($!)
+  done
+  echo "== under load: ${#load_pids[@]} busy loops at nice 19"
+  run "$out/mount_tests" mount_tests-under-load
+  stop_load
+fi
+
 # Nothing of ours may stay mounted or in /dev/shm.
 for m in $(awk '$3 == "fuse.mailboxfs" && $2 ~ /^\/tmp\/mbxtest\./ {print $2}' /proc/mounts); do
   echo "leftover mount $m"; fusermount3 -u -z "$m"; fail=$((fail + 1))

@@ -34,13 +34,6 @@ mt::Run as(const mt::Mount& m, const char* who, const std::string& script, int m
   return m.sh(std::string(who) + "bash -c " + q(script), ms);
 }
 
-size_t count_words(const std::string& s) {
-  std::istringstream in(s);
-  size_t n = 0;
-  for (std::string w; in >> w;) n++;
-  return n;
-}
-
 bool has(const std::string& hay, const std::string& needle) { return hay.find(needle) != std::string::npos; }
 
 // ---- 6. permissions -------------------------------------------------------------
@@ -256,12 +249,11 @@ TEST(AccessNames, RemovingAMailboxWakesItsBlockedReaderAtOnce) {
   ASSERT_FALSE(seg.empty());
   ASSERT_EQ(access(seg.c_str(), F_OK), 0) << seg;
   mt::Proc reader("cat box", m.dir());
-  ASSERT_TRUE(mt::wait_until([&] { return count_words(m.xattr("box", "blocked_receivers")) == 1; }, 5000));
-  EXPECT_FALSE(reader.exits_within(300));
-  mt::Run rm = m.sh("rm box", 5000);
+  ASSERT_TRUE(m.wait_listed("box", "blocked_receivers", reader.pid()));
+  mt::Run rm = m.sh("rm box");
   ASSERT_FALSE(rm.timed_out);
   EXPECT_EQ(rm.status, 0) << rm.err;
-  ASSERT_TRUE(reader.exits_within(1000)) << "the blocked reader was not woken";
+  ASSERT_TRUE(reader.exits()) << "the blocked reader was not woken";
   mt::Run r = reader.finish(0);
   EXPECT_NE(r.status, 0);
   EXPECT_TRUE(has(r.err, "Identifier removed")) << r.err;
@@ -274,12 +266,11 @@ TEST(AccessNames, RenamingOverAMailboxWakesItsBlockedReader) {
   ASSERT_TRUE(m.ok()) << m.daemon_stderr();
   ASSERT_EQ(m.sh("touch old && printf fresh > new").status, 0);
   mt::Proc reader("cat old", m.dir());
-  ASSERT_TRUE(mt::wait_until([&] { return count_words(m.xattr("old", "blocked_receivers")) == 1; }, 5000));
-  EXPECT_FALSE(reader.exits_within(300));
-  mt::Run mv = m.sh("mv -f new old", 5000);
+  ASSERT_TRUE(m.wait_listed("old", "blocked_receivers", reader.pid()));
+  mt::Run mv = m.sh("mv -f new old");
   ASSERT_FALSE(mv.timed_out);
   EXPECT_EQ(mv.status, 0) << mv.err;
-  ASSERT_TRUE(reader.exits_within(1000)) << "the reader of the replaced mailbox was not woken";
+  ASSERT_TRUE(reader.exits()) << "the reader of the replaced mailbox was not woken";
   mt::Run r = reader.finish(0);
   EXPECT_NE(r.status, 0);
   EXPECT_TRUE(has(r.err, "Identifier removed")) << r.err;
@@ -295,12 +286,11 @@ TEST_P(AccessRemoveWithBlockedSender, SenderIsWokenAtOnce) {
   ASSERT_EQ(m.sh("printf first > box").status, 0);
   // datagram framing blocks in write(), file framing at close().
   mt::Proc sender("printf second > box; echo status=$?", m.dir());
-  ASSERT_TRUE(mt::wait_until([&] { return count_words(m.xattr("box", "blocked_senders")) == 1; }, 5000));
-  EXPECT_FALSE(sender.exits_within(300));
-  mt::Run rm = m.sh("rm box", 5000);
+  ASSERT_TRUE(m.wait_listed("box", "blocked_senders", sender.pid()));
+  mt::Run rm = m.sh("rm box");
   ASSERT_FALSE(rm.timed_out) << "rm hung behind a blocked sender";
   EXPECT_EQ(rm.status, 0) << rm.err;
-  ASSERT_TRUE(sender.exits_within(1000)) << "the blocked sender was not woken";
+  ASSERT_TRUE(sender.exits()) << "the blocked sender was not woken";
   mt::Run r = sender.finish(0);
   if (framing == "datagram") {
     EXPECT_EQ(r.out, "status=1\n");
@@ -322,18 +312,21 @@ TEST(AccessNames, RemoveBehindBlockedDatagramSender) {
   ASSERT_TRUE(m.ok()) << m.daemon_stderr();
   ASSERT_EQ(m.sh("printf first > box").status, 0);
   mt::Proc sender("printf second > box; echo status=$?", m.dir());
-  ASSERT_TRUE(mt::wait_until([&] { return count_words(m.xattr("box", "blocked_senders")) == 1; }, 5000));
-  EXPECT_FALSE(sender.exits_within(300));
-  mt::Proc rm("rm box", m.dir());
-  const bool rm_waited = !rm.exits_within(300);
+  ASSERT_TRUE(m.wait_listed("box", "blocked_senders", sender.pid()));
+  mt::Proc rm(std::string(mt::kReadySh) + "exec rm box", m.dir());
+  // Either rm returns, or it sleeps in the kernel (behind the inode lock).
+  ASSERT_TRUE(rm.wait_ready());
+  ASSERT_TRUE(mt::wait_until([&] {
+    return !rm.running() || mt::wait_sleeping(rm.pid(), mt::Sleep::any, 0);
+  }));
   std::cout << "[ note     ] rm of a mailbox with a sender blocked in write() "
-            << (rm_waited ? "waits for the sender" : "returned at once") << "\n";
+            << (rm.running() ? "waits for the sender" : "returned at once") << "\n";
   // Reads take no inode lock: a receive gets through and releases the sender.
-  mt::Run got = m.sh("dd bs=100 count=1 status=none if=box", 5000);
+  mt::Run got = m.sh("dd bs=100 count=1 status=none if=box");
   EXPECT_FALSE(got.timed_out);
   EXPECT_EQ(got.out, "first");
-  ASSERT_TRUE(sender.exits_within(1000));
-  ASSERT_TRUE(rm.exits_within(1000)) << "rm still hangs after the sender was released";
+  ASSERT_TRUE(sender.exits());
+  ASSERT_TRUE(rm.exits()) << "rm still hangs after the sender was released";
   EXPECT_EQ(rm.finish(0).status, 0);
   mt::Run r = sender.finish(0);
   EXPECT_TRUE(r.out == "status=0\n" || has(r.err, "Identifier removed")) << r.out << r.err;

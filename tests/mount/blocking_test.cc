@@ -16,11 +16,10 @@ TEST(Blocking, ReceiveBlocksUntilASendArrives) {
   ASSERT_TRUE(m.ok());
   m.sh("touch box");
   Proc reader("cat box", m.dir());
-  EXPECT_FALSE(reader.exits_within(300));  // still blocked
-  long long t0 = mt::now_ms();
+  ASSERT_TRUE(m.wait_listed("box", "blocked_receivers", reader.pid()));  // parked in the daemon
+  EXPECT_TRUE(reader.running());
   m.sh("echo wake > box");
-  EXPECT_TRUE(reader.exits_within(2000));
-  EXPECT_LT(mt::now_ms() - t0, 1000);
+  EXPECT_TRUE(reader.exits());
   EXPECT_EQ(reader.finish().out, "wake\n");
 }
 
@@ -29,11 +28,10 @@ TEST(Blocking, SendToAFullMailboxBlocksAtClose) {
   ASSERT_TRUE(m.ok());
   m.sh("echo first > box");
   Proc sender("echo second > box; echo sent", m.dir());
-  EXPECT_FALSE(sender.exits_within(300));
-  auto r = m.sh("getfattr --only-values -n user.mailbox.blocked_senders box");
-  EXPECT_FALSE(r.out.empty());
+  ASSERT_TRUE(m.wait_listed("box", "blocked_senders", sender.pid()));
+  EXPECT_TRUE(sender.running());
   EXPECT_EQ(m.sh("cat box").out, "first\n");
-  EXPECT_TRUE(sender.exits_within(2000));
+  EXPECT_TRUE(sender.exits());
   EXPECT_EQ(sender.finish().out, "sent\n");
   EXPECT_EQ(m.sh("cat box").out, "second\n");
 }
@@ -43,9 +41,10 @@ TEST(Blocking, RendezvousSendWaitsForTheReceiver) {
   ASSERT_TRUE(m.ok());
   m.sh("touch box");
   Proc sender("echo handoff > box; echo delivered", m.dir());
-  EXPECT_FALSE(sender.exits_within(400));
+  ASSERT_TRUE(m.wait_listed("box", "blocked_senders", sender.pid()));
+  EXPECT_TRUE(sender.running());
   EXPECT_EQ(m.sh("cat box").out, "handoff\n");
-  EXPECT_TRUE(sender.exits_within(2000));
+  EXPECT_TRUE(sender.exits());
   EXPECT_EQ(sender.finish().out, "delivered\n");
 }
 
@@ -73,10 +72,8 @@ TEST(Blocking, TimeoutGivesEtimedout) {
   auto r = m.sh("touch box; setfattr -n user.mailbox.timeout_ms -v 200 box;"
                 "s=$(date +%s%N); cat box; echo rc=$?; e=$(date +%s%N); echo $(( (e - s) / 100000000 ))");
   EXPECT_NE(r.err.find("Connection timed out"), std::string::npos) << r.err;
-  EXPECT_EQ(r.out.substr(0, 5), "rc=1\n");
-  int tenths = std::stoi(r.out.substr(5));
-  EXPECT_GE(tenths, 2);
-  EXPECT_LE(tenths, 9);
+  ASSERT_EQ(r.out.substr(0, 5), "rc=1\n");
+  EXPECT_GE(std::stoi(r.out.substr(5)), 2);  // not before the timeout (no upper bound: load delays it)
 }
 
 TEST(Blocking, CtrlCOnABlockedCatReturnsAtOnceAndLosesNothing) {
@@ -84,11 +81,9 @@ TEST(Blocking, CtrlCOnABlockedCatReturnsAtOnceAndLosesNothing) {
   ASSERT_TRUE(m.ok());
   m.sh("touch box");
   Proc reader("exec cat box", m.dir());
-  ASSERT_FALSE(reader.exits_within(300));
-  long long t0 = mt::now_ms();
+  ASSERT_TRUE(m.wait_listed("box", "blocked_receivers", reader.pid()));
   reader.signal_group(SIGINT);
-  EXPECT_TRUE(reader.exits_within(1000));
-  EXPECT_LT(mt::now_ms() - t0, 1000);
+  EXPECT_TRUE(reader.exits());
   EXPECT_EQ(reader.finish().status, 128 + SIGINT);
   m.sh("echo kept > box");
   EXPECT_EQ(m.sh("cat box").out, "kept\n");
@@ -99,9 +94,9 @@ TEST(Blocking, SigkillFreesABlockedReaderAndLosesNothing) {
   ASSERT_TRUE(m.ok());
   m.sh("touch box");
   Proc reader("exec cat box", m.dir());
-  ASSERT_FALSE(reader.exits_within(300));
+  ASSERT_TRUE(m.wait_listed("box", "blocked_receivers", reader.pid()));
   reader.signal(SIGKILL);
-  EXPECT_TRUE(reader.exits_within(1000));
+  EXPECT_TRUE(reader.exits());
   m.sh("echo kept > box");
   EXPECT_EQ(m.sh("cat box").out, "kept\n");
   EXPECT_EQ(m.sh("getfattr --only-values -n user.mailbox.received box").out, "1");
@@ -112,11 +107,14 @@ TEST(Blocking, InterruptedSendDeliversNothing) {
   ASSERT_TRUE(m.ok());
   m.sh("touch box");
   Proc sender("exec bash -c 'echo lost > box'", m.dir());
-  ASSERT_FALSE(sender.exits_within(300));
+  ASSERT_TRUE(m.wait_listed("box", "blocked_senders", sender.pid()));
   sender.signal_group(SIGINT);
-  EXPECT_TRUE(sender.exits_within(1000));
-  auto r = m.sh("timeout 0.3 cat box; echo rc=$?; getfattr --only-values -n user.mailbox.sent box");
-  EXPECT_EQ(r.out, "rc=124\n0");
+  EXPECT_TRUE(sender.exits());
+  // Nothing to receive: a non-blocking read finds no sender either.
+  auto r = m.sh("dd if=box iflag=nonblock bs=64K count=1 status=none; echo rc=$?;"
+                "getfattr --only-values -n user.mailbox.sent box");
+  EXPECT_EQ(r.out, "rc=1\n0");
+  EXPECT_NE(r.err.find("Resource temporarily unavailable"), std::string::npos) << r.err;
 }
 
 TEST(Blocking, SignalHandlerSeesEintr) {
@@ -127,20 +125,24 @@ TEST(Blocking, SignalHandlerSeesEintr) {
   // handler raises; the handler raising shows the read was interrupted.
   Proc reader(
       "python3 -c \"\n"
-      "import os, signal\n"
+      "import os, signal, sys\n"
       "class Woke(Exception): pass\n"
       "def h(s, f): raise Woke()\n"
       "signal.signal(signal.SIGUSR1, h)\n"
       "fd = os.open('box', os.O_RDONLY)\n"
+      "print('@ready', file=sys.stderr, flush=True)\n"
       "try: os.read(fd, 100)\n"
       "except Woke: print('interrupted')\n"
+      "print('@ready', file=sys.stderr, flush=True)\n"
       "print(os.read(fd, 100))\n\"",
       m.dir());
-  ASSERT_FALSE(reader.exits_within(500));
+  ASSERT_TRUE(reader.wait_ready(1));
+  ASSERT_TRUE(m.wait_listed("box", "blocked_receivers", reader.pid()));
   reader.signal(SIGUSR1);
-  ASSERT_FALSE(reader.exits_within(300));  // blocked again in the second read
+  ASSERT_TRUE(reader.wait_ready(2));  // the first read ended
+  ASSERT_TRUE(m.wait_listed("box", "blocked_receivers", reader.pid()));  // blocked again in the second
   m.sh("echo after > box");
-  EXPECT_TRUE(reader.exits_within(2000));
+  EXPECT_TRUE(reader.exits());
   EXPECT_EQ(reader.finish().out, "interrupted\nb'after\\n'\n");
 }
 
@@ -151,11 +153,11 @@ TEST(Blocking, DeletingAMailboxWakesItsWaiters) {
   Proc reader("cat empty", m.dir());
   // (bash ignores errors from close(); python reports them)
   Proc sender("python3 -c \"f = open('full', 'w'); f.write('y'); f.close()\"", m.dir());
-  ASSERT_TRUE(m.wait_words("empty", "blocked_receivers", 1));
-  ASSERT_TRUE(m.wait_words("full", "blocked_senders", 1));
+  ASSERT_TRUE(m.wait_listed("empty", "blocked_receivers", reader.pid()));
+  ASSERT_TRUE(m.wait_listed("full", "blocked_senders", sender.pid()));
   m.sh("rm empty full");
-  EXPECT_TRUE(reader.exits_within(1000));
-  EXPECT_TRUE(sender.exits_within(1000));
+  EXPECT_TRUE(reader.exits());
+  EXPECT_TRUE(sender.exits());
   auto rr = reader.finish(), sr = sender.finish();
   EXPECT_NE(rr.err.find("Identifier removed"), std::string::npos) << rr.err;
   EXPECT_NE(sr.err.find("Identifier removed"), std::string::npos) << sr.err;
@@ -167,15 +169,17 @@ TEST(Blocking, BlockedReadersAreServedInArrivalOrder) {
   ASSERT_TRUE(m.ok());
   m.sh("touch box");
   Proc a("cat box", m.dir());
-  ASSERT_FALSE(a.exits_within(200));
+  ASSERT_TRUE(m.wait_listed("box", "blocked_receivers", a.pid()));
   Proc b("cat box", m.dir());
-  ASSERT_FALSE(b.exits_within(200));
+  ASSERT_TRUE(m.wait_listed("box", "blocked_receivers", b.pid()));
   Proc c("cat box", m.dir());
-  ASSERT_FALSE(c.exits_within(200));
+  ASSERT_TRUE(m.wait_listed("box", "blocked_receivers", c.pid()));
+  EXPECT_EQ(m.xattr("box", "blocked_receivers"),
+            std::to_string(a.pid()) + " " + std::to_string(b.pid()) + " " + std::to_string(c.pid()));
   m.sh("echo 1 > box; echo 2 > box; echo 3 > box");
-  EXPECT_EQ(a.finish(2000).out, "1\n");
-  EXPECT_EQ(b.finish(2000).out, "2\n");
-  EXPECT_EQ(c.finish(2000).out, "3\n");
+  EXPECT_EQ(a.finish().out, "1\n");
+  EXPECT_EQ(b.finish().out, "2\n");
+  EXPECT_EQ(c.finish().out, "3\n");
 }
 
 TEST(Blocking, ManyReadersDoNotOccupyWorkerThreads) {
@@ -184,17 +188,13 @@ TEST(Blocking, ManyReadersDoNotOccupyWorkerThreads) {
   m.sh("touch box other");
   // Far more parked reads than libfuse has worker threads (10).
   Proc readers("for i in $(seq 40); do cat box > /dev/null & done; wait", m.dir());
-  for (int i = 0; i < 100; i++) {
-    auto r = m.sh("getfattr --only-values -n user.mailbox.blocked_receivers box | wc -w");
-    if (r.out == "40\n") break;
-    usleep(50000);
-  }
-  EXPECT_EQ(m.sh("getfattr --only-values -n user.mailbox.blocked_receivers box | wc -w").out, "40\n");
-  // The mount still answers everything else at once.
-  auto r = m.sh("echo hi > other; cat other; ls | wc -l", 3000);
+  ASSERT_TRUE(m.wait_words("box", "blocked_receivers", 40));
+  // The mount still answers everything else (the guard is for a hang, not for speed).
+  auto r = m.sh("echo hi > other; cat other; ls | wc -l");
+  EXPECT_FALSE(r.timed_out);
   EXPECT_EQ(r.out, "hi\n2\n");
   m.sh("for i in $(seq 40); do echo $i > box; done");
-  EXPECT_TRUE(readers.exits_within(5000));
+  EXPECT_TRUE(readers.exits());
 }
 
 TEST(Blocking, ConcurrentClosesOfOneOpenFileSendItOnce) {
@@ -207,11 +207,11 @@ TEST(Blocking, ConcurrentClosesOfOneOpenFileSendItOnce) {
       "python3 -c \"\nimport os\nfd = os.open('box', os.O_WRONLY)\nos.write(fd, b'A')\n"
       "pid = os.fork()\nos.close(fd)\nif pid: os.waitpid(pid, 0)\n\"",
       m.dir());
-  ASSERT_TRUE(m.wait_words("box", "blocked_senders", 1));
+  ASSERT_TRUE(m.wait_listed("box", "blocked_senders", writer.pid()));
   EXPECT_EQ(m.sh("cat box").out, "first\n");
-  EXPECT_TRUE(writer.exits_within(3000));
+  EXPECT_TRUE(writer.exits());
   EXPECT_EQ(m.sh("cat box").out, "A");
-  EXPECT_EQ(m.sh("timeout 0.3 cat box; echo rc=$?").out, "rc=124\n");
+  EXPECT_EQ(m.sh("dd if=box iflag=nonblock bs=64K count=1 status=none 2>/dev/null; echo rc=$?").out, "rc=1\n");
   EXPECT_EQ(m.xattr("box", "sent"), "2");
 }
 

@@ -138,38 +138,48 @@ read -r x < pid/$P; echo "$x"; read -r x < pid/$P; echo $?; cat pid/$P)SH");
 TEST(DirectShell, BlockedReceiveFailsPromptlyWhenTheSenderExits) {
   Mount m;
   ASSERT_TRUE(m.ok());
-  mt::Run r = m.sh(R"SH(sleep 1 & Q=$!
-python3 - $Q <<'PY'
-import os, sys, time
-t0 = time.time()
+  Proc sender("exec sleep 1000", m.dir());  // sends nothing, then exits
+  Proc receiver("exec python3 - " + std::to_string(sender.pid()) + R"SH( <<'PY'
+import os, sys
+f = open('pid/' + sys.argv[1], 'rb')
+print('@ready', file=sys.stderr, flush=True)
 try:
-    open('pid/' + sys.argv[1], 'rb').read()
+    f.read()
     print('got a message')
 except OSError as e:
-    print(e.errno, round(time.time() - t0, 1) < 1.6, round(time.time() - t0, 1) >= 0.8)
-PY)SH");
-  EXPECT_EQ(r.out, "3 True True\n") << r.err;  // ESRCH soon after the exit, not before
+    print(e.errno)
+PY)SH",
+                m.dir());
+  ASSERT_TRUE(receiver.wait_blocked()) << receiver.finish(0).err;
+  EXPECT_TRUE(receiver.running());  // not before the exit
+  sender.signal(SIGKILL);
+  ASSERT_TRUE(sender.exits());
+  mt::Run r = receiver.finish();
+  EXPECT_FALSE(r.timed_out) << "the receive outlived its sender";
+  EXPECT_EQ(r.out, "3\n") << r.err;  // ESRCH once the sender has exited
 }
 
 TEST(DirectShell, SignalEndsABlockedReceive) {
   Mount m;
   ASSERT_TRUE(m.ok());
-  Proc target("exec sleep 30", m.dir());
-  Proc cat("exec cat pid/" + std::to_string(target.pid()), m.dir());
-  EXPECT_FALSE(cat.exits_within(300));  // blocked
+  Proc target("exec sleep 1000", m.dir());
+  Proc cat(std::string(mt::kReadySh) + "exec cat pid/" + std::to_string(target.pid()), m.dir());
+  ASSERT_TRUE(cat.wait_blocked());
   cat.signal(SIGINT);
-  EXPECT_TRUE(cat.exits_within(1000));
+  EXPECT_TRUE(cat.exits());
+  EXPECT_EQ(cat.finish().status, 128 + SIGINT);
 }
 
 TEST(DirectShell, MailToAnExitedProcessIsDiscardedCountedAndNeverReachesAReusedPid) {
   if (geteuid() != 0) GTEST_SKIP() << "needs root to steer pid allocation";
   Mount m;
   ASSERT_TRUE(m.ok());
-  mt::Run r = m.sh(R"SH(sleep 0.3 & Q=$!
+  mt::Run r = m.sh(R"SH(sleep 1000 & Q=$!
 for i in 1 2 3; do echo secret$i > pid/$Q; done
 getfattr -n user.mailbox.discarded --only-values pid; echo
-wait $Q
-for i in $(seq 50); do [ "$(getfattr -n user.mailbox.discarded --only-values pid)" = 3 ] && break; sleep 0.02; done
+kill $Q; wait $Q
+# Poll until the exit is seen (the bound is a hang guard: 20 s).
+for i in $(seq 1000); do [ "$(getfattr -n user.mailbox.discarded --only-values pid)" = 3 ] && break; sleep 0.02; done
 getfattr -n user.mailbox.discarded --only-values pid; echo
 # A new process with the same pid (steered through ns_last_pid) finds nothing.
 S=$(mktemp); O=$(mktemp)
@@ -231,7 +241,7 @@ PY
 R=$!
 for i in $(seq 0 59); do bash -c "echo $i > pid/$R"; done
 wait $R; cat $T; rm -f $T
-for i in $(seq 100); do [ "$(getfattr -n user.mailbox.links --only-values pid)" = 0 ] && break; sleep 0.05; done
+for i in $(seq 400); do [ "$(getfattr -n user.mailbox.links --only-values pid)" = 0 ] && break; sleep 0.05; done
 getfattr -n user.mailbox.links --only-values pid)SH",
                    30000);
   EXPECT_EQ(r.out, "True\n0") << r.err;
@@ -243,7 +253,7 @@ TEST(DirectShell, LinksTakeTheMountsDefaults) {
   ASSERT_TRUE(m.ok());
   // Datagram framing: each write() is a message; capacity 1: a second send
   // would block (O_NONBLOCK: EAGAIN); timeout_ms: a blocked receive fails.
-  mt::Run r = m.sh(R"SH(sleep 5 & Q=$!
+  mt::Run r = m.sh(R"SH(sleep 1000 & Q=$!
 python3 - $Q <<'PY'
 import errno, os, sys, time
 q = sys.argv[1]
@@ -258,7 +268,7 @@ t0 = time.time()
 try:
     os.read(os.open('pid/' + q, os.O_RDONLY), 10)
 except OSError as e:
-    print(errno.errorcode[e.errno], 0.2 < time.time() - t0 < 2)
+    print(errno.errorcode[e.errno], 0.2 < time.time() - t0)  # not before the timeout
 PY
 kill $Q)SH");
   EXPECT_EQ(r.out, "full\nb'1' b'datagram'\nETIMEDOUT True\n") << r.err;
@@ -283,23 +293,24 @@ TEST(DirectShell, ThePidNameIsReserved) {
 TEST(DirectShell, NonblockingAndPollOnPidAny) {
   Mount m;
   ASSERT_TRUE(m.ok());
-  mt::Run r = m.sh(R"SH(python3 - <<'PY' &
-import os, select, time
+  Proc py(R"SH(exec python3 - <<'PY'
+import os, select, sys
 fd = os.open('pid/any', os.O_RDONLY | os.O_NONBLOCK)
 try:
     os.read(fd, 100); print('unexpected')
 except BlockingIOError:
     print('EAGAIN')
-open('/proc/self/fd/1', 'w')
 p = select.poll(); p.register(fd, select.POLLIN)
-t0 = time.time()
-ev = p.poll(5000)
-print(ev and ev[0][1] & select.POLLIN != 0, time.time() - t0 < 3, os.read(fd, 100))
-PY
-R=$!
-sleep 0.4; echo late > pid/$R
-wait $R)SH");
-  EXPECT_EQ(r.out, "EAGAIN\nTrue True b'late\\n'\n") << r.err;
+print('@ready', file=sys.stderr, flush=True)
+ev = p.poll()  # the test's hang guard ends it if the wake-up never comes
+print(ev and ev[0][1] & select.POLLIN != 0, os.read(fd, 100))
+PY)SH",
+          m.dir());
+  ASSERT_TRUE(py.wait_blocked(mt::Sleep::poll)) << py.finish(0).err;  // polling before the send
+  ASSERT_EQ(m.sh("echo late > pid/" + std::to_string(py.pid())).status, 0);
+  mt::Run r = py.finish();
+  EXPECT_FALSE(r.timed_out) << "the poll was not woken";
+  EXPECT_EQ(r.out, "EAGAIN\nTrue b'late\\n'\n") << r.err;
 }
 
 TEST(DirectShell, AnotherUserCanReadNoOnesLinksButItsOwnNorSendToRoot) {
@@ -308,7 +319,7 @@ TEST(DirectShell, AnotherUserCanReadNoOnesLinksButItsOwnNorSendToRoot) {
   ASSERT_TRUE(m.ok());
   const std::string tmp = m.dir().substr(0, m.dir().rfind('/'));
   ASSERT_EQ(mt::sh("chmod 0755 " + q(tmp)).status, 0);
-  Proc target("exec sleep 30", m.dir());  // a root process
+  Proc target("exec sleep 1000", m.dir());  // a root process
   const std::string R = std::to_string(target.pid());
   const std::string me = lines(m.sh("echo secret > pid/" + R + "; echo $$").out).at(0);
   // nobody: not allowed to signal root, so not allowed to send to it.
@@ -326,7 +337,7 @@ TEST(DirectShell, AnotherUserCanReadNoOnesLinksButItsOwnNorSendToRoot) {
       "python3 -c \"import os\nprint(open('pid/%d' % os.getppid()).read().strip())\" & echo mine > pid/$!; wait"));
   EXPECT_EQ(r.out, "mine\n") << r.err;
   // A user's ls shows the links holding messages for its own processes, not root's.
-  r = m.sh(std::string(kNobody) + "bash -c " + q("sleep 5 & echo x > pid/$!; ls pid | grep -c -- -to-; kill $!"));
+  r = m.sh(std::string(kNobody) + "bash -c " + q("sleep 1000 & echo x > pid/$!; ls pid | grep -c -- -to-; kill $!"));
   EXPECT_EQ(r.out, "1\n") << r.err;
   // The message to the root process is still there, for it alone.
   EXPECT_EQ(m.sh("stat -c %s pid/" + me + "-to-" + R).out, "1\n");
@@ -381,9 +392,9 @@ TEST(DirectLibrary, SendToAndReceiveFromAcrossProcesses) {
   ASSERT_TRUE(d) << strerror(d.error());
   for (int i = 0; i < kN; i++) ASSERT_EQ(d->send_to(c, std::to_string(i)), 0) << i;
   std::string reply;
-  EXPECT_EQ(d->receive_from_for(c, reply, 10s), 0);
+  EXPECT_EQ(d->receive_from_for(c, reply, 20s), 0);
   EXPECT_EQ(reply, "done");
-  EXPECT_EQ(finish(c, 10000), 0);
+  EXPECT_EQ(finish(c), 0);
 }
 
 TEST(DirectLibrary, LibraryAndShellTalkBothWays) {
@@ -403,7 +414,7 @@ PY)SH",
   ASSERT_EQ(d->send_to(py.pid(), "from the library"), 0);
   std::string reply;
   mailbox::Sender from;
-  ASSERT_EQ(d->receive_from_for(py.pid(), reply, 5s, &from), 0);
+  ASSERT_EQ(d->receive_from_for(py.pid(), reply, 20s, &from), 0);
   EXPECT_EQ(reply, "FROM THE LIBRARY|pid=" + me + " uid=0 gid=0");
   EXPECT_EQ(from.pid, py.pid());
   EXPECT_EQ(py.finish().status, 0);
@@ -413,21 +424,25 @@ TEST(DirectLibrary, ReceiveFromAnyNamesTheSender) {
   Mount m;
   ASSERT_TRUE(m.ok());
   const pid_t parent = getpid();
+  int hold[2];  // the senders stay alive until the parent has received (EOF here)
+  ASSERT_EQ(pipe(hold), 0);
   std::vector<pid_t> kids;
   for (int i = 0; i < 3; i++)
     kids.push_back(child([&] {
+      close(hold[1]);
       auto d = mailbox::Direct::open(m.dir());
       if (!d || d->send_to(parent, std::to_string(getpid())) != 0) return 1;
-      usleep(500000);  // alive while the parent receives
-      return 0;
+      char c;
+      return read(hold[0], &c, 1) == 0 ? 0 : 2;
     }));
+  close(hold[0]);
   auto d = mailbox::Direct::open(m.dir());
   ASSERT_TRUE(d);
   std::set<pid_t> seen;
   for (int i = 0; i < 3; i++) {
     std::string msg;
     mailbox::Sender from;
-    ASSERT_EQ(d->receive_from_any_for(msg, 5s, &from), 0);
+    ASSERT_EQ(d->receive_from_any_for(msg, 20s, &from), 0);
     EXPECT_EQ(msg, std::to_string(from.pid));
     seen.insert(from.pid);
   }
@@ -435,7 +450,8 @@ TEST(DirectLibrary, ReceiveFromAnyNamesTheSender) {
   std::string none;
   EXPECT_EQ(d->try_receive_from_any(none), EAGAIN);
   EXPECT_EQ(d->receive_from_any_for(none, 100ms), ETIMEDOUT);
-  for (pid_t k : kids) EXPECT_EQ(finish(k, 5000), 0);
+  close(hold[1]);
+  for (pid_t k : kids) EXPECT_EQ(finish(k), 0);
 }
 
 TEST(DirectLibrary, ErrorsAndTheExitOfTheSender) {
@@ -446,17 +462,19 @@ TEST(DirectLibrary, ErrorsAndTheExitOfTheSender) {
   if (kill(32767, 0) != 0) {
     EXPECT_EQ(d->send_to(32767, "x"), ESRCH);
   }
-  pid_t c = child([] {
-    usleep(400000);
+  pid_t c = child([] {  // a sender that sends nothing and lives until killed
+    pause();
     return 0;
   });
   std::string msg;
   EXPECT_EQ(d->try_receive_from(c, msg), EAGAIN);
   EXPECT_EQ(d->receive_from_for(c, msg, 50ms), ETIMEDOUT);
-  const long long t0 = mt::now_ms();
+  // Another process kills the sender once this thread sleeps in receive_from().
+  const pid_t me = getpid();
+  pid_t killer = child([&] { return mt::wait_task_sleeping(me, mt::Sleep::any) && kill(c, SIGKILL) == 0 ? 0 : 1; });
   EXPECT_EQ(d->receive_from(c, msg), ESRCH);  // blocked, then the sender exits
-  EXPECT_LT(mt::now_ms() - t0, 1500);
-  EXPECT_EQ(finish(c, 2000), 0);
+  EXPECT_EQ(finish(killer), 0);
+  EXPECT_EQ(finish(c), 128 + SIGKILL);
   EXPECT_EQ(d->send_to(c, "late"), ESRCH);
 }
 
@@ -494,10 +512,14 @@ TEST(DirectLibrary, StressSeveralPairsChecksummed) {
       return 0;
     }));
   }
+  int hold[2];  // the senders stay alive until every receiver is done (EOF here)
+  ASSERT_EQ(pipe(hold), 0);
+  std::vector<pid_t> senders;
   for (int p = 0; p < kPairs; p++) {
     pid_t to;
     ASSERT_EQ(read(fds[p][0], &to, sizeof to), ssize_t(sizeof to));
-    procs.push_back(child([&, p, to] {
+    senders.push_back(child([&, p, to] {
+      close(hold[1]);
       auto d = mailbox::Direct::open(m.dir());
       if (!d) return 20;
       for (int i = 0; i < kN; i++) {
@@ -508,11 +530,14 @@ TEST(DirectLibrary, StressSeveralPairsChecksummed) {
                            20s) != 0)
           return 21;
       }
-      usleep(200000);  // stay alive until the receiver has looked the link up
-      return 0;
+      char c;
+      return read(hold[0], &c, 1) == 0 ? 0 : 22;
     }));
   }
-  for (pid_t c : procs) EXPECT_EQ(finish(c, 60000), 0);
+  close(hold[0]);
+  for (pid_t c : procs) EXPECT_EQ(finish(c, 60000), 0);  // the receivers
+  close(hold[1]);
+  for (pid_t c : senders) EXPECT_EQ(finish(c), 0);
   for (auto& f : fds) close(f[0]), close(f[1]);
   EXPECT_EQ(m.daemon_stderr(), "");
 }

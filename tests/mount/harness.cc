@@ -7,13 +7,17 @@
 #include <sys/stat.h>
 #include <sys/statfs.h>
 #include <sys/wait.h>
+#include <sys/xattr.h>
 #include <time.h>
 #include <unistd.h>
+
+#include <dirent.h>
 
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
+#include <map>
 #include <sstream>
 
 namespace mt {
@@ -38,7 +42,180 @@ void quiet_run(const std::vector<std::string>& argv, int timeout_ms) {
   Run r = sh(cmd + ">/dev/null 2>&1", timeout_ms);
   (void)r;
 }
+
+std::string slurp(const std::string& path) {
+  std::ifstream f(path);
+  std::stringstream ss;
+  ss << f.rdbuf();
+  return ss.str();
+}
+
+// Scripts say `python3`; with MBX_PYTHON set, a private directory first on
+// PATH makes that name run $MBX_PYTHON (for every child of the test binary).
+class PythonOnPath {
+ public:
+  PythonOnPath() {
+    const char* py = std::getenv("MBX_PYTHON");
+    if (!py || !*py) return;
+    std::string target = py;
+    const char* path = std::getenv("PATH");
+    if (target.find('/') == std::string::npos && path) {  // a bare name: resolve it on today's PATH
+      std::istringstream dirs(path);
+      for (std::string d; std::getline(dirs, d, ':');)
+        if (!d.empty() && ::access((d + "/" + target).c_str(), X_OK) == 0) {
+          target = d + "/" + target;
+          break;
+        }
+    }
+    char tmpl[] = "/tmp/mbxpy.XXXXXX";
+    if (!mkdtemp(tmpl)) return;
+    dir_ = tmpl;
+    if (::symlink(target.c_str(), (dir_ + "/python3").c_str()) != 0) return;
+    ::setenv("PATH", (dir_ + ":" + (path ? path : "/usr/bin:/bin")).c_str(), 1);
+  }
+  ~PythonOnPath() {
+    if (dir_.empty() || owner_ != ::getpid()) return;  // forked children leave it alone
+    ::unlink((dir_ + "/python3").c_str());
+    ::rmdir(dir_.c_str());
+  }
+
+ private:
+  std::string dir_;
+  pid_t owner_ = ::getpid();
+};
+PythonOnPath python_on_path;
+
+// Does a wchan name match where a call of kind `on` sleeps?
+bool sleeps_on(const std::string& wchan, Sleep on) {
+  if (wchan.empty() || wchan == "0") return false;
+  switch (on) {
+    case Sleep::fuse:
+      return wchan.find("request_wait_answer") != std::string::npos || wchan.find("fuse") != std::string::npos;
+    case Sleep::futex:
+      return wchan.find("futex") != std::string::npos;
+    case Sleep::poll:
+      return wchan.find("poll") != std::string::npos || wchan.find("select") != std::string::npos;
+    case Sleep::any:
+      return true;
+  }
+  return false;
+}
+
+// True if a task is inside a call that only looks a name up or opens it: it
+// may wait on the daemon for a moment, but it is never the call that blocks.
+bool in_lookup(const std::string& task_dir) {
+#if defined(__x86_64__)
+  std::istringstream in(slurp(task_dir + "/syscall"));
+  long nr = -1;
+  if (!(in >> nr)) return false;
+  switch (nr) {
+    case 2: case 257: case 437:          // open, openat, openat2
+    case 4: case 5: case 6: case 262:    // stat, fstat, lstat, newfstatat
+    case 332: case 21: case 269: case 439:  // statx, access, faccessat, faccessat2
+      return true;
+  }
+#else
+  (void)task_dir;
+#endif
+  return false;
+}
+
+// Is the task in /proc/.../<tid> asleep on `on`?
+bool task_sleeps_on(const std::string& task_dir, Sleep on) {
+  const std::string st = slurp(task_dir + "/stat");
+  const size_t paren = st.rfind(')');
+  if (paren == std::string::npos || paren + 2 >= st.size()) return false;
+  const char s = st[paren + 2];
+  if (s != 'S' && s != 'D') return false;
+  if (!sleeps_on(slurp(task_dir + "/wchan"), on)) return false;
+  return on != Sleep::fuse || !in_lookup(task_dir);
+}
+
+// State letter of /proc/<pid>/task/<tid>/stat ('?' if gone).
+char task_state(pid_t pid, pid_t tid) {
+  const std::string st = slurp("/proc/" + std::to_string(pid) + "/task/" + std::to_string(tid) + "/stat");
+  const size_t paren = st.rfind(')');
+  return paren == std::string::npos || paren + 2 >= st.size() ? '?' : st[paren + 2];
+}
+
+std::vector<pid_t> numeric_entries(const std::string& dir) {
+  std::vector<pid_t> v;
+  if (DIR* d = ::opendir(dir.c_str())) {
+    while (dirent* e = ::readdir(d))
+      if (e->d_name[0] >= '0' && e->d_name[0] <= '9') v.push_back(static_cast<pid_t>(std::atoi(e->d_name)));
+    ::closedir(d);
+  }
+  return v;
+}
+
+// Processes of the tree rooted at `pid` (itself first), from /proc's ppids.
+std::vector<pid_t> processes(pid_t pid) {
+  std::multimap<pid_t, pid_t> children;
+  for (pid_t p : numeric_entries("/proc")) {
+    const std::string st = slurp("/proc/" + std::to_string(p) + "/stat");
+    const size_t paren = st.rfind(')');
+    if (paren == std::string::npos) continue;
+    std::istringstream in(st.substr(paren + 2));
+    char state;
+    pid_t ppid = 0;
+    if (in >> state >> ppid) children.emplace(ppid, p);
+  }
+  std::vector<pid_t> tree{pid};
+  for (size_t i = 0; i < tree.size(); i++) {
+    auto [b, e] = children.equal_range(tree[i]);
+    for (auto it = b; it != e; ++it) tree.push_back(it->second);
+  }
+  return tree;
+}
+
+bool alive(pid_t pid) {
+  const char s = task_state(pid, pid);
+  return s != '?' && s != 'Z' && s != 'X';
+}
 }  // namespace
+
+std::vector<pid_t> process_tree(pid_t pid) {
+  std::vector<pid_t> tids;
+  for (pid_t p : processes(pid))
+    for (pid_t t : numeric_entries("/proc/" + std::to_string(p) + "/task")) tids.push_back(t);
+  return tids;
+}
+
+bool wait_sleeping(pid_t pid, Sleep on, int ms) {
+  return wait_until(
+      [&] {
+        for (pid_t p : processes(pid))
+          for (pid_t t : numeric_entries("/proc/" + std::to_string(p) + "/task"))
+            if (task_sleeps_on("/proc/" + std::to_string(p) + "/task/" + std::to_string(t), on)) return true;
+        return !alive(pid);  // gone: stop waiting (and fail below)
+      },
+      ms) &&
+         alive(pid);
+}
+
+bool wait_task_sleeping(pid_t tid, Sleep on, int ms) {
+  const std::string dir = "/proc/" + std::to_string(tid);  // a thread id opens as well as a pid
+  return wait_until([&] { return task_sleeps_on(dir, on) || !alive(tid); }, ms) && alive(tid);
+}
+
+Ready::Ready() {
+  if (pipe2(fd_, O_CLOEXEC) != 0) fd_[0] = fd_[1] = -1;
+}
+
+Ready::~Ready() {
+  for (int fd : fd_)
+    if (fd >= 0) close(fd);
+}
+
+void Ready::say() {
+  if (::write(fd_[1], "r", 1) != 1) ::_exit(120);
+}
+
+bool Ready::wait(int ms) {
+  pollfd p{fd_[0], POLLIN, 0};
+  char c;
+  return ::poll(&p, 1, ms) == 1 && ::read(fd_[0], &c, 1) == 1;
+}
 
 long long now_ms() {
   timespec t;
@@ -125,7 +302,7 @@ Proc::~Proc() {
     kill(pid_, SIGKILL);
     int st;
     // A process stuck in a hung FUSE request can outlive SIGKILL; never hang here.
-    for (int i = 0; i < 200 && waitpid(pid_, &st, WNOHANG) == 0; i++) usleep(10000);
+    for (int i = 0; i < 1000 && waitpid(pid_, &st, WNOHANG) == 0; i++) usleep(10000);
   }
   if (out_fd_ >= 0) close(out_fd_);
   if (err_fd_ >= 0) close(err_fd_);
@@ -143,6 +320,36 @@ void Proc::drain(int ms) {
       (i == 0 ? out_ : err_).append(buf, static_cast<size_t>(n));
     }
   }
+  // Count and drop whole readiness lines (a partial one is completed by a later read).
+  const std::string line = std::string(kReadyLine) + "\n";
+  for (size_t at = 0; (at = err_.find(line, at)) != std::string::npos;) {
+    if (at == 0 || err_[at - 1] == '\n') {
+      err_.erase(at, line.size());
+      ready_++;
+    } else {
+      at += line.size();
+    }
+  }
+}
+
+bool Proc::wait_ready(int n, int ms) {
+  const long long end = now_ms() + ms;
+  for (;;) {
+    drain(5);
+    if (ready_ >= n) return true;
+    if (!running() || now_ms() >= end) {
+      drain(0);
+      return ready_ >= n;  // false: exited (or hung) before saying it
+    }
+  }
+}
+
+bool Proc::wait_blocked(Sleep on, int n, int ms) {
+  const long long end = now_ms() + ms;
+  if (!wait_ready(n, ms)) return false;
+  const bool ok = wait_sleeping(pid_, on, static_cast<int>(std::max(0LL, end - now_ms())));
+  drain(0);
+  return ok && running();
 }
 
 bool Proc::running() {
@@ -172,7 +379,7 @@ Run Proc::finish(int ms) {
     r.timed_out = true;
     kill(-pid_, SIGKILL);
     kill(pid_, SIGKILL);
-    exits_within(2000);
+    exits_within(kHang);
   }
   drain(0);
   r.status = status_;
@@ -214,7 +421,7 @@ Mount::Mount(const std::string& options) {
           static_cast<char*>(nullptr));
     _exit(127);
   }
-  long long end = now_ms() + 10000;
+  long long end = now_ms() + kHang;
   while (now_ms() < end) {
     if (is_fuse(mnt_)) {
       ok_ = true;
@@ -246,24 +453,24 @@ bool Mount::stop(int sig, int timeout_ms) {
 
 Mount::~Mount() {
   if (!mnt_.empty() && is_fuse(mnt_)) {
-    quiet_run({"fusermount3", "-u", mnt_}, 5000);
-    if (is_fuse(mnt_)) quiet_run({"fusermount3", "-u", "-z", mnt_}, 5000);
+    quiet_run({"fusermount3", "-u", mnt_}, kHang);
+    if (is_fuse(mnt_)) quiet_run({"fusermount3", "-u", "-z", mnt_}, kHang);
   }
   if (pid_ > 0) {
     kill(pid_, SIGTERM);
     int st;
     bool gone = false;
-    for (int i = 0; i < 300 && !gone; i++) {
+    for (int i = 0; i < 1000 && !gone; i++) {  // a hang guard: 10 s
       gone = waitpid(pid_, &st, WNOHANG) == pid_;
       if (!gone) usleep(10000);
     }
     if (!gone) {
       kill(pid_, SIGKILL);
-      for (int i = 0; i < 300 && waitpid(pid_, &st, WNOHANG) != pid_; i++) usleep(10000);
+      for (int i = 0; i < 1000 && waitpid(pid_, &st, WNOHANG) != pid_; i++) usleep(10000);
     }
   }
-  if (!state_.empty()) quiet_run({"rm", "-rf", state_}, 5000);
-  if (!tmp_.empty() && !is_fuse(mnt_)) quiet_run({"rm", "-rf", tmp_}, 5000);
+  if (!state_.empty()) quiet_run({"rm", "-rf", state_}, kHang);
+  if (!tmp_.empty() && !is_fuse(mnt_)) quiet_run({"rm", "-rf", tmp_}, kHang);
 }
 
 Run Mount::sh(const std::string& script, int timeout_ms) const { return mt::sh(script, timeout_ms, mnt_); }
@@ -282,6 +489,23 @@ bool Mount::wait_words(const std::string& file, const std::string& name, int wor
     usleep(20000);
   } while (now_ms() < end);
   return false;
+}
+
+bool Mount::wait_listed(const std::string& file, const std::string& name, pid_t pid, int ms) const {
+  bool listed = false;
+  wait_until(
+      [&] {
+        char buf[65536];  // getxattr(2) here: a getfattr per poll would load the machine
+        const ssize_t n = ::getxattr(path(file).c_str(), ("user.mailbox." + name).c_str(), buf, sizeof buf);
+        std::istringstream in(std::string(buf, n > 0 ? size_t(n) : 0));
+        const std::vector<pid_t> tree = process_tree(pid);
+        for (std::string w; in >> w;)
+          for (pid_t t : tree)
+            if (w == std::to_string(t)) return listed = true;
+        return !alive(pid);
+      },
+      ms);
+  return listed && alive(pid);
 }
 
 std::string Mount::daemon_stderr() const {

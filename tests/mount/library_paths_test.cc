@@ -49,7 +49,7 @@ TEST(LibraryZeroCopy, ReservedSlotReachesCatAndEchoIsViewedInPlace) {
     ASSERT_TRUE(dropped);
     std::memcpy(dropped->data(), "ignored", 7);
   }
-  EXPECT_EQ(m.sh("cat box", 5000).out, "hello");
+  EXPECT_EQ(m.sh("cat box").out, "hello");
   EXPECT_EQ(m.xattr("box", "messages"), "0");
   EXPECT_EQ(m.xattr("box", "sent"), "1");
 
@@ -67,7 +67,7 @@ TEST(LibraryZeroCopy, ReservedSlotReachesCatAndEchoIsViewedInPlace) {
     ASSERT_TRUE(v);
     EXPECT_EQ(v->bytes(), "one\n");
   }  // released by destruction
-  EXPECT_EQ(m.sh("cat box", 5000).out, "two\n");
+  EXPECT_EQ(m.sh("cat box").out, "two\n");
   EXPECT_EQ(box->try_receive_view().error(), EAGAIN);
   EXPECT_EQ(box->reserve(2u << 20).error(), EMSGSIZE);
   EXPECT_EQ(m.xattr("box", "received"), "3");
@@ -77,21 +77,22 @@ TEST(LibraryZeroCopy, ReserveBlocksWhileFullUntilACatReceives) {
   Mount m("capacity=1");
   ASSERT_TRUE(m.ok());
   m.sh("echo first > box");
+  mt::Ready ready;
   pid_t sender = child([&] {
     auto b = Mailbox::open(m.path("box"), {.send = true, .receive = false});
     if (!b) return 10;
     if (b->try_reserve(3).error() != EAGAIN) return 11;
+    ready.say();
     auto r = b->reserve(3);  // blocks: the mailbox is full
     if (!r) return 12;
     std::memcpy(r->data(), "2nd", 3);
     return r->commit() == 0 ? 0 : 13;
   });
-  usleep(300000);
-  int st;
-  EXPECT_EQ(waitpid(sender, &st, WNOHANG), 0) << "reserve() returned on a full mailbox";
-  EXPECT_EQ(m.sh("cat box", 5000).out, "first\n");
-  EXPECT_EQ(finish(sender, 5000), 0);
-  EXPECT_EQ(m.sh("cat box", 5000).out, "2nd");
+  ASSERT_TRUE(ready.wait()) << "the child ended with " << finish(sender, 0);
+  EXPECT_TRUE(mt::wait_sleeping(sender, mt::Sleep::futex)) << "reserve() returned on a full mailbox";
+  EXPECT_EQ(m.sh("cat box").out, "first\n");
+  EXPECT_EQ(finish(sender), 0);
+  EXPECT_EQ(m.sh("cat box").out, "2nd");
 }
 
 TEST(LibrarySender, EachMessageCarriesItsSender) {
@@ -104,7 +105,7 @@ TEST(LibrarySender, EachMessageCarriesItsSender) {
   Proc py("exec python3 -c 'import os; os.write(os.open(\"box\", os.O_WRONLY), str(os.getpid()).encode())'",
           m.dir());
   std::string msg;
-  ASSERT_EQ(box->receive_until(msg, mailbox::Clock::now() + 5s), 0);
+  ASSERT_EQ(box->receive_until(msg, mailbox::Clock::now() + 20s), 0);
   EXPECT_EQ(msg, std::to_string(py.pid()));
   EXPECT_EQ(box->last_sender().pid, py.pid());
   EXPECT_EQ(box->last_sender().uid, geteuid());
@@ -113,11 +114,11 @@ TEST(LibrarySender, EachMessageCarriesItsSender) {
     auto b = Mailbox::open(m.path("box"), {.send = true, .receive = false});
     return b && b->send(std::to_string(getpid())) == 0 ? 0 : 10;
   });
-  ASSERT_EQ(box->receive_until(msg, mailbox::Clock::now() + 5s), 0);
+  ASSERT_EQ(box->receive_until(msg, mailbox::Clock::now() + 20s), 0);
   EXPECT_EQ(msg, std::to_string(sender));
   EXPECT_EQ(box->last_sender().pid, sender);
   EXPECT_EQ(box->last_sender().gid, getegid());
-  EXPECT_EQ(finish(sender, 5000), 0);
+  EXPECT_EQ(finish(sender), 0);
 }
 
 // user.mailbox.received of `path`, or -1.
@@ -156,11 +157,11 @@ TEST_P(LibraryFallback, OtherUserGoesThroughTheFile) {
     if (!b->via_file()) return 13;
     std::string got;
     if (b->try_receive(got) != EAGAIN) return 14;
-    if (b->receive_until(got, mailbox::Clock::now() + 50ms) != ETIMEDOUT) return 15;
+    if (b->receive_until(got, mailbox::Clock::now() + 50ms) != ETIMEDOUT) return 15;  // nothing to get
     if (b->send("from nobody") != 0) return 16;
     // Not our own message back: wait until root has taken it.
-    if (!mt::wait_until([] { return received_count("box") == 1; }, 5000)) return 25;
-    if (b->receive_until(got, mailbox::Clock::now() + 5s) != 0 || got != "from root" + nl) return 17;
+    if (!mt::wait_until([] { return received_count("box") == 1; })) return 25;
+    if (b->receive_until(got, mailbox::Clock::now() + 20s) != 0 || got != "from root" + nl) return 17;
     if (b->last_sender().pid != getppid()) return 26;  // the daemon's user.mailbox.sender for this thread
     if (b->send("") != EINVAL) return 27;               // through the file, nothing is no message
     if (b->send(std::string(65, 'x')) != EMSGSIZE) return 18;
@@ -175,23 +176,23 @@ TEST_P(LibraryFallback, OtherUserGoesThroughTheFile) {
     return r->commit() == 0 ? 0 : 23;  // blocks until root receives
   });
   std::string got;
-  const int first = mine->receive_until(got, mailbox::Clock::now() + 5s);
-  if (first != 0) ADD_FAILURE() << "nobody's child ended with " << finish(other, 1000);
+  const int first = mine->receive_until(got, mailbox::Clock::now() + 20s);
+  if (first != 0) ADD_FAILURE() << "nobody's child ended with " << finish(other);
   ASSERT_EQ(first, 0);
   EXPECT_EQ(got, "from nobody" + nl);
   ASSERT_EQ(mine->send("from root" + nl), 0);
   // Not our own message back: wait until nobody has taken it, and has filled the mailbox.
-  ASSERT_TRUE(mt::wait_until([&] { return m.xattr("box", "received") == "2"; }, 5000));
+  ASSERT_TRUE(mt::wait_until([&] { return m.xattr("box", "received") == "2"; }));
   close(full[1]);
   char c = 0;
   pollfd pf{full[0], POLLIN, 0};
-  EXPECT_TRUE(poll(&pf, 1, 5000) == 1 && read(full[0], &c, 1) == 1) << "the child ended with " << finish(other, 0);
+  EXPECT_TRUE(poll(&pf, 1, mt::kHang) == 1 && read(full[0], &c, 1) == 1) << "the child ended with " << finish(other, 0);
   close(full[0]);
   for (const char* want : {"a", "b", "last"}) {
-    ASSERT_EQ(mine->receive_until(got, mailbox::Clock::now() + 5s), 0) << want;
+    ASSERT_EQ(mine->receive_until(got, mailbox::Clock::now() + 20s), 0) << want;
     EXPECT_EQ(got, want + nl);
   }
-  EXPECT_EQ(finish(other, 10000), 0);
+  EXPECT_EQ(finish(other), 0);
   EXPECT_EQ(m.xattr("box", "sent"), "5");
   EXPECT_EQ(m.xattr("box", "received"), "5");
 }
@@ -228,9 +229,9 @@ TEST(LibraryFallbackZeroCopy, OneReservationAndOneViewAtATime) {
     if (!again) return 20;
     return 0;  // dropped uncommitted: nothing sent
   });
-  EXPECT_EQ(finish(other, 10000), 0);
+  EXPECT_EQ(finish(other), 0);
   EXPECT_EQ(m.xattr("box", "messages"), "1");
-  EXPECT_EQ(m.sh("dd bs=64 count=1 status=none if=box", 5000).out, "hello");
+  EXPECT_EQ(m.sh("dd bs=64 count=1 status=none if=box").out, "hello");
 }
 
 // A rendezvous needs one side committed. Through the file a call without a
@@ -242,74 +243,82 @@ TEST(LibraryFallbackRendezvous, MeetsLibraryAndFallbackReceivers) {
   Mount m("allow_other,root_mode=1777,framing=datagram,capacity=0,max_message=64");
   ASSERT_TRUE(m.ok());
   ASSERT_EQ(m.sh("touch box && chmod 666 box").status, 0);
-  auto as_nobody = [&](std::function<int(Mailbox&)> fn) {
-    return child([&, fn] {
+  // Each side says when it is about to wait (`ready`, when given).
+  auto as_nobody = [&](std::function<int(Mailbox&)> fn, mt::Ready* ready = nullptr) {
+    return child([&, fn, ready] {
       if (chdir(m.dir().c_str()) != 0 || setgid(65534) != 0 || setuid(65534) != 0) return 10;
       auto b = Mailbox::open("box", {.send = true, .receive = true, .fallback = true});
       if (!b || !b->via_file()) return 11;
+      if (ready) ready->say();
       return fn(*b);
     });
   };
   auto receives = [](const std::string& want, bool timed) {
     return [want, timed](Mailbox& b) {
       std::string got;
-      const int e = timed ? b.receive_for(got, 5s) : b.receive(got);
+      const int e = timed ? b.receive_for(got, 20s) : b.receive(got);
       return e == 0 && got == want ? 0 : 30 + e;
     };
   };
-  auto library_receiver = [&](const std::string& want) {
-    return child([&, want] {
+  auto library_receiver = [&](const std::string& want, mt::Ready* ready = nullptr) {
+    return child([&, want, ready] {
       auto b = Mailbox::open(m.path("box"));
       if (!b || b->via_file()) return 11;
+      if (ready) ready->say();
       std::string got;
-      const int e = b->receive_for(got, 5s);
+      const int e = b->receive_for(got, 20s);
       return e == 0 && got == want ? 0 : 30 + e;
     });
   };
-  auto settle = [] { std::this_thread::sleep_for(200ms); };  // the first side is waiting by now
+  // The first side is waiting: it said so, and sleeps where such a call waits.
+  auto settle = [](mt::Ready& ready, pid_t p, mt::Sleep on) { return ready.wait() && mt::wait_sleeping(p, on); };
   {
     SCOPED_TRACE("blocking fallback send, library receiver");
     pid_t s = as_nobody([](Mailbox& b) { return b.send("one") == 0 ? 0 : 20; });
     pid_t r = library_receiver("one");
-    EXPECT_EQ(finish(r, 10000), 0);
-    EXPECT_EQ(finish(s, 10000), 0);
+    EXPECT_EQ(finish(r), 0);
+    EXPECT_EQ(finish(s), 0);
   }
   {
     SCOPED_TRACE("fallback try_send, library receiver asleep");
-    pid_t r = library_receiver("two");
-    settle();
+    mt::Ready ready;
+    pid_t r = library_receiver("two", &ready);
+    ASSERT_TRUE(settle(ready, r, mt::Sleep::futex));
     pid_t s = as_nobody([](Mailbox& b) { return b.try_send("two") == 0 ? 0 : 20; });
-    EXPECT_EQ(finish(s, 10000), 0);
-    EXPECT_EQ(finish(r, 10000), 0);
+    EXPECT_EQ(finish(s), 0);
+    EXPECT_EQ(finish(r), 0);
   }
   {
     SCOPED_TRACE("timed fallback send waiting in poll, then a library receiver");
-    pid_t s = as_nobody([](Mailbox& b) { return b.send_for("three", 5s) == 0 ? 0 : 20; });
-    settle();
+    mt::Ready ready;
+    pid_t s = as_nobody([](Mailbox& b) { return b.send_for("three", 20s) == 0 ? 0 : 20; }, &ready);
+    ASSERT_TRUE(settle(ready, s, mt::Sleep::poll));
     pid_t r = library_receiver("three");
-    EXPECT_EQ(finish(r, 10000), 0);
-    EXPECT_EQ(finish(s, 10000), 0);
+    EXPECT_EQ(finish(r), 0);
+    EXPECT_EQ(finish(s), 0);
   }
   {
     SCOPED_TRACE("blocking fallback receive, timed fallback send");
-    pid_t r = as_nobody(receives("four", false));
-    settle();
-    pid_t s = as_nobody([](Mailbox& b) { return b.send_for("four", 5s) == 0 ? 0 : 20; });
-    EXPECT_EQ(finish(s, 10000), 0);
-    EXPECT_EQ(finish(r, 10000), 0);
+    mt::Ready ready;
+    pid_t r = as_nobody(receives("four", false), &ready);
+    ASSERT_TRUE(settle(ready, r, mt::Sleep::fuse));
+    pid_t s = as_nobody([](Mailbox& b) { return b.send_for("four", 20s) == 0 ? 0 : 20; });
+    EXPECT_EQ(finish(s), 0);
+    EXPECT_EQ(finish(r), 0);
   }
   {
     SCOPED_TRACE("timed fallback receive, blocking fallback send");
-    pid_t r = as_nobody(receives("five", true));
-    settle();
+    mt::Ready ready;
+    pid_t r = as_nobody(receives("five", true), &ready);
+    ASSERT_TRUE(settle(ready, r, mt::Sleep::poll));
     pid_t s = as_nobody([](Mailbox& b) { return b.send("five") == 0 ? 0 : 20; });
-    EXPECT_EQ(finish(s, 10000), 0);
-    EXPECT_EQ(finish(r, 10000), 0);
+    EXPECT_EQ(finish(s), 0);
+    EXPECT_EQ(finish(r), 0);
   }
   {
     SCOPED_TRACE("fallback try_send with nobody waiting");
     pid_t s = as_nobody([](Mailbox& b) { return b.try_send("six") == EAGAIN ? 0 : 20; });
-    EXPECT_EQ(finish(s, 10000), 0);
+    EXPECT_EQ(finish(s), 0);
   }
   EXPECT_EQ(m.xattr("box", "sent"), "5");
   EXPECT_EQ(m.xattr("box", "received"), "5");
@@ -330,7 +339,7 @@ TEST(LibraryReceive, IntoAStringOrAVectorOfAnyLength) {
   ASSERT_EQ(box->try_receive(v), 0);
   EXPECT_EQ(std::string(v.begin(), v.end()), "abc");
   std::string str = "old contents";
-  ASSERT_EQ(box->receive_for(str, 5s), 0);
+  ASSERT_EQ(box->receive_for(str, 20s), 0);
   EXPECT_EQ(str, big);
   ASSERT_EQ(box->receive(v), 0);
   EXPECT_TRUE(v.empty());
@@ -392,7 +401,7 @@ TEST(LibraryReceive, OwnViewOrReservationNeverWaitsOnItself) {
   ASSERT_TRUE(view);
   EXPECT_EQ(rdv->send("mine"), EBUSY);
   view->release();
-  EXPECT_EQ(finish(sender, 5000), 0);
+  EXPECT_EQ(finish(sender), 0);
 }
 
 // A Reservation and a View hold on to the mailbox, not to the Mailbox object:

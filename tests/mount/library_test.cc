@@ -72,13 +72,11 @@ TEST(Library, SendWakesACatParkedInTheDaemon) {
   ASSERT_TRUE(m.ok());
   m.sh("touch box");
   Proc cat("cat box", m.dir());
-  ASSERT_TRUE(m.wait_words("box", "blocked_receivers", 1));
+  ASSERT_TRUE(m.wait_listed("box", "blocked_receivers", cat.pid()));
   auto box = Mailbox::open(m.path("box"), {.send = true, .receive = false});
   ASSERT_TRUE(box) << strerror(box.error());
-  long long t0 = mt::now_ms();
   ASSERT_EQ(box->send("from the library"), 0);
-  EXPECT_TRUE(cat.exits_within(1000));
-  EXPECT_LT(mt::now_ms() - t0, 1000);
+  EXPECT_TRUE(cat.exits());
   EXPECT_EQ(cat.finish().out, "from the library");
 }
 
@@ -88,16 +86,19 @@ TEST(Library, EchoWakesALibraryReceiverSleepingOnTheFutex) {
   m.sh("touch box");
   int fds[2];
   ASSERT_EQ(pipe(fds), 0);
+  mt::Ready ready;
   pid_t receiver = child([&] {
     auto b = Mailbox::open(m.path("box"), {.send = false, .receive = true});
     if (!b) return 10;
     std::string msg;
+    ready.say();
     if (b->receive(msg) != 0) return 11;
     return write(fds[1], msg.data(), msg.size()) == ssize_t(msg.size()) ? 0 : 12;
   });
-  EXPECT_EQ(reap(receiver, 300), -1);  // blocked
+  ASSERT_TRUE(ready.wait());
+  ASSERT_TRUE(mt::wait_sleeping(receiver, mt::Sleep::futex));  // blocked
   m.sh("echo from the shell > box");
-  EXPECT_EQ(finish(receiver, 2000), 0);
+  EXPECT_EQ(finish(receiver), 0);
   char buf[64] = {};
   EXPECT_GT(read(fds[0], buf, sizeof buf), 0);
   EXPECT_STREQ(buf, "from the shell\n");
@@ -109,13 +110,16 @@ TEST(Library, BlockedLibrarySenderIsFreedByACatReceive) {
   Mount m("capacity=1");
   ASSERT_TRUE(m.ok());
   m.sh("echo first > box");
+  mt::Ready ready;
   pid_t sender = child([&] {
     auto b = Mailbox::open(m.path("box"), {.send = true, .receive = false});
+    if (b) ready.say();
     return b && b->send("second") == 0 ? 0 : 1;
   });
-  EXPECT_EQ(reap(sender, 300), -1);  // full: blocked
+  ASSERT_TRUE(ready.wait());
+  ASSERT_TRUE(mt::wait_sleeping(sender, mt::Sleep::futex));  // full: blocked
   EXPECT_EQ(m.sh("cat box").out, "first\n");
-  EXPECT_EQ(finish(sender, 2000), 0);
+  EXPECT_EQ(finish(sender), 0);
   EXPECT_EQ(m.sh("cat box").out, "second");
 }
 
@@ -124,14 +128,14 @@ TEST(Library, LibraryReceiveFreesASenderParkedInTheDaemon) {
   ASSERT_TRUE(m.ok());
   m.sh("echo first > box");
   Proc sender("echo second > box", m.dir());
-  ASSERT_TRUE(m.wait_words("box", "blocked_senders", 1));
+  ASSERT_TRUE(m.wait_listed("box", "blocked_senders", sender.pid()));
   auto box = Mailbox::open(m.path("box"));
   ASSERT_TRUE(box);
   std::string msg;
   ASSERT_EQ(box->receive(msg), 0);
   EXPECT_EQ(msg, "first\n");
-  EXPECT_TRUE(sender.exits_within(1000));  // the doorbell told the daemon
-  ASSERT_EQ(box->receive_until(msg, Clock::now() + 2s), 0);
+  EXPECT_TRUE(sender.exits());  // the doorbell told the daemon
+  ASSERT_EQ(box->receive_until(msg, Clock::now() + 20s), 0);
   EXPECT_EQ(msg, "second\n");
 }
 
@@ -139,20 +143,23 @@ TEST(Library, RendezvousSendWaitsForTheReceiver) {
   Mount m("capacity=0");
   ASSERT_TRUE(m.ok());
   m.sh("touch box");
+  mt::Ready ready;
   pid_t sender = child([&] {
     auto b = Mailbox::open(m.path("box"), {.send = true, .receive = false});
+    if (b) ready.say();
     return b && b->send("handoff") == 0 ? 0 : 1;
   });
-  EXPECT_EQ(reap(sender, 300), -1);
+  ASSERT_TRUE(ready.wait());
+  ASSERT_TRUE(mt::wait_sleeping(sender, mt::Sleep::futex));  // waits for a receiver
   EXPECT_EQ(m.sh("cat box").out, "handoff");
-  EXPECT_EQ(finish(sender, 2000), 0);
+  EXPECT_EQ(finish(sender), 0);
   // A rendezvous send that nobody takes in time is withdrawn.
   auto box = Mailbox::open(m.path("box"));
   ASSERT_TRUE(box);
   EXPECT_EQ(box->send_for("nobody", 100ms), ETIMEDOUT);
   EXPECT_EQ(box->try_send("nobody"), EAGAIN);
   EXPECT_EQ(m.xattr("box", "messages"), "0");
-  EXPECT_EQ(m.sh("timeout 0.3 cat box; echo rc=$?").out, "rc=124\n");
+  EXPECT_EQ(m.sh("dd if=box iflag=nonblock bs=64K count=1 status=none 2>/dev/null; echo rc=$?").out, "rc=1\n");
 }
 
 TEST(Library, NonblockingTimeoutsAndSizes) {
@@ -165,7 +172,7 @@ TEST(Library, NonblockingTimeoutsAndSizes) {
   EXPECT_EQ(box->try_receive(buf, sizeof buf).error(), EAGAIN);
   long long t0 = mt::now_ms();
   EXPECT_EQ(box->receive_for(buf, sizeof buf, 200ms).error(), ETIMEDOUT);
-  EXPECT_GE(mt::now_ms() - t0, 190);
+  EXPECT_GE(mt::now_ms() - t0, 190);  // not before the deadline (no upper bound: load delays it)
   EXPECT_EQ(box->send(std::string(17, 'x')), EMSGSIZE);
   EXPECT_EQ(box->send("0123456789"), 0);
   EXPECT_EQ(box->try_send("full"), EAGAIN);
@@ -206,7 +213,7 @@ TEST(Library, OpenChecksModeBitsAndMailboxes) {
     if (setgid(65534) != 0 || setuid(65534) != 0) return 10;
     return Mailbox::open(m.path("box"), {.send = true, .receive = false}).error() == EACCES ? 0 : 11;
   });
-  EXPECT_EQ(finish(p, 5000), 0);
+  EXPECT_EQ(finish(p), 0);
 }
 
 TEST(Library, CApiRoundTrip) {
@@ -265,8 +272,8 @@ TEST(Library, ManySendersAndReceiversAcrossBothPaths) {
   close(fds[0]);
   for (pid_t p : senders) EXPECT_EQ(finish(p, 20000), 0);
   EXPECT_EQ(finish(lib_receiver, 20000), 0);
-  EXPECT_TRUE(shell_sender.exits_within(20000));
-  auto shell = shell_receiver.finish(20000);
+  EXPECT_TRUE(shell_sender.exits());
+  auto shell = shell_receiver.finish();
   std::multiset<std::string> got;
   for (const std::string* out : {&lib_out, &shell.out}) {
     size_t start = 0;
@@ -287,14 +294,17 @@ TEST(LibraryRegression, ReceiverSleepingOnADeletedMailboxGetsEidrm) {
   Mount m;
   ASSERT_TRUE(m.ok());
   m.sh("touch box");
+  mt::Ready ready;
   pid_t receiver = child([&] {
     auto b = Mailbox::open(m.path("box"), {.send = false, .receive = true});
     std::string msg;
+    if (b) ready.say();
     return b && b->receive(msg) == EIDRM ? 0 : 1;
   });
-  EXPECT_EQ(reap(receiver, 300), -1);  // asleep on the futex
+  ASSERT_TRUE(ready.wait());
+  ASSERT_TRUE(mt::wait_sleeping(receiver, mt::Sleep::futex));  // asleep on the futex
   m.sh("rm box");
-  EXPECT_EQ(finish(receiver, 2000), 0);
+  EXPECT_EQ(finish(receiver), 0);
 }
 
 TEST(LibraryRegression, ResizesDuringTrafficLoseNothing) {
@@ -322,7 +332,7 @@ TEST(LibraryRegression, ResizesDuringTrafficLoseNothing) {
   });
   int resizes = 0;
   for (; resizes < 40; resizes++) {
-    auto r = m.sh("setfattr -n user.mailbox.capacity -v " + std::to_string(8 + resizes % 2) + " box", 5000);
+    auto r = m.sh("setfattr -n user.mailbox.capacity -v " + std::to_string(8 + resizes % 2) + " box");
     ASSERT_EQ(r.status, 0) << "resize " << resizes << ": " << r.err;
   }
   EXPECT_EQ(finish(sender, 20000), 0);
