@@ -37,7 +37,9 @@ int FilePath::open(const std::string& path, FilePath* out) {
   if (int e = get_text(path, "user.mailbox.framing", &framing)) return e;
   if (int e = get_text(path, "user.mailbox.max_message", &max)) return e;
   out->path_ = path;
-  out->framing_ = framing == "datagram" ? Framing::datagram : framing == "line" ? Framing::line : Framing::file;
+  out->framing_ = framing == "datagram"                        ? Framing::datagram
+                  : framing == "line" || framing == "line_batch" ? Framing::line
+                                                                 : Framing::file;
   out->max_message_ = std::strtoull(max.c_str(), nullptr, 10);
   return 0;
 }
@@ -162,8 +164,9 @@ int FilePath::next_message(bool nonblock, Deadline deadline) {
       if (framing_ == Framing::datagram) {
         held_.emplace_back(got);
       } else {
-        // A line read returns whole lines, as many as fit; each keeps its
-        // newline, as the fast path returns a line sent through the file.
+        // A line read returns one line (line_batch: whole lines, as many as
+        // fit); each keeps its newline, as the fast path returns a line sent
+        // through the file.
         for (size_t nl; (nl = got.find('\n')) != std::string_view::npos; got.remove_prefix(nl + 1))
           held_.emplace_back(got.substr(0, nl + 1));
         if (!got.empty()) held_.emplace_back(got);  // an unterminated last line
