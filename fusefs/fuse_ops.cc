@@ -249,10 +249,11 @@ void op_read(fuse_req_t req, fuse_ino_t, size_t size, off_t, fuse_file_info* fi)
   run(req, ReplyKind::data, h->box, [&](Waiter* w) { return h->box->read(*h, size, nb, w, reader); });
 }
 
-void op_write(fuse_req_t req, fuse_ino_t, const char* buf, size_t size, off_t, fuse_file_info* fi) {
+void op_write(fuse_req_t req, fuse_ino_t ino, const char* buf, size_t size, off_t, fuse_file_info* fi) {
   Handle* h = handle(fi);
   const bool nb = fi->flags & O_NONBLOCK;
   const Caller c = caller(req);
+  fs(req).tree->clear_privs_on_write(ino, c);  // the kernel leaves it to us for direct I/O
   const Sender from{c.pid, c.uid, c.gid};
   run(req, ReplyKind::write, h->box, [&](Waiter* w) { return h->box->write(*h, buf, size, nb, from, w); });
 }
