@@ -346,6 +346,17 @@ void op_removexattr(fuse_req_t req, fuse_ino_t ino, const char* name) {
   reply_err(req, fs(req).tree->removexattr(ino, name));
 }
 
+// The one ioctl: a write-only opener's way to what the xattrs say (layout.h).
+void op_ioctl(fuse_req_t req, fuse_ino_t ino, unsigned cmd, void*, fuse_file_info*, unsigned flags, const void*,
+              size_t, size_t out_size) {
+  if (cmd != layout::kInfoIoctl || (flags & FUSE_IOCTL_COMPAT) ||
+      out_size < sizeof(layout::FileInfo))
+    return (void)fuse_reply_err(req, ENOTTY);
+  auto fi = fs(req).tree->file_info(ino, caller(req));
+  if (!fi) return reply_err(req, fi.error());
+  fuse_reply_ioctl(req, 0, &*fi, sizeof *fi);
+}
+
 fuse_lowlevel_ops make_ops() {
   fuse_lowlevel_ops o{};
   o.init = op_init;
@@ -377,6 +388,7 @@ fuse_lowlevel_ops make_ops() {
   o.listxattr = op_listxattr;
   o.setxattr = op_setxattr;
   o.removexattr = op_removexattr;
+  o.ioctl = op_ioctl;
   return o;
 }
 

@@ -113,6 +113,11 @@ struct detail::MailboxImpl {
   // it with the mount's control segment (quota counter, doorbell).
   int attach() {
     auto sp = get_xattr(path, "user.mailbox.segment");
+    if (!sp && sp.error() == EACCES && !can_receive) {  // write-only for us: ask an open file
+      mbx::layout::FileInfo fi;
+      const int e = FilePath::info(path, &fi);
+      sp = e ? Result<std::string>::failure(e) : Result<std::string>(std::string(fi.segment));
+    }
     if (!sp) return sp.error() == ENOENT ? EIDRM : sp.error();  // the mailbox file is gone
     auto s = mbx::Segment::attach(*sp);
     if (!s) return mbx::to_errno(s.error());

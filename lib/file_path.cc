@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <poll.h>
+#include <sys/ioctl.h>
 #include <sys/xattr.h>
 #include <unistd.h>
 
@@ -32,10 +33,26 @@ bool resumable(int err) { return err == ETIMEDOUT || err == EINTR; }
 
 }  // namespace
 
+int FilePath::info(const std::string& path, mbx::layout::FileInfo* out) {
+  // Opening to write sends nothing by itself, in any framing.
+  mbx::UniqueFd fd(::open(path.c_str(), O_WRONLY | O_NONBLOCK | O_CLOEXEC));
+  if (!fd.valid()) return errno;
+  if (::ioctl(fd.get(), mbx::layout::kInfoIoctl, out) != 0) return errno == ENOTTY ? ENOTSUP : errno;
+  out->framing[sizeof out->framing - 1] = out->segment[sizeof out->segment - 1] = '\0';
+  return 0;
+}
+
 int FilePath::open(const std::string& path, FilePath* out) {
   std::string framing, max;
-  if (int e = get_text(path, "user.mailbox.framing", &framing)) return e;
-  if (int e = get_text(path, "user.mailbox.max_message", &max)) return e;
+  int e = get_text(path, "user.mailbox.framing", &framing);
+  if (!e) e = get_text(path, "user.mailbox.max_message", &max);
+  if (e == EACCES) {  // no read permission: a sender may still ask the open file
+    mbx::layout::FileInfo fi;
+    if ((e = info(path, &fi))) return e;
+    framing = fi.framing;
+    max = std::to_string(fi.max_message);
+  }
+  if (e) return e;
   out->path_ = path;
   out->framing_ = framing == "datagram"                        ? Framing::datagram
                   : framing == "line" || framing == "line_batch" ? Framing::line

@@ -530,6 +530,19 @@ Result<std::string> Tree::getxattr(uint64_t ino, std::string_view name, const Ca
   return Errc::no_data;
 }
 
+Result<layout::FileInfo> Tree::file_info(uint64_t ino, const Caller& c) {
+  layout::FileInfo fi{};
+  auto seg = getxattr(ino, "user.mailbox.segment", c);
+  auto fr = getxattr(ino, "user.mailbox.framing", c);
+  auto max = getxattr(ino, "user.mailbox.max_message", c);
+  if (!seg || !fr || !max) return !seg ? seg.error() : !fr ? fr.error() : max.error();
+  if (seg->size() >= sizeof fi.segment || fr->size() >= sizeof fi.framing) return Errc::name_too_long;
+  std::memcpy(fi.segment, seg->data(), seg->size());
+  std::memcpy(fi.framing, fr->data(), fr->size());
+  fi.max_message = std::strtoull(max->c_str(), nullptr, 10);
+  return fi;
+}
+
 Result<std::string> Tree::listxattr(uint64_t ino) {
   std::string out;
   if (ino == kPidDirIno) {

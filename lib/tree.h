@@ -80,6 +80,8 @@ class Tree {
 
   Result<std::string> getxattr(uint64_t ino, std::string_view name, const Caller& c = {});
   Result<std::string> listxattr(uint64_t ino);  // NUL-separated names
+  // What ioctl(kInfoIoctl) on an open file of `ino` answers (layout.h).
+  Result<layout::FileInfo> file_info(uint64_t ino, const Caller& c = {});
   Errc setxattr(uint64_t ino, std::string_view name, std::string_view value, const Caller& c);
   Errc removexattr(uint64_t ino, std::string_view name);
 

@@ -3,7 +3,10 @@
 // a non-owner's write, a state directory removed under the daemon, and
 // send-only library use of a write-only mailbox.
 #include <fcntl.h>
+#include <grp.h>
+#include <linux/capability.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -80,3 +83,83 @@ TEST(PrivsOnWriteByRoot, RootKeepsThem) {
 }
 
 }  // namespace
+
+// ---- send-only library use of a mailbox the sender may not read ---------------
+
+// Drops the capabilities that bypass mode bits, keeping uid 0: the owner
+// class of the mode then decides, as for any user.
+bool drop_dac_caps() {
+  __user_cap_header_struct h{_LINUX_CAPABILITY_VERSION_3, 0};
+  __user_cap_data_struct d[2]{};
+  if (::syscall(SYS_capget, &h, d) != 0) return false;
+  for (int cap : {CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH, CAP_FOWNER}) {
+    d[cap / 32].effective &= ~(1u << (cap % 32));
+    d[cap / 32].permitted &= ~(1u << (cap % 32));  // access(2) would use the permitted set
+  }
+  return ::syscall(SYS_capset, &h, d) == 0;
+}
+
+bool become_nobody() {
+  return ::setgroups(0, nullptr) == 0 && ::setgid(65534) == 0 && ::setuid(65534) == 0;
+}
+
+class SendOnly : public ::testing::TestWithParam<const char*> {};
+
+// Fallback: nobody may write a 0622 mailbox but neither read it nor map its segment.
+TEST_P(SendOnly, ThroughTheFileForAWriteOnlyMailbox) {
+  if (geteuid() != 0) GTEST_SKIP() << "needs root to act as another user";
+  mt::Mount m("allow_other,root_mode=1777");
+  ASSERT_TRUE(m.ok()) << m.daemon_stderr();
+  open_up(m);
+  const std::string framing = GetParam();
+  ASSERT_EQ(m.sh("touch box && chmod 0622 box && setfattr -n user.mailbox.framing -v " + framing + " box").status, 0);
+  const std::string path = m.path("box");
+  pid_t p = mt::child([&] {
+    if (!become_nobody()) return 10;
+    auto rx = mailbox::Mailbox::open(path, {.send = false, .receive = true, .fallback = true});
+    if (rx || rx.error() != EACCES) return 11;  // receiving needs read permission
+    auto fast = mailbox::Mailbox::open(path, {.send = true, .receive = false, .fallback = false});
+    if (fast || fast.error() != EACCES) return 12;  // nobody may not map the segment
+    auto tx = mailbox::Mailbox::open(path, {.send = true, .receive = false, .fallback = true});
+    if (!tx) return 20 + (tx.error() & 63);
+    if (!tx->via_file()) return 13;
+    std::string msg;
+    if (tx->receive(msg) != EBADF) return 14;
+    if (int e = tx->send("hello")) return 100 + (e & 63);
+    if (int e = tx->try_send("world")) return 150 + (e & 63);
+    return 0;
+  });
+  EXPECT_EQ(mt::finish(p, 20000), 0);
+  EXPECT_EQ(m.xattr("box", "messages"), "2");
+  auto r = m.sh(framing == "file" ? "cat box; echo; cat box"
+                                  : "python3 -c \"import os; f = os.open('box', os.O_RDONLY); print(os.read(f, 99), os.read(f, 99))\"");
+  EXPECT_EQ(r.out, framing == "file"       ? "hello\nworld"
+                   : framing == "datagram" ? "b'hello' b'world'\n"
+                                           : "b'hello\\n' b'world\\n'\n")
+      << r.err;
+}
+
+INSTANTIATE_TEST_SUITE_P(Framings, SendOnly, ::testing::Values("file", "datagram", "line"));
+
+// Fast path: uid 0 without the capabilities that bypass mode bits owns the
+// daemon's segments but may only write a 0200 mailbox.
+TEST(SendOnlyFast, MapsTheSegmentOfAWriteOnlyMailbox) {
+  if (geteuid() != 0) GTEST_SKIP() << "needs root";
+  mt::Mount m;
+  ASSERT_TRUE(m.ok()) << m.daemon_stderr();
+  ASSERT_EQ(m.sh("touch box && chmod 0200 box").status, 0);
+  const std::string path = m.path("box");
+  pid_t p = mt::child([&] {
+    if (!drop_dac_caps()) return 10;
+    if (::access(path.c_str(), R_OK) == 0) return 11;  // the capability really is gone
+    auto rx = mailbox::Mailbox::open(path, {.send = false, .receive = true});
+    if (rx || rx.error() != EACCES) return 12;
+    auto tx = mailbox::Mailbox::open(path, {.send = true, .receive = false});
+    if (!tx) return 20 + (tx.error() & 63);
+    if (tx->via_file()) return 13;
+    if (int e = tx->send("fast")) return 100 + (e & 63);
+    return 0;
+  });
+  EXPECT_EQ(mt::finish(p, 20000), 0);
+  EXPECT_EQ(m.sh("cat box").out, "fast");
+}
