@@ -526,7 +526,12 @@ Result<std::string> Tree::getxattr(uint64_t ino, std::string_view name, const Ca
   if (key == "lost") return std::to_string(i.seg.lost);
   if (key == "blocked_senders") return pids(i.blocked_senders);
   if (key == "blocked_receivers") return pids(i.blocked_receivers);
-  if (key == "segment") return i.segment_path;
+  if (key == "segment") {
+    // Removed with the state directory (it lives on as the daemon's mapping):
+    // nothing to map. A resize makes a new one.
+    if (::access(i.segment_path.c_str(), F_OK) != 0 && errno == ENOENT) return Errc::io;
+    return i.segment_path;
+  }
   return Errc::no_data;
 }
 
@@ -571,8 +576,10 @@ Errc Tree::setxattr(uint64_t ino, std::string_view name, std::string_view value,
   std::string_view key = name.substr(kPrefix.size());
   for (const char* k : kReadOnly)
     if (key == k) return Errc::perm;
+  if (std::find(std::begin(kSettable), std::end(kSettable), key) == std::end(kSettable))
+    return Errc::not_supported;
   Errc e = box->set(key, value);
-  if (e == Errc::not_found) return Errc::not_supported;
+  if (e == Errc::not_found) e = Errc::io;  // a segment that could not be made: never "not supported"
   if (e == Errc::ok) {
     Guard g(mu_);
     if (Node* n = find_locked(ino)) {
@@ -593,6 +600,17 @@ Errc Tree::removexattr(uint64_t ino, std::string_view name) {
 // Records `n` for a daemon restarted after a crash (lib/persist.h). A
 // failure (the state directory's file system full) costs only that.
 void Tree::persist_locked(const Node& n) {
+  // A state directory removed and made again has lost every record: all
+  // nodes are written anew (the one asked for among them).
+  if (rebuilds_seen_ == mount_.state_rebuilds() && !mount_.state().missing()) return persist_node_locked(n);
+  if (!mount_.restore_state_dir()) return persist_node_locked(n);  // warns once
+  rebuilds_seen_ = mount_.state_rebuilds();
+  for (auto& [ino, node] : nodes_)
+    if (ino != kRootIno && node->linked) persist_node_locked(*node);
+  if (n.ino == kRootIno || !n.linked) persist_node_locked(n);
+}
+
+void Tree::persist_node_locked(const Node& n) {
   NodeMeta m;
   m.ino = n.ino;
   m.parent = n.parent;

@@ -119,6 +119,7 @@ class Tree {
   struct stat stat_of(const Node& n, const MailboxInfo* info) const;
   Result<struct stat> stat_ino(uint64_t ino);
   void persist_locked(const Node& n);
+  void persist_node_locked(const Node& n);
 
   Mount& mount_;
   // Lock rule: mu_ is taken before any Mailbox's mutex; Mailbox calls that
@@ -127,6 +128,7 @@ class Tree {
   std::unordered_map<uint64_t, std::unique_ptr<Node>> nodes_;
   uint64_t next_ino_ = kRootIno + 1;
   bool persist_warned_ = false;
+  uint64_t rebuilds_seen_ = 0;  // Mount::state_rebuilds() when every node was last recorded
   // Set once any node got S_ISUID or S_ISGID: until then a write need not
   // look (relaxed: a hint; a stale false only misses a write racing the chmod).
   std::atomic<bool> privs_seen_{false};

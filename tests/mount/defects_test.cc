@@ -163,3 +163,62 @@ TEST(SendOnlyFast, MapsTheSegmentOfAWriteOnlyMailbox) {
   EXPECT_EQ(mt::finish(p, 20000), 0);
   EXPECT_EQ(m.sh("cat box").out, "fast");
 }
+
+// ---- the state directory removed under the daemon ------------------------------
+
+size_t count(const std::string& hay, const std::string& needle) {
+  size_t n = 0;
+  for (size_t at = hay.find(needle); at != std::string::npos; at = hay.find(needle, at + 1)) n++;
+  return n;
+}
+
+TEST(StateDirRemoved, TheDaemonSaysSoAndMakesItAgain) {
+  mt::Mount m;
+  ASSERT_TRUE(m.ok()) << m.daemon_stderr();
+  const std::string sd = m.state_dir();
+  ASSERT_EQ(m.sh("touch old orphan && printf kept > old && printf stays > orphan").status, 0);
+  ASSERT_EQ(mt::sh("rm -rf " + q(sd)).status, 0);
+
+  // A create and a resize work, and say nothing misleading (ENOENT, ENOTSUP).
+  auto r = m.sh("touch new && printf hi > new && cat new");
+  EXPECT_EQ(r.status, 0) << r.err;
+  EXPECT_EQ(r.out, "hi");
+  r = m.sh("setfattr -n user.mailbox.capacity -v 10 old && cat old");
+  EXPECT_EQ(r.status, 0) << r.err;
+  EXPECT_EQ(r.out, "kept");  // moved into the new directory with its message
+  EXPECT_EQ(mt::sh("test -d " + q(sd) + " && test -f " + q(sd + "/control") + " && test -f " + q(sd + "/lock")).status, 0);
+  EXPECT_EQ(count(m.daemon_stderr(), "was removed"), 1u) << m.daemon_stderr();
+
+  // A mailbox whose segment went with the directory works through the file;
+  // libmailbox cannot map it (EIO) unless it takes the fallback.
+  r = m.sh("getfattr -n user.mailbox.segment orphan");
+  EXPECT_NE(r.status, 0);
+  EXPECT_NE(r.err.find("Input/output error"), std::string::npos) << r.err;
+  auto fast = mailbox::Mailbox::open(m.path("orphan"));
+  ASSERT_FALSE(fast);
+  EXPECT_EQ(fast.error(), EIO);
+  auto slow = mailbox::Mailbox::open(m.path("orphan"), {.fallback = true});
+  ASSERT_TRUE(slow) << slow.error();
+  EXPECT_TRUE(slow->via_file());
+  std::string got;
+  EXPECT_EQ(slow->receive(got), 0);
+  EXPECT_EQ(got, "stays");
+
+  // The new control's doorbell is heard: a library send wakes a parked cat.
+  mt::Proc cat("cat new", m.dir());
+  ASSERT_TRUE(m.wait_words("new", "blocked_receivers", 1, 10000));
+  auto lib = mailbox::Mailbox::open(m.path("new"));
+  ASSERT_TRUE(lib) << lib.error();
+  EXPECT_FALSE(lib->via_file());
+  EXPECT_EQ(lib->send("from the library"), 0);
+  EXPECT_EQ(cat.finish(10000).out, "from the library");
+
+  // Records were written anew: the directory holds one per mailbox.
+  EXPECT_EQ(mt::sh("ls " + q(sd) + " | grep -c '^n'").out, "3\n");  // old, orphan (only rewritten), new
+
+  // Removed again: made again again, said again.
+  ASSERT_EQ(mt::sh("rm -rf " + q(sd)).status, 0);
+  r = m.sh("touch newer && printf x > newer && cat newer");
+  EXPECT_EQ(r.out, "x") << r.err;
+  EXPECT_EQ(count(m.daemon_stderr(), "was removed"), 2u) << m.daemon_stderr();
+}
