@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <utility>
 #include <vector>
 
 #include "direct.h"
@@ -28,7 +29,10 @@ Result<std::unique_ptr<Mount>> Mount::open(const MountConfig& cfg) {
 
 void Mount::start() {
   timers_ = std::make_unique<Timers>();
-  doorbell_ = std::make_unique<Doorbell>(state_.control(), [this] { ring(); });
+  {
+    std::lock_guard<std::mutex> g(state_mu_);  // restore_state_dir() may replace the control
+    doorbell_ = std::make_unique<Doorbell>(state_.control(), [this] { ring(); });
+  }
   direct_->start();
 }
 
@@ -53,6 +57,7 @@ bool Mount::restore_state_dir() {
   if (!state_.missing()) return true;  // another thread rebuilt it already
   const Errc e = state_.rebuild(cfg_.max_bytes);
   if (e != Errc::ok) {
+    if (std::exchange(restore_failed_said_, true)) return false;
     std::fprintf(stderr, "mailboxfs: state directory %s was removed and cannot be made again (%s): new mailboxes fail with EIO\n",
                  state_.dir().c_str(), std::strerror(to_errno(e)));
     return false;
@@ -61,6 +66,7 @@ bool Mount::restore_state_dir() {
                "mailboxfs: state directory %s was removed (a /dev/shm cleaner?): made it again; mailboxes made "
                "before work through the file system, and libmailbox maps them again after a resize\n",
                state_.dir().c_str());
+  restore_failed_said_ = false;
   rebuilds_.fetch_add(1, std::memory_order_release);
   if (doorbell_) {  // programs that mapped the old control still ring it
     old_doorbells_.push_back(std::move(doorbell_));

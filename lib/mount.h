@@ -103,6 +103,7 @@ class Mount {
   // Leaf lock: serialises restore_state_dir() with the uses of the control
   // segment it replaces (make_segment, quota_used).
   mutable std::mutex state_mu_;
+  bool restore_failed_said_ = false;  // guarded by state_mu_: a failed rebuild is said once
   std::atomic<uint64_t> rebuilds_{0};  // release after the rebuild, acquire in state_rebuilds()
   StateDir state_;
   ThreadProbe probe_;
