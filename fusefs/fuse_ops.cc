@@ -250,10 +250,11 @@ void op_read(fuse_req_t req, fuse_ino_t, size_t size, off_t, fuse_file_info* fi)
   run(req, ReplyKind::data, h->box, [&](Waiter* w) { return h->box->read(*h, size, nb, w, reader); });
 }
 
-void op_write(fuse_req_t req, fuse_ino_t, const char* buf, size_t size, off_t, fuse_file_info* fi) {
+void op_write(fuse_req_t req, fuse_ino_t ino, const char* buf, size_t size, off_t, fuse_file_info* fi) {
   Handle* h = handle(fi);
   const bool nb = fi->flags & O_NONBLOCK;
   const Caller c = caller(req);
+  fs(req).tree->clear_privs_on_write(ino, c);  // the kernel leaves it to us for direct I/O
   const Sender from{c.pid, c.uid, c.gid};
   run(req, ReplyKind::write, h->box, [&](Waiter* w) { return h->box->write(*h, buf, size, nb, from, w); });
 }
@@ -346,6 +347,17 @@ void op_removexattr(fuse_req_t req, fuse_ino_t ino, const char* name) {
   reply_err(req, fs(req).tree->removexattr(ino, name));
 }
 
+// The one ioctl: a write-only opener's way to what the xattrs say (layout.h).
+void op_ioctl(fuse_req_t req, fuse_ino_t ino, unsigned cmd, void*, fuse_file_info*, unsigned flags, const void*,
+              size_t, size_t out_size) {
+  if (cmd != layout::kInfoIoctl || (flags & FUSE_IOCTL_COMPAT) ||
+      out_size < sizeof(layout::FileInfo))
+    return (void)fuse_reply_err(req, ENOTTY);
+  auto fi = fs(req).tree->file_info(ino, caller(req));
+  if (!fi) return reply_err(req, fi.error());
+  fuse_reply_ioctl(req, 0, &*fi, sizeof *fi);
+}
+
 fuse_lowlevel_ops make_ops() {
   fuse_lowlevel_ops o{};
   o.init = op_init;
@@ -377,6 +389,7 @@ fuse_lowlevel_ops make_ops() {
   o.listxattr = op_listxattr;
   o.setxattr = op_setxattr;
   o.removexattr = op_removexattr;
+  o.ioctl = op_ioctl;
   return o;
 }
 

@@ -76,7 +76,7 @@ void usage(const char* prog) {
       "each changeable per mailbox through the user.mailbox.* xattr of that name):\n"
       "    -o capacity=N|unbounded  messages a mailbox holds; 0 = rendezvous (default 64)\n"
       "    -o max_message=SIZE      largest message in bytes, K/M/G suffixes (default 1M)\n"
-      "    -o framing=MODE          file | datagram | line (default file)\n"
+      "    -o framing=MODE          file | datagram | line | line_batch (default file)\n"
       "    -o timeout_ms=MS         blocked calls fail with ETIMEDOUT after MS; 0 = never\n"
       "mount-wide options:\n"
       "    -o max_bytes=SIZE        memory quota for all queued messages (default 1G or\n"
@@ -158,7 +158,7 @@ int main(int argc, char* argv[]) {
   }
   if (o.framing) {
     auto v = mbx::parse_framing(o.framing);
-    if (!v) bad_option("framing", o.framing, "file, datagram or line");
+    if (!v) bad_option("framing", o.framing, "file, datagram, line or line_batch");
     cfg.defaults.framing = *v;
   }
   if (o.timeout_ms) {

@@ -114,6 +114,11 @@ struct detail::MailboxImpl {
   // it with the mount's control segment (quota counter, doorbell).
   int attach() {
     auto sp = get_xattr(path, "user.mailbox.segment");
+    if (!sp && sp.error() == EACCES && !can_receive) {  // write-only for us: ask an open file
+      mbx::layout::FileInfo fi;
+      const int e = FilePath::info(path, &fi);
+      sp = e ? Result<std::string>::failure(e) : Result<std::string>(std::string(fi.segment));
+    }
     if (!sp) return sp.error() == ENOENT ? EIDRM : sp.error();  // the mailbox file is gone
     auto s = mbx::Segment::attach(*sp);
     if (!s) return mbx::to_errno(s.error());
@@ -391,7 +396,8 @@ Result<Mailbox> Mailbox::open(const std::string& path, OpenOptions opts) {
   impl->can_send = opts.send;
   impl->can_receive = opts.receive;
   if (int e = impl->attach_current()) {
-    if (e != EACCES || !opts.fallback) return Result<Mailbox>::failure(e);
+    // EIO: its segment went with a removed state directory (until a resize).
+    if ((e != EACCES && e != EIO) || !opts.fallback) return Result<Mailbox>::failure(e);
     FilePath f;
     if (int fe = FilePath::open(path, &f)) return Result<Mailbox>::failure(fe);
     impl->file = std::move(f);

@@ -3,6 +3,7 @@
 
 #include <fcntl.h>
 #include <poll.h>
+#include <sys/ioctl.h>
 #include <sys/xattr.h>
 #include <unistd.h>
 
@@ -33,12 +34,30 @@ bool resumable(int err) { return err == ETIMEDOUT || err == EINTR; }
 
 }  // namespace
 
+int FilePath::info(const std::string& path, mbx::layout::FileInfo* out) {
+  // Opening to write sends nothing by itself, in any framing.
+  mbx::UniqueFd fd(::open(path.c_str(), O_WRONLY | O_NONBLOCK | O_CLOEXEC));
+  if (!fd.valid()) return errno;
+  if (::ioctl(fd.get(), mbx::layout::kInfoIoctl, out) != 0) return errno == ENOTTY ? ENOTSUP : errno;
+  out->framing[sizeof out->framing - 1] = out->segment[sizeof out->segment - 1] = '\0';
+  return 0;
+}
+
 int FilePath::open(const std::string& path, FilePath* out) {
   std::string framing, max;
-  if (int e = get_text(path, "user.mailbox.framing", &framing)) return e;
-  if (int e = get_text(path, "user.mailbox.max_message", &max)) return e;
+  int e = get_text(path, "user.mailbox.framing", &framing);
+  if (!e) e = get_text(path, "user.mailbox.max_message", &max);
+  if (e == EACCES) {  // no read permission: a sender may still ask the open file
+    mbx::layout::FileInfo fi;
+    if ((e = info(path, &fi))) return e;
+    framing = fi.framing;
+    max = std::to_string(fi.max_message);
+  }
+  if (e) return e;
   out->path_ = path;
-  out->framing_ = framing == "datagram" ? Framing::datagram : framing == "line" ? Framing::line : Framing::file;
+  out->framing_ = framing == "datagram"                        ? Framing::datagram
+                  : framing == "line" || framing == "line_batch" ? Framing::line
+                                                                 : Framing::file;
   out->max_message_ = std::strtoull(max.c_str(), nullptr, 10);
   return 0;
 }
@@ -163,8 +182,9 @@ int FilePath::next_message(bool nonblock, Deadline deadline) {
       if (framing_ == Framing::datagram) {
         held_.emplace_back(got);
       } else {
-        // A line read returns whole lines, as many as fit; each keeps its
-        // newline, as the fast path returns a line sent through the file.
+        // A line read returns one line (line_batch: whole lines, as many as
+        // fit); each keeps its newline, as the fast path returns a line sent
+        // through the file.
         for (size_t nl; (nl = got.find('\n')) != std::string_view::npos; got.remove_prefix(nl + 1))
           held_.emplace_back(got.substr(0, nl + 1));
         if (!got.empty()) held_.emplace_back(got);  // an unterminated last line

@@ -9,6 +9,7 @@
 #include <string>
 #include <string_view>
 
+#include "mailbox/layout.h"
 #include "mailbox/mailbox.hpp"
 #include "unique_fd.h"
 
@@ -19,6 +20,9 @@ class FilePath {
   using Deadline = std::optional<Clock::time_point>;
   // Reads the mailbox's framing and max_message; errno on failure.
   static int open(const std::string& path, FilePath* out);
+  // What the daemon answers through an open file (ioctl kInfoIoctl), for a
+  // caller that may write but not read the mailbox, so not read its xattrs.
+  static int info(const std::string& path, mbx::layout::FileInfo* out);
 
   int send(std::string_view msg, bool nonblock, Deadline deadline);
   // A message longer than `cap` is kept here (EMSGSIZE), as the fast path

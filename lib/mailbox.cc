@@ -71,7 +71,7 @@ std::optional<Outcome> Mailbox::take_locked(Handle& h, size_t want, Batch& b) {
     if (h.roff < h.rbuf.size()) return out;
     h.rbuf.clear();
     h.roff = 0;
-    if (h.framing != Framing::line || removed_) return out;  // line framing may add whole lines
+    if (h.framing != Framing::line_batch || removed_) return out;  // batched line framing may add whole lines
   } else {
     if (h.framing == Framing::file && h.got_message) return out;  // EOF: one message per open
     if (removed_) return Outcome(removed_why_);
@@ -86,7 +86,9 @@ std::optional<Outcome> Mailbox::take_locked(Handle& h, size_t want, Batch& b) {
       out.data += msg;
     }
   };
-  if (h.framing == Framing::line) {
+  // Line framing returns one line per read, as datagram framing returns one
+  // message: a reader that reads ahead (head, sed, stdio) loses nothing.
+  if (h.framing == Framing::line_batch) {
     // Whole lines, as many as fit; never fill the request exactly with more
     // than one line, or the kernel may ask again for the rest of a large read.
     for (;;) {

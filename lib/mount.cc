@@ -8,6 +8,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <utility>
 #include <vector>
 
 #include "direct.h"
@@ -29,25 +30,60 @@ Result<std::unique_ptr<Mount>> Mount::open(const MountConfig& cfg) {
 
 void Mount::start() {
   timers_ = std::make_unique<Timers>();
-  doorbell_ = std::make_unique<Doorbell>(state_.control(), [this] { ring(); });
+  {
+    std::lock_guard<std::mutex> g(state_mu_);  // restore_state_dir() may replace the control
+    doorbell_ = std::make_unique<Doorbell>(state_.control(), [this] { ring(); });
+  }
   direct_->start();
 }
 
 Mount::~Mount() {
   direct_.reset();
   doorbell_.reset();
+  old_doorbells_.clear();
   timers_.reset();
 }
 
+layout::ControlHeader* Mount::control() const {
+  std::lock_guard<std::mutex> g(state_mu_);
+  return state_.control();
+}
+
 uint64_t Mount::quota_used() const {
-  return state_.control()->quota_used.load(std::memory_order_acquire);
+  return control()->quota_used.load(std::memory_order_acquire);
+}
+
+bool Mount::restore_state_dir() {
+  std::lock_guard<std::mutex> g(state_mu_);
+  if (!state_.missing()) return true;  // another thread rebuilt it already
+  const Errc e = state_.rebuild(cfg_.max_bytes);
+  if (e != Errc::ok) {
+    if (std::exchange(restore_failed_said_, true)) return false;
+    std::fprintf(stderr, "mailboxfs: state directory %s was removed and cannot be made again (%s): new mailboxes fail with EIO\n",
+                 state_.dir().c_str(), std::strerror(to_errno(e)));
+    return false;
+  }
+  std::fprintf(stderr,
+               "mailboxfs: state directory %s was removed (a /dev/shm cleaner?): made it again; mailboxes made "
+               "before work through the file system, and libmailbox maps them again after a resize\n",
+               state_.dir().c_str());
+  restore_failed_said_ = false;
+  rebuilds_.fetch_add(1, std::memory_order_release);
+  if (doorbell_) {  // programs that mapped the old control still ring it
+    old_doorbells_.push_back(std::move(doorbell_));
+    doorbell_ = std::make_unique<Doorbell>(state_.control(), [this] { ring(); });
+  }
+  return true;
 }
 
 Result<Segment> Mount::make_segment(uint64_t id, uint64_t generation, const Settings& s) {
   const uint64_t size = data_size_for(s.capacity, s.max_message, cfg_.max_bytes);
-  auto seg = Segment::create(state_.segment_path(id, generation), s.capacity, s.max_message, size, 0600);
-  if (!seg) return seg.error();
-  seg->set_control(state_.control());
+  const std::string path = state_.segment_path(id, generation);
+  auto seg = Segment::create(path, s.capacity, s.max_message, size, 0600);
+  if (!seg && seg.error() == Errc::not_found && state_.missing() && restore_state_dir())
+    seg = Segment::create(path, s.capacity, s.max_message, size, 0600);
+  if (!seg) return seg.error() == Errc::not_found ? Errc::io : seg.error();  // not the caller's ENOENT
+  seg->set_control(control());
   return seg;
 }
 

@@ -4,6 +4,7 @@
 #pragma once
 #include <sys/types.h>
 
+#include <atomic>
 #include <functional>
 #include <memory>
 #include <mutex>
@@ -11,6 +12,7 @@
 #include <set>
 #include <string>
 #include <unordered_map>
+#include <vector>
 
 #include "errc.h"
 #include "segment.h"
@@ -72,6 +74,14 @@ class Mount {
   // Unlinks the segment files of every mailbox id not in `keep`.
   void remove_segments_except(const std::set<uint64_t>& keep);
   bool restored() const { return state_.restored(); }
+  // The state directory was removed under the daemon (a /dev/shm cleaner, a
+  // logout): makes it again, with a new control segment and doorbell, and
+  // says so once on stderr. True if it exists now. Mailboxes made before
+  // keep their (unlinked) segments until a resize moves them.
+  bool restore_state_dir();
+  // How many times restore_state_dir() made the directory again (the
+  // records written before are gone: the tree writes them anew).
+  uint64_t state_rebuilds() const { return rebuilds_.load(std::memory_order_acquire); }
   void keep_state() { state_.keep(); }
 
   // True if the thread is being killed: a message handed to it would be lost.
@@ -88,13 +98,23 @@ class Mount {
   Mount() = default;
   void ring();
 
+  layout::ControlHeader* control() const;
+
   MountConfig cfg_;
+  // Leaf lock: serialises restore_state_dir() with the uses of the control
+  // segment it replaces (make_segment, quota_used).
+  mutable std::mutex state_mu_;
+  bool restore_failed_said_ = false;  // guarded by state_mu_: a failed rebuild is said once
+  std::atomic<uint64_t> rebuilds_{0};  // release after the rebuild, acquire in state_rebuilds()
   StateDir state_;
   ThreadProbe probe_;
   std::unique_ptr<Timers> timers_;
   std::mutex watch_mu_;  // leaf lock: guards watched_ only
   std::unordered_map<uint64_t, std::weak_ptr<Mailbox>> watched_;
   std::unique_ptr<Doorbell> doorbell_;  // stopped second
+  // Doorbells of controls replaced by restore_state_dir(): programs that
+  // mapped one before still ring it. Stopped with doorbell_.
+  std::vector<std::unique_ptr<Doorbell>> old_doorbells_;
   std::unique_ptr<Direct> direct_;      // last: stopped first (its links use the timers)
 };
 

@@ -52,6 +52,7 @@ Result<Framing> parse_framing(std::string_view s) {
   if (s == "file") return Framing::file;
   if (s == "datagram") return Framing::datagram;
   if (s == "line") return Framing::line;
+  if (s == "line_batch") return Framing::line_batch;
   return Errc::invalid;
 }
 
@@ -64,6 +65,7 @@ const char* framing_name(Framing f) {
     case Framing::file: return "file";
     case Framing::datagram: return "datagram";
     case Framing::line: return "line";
+    case Framing::line_batch: return "line_batch";
   }
   return "?";
 }

@@ -11,7 +11,10 @@
 
 namespace mbx {
 
-enum class Framing : uint8_t { file, datagram, line };
+// line: one line per read(2). line_batch: line framing whose read(2) returns
+// as many whole lines as fit (opt-in: a reader that reads ahead and stops
+// early, such as head -n1, takes the lines it did not use).
+enum class Framing : uint8_t { file, datagram, line, line_batch };
 
 // The largest write FUSE always delivers in one request (1 MiB - 4 KiB): a
 // datagram above it would be split, so it is refused with EMSGSIZE.

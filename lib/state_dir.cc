@@ -42,18 +42,22 @@ std::string default_state_dir(const std::string& mountpoint) {
   return buf;
 }
 
-Result<StateDir> StateDir::open(const std::string& dir, uint64_t quota_max) {
-  if (::mkdir(dir.c_str(), 0700) != 0 && errno != EEXIST) return from_errno(errno);
+Errc StateDir::make_dir_and_lock() {
+  if (::mkdir(dir_.c_str(), 0700) != 0 && errno != EEXIST) return from_errno(errno);
   struct stat st;
-  if (::lstat(dir.c_str(), &st) != 0) return from_errno(errno);
+  if (::lstat(dir_.c_str(), &st) != 0) return from_errno(errno);
   if (!S_ISDIR(st.st_mode) || st.st_uid != ::geteuid()) return Errc::perm;
-  ::chmod(dir.c_str(), 0700);
+  ::chmod(dir_.c_str(), 0700);
+  lock_.reset(::open((dir_ + "/" + kLockName).c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600));
+  if (!lock_.valid()) return from_errno(errno);
+  if (::flock(lock_.get(), LOCK_EX | LOCK_NB) != 0) return errno == EWOULDBLOCK ? Errc::exists : from_errno(errno);
+  return Errc::ok;
+}
+
+Result<StateDir> StateDir::open(const std::string& dir, uint64_t quota_max) {
   StateDir s;
   s.dir_ = dir;
-  s.lock_.reset(::open((dir + "/" + kLockName).c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600));
-  if (!s.lock_.valid()) return from_errno(errno);
-  if (::flock(s.lock_.get(), LOCK_EX | LOCK_NB) != 0)
-    return errno == EWOULDBLOCK ? Errc::exists : from_errno(errno);
+  if (Errc e = s.make_dir_and_lock(); e != Errc::ok) return e;
   s.owner_ = true;
   const std::string cpath = dir + "/" + kControlName;
   // What a daemon that died left is kept for this one to re-attach (its
@@ -69,13 +73,18 @@ Result<StateDir> StateDir::open(const std::string& dir, uint64_t quota_max) {
   if (::access(cpath.c_str(), F_OK) == 0)
     log(LogLevel::warning, "refused the state left in %s (corrupt or of another version): cleared", dir.c_str());
   clear_dir(dir);
+  if (Errc e = s.make_control(quota_max); e != Errc::ok) return e;
+  return s;
+}
 
+Errc StateDir::make_control(uint64_t quota_max) {
+  const std::string cpath = dir_ + "/" + kControlName;
   UniqueFd fd(::open(cpath.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600));
   if (!fd.valid()) return from_errno(errno);
   if (::ftruncate(fd.get(), 4096) != 0) return from_errno(errno);
   void* p = ::mmap(nullptr, 4096, PROT_READ | PROT_WRITE, MAP_SHARED, fd.get(), 0);
   if (p == MAP_FAILED) return from_errno(errno);
-  s.ctl_ = Mapping(p, 4096);
+  ctl_ = Mapping(p, 4096);
   auto* c = static_cast<layout::ControlHeader*>(p);
   c->version = layout::kVersion;
   c->daemon_pid = ::getpid();
@@ -83,7 +92,24 @@ Result<StateDir> StateDir::open(const std::string& dir, uint64_t quota_max) {
   // SYNC POINT: publishes the initialised control header; pairs with a
   // participant's acquire load of `magic`.
   std::atomic_ref<uint64_t>(c->magic).store(layout::kControlMagic, std::memory_order_release);
-  return s;
+  return Errc::ok;
+}
+
+bool StateDir::missing() const {
+  struct stat st;
+  return ::lstat(dir_.c_str(), &st) != 0 && errno == ENOENT;
+}
+
+Errc StateDir::rebuild(uint64_t quota_max) {
+  if (!owner_) return Errc::io;
+  if (Errc e = make_dir_and_lock(); e != Errc::ok) return e;
+  Mapping old = std::move(ctl_);
+  if (Errc e = make_control(quota_max); e != Errc::ok) {
+    ctl_ = std::move(old);  // still the one every segment uses
+    return e;
+  }
+  old_ctls_.push_back(std::move(old));
+  return Errc::ok;
 }
 
 bool StateDir::take_over(const std::string& cpath) {

@@ -24,6 +24,7 @@ class StateDir {
     dir_ = std::move(o.dir_);
     lock_ = std::move(o.lock_);
     ctl_ = std::move(o.ctl_);
+    old_ctls_ = std::move(o.old_ctls_);
     owner_ = std::exchange(o.owner_, false);
     restored_ = o.restored_;
     return *this;
@@ -41,17 +42,28 @@ class StateDir {
   // The segment files present, as (mailbox id, generation).
   std::vector<std::pair<uint64_t, uint64_t>> segments() const;
 
+  // The directory is gone (removed by a /dev/shm cleaner or a logout).
+  bool missing() const;
+  // Makes a missing directory again, with a fresh lock and control segment
+  // (quota counted anew). The old control stays mapped: the segments made
+  // before point at it. Not thread-safe: the caller serialises it with
+  // every use of control().
+  Errc rebuild(uint64_t quota_max);
+
   const std::string& dir() const { return dir_; }
   layout::ControlHeader* control() const { return static_cast<layout::ControlHeader*>(ctl_.get()); }
   std::string segment_path(uint64_t id, uint64_t generation) const;
 
  private:
   bool take_over(const std::string& control_path);
+  Errc make_dir_and_lock();
+  Errc make_control(uint64_t quota_max);
   std::string dir_;
   UniqueFd lock_;
   bool restored_ = false;
   bool owner_ = false;  // holds the flock: only then may the destructor clear the directory
   Mapping ctl_;
+  std::vector<Mapping> old_ctls_;  // controls of directories removed under us
 };
 
 // Default state directory for a mountpoint: /dev/shm/mailboxfs-<uid>-<hash>.

@@ -8,7 +8,9 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
+#include <optional>
 #include <set>
 
 #include "log.h"
@@ -62,6 +64,36 @@ constexpr const char* kReadOnly[] = {"messages", "bytes",         "sent",
                                      "blocked_receivers",         "segment"};
 
 Sender sender_of(const Caller& c) { return Sender{c.pid, c.uid, c.gid}; }
+
+// What /proc/<tid>/status says of a writer: CAP_FSETID in its effective set,
+// and its supplementary groups. nullopt if the thread is gone.
+struct WriterCreds {
+  bool fsetid = false;
+  std::vector<gid_t> groups;
+};
+std::optional<WriterCreds> writer_creds(pid_t tid) {
+  if (tid <= 0) return std::nullopt;
+  const std::string path = "/proc/" + std::to_string(tid) + "/status";
+  FILE* f = std::fopen(path.c_str(), "re");
+  if (!f) return std::nullopt;
+  WriterCreds w;
+  char line[4096];
+  while (std::fgets(line, sizeof line, f)) {
+    if (!std::strncmp(line, "CapEff:", 7)) {
+      constexpr unsigned kCapFsetid = 4;
+      w.fsetid = (std::strtoull(line + 7, nullptr, 16) >> kCapFsetid) & 1;
+    } else if (!std::strncmp(line, "Groups:", 7)) {
+      char* p = line + 7;
+      for (char* end; ; p = end) {
+        const unsigned long g = std::strtoul(p, &end, 10);
+        if (end == p) break;
+        w.groups.push_back(static_cast<gid_t>(g));
+      }
+    }
+  }
+  std::fclose(f);
+  return w;
+}
 
 bool reserved(uint64_t parent, std::string_view name) { return parent == kRootIno && name == kPidDirName; }
 
@@ -221,6 +253,7 @@ Result<struct stat> Tree::setattr(uint64_t ino, const struct stat& in, unsigned 
     // The kernel (default_permissions) has checked who may do what. Size
     // changes are ignored: an open with O_TRUNC never destroys queued messages.
     if (what & kSetMode) n->mode = (n->mode & S_IFMT) | (in.st_mode & 07777);
+    if (n->mode & (S_ISUID | S_ISGID)) privs_seen_.store(true, std::memory_order_relaxed);
     if (what & kSetUid) n->uid = in.st_uid;
     if (what & kSetGid) n->gid = in.st_gid;
     if (what & kSetAtimeNow) n->atime = now_ts();
@@ -253,6 +286,7 @@ Result<Tree::Node*> Tree::add_locked(uint64_t parent, std::string_view name, mod
   n->gid = c.gid;
   n->atime = n->mtime = n->ctime = now_ts();
   n->nlookup = 1;
+  if (mode & (S_ISUID | S_ISGID)) privs_seen_.store(true, std::memory_order_relaxed);
   p->children.emplace(n->name, n->ino);
   p->mtime = p->ctime = n->ctime;
   if (S_ISDIR(mode)) p->subdirs++;
@@ -434,6 +468,34 @@ struct statvfs Tree::statfs() {
   return s;
 }
 
+void Tree::clear_privs_on_write(uint64_t ino, const Caller& c) {
+  if (!privs_seen_.load(std::memory_order_relaxed)) return;
+  mode_t mode;
+  gid_t gid;
+  {
+    Guard g(mu_);
+    Node* n = find_locked(ino);
+    if (!n || !S_ISREG(n->mode) || !(n->mode & (S_ISUID | S_ISGID))) return;
+    mode = n->mode;
+    gid = n->gid;
+  }
+  // /proc is read without the tree lock; a writer already gone is judged by
+  // its uid alone (root keeps the bits, as with CAP_FSETID).
+  auto creds = writer_creds(c.pid);
+  if (creds ? creds->fsetid : c.uid == 0) return;
+  const bool in_group = c.gid == gid || (creds && std::find(creds->groups.begin(), creds->groups.end(), gid) !=
+                                                      creds->groups.end());
+  mode_t kill = mode & S_ISUID;
+  if ((mode & S_ISGID) && ((mode & S_IXGRP) || !in_group)) kill |= S_ISGID;
+  if (!kill) return;
+  Guard g(mu_);
+  Node* n = find_locked(ino);
+  if (!n || !(n->mode & kill)) return;
+  n->mode &= ~kill;
+  n->ctime = now_ts();
+  persist_locked(*n);
+}
+
 // ---- user.mailbox.* ----------------------------------------------------------
 
 Result<std::string> Tree::getxattr(uint64_t ino, std::string_view name, const Caller& c) {
@@ -466,8 +528,26 @@ Result<std::string> Tree::getxattr(uint64_t ino, std::string_view name, const Ca
   if (key == "lost") return std::to_string(i.seg.lost);
   if (key == "blocked_senders") return pids(i.blocked_senders);
   if (key == "blocked_receivers") return pids(i.blocked_receivers);
-  if (key == "segment") return i.segment_path;
+  if (key == "segment") {
+    // Removed with the state directory (it lives on as the daemon's mapping):
+    // nothing to map. A resize makes a new one.
+    if (::access(i.segment_path.c_str(), F_OK) != 0 && errno == ENOENT) return Errc::io;
+    return i.segment_path;
+  }
   return Errc::no_data;
+}
+
+Result<layout::FileInfo> Tree::file_info(uint64_t ino, const Caller& c) {
+  layout::FileInfo fi{};
+  auto seg = getxattr(ino, "user.mailbox.segment", c);
+  auto fr = getxattr(ino, "user.mailbox.framing", c);
+  auto max = getxattr(ino, "user.mailbox.max_message", c);
+  if (!seg || !fr || !max) return !seg ? seg.error() : !fr ? fr.error() : max.error();
+  if (seg->size() >= sizeof fi.segment || fr->size() >= sizeof fi.framing) return Errc::name_too_long;
+  std::memcpy(fi.segment, seg->data(), seg->size());
+  std::memcpy(fi.framing, fr->data(), fr->size());
+  fi.max_message = std::strtoull(max->c_str(), nullptr, 10);
+  return fi;
 }
 
 Result<std::string> Tree::listxattr(uint64_t ino) {
@@ -498,8 +578,10 @@ Errc Tree::setxattr(uint64_t ino, std::string_view name, std::string_view value,
   std::string_view key = name.substr(kPrefix.size());
   for (const char* k : kReadOnly)
     if (key == k) return Errc::perm;
+  if (std::find(std::begin(kSettable), std::end(kSettable), key) == std::end(kSettable))
+    return Errc::not_supported;
   Errc e = box->set(key, value);
-  if (e == Errc::not_found) return Errc::not_supported;
+  if (e == Errc::not_found) e = Errc::io;  // a segment that could not be made: never "not supported"
   if (e == Errc::ok) {
     Guard g(mu_);
     if (Node* n = find_locked(ino)) {
@@ -520,6 +602,17 @@ Errc Tree::removexattr(uint64_t ino, std::string_view name) {
 // Records `n` for a daemon restarted after a crash (lib/persist.h). A
 // failure (the state directory's file system full) costs only that.
 void Tree::persist_locked(const Node& n) {
+  // A state directory removed and made again has lost every record: all
+  // nodes are written anew (the one asked for among them).
+  if (rebuilds_seen_ == mount_.state_rebuilds() && !mount_.state().missing()) return persist_node_locked(n);
+  if (!mount_.restore_state_dir()) return persist_node_locked(n);  // warns once
+  rebuilds_seen_ = mount_.state_rebuilds();
+  for (auto& [ino, node] : nodes_)
+    if (ino != kRootIno && node->linked) persist_node_locked(*node);
+  if (n.ino == kRootIno || !n.linked) persist_node_locked(n);
+}
+
+void Tree::persist_node_locked(const Node& n) {
   NodeMeta m;
   m.ino = n.ino;
   m.parent = n.parent;
@@ -574,6 +667,7 @@ Tree::Restored Tree::restore() {
         n->mode = m->mode;
         n->uid = m->uid;
         n->gid = m->gid;
+        if (n->mode & (S_ISUID | S_ISGID)) privs_seen_.store(true, std::memory_order_relaxed);
         n->atime = n->mtime = n->ctime = now_ts();
         p->children.emplace(n->name, n->ino);
         if (S_ISDIR(n->mode)) p->subdirs++;

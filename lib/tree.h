@@ -7,6 +7,7 @@
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 
+#include <atomic>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -73,8 +74,15 @@ class Tree {
 
   // user.mailbox.sender answers for the calling thread: the sender of the
   // last message it received from this file.
+  // A write(2) by `c` reached mailbox `ino`: as on every Linux file system,
+  // a writer without CAP_FSETID clears set-user-ID, and set-group-ID when
+  // group-execute is set or the writer is not in the file's group.
+  void clear_privs_on_write(uint64_t ino, const Caller& c);
+
   Result<std::string> getxattr(uint64_t ino, std::string_view name, const Caller& c = {});
   Result<std::string> listxattr(uint64_t ino);  // NUL-separated names
+  // What ioctl(kInfoIoctl) on an open file of `ino` answers (layout.h).
+  Result<layout::FileInfo> file_info(uint64_t ino, const Caller& c = {});
   Errc setxattr(uint64_t ino, std::string_view name, std::string_view value, const Caller& c);
   Errc removexattr(uint64_t ino, std::string_view name);
 
@@ -112,6 +120,7 @@ class Tree {
   struct stat stat_of(const Node& n, const MailboxInfo* info) const;
   Result<struct stat> stat_ino(uint64_t ino);
   void persist_locked(const Node& n);
+  void persist_node_locked(const Node& n);
 
   Mount& mount_;
   // Lock rule: mu_ is taken before any Mailbox's mutex; Mailbox calls that
@@ -120,6 +129,10 @@ class Tree {
   std::unordered_map<uint64_t, std::unique_ptr<Node>> nodes_;
   uint64_t next_ino_ = kRootIno + 1;
   bool persist_warned_ = false;
+  uint64_t rebuilds_seen_ = 0;  // Mount::state_rebuilds() when every node was last recorded
+  // Set once any node got S_ISUID or S_ISGID: until then a write need not
+  // look (relaxed: a hint; a stale false only misses a write racing the chmod).
+  std::atomic<bool> privs_seen_{false};
 };
 
 }  // namespace mbx

@@ -141,8 +141,8 @@ TEST_F(MailboxCore, FileFramingLimitAndDiscard) {
   EXPECT_EQ(b->info().seg.count, 1u);
 }
 
-TEST_F(MailboxCore, LineFramingOneMessagePerLine) {
-  auto b = box(framed(F::line));
+TEST_F(MailboxCore, LineBatchFramingOneMessagePerLine) {
+  auto b = box(framed(F::line_batch));
   auto& w = open(b, false, true);
   auto o = wr(*b, w, "one\ntwo\nthree\npart");
   ASSERT_TRUE(o);

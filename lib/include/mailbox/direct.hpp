@@ -203,13 +203,14 @@ class Direct {
       framing_ = n > 0 ? std::string(f, static_cast<size_t>(n)) : "file";
     }
     out.clear();
-    const size_t chunk = framing_ == "line" ? 1 : 1u << 20;
+    const bool line = framing_ == "line" || framing_ == "line_batch";
+    const size_t chunk = line ? 1 : 1u << 20;
     std::string buf(chunk, '\0');
     for (;;) {
       ssize_t n = ::read(fd, buf.data(), buf.size());
       if (n > 0) {
         out.append(buf.data(), static_cast<size_t>(n));
-        if (framing_ == "datagram" || (framing_ == "line" && buf[0] == '\n')) return 0;
+        if (framing_ == "datagram" || (line && buf[0] == '\n')) return 0;
         continue;
       }
       if (n == 0) return 0;  // file framing: end of the message

@@ -164,4 +164,17 @@ struct ControlHeader {
 };
 static_assert(sizeof(ControlHeader) <= 4096);
 
+// ioctl(kInfoIoctl) on an open mailbox file answers what a participant needs
+// to map the segment or to send through the file. For an opener that may not
+// read (a write-only mailbox): getxattr needs read permission, the ioctl only
+// the open file. FUSE passes it as a restricted ioctl, sized by its number.
+struct FileInfo {
+  uint64_t max_message;
+  char framing[16];    // NUL-terminated, as user.mailbox.framing
+  char segment[4096];  // NUL-terminated, as user.mailbox.segment
+};
+inline constexpr unsigned kInfoIoctl =  // _IOR('M', 0x01, FileInfo), spelled out: no ioctl header here
+    (2u << 30) | (static_cast<unsigned>(sizeof(FileInfo)) << 16) | ('M' << 8) | 0x01;
+static_assert(sizeof(FileInfo) < (1u << 14));  // _IOC_SIZE has 14 bits
+
 }  // namespace mbx::layout
