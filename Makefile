@@ -181,12 +181,12 @@ sanitize-check:
 	@scripts/ci-sanitizers.sh
 
 # Random traffic over both paths with kills, stops, daemon restarts and
-# (CORRUPT=1) a scribbled sacrificial mailbox, for MINUTES (default 1);
-# SEED=N replays a run.
+# (CORRUPT=1) a scribbled sacrificial mailbox, (HEAD=1) `head -n 1` readers
+# of the line mailbox, for MINUTES (default 1); SEED=N replays a run.
 MINUTES ?= 1
 soak: all $(OUT)/soak_peer
-	@tests/soak/soak.sh --bin $(OUT) --minutes $(MINUTES) $(if $(SEED),--seed $(SEED)) \
-	  $(if $(filter 1,$(CORRUPT)),--corrupt)
+	@python3 tests/soak/soak.py --bin $(OUT) --minutes $(MINUTES) $(if $(SEED),--seed $(SEED)) \
+	  $(if $(filter 1,$(CORRUPT)),--corrupt) $(if $(filter 1,$(HEAD)),--head-readers)
 
 $(OUT)/soak_peer: $(OUT)/tests/soak/soak_peer.o $(OUT)/libmailbox.a
 	$(CXX) -o $@ $^ $(LDFLAGS)
