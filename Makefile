@@ -175,8 +175,15 @@ fuzz: build-fuzz
 fuzz-smoke: build-fuzz
 	@scripts/fuzz.sh $(FUZZ_OUT) 10 $(FUZZ_TARGETS)
 
+# The unit tests that run threads and processes against each other, alone
+# (built with TSan by sanitize-check, which need not build the rest).
+CONCURRENCY_SRCS := $(sort $(wildcard tests/unit/*stress*.cc) tests/unit/doorbell_test.cc \
+  tests/unit/mailbox_wait_test.cc tests/unit/segment_process_test.cc)
+$(OUT)/concurrency_tests: $(CONCURRENCY_SRCS:%.cc=$(OUT)/%.o) $(OUT)/libmailbox_core.a
+	$(CXX) -o $@ $^ $(LDFLAGS) $(GTEST_LIBS)
+
 # The unit and mount suites under ASan+UBSan (out-asan), the concurrency
-# tests under TSan (out-tsan); prints "N passed, N failed".
+# tests under TSan (out-tsan); ends with "N passed, N failed, N skipped".
 sanitize-check:
 	@scripts/ci-sanitizers.sh
 
