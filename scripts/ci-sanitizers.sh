@@ -56,11 +56,12 @@ run() {
 
 # reports DIR: sanitizer report files left by any process (daemons included).
 reports() {
-  local n
-  n=$(find "$1" -type f -size +0 | wc -l)
+  local n files
+  files=$(grep -lE 'ERROR: |WARNING: ThreadSanitizer|runtime error' -r "$1")
+  n=$(echo -n "$files" | grep -c .)
   if [ "$n" -ne 0 ]; then
     echo "sanitizers: $n report file(s) in $1:"
-    for f in $(find "$1" -type f -size +0 | head -3); do
+    for f in $(echo "$files" | head -3); do
       echo "  == $f"; grep -E 'ERROR|WARNING|runtime error|SUMMARY|^    #[0-9] ' "$f" | head -12 | sed 's/^/    /'
     done
     fail=$((fail + n))
@@ -88,13 +89,15 @@ fi
 mkdir -p "$logs/asan"
 export ASAN_OPTIONS="log_path=$logs/asan/asan:detect_leaks=1:abort_on_error=0"
 export UBSAN_OPTIONS="log_path=$logs/asan/ubsan:print_stacktrace=1:halt_on_error=1"
+# Suppressions, each with its reason: tests/lsan.supp.
+export LSAN_OPTIONS="suppressions=$PWD/tests/lsan.supp:print_suppressions=0"
 run asan-unit "$ASAN_OUT/unit_tests"
 if [ $mount -eq 1 ]; then
   MAILBOXFS_BIN="$(cd "$ASAN_OUT" && pwd)/mailboxfs" run asan-mount "$ASAN_OUT/mount_tests" \
     --gtest_filter="$ASAN_MOUNT_FILTER"
 fi
 reports "$logs/asan"
-unset ASAN_OPTIONS UBSAN_OPTIONS
+unset ASAN_OPTIONS UBSAN_OPTIONS LSAN_OPTIONS
 
 if [ $tsan -eq 1 ]; then
   # Suppressions, each with its reason: tests/tsan.supp.
