@@ -54,6 +54,21 @@ MSG = re.compile(r"^M (\d+) (\d+) [a-z]* E$")
 
 
 class Soak:
+    def run(self, cmd, timeout=10):
+        """Runs cmd with a deadline; returns (status, stdout), status None if it
+        did not finish. A process stuck in the kernel (D state) cannot be
+        reaped now: it is kept and reaped once the daemon is gone (cleanup)."""
+        p = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             start_new_session=True)
+        try:
+            out, err = p.communicate(timeout=timeout)
+            self.last_err = err.decode(errors="replace")
+            return p.returncode, out
+        except subprocess.TimeoutExpired:
+            p.kill()
+            self.stuck.append(p)
+            return None, b""
+
     def __init__(self, a):
         self.a = a
         self.rng = random.Random(a.seed)
@@ -76,6 +91,8 @@ class Soak:
                       probes=0, wedges=0, cutoff_readers=0, respawns=0)
         self.boxes = ["dg", "small", "ln"]  # accounted mailboxes
         self.errors = []
+        self.stuck = []  # probes that did not finish (reaped in cleanup)
+        self.last_err = ""
 
     # ---- processes ---------------------------------------------------------
     def start_daemon(self):
@@ -87,7 +104,7 @@ class Soak:
                 stdout=err, stderr=err, start_new_session=True)
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline:
-            if self.mounted() and subprocess.run(["ls", self.mnt], capture_output=True, timeout=10).returncode == 0:
+            if self.mounted() and self.run(["ls", self.mnt])[0] == 0:
                 return
             if self.daemon.poll() is not None:
                 break
@@ -178,7 +195,13 @@ class Soak:
         try:
             size = os.fstat(fd).st_size
             for _ in range(self.rng.randint(1, 8)):
-                off = self.rng.randrange(0, 4096) if self.rng.random() < 0.6 else self.rng.randrange(0, size)
+                r = self.rng.random()
+                if r < 0.2:  # a lock word or its owner tid (send_lock at 64, recv_lock at 256)
+                    off = self.rng.choice((64, 256)) + self.rng.randrange(0, 16)
+                elif r < 0.7:
+                    off = self.rng.randrange(0, 4096)
+                else:
+                    off = self.rng.randrange(0, size)
                 os.pwrite(fd, bytes([self.rng.randrange(256)]), off)
             self.f["corruptions"] += 1
         finally:
@@ -189,18 +212,14 @@ class Soak:
         self.f["probes"] += 1
         cmd = "ls %s >/dev/null && for b in %s; do getfattr -n user.mailbox.messages %s/$b >/dev/null || exit 1; done" % (
             self.mnt, " ".join(self.boxes), self.q)
-        try:
-            r = subprocess.run(["bash", "-c", cmd], capture_output=True, timeout=10)
-            if r.returncode != 0:
-                self.errors.append("probe failed: " + r.stderr.decode()[-300:])
-        except subprocess.TimeoutExpired:
+        rc, _ = self.run(["bash", "-c", cmd])
+        if rc is None:
             self.f["wedges"] += 1
             self.errors.append("wedge: the mount did not answer a probe within 10 s")
+        elif rc != 0:
+            self.errors.append("probe failed: " + self.last_err[-300:])
         if self.a.corrupt:  # the victim may fail (EIO, EBADMSG), but must answer
-            try:
-                subprocess.run(["getfattr", "-n", "user.mailbox.messages", os.path.join(self.q, "victim")],
-                               capture_output=True, timeout=10)
-            except subprocess.TimeoutExpired:
+            if self.run(["getfattr", "-n", "user.mailbox.messages", os.path.join(self.q, "victim")])[0] is None:
                 self.f["wedges"] += 1
                 self.errors.append("wedge: the corrupted mailbox did not answer within 10 s")
 
@@ -280,11 +299,10 @@ class Soak:
         return True
 
     def xattr(self, box, name):
+        rc, v = self.run(["getfattr", "--only-values", "-n", "user.mailbox." + name, os.path.join(self.q, box)])
         try:
-            v = subprocess.run(["getfattr", "--only-values", "-n", "user.mailbox." + name,
-                                os.path.join(self.q, box)], capture_output=True, timeout=10).stdout
-            return int(v or b"-1")
-        except subprocess.TimeoutExpired:
+            return int(v) if rc == 0 else -1
+        except ValueError:
             return -1
 
     def verify(self):
@@ -357,8 +375,8 @@ class Soak:
             self.signal_peer(pid, signal.SIGCONT)
             self.signal_peer(pid, signal.SIGKILL)
         if self.mounted():
-            if subprocess.run(["fusermount3", "-u", self.mnt], capture_output=True).returncode != 0:
-                subprocess.run(["fusermount3", "-u", "-z", self.mnt], capture_output=True)
+            if self.run(["fusermount3", "-u", self.mnt])[0] != 0:
+                self.run(["fusermount3", "-u", "-z", self.mnt])
         if self.daemon and self.daemon.poll() is None:
             self.daemon.terminate()
             try:
@@ -371,6 +389,11 @@ class Soak:
                 p["proc"].wait(10)  # a reader in the dead mount is released by the abort
             except subprocess.TimeoutExpired:
                 self.errors.append("peer %d (%s) could not be reaped" % (pid, p["kind"]))
+        for p in self.stuck:  # released when the daemon went
+            try:
+                p.wait(10)
+            except subprocess.TimeoutExpired:
+                self.errors.append("probe %d could not be reaped" % p.pid)
         shutil.rmtree(self.state, ignore_errors=True)
         if not self.mounted():
             shutil.rmtree(self.tmp, ignore_errors=True)
