@@ -45,7 +45,7 @@ run() {
   f=$(sed -n 's/^\[  FAILED  \] \([0-9]*\) test.*/\1/p' "$log" | tail -1)
   s=$(sed -n 's/^\[  SKIPPED \] \([0-9]*\) test.*/\1/p' "$log" | tail -1)
   pass=$((pass + ${p:-0})); fail=$((fail + ${f:-0})); skip=$((skip + ${s:-0}))
-  grep -E '^\[  FAILED  \] .*\.' "$log" | sed 's/^/    /'
+  grep -E '^\[  FAILED  \] [^ ]+ \([0-9]+ ms\)' "$log" | sed 's/^/    /'
   if [ "$rc" -ne 0 ] && [ "${f:-0}" -eq 0 ]; then
     echo "sanitizers: $name exited with status $rc before reporting (a sanitizer report, crash or deadline):"
     grep -E 'ERROR: .*Sanitizer|WARNING: ThreadSanitizer|runtime error|SUMMARY' "$log" | head -5 | sed 's/^/    /'
