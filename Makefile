@@ -216,3 +216,58 @@ clean:
 
 -include $(CORE_OBJS:.o=.d) $(FUSE_OBJS:.o=.d) $(UNIT_OBJS:.o=.d) $(MOUNT_OBJS:.o=.d) $(BENCH_OBJS:.o=.d) \
   $(LIB_PIC_OBJS:.o=.d) $(MBX_OBJS:.o=.d) $(OUT)/tests/bench/floor/floor.d
+
+# ---- Reliability: fuzzing, sanitizers, soak (docs/reliability.md) ----------
+# libFuzzer targets, built with clang under ASan+UBSan in $(FUZZ_OUT).
+# `make fuzz` runs each for FUZZ_SECONDS (default 60), `make fuzz-smoke` for
+# 10 s (CI); both start from tests/fuzz/corpus/<target>/ and keep what they
+# find in $(FUZZ_OUT)/corpus/<target>/.
+FUZZ_CXX ?= clang++
+FUZZ_OUT ?= out-fuzz
+FUZZ_SECONDS ?= 60
+FUZZ_FLAGS := -std=c++20 -O1 -g -pthread -Ilib -Ilib/include -fno-omit-frame-pointer \
+  -fsanitize=address,undefined -fno-sanitize-recover=undefined
+FUZZ_TARGETS := $(patsubst tests/fuzz/%.cc,%,$(wildcard tests/fuzz/*_fuzz.cc))
+FUZZ_CORE_OBJS := $(CORE_SRCS:%.cc=$(FUZZ_OUT)/%.o)
+
+$(FUZZ_OUT)/lib/%.o: lib/%.cc
+	@mkdir -p $(dir $@)
+	$(FUZZ_CXX) $(FUZZ_FLAGS) -fsanitize=fuzzer-no-link -MMD -MP -c $< -o $@
+
+$(FUZZ_OUT)/%_fuzz: tests/fuzz/%_fuzz.cc $(FUZZ_CORE_OBJS)
+	$(FUZZ_CXX) $(FUZZ_FLAGS) $(FUSE_CFLAGS) -fsanitize=fuzzer -MMD -MP -MF $@.d $< $(FUZZ_CORE_OBJS) -o $@ $(FUSE_LIBS)
+
+build-fuzz: $(addprefix $(FUZZ_OUT)/,$(FUZZ_TARGETS))
+
+fuzz: build-fuzz
+	@scripts/fuzz.sh $(FUZZ_OUT) $(FUZZ_SECONDS) $(FUZZ_TARGETS)
+
+fuzz-smoke: build-fuzz
+	@scripts/fuzz.sh $(FUZZ_OUT) 10 $(FUZZ_TARGETS)
+
+# The unit tests that run threads and processes against each other, alone
+# (built with TSan by sanitize-check, which need not build the rest).
+CONCURRENCY_SRCS := $(sort $(wildcard tests/unit/*stress*.cc) tests/unit/doorbell_test.cc \
+  tests/unit/mailbox_wait_test.cc tests/unit/segment_process_test.cc)
+$(OUT)/concurrency_tests: $(CONCURRENCY_SRCS:%.cc=$(OUT)/%.o) $(OUT)/libmailbox_core.a
+	$(CXX) -o $@ $^ $(LDFLAGS) $(GTEST_LIBS)
+
+# The unit and mount suites under ASan+UBSan (out-asan), the concurrency
+# tests under TSan (out-tsan); ends with "N passed, N failed, N skipped".
+sanitize-check:
+	@scripts/ci-sanitizers.sh
+
+# Random traffic over both paths with kills, stops, daemon restarts and
+# (CORRUPT=1) a scribbled sacrificial mailbox, (HEAD=1) `head -n 1` readers
+# of the line mailbox, for MINUTES (default 1); SEED=N replays a run.
+MINUTES ?= 1
+soak: all $(OUT)/soak_peer
+	@python3 tests/soak/soak.py --bin $(OUT) --minutes $(MINUTES) $(if $(SEED),--seed $(SEED)) \
+	  $(if $(filter 1,$(CORRUPT)),--corrupt) $(if $(filter 1,$(HEAD)),--head-readers)
+
+$(OUT)/soak_peer: $(OUT)/tests/soak/soak_peer.o $(OUT)/libmailbox.a
+	$(CXX) -o $@ $^ $(LDFLAGS)
+
+.PHONY: build-fuzz fuzz fuzz-smoke sanitize-check soak
+-include $(FUZZ_CORE_OBJS:.o=.d) $(addsuffix .d,$(addprefix $(FUZZ_OUT)/,$(FUZZ_TARGETS))) \
+  $(OUT)/tests/soak/soak_peer.d

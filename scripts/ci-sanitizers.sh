@@ -1,0 +1,112 @@
+#!/usr/bin/env bash
+# CI: the unit and mount suites built with ASan+UBSan (out-asan), and the
+# concurrency tests built with TSan (out-tsan). Each sanitizer writes its
+# reports to files (log_path) so that one in a daemon the mount tests started
+# is not lost with the daemon's log: any report is a failure.
+# Prints the time of each piece and ends with "N passed, N failed, N skipped";
+# exits non-zero on any failure. Options: --no-build, --skip-mount, --skip-tsan.
+set -u
+cd "$(dirname "$0")/.."
+build=1 mount=1 tsan=1
+for a in "$@"; do
+  case $a in
+    --no-build) build=0 ;;
+    --skip-mount) mount=0 ;;
+    --skip-tsan) tsan=0 ;;
+    *) echo "usage: $0 [--no-build] [--skip-mount] [--skip-tsan]" >&2; exit 2 ;;
+  esac
+done
+ASAN_OUT=${ASAN_OUT:-out-asan}
+TSAN_OUT=${TSAN_OUT:-out-tsan}
+# The mount tests under ASan: all by default; CI may pass a filter.
+ASAN_MOUNT_FILTER=${ASAN_MOUNT_FILTER:-*}
+JOBS=${JOBS:-2}
+# Sanitizer builds at -O1: about 40% less compile time than -O2, and the
+# checks are the same (read by the Makefile's CXXFLAGS ?=).
+export CXXFLAGS=${SAN_CXXFLAGS:--O1}
+
+pass=0 fail=0 skip=0
+logs=$(mktemp -d /tmp/mbxsan.XXXXXX)
+trap 'rm -rf "$logs"' EXIT
+stamp() { date +%s; }
+
+piece() {  # piece NAME SECONDS
+  echo "sanitizers: $1 took $2 s"
+}
+
+# run NAME COMMAND...: a gtest binary with a deadline; its counts are added.
+run() {
+  local name=$1 log="$logs/$1.log" t0 rc p f s
+  shift
+  t0=$(stamp)
+  timeout -k 10 900 "$@" --gtest_color=no >"$log" 2>&1
+  rc=$?
+  p=$(sed -n 's/^\[  PASSED  \] \([0-9]*\) test.*/\1/p' "$log" | tail -1)
+  f=$(sed -n 's/^\[  FAILED  \] \([0-9]*\) test.*/\1/p' "$log" | tail -1)
+  s=$(sed -n 's/^\[  SKIPPED \] \([0-9]*\) test.*/\1/p' "$log" | tail -1)
+  pass=$((pass + ${p:-0})); fail=$((fail + ${f:-0})); skip=$((skip + ${s:-0}))
+  grep -E '^\[  FAILED  \] [^ ]+ \([0-9]+ ms\)' "$log" | sed 's/^/    /'
+  if [ "$rc" -ne 0 ] && [ "${f:-0}" -eq 0 ]; then
+    echo "sanitizers: $name exited with status $rc before reporting (a sanitizer report, crash or deadline):"
+    grep -E 'ERROR: .*Sanitizer|WARNING: ThreadSanitizer|runtime error|SUMMARY' "$log" | head -5 | sed 's/^/    /'
+    fail=$((fail + 1))
+  fi
+  piece "$name (${p:-0} passed, ${f:-0} failed)" $(($(stamp) - t0))
+}
+
+# reports DIR: sanitizer report files left by any process (daemons included).
+reports() {
+  local n files
+  files=$(grep -lE 'ERROR: |WARNING: ThreadSanitizer|runtime error' -r "$1")
+  n=$(echo -n "$files" | grep -c .)
+  if [ "$n" -ne 0 ]; then
+    echo "sanitizers: $n report file(s) in $1:"
+    for f in $(echo "$files" | head -3); do
+      echo "  == $f"; grep -E 'ERROR|WARNING|runtime error|SUMMARY|^    #[0-9] ' "$f" | head -12 | sed 's/^/    /'
+    done
+    fail=$((fail + n))
+  fi
+}
+
+if [ $build -eq 1 ]; then
+  t0=$(stamp)
+  targets="$ASAN_OUT/unit_tests"
+  [ $mount -eq 1 ] && targets="$targets $ASAN_OUT/mount_tests $ASAN_OUT/mailboxfs"
+  if ! make -s -j"$JOBS" OUT="$ASAN_OUT" ASAN=1 UBSAN=1 $targets >"$logs/build-asan.log" 2>&1; then
+    tail -20 "$logs/build-asan.log"; echo "0 passed, 1 failed, 0 skipped"; exit 1
+  fi
+  piece "ASan+UBSan build" $(($(stamp) - t0))
+  if [ $tsan -eq 1 ]; then
+    t0=$(stamp)
+    if ! make -s -j"$JOBS" OUT="$TSAN_OUT" TSAN=1 "$TSAN_OUT/concurrency_tests" >"$logs/build-tsan.log" 2>&1; then
+      tail -20 "$logs/build-tsan.log"; echo "0 passed, 1 failed, 0 skipped"; exit 1
+    fi
+    piece "TSan build" $(($(stamp) - t0))
+  fi
+fi
+
+# ASan+UBSan: leaks too; UBSan stops at the first report (built with -fno-sanitize-recover).
+mkdir -p "$logs/asan"
+export ASAN_OPTIONS="log_path=$logs/asan/asan:detect_leaks=1:abort_on_error=0"
+export UBSAN_OPTIONS="log_path=$logs/asan/ubsan:print_stacktrace=1:halt_on_error=1"
+# Suppressions, each with its reason: tests/lsan.supp.
+export LSAN_OPTIONS="suppressions=$PWD/tests/lsan.supp:print_suppressions=0"
+run asan-unit "$ASAN_OUT/unit_tests"
+if [ $mount -eq 1 ]; then
+  MAILBOXFS_BIN="$(cd "$ASAN_OUT" && pwd)/mailboxfs" run asan-mount "$ASAN_OUT/mount_tests" \
+    --gtest_filter="$ASAN_MOUNT_FILTER"
+fi
+reports "$logs/asan"
+unset ASAN_OPTIONS UBSAN_OPTIONS LSAN_OPTIONS
+
+if [ $tsan -eq 1 ]; then
+  # Suppressions, each with its reason: tests/tsan.supp.
+  mkdir -p "$logs/tsan"
+  export TSAN_OPTIONS="log_path=$logs/tsan/tsan:suppressions=$PWD/tests/tsan.supp:halt_on_error=0:second_deadlock_stack=1"
+  run tsan-concurrency "$TSAN_OUT/concurrency_tests"
+  reports "$logs/tsan"
+  unset TSAN_OPTIONS
+fi
+
+echo "$pass passed, $fail failed, $skip skipped"
+[ "$fail" -eq 0 ]

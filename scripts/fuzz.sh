@@ -1,0 +1,39 @@
+#!/bin/bash
+# Runs each libFuzzer target for SECONDS: scripts/fuzz.sh OUT SECONDS TARGET...
+# Seeds come from tests/fuzz/corpus/<target>/ (read only); what a run finds
+# goes to OUT/corpus/<target>/, a crashing input to OUT/artifacts/. Prints one
+# line per target (inputs tried, corpus size) and "N passed, N failed"; exits
+# non-zero if any target failed.
+set -u
+out=$1 secs=$2
+shift 2
+root=$(cd "$(dirname "$0")/.." && pwd)
+passed=0 failed=0 total_runs=0
+mkdir -p "$out/artifacts"
+for t in "$@"; do
+  mkdir -p "$out/corpus/$t" "$root/tests/fuzz/corpus/$t"
+  log="$out/$t.log"
+  # -timeout: an input that takes 10 s is a hang; -rss_limit_mb guards memory growth.
+  "$out/$t" -max_total_time="$secs" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
+    -artifact_prefix="$out/artifacts/$t-" "$out/corpus/$t" "$root/tests/fuzz/corpus/$t" >"$log" 2>&1 &
+  pid=$!
+  wait $pid
+  rc=$?
+  # The targets name their temporary files and state directories by pid.
+  rm -rf /dev/shm/mbxfuzz-$pid-*
+  runs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -1)
+  runs=${runs:-0}
+  total_runs=$((total_runs + runs))
+  corpus=$(ls "$out/corpus/$t" | wc -l)
+  if [ $rc -eq 0 ]; then
+    passed=$((passed + 1))
+    echo "fuzz $t: ok, $runs inputs in ${secs}s, corpus $corpus"
+  else
+    failed=$((failed + 1))
+    echo "fuzz $t: FAILED (exit $rc), $runs inputs; log $log:"
+    grep -E "ERROR|SUMMARY|Test unit written|deadly signal|Timeout" "$log" | head -8 | sed 's/^/    /'
+  fi
+done
+echo "fuzz: $total_runs inputs tried"
+echo "$passed passed, $failed failed"
+[ $failed -eq 0 ]
