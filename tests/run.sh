@@ -2,17 +2,22 @@
 # SPDX-License-Identifier: MIT
 # Runs every test binary with a deadline and prints one summary line:
 # "N passed, N failed, N skipped". Exits non-zero on any failure.
-#   tests/run.sh [OUT] [--mount-again-under-load]
+#   tests/run.sh [OUT] [--mount-again-under-load] [--extras]
 # --mount-again-under-load runs the mount suite a second time beside one
 # busy loop per CPU at nice 19: the tests must not depend on timing.
+# --extras (implied when CI=true) also runs the reliability smokes and folds
+# their counts in: ASan+UBSan and TSan builds (scripts/ci-sanitizers.sh),
+# `make fuzz-smoke` and a one-minute `make soak`.
 # python3 is $MBX_PYTHON, else /usr/bin/python3, else the first on PATH.
 # JUnit XML goes to OUT/test-results/.
 set -u
-out=out under_load=0
+out=out under_load=0 extras=0
+[ "${CI:-}" = true ] && extras=1
 for a in "$@"; do
   case "$a" in
     --mount-again-under-load) under_load=1 ;;
-    -*) echo "usage: $0 [OUT] [--mount-again-under-load]" >&2; exit 2 ;;
+    --extras) extras=1 ;;
+    -*) echo "usage: $0 [OUT] [--mount-again-under-load] [--extras]" >&2; exit 2 ;;
     *) out=$a ;;
   esac
 done
@@ -68,6 +73,33 @@ if [ "$under_load" -eq 1 ]; then
   echo "== under load: ${#load_pids[@]} busy loops at nice 19"
   run "$out/mount_tests" mount_tests-under-load
   stop_load
+fi
+
+# extra NAME COMMAND...: a smoke that ends with its own "N passed, N failed[,
+# N skipped]" line; its counts are added, and a non-zero exit with no failure
+# counted is one failure.
+extra() {
+  local name=$1 log rc line p f s
+  shift
+  log=$(mktemp)
+  echo "== $name"
+  timeout -k 10 2400 "$@" 2>&1 | tee "$log"
+  rc=${PIPESTATUS[0]}
+  line=$(grep -E '^[0-9]+ passed, [0-9]+ failed' "$log" | tail -1)
+  p=$(echo "$line" | sed -n 's/^\([0-9]*\) passed.*/\1/p')
+  f=$(echo "$line" | sed -n 's/.* \([0-9]*\) failed.*/\1/p')
+  s=$(echo "$line" | sed -n 's/.* \([0-9]*\) skipped.*/\1/p')
+  pass=$((pass + ${p:-0})); fail=$((fail + ${f:-0})); skip=$((skip + ${s:-0}))
+  if [ "$rc" -ne 0 ] && [ "${f:-0}" -eq 0 ]; then
+    echo "$name exited with status $rc"; fail=$((fail + 1))
+  fi
+  rm -f "$log"
+}
+
+if [ "$extras" -eq 1 ]; then
+  extra sanitizers env ASAN_MOUNT_FILTER='-*Stress*:BenchSmoke*:Ecosystem*' scripts/ci-sanitizers.sh
+  extra fuzz-smoke make --no-print-directory fuzz-smoke
+  extra soak make --no-print-directory soak MINUTES=1 OUT="$out"
 fi
 
 # Nothing of ours may stay mounted or in /dev/shm.
