@@ -168,7 +168,11 @@ Result<Segment> Segment::create(const std::string& path, uint64_t capacity, uint
   UniqueFd fd(::open(path.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, mode));
   if (!fd.valid()) return from_errno(errno);
   const uint64_t total = layout::kHeaderSize + data_size;
-  if (::ftruncate(fd.get(), static_cast<off_t>(total)) != 0) {
+  // The header's page is allocated now (the record area a chunk at a time,
+  // populate_locked()): a store into a page a full filesystem cannot provide
+  // would raise SIGBUS.
+  if (::ftruncate(fd.get(), static_cast<off_t>(total)) != 0 ||
+      (::fallocate(fd.get(), 0, 0, layout::kHeaderSize) != 0 && errno != EOPNOTSUPP)) {
     int e = errno;
     ::unlink(path.c_str());
     return from_errno(e);
@@ -333,6 +337,7 @@ void Segment::restart_if_empty_locked() {
   const uint64_t off = tail % data_size_;
   if (off < std::min<uint64_t>(kRestartAt, data_size_ / 4)) return;
   if (h->head_pub.load(std::memory_order_acquire) != tail) return;  // not empty
+  if (populate_locked(tail + kRecHdr) != Errc::ok) return;  // the marker's page
   if (!try_lock(Side::recv)) return;
   if (h->recv.head == tail && h->state.load(std::memory_order_acquire) == layout::kLive) {
     const uint64_t next = tail + (data_size_ - off);
@@ -398,10 +403,36 @@ Result<Segment::Room> Segment::room_locked(uint64_t rec, bool force) {
     // at most one gap, shorter than a record).
     Room room{tail, false};
     if (data_size_ - off < rec) room = Room{tail + (data_size_ - off), true};
-    if (room.at + rec - head <= data_size_) return room;
+    if (room.at + rec - head <= data_size_) {
+      if (Errc e = populate_locked(room.at + rec); e != Errc::ok) return e;
+      return room;
+    }
     if (fresh) return capacity_ == layout::kUnbounded ? Errc::no_space : Errc::again;
   }
   return Errc::again;  // not reached
+}
+
+// Makes present every chunk of the record area that a write from the tail
+// up to position `end` enters for the first time, so that a filesystem that
+// cannot provide the pages (a full /dev/shm) fails the send with no_space
+// instead of raising SIGBUS on the first store into one. A chunk the tail is
+// in was made present when the tail entered it, and release_passed_locked()
+// never drops it while the tail is there. Needs send_lock.
+Errc Segment::populate_locked(uint64_t end) const {
+  const uint64_t tail = hdr_->send.tail;
+  for (uint64_t p = tail; p < end;) {
+    const uint64_t off = p % data_size_, base = p - off;
+    const uint64_t start = off - off % kPopulateChunk, stop = std::min(start + kPopulateChunk, data_size_);
+    if (base + start >= tail) {  // not entered yet
+      int rc;
+      do rc = ::madvise(data_ + start, stop - start, MADV_POPULATE_WRITE);
+      while (rc != 0 && (errno == EINTR || errno == EAGAIN));
+      // EINVAL: a kernel before 5.14, which faults the pages in as before.
+      if (rc != 0 && errno != EINVAL) return Errc::no_space;  // EFAULT (SIGBUS averted), ENOMEM
+    }
+    p = base + stop;
+  }
+  return Errc::ok;
 }
 
 // Charges `rec` record bytes to the mount's quota, marking the send in flight:
@@ -575,10 +606,13 @@ corrupt:
 
 // Removes the record `f` as received and publishes the new head.
 // Gives back to the system (tmpfs) the memory of every whole chunk of the
-// record area the head is about to pass: positions only grow, so a ring that
+// record area the head has just passed: positions only grow, so a ring that
 // keeps moving would otherwise end up with all of data_size resident however
-// little it holds. Needs recv_lock, before the new head is published. Best
-// effort: skipped when a sender holds send_lock.
+// little it holds. Needs recv_lock, after the new head is committed: a
+// receiver that dies before the commit must leave every record it saw
+// intact (recovery keeps the old head), one that dies after it leaves only
+// a chunk resident until the next lap passes it. Best effort: skipped when a
+// sender holds send_lock.
 void Segment::release_passed_locked(uint64_t old_head, uint64_t new_head) {
   if (data_size_ < 8 * kReleaseChunk) return;
   for (uint64_t lap = old_head / data_size_; lap * data_size_ < new_head; lap++) {
@@ -589,9 +623,10 @@ void Segment::release_passed_locked(uint64_t old_head, uint64_t new_head) {
       const uint64_t e = std::min(end, data_size_);
       if (e > b) break;
       const uint64_t start = end - kReleaseChunk;
-      // The chunk's next incarnation starts at base + start + D. Safe to drop
-      // only if no sender has written there: the tail (stable while we hold
-      // send_lock) must not have reached it.
+      // The chunk's next incarnation starts at base + start + D. The new head
+      // is published, so senders may already be there: safe to drop only if
+      // none has written there, i.e. the tail (stable while we hold
+      // send_lock, which every write into the area holds) has not passed it.
       if (!try_lock(Side::send)) return;  // a sender is busy: next time
       if (hdr_->send.tail <= base + start + data_size_)
         ::madvise(data_ + start, e - start, MADV_REMOVE);
@@ -604,7 +639,7 @@ void Segment::release_passed_locked(uint64_t old_head, uint64_t new_head) {
 void Segment::remove_oldest_locked(const Found& f, int64_t now_ns) {
   layout::RecvState n = hdr_->recv;
   const uint64_t rec = layout::record_size(f.r.len);
-  release_passed_locked(n.head, f.pos + rec);
+  const uint64_t old_head = n.head;
   n.head = f.pos + rec;
   n.popped++;
   n.popped_bytes += f.r.len;
@@ -614,6 +649,7 @@ void Segment::remove_oldest_locked(const Found& f, int64_t now_ns) {
   n.last_recv_ns = now_ns;
   n.quota_owed += rec;
   commit_recv_locked(n);
+  release_passed_locked(old_head, n.head);
   settle_quota_locked(/*force=*/false);
 }
 

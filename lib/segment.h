@@ -199,6 +199,11 @@ class Segment {
   void restart_if_empty_locked();
   static constexpr uint64_t kRestartAt = 64 * 1024;
   static constexpr uint64_t kReleaseChunk = 256 * 1024;
+  // Sends allocate the record area's memory this much at a time (a divisor
+  // of kReleaseChunk): bounds what a mailbox holding one message keeps.
+  static constexpr uint64_t kPopulateChunk = 64 * 1024;
+  static_assert(kReleaseChunk % kPopulateChunk == 0);
+  Errc populate_locked(uint64_t end) const;
   void commit_send_locked(const layout::SendState& n) const;
   void commit_recv_locked(const layout::RecvState& n) const;
   void empty_both_locked();
