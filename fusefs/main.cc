@@ -14,6 +14,7 @@
 #include <cstring>
 #include <string>
 
+#include "fault.h"
 #include "fuse_ops.h"
 #include "version.h"
 
@@ -229,6 +230,7 @@ int main(int argc, char* argv[]) {
                    std::strerror(mbx::to_errno(mount.error())));
     return 1;
   }
+  mbx::install_segment_fault_handler(cfg.state_dir);  // a truncated or unbacked segment page
   mbx::Tree tree(**mount, root_mode, getuid(), getgid());
   mbx::Fs fs{mount->get(), &tree};
 

@@ -636,7 +636,12 @@ void Segment::release_passed_locked(uint64_t old_head, uint64_t new_head) {
   }
 }
 
-void Segment::remove_oldest_locked(const Found& f, int64_t now_ns) {
+Errc Segment::remove_oldest_locked(const Found& f, int64_t now_ns) {
+  // A page of the segment lost under us while the record was read (the
+  // daemon's SIGBUS handler, lib/fault.cc, put zeros there and marked the
+  // segment corrupt, on this thread): what was read is not the message.
+  std::atomic_signal_fence(std::memory_order_seq_cst);
+  if (hdr_->state.load(std::memory_order_relaxed) == layout::kCorrupt) return Errc::bad_message;
   layout::RecvState n = hdr_->recv;
   const uint64_t rec = layout::record_size(f.r.len);
   const uint64_t old_head = n.head;
@@ -651,6 +656,7 @@ void Segment::remove_oldest_locked(const Found& f, int64_t now_ns) {
   commit_recv_locked(n);
   release_passed_locked(old_head, n.head);
   settle_quota_locked(/*force=*/false);
+  return Errc::ok;
 }
 
 Result<Segment::Popped> Segment::pop(std::string& out, int64_t now_ns, size_t max_len) {
@@ -660,8 +666,12 @@ Result<Segment::Popped> Segment::pop(std::string& out, int64_t now_ns, size_t ma
   auto f = oldest_locked();
   if (!f) return f.error();
   if (f->r.len > max_len) return Errc::msg_size;  // left queued for a larger buffer
+  const size_t was = out.size();
   out.append(data_ + f->pos % data_size_ + kRecHdr, f->r.len);
-  remove_oldest_locked(*f, now_ns);
+  if (Errc e = remove_oldest_locked(*f, now_ns); e != Errc::ok) {
+    out.resize(was);
+    return e;
+  }
   return Popped{f->r.seq, Sender{f->r.pid, f->r.uid, f->r.gid}};
 }
 
@@ -673,7 +683,7 @@ Result<Segment::PoppedInto> Segment::pop_into(void* buf, size_t cap, int64_t now
   if (!f) return f.error();
   if (f->r.len > cap) return Errc::msg_size;
   std::memcpy(buf, data_ + f->pos % data_size_ + kRecHdr, f->r.len);
-  remove_oldest_locked(*f, now_ns);
+  if (Errc e = remove_oldest_locked(*f, now_ns); e != Errc::ok) return e;
   return PoppedInto{f->r.seq, Sender{f->r.pid, f->r.uid, f->r.gid}, f->r.len};
 }
 
@@ -691,7 +701,7 @@ Result<Segment::View> Segment::view(int64_t now_ns) {
 }
 
 void Segment::release_view() {
-  remove_oldest_locked(*viewed_, view_now_ns_);
+  (void)remove_oldest_locked(*viewed_, view_now_ns_);  // a library participant: never the handler's case
   viewed_.reset();
   unlock(Side::recv);
 }

@@ -194,7 +194,7 @@ class Segment {
   Result<Room> room_locked(uint64_t rec, bool force);
   Errc charge_quota_locked(uint64_t rec, bool force);
   void write_record_locked(const Room& room, size_t len, const Sender& from, int64_t now_ns);
-  void remove_oldest_locked(const Found& f, int64_t now_ns);
+  Errc remove_oldest_locked(const Found& f, int64_t now_ns);
   void release_passed_locked(uint64_t old_head, uint64_t new_head);
   void restart_if_empty_locked();
   static constexpr uint64_t kRestartAt = 64 * 1024;
