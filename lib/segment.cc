@@ -66,13 +66,31 @@ uint64_t data_size_for(uint64_t capacity, uint64_t max_message, uint64_t quota_m
   return round_page(std::min({by_capacity, by_quota, kLimit}));
 }
 
+// pthread_mutex_lock(), but a wake-up lost to a killed waiter costs a tenth
+// of a second, not forever: a robust mutex's unlock wakes one waiter, and
+// one killed after that wake-up and before it took the lock passes it on to
+// nobody, leaving the others asleep on a free lock.
+static int wait_for_lock(pthread_mutex_t* m) {
+  for (;;) {
+    timespec until;
+    clock_gettime(CLOCK_MONOTONIC, &until);
+    until.tv_nsec += 100 * 1000 * 1000;
+    if (until.tv_nsec >= 1000000000) {
+      until.tv_sec++;
+      until.tv_nsec -= 1000000000;
+    }
+    const int rc = pthread_mutex_clocklock(m, CLOCK_MONOTONIC, &until);
+    if (rc != ETIMEDOUT) return rc;
+  }
+}
+
 // Takes one half's robust mutex. A participant that died holding it is
 // recovered from (recover_*_locked); if the ring is then still inconsistent
 // (scribbled, not crashed), the segment is marked corrupt.
 Errc Segment::lock(Side side, bool any_state) const {
   SegmentHeader* h = hdr_;
   pthread_mutex_t* m = side == Side::send ? &h->send_lock : &h->recv_lock;
-  int rc = pthread_mutex_lock(m);
+  int rc = wait_for_lock(m);
   if (rc == EOWNERDEAD) {
     const bool ok = side == Side::send ? recover_send_locked() : recover_recv_locked();
     if (!ok) h->state.store(layout::kCorrupt, std::memory_order_release);

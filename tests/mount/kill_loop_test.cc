@@ -149,6 +149,13 @@ TEST(KillLoop, RandomKillsOfLibraryAndFilePeersLoseOnlyWhatTheyHeld) {
     if (pids[i] == 0) peer(roles[i], path, b);
   };
   for (size_t i = 0; i < roles.size(); i++) start(i);
+  struct Reaper {  // whatever happens, no peer outlives the test (0: reaped)
+    std::vector<pid_t>& pids;
+    ~Reaper() {
+      for (pid_t p : pids)
+        if (p > 0) ::kill(p, SIGKILL);
+    }
+  } reaper{pids};
 
   std::mt19937 rng(12345);
   int kills[kRoles] = {}, early_exits = 0;
@@ -156,6 +163,7 @@ TEST(KillLoop, RandomKillsOfLibraryAndFilePeersLoseOnlyWhatTheyHeld) {
   bool stuck = false;
   auto kill_peer = [&](size_t i) {
     const int st = kill_and_reap(pids[i]);
+    if (st >= 0) pids[i] = 0;
     if (st < 0) {
       stuck = true;
       ADD_FAILURE() << "a killed " << kRoleName[roles[i]] << " never ended (the daemon does not answer?)";
@@ -188,7 +196,10 @@ TEST(KillLoop, RandomKillsOfLibraryAndFilePeersLoseOnlyWhatTheyHeld) {
         << m.xattr("box", "messages") << " still queued";
   }
   for (size_t i = 0; i < roles.size(); i++)
-    if ((roles[i] == kLibRecv || roles[i] == kFileRecv) && !stuck) stuck = kill_and_reap(pids[i]) < 0;
+    if ((roles[i] == kLibRecv || roles[i] == kFileRecv) && !stuck) {
+      stuck = kill_and_reap(pids[i]) < 0;
+      if (!stuck) pids[i] = 0;
+    }
   ASSERT_FALSE(stuck) << m.daemon_stderr();
 
   const uint64_t ids = std::min<uint64_t>(b->next_id.load(), kMaxIds);
