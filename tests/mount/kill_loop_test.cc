@@ -9,7 +9,7 @@
 //    (killed holding it); at most one per killed sender;
 //  - a receiver killed after its receive committed and before it recorded
 //    the message (here: marked it received); at most one per killed receiver.
-// MBX_KILLS sets the number of kills (default 300; more for longer runs).
+// MBX_KILLS sets the number of kills (default 500, about 10 s; more for longer runs).
 #include <fcntl.h>
 #include <gtest/gtest.h>
 #include <signal.h>
@@ -127,7 +127,7 @@ int kill_and_reap(pid_t pid) {
 
 TEST(KillLoop, RandomKillsOfLibraryAndFilePeersLoseOnlyWhatTheyHeld) {
   const char* env = std::getenv("MBX_KILLS");
-  const int kills_wanted = env ? std::atoi(env) : 300;
+  const int kills_wanted = env ? std::atoi(env) : 500;
   mt::Mount m("framing=datagram");
   ASSERT_TRUE(m.ok());
   // Room for a backlog of thousands of messages in a data area of many
