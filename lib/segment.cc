@@ -71,6 +71,7 @@ uint64_t data_size_for(uint64_t capacity, uint64_t max_message, uint64_t quota_m
 // one killed after that wake-up and before it took the lock passes it on to
 // nobody, leaving the others asleep on a free lock.
 static int wait_for_lock(pthread_mutex_t* m) {
+  if (const int rc = pthread_mutex_trylock(m); rc != EBUSY) return rc;  // uncontended: no clock read
   for (;;) {
     timespec until;
     clock_gettime(CLOCK_MONOTONIC, &until);
