@@ -15,6 +15,7 @@
 #include <cstring>
 #include <string>
 
+#include "fault.h"
 #include "fuse_ops.h"
 #include "log.h"
 #include "version.h"
@@ -244,6 +245,7 @@ int main(int argc, char* argv[]) {
                    std::strerror(mbx::to_errno(mount.error())));
     return 1;
   }
+  mbx::install_segment_fault_handler(cfg.state_dir);  // a truncated or unbacked segment page
   mbx::Tree tree(**mount, root_mode, getuid(), getgid());
   mbx::Fs fs{mount->get(), &tree};
 

@@ -69,13 +69,32 @@ uint64_t data_size_for(uint64_t capacity, uint64_t max_message, uint64_t quota_m
   return round_page(std::min({by_capacity, by_quota, kLimit}));
 }
 
+// pthread_mutex_lock(), but a wake-up lost to a killed waiter costs a tenth
+// of a second, not forever: a robust mutex's unlock wakes one waiter, and
+// one killed after that wake-up and before it took the lock passes it on to
+// nobody, leaving the others asleep on a free lock.
+static int wait_for_lock(pthread_mutex_t* m) {
+  if (const int rc = pthread_mutex_trylock(m); rc != EBUSY) return rc;  // uncontended: no clock read
+  for (;;) {
+    timespec until;
+    clock_gettime(CLOCK_MONOTONIC, &until);
+    until.tv_nsec += 100 * 1000 * 1000;
+    if (until.tv_nsec >= 1000000000) {
+      until.tv_sec++;
+      until.tv_nsec -= 1000000000;
+    }
+    const int rc = pthread_mutex_clocklock(m, CLOCK_MONOTONIC, &until);
+    if (rc != ETIMEDOUT) return rc;
+  }
+}
+
 // Takes one half's robust mutex. A participant that died holding it is
 // recovered from (recover_*_locked); if the ring is then still inconsistent
 // (scribbled, not crashed), the segment is marked corrupt.
 Errc Segment::lock(Side side, bool any_state) const {
   SegmentHeader* h = hdr_;
   pthread_mutex_t* m = side == Side::send ? &h->send_lock : &h->recv_lock;
-  int rc = pthread_mutex_lock(m);
+  int rc = wait_for_lock(m);
   if (rc == EOWNERDEAD) {
     const bool ok = side == Side::send ? recover_send_locked() : recover_recv_locked();
     if (!ok) h->state.store(layout::kCorrupt, std::memory_order_release);
@@ -175,7 +194,11 @@ Result<Segment> Segment::create(const std::string& path, uint64_t capacity, uint
   UniqueFd fd(::open(path.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, mode));
   if (!fd.valid()) return from_errno(errno);
   const uint64_t total = layout::kHeaderSize + data_size;
-  if (::ftruncate(fd.get(), static_cast<off_t>(total)) != 0) {
+  // The header's page is allocated now (the record area a chunk at a time,
+  // populate_locked()): a store into a page a full filesystem cannot provide
+  // would raise SIGBUS.
+  if (::ftruncate(fd.get(), static_cast<off_t>(total)) != 0 ||
+      (::fallocate(fd.get(), 0, 0, layout::kHeaderSize) != 0 && errno != EOPNOTSUPP)) {
     int e = errno;
     ::unlink(path.c_str());
     return from_errno(e);
@@ -340,6 +363,7 @@ void Segment::restart_if_empty_locked() {
   const uint64_t off = tail % data_size_;
   if (off < std::min<uint64_t>(kRestartAt, data_size_ / 4)) return;
   if (h->head_pub.load(std::memory_order_acquire) != tail) return;  // not empty
+  if (populate_locked(tail + kRecHdr) != Errc::ok) return;  // the marker's page
   if (!try_lock(Side::recv)) return;
   if (h->recv.head == tail && h->state.load(std::memory_order_acquire) == layout::kLive) {
     const uint64_t next = tail + (data_size_ - off);
@@ -405,10 +429,36 @@ Result<Segment::Room> Segment::room_locked(uint64_t rec, bool force) {
     // at most one gap, shorter than a record).
     Room room{tail, false};
     if (data_size_ - off < rec) room = Room{tail + (data_size_ - off), true};
-    if (room.at + rec - head <= data_size_) return room;
+    if (room.at + rec - head <= data_size_) {
+      if (Errc e = populate_locked(room.at + rec); e != Errc::ok) return e;
+      return room;
+    }
     if (fresh) return capacity_ == layout::kUnbounded ? Errc::no_space : Errc::again;
   }
   return Errc::again;  // not reached
+}
+
+// Makes present every chunk of the record area that a write from the tail
+// up to position `end` enters for the first time, so that a filesystem that
+// cannot provide the pages (a full /dev/shm) fails the send with no_space
+// instead of raising SIGBUS on the first store into one. A chunk the tail is
+// in was made present when the tail entered it, and release_passed_locked()
+// never drops it while the tail is there. Needs send_lock.
+Errc Segment::populate_locked(uint64_t end) const {
+  const uint64_t tail = hdr_->send.tail;
+  for (uint64_t p = tail; p < end;) {
+    const uint64_t off = p % data_size_, base = p - off;
+    const uint64_t start = off - off % kPopulateChunk, stop = std::min(start + kPopulateChunk, data_size_);
+    if (base + start >= tail) {  // not entered yet
+      int rc;
+      do rc = ::madvise(data_ + start, stop - start, MADV_POPULATE_WRITE);
+      while (rc != 0 && (errno == EINTR || errno == EAGAIN));
+      // EINVAL: a kernel before 5.14, which faults the pages in as before.
+      if (rc != 0 && errno != EINVAL) return Errc::no_space;  // EFAULT (SIGBUS averted), ENOMEM
+    }
+    p = base + stop;
+  }
+  return Errc::ok;
 }
 
 // Charges `rec` record bytes to the mount's quota, marking the send in flight:
@@ -582,10 +632,13 @@ corrupt:
 
 // Removes the record `f` as received and publishes the new head.
 // Gives back to the system (tmpfs) the memory of every whole chunk of the
-// record area the head is about to pass: positions only grow, so a ring that
+// record area the head has just passed: positions only grow, so a ring that
 // keeps moving would otherwise end up with all of data_size resident however
-// little it holds. Needs recv_lock, before the new head is published. Best
-// effort: skipped when a sender holds send_lock.
+// little it holds. Needs recv_lock, after the new head is committed: a
+// receiver that dies before the commit must leave every record it saw
+// intact (recovery keeps the old head), one that dies after it leaves only
+// a chunk resident until the next lap passes it. Best effort: skipped when a
+// sender holds send_lock.
 void Segment::release_passed_locked(uint64_t old_head, uint64_t new_head) {
   if (data_size_ < 8 * kReleaseChunk) return;
   for (uint64_t lap = old_head / data_size_; lap * data_size_ < new_head; lap++) {
@@ -596,9 +649,10 @@ void Segment::release_passed_locked(uint64_t old_head, uint64_t new_head) {
       const uint64_t e = std::min(end, data_size_);
       if (e > b) break;
       const uint64_t start = end - kReleaseChunk;
-      // The chunk's next incarnation starts at base + start + D. Safe to drop
-      // only if no sender has written there: the tail (stable while we hold
-      // send_lock) must not have reached it.
+      // The chunk's next incarnation starts at base + start + D. The new head
+      // is published, so senders may already be there: safe to drop only if
+      // none has written there, i.e. the tail (stable while we hold
+      // send_lock, which every write into the area holds) has not passed it.
       if (!try_lock(Side::send)) return;  // a sender is busy: next time
       if (hdr_->send.tail <= base + start + data_size_)
         ::madvise(data_ + start, e - start, MADV_REMOVE);
@@ -608,10 +662,15 @@ void Segment::release_passed_locked(uint64_t old_head, uint64_t new_head) {
   }
 }
 
-void Segment::remove_oldest_locked(const Found& f, int64_t now_ns) {
+Errc Segment::remove_oldest_locked(const Found& f, int64_t now_ns) {
+  // A page of the segment lost under us while the record was read (the
+  // daemon's SIGBUS handler, lib/fault.cc, put zeros there and marked the
+  // segment corrupt, on this thread): what was read is not the message.
+  std::atomic_signal_fence(std::memory_order_seq_cst);
+  if (hdr_->state.load(std::memory_order_relaxed) == layout::kCorrupt) return Errc::bad_message;
   layout::RecvState n = hdr_->recv;
   const uint64_t rec = layout::record_size(f.r.len);
-  release_passed_locked(n.head, f.pos + rec);
+  const uint64_t old_head = n.head;
   n.head = f.pos + rec;
   n.popped++;
   n.popped_bytes += f.r.len;
@@ -621,7 +680,9 @@ void Segment::remove_oldest_locked(const Found& f, int64_t now_ns) {
   n.last_recv_ns = now_ns;
   n.quota_owed += rec;
   commit_recv_locked(n);
+  release_passed_locked(old_head, n.head);
   settle_quota_locked(/*force=*/false);
+  return Errc::ok;
 }
 
 Result<Segment::Popped> Segment::pop(std::string& out, int64_t now_ns, size_t max_len) {
@@ -631,8 +692,12 @@ Result<Segment::Popped> Segment::pop(std::string& out, int64_t now_ns, size_t ma
   auto f = oldest_locked();
   if (!f) return f.error();
   if (f->r.len > max_len) return Errc::msg_size;  // left queued for a larger buffer
+  const size_t was = out.size();
   out.append(data_ + f->pos % data_size_ + kRecHdr, f->r.len);
-  remove_oldest_locked(*f, now_ns);
+  if (Errc e = remove_oldest_locked(*f, now_ns); e != Errc::ok) {
+    out.resize(was);
+    return e;
+  }
   return Popped{f->r.seq, Sender{f->r.pid, f->r.uid, f->r.gid}};
 }
 
@@ -644,7 +709,7 @@ Result<Segment::PoppedInto> Segment::pop_into(void* buf, size_t cap, int64_t now
   if (!f) return f.error();
   if (f->r.len > cap) return Errc::msg_size;
   std::memcpy(buf, data_ + f->pos % data_size_ + kRecHdr, f->r.len);
-  remove_oldest_locked(*f, now_ns);
+  if (Errc e = remove_oldest_locked(*f, now_ns); e != Errc::ok) return e;
   return PoppedInto{f->r.seq, Sender{f->r.pid, f->r.uid, f->r.gid}, f->r.len};
 }
 
@@ -662,7 +727,7 @@ Result<Segment::View> Segment::view(int64_t now_ns) {
 }
 
 void Segment::release_view() {
-  remove_oldest_locked(*viewed_, view_now_ns_);
+  (void)remove_oldest_locked(*viewed_, view_now_ns_);  // a library participant: never the handler's case
   viewed_.reset();
   unlock(Side::recv);
 }

@@ -195,11 +195,16 @@ class Segment {
   Result<Room> room_locked(uint64_t rec, bool force);
   Errc charge_quota_locked(uint64_t rec, bool force);
   void write_record_locked(const Room& room, size_t len, const Sender& from, int64_t now_ns);
-  void remove_oldest_locked(const Found& f, int64_t now_ns);
+  Errc remove_oldest_locked(const Found& f, int64_t now_ns);
   void release_passed_locked(uint64_t old_head, uint64_t new_head);
   void restart_if_empty_locked();
   static constexpr uint64_t kRestartAt = 64 * 1024;
   static constexpr uint64_t kReleaseChunk = 256 * 1024;
+  // Sends allocate the record area's memory this much at a time (a divisor
+  // of kReleaseChunk): bounds what a mailbox holding one message keeps.
+  static constexpr uint64_t kPopulateChunk = 64 * 1024;
+  static_assert(kReleaseChunk % kPopulateChunk == 0);
+  Errc populate_locked(uint64_t end) const;
   void commit_send_locked(const layout::SendState& n) const;
   void commit_recv_locked(const layout::RecvState& n) const;
   void empty_both_locked();

@@ -81,7 +81,9 @@ Errc StateDir::make_control(uint64_t quota_max) {
   const std::string cpath = dir_ + "/" + kControlName;
   UniqueFd fd(::open(cpath.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600));
   if (!fd.valid()) return from_errno(errno);
-  if (::ftruncate(fd.get(), 4096) != 0) return from_errno(errno);
+  // Allocated now: a store into a page a full filesystem cannot provide raises SIGBUS.
+  if (::ftruncate(fd.get(), 4096) != 0 || (::fallocate(fd.get(), 0, 0, 4096) != 0 && errno != EOPNOTSUPP))
+    return from_errno(errno);
   void* p = ::mmap(nullptr, 4096, PROT_READ | PROT_WRITE, MAP_SHARED, fd.get(), 0);
   if (p == MAP_FAILED) return from_errno(errno);
   ctl_ = Mapping(p, 4096);
