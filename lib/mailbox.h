@@ -7,6 +7,7 @@
 #pragma once
 #include <sys/types.h>
 
+#include <deque>
 #include <list>
 #include <memory>
 #include <mutex>
@@ -65,10 +66,15 @@ struct Handle {
   size_t roff = 0;
   bool got_message = false;         // file framing: this open has had its one message
   std::string wbuf;                 // file framing: message being written; line: partial line
-  // File framing: a write made the message longer than max_message. The
-  // message is refused whole: what was buffered is dropped, later writes fail
-  // too, and the close()/fsync() that would send it reports EMSGSIZE.
-  bool wrefused = false;
+  // Bytes of wbuf charged to the quota (Mount::held()), for held_uid; at
+  // least wbuf.size() between calls (line framing may hold a few more).
+  uint64_t held = 0;
+  uid_t held_uid = 0;
+  // File framing: a write made the message longer than max_message
+  // (EMSGSIZE) or found no quota for it (ENOSPC, EDQUOT). The message is
+  // refused whole: what was buffered is dropped, later writes fail too, and
+  // the close()/fsync() that would send it reports the same error.
+  Errc wrefused = Errc::ok;
   std::unique_ptr<PollToken> poll;  // armed poll notification, if any
   // Direct communication: the sender recorded for every message this open file
   // sends (the opening process, not the writing thread). Fixed at open.
@@ -109,6 +115,8 @@ class Waiter {
     std::string tail;        // line: trailing partial line to keep on success
     Sender from;
     Errc err = Errc::ok;     // why it failed
+    uint64_t held = 0;       // bytes of unsent msgs charged to the quota, for held_uid
+    uid_t held_uid = 0;
   } job_;
 };
 
@@ -146,6 +154,9 @@ class Mailbox : public std::enable_shared_from_this<Mailbox> {
   std::optional<Outcome> flush(Handle& h, const Sender& from, Waiter* w);
   // Drops an uncommitted message (a writer that died by a signal).
   void discard_unsent(Handle& h);
+  // Per-user quota: forgets what receivers took of the messages that users
+  // queued through the daemon (a library receiver does not tell the daemon).
+  void reconcile();
 
   // Readiness as poll(2) bits; arms `token` (replacing the handle's old one).
   unsigned poll(Handle& h, std::unique_ptr<PollToken> token);
@@ -216,6 +227,12 @@ class Mailbox : public std::enable_shared_from_this<Mailbox> {
   void unpark_locked(Waiter* w);
   void end_locked(Waiter* w, Errc err, Batch& b);
   uint64_t reported_size_locked(const SegmentStats& st) const;
+  // Held bytes (see Handle::held, SendJob::held).
+  void drop_wbuf_locked(Handle& h);
+  void trim_held_locked(Handle& h);
+  // Per-user quota: a message `uid` queued through the daemon, at `seq`.
+  void track_locked(uint64_t seq, uid_t uid, uint64_t bytes);
+  void reconcile_locked();
   void commit(Batch& b, Waiter* interrupted);
   void expire(uint64_t waiter_id);
 
@@ -238,6 +255,14 @@ class Mailbox : public std::enable_shared_from_this<Mailbox> {
   Errc hangup_ = Errc::ok;  // direct link whose sender exited: no more waiting
   std::unordered_map<pid_t, Sender> last_from_;  // reading thread -> sender of its last message
   std::shared_ptr<Feeder> feeder_;  // immutable once shared
+  // Per-user quota: messages users queued through the daemon, oldest first,
+  // until receivers take them (seq below the segment's popped count).
+  struct Queued {
+    uint64_t seq;
+    uid_t uid;
+    uint64_t bytes;
+  };
+  std::deque<Queued> queued_;
 };
 
 }  // namespace mbx

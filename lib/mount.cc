@@ -21,6 +21,7 @@ Result<std::unique_ptr<Mount>> Mount::open(const MountConfig& cfg) {
   std::unique_ptr<Mount> m(new Mount());
   m->cfg_ = cfg;
   m->state_ = std::move(sd.value());
+  m->held_ = std::make_unique<HeldQuota>(m->state_.control(), cfg.user_max_bytes);
   m->dying = [p = &m->probe_](pid_t tid) { return p->dying(tid); };
   m->direct_ = std::make_unique<Direct>(*m);
   return m;

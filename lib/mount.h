@@ -12,6 +12,7 @@
 #include <unordered_map>
 
 #include "errc.h"
+#include "quota.h"
 #include "segment.h"
 #include "settings.h"
 #include "state_dir.h"
@@ -26,6 +27,7 @@ class Direct;
 struct MountConfig {
   std::string state_dir;
   uint64_t max_bytes = 1ull << 30;  // memory quota for everything queued
+  uint64_t user_max_bytes = 0;      // per user: held + queued through the daemon; 0 = none
   Settings defaults;
 };
 
@@ -57,6 +59,8 @@ class Mount {
   Timers& timers() { return *timers_; }
   const StateDir& state() const { return state_; }
   uint64_t quota_used() const;
+  // Bytes the daemon holds for writers, charged to the quota (and per user).
+  HeldQuota& held() { return *held_; }
   // Direct communication (pid/): the links between processes.
   Direct& direct() { return *direct_; }
 
@@ -91,6 +95,7 @@ class Mount {
   StateDir state_;
   ThreadProbe probe_;
   std::unique_ptr<Timers> timers_;
+  std::unique_ptr<HeldQuota> held_;
   std::mutex watch_mu_;  // leaf lock: guards watched_ only
   std::unordered_map<uint64_t, std::weak_ptr<Mailbox>> watched_;
   std::unique_ptr<Doorbell> doorbell_;  // stopped second
