@@ -375,6 +375,8 @@ std::optional<Outcome> Mailbox::send_locked(Handle& h, Waiter::SendJob job, bool
   park_locked(w, s == Step::need_ack ? Waiter::Where::acks : Waiter::Where::writers,
               nonblock ? std::optional(kRendezvousGrace) : std::nullopt);
   if (settings_.framing != Framing::file) b.raise = true;
+  // Parked, it would hold the inode lock the owner's call is about to wait for.
+  if (clearing_locked(w->job_.from.uid)) end_locked(w, Errc::interrupted, b);
   return std::nullopt;
 }
 
@@ -677,6 +679,31 @@ void Mailbox::expire(uint64_t waiter_id) {
     settle_locked(b);
   }
   commit(b, nullptr);
+}
+
+void Mailbox::clear_for(uid_t uid, pid_t tid, long nr) {
+  Batch b;
+  {
+    Guard g(mu_);
+    clearing_ = Clearing{tid, uid, nr, std::chrono::steady_clock::now() + kClearingLimit};
+    std::vector<Waiter*> others;
+    for (auto* l : {&writers_, &acks_})
+      for (Waiter* w : *l)
+        if (w->job_.from.uid != uid) others.push_back(w);
+    for (Waiter* w : others) end_locked(w, Errc::interrupted, b);
+    settle_locked(b);
+  }
+  commit(b, nullptr);
+}
+
+bool Mailbox::clearing_locked(uid_t writer) {
+  if (clearing_.tid == 0 || writer == clearing_.uid) return false;
+  // Running, it is on its way to the inode lock (or out of the call: then
+  // the writer's next attempt finds it returned).
+  auto sc = std::chrono::steady_clock::now() < clearing_.until ? current_syscall(clearing_.tid) : std::nullopt;
+  if (sc && (sc->nr == clearing_.nr || sc->nr == kSyscallRunning)) return true;
+  clearing_ = Clearing{};  // that call has returned
+  return false;
 }
 
 void Mailbox::service() {

@@ -7,6 +7,7 @@
 #pragma once
 #include <sys/types.h>
 
+#include <chrono>
 #include <deque>
 #include <list>
 #include <memory>
@@ -164,6 +165,12 @@ class Mailbox : public std::enable_shared_from_this<Mailbox> {
   // A signal reached a parked call: it ends with EINTR, having consumed or
   // delivered nothing (a line write that delivered some lines returns their count).
   void interrupt(Waiter* w);
+  // The owner or root (`uid`) is about to remove, rename or change this
+  // mailbox in thread `tid`, blocked in system call `nr` (a path lookup); the
+  // kernel will then wait for every write in progress, whose inode lock it
+  // needs. Writes of other users parked here end as if interrupted (EINTR,
+  // nothing of them sent), and none parks again until that call returned.
+  void clear_for(uid_t uid, pid_t tid, long nr);
   // The doorbell rang: another participant may have changed the ring.
   void service();
   // Fires every armed poll handle, so that their pollers look again.
@@ -233,6 +240,8 @@ class Mailbox : public std::enable_shared_from_this<Mailbox> {
   // Per-user quota: a message `uid` queued through the daemon, at `seq`.
   void track_locked(uint64_t seq, uid_t uid, uint64_t bytes);
   void reconcile_locked();
+  // A write of `writer` would park while clear_for()'s call is under way.
+  bool clearing_locked(uid_t writer);
   void commit(Batch& b, Waiter* interrupted);
   void expire(uint64_t waiter_id);
 
@@ -263,6 +272,16 @@ class Mailbox : public std::enable_shared_from_this<Mailbox> {
     uint64_t bytes;
   };
   std::deque<Queued> queued_;
+  // clear_for()'s call, until it has returned or kClearingLimit has passed.
+  struct Clearing {
+    pid_t tid = 0;  // 0: none under way
+    uid_t uid = 0;
+    long nr = -1;
+    std::chrono::steady_clock::time_point until;
+  } clearing_;
+  // The lock is taken microseconds after the lookup; a thread seen running
+  // for longer may be past its call, and writers would retry for nothing.
+  static constexpr std::chrono::seconds kClearingLimit{1};
 };
 
 }  // namespace mbx

@@ -108,4 +108,20 @@ bool thread_dying(pid_t tid);
 // Reads /proc/<tid>/stat: true if the thread is exiting because of a signal.
 bool killed_by_signal(pid_t tid);
 
+// Reads /proc/<tid>/syscall: the system call the thread is blocked in and its
+// first three arguments; nr is -1 outside a system call and kSyscallRunning
+// while the thread runs (then unknown). nullopt if unreadable: no such
+// thread, or another user's and the daemon is not root.
+inline constexpr long kSyscallRunning = -2;
+struct Syscall {
+  long nr = -1;
+  unsigned long args[3] = {};
+};
+std::optional<Syscall> current_syscall(pid_t tid);
+
+// True if `sc`, whose path lookup is under way, will then take that file's
+// inode lock exclusively: removing, renaming, or changing its mode, owner,
+// times, attributes or size (an open with O_TRUNC).
+bool locks_inode_exclusively(const Syscall& sc);
+
 }  // namespace mbx
