@@ -1,5 +1,6 @@
 #include "quota.h"
 
+#include <algorithm>
 #include <vector>
 
 #include "mailbox.h"
@@ -30,6 +31,9 @@ Errc HeldQuota::hold(uid_t uid, uint64_t n) {
       held_ -= n;
       return Errc::no_space;
     }
+    // After quota_used: a daemon dying in between leaks n rather than
+    // having its successor give back more than it took.
+    ctl_->daemon_held.fetch_add(n, std::memory_order_relaxed);
   }
   return Errc::ok;
 }
@@ -51,6 +55,7 @@ void HeldQuota::forget(uid_t uid, uint64_t n) {
 
 void HeldQuota::lend(uint64_t n) {
   if (!ctl_ || n == 0) return;
+  ctl_->daemon_held.fetch_sub(n, std::memory_order_relaxed);  // first: see hold()
   // SYNC POINT: acq_rel, pairs with the fetch_add in hold(); never below 0
   // (a receiver's give-back races with us on the same counter).
   uint64_t cur = ctl_->quota_used.load(std::memory_order_acquire);
@@ -60,7 +65,9 @@ void HeldQuota::lend(uint64_t n) {
 
 void HeldQuota::take_back(uint64_t n) {
   // SYNC POINT: acq_rel, as in hold(); past quota_max on purpose: the bytes are held.
-  if (ctl_ && n) ctl_->quota_used.fetch_add(n, std::memory_order_acq_rel);
+  if (!ctl_ || n == 0) return;
+  ctl_->quota_used.fetch_add(n, std::memory_order_acq_rel);
+  ctl_->daemon_held.fetch_add(n, std::memory_order_relaxed);  // after: see hold()
 }
 
 Errc HeldQuota::admit(uid_t uid, uint64_t n) {

@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <fstream>
+#include <memory>
 #include <sstream>
 #include <string>
 
@@ -156,6 +157,34 @@ TEST(MemoryBound, EachUserIsBoundedByUserMaxBytes) {
   EXPECT_EQ(m.xattr("dg", "messages"), "1");
   w.signal_group(SIGKILL);
   w.finish(10000);
+}
+
+TEST(MemoryBound, WhatADeadDaemonHeldIsGivenBackToTheQuota) {
+  mt::Mount m("max_bytes=32M");
+  ASSERT_TRUE(m.ok()) << m.daemon_stderr();
+  ASSERT_EQ(m.sh("touch f && setfattr -n user.mailbox.max_message -v 8M f").status, 0);
+  const std::string out = m.dir() + "/../writer.out";
+  // A writer holds 4 MiB unsent in the daemon, which is then killed.
+  mt::Proc w("/usr/bin/python3 -c \"import os, signal\nfd = os.open('f', os.O_WRONLY)\n"
+             "for _ in range(4): os.write(fd, b'x' * (1 << 20))\nprint('ready', flush=True)\n"
+             "signal.pause()\n\" > " + q(out),
+             m.dir());
+  ASSERT_TRUE(mt::wait_until([&] { return std::ifstream(out).peek() == 'r'; }, 60000));
+  EXPECT_EQ(used_bytes(m), 4 * kMiB);
+
+  ASSERT_TRUE(m.stop(SIGKILL));  // dies holding the writer's 4 MiB
+  w.signal_group(SIGKILL);
+  w.finish(10000);
+  mt::Proc second("exec " + q(mt::daemon_binary()) + " -f -o state_dir=" + q(m.state_dir()) + ",max_bytes=32M " +
+                  q(m.dir()));
+  ASSERT_TRUE(mt::wait_until(
+      [&] {
+        return mt::sh("grep -q ' " + m.dir() + " fuse.mailboxfs ' /proc/mounts && ls " + q(m.dir())).status == 0;
+      },
+      10000));
+  EXPECT_EQ(used_bytes(m), 0);
+  mt::sh("fusermount3 -u " + q(m.dir()));
+  EXPECT_TRUE(second.exits_within(10000));
 }
 
 }  // namespace
