@@ -375,8 +375,10 @@ std::optional<Outcome> Mailbox::send_locked(Handle& h, Waiter::SendJob job, bool
   park_locked(w, s == Step::need_ack ? Waiter::Where::acks : Waiter::Where::writers,
               nonblock ? std::optional(kRendezvousGrace) : std::nullopt);
   if (settings_.framing != Framing::file) b.raise = true;
-  // Parked, it would hold the inode lock the owner's call is about to wait for.
-  if (clearing_locked(w->job_.from.uid)) end_locked(w, Errc::interrupted, b);
+  // Parked, it would hold the inode lock the owner's call is about to wait
+  // for (a write does; a close does not).
+  if (w->job_.kind != Waiter::SendJob::Kind::flush && clearing_locked(w->job_.from.uid))
+    end_locked(w, Errc::interrupted, b);
   return std::nullopt;
 }
 
@@ -688,8 +690,8 @@ void Mailbox::clear_for(uid_t uid, pid_t tid, long nr) {
     clearing_ = Clearing{tid, uid, nr, std::chrono::steady_clock::now() + kClearingLimit};
     std::vector<Waiter*> others;
     for (auto* l : {&writers_, &acks_})
-      for (Waiter* w : *l)
-        if (w->job_.from.uid != uid) others.push_back(w);
+      for (Waiter* w : *l)  // a parked close holds no inode lock
+        if (w->job_.from.uid != uid && w->job_.kind != Waiter::SendJob::Kind::flush) others.push_back(w);
     for (Waiter* w : others) end_locked(w, Errc::interrupted, b);
     settle_locked(b);
   }

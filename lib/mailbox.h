@@ -168,8 +168,9 @@ class Mailbox : public std::enable_shared_from_this<Mailbox> {
   // The owner or root (`uid`) is about to remove, rename or change this
   // mailbox in thread `tid`, blocked in system call `nr` (a path lookup); the
   // kernel will then wait for every write in progress, whose inode lock it
-  // needs. Writes of other users parked here end as if interrupted (EINTR,
-  // nothing of them sent), and none parks again until that call returned.
+  // needs. Writes (not closes) of other users parked here end as if
+  // interrupted (EINTR, nothing of them sent), and none parks again until
+  // that call returned.
   void clear_for(uid_t uid, pid_t tid, long nr);
   // The doorbell rang: another participant may have changed the ring.
   void service();
