@@ -81,7 +81,7 @@ Errc HeldQuota::admit(uid_t uid, uint64_t n) {
 void HeldQuota::queued(uid_t uid, uint64_t n, const std::shared_ptr<Mailbox>& box) {
   Guard g(mu_);
   users_[uid].queued += n;
-  tracking_.emplace(box.get(), box);
+  tracking_.insert_or_assign(box.get(), box);  // a stale entry may name a dead mailbox at the same address
 }
 
 void HeldQuota::dequeued(uid_t uid, uint64_t n) {
