@@ -15,7 +15,11 @@
 namespace mbx {
 namespace {
 
+// Directories' names are cached for a second. A mailbox's name is looked up
+// again at every use: the lookup that precedes rm, mv or chmod is then how
+// the daemon learns of it in time to free the inode lock (op_lookup).
 constexpr double kEntryTimeout = 1.0;
+constexpr double kMailboxEntryTimeout = 0.0;
 // FOPEN_STREAM: no file position, so a read parked here does not hold the
 // position lock against a write through the same open file (fork, threads).
 // FOPEN_PARALLEL_DIRECT_WRITES: writers within the cached size wait here
@@ -42,7 +46,7 @@ void reply_entry(fuse_req_t req, const Result<struct stat>& st) {
   e.ino = st->st_ino;
   e.attr = *st;
   e.attr_timeout = attr_timeout(*st);
-  e.entry_timeout = kEntryTimeout;
+  e.entry_timeout = S_ISDIR(st->st_mode) ? kEntryTimeout : kMailboxEntryTimeout;
   fuse_reply_entry(req, &e);
 }
 
@@ -149,8 +153,22 @@ void op_init(void*, fuse_conn_info* conn) {
                   FUSE_CAP_SPLICE_MOVE);
 }
 
+// A write parked on a full datagram/line mailbox holds its inode lock (shared)
+// in the kernel, and rm, mv, chmod... of it wait for that lock in
+// uninterruptible sleep. When the owner or root looks the mailbox up for
+// such a call, writes of other users parked there are freed first.
+void clear_for_owner(fuse_req_t req, const struct stat& st) {
+  const Caller c = caller(req);
+  if (!S_ISREG(st.st_mode) || (c.uid != 0 && c.uid != st.st_uid)) return;
+  auto sc = current_syscall(c.pid);
+  if (!sc || !locks_inode_exclusively(*sc)) return;
+  if (auto box = fs(req).tree->mailbox(st.st_ino)) box->clear_for(c.uid, c.pid, sc->nr);
+}
+
 void op_lookup(fuse_req_t req, fuse_ino_t parent, const char* name) {
-  reply_entry(req, fs(req).tree->lookup(parent, name, caller(req)));
+  auto st = fs(req).tree->lookup(parent, name, caller(req));
+  if (st) clear_for_owner(req, *st);
+  reply_entry(req, st);
 }
 
 void op_forget(fuse_req_t req, fuse_ino_t ino, uint64_t n) {
@@ -233,7 +251,7 @@ void op_create(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode,
   Handle* h = box->open(acc != O_WRONLY, acc != O_RDONLY, fi->flags & O_NONBLOCK).release();
   fuse_entry_out e{};
   e.nodeid = st->st_ino;
-  e.entry_valid = static_cast<uint64_t>(kEntryTimeout);
+  e.entry_valid = static_cast<uint64_t>(kMailboxEntryTimeout);
   fill_attr(e.attr, *st);
   fuse_open_out o = open_out(h);
   iovec iov[2] = {{&e, sizeof e}, {&o, sizeof o}};

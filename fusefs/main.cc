@@ -41,10 +41,13 @@ struct Options {
   char* max_bytes = nullptr;
   char* state_dir = nullptr;
   char* root_mode = nullptr;
+  char* user_max_bytes = nullptr;
   char* first_arg = nullptr;  // mount(8) passes "SOURCE MOUNTPOINT": a source is ignored
   int positional = 0;
   ~Options() {
-    for (char* p : {capacity, max_message, framing, timeout_ms, max_bytes, state_dir, root_mode, first_arg}) free(p);
+    for (char* p : {capacity, max_message, framing, timeout_ms, max_bytes, state_dir, root_mode, user_max_bytes,
+                    first_arg})
+      free(p);
   }
 };
 
@@ -53,7 +56,8 @@ const fuse_opt kSpecs[] = {
     MBX_OPT("capacity=%s", capacity),     MBX_OPT("max_message=%s", max_message),
     MBX_OPT("framing=%s", framing),       MBX_OPT("timeout_ms=%s", timeout_ms),
     MBX_OPT("max_bytes=%s", max_bytes),   MBX_OPT("state_dir=%s", state_dir),
-    MBX_OPT("root_mode=%s", root_mode),   FUSE_OPT_END,
+    MBX_OPT("root_mode=%s", root_mode),   MBX_OPT("user_max_bytes=%s", user_max_bytes),
+    FUSE_OPT_END,
 };
 
 // Holds back the first positional argument: with a second one it was the source.
@@ -82,6 +86,8 @@ void usage(const char* prog) {
       "mount-wide options:\n"
       "    -o max_bytes=SIZE        memory quota for all queued messages (default 1G or\n"
       "                             a quarter of RAM, whichever is smaller)\n"
+      "    -o user_max_bytes=SIZE   most one user may have queued and unsent through\n"
+      "                             the filesystem (EDQUOT past it; default no limit)\n"
       "    -o state_dir=DIR         where the shared-memory segments live\n"
       "                             (default /dev/shm/mailboxfs-UID-HASH, mode 0700)\n"
       "    -o root_mode=OCTAL       mode of the mount's root directory (default 0755;\n"
@@ -172,6 +178,11 @@ int main(int argc, char* argv[]) {
     auto v = mbx::parse_size(o.max_bytes);
     if (!v || *v < 4096) bad_option("max_bytes", o.max_bytes, "a size of at least 4K");
     cfg.max_bytes = *v;
+  }
+  if (o.user_max_bytes) {
+    auto v = mbx::parse_size(o.user_max_bytes);
+    if (!v || *v == 0) bad_option("user_max_bytes", o.user_max_bytes, "a size of at least 1");
+    cfg.user_max_bytes = *v;
   }
   mode_t root_mode = 0755;
   if (o.root_mode) {

@@ -16,6 +16,7 @@ enum class Errc : int {
   removed = EIDRM,            // the mailbox was deleted while in use
   msg_size = EMSGSIZE,        // message larger than max_message or FUSE's request limit
   no_space = ENOSPC,          // the mount's memory quota is exhausted
+  quota = EDQUOT,             // the writing user's bound (-o user_max_bytes) is reached
   invalid = EINVAL,
   not_found = ENOENT,
   exists = EEXIST,

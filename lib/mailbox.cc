@@ -19,6 +19,8 @@ Mailbox::Mailbox(Mount& mount, uint64_t id, Settings s, Segment seg)
     : mount_(mount), id_(id), settings_(s), seg_(std::move(seg)) {}
 
 Mailbox::~Mailbox() {
+  for (const Queued& q : queued_) mount_.held().dequeued(q.uid, q.bytes);
+  if (!queued_.empty()) mount_.held().untrack(this);
   if (seg_.valid()) {
     seg_.discard_all();
     seg_.set_state(layout::kDeleted);
@@ -47,15 +49,51 @@ void Mailbox::release(Handle& h) {
       old = std::move(h.poll);
       settle_locked(b);
     }
-    h.wbuf.clear();
+    drop_wbuf_locked(h);
   }
   commit(b, nullptr);
 }
 
 void Mailbox::discard_unsent(Handle& h) {
   Guard g(mu_);
+  drop_wbuf_locked(h);
+  h.wrefused = Errc::ok;  // the message it refused is gone with it
+}
+
+void Mailbox::drop_wbuf_locked(Handle& h) {
   h.wbuf.clear();
-  h.wrefused = false;  // the message it refused is gone with it
+  h.wbuf.shrink_to_fit();
+  trim_held_locked(h);
+}
+
+// Gives back what the open file holds beyond its buffer.
+void Mailbox::trim_held_locked(Handle& h) {
+  if (h.held <= h.wbuf.size()) return;
+  mount_.held().unhold(h.held_uid, h.held - h.wbuf.size());
+  h.held = h.wbuf.size();
+}
+
+void Mailbox::track_locked(uint64_t seq, uid_t uid, uint64_t bytes) {
+  queued_.push_back({seq, uid, bytes});
+  mount_.held().queued(uid, bytes, shared_from_this());
+}
+
+void Mailbox::reconcile_locked() {
+  if (queued_.empty()) return;
+  // SYNC POINT: acquire, pairs with the receivers' release store of
+  // popped_pub: records below it are gone. No segment: all are gone.
+  const uint64_t popped =
+      seg_.valid() ? seg_.header()->popped_pub.load(std::memory_order_acquire) : UINT64_MAX;
+  while (!queued_.empty() && queued_.front().seq < popped) {
+    mount_.held().dequeued(queued_.front().uid, queued_.front().bytes);
+    queued_.pop_front();
+  }
+  if (queued_.empty()) mount_.held().untrack(this);
+}
+
+void Mailbox::reconcile() {
+  Guard g(mu_);
+  reconcile_locked();
 }
 
 // ---- receiving -------------------------------------------------------------
@@ -217,12 +255,20 @@ Mailbox::Step Mailbox::run_send_locked(Waiter::SendJob& j, bool may_push, Batch&
     if (j.next == j.msgs.size()) return Step::done;
     if (!may_push) return Step::need_space;
     const std::string& m = j.msgs[j.next];
+    // Held bytes leave the quota as the push charges their record, so a
+    // message the quota has room for is never refused for its own copy.
+    const uint64_t lent = std::min<uint64_t>(j.held, m.size());
+    mount_.held().lend(lent);
     auto r = seg_.push(m.data(), m.size(), j.from, realtime_ns());
     if (!r) {
+      mount_.held().take_back(lent);
       if (r.error() == Errc::again) return Step::need_space;
       j.err = r.error();
       return Step::failed;
     }
+    mount_.held().forget(j.held_uid, lent);
+    j.held -= lent;
+    if (mount_.held().per_user()) track_locked(*r, j.from.uid, m.size());
     b.pushed = b.changed = true;
     if (seg_.capacity() == 0) {
       j.awaiting_ack = true;
@@ -239,26 +285,35 @@ Mailbox::Step Mailbox::run_send_locked(Waiter::SendJob& j, bool may_push, Batch&
 // What a send job returns, and its effect on the open file's write buffer.
 Outcome Mailbox::send_outcome_locked(Handle& h, Waiter::SendJob& j, Errc err) {
   const bool all = j.next == j.msgs.size();
+  const uint64_t held = std::exchange(j.held, 0);
   switch (j.kind) {
     case Waiter::SendJob::Kind::datagram:
+      mount_.held().unhold(j.held_uid, held);
       return all ? Outcome{Errc::ok, {}, j.chunk} : Outcome{err};
     case Waiter::SendJob::Kind::flush:
-      if (!all) {
-        // Unsent: back to the open file for a later close, unless a write
-        // meanwhile refused the open file's message as too long.
-        if (!h.wrefused) h.wbuf.insert(0, j.msgs[0]);
+      if (!all && h.wrefused == Errc::ok) {
+        // Unsent: back to the open file for a later close, with its charge,
+        // unless a write meanwhile refused the open file's message.
+        h.wbuf.insert(0, j.msgs[0]);
+        h.held += held;
+        h.held_uid = j.held_uid;
         return Outcome{err};
       }
-      return Outcome{};
+      mount_.held().unhold(j.held_uid, held);
+      return all ? Outcome{} : Outcome{err};
     case Waiter::SendJob::Kind::line:
+      mount_.held().unhold(j.held_uid, held);
       if (all) {
         h.wbuf = std::move(j.tail);
+        trim_held_locked(h);
         return Outcome{Errc::ok, {}, j.chunk};
       }
       if (j.done_bytes > j.pre) {  // some lines went: a short write, the caller retries the rest
         h.wbuf.clear();
+        trim_held_locked(h);
         return Outcome{Errc::ok, {}, j.done_bytes - j.pre};
       }
+      trim_held_locked(h);
       return Outcome{err};
   }
   return Outcome{Errc::io};
@@ -309,18 +364,34 @@ std::optional<Outcome> Mailbox::send_locked(Handle& h, Waiter::SendJob job, bool
   }
   // Non-blocking with a waiter: only an offer given its grace period waits.
   if (nonblock && s != Step::need_ack) return send_outcome_locked(h, job, Errc::again);
+  if (job.kind != Waiter::SendJob::Kind::flush && !job.awaiting_ack) {
+    // A parked write's message stays in the daemon's memory: it takes quota.
+    uint64_t rest = 0;
+    for (size_t i = job.next; i < job.msgs.size(); i++) rest += job.msgs[i].size();
+    if (Errc e = mount_.held().hold(job.from.uid, rest); e != Errc::ok) return send_outcome_locked(h, job, e);
+    job.held = rest;
+    job.held_uid = job.from.uid;
+  }
   w->kind_ = Waiter::Kind::send;
   w->handle_ = &h;
   w->job_ = std::move(job);
   park_locked(w, s == Step::need_ack ? Waiter::Where::acks : Waiter::Where::writers,
               nonblock ? std::optional(kRendezvousGrace) : std::nullopt);
   if (settings_.framing != Framing::file) b.raise = true;
+  // Parked, it would hold the inode lock the owner's call is about to wait
+  // for (a write does; a close does not).
+  if (w->job_.kind != Waiter::SendJob::Kind::flush && clearing_locked(w->job_.from.uid))
+    end_locked(w, Errc::interrupted, b);
   return std::nullopt;
 }
 
 std::optional<Outcome> Mailbox::write(Handle& h, const char* p, size_t n, bool nonblock,
                                       const Sender& caller, Waiter* w) {
   const Sender& from = h.as ? *h.as : caller;
+  HeldQuota& held = mount_.held();
+  // Over the user's bound by what the daemon last knew: first forget what
+  // receivers took since (takes other mailboxes' locks, so not under ours).
+  if (held.per_user() && held.admit(from.uid, n) != Errc::ok) held.reconcile_all();
   Batch b;
   std::optional<Outcome> out;
   {
@@ -333,16 +404,22 @@ std::optional<Outcome> Mailbox::write(Handle& h, const char* p, size_t n, bool n
     } else if (removed_) {
       out = Outcome{removed_why_};
     } else if (h.framing == Framing::file) {
-      if (h.wrefused || h.wbuf.size() + n > settings_.max_message) {
+      Errc e = h.wrefused;
+      if (e == Errc::ok && h.wbuf.size() + n > settings_.max_message) e = Errc::msg_size;
+      if (e == Errc::ok) e = held.hold(h.held ? h.held_uid : from.uid, n);
+      if (e != Errc::ok) {
         // Refused whole: nothing of it may be sent by the close that follows.
-        h.wbuf.clear();
-        h.wbuf.shrink_to_fit();
-        h.wrefused = true;
-        out = Outcome{Errc::msg_size};
+        drop_wbuf_locked(h);
+        h.wrefused = e;
+        out = Outcome{e};
       } else {
+        if (!h.held) h.held_uid = from.uid;
+        h.held += n;
         h.wbuf.append(p, n);
         out = Outcome{Errc::ok, {}, n};
       }
+    } else if (held.per_user() && held.admit(from.uid, n) != Errc::ok) {
+      out = Outcome{Errc::quota};
     } else {
       Waiter::SendJob job;
       job.from = from;
@@ -367,15 +444,27 @@ std::optional<Outcome> Mailbox::write(Handle& h, const char* p, size_t n, bool n
         job.tail.assign(all, start, std::string::npos);
         bool too_big = job.tail.size() > settings_.max_message;
         for (auto& m : job.msgs) too_big = too_big || m.size() > settings_.max_message;
+        Errc e = Errc::ok;
         if (too_big) {
           // A line too long is refused whole, with the part of it an earlier
           // write left (the partial line) when it is the first one.
           const std::string& first = job.msgs.empty() ? job.tail : job.msgs.front();
-          if (first.size() > settings_.max_message) h.wbuf.clear();
+          if (first.size() > settings_.max_message) drop_wbuf_locked(h);
           out = Outcome{Errc::msg_size};
-        } else if (job.msgs.empty()) {
-          h.wbuf = std::move(job.tail);
-          out = Outcome{Errc::ok, {}, n};
+        } else if (job.tail.size() > h.held &&
+                   (e = held.hold(h.held ? h.held_uid : from.uid, job.tail.size() - h.held)) != Errc::ok) {
+          out = Outcome{e};  // no room to keep the new partial line: nothing is sent
+        } else {
+          // The partial line this write leaves is held from now on.
+          if (job.tail.size() > h.held) {
+            if (!h.held) h.held_uid = from.uid;
+            h.held = job.tail.size();
+          }
+          if (job.msgs.empty()) {
+            h.wbuf = std::move(job.tail);
+            trim_held_locked(h);
+            out = Outcome{Errc::ok, {}, n};
+          }
         }
       }
       if (!out) out = send_locked(h, std::move(job), nonblock, w, b);
@@ -395,25 +484,32 @@ std::optional<Outcome> Mailbox::flush(Handle& h, const Sender& caller, Waiter* w
     Guard g(mu_);
     if (w && w->interrupted_) {
       out = Outcome{Errc::interrupted};
-    } else if (h.wrefused) {  // the message was refused at a write: nothing to send
-      h.wrefused = false;
-      out = Outcome{Errc::msg_size};
+    } else if (h.wrefused != Errc::ok) {  // the message was refused at a write: nothing to send
+      out = Outcome{std::exchange(h.wrefused, Errc::ok)};
     } else if (!h.can_write || h.wbuf.empty() || h.framing == Framing::datagram) {
       out = Outcome{};
     } else if (removed_) {
-      h.wbuf.clear();
+      drop_wbuf_locked(h);
       out = Outcome{removed_why_};
     } else {
       Waiter::SendJob job;
       job.kind = Waiter::SendJob::Kind::flush;
       job.from = from;
-      // The job owns the message: a concurrent close of the same open file
-      // (fork, dup) finds nothing left to send. A send that fails gives it back.
+      // The job owns the message and its charge: a concurrent close of the
+      // same open file (fork, dup) finds nothing left to send. A send that
+      // fails gives both back.
       std::string msg = std::move(h.wbuf);
       h.wbuf.clear();
       job.msgs.push_back(msg);
+      const uint64_t charge = std::min<uint64_t>(h.held, msg.size());
+      job.held = charge;
+      job.held_uid = h.held_uid;
+      h.held -= charge;
       out = send_locked(h, std::move(job), h.nonblock, w, b);
-      if (!out && !w) h.wbuf.insert(0, msg);  // nothing happened: the caller comes back with a waiter
+      if (!out && !w) {  // nothing happened: the caller comes back with a waiter
+        h.wbuf.insert(0, msg);
+        h.held += charge;
+      }
     }
     if (out && w) w->state_ = Waiter::State::done;
     settle_locked(b);
@@ -541,6 +637,7 @@ void Mailbox::settle_locked(Batch& b) {
     std::atomic_thread_fence(std::memory_order_seq_cst);
     drain_locked(b);
   }
+  reconcile_locked();
   if (b.changed) {
     for (Handle* h : handles_) b.polls.push_back(std::move(h->poll));
     handles_.clear();
@@ -589,6 +686,31 @@ void Mailbox::expire(uint64_t waiter_id) {
   commit(b, nullptr);
 }
 
+void Mailbox::clear_for(uid_t uid, pid_t tid, long nr) {
+  Batch b;
+  {
+    Guard g(mu_);
+    clearing_ = Clearing{tid, uid, nr, std::chrono::steady_clock::now() + kClearingLimit};
+    std::vector<Waiter*> others;
+    for (auto* l : {&writers_, &acks_})
+      for (Waiter* w : *l)  // a parked close holds no inode lock
+        if (w->job_.from.uid != uid && w->job_.kind != Waiter::SendJob::Kind::flush) others.push_back(w);
+    for (Waiter* w : others) end_locked(w, Errc::interrupted, b);
+    settle_locked(b);
+  }
+  commit(b, nullptr);
+}
+
+bool Mailbox::clearing_locked(uid_t writer) {
+  if (clearing_.tid == 0 || writer == clearing_.uid) return false;
+  // Running, it is on its way to the inode lock (or out of the call: then
+  // the writer's next attempt finds it returned).
+  auto sc = std::chrono::steady_clock::now() < clearing_.until ? current_syscall(clearing_.tid) : std::nullopt;
+  if (sc && (sc->nr == clearing_.nr || sc->nr == kSyscallRunning)) return true;
+  clearing_ = Clearing{};  // that call has returned
+  return false;
+}
+
 void Mailbox::service() {
   Batch b;
   {
@@ -628,6 +750,7 @@ void Mailbox::remove(Errc why) {
     seg_.wake_all();  // sleeping participants re-check and see it deleted
     seg_.unlink_file();
     seg_ = Segment();  // frees the shared memory now, not at the last close
+    reconcile_locked();  // nothing queued is left
   }
   commit(b, nullptr);
 }
@@ -781,6 +904,13 @@ Errc Mailbox::set(std::string_view name, std::string_view value) {
       fresh->set_capacity(n.capacity);
       fresh->adopt_counters(st);
       fresh->header()->daemon_watch.store(watch_, std::memory_order_seq_cst);
+      // The moved messages are numbered from 0 in the new segment, in order.
+      const uint64_t first = seg_.header()->send.next_seq - queued.size();
+      while (!queued_.empty() && queued_.front().seq < first) {  // received before the move
+        mount_.held().dequeued(queued_.front().uid, queued_.front().bytes);
+        queued_.pop_front();
+      }
+      for (Queued& q : queued_) q.seq -= first;
       seg_.unlink_file();
       seg_.wake_all();  // sleepers on the old segment re-check and see it retired
       seg_ = std::move(fresh.value());

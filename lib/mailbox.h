@@ -8,6 +8,8 @@
 #pragma once
 #include <sys/types.h>
 
+#include <chrono>
+#include <deque>
 #include <list>
 #include <memory>
 #include <mutex>
@@ -66,10 +68,15 @@ struct Handle {
   size_t roff = 0;
   bool got_message = false;         // file framing: this open has had its one message
   std::string wbuf;                 // file framing: message being written; line: partial line
-  // File framing: a write made the message longer than max_message. The
-  // message is refused whole: what was buffered is dropped, later writes fail
-  // too, and the close()/fsync() that would send it reports EMSGSIZE.
-  bool wrefused = false;
+  // Bytes of wbuf charged to the quota (Mount::held()), for held_uid; at
+  // least wbuf.size() between calls (line framing may hold a few more).
+  uint64_t held = 0;
+  uid_t held_uid = 0;
+  // File framing: a write made the message longer than max_message
+  // (EMSGSIZE) or found no quota for it (ENOSPC, EDQUOT). The message is
+  // refused whole: what was buffered is dropped, later writes fail too, and
+  // the close()/fsync() that would send it reports the same error.
+  Errc wrefused = Errc::ok;
   std::unique_ptr<PollToken> poll;  // armed poll notification, if any
   // Direct communication: the sender recorded for every message this open file
   // sends (the opening process, not the writing thread). Fixed at open.
@@ -110,6 +117,8 @@ class Waiter {
     std::string tail;        // line: trailing partial line to keep on success
     Sender from;
     Errc err = Errc::ok;     // why it failed
+    uint64_t held = 0;       // bytes of unsent msgs charged to the quota, for held_uid
+    uid_t held_uid = 0;
   } job_;
 };
 
@@ -147,6 +156,9 @@ class Mailbox : public std::enable_shared_from_this<Mailbox> {
   std::optional<Outcome> flush(Handle& h, const Sender& from, Waiter* w);
   // Drops an uncommitted message (a writer that died by a signal).
   void discard_unsent(Handle& h);
+  // Per-user quota: forgets what receivers took of the messages that users
+  // queued through the daemon (a library receiver does not tell the daemon).
+  void reconcile();
 
   // Readiness as poll(2) bits; arms `token` (replacing the handle's old one).
   unsigned poll(Handle& h, std::unique_ptr<PollToken> token);
@@ -154,6 +166,13 @@ class Mailbox : public std::enable_shared_from_this<Mailbox> {
   // A signal reached a parked call: it ends with EINTR, having consumed or
   // delivered nothing (a line write that delivered some lines returns their count).
   void interrupt(Waiter* w);
+  // The owner or root (`uid`) is about to remove, rename or change this
+  // mailbox in thread `tid`, blocked in system call `nr` (a path lookup); the
+  // kernel will then wait for every write in progress, whose inode lock it
+  // needs. Writes (not closes) of other users parked here end as if
+  // interrupted (EINTR, nothing of them sent), and none parks again until
+  // that call returned.
+  void clear_for(uid_t uid, pid_t tid, long nr);
   // The doorbell rang: another participant may have changed the ring.
   void service();
   // Fires every armed poll handle, so that their pollers look again.
@@ -217,6 +236,14 @@ class Mailbox : public std::enable_shared_from_this<Mailbox> {
   void unpark_locked(Waiter* w);
   void end_locked(Waiter* w, Errc err, Batch& b);
   uint64_t reported_size_locked(const SegmentStats& st) const;
+  // Held bytes (see Handle::held, SendJob::held).
+  void drop_wbuf_locked(Handle& h);
+  void trim_held_locked(Handle& h);
+  // Per-user quota: a message `uid` queued through the daemon, at `seq`.
+  void track_locked(uint64_t seq, uid_t uid, uint64_t bytes);
+  void reconcile_locked();
+  // A write of `writer` would park while clear_for()'s call is under way.
+  bool clearing_locked(uid_t writer);
   void commit(Batch& b, Waiter* interrupted);
   void expire(uint64_t waiter_id);
 
@@ -239,6 +266,24 @@ class Mailbox : public std::enable_shared_from_this<Mailbox> {
   Errc hangup_ = Errc::ok;  // direct link whose sender exited: no more waiting
   std::unordered_map<pid_t, Sender> last_from_;  // reading thread -> sender of its last message
   std::shared_ptr<Feeder> feeder_;  // immutable once shared
+  // Per-user quota: messages users queued through the daemon, oldest first,
+  // until receivers take them (seq below the segment's popped count).
+  struct Queued {
+    uint64_t seq;
+    uid_t uid;
+    uint64_t bytes;
+  };
+  std::deque<Queued> queued_;
+  // clear_for()'s call, until it has returned or kClearingLimit has passed.
+  struct Clearing {
+    pid_t tid = 0;  // 0: none under way
+    uid_t uid = 0;
+    long nr = -1;
+    std::chrono::steady_clock::time_point until;
+  } clearing_;
+  // The lock is taken microseconds after the lookup; a thread seen running
+  // for longer may be past its call, and writers would retry for nothing.
+  static constexpr std::chrono::seconds kClearingLimit{1};
 };
 
 }  // namespace mbx

@@ -4,6 +4,8 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <sys/syscall.h>
+
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
@@ -23,6 +25,7 @@ Result<std::unique_ptr<Mount>> Mount::open(const MountConfig& cfg) {
   std::unique_ptr<Mount> m(new Mount());
   m->cfg_ = cfg;
   m->state_ = std::move(sd.value());
+  m->held_ = std::make_unique<HeldQuota>(m->state_.control(), cfg.user_max_bytes);
   m->dying = [p = &m->probe_](pid_t tid) { return p->dying(tid); };
   m->direct_ = std::make_unique<Direct>(*m);
   return m;
@@ -248,6 +251,72 @@ bool killed_by_signal(pid_t tid) {
     }
   }
   return field == 52 && (code & 0x7f) != 0;
+}
+
+std::optional<Syscall> current_syscall(pid_t tid) {
+  if (tid <= 0) return std::nullopt;
+  char path[64], buf[512];
+  size_t n;
+  std::snprintf(path, sizeof path, "/proc/%d/syscall", tid);
+  if (!read_small_file(path, buf, sizeof buf, &n)) return std::nullopt;
+  // "NR ARG1 ARG2 ... SP PC" (arguments in hex), "-1 SP PC" outside one, "running".
+  Syscall sc;
+  if (std::strncmp(buf, "running", 7) == 0) return Syscall{kSyscallRunning, {}};
+  char* p = buf;
+  char* end = nullptr;
+  sc.nr = std::strtol(p, &end, 10);
+  if (end == p) return std::nullopt;
+  if (sc.nr < 0) return Syscall{};
+  for (auto& a : sc.args) {
+    p = end;
+    a = std::strtoul(p, &end, 16);
+    if (end == p) return std::nullopt;
+  }
+  return sc;
+}
+
+bool locks_inode_exclusively(const Syscall& sc) {
+  switch (sc.nr) {
+#ifdef SYS_unlink
+    case SYS_unlink:
+    case SYS_rename:
+    case SYS_chmod:
+    case SYS_chown:
+    case SYS_lchown:
+    case SYS_utime:
+    case SYS_utimes:
+    case SYS_futimesat:
+#endif
+#ifdef SYS_renameat
+    case SYS_renameat:
+#endif
+    case SYS_unlinkat:
+    case SYS_renameat2:
+    case SYS_fchmodat:
+#ifdef SYS_fchmodat2
+    case SYS_fchmodat2:
+#endif
+    case SYS_fchownat:
+    case SYS_utimensat:
+    case SYS_setxattr:
+    case SYS_lsetxattr:
+    case SYS_removexattr:
+    case SYS_lremovexattr:
+#ifdef SYS_setxattrat
+    case SYS_setxattrat:
+    case SYS_removexattrat:
+#endif
+    case SYS_truncate:
+      return true;
+#ifdef SYS_open
+    case SYS_open:
+      return sc.args[1] & O_TRUNC;
+#endif
+    case SYS_openat:
+      return sc.args[2] & O_TRUNC;
+    default:
+      return false;
+  }
 }
 
 }  // namespace mbx

@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "errc.h"
+#include "quota.h"
 #include "segment.h"
 #include "settings.h"
 #include "state_dir.h"
@@ -29,6 +30,7 @@ class Direct;
 struct MountConfig {
   std::string state_dir;
   uint64_t max_bytes = 1ull << 30;  // memory quota for everything queued
+  uint64_t user_max_bytes = 0;      // per user: held + queued through the daemon; 0 = none
   Settings defaults;
 };
 
@@ -60,6 +62,8 @@ class Mount {
   Timers& timers() { return *timers_; }
   const StateDir& state() const { return state_; }
   uint64_t quota_used() const;
+  // Bytes the daemon holds for writers, charged to the quota (and per user).
+  HeldQuota& held() { return *held_; }
   // Direct communication (pid/): the links between processes.
   Direct& direct() { return *direct_; }
 
@@ -109,6 +113,7 @@ class Mount {
   StateDir state_;
   ThreadProbe probe_;
   std::unique_ptr<Timers> timers_;
+  std::unique_ptr<HeldQuota> held_;
   std::mutex watch_mu_;  // leaf lock: guards watched_ only
   std::unordered_map<uint64_t, std::weak_ptr<Mailbox>> watched_;
   std::unique_ptr<Doorbell> doorbell_;  // stopped second
@@ -123,5 +128,21 @@ bool thread_dying(pid_t tid);
 
 // Reads /proc/<tid>/stat: true if the thread is exiting because of a signal.
 bool killed_by_signal(pid_t tid);
+
+// Reads /proc/<tid>/syscall: the system call the thread is blocked in and its
+// first three arguments; nr is -1 outside a system call and kSyscallRunning
+// while the thread runs (then unknown). nullopt if unreadable: no such
+// thread, or another user's and the daemon is not root.
+inline constexpr long kSyscallRunning = -2;
+struct Syscall {
+  long nr = -1;
+  unsigned long args[3] = {};
+};
+std::optional<Syscall> current_syscall(pid_t tid);
+
+// True if `sc`, whose path lookup is under way, will then take that file's
+// inode lock exclusively: removing, renaming, or changing its mode, owner,
+// times, attributes or size (an open with O_TRUNC).
+bool locks_inode_exclusively(const Syscall& sc);
 
 }  // namespace mbx

@@ -7,6 +7,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <cstring>
 
@@ -67,6 +68,12 @@ Result<StateDir> StateDir::open(const std::string& dir, uint64_t quota_max) {
     auto* c = s.control();
     c->daemon_pid = ::getpid();
     c->quota_max = quota_max;
+    // What the dead daemon held for writers died with it. SYNC POINT: acq_rel,
+    // as every change of quota_used; no other daemon runs, library senders may.
+    const uint64_t held = c->daemon_held.exchange(0, std::memory_order_acq_rel);
+    uint64_t cur = c->quota_used.load(std::memory_order_acquire);
+    while (!c->quota_used.compare_exchange_weak(cur, cur - std::min(cur, held), std::memory_order_acq_rel)) {
+    }
     s.restored_ = true;
     return s;
   }

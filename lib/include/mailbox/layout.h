@@ -161,6 +161,10 @@ struct ControlHeader {
   // Incremented (release) and FUTEX_WAKEd by a non-daemon participant after it
   // stores a segment's `kick`; the daemon's doorbell thread waits on it.
   alignas(64) std::atomic<uint32_t> doorbell;
+  // The part of quota_used the daemon charged for bytes it holds for writers
+  // (not in any segment); a daemon taking over a dead one's state gives it
+  // back. Daemon only; relaxed: its successor reads it after it died.
+  alignas(64) std::atomic<uint64_t> daemon_held;
 };
 static_assert(sizeof(ControlHeader) <= 4096);
 
