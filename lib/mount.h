@@ -82,10 +82,15 @@ class Mount {
 
   // Mailboxes with parked calls or armed polls, which the doorbell services.
   void watch(uint64_t id, const std::shared_ptr<Mailbox>& box, bool on);
+  // Keeps a deleted segment whose lock another participant holds, and
+  // empties it (giving its queue's quota back) once the lock is free, tried
+  // by the timer thread (never waited for).
+  void bury(Segment seg);
 
  private:
   Mount() = default;
   void ring();
+  void sweep_graves();
 
   MountConfig cfg_;
   StateDir state_;
@@ -93,6 +98,9 @@ class Mount {
   std::unique_ptr<Timers> timers_;
   std::mutex watch_mu_;  // leaf lock: guards watched_ only
   std::unordered_map<uint64_t, std::weak_ptr<Mailbox>> watched_;
+  std::mutex graves_mu_;  // leaf lock: guards graves_ and grave_delay_
+  std::vector<Segment> graves_;
+  std::chrono::milliseconds grave_delay_{0};  // 0: no sweep scheduled
   std::unique_ptr<Doorbell> doorbell_;  // stopped second
   std::unique_ptr<Direct> direct_;      // last: stopped first (its links use the timers)
 };
