@@ -6,6 +6,7 @@
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <climits>
@@ -51,8 +52,19 @@ int robust_kind() {
 
 int mutex_word(pthread_mutex_t* m) { return std::atomic_ref<int>(m->__data.__lock).load(std::memory_order_relaxed); }
 
-// True if `tid` names a live thread (of any process: kill(2) accepts a thread id).
-bool thread_exists(pid_t tid) { return tid > 0 && (::kill(tid, 0) == 0 || errno == EPERM); }
+// True unless `tid` is certainly not a participant of the segment at `path`:
+// no such thread, or one whose process does not map that file.
+bool may_participate(pid_t tid, const std::string& path) {
+  if (tid <= 0) return false;
+  if (::kill(tid, 0) != 0 && errno != EPERM) return false;  // kill(2) accepts any thread id
+  if (path.empty()) return true;
+  UniqueFd fd(::open(("/proc/" + std::to_string(tid) + "/maps").c_str(), O_RDONLY | O_CLOEXEC));
+  if (!fd.valid()) return errno != ENOENT;  // cannot tell: assume it does
+  std::string maps;
+  char buf[16384];
+  for (ssize_t n; (n = ::read(fd.get(), buf, sizeof buf)) > 0;) maps.append(buf, static_cast<size_t>(n));
+  return maps.find(path) != std::string::npos;
+}
 
 template <class T>
 T load_word(const T& v) {
@@ -166,13 +178,14 @@ int Segment::try_acquire(pthread_mutex_t* m) const {
 }
 
 // A no_wait lock stayed busy. Its word holds the owner's thread id: a live
-// thread holds it (contended, try later), or the word names no thread. A
+// thread of a process that maps the segment holds it (contended, try later),
+// or the word names no such thread. A
 // holder that lets go or dies changes the word (unlock, or the kernel's
 // robust-list cleanup at its exit), so a word that still holds the same
 // value after its owner was found missing was left by nobody: corrupt.
 Errc Segment::held_elsewhere(pthread_mutex_t* m) const {
   const int word = mutex_word(m);
-  if (thread_exists(word & FUTEX_TID_MASK)) return Errc::contended;
+  if (may_participate(word & FUTEX_TID_MASK, path_)) return Errc::contended;
   if (mutex_word(m) != word) return Errc::contended;  // it moved meanwhile: look again later
   hdr_->state.store(layout::kCorrupt, std::memory_order_release);
   return Errc::bad_message;
@@ -197,7 +210,19 @@ void Segment::mark_corrupt() {
 }
 
 void Segment::unlock(Side side) const {
-  pthread_mutex_unlock(side == Side::send ? &hdr_->send_lock : &hdr_->recv_lock);
+  if (pthread_mutex_unlock(side == Side::send ? &hdr_->send_lock : &hdr_->recv_lock) != 0) {
+    poisoned_ = true;  // its word no longer names us: scribbled while held
+    hdr_->state.store(layout::kCorrupt, std::memory_order_release);
+  }
+}
+
+Segment::~Segment() {
+  if (!poisoned_ || !map_.get()) return;
+  // The mutex stays linked in this thread's robust list, which glibc updates
+  // at later locks: private anonymous pages replace the segment at the same
+  // addresses (its shared memory is let go) and are never unmapped.
+  ::mmap(map_.get(), map_.size(), PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0);
+  (void)new Mapping(std::move(map_));  // deliberately leaked: the addresses stay reserved
 }
 
 // Holds one half's lock for a scope.

@@ -42,6 +42,7 @@ class Segment {
   Segment() = default;
   Segment(Segment&&) noexcept = default;
   Segment& operator=(Segment&&) noexcept = default;
+  ~Segment();
 
   // Creates `path` (O_EXCL) and initialises a live, empty ring.
   static Result<Segment> create(const std::string& path, uint64_t capacity, uint64_t max_message,
@@ -250,6 +251,10 @@ class Segment {
   layout::ControlHeader* ctl_ = nullptr;
   uint64_t settle_batch_ = 0, send_batch_ = 0;
   bool no_wait_ = false;  // see set_no_wait()
+  // An unlock failed (the lock word was scribbled while we held it): glibc
+  // left the mutex on this thread's robust list, and will write into it, so
+  // the addresses must stay mapped for good (see ~Segment).
+  mutable bool poisoned_ = false;
   // How the send in progress paid its quota: from the segment's credit, or
   // `from_mount` bytes added to the mount's counter (see charge_quota_locked).
   struct Charge {
