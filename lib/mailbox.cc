@@ -776,20 +776,27 @@ Settings Mailbox::settings() {
 
 MailboxInfo Mailbox::info() {
   MailboxInfo i;
-  Guard g(mu_);
-  i.settings = settings_;
-  i.removed = removed_;
-  if (!seg_.valid()) return i;
-  // Never waits: with a lock held elsewhere these are the counters as last
-  // written; a quarantined segment is not read at all.
-  if (!quarantined_) last_stats_ = seg_.stats();
-  i.seg = last_stats_;
-  i.reported_size = reported_size_locked(i.seg);
-  i.segment_path = seg_.path();
-  i.armed_polls = handles_.size();
-  for (Waiter* w : readers_) i.blocked_receivers.push_back(w->pid);
-  for (Waiter* w : writers_) i.blocked_senders.push_back(w->pid);
-  for (Waiter* w : acks_) i.blocked_senders.push_back(w->pid);
+  Batch b;
+  {
+    Guard g(mu_);
+    i.settings = settings_;
+    i.removed = removed_;
+    if (!seg_.valid()) return i;
+    // Never waits: with a lock held elsewhere these are the counters as last
+    // written; a quarantined segment is not read at all.
+    if (!quarantined_) {
+      last_stats_ = seg_.stats();
+      if (!removed_ && seg_.corrupt()) quarantine_locked(b);  // found by this look
+    }
+    i.seg = last_stats_;
+    i.reported_size = reported_size_locked(i.seg);
+    i.segment_path = seg_.path();
+    i.armed_polls = handles_.size();
+    for (Waiter* w : readers_) i.blocked_receivers.push_back(w->pid);
+    for (Waiter* w : writers_) i.blocked_senders.push_back(w->pid);
+    for (Waiter* w : acks_) i.blocked_senders.push_back(w->pid);
+  }
+  commit(b, nullptr);
   return i;
 }
 

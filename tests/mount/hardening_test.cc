@@ -151,7 +151,9 @@ void held_mailbox(Hold how, int writers, bool kill_holder) {
     ASSERT_EQ(kill(holder, SIGKILL), 0);
     EXPECT_EQ(mt::finish(holder, 20000), 128 + SIGKILL);
   } else {
-    if (how == Hold::stopped) ASSERT_EQ(kill(holder, SIGCONT), 0);
+    if (how == Hold::stopped) {
+      ASSERT_EQ(kill(holder, SIGCONT), 0);
+    }
     ASSERT_EQ(kill(holder, SIGUSR1), 0);
     EXPECT_EQ(mt::finish(holder, 20000), 0);
   }
