@@ -3,9 +3,9 @@
 #include <poll.h>
 
 #include <algorithm>
-#include <cstdio>
 #include <atomic>
 #include <chrono>
+#include <cstdio>
 
 #include "mount.h"
 
@@ -570,6 +570,7 @@ void Mailbox::settle_locked(Batch& b) {
     std::atomic_thread_fence(std::memory_order_seq_cst);
     drain_locked(b);
   }
+  if (b.contended) retry_later_locked();  // met by the re-check above: the timer covers it
   if (b.changed) {
     for (Handle* h : handles_) b.polls.push_back(std::move(h->poll));
     handles_.clear();
