@@ -35,6 +35,7 @@ enum class Errc : int {
   range = ERANGE,
   busy = EBUSY,
   stale = ESTALE,             // the segment was replaced (resized): look it up again
+  contended = ENOLCK,         // a segment lock another participant holds: the daemon parks, never reported
 };
 
 inline int to_errno(Errc e) { return static_cast<int>(e); }

@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <cstdio>
 
 #include "mount.h"
 
@@ -16,15 +17,19 @@ using Guard = std::lock_guard<std::mutex>;
 }
 
 Mailbox::Mailbox(Mount& mount, uint64_t id, Settings s, Segment seg)
-    : mount_(mount), id_(id), settings_(s), seg_(std::move(seg)) {}
+    : mount_(mount), id_(id), settings_(s), seg_(std::move(seg)) {
+  seg_.set_no_wait(true);
+}
 
 Mailbox::~Mailbox() {
   for (const Queued& q : queued_) mount_.held().dequeued(q.uid, q.bytes);
   if (!queued_.empty()) mount_.held().untrack(this);
   if (seg_.valid()) {
-    seg_.discard_all();
+    // A lock held elsewhere: the mount empties it (gives its quota back) later.
+    const bool held = !quarantined_ && seg_.discard_all() == Errc::contended;
     seg_.set_state(layout::kDeleted);
     seg_.unlink_file();
+    if (held) mount_.bury(std::move(seg_));
   }
 }
 
@@ -113,6 +118,7 @@ std::optional<Outcome> Mailbox::take_locked(Handle& h, size_t want, Batch& b) {
   } else {
     if (h.framing == Framing::file && h.got_message) return out;  // EOF: one message per open
     if (removed_) return Outcome(removed_why_);
+    if (quarantined_) return Outcome(Errc::bad_message);
   }
   const int64_t now = realtime_ns();
   auto keep_rest = [&](std::string& msg) {
@@ -132,14 +138,17 @@ std::optional<Outcome> Mailbox::take_locked(Handle& h, size_t want, Batch& b) {
     for (;;) {
       auto len = seg_.peek_len();
       if (!len) {
-        if (len.error() != Errc::again && out.data.empty()) return Outcome(len.error());
+        b.contended |= len.error() == Errc::contended;
+        if (len.error() != Errc::again && len.error() != Errc::contended && out.data.empty())
+          return Outcome(len.error());
         break;
       }
       if (!out.data.empty() && out.data.size() + *len >= want) break;
       std::string msg;
       auto p = seg_.pop(msg, now);
       if (!p) {
-        if (out.data.empty()) return Outcome(p.error());
+        b.contended |= p.error() == Errc::contended;
+        if (out.data.empty() && p.error() != Errc::contended) return Outcome(p.error());
         break;
       }
       b.popped = b.changed = true;
@@ -157,7 +166,8 @@ std::optional<Outcome> Mailbox::take_locked(Handle& h, size_t want, Batch& b) {
   std::string msg;
   auto p = seg_.pop(msg, now);
   if (!p) {
-    if (p.error() == Errc::again) return std::nullopt;
+    b.contended |= p.error() == Errc::contended;
+    if (p.error() == Errc::again || p.error() == Errc::contended) return std::nullopt;  // parks
     return Outcome(p.error());
   }
   b.popped = b.changed = true;
@@ -174,7 +184,7 @@ bool Mailbox::wants_feed(Handle& h) {
   if (!feeder_) return false;
   Guard g(mu_);
   const bool own = h.roff < h.rbuf.size() || (h.framing == Framing::file && h.got_message);
-  return !own && !removed_ && seg_.valid() && seg_.stats().count == 0;
+  return !own && !removed_ && !quarantined_ && seg_.valid() && seg_.stats().count == 0;
 }
 
 std::optional<Outcome> Mailbox::read(Handle& h, size_t size, bool nonblock, Waiter* w, pid_t reader) {
@@ -262,7 +272,8 @@ Mailbox::Step Mailbox::run_send_locked(Waiter::SendJob& j, bool may_push, Batch&
     auto r = seg_.push(m.data(), m.size(), j.from, realtime_ns());
     if (!r) {
       mount_.held().take_back(lent);
-      if (r.error() == Errc::again) return Step::need_space;
+      b.contended |= r.error() == Errc::contended;
+      if (r.error() == Errc::again || r.error() == Errc::contended) return Step::need_space;
       j.err = r.error();
       return Step::failed;
     }
@@ -343,7 +354,15 @@ std::optional<Outcome> Mailbox::send_locked(Handle& h, Waiter::SendJob job, bool
   for (;;) {
     s = run_send_locked(job, writers_.empty(), b);
     if (s == Step::need_ack && nonblock && !(w && grace)) {  // no receiver ready, and none to wait for
-      if (seg_.withdraw(job.seq)) {
+      const Segment::Withdrawn wd = seg_.try_withdraw(job.seq);
+      if (wd == Segment::Withdrawn::contended) {
+        // It cannot be taken back without waiting: it stays on offer, counted as sent.
+        job.awaiting_ack = false;
+        job.done_bytes += job.msgs[job.next].size();
+        job.next++;
+        continue;
+      }
+      if (wd == Segment::Withdrawn::taken_back) {
         job.awaiting_ack = false;
         b.popped = b.changed = true;  // the slot is free again: wake sleeping senders
         s = Step::need_space;
@@ -403,6 +422,8 @@ std::optional<Outcome> Mailbox::write(Handle& h, const char* p, size_t n, bool n
       out = Outcome{Errc::bad_fd};
     } else if (removed_) {
       out = Outcome{removed_why_};
+    } else if (quarantined_) {
+      out = Outcome{Errc::bad_message};
     } else if (h.framing == Framing::file) {
       Errc e = h.wrefused;
       if (e == Errc::ok && h.wbuf.size() + n > settings_.max_message) e = Errc::msg_size;
@@ -491,6 +512,9 @@ std::optional<Outcome> Mailbox::flush(Handle& h, const Sender& caller, Waiter* w
     } else if (removed_) {
       drop_wbuf_locked(h);
       out = Outcome{removed_why_};
+    } else if (quarantined_) {
+      drop_wbuf_locked(h);
+      out = Outcome{Errc::bad_message};
     } else {
       Waiter::SendJob job;
       job.kind = Waiter::SendJob::Kind::flush;
@@ -570,7 +594,10 @@ void Mailbox::end_locked(Waiter* w, Errc err, Batch& b) {
   }
   auto& j = w->job_;
   if (j.awaiting_ack) {
-    if (seg_.valid() && !removed_ && !seg_.withdraw(j.seq)) {
+    // Received, or (a lock held elsewhere) not taken back without waiting:
+    // then it stays on offer and counts as sent.
+    if (seg_.valid() && !removed_ && !quarantined_ &&
+        seg_.try_withdraw(j.seq) != Segment::Withdrawn::taken_back) {
       j.done_bytes += j.msgs[j.next].size();
       j.next++;
     }
@@ -619,12 +646,17 @@ void Mailbox::drain_locked(Batch& b) {
 // notify, wakes other participants and updates what the daemon watches.
 void Mailbox::settle_locked(Batch& b) {
   drain_locked(b);
+  if (!quarantined_ && !removed_ && seg_.valid() && seg_.corrupt()) quarantine_locked(b);
+  if (b.contended) retry_later_locked();
   // Watch bits first: the re-check that adding one requires may finish more
   // calls, whose effects the notifications below must include.
-  while (seg_.valid()) {
+  while (seg_.valid() && !quarantined_) {
     const bool polls = !handles_.empty() && !b.changed;  // a change consumes the armed tokens
-    const uint32_t want = (readers_.empty() && !polls ? 0u : layout::kWatchReadable) |
-                          (writers_.empty() && acks_.empty() && !polls ? 0u : layout::kWatchWritable);
+    // While calls wait for a lock held elsewhere, its holder's next change of
+    // either kind rings the doorbell (sooner than the retry timer).
+    const bool any = contended_ || polls;
+    const uint32_t want = (readers_.empty() && !any ? 0u : layout::kWatchReadable) |
+                          (writers_.empty() && acks_.empty() && !any ? 0u : layout::kWatchWritable);
     if (want == watch_) break;
     // SYNC POINT: seq_cst store, then the re-check below; pairs with the fence
     // and load in Segment::kick_daemon (a Dekker pair: either we see the other
@@ -638,15 +670,56 @@ void Mailbox::settle_locked(Batch& b) {
     drain_locked(b);
   }
   reconcile_locked();
+  if (b.contended) retry_later_locked();  // met by the re-check above: the timer covers it
   if (b.changed) {
     for (Handle* h : handles_) b.polls.push_back(std::move(h->poll));
     handles_.clear();
   }
-  if (seg_.valid()) {
+  if (seg_.valid() && !quarantined_) {
     if (b.pushed) seg_.after_push(true);
     if (b.popped) seg_.after_pop(true);
     if (b.raise) b.raise_to = reported_size_locked(seg_.stats());
   }
+}
+
+void Mailbox::retry_later_locked() {
+  if (readers_.empty() && writers_.empty() && acks_.empty()) return;  // nobody waits for it
+  contended_ = true;
+  if (retry_timer_) return;
+  retry_timer_ = mount_.timers().add(Timers::Clock::now() + retry_delay_, [weak = weak_from_this()] {
+    if (auto box = weak.lock()) box->retry();
+  });
+  retry_delay_ = std::min(retry_delay_ * 2, kRetryMax);
+}
+
+void Mailbox::retry() {
+  Batch b;
+  {
+    Guard g(mu_);
+    retry_timer_ = 0;
+    if (removed_ || quarantined_ || !seg_.valid()) return;
+    contended_ = false;  // set again if the drain meets the lock still held
+    settle_locked(b);
+    if (!contended_) retry_delay_ = kRetryFirst;
+  }
+  commit(b, nullptr);
+}
+
+void Mailbox::quarantine_locked(Batch& b) {
+  quarantined_ = true;
+  std::fprintf(stderr,
+               "mailboxfs: mailbox %llu: segment %s is corrupt; quarantined: its calls fail with EBADMSG "
+               "until it is deleted\n",
+               static_cast<unsigned long long>(id_), seg_.path().c_str());
+  for (auto* l : {&readers_, &writers_, &acks_})
+    while (!l->empty()) end_locked(l->front(), Errc::bad_message, b);
+  b.changed = true;  // armed polls fire, and then see POLLERR
+  contended_ = false;
+  if (retry_timer_) mount_.timers().cancel(retry_timer_);
+  retry_timer_ = 0;
+  if (watch_) mount_.watch(id_, nullptr, false);
+  watch_ = 0;
+  seg_.mark_corrupt();  // library participants stop too; their sleepers wake and see it
 }
 
 void Mailbox::commit(Batch& b, Waiter* interrupted) {
@@ -715,7 +788,8 @@ void Mailbox::service() {
   Batch b;
   {
     Guard g(mu_);
-    if (!seg_.valid() || seg_.header()->kick.exchange(0, std::memory_order_acq_rel) == 0) return;
+    if (!seg_.valid() || quarantined_ || seg_.header()->kick.exchange(0, std::memory_order_acq_rel) == 0)
+      return;
     b.changed = true;
     settle_locked(b);
   }
@@ -745,10 +819,15 @@ void Mailbox::remove(Errc why) {
     settle_locked(b);
     if (watch_) mount_.watch(id_, nullptr, false);
     watch_ = 0;
-    seg_.discard_all();
+    if (retry_timer_) mount_.timers().cancel(retry_timer_);
+    retry_timer_ = 0;
+    // A lock held elsewhere: the mount empties it (gives its quota back)
+    // once it is free. A corrupt one's counters are not trusted.
+    const bool held = !quarantined_ && seg_.discard_all() == Errc::contended;
     seg_.set_state(layout::kDeleted);
     seg_.wake_all();  // sleeping participants re-check and see it deleted
     seg_.unlink_file();
+    if (held) mount_.bury(std::move(seg_));
     seg_ = Segment();  // frees the shared memory now, not at the last close
     reconcile_locked();  // nothing queued is left
   }
@@ -774,7 +853,7 @@ std::optional<Outcome> Mailbox::take_message() {
   std::optional<Outcome> out;
   {
     Guard g(mu_);
-    if (removed_ || !readers_.empty() || !seg_.valid()) return std::nullopt;
+    if (removed_ || quarantined_ || !readers_.empty() || !seg_.valid()) return std::nullopt;
     std::string msg;
     auto p = seg_.pop(msg, realtime_ns());
     if (!p) return std::nullopt;
@@ -793,6 +872,7 @@ Errc Mailbox::inject(std::string_view msg, const Sender& from) {
   {
     Guard g(mu_);
     if (removed_ || !seg_.valid()) return Errc::removed;
+    if (quarantined_) return Errc::bad_message;
     auto r = seg_.push(msg.data(), msg.size(), from, realtime_ns(), /*force=*/true);
     if (!r) return r.error();
     b.pushed = b.changed = true;
@@ -823,17 +903,27 @@ Settings Mailbox::settings() {
 
 MailboxInfo Mailbox::info() {
   MailboxInfo i;
-  Guard g(mu_);
-  i.settings = settings_;
-  i.removed = removed_;
-  if (!seg_.valid()) return i;
-  i.seg = seg_.stats();
-  i.reported_size = reported_size_locked(i.seg);
-  i.segment_path = seg_.path();
-  i.armed_polls = handles_.size();
-  for (Waiter* w : readers_) i.blocked_receivers.push_back(w->pid);
-  for (Waiter* w : writers_) i.blocked_senders.push_back(w->pid);
-  for (Waiter* w : acks_) i.blocked_senders.push_back(w->pid);
+  Batch b;
+  {
+    Guard g(mu_);
+    i.settings = settings_;
+    i.removed = removed_;
+    if (!seg_.valid()) return i;
+    // Never waits: with a lock held elsewhere these are the counters as last
+    // written; a quarantined segment is not read at all.
+    if (!quarantined_) {
+      last_stats_ = seg_.stats();
+      if (!removed_ && seg_.corrupt()) quarantine_locked(b);  // found by this look
+    }
+    i.seg = last_stats_;
+    i.reported_size = reported_size_locked(i.seg);
+    i.segment_path = seg_.path();
+    i.armed_polls = handles_.size();
+    for (Waiter* w : readers_) i.blocked_receivers.push_back(w->pid);
+    for (Waiter* w : writers_) i.blocked_senders.push_back(w->pid);
+    for (Waiter* w : acks_) i.blocked_senders.push_back(w->pid);
+  }
+  commit(b, nullptr);
   return i;
 }
 
@@ -852,7 +942,7 @@ unsigned Mailbox::poll(Handle& h, std::unique_ptr<PollToken> token) {
     }
     // Arming may set watch bits and re-check the ring, finishing parked calls.
     settle_locked(b);
-    if (removed_) {
+    if (removed_ || quarantined_) {
       ev = POLLERR | POLLHUP;
       if (h.roff < h.rbuf.size()) ev |= POLLIN | POLLRDNORM;
     } else {
@@ -877,6 +967,7 @@ Errc Mailbox::set(std::string_view name, std::string_view value) {
   {
     Guard g(mu_);
     if (removed_) return Errc::removed;
+    if (quarantined_) return Errc::bad_message;
     Settings n = settings_;
     err = apply_setting(n, name, value);
     if (err != Errc::ok) return err;
@@ -887,7 +978,9 @@ Errc Mailbox::set(std::string_view name, std::string_view value) {
       // Retiring first stops other participants (they look the mailbox up
       // again, and wait on mu_ for the answer) before the queue is taken.
       std::vector<Segment::Taken> queued;
-      const SegmentStats st = seg_.retire_and_take(queued);
+      auto taken = seg_.retire_and_take(queued);
+      if (!taken) return taken.error() == Errc::contended ? Errc::busy : taken.error();
+      const SegmentStats st = *taken;
       Settings geo = n;
       if (geo.capacity != layout::kUnbounded) geo.capacity = std::max<uint64_t>(geo.capacity, queued.size());
       auto fresh = mount_.make_segment(id_, generation_ + 1, geo);
@@ -901,6 +994,7 @@ Errc Mailbox::set(std::string_view name, std::string_view value) {
         if (fresh) fresh->unlink_file();
         return fresh ? Errc::busy : fresh.error();
       }
+      fresh->set_no_wait(true);
       fresh->set_capacity(n.capacity);
       fresh->adopt_counters(st);
       fresh->header()->daemon_watch.store(watch_, std::memory_order_seq_cst);

@@ -211,6 +211,7 @@ class Mailbox : public std::enable_shared_from_this<Mailbox> {
     bool pushed = false, popped = false;
     bool raise = false;    // became full: ask the front end to raise st_size
     uint64_t raise_to = 0;
+    bool contended = false;  // a segment lock was held by another participant
   };
   enum class Step { done, need_space, need_ack, failed };
 
@@ -246,11 +247,22 @@ class Mailbox : public std::enable_shared_from_this<Mailbox> {
   bool clearing_locked(uid_t writer);
   void commit(Batch& b, Waiter* interrupted);
   void expire(uint64_t waiter_id);
+  // Parked calls that met a segment lock held elsewhere are tried again by a
+  // timer, kRetryFirst doubling up to kRetryMax, and whenever the holder's
+  // next change rings the doorbell (both watch bits stay set meanwhile).
+  void retry_later_locked();
+  void retry();
+  static constexpr std::chrono::milliseconds kRetryFirst{1}, kRetryMax{50};
+  // The segment is corrupt: every parked call and later call fails with
+  // EBADMSG, polls see POLLERR, the segment is never touched again.
+  void quarantine_locked(Batch& b);
 
   Mount& mount_;
   const uint64_t id_;
   // Lock rule: mu_ is taken before the segment's robust mutex, and is never
   // held while calling Waiter::finish, PollToken::notify or Mount hooks.
+  // The segment is in no_wait mode: with mu_ held, a segment lock is only
+  // ever tried, never waited for (another process controls it).
   std::mutex mu_;
   Settings settings_;
   Segment seg_;
@@ -264,6 +276,11 @@ class Mailbox : public std::enable_shared_from_this<Mailbox> {
   uint32_t unresponsive_sleepers_ = 0;  // see library_receiver_sleeping()
   uint32_t watch_ = 0;
   Errc hangup_ = Errc::ok;  // direct link whose sender exited: no more waiting
+  bool contended_ = false;  // parked calls wait for a lock another participant holds
+  uint64_t retry_timer_ = 0;
+  std::chrono::milliseconds retry_delay_ = kRetryFirst;
+  bool quarantined_ = false;
+  SegmentStats last_stats_;  // as last read: what a quarantined mailbox reports
   std::unordered_map<pid_t, Sender> last_from_;  // reading thread -> sender of its last message
   std::shared_ptr<Feeder> feeder_;  // immutable once shared
   // Per-user quota: messages users queued through the daemon, oldest first,

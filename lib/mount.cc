@@ -11,6 +11,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <utility>
+#include <thread>
 #include <vector>
 
 #include "direct.h"
@@ -96,6 +97,20 @@ Result<std::shared_ptr<Mailbox>> Mount::create_mailbox(uint64_t id, const Settin
   return std::make_shared<Mailbox>(*this, id, s, std::move(seg.value()));
 }
 
+namespace {
+// At restore (before the mount serves anything), a segment whose lock a
+// library peer holds is tried for a while rather than waited for.
+Result<Segment> attach_trying(const std::string& path) {
+  auto delay = std::chrono::milliseconds(1);
+  for (auto end = std::chrono::steady_clock::now() + std::chrono::seconds(2);;) {
+    auto seg = Segment::attach(path, /*no_wait=*/true);
+    if (seg.error() != Errc::contended || std::chrono::steady_clock::now() >= end) return seg;
+    std::this_thread::sleep_for(delay);
+    delay = std::min(delay * 2, std::chrono::milliseconds(100));
+  }
+}
+}  // namespace
+
 Result<std::shared_ptr<Mailbox>> Mount::adopt_mailbox(uint64_t id, Settings s) {
   uint64_t newest = 0;
   bool found = false;
@@ -104,14 +119,14 @@ Result<std::shared_ptr<Mailbox>> Mount::adopt_mailbox(uint64_t id, Settings s) {
   if (!found) return Errc::not_found;
   // A crash mid-resize can leave two generations; the newer is the live one
   // (the older was retired before the newer was published).
-  auto seg = Segment::attach(state_.segment_path(id, newest));
+  auto seg = attach_trying(state_.segment_path(id, newest));
   if (!seg) return seg.error();
   for (auto [sid, gen] : state_.segments())
     if (sid == id && gen != newest) ::unlink(state_.segment_path(id, gen).c_str());
   if (newest != 0) {  // back to generation 0, which this daemon's resizes count from
     const std::string to = state_.segment_path(id, 0);
     if (::rename(state_.segment_path(id, newest).c_str(), to.c_str()) != 0) return from_errno(errno);
-    seg = Segment::attach(to);
+    seg = attach_trying(to);
     if (!seg) return seg.error();
   }
   seg->set_control(state_.control());
@@ -125,9 +140,9 @@ void Mount::remove_segments_except(const std::set<uint64_t>& keep) {
     if (keep.count(id)) continue;
     // What it still holds goes back to the quota the dead daemon's peers kept.
     const std::string path = state_.segment_path(id, gen);
-    if (auto seg = Segment::attach(path)) {
+    if (auto seg = Segment::attach(path, /*no_wait=*/true)) {
       seg->set_control(state_.control());
-      seg->discard_all();
+      (void)seg->discard_all();  // a lock held: what it holds stays charged
       seg->set_state(layout::kDeleted);
       seg->wake_all();  // a peer still sleeping on it sees it deleted
     }
@@ -141,6 +156,26 @@ void Mount::watch(uint64_t id, const std::shared_ptr<Mailbox>& box, bool on) {
     watched_[id] = box;
   else
     watched_.erase(id);
+}
+
+void Mount::bury(Segment seg) {
+  if (!timers_) return;  // shutting down: nothing to give the quota back to
+  std::lock_guard<std::mutex> g(graves_mu_);
+  graves_.push_back(std::move(seg));
+  if (grave_delay_.count() != 0) return;  // a sweep is scheduled
+  grave_delay_ = std::chrono::milliseconds(10);
+  timers_->add(Timers::Clock::now() + grave_delay_, [this] { sweep_graves(); });
+}
+
+void Mount::sweep_graves() {
+  std::lock_guard<std::mutex> g(graves_mu_);
+  std::erase_if(graves_, [](Segment& s) { return s.discard_all(/*deleted_too=*/true) != Errc::contended; });
+  if (graves_.empty()) {
+    grave_delay_ = std::chrono::milliseconds(0);
+    return;
+  }
+  grave_delay_ = std::min(grave_delay_ * 2, std::chrono::milliseconds(1000));
+  timers_->add(Timers::Clock::now() + grave_delay_, [this] { sweep_graves(); });
 }
 
 void Mount::ring() {

@@ -97,10 +97,15 @@ class Mount {
 
   // Mailboxes with parked calls or armed polls, which the doorbell services.
   void watch(uint64_t id, const std::shared_ptr<Mailbox>& box, bool on);
+  // Keeps a deleted segment whose lock another participant holds, and
+  // empties it (giving its queue's quota back) once the lock is free, tried
+  // by the timer thread (never waited for).
+  void bury(Segment seg);
 
  private:
   Mount() = default;
   void ring();
+  void sweep_graves();
 
   layout::ControlHeader* control() const;
 
@@ -116,6 +121,9 @@ class Mount {
   std::unique_ptr<HeldQuota> held_;
   std::mutex watch_mu_;  // leaf lock: guards watched_ only
   std::unordered_map<uint64_t, std::weak_ptr<Mailbox>> watched_;
+  std::mutex graves_mu_;  // leaf lock: guards graves_ and grave_delay_
+  std::vector<Segment> graves_;
+  std::chrono::milliseconds grave_delay_{0};  // 0: no sweep scheduled
   std::unique_ptr<Doorbell> doorbell_;  // stopped second
   // Doorbells of controls replaced by restore_state_dir(): programs that
   // mapped one before still ring it. Stopped with doorbell_.

@@ -3,9 +3,11 @@
 
 #include <fcntl.h>
 #include <linux/futex.h>
+#include <signal.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <climits>
@@ -22,6 +24,55 @@ namespace {
 constexpr uint64_t kPage = 4096;
 constexpr uint64_t kRecHdr = sizeof(RecordHeader);
 uint64_t round_page(uint64_t n) { return (n + kPage - 1) & ~(kPage - 1); }
+
+// Tries a no_wait lock this many times (a holder between two instructions of
+// a short commit lets go within a few hundred cycles) before calling it held.
+constexpr int kTrySpins = 100;
+
+void cpu_relax() {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#endif
+}
+
+// The `__kind` glibc gives a robust process-shared mutex, as create() makes
+// them: any other value is a scribble (and could make the mutex another type).
+int robust_kind() {
+  static const int kind = [] {
+    pthread_mutex_t m;
+    pthread_mutexattr_t a;
+    pthread_mutexattr_init(&a);
+    pthread_mutexattr_setpshared(&a, PTHREAD_PROCESS_SHARED);
+    pthread_mutexattr_setrobust(&a, PTHREAD_MUTEX_ROBUST);
+    pthread_mutex_init(&m, &a);
+    pthread_mutexattr_destroy(&a);
+    const int k = m.__data.__kind;
+    pthread_mutex_destroy(&m);
+    return k;
+  }();
+  return kind;
+}
+
+int mutex_word(pthread_mutex_t* m) { return std::atomic_ref<int>(m->__data.__lock).load(std::memory_order_relaxed); }
+
+// True unless `tid` is certainly not a participant of the segment at `path`:
+// no such thread, or one whose process does not map that file.
+bool may_participate(pid_t tid, const std::string& path) {
+  if (tid <= 0) return false;
+  if (::kill(tid, 0) != 0 && errno != EPERM) return false;  // kill(2) accepts any thread id
+  if (path.empty()) return true;
+  UniqueFd fd(::open(("/proc/" + std::to_string(tid) + "/maps").c_str(), O_RDONLY | O_CLOEXEC));
+  if (!fd.valid()) return errno != ENOENT;  // cannot tell: assume it does
+  std::string maps;
+  char buf[16384];
+  for (ssize_t n; (n = ::read(fd.get(), buf, sizeof buf)) > 0;) maps.append(buf, static_cast<size_t>(n));
+  return maps.find(path) != std::string::npos;
+}
+
+template <class T>
+T load_word(const T& v) {
+  return std::atomic_ref<T>(const_cast<T&>(v)).load(std::memory_order_relaxed);
+}
 
 // Copies a state a word at a time. A plain struct copy is vectorised into
 // 16-byte loads of a state just written field by field on the stack, which
@@ -94,7 +145,17 @@ static int wait_for_lock(pthread_mutex_t* m) {
 Errc Segment::lock(Side side, bool any_state) const {
   SegmentHeader* h = hdr_;
   pthread_mutex_t* m = side == Side::send ? &h->send_lock : &h->recv_lock;
-  int rc = wait_for_lock(m);
+  int rc;
+  if (no_wait_) {
+    if (!header_intact()) {
+      h->state.store(layout::kCorrupt, std::memory_order_release);
+      return Errc::bad_message;
+    }
+    rc = try_acquire(m);
+    if (rc == EBUSY) return held_elsewhere(m);
+  } else {
+    rc = wait_for_lock(m);
+  }
   if (rc == EOWNERDEAD) {
     const bool ok = side == Side::send ? recover_send_locked() : recover_recv_locked();
     if (!ok) h->state.store(layout::kCorrupt, std::memory_order_release);
@@ -103,7 +164,10 @@ Errc Segment::lock(Side side, bool any_state) const {
     pthread_mutex_consistent(m);
     rc = 0;
   }
-  if (rc != 0) return Errc::bad_message;  // ENOTRECOVERABLE, or a scribbled mutex
+  if (rc != 0) {  // ENOTRECOVERABLE, or a scribbled mutex
+    if (no_wait_) h->state.store(layout::kCorrupt, std::memory_order_release);
+    return Errc::bad_message;
+  }
   const uint32_t st = h->state.load(std::memory_order_acquire);
   if (any_state || st == layout::kLive) return Errc::ok;
   pthread_mutex_unlock(m);
@@ -115,6 +179,7 @@ Errc Segment::lock(Side side, bool any_state) const {
 // would, and the lock left free: the work waits for the next time.
 bool Segment::try_lock(Side side) const {
   pthread_mutex_t* m = side == Side::send ? &hdr_->send_lock : &hdr_->recv_lock;
+  if (no_wait_ && m->__data.__kind != robust_kind()) return false;  // lock() will say corrupt
   const int rc = pthread_mutex_trylock(m);
   if (rc == EOWNERDEAD) {
     const bool ok = side == Side::send ? recover_send_locked() : recover_recv_locked();
@@ -128,8 +193,62 @@ bool Segment::try_lock(Side side) const {
   return rc == 0;
 }
 
+// no_wait mode: trylock, a bounded number of times.
+int Segment::try_acquire(pthread_mutex_t* m) const {
+  int rc = EBUSY;
+  for (int i = 0; i < kTrySpins && rc == EBUSY; i++) {
+    if (i) cpu_relax();
+    rc = pthread_mutex_trylock(m);
+  }
+  return rc;
+}
+
+// A no_wait lock stayed busy. Its word holds the owner's thread id: a live
+// thread of a process that maps the segment holds it (contended, try later),
+// or the word names no such thread. A
+// holder that lets go or dies changes the word (unlock, or the kernel's
+// robust-list cleanup at its exit), so a word that still holds the same
+// value after its owner was found missing was left by nobody: corrupt.
+Errc Segment::held_elsewhere(pthread_mutex_t* m) const {
+  const int word = mutex_word(m);
+  if (may_participate(word & FUTEX_TID_MASK, path_)) return Errc::contended;
+  if (mutex_word(m) != word) return Errc::contended;  // it moved meanwhile: look again later
+  hdr_->state.store(layout::kCorrupt, std::memory_order_release);
+  return Errc::bad_message;
+}
+
+// What no participant ever rewrites still matches the private copies, and
+// both mutexes are still robust process-shared ones (no_wait mode checks this
+// before each lock: one line, read-mostly).
+bool Segment::header_intact() const {
+  const SegmentHeader* h = hdr_;
+  return load_word(h->magic) == layout::kMagic && load_word(h->version) == layout::kVersion &&
+         load_word(h->header_size) == layout::kHeaderSize && load_word(h->data_size) == data_size_ &&
+         load_word(h->max_message) == max_message_ && h->state.load(std::memory_order_relaxed) <= layout::kCorrupt &&
+         load_word(h->send_lock.__data.__kind) == robust_kind() &&
+         load_word(h->recv_lock.__data.__kind) == robust_kind();
+}
+
+void Segment::mark_corrupt() {
+  if (!hdr_) return;
+  hdr_->state.store(layout::kCorrupt, std::memory_order_release);
+  wake_all();
+}
+
 void Segment::unlock(Side side) const {
-  pthread_mutex_unlock(side == Side::send ? &hdr_->send_lock : &hdr_->recv_lock);
+  if (pthread_mutex_unlock(side == Side::send ? &hdr_->send_lock : &hdr_->recv_lock) != 0) {
+    poisoned_ = true;  // its word no longer names us: scribbled while held
+    hdr_->state.store(layout::kCorrupt, std::memory_order_release);
+  }
+}
+
+Segment::~Segment() {
+  if (!poisoned_ || !map_.get()) return;
+  // The mutex stays linked in this thread's robust list, which glibc updates
+  // at later locks: private anonymous pages replace the segment at the same
+  // addresses (its shared memory is let go) and are never unmapped.
+  ::mmap(map_.get(), map_.size(), PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0);
+  (void)new Mapping(std::move(map_));  // deliberately leaked: the addresses stay reserved
 }
 
 // Holds one half's lock for a scope.
@@ -161,14 +280,19 @@ class Segment::Locked {
 class Segment::Both {
  public:
   explicit Both(const Segment& s, bool any_state = false) : s_(s) {
-    for (;;) {
+    for (int round = 0;; round++) {
       err_ = s.lock(Side::send, any_state);  // checks the state too: stable while held
       if (err_ != Errc::ok) return;
       if (s.try_lock(Side::recv)) return;
       s.unlock(Side::send);
-      err_ = s.lock(Side::recv, /*any_state=*/true);  // waits for its holder, recovers a dead one
+      // Waits for its holder (no_wait: tries it), recovers a dead one.
+      err_ = s.lock(Side::recv, /*any_state=*/true);
       if (err_ != Errc::ok) return;
       s.unlock(Side::recv);
+      if (s.no_wait_ && round == 3) {  // it keeps being taken: not worth spinning on
+        err_ = Errc::contended;
+        return;
+      }
     }
   }
   ~Both() {
@@ -238,7 +362,7 @@ Result<Segment> Segment::create(const std::string& path, uint64_t capacity, uint
   return s;
 }
 
-Result<Segment> Segment::attach(const std::string& path) {
+Result<Segment> Segment::attach(const std::string& path, bool no_wait) {
   UniqueFd fd(::open(path.c_str(), O_RDWR | O_CLOEXEC | O_NOFOLLOW));
   if (!fd.valid()) return from_errno(errno);
   struct stat st;
@@ -265,6 +389,7 @@ Result<Segment> Segment::attach(const std::string& path) {
   s.capacity_ = h->capacity;
   s.max_message_ = h->max_message;
   s.data_size_ = h->data_size;
+  s.no_wait_ = no_wait;
   {
     Both l(s);
     if (!l.ok()) return l.error();
@@ -348,6 +473,11 @@ bool Segment::full_locked() const {
 
 bool Segment::full() {
   Locked l(*this, Side::send);
+  if (l.error() == Errc::contended)  // SYNC POINT: acquire as in queued_locked()
+    return capacity_ != layout::kUnbounded &&
+           load_word(hdr_->send.next_seq) - std::min(load_word(hdr_->send.next_seq),
+                                                     hdr_->popped_pub.load(std::memory_order_acquire)) >=
+               effective_capacity();
   return l.ok() && full_locked();
 }
 
@@ -745,12 +875,15 @@ Result<uint32_t> Segment::peek_len() {
   return f->r.len;
 }
 
-bool Segment::withdraw(uint64_t seq) {
+bool Segment::withdraw(uint64_t seq) { return try_withdraw(seq) != Withdrawn::received; }
+
+Segment::Withdrawn Segment::try_withdraw(uint64_t seq) {
   Both l(*this);
-  if (!l.ok()) return true;  // gone: nothing left to deliver
-  if (hdr_->send.next_seq - hdr_->recv.popped != 1) return false;
+  if (l.error() == Errc::contended) return Withdrawn::contended;
+  if (!l.ok()) return Withdrawn::taken_back;  // gone: nothing left to deliver
+  if (hdr_->send.next_seq - hdr_->recv.popped != 1) return Withdrawn::received;
   auto f = oldest_locked();
-  if (!f || f->r.seq != seq) return false;
+  if (!f || f->r.seq != seq) return Withdrawn::received;
   layout::RecvState n = hdr_->recv;
   const uint64_t rec = layout::record_size(f->r.len);
   n.head = f->pos + rec;
@@ -763,7 +896,7 @@ bool Segment::withdraw(uint64_t seq) {
   s.total_sent--;  // taken back: it was never sent
   commit_send_locked(s);
   settle_quota_locked();
-  return true;
+  return Withdrawn::taken_back;
 }
 
 SegmentStats Segment::stats() {
@@ -775,30 +908,38 @@ SegmentStats Segment::stats() {
     settle_quota_locked();
     return_credit_locked();
   }
-  SegmentStats s;
+  return read_stats();
+}
+
+// The counters, each word loaded whole; without the locks (no_wait mode, a
+// lock held elsewhere) a half may be mid-update, so differences are clamped.
+SegmentStats Segment::read_stats() const {
   const SegmentHeader* h = hdr_;
-  s.count = h->send.next_seq - h->recv.popped;
-  s.bytes = h->send.sent_bytes - h->recv.popped_bytes;
-  s.record_bytes = h->send.sent_record_bytes - h->recv.popped_record_bytes;
-  s.total_sent = h->send.total_sent;
-  s.total_received = h->recv.total_received;
-  s.lost = h->send.lost;
-  s.next_seq = h->send.next_seq;
-  s.consumed_seq = h->recv.consumed_seq;
-  s.last_send_ns = h->send.last_send_ns;
-  s.last_recv_ns = h->recv.last_recv_ns;
+  auto diff = [](uint64_t a, uint64_t b) { return a - std::min(a, b); };
+  SegmentStats s;
+  s.next_seq = load_word(h->send.next_seq);
+  s.count = diff(s.next_seq, load_word(h->recv.popped));
+  s.bytes = diff(load_word(h->send.sent_bytes), load_word(h->recv.popped_bytes));
+  s.record_bytes = diff(load_word(h->send.sent_record_bytes), load_word(h->recv.popped_record_bytes));
+  s.total_sent = load_word(h->send.total_sent);
+  s.total_received = load_word(h->recv.total_received);
+  s.lost = load_word(h->send.lost);
+  s.consumed_seq = load_word(h->recv.consumed_seq);
+  s.last_send_ns = load_word(h->send.last_send_ns);
+  s.last_recv_ns = load_word(h->recv.last_recv_ns);
   return s;
 }
 
 uint64_t Segment::consumed_seq() {
   if (viewed_) return hdr_->recv.consumed_seq;  // our own view holds recv_lock
   Locked l(*this, Side::recv, /*any_state=*/true);
-  return hdr_->recv.consumed_seq;
+  // Held elsewhere (no_wait): it only grows, so the last value stored is a safe underestimate.
+  return load_word(hdr_->recv.consumed_seq);
 }
 
 uint64_t Segment::max_queued_len() {
   Locked l(*this, Side::recv);
-  if (!l.ok()) return l.error() == Errc::bad_message ? UINT64_MAX : 0;
+  if (!l.ok()) return l.error() == Errc::bad_message || l.error() == Errc::contended ? UINT64_MAX : 0;
   uint64_t longest = 0;
   const bool ok = walk_locked([&](uint64_t, const RecordHeader& r, const char*) {
     longest = std::max<uint64_t>(longest, r.len);
@@ -834,10 +975,10 @@ void Segment::empty_both_locked() {
   return_credit_locked();
 }
 
-SegmentStats Segment::retire_and_take(std::vector<Taken>& out) {
+Result<SegmentStats> Segment::retire_and_take(std::vector<Taken>& out) {
   {
     Both l(*this);
-    if (!l.ok()) return stats();
+    if (!l.ok()) return l.error();
     hdr_->state.store(layout::kRetired, std::memory_order_release);
     walk_locked([&](uint64_t, const RecordHeader& r, const char* payload) {
       out.push_back(Taken{std::string(payload, r.len), Sender{r.pid, r.uid, r.gid}});
@@ -866,6 +1007,7 @@ void Segment::wake_all() {
 
 void Segment::set_state(uint32_t state) {
   Both l(*this, /*any_state=*/true);
+  if (!l.ok() && !(no_wait_ && state != layout::kLive)) return;
   hdr_->state.store(state, std::memory_order_release);
 }
 
@@ -876,9 +1018,11 @@ void Segment::settle_quota() {
   return_credit_locked();
 }
 
-void Segment::discard_all() {
-  Both l(*this);
-  if (l.ok()) empty_both_locked();
+Errc Segment::discard_all(bool deleted_too) {
+  Both l(*this, deleted_too);
+  if (l.ok() && (!deleted_too || hdr_->state.load(std::memory_order_acquire) != layout::kCorrupt))
+    empty_both_locked();
+  return l.error() == Errc::contended ? Errc::contended : Errc::ok;
 }
 
 // Publishes the next send state so that a death at any instant leaves either

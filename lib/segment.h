@@ -43,12 +43,26 @@ class Segment {
   Segment() = default;
   Segment(Segment&&) noexcept = default;
   Segment& operator=(Segment&&) noexcept = default;
+  ~Segment();
 
   // Creates `path` (O_EXCL) and initialises a live, empty ring.
   static Result<Segment> create(const std::string& path, uint64_t capacity, uint64_t max_message,
                                 uint64_t data_size, mode_t mode);
   // Maps an existing segment and validates it (bad_message if it is not one).
-  static Result<Segment> attach(const std::string& path);
+  // no_wait: as set_no_wait(), from the start (contended: a lock is held).
+  static Result<Segment> attach(const std::string& path, bool no_wait = false);
+
+  // The daemon's mode: no call waits for a lock another process controls.
+  // Each lock is tried (a bounded spin); one held by a live participant makes
+  // the call fail with Errc::contended having changed nothing, and one whose
+  // state no live participant can have left (its owner is no thread, a mutex
+  // kind nobody writes) or a header that no longer matches the geometry marks
+  // the segment corrupt (bad_message). Counters are then read without locks.
+  void set_no_wait(bool on) { no_wait_ = on; }
+  bool corrupt() const { return hdr_ && hdr_->state.load(std::memory_order_acquire) == layout::kCorrupt; }
+  // Marks the segment corrupt without taking a lock, and wakes every sleeper
+  // so that other participants see it (quarantine).
+  void mark_corrupt();
 
   // Where the mount's quota counter and doorbell live (the control segment).
   // A receive gives quota back in batches of settle_batch_ bytes (whatever an
@@ -124,11 +138,18 @@ class Segment {
   // Takes back message `seq` if it is the only one queued and still unreceived
   // (an interrupted rendezvous send). Returns false if it was received.
   bool withdraw(uint64_t seq);
+  // As withdraw(), telling a held lock apart (no_wait mode).
+  enum class Withdrawn { taken_back, received, contended };
+  Withdrawn try_withdraw(uint64_t seq);
   // True if a push of one message would not find the mailbox full by count.
+  // (With a lock held elsewhere in no_wait mode: from the published counters.)
   bool full();
+  // Under both locks; in no_wait mode with a lock held elsewhere, the
+  // counters as the halves last wrote them (each word whole, maybe mid-update).
   SegmentStats stats();
   uint64_t consumed_seq();
-  // Largest payload queued (walks the ring).
+  // Largest payload queued (walks the ring); UINT64_MAX if it cannot tell
+  // (corrupt, or a lock held elsewhere in no_wait mode).
   uint64_t max_queued_len();
   // Carries the lifetime counters over to a replacement segment.
   void adopt_counters(const SegmentStats& s);
@@ -140,17 +161,22 @@ class Segment {
   };
   // Resizing: marks the segment retired (other participants stop and look
   // the mailbox up again), then takes every queued message out, in order.
-  // Returns the counters as they are at that moment.
-  SegmentStats retire_and_take(std::vector<Taken>& out);
+  // Returns the counters as they are at that moment, or the error that kept
+  // it from taking both locks (nothing changed then).
+  Result<SegmentStats> retire_and_take(std::vector<Taken>& out);
   // Undoes retire_and_take() when the replacement could not be made.
   void unretire_and_put_back(const std::vector<Taken>& queued, const SegmentStats& st);
   // Moves both futex words and wakes every sleeper, so that they re-check
   // (after a retire or a delete).
   void wake_all();
   // Marks the segment retired/deleted so other participants stop using it.
+  // In no_wait mode a terminal state (deleted, corrupt) is stored even when
+  // a lock is held elsewhere: its holder sees it at its next lock.
   void set_state(uint32_t state);
-  // Releases the quota held by everything queued and empties the ring.
-  void discard_all();
+  // Releases the quota held by everything queued and empties the ring
+  // (contended in no_wait mode: nothing done, try again later). deleted_too:
+  // also once it is marked deleted (not when corrupt).
+  Errc discard_all(bool deleted_too = false);
   // Gives back the quota that receives freed but still hold and the credit
   // sends took ahead (each less than a batch, see set_control()).
   void settle_quota();
@@ -185,6 +211,10 @@ class Segment {
   Errc lock(Side side, bool any_state) const;
   void unlock(Side side) const;
   bool try_lock(Side side) const;
+  int try_acquire(pthread_mutex_t* m) const;
+  Errc held_elsewhere(pthread_mutex_t* m) const;
+  bool header_intact() const;
+  SegmentStats read_stats() const;
   bool check_ring_locked() const;
   bool recover_send_locked() const;
   bool recover_recv_locked() const;
@@ -226,6 +256,11 @@ class Segment {
   uint64_t capacity_ = 0, max_message_ = 0, data_size_ = 0;
   layout::ControlHeader* ctl_ = nullptr;
   uint64_t settle_batch_ = 0, send_batch_ = 0;
+  bool no_wait_ = false;  // see set_no_wait()
+  // An unlock failed (the lock word was scribbled while we held it): glibc
+  // left the mutex on this thread's robust list, and will write into it, so
+  // the addresses must stay mapped for good (see ~Segment).
+  mutable bool poisoned_ = false;
   // How the send in progress paid its quota: from the segment's credit, or
   // `from_mount` bytes added to the mount's counter (see charge_quota_locked).
   struct Charge {

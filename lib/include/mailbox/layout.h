@@ -135,10 +135,11 @@ struct SegmentHeader {
   // that those reads are not misses on the lines the other side writes or
   // spins on.
   // The daemon parks requests as data, not threads, so it cannot sleep on the
-  // futex words above. It sets kWatch* bits here while it has parked requests
-  // or armed poll handles; a non-daemon participant that changes the ring
-  // while a bit is set stores 1 to `kick` and rings the control segment's
-  // doorbell.
+  // futex words above (nor on the locks: it only tries them). It sets kWatch*
+  // bits here while it has parked requests or armed poll handles, and both
+  // while requests wait for a lock another participant holds; a non-daemon
+  // participant that changes the ring while a bit is set stores 1 to `kick`
+  // and rings the control segment's doorbell.
   alignas(64) std::atomic<uint32_t> daemon_watch;
   std::atomic<uint32_t> kick;
   std::atomic<uint32_t> sleeping_receivers;  // non-daemon participants waiting on `pushed`
