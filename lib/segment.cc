@@ -211,6 +211,8 @@ int Segment::try_acquire(pthread_mutex_t* m) const {
 // value after its owner was found missing was left by nobody: corrupt.
 Errc Segment::held_elsewhere(pthread_mutex_t* m) const {
   const int word = mutex_word(m);
+  // No owner: it was let go (or its owner's death recorded) after our last try.
+  if ((word & FUTEX_TID_MASK) == 0) return Errc::contended;
   if (may_participate(word & FUTEX_TID_MASK, path_)) return Errc::contended;
   if (mutex_word(m) != word) return Errc::contended;  // it moved meanwhile: look again later
   hdr_->state.store(layout::kCorrupt, std::memory_order_release);
