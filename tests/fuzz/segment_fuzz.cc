@@ -163,6 +163,11 @@ void run_ops(FuzzedDataProvider& in, Segment& s, Checker& c, uint64_t total) {
       case 7: {  // a resize that fails: everything goes back, in order
         std::vector<Segment::Taken> taken;
         auto st = s.retire_and_take(taken);
+        if (!st) {  // a lock held or a scribble found: nothing was taken
+          if (!taken.empty()) abort();
+          c.scribbled = true;
+          break;
+        }
         if (!c.scribbled) {
           if (taken.size() != c.model.size()) abort();
           for (size_t k = 0; k < taken.size(); k++)
@@ -170,7 +175,7 @@ void run_ops(FuzzedDataProvider& in, Segment& s, Checker& c, uint64_t total) {
         }
         for (auto& t : taken)
           if (t.data.size() > c.max_message) abort();
-        s.unretire_and_put_back(taken, st);
+        s.unretire_and_put_back(taken, *st);
         break;
       }
       case 8:
