@@ -7,6 +7,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstdio>
+#include <thread>
 
 #include "mount.h"
 
@@ -961,7 +962,20 @@ unsigned Mailbox::poll(Handle& h, std::unique_ptr<PollToken> token) {
   return ev;
 }
 
+// A resize takes both segment locks. A participant holding one for a moment
+// (a library send) makes it try again with mu_ released, for a bounded time
+// (the caller is the owner's setxattr), then EBUSY: never an unbounded wait.
 Errc Mailbox::set(std::string_view name, std::string_view value) {
+  constexpr int kTries = 200;  // 1 ms apart
+  for (int i = 0;; i++) {
+    const Errc e = set_once(name, value);
+    if (e != Errc::contended) return e;
+    if (i == kTries) return Errc::busy;
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+}
+
+Errc Mailbox::set_once(std::string_view name, std::string_view value) {
   Batch b;
   Errc err = Errc::ok;
   {
@@ -979,7 +993,7 @@ Errc Mailbox::set(std::string_view name, std::string_view value) {
       // again, and wait on mu_ for the answer) before the queue is taken.
       std::vector<Segment::Taken> queued;
       auto taken = seg_.retire_and_take(queued);
-      if (!taken) return taken.error() == Errc::contended ? Errc::busy : taken.error();
+      if (!taken) return taken.error();  // contended: set() tries again
       const SegmentStats st = *taken;
       Settings geo = n;
       if (geo.capacity != layout::kUnbounded) geo.capacity = std::max<uint64_t>(geo.capacity, queued.size());

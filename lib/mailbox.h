@@ -202,6 +202,7 @@ class Mailbox : public std::enable_shared_from_this<Mailbox> {
   // Changes a setting by name; resizes the segment when capacity or
   // max_message change (busy if queued messages would not fit).
   Errc set(std::string_view name, std::string_view value);
+  Errc set_once(std::string_view name, std::string_view value);  // contended: try again
 
  private:
   struct Batch {
