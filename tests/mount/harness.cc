@@ -30,6 +30,17 @@ bool is_fuse(const std::string& dir) {
   return ::statfs(dir.c_str(), &s) == 0 && s.f_type == kFuseMagic;
 }
 
+// Mounted at all, a dead daemon's mount included (its statfs fails with
+// ENOTCONN, so is_fuse() cannot see it).
+bool mounted(const std::string& dir) {
+  if (is_fuse(dir)) return true;
+  std::ifstream mounts("/proc/mounts");
+  std::string dev, at, rest;
+  while (mounts >> dev >> at && std::getline(mounts, rest))
+    if (at == dir) return true;
+  return false;
+}
+
 int decode(int status) {
   if (WIFEXITED(status)) return WEXITSTATUS(status);
   if (WIFSIGNALED(status)) return 128 + WTERMSIG(status);
@@ -452,9 +463,9 @@ bool Mount::stop(int sig, int timeout_ms) {
 }
 
 Mount::~Mount() {
-  if (!mnt_.empty() && is_fuse(mnt_)) {
+  if (!mnt_.empty() && mounted(mnt_)) {
     quiet_run({"fusermount3", "-u", mnt_}, kHang);
-    if (is_fuse(mnt_)) quiet_run({"fusermount3", "-u", "-z", mnt_}, kHang);
+    if (mounted(mnt_)) quiet_run({"fusermount3", "-u", "-z", mnt_}, kHang);
   }
   if (pid_ > 0) {
     kill(pid_, SIGTERM);
@@ -470,7 +481,7 @@ Mount::~Mount() {
     }
   }
   if (!state_.empty()) quiet_run({"rm", "-rf", state_}, kHang);
-  if (!tmp_.empty() && !is_fuse(mnt_)) quiet_run({"rm", "-rf", tmp_}, kHang);
+  if (!tmp_.empty() && !mounted(mnt_)) quiet_run({"rm", "-rf", tmp_}, kHang);
 }
 
 Run Mount::sh(const std::string& script, int timeout_ms) const { return mt::sh(script, timeout_ms, mnt_); }
