@@ -40,7 +40,8 @@ FUSE_CFLAGS = $(shell pkg-config --cflags fuse3)
 FUSE_LIBS = $(shell pkg-config --libs fuse3)
 GTEST_LIBS = $(shell pkg-config --libs gtest_main 2>/dev/null || echo -lgtest_main -lgtest)
 
-CORE_SRCS := $(wildcard lib/*.cc)
+# The daemon's core: base utilities, the shared segment protocol and the mailbox logic.
+CORE_SRCS := $(wildcard lib/base/*.cc lib/shm/*.cc lib/core/*.cc)
 CORE_OBJS := $(CORE_SRCS:%.cc=$(OUT)/%.o)
 FUSE_SRCS := $(wildcard fusefs/*.cc)
 FUSE_OBJS := $(FUSE_SRCS:%.cc=$(OUT)/%.o)
@@ -51,7 +52,7 @@ MOUNT_OBJS := $(MOUNT_SRCS:%.cc=$(OUT)/%.o)
 BENCH_SRCS := $(wildcard tests/bench/*.cc)
 BENCH_OBJS := $(BENCH_SRCS:%.cc=$(OUT)/%.o)
 # libmailbox, for programs: the client and the segment code it shares with the daemon.
-LIB_SRCS := lib/client.cc lib/file_path.cc lib/segment.cc lib/log.cc
+LIB_SRCS := $(wildcard lib/client/*.cc) lib/shm/segment.cc lib/base/log.cc
 LIB_PIC_OBJS := $(LIB_SRCS:%.cc=$(OUT)/pic/%.o)
 MBX_SRCS := $(wildcard tools/mbx/*.cc)
 MBX_OBJS := $(MBX_SRCS:%.cc=$(OUT)/%.o)
@@ -67,10 +68,10 @@ $(OUT)/libmailbox_core.a: $(CORE_OBJS)
 $(OUT)/libmailbox.a: $(LIB_SRCS:%.cc=$(OUT)/%.o)
 	ar rcs $@ $^
 
-# The shared library exports the C and C++ API only (lib/libmailbox.map);
+# The shared library exports the C and C++ API only (lib/client/libmailbox.map);
 # libmailbox.so.0 -> libmailbox.so.$(VERSION), and libmailbox.so for the linker.
-$(OUT)/libmailbox.so.$(VERSION): $(LIB_PIC_OBJS) lib/libmailbox.map
-	$(CXX) -shared -Wl,-soname,$(SONAME) -Wl,--version-script=lib/libmailbox.map -Wl,-z,defs \
+$(OUT)/libmailbox.so.$(VERSION): $(LIB_PIC_OBJS) lib/client/libmailbox.map
+	$(CXX) -shared -Wl,-soname,$(SONAME) -Wl,--version-script=lib/client/libmailbox.map -Wl,-z,defs \
 	  -o $@ $(LIB_PIC_OBJS) $(LDFLAGS)
 $(OUT)/$(SONAME): $(OUT)/libmailbox.so.$(VERSION)
 	ln -sf libmailbox.so.$(VERSION) $@

@@ -4,8 +4,8 @@
 #define FUSE_USE_VERSION 312
 #include <fuse_lowlevel.h>
 
-#include "mount.h"
-#include "tree.h"
+#include "core/mount.h"
+#include "core/tree.h"
 
 namespace mbx {
 

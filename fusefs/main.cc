@@ -15,9 +15,9 @@
 #include <cstring>
 #include <string>
 
-#include "fault.h"
+#include "base/fault.h"
 #include "fuse_ops.h"
-#include "log.h"
+#include "base/log.h"
 #include "version.h"
 
 namespace {

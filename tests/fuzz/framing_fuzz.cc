@@ -20,8 +20,8 @@
 #include <string>
 #include <vector>
 
-#include "mailbox.h"
-#include "mount.h"
+#include "core/mailbox.h"
+#include "core/mount.h"
 
 namespace {
 

@@ -13,7 +13,7 @@
 #include <optional>
 #include <string>
 
-#include "settings.h"
+#include "core/settings.h"
 
 namespace {
 

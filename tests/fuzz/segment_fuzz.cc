@@ -17,7 +17,7 @@
 #include <deque>
 #include <string>
 
-#include "segment.h"
+#include "shm/segment.h"
 
 namespace {
 

@@ -14,9 +14,9 @@
 #include <memory>
 #include <string>
 
-#include "mailbox.h"
-#include "mount.h"
-#include "tree.h"
+#include "core/mailbox.h"
+#include "core/mount.h"
+#include "core/tree.h"
 
 namespace {
 

@@ -2,8 +2,8 @@
 // The direct-communication core without a mount: links per process pair,
 // ESRCH and EPERM, exits (discarded mail, failed waits, orphaned links),
 // pid reuse, receive from any, and the sender remembered per reader.
-#include "direct.h"
-#include "tree.h"
+#include "core/direct.h"
+#include "core/tree.h"
 
 #include <fcntl.h>
 

@@ -2,7 +2,7 @@
 // loses nothing; line_batch keeps the old many-lines read as an opt-in.
 #include <gtest/gtest.h>
 
-#include "settings.h"
+#include "core/settings.h"
 #include "test_util.h"
 
 namespace mbx {

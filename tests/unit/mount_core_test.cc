@@ -9,10 +9,10 @@
 
 #include <fstream>
 
-#include "mount.h"
-#include "state_dir.h"
+#include "core/mount.h"
+#include "shm/state_dir.h"
 #include "test_util.h"
-#include "timers.h"
+#include "core/timers.h"
 
 namespace mbx {
 namespace {

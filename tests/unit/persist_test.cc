@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: MIT
 // The namespace records a restarted daemon reads back (lib/persist.h): what is
 // saved loads back whole; anything damaged is reported, never half-trusted.
-#include "persist.h"
+#include "core/persist.h"
 
 #include <gtest/gtest.h>
 #include <sys/stat.h>

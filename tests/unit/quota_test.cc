@@ -1,6 +1,6 @@
 // HeldQuota: what the daemon holds for writers is charged to the mount's
 // quota (and given back), and each user is bounded by user_max_bytes.
-#include "quota.h"
+#include "core/quota.h"
 
 #include <gtest/gtest.h>
 

@@ -9,7 +9,7 @@
 #include <random>
 #include <vector>
 
-#include "segment.h"
+#include "shm/segment.h"
 #include "test_util.h"
 
 namespace mbx {

@@ -15,7 +15,7 @@
 #include <string>
 #include <vector>
 
-#include "segment.h"
+#include "shm/segment.h"
 #include "test_util.h"
 
 namespace mbx {

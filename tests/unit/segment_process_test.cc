@@ -12,7 +12,7 @@
 #include <thread>
 #include <vector>
 
-#include "segment.h"
+#include "shm/segment.h"
 #include "test_util.h"
 
 namespace mbx {

@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: MIT
 // Segment: the shared-memory ring of one mailbox, used in one process.
-#include "segment.h"
+#include "shm/segment.h"
 
 #include <gtest/gtest.h>
 

@@ -9,7 +9,7 @@
 
 #include <string>
 
-#include "segment.h"
+#include "shm/segment.h"
 #include "test_util.h"
 
 namespace ut {

@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: MIT
 // Settings: the text forms shared by -o options and user.mailbox.* xattrs.
-#include "settings.h"
+#include "core/settings.h"
 
 #include <gtest/gtest.h>
 

@@ -26,8 +26,8 @@
 #include <thread>
 #include <vector>
 
-#include "mailbox.h"
-#include "mount.h"
+#include "core/mailbox.h"
+#include "core/mount.h"
 
 namespace mbx {
 // gtest prints an Errc by its errno name instead of its bytes.

@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: MIT
 // Tree: names, directories, mailbox files and the user.mailbox.* attributes.
-#include "tree.h"
+#include "core/tree.h"
 
 #include <dirent.h>
 #include <gtest/gtest.h>

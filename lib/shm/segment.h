@@ -14,9 +14,9 @@
 #include <string>
 #include <vector>
 
-#include "errc.h"
+#include "base/errc.h"
 #include "mailbox/layout.h"
-#include "unique_fd.h"
+#include "base/unique_fd.h"
 
 namespace mbx {
 

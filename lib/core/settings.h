@@ -6,7 +6,7 @@
 #include <string>
 #include <string_view>
 
-#include "errc.h"
+#include "base/errc.h"
 #include "mailbox/layout.h"
 
 namespace mbx {

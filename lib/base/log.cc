@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: MIT
-#include "log.h"
+#include "base/log.h"
 
 #include <syslog.h>
 

@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: MIT
-#include "tree.h"
+#include "core/tree.h"
 
 #include <fcntl.h>
 #include <time.h>
@@ -13,8 +13,8 @@
 #include <optional>
 #include <set>
 
-#include "log.h"
-#include "persist.h"
+#include "base/log.h"
+#include "core/persist.h"
 
 namespace mbx {
 

@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: MIT
-#include "settings.h"
+#include "core/settings.h"
 
 #include <charconv>
 

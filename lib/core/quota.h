@@ -13,7 +13,7 @@
 #include <mutex>
 #include <unordered_map>
 
-#include "errc.h"
+#include "base/errc.h"
 #include "mailbox/layout.h"
 
 namespace mbx {

@@ -11,7 +11,7 @@
 
 #include "mailbox/layout.h"
 #include "mailbox/mailbox.hpp"
-#include "unique_fd.h"
+#include "base/unique_fd.h"
 
 namespace mailbox {
 

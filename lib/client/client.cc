@@ -12,8 +12,8 @@
 #include <pthread.h>
 
 #include "mailbox/mailbox.hpp"
-#include "file_path.h"
-#include "segment.h"
+#include "client/file_path.h"
+#include "shm/segment.h"
 
 namespace mailbox {
 

@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: MIT
-#include "file_path.h"
+#include "client/file_path.h"
 
 #include <fcntl.h>
 #include <poll.h>

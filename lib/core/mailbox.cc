@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: MIT
-#include "mailbox.h"
+#include "core/mailbox.h"
 
 #include <poll.h>
 
@@ -9,7 +9,7 @@
 #include <cstdio>
 #include <thread>
 
-#include "mount.h"
+#include "core/mount.h"
 
 namespace mbx {
 

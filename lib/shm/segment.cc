@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: MIT
-#include "segment.h"
+#include "shm/segment.h"
 
 #include <fcntl.h>
 #include <linux/futex.h>
@@ -13,7 +13,7 @@
 #include <climits>
 #include <cstring>
 
-#include "log.h"
+#include "base/log.h"
 
 namespace mbx {
 

@@ -16,10 +16,10 @@
 #include <unordered_map>
 #include <vector>
 
-#include "direct.h"
-#include "errc.h"
-#include "mailbox.h"
-#include "mount.h"
+#include "core/direct.h"
+#include "base/errc.h"
+#include "core/mailbox.h"
+#include "core/mount.h"
 
 namespace mbx {
 

@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: MIT
-#include "timers.h"
+#include "core/timers.h"
 
 namespace mbx {
 

@@ -1,4 +1,4 @@
-#include "fault.h"
+#include "base/fault.h"
 
 #include <fcntl.h>
 #include <signal.h>

@@ -10,9 +10,9 @@
 #include <utility>
 #include <vector>
 
-#include "errc.h"
+#include "base/errc.h"
 #include "mailbox/layout.h"
-#include "unique_fd.h"
+#include "base/unique_fd.h"
 
 namespace mbx {
 

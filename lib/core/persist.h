@@ -11,8 +11,8 @@
 #include <string>
 #include <vector>
 
-#include "errc.h"
-#include "settings.h"
+#include "base/errc.h"
+#include "core/settings.h"
 
 namespace mbx {
 

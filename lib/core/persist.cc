@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: MIT
-#include "persist.h"
+#include "core/persist.h"
 
 #include <dirent.h>
 #include <fcntl.h>
@@ -9,7 +9,7 @@
 #include <cstring>
 #include <string_view>
 
-#include "unique_fd.h"
+#include "base/unique_fd.h"
 
 namespace mbx {
 

@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: MIT
-#include "direct.h"
+#include "core/direct.h"
 
 #include <fcntl.h>
 #include <poll.h>
@@ -12,7 +12,7 @@
 #include <cstdio>
 #include <cstring>
 
-#include "mount.h"
+#include "core/mount.h"
 
 namespace mbx {
 

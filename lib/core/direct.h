@@ -22,9 +22,9 @@
 #include <thread>
 #include <vector>
 
-#include "errc.h"
-#include "mailbox.h"
-#include "unique_fd.h"
+#include "base/errc.h"
+#include "core/mailbox.h"
+#include "base/unique_fd.h"
 
 namespace mbx {
 

@@ -14,13 +14,13 @@
 #include <unordered_map>
 #include <vector>
 
-#include "errc.h"
-#include "quota.h"
-#include "segment.h"
-#include "settings.h"
-#include "state_dir.h"
-#include "timers.h"
-#include "unique_fd.h"
+#include "base/errc.h"
+#include "core/quota.h"
+#include "shm/segment.h"
+#include "core/settings.h"
+#include "shm/state_dir.h"
+#include "core/timers.h"
+#include "base/unique_fd.h"
 
 namespace mbx {
 

@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: MIT
-#include "mount.h"
+#include "core/mount.h"
 
 #include <fcntl.h>
 #include <unistd.h>
@@ -14,9 +14,9 @@
 #include <thread>
 #include <vector>
 
-#include "direct.h"
-#include "mailbox.h"
-#include "unique_fd.h"
+#include "core/direct.h"
+#include "core/mailbox.h"
+#include "base/unique_fd.h"
 
 namespace mbx {
 

@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: MIT
-#include "state_dir.h"
+#include "shm/state_dir.h"
 
 #include <dirent.h>
 #include <fcntl.h>
@@ -11,8 +11,8 @@
 #include <cstdio>
 #include <cstring>
 
-#include "log.h"
-#include "segment.h"
+#include "base/log.h"
+#include "shm/segment.h"
 
 namespace mbx {
 

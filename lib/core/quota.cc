@@ -1,9 +1,9 @@
-#include "quota.h"
+#include "core/quota.h"
 
 #include <algorithm>
 #include <vector>
 
-#include "mailbox.h"
+#include "core/mailbox.h"
 
 namespace mbx {
 

@@ -18,9 +18,9 @@
 #include <unordered_map>
 #include <vector>
 
-#include "errc.h"
-#include "segment.h"
-#include "settings.h"
+#include "base/errc.h"
+#include "shm/segment.h"
+#include "core/settings.h"
 
 namespace mbx {
 
