@@ -12,6 +12,8 @@
 #include <memory>
 #include <vector>
 
+#include "base/proc.h"
+
 namespace mbx {
 namespace {
 
@@ -29,9 +31,9 @@ constexpr uint32_t kOpenFlags =
 
 Fs& fs(fuse_req_t req) { return *static_cast<Fs*>(fuse_req_userdata(req)); }
 
-Caller caller(fuse_req_t req) {
+Sender caller(fuse_req_t req) {
   const fuse_ctx* c = fuse_req_ctx(req);
-  return Caller{c->pid, c->uid, c->gid};
+  return Sender{c->pid, c->uid, c->gid};
 }
 
 Handle* handle(fuse_file_info* fi) { return reinterpret_cast<Handle*>(fi->fh); }
@@ -158,31 +160,31 @@ void op_init(void*, fuse_conn_info* conn) {
 // uninterruptible sleep. When the owner or root looks the mailbox up for
 // such a call, writes of other users parked there are freed first.
 void clear_for_owner(fuse_req_t req, const struct stat& st) {
-  const Caller c = caller(req);
+  const Sender c = caller(req);
   if (!S_ISREG(st.st_mode) || (c.uid != 0 && c.uid != st.st_uid)) return;
-  auto sc = current_syscall(c.pid);
-  if (!sc || !locks_inode_exclusively(*sc)) return;
-  if (auto box = fs(req).tree->mailbox(st.st_ino)) box->clear_for(c.uid, c.pid, sc->nr);
+  auto sc = proc::current_syscall(c.pid);
+  if (!sc || !proc::locks_inode_exclusively(*sc)) return;
+  if (auto box = fs(req).router->mailbox(st.st_ino)) box->clear_for(c.uid, c.pid, sc->nr);
 }
 
 void op_lookup(fuse_req_t req, fuse_ino_t parent, const char* name) {
-  auto st = fs(req).tree->lookup(parent, name, caller(req));
+  auto st = fs(req).router->lookup(parent, name, caller(req));
   if (st) clear_for_owner(req, *st);
   reply_entry(req, st);
 }
 
 void op_forget(fuse_req_t req, fuse_ino_t ino, uint64_t n) {
-  fs(req).tree->forget(ino, n);
+  fs(req).router->forget(ino, n);
   fuse_reply_none(req);
 }
 
 void op_forget_multi(fuse_req_t req, size_t count, fuse_forget_data* list) {
-  for (size_t i = 0; i < count; i++) fs(req).tree->forget(list[i].ino, list[i].nlookup);
+  for (size_t i = 0; i < count; i++) fs(req).router->forget(list[i].ino, list[i].nlookup);
   fuse_reply_none(req);
 }
 
 void op_getattr(fuse_req_t req, fuse_ino_t ino, fuse_file_info*) {
-  auto st = fs(req).tree->getattr(ino, caller(req));
+  auto st = fs(req).router->getattr(ino, caller(req));
   if (!st) return reply_err(req, st.error());
   fuse_reply_attr(req, &*st, attr_timeout(*st));
 }
@@ -197,14 +199,14 @@ void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat* in, int to_set, fus
   if (to_set & FUSE_SET_ATTR_ATIME_NOW) what |= kSetAtimeNow;
   if (to_set & FUSE_SET_ATTR_MTIME_NOW) what |= kSetMtimeNow;
   if (to_set & FUSE_SET_ATTR_SIZE) what |= kSetSize;
-  auto st = fs(req).tree->setattr(ino, *in, what, caller(req));
+  auto st = fs(req).router->setattr(ino, *in, what, caller(req));
   if (!st) return reply_err(req, st.error());
   fuse_reply_attr(req, &*st, attr_timeout(*st));
 }
 
 void op_mknod(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode, dev_t) {
   if ((mode & S_IFMT) != S_IFREG && (mode & S_IFMT) != 0) return reply_err(req, Errc::perm);
-  reply_entry(req, fs(req).tree->create(parent, name, mode, caller(req)));
+  reply_entry(req, fs(req).router->create(parent, name, mode, caller(req)));
 }
 
 // Mailboxes have one name each: no hard or symbolic links.
@@ -213,27 +215,27 @@ void op_symlink(fuse_req_t req, const char*, fuse_ino_t, const char*) { reply_er
 void op_link(fuse_req_t req, fuse_ino_t, fuse_ino_t, const char*) { reply_err(req, Errc::perm); }
 
 void op_mkdir(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode) {
-  reply_entry(req, fs(req).tree->mkdir(parent, name, mode, caller(req)));
+  reply_entry(req, fs(req).router->mkdir(parent, name, mode, caller(req)));
 }
 
 void op_unlink(fuse_req_t req, fuse_ino_t parent, const char* name) {
-  reply_err(req, fs(req).tree->unlink(parent, name));
+  reply_err(req, fs(req).router->unlink(parent, name));
 }
 
 void op_rmdir(fuse_req_t req, fuse_ino_t parent, const char* name) {
-  reply_err(req, fs(req).tree->rmdir(parent, name));
+  reply_err(req, fs(req).router->rmdir(parent, name));
 }
 
 void op_rename(fuse_req_t req, fuse_ino_t parent, const char* name, fuse_ino_t newparent,
                const char* newname, unsigned int flags) {
   if (flags & ~RENAME_NOREPLACE) return reply_err(req, Errc::invalid);  // RENAME_EXCHANGE, WHITEOUT
-  reply_err(req, fs(req).tree->rename(parent, name, newparent, newname, flags & RENAME_NOREPLACE));
+  reply_err(req, fs(req).router->rename(parent, name, newparent, newname, flags & RENAME_NOREPLACE));
 }
 
 void op_open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   const int acc = fi->flags & O_ACCMODE;
   // Under pid/ the opener decides which link the file is (the kernel gives the opener's pid here).
-  auto opened = fs(req).tree->open(ino, acc != O_WRONLY, acc != O_RDONLY, fi->flags & O_NONBLOCK, caller(req));
+  auto opened = fs(req).router->open(ino, acc != O_WRONLY, acc != O_RDONLY, fi->flags & O_NONBLOCK, caller(req));
   if (!opened) return reply_err(req, opened.error());
   Handle* h = opened->release();
   fuse_open_out o = open_out(h);
@@ -242,10 +244,10 @@ void op_open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
 }
 
 void op_create(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode, fuse_file_info* fi) {
-  Tree& tree = *fs(req).tree;
-  auto st = tree.create(parent, name, mode, caller(req));
+  Router& router = *fs(req).router;
+  auto st = router.create(parent, name, mode, caller(req));
   if (!st) return reply_err(req, st.error());
-  auto box = tree.mailbox(st->st_ino);
+  auto box = router.mailbox(st->st_ino);
   if (!box) return reply_err(req, Errc::io);
   const int acc = fi->flags & O_ACCMODE;
   Handle* h = box->open(acc != O_WRONLY, acc != O_RDONLY, fi->flags & O_NONBLOCK).release();
@@ -257,7 +259,7 @@ void op_create(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode,
   iovec iov[2] = {{&e, sizeof e}, {&o, sizeof o}};
   if (fuse_reply_iov(req, iov, 2) != 0) {
     drop_handle(h);
-    tree.forget(st->st_ino, 1);
+    router.forget(st->st_ino, 1);
   }
 }
 
@@ -271,23 +273,16 @@ void op_read(fuse_req_t req, fuse_ino_t, size_t size, off_t, fuse_file_info* fi)
 void op_write(fuse_req_t req, fuse_ino_t ino, const char* buf, size_t size, off_t, fuse_file_info* fi) {
   Handle* h = handle(fi);
   const bool nb = fi->flags & O_NONBLOCK;
-  const Caller c = caller(req);
-  fs(req).tree->clear_privs_on_write(ino, c);  // the kernel leaves it to us for direct I/O
-  const Sender from{c.pid, c.uid, c.gid};
+  const Sender from = caller(req);
+  fs(req).router->clear_privs_on_write(ino, from);  // the kernel leaves it to us for direct I/O
   run(req, ReplyKind::write, h->box, [&](Waiter* w) { return h->box->write(*h, buf, size, nb, from, w); });
 }
 
+// close() and fsync(): commit what the open file wrote (the mailbox decides
+// what a killed writer's close sends).
 void commit_unsent(fuse_req_t req, Handle* h, bool on_close) {
-  const Caller c = caller(req);
-  // A writer killed by a signal is closing its files on the way out: what it
-  // wrote is an unfinished message, not one to send.
-  if (on_close && h->can_write && killed_by_signal(c.pid)) {
-    h->box->discard_unsent(*h);
-    fuse_reply_err(req, 0);
-    return;
-  }
-  const Sender from{c.pid, c.uid, c.gid};
-  run(req, ReplyKind::status, h->box, [&](Waiter* w) { return h->box->flush(*h, from, w); });
+  const Sender from = caller(req);
+  run(req, ReplyKind::status, h->box, [&](Waiter* w) { return h->box->flush(*h, from, w, on_close); });
 }
 
 void op_flush(fuse_req_t req, fuse_ino_t, fuse_file_info* fi) { commit_unsent(req, handle(fi), true); }
@@ -309,7 +304,7 @@ void op_poll(fuse_req_t req, fuse_ino_t, fuse_file_info* fi, fuse_pollhandle* ph
 }
 
 void op_opendir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
-  auto list = fs(req).tree->list(ino, caller(req));
+  auto list = fs(req).router->list(ino, caller(req));
   if (!list) return reply_err(req, list.error());
   auto* snap = new std::vector<DirEntry>(std::move(list.value()));
   fi->fh = reinterpret_cast<uintptr_t>(snap);
@@ -338,7 +333,7 @@ void op_releasedir(fuse_req_t req, fuse_ino_t, fuse_file_info* fi) {
 }
 
 void op_statfs(fuse_req_t req, fuse_ino_t) {
-  struct statvfs s = fs(req).tree->statfs();
+  struct statvfs s = fs(req).router->statfs();
   fuse_reply_statfs(req, &s);
 }
 
@@ -350,19 +345,19 @@ void reply_xattr(fuse_req_t req, const Result<std::string>& v, size_t size) {
 }
 
 void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char* name, size_t size) {
-  reply_xattr(req, fs(req).tree->getxattr(ino, name, caller(req)), size);
+  reply_xattr(req, fs(req).router->getxattr(ino, name, caller(req)), size);
 }
 
 void op_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size) {
-  reply_xattr(req, fs(req).tree->listxattr(ino), size);
+  reply_xattr(req, fs(req).router->listxattr(ino), size);
 }
 
 void op_setxattr(fuse_req_t req, fuse_ino_t ino, const char* name, const char* value, size_t size, int) {
-  reply_err(req, fs(req).tree->setxattr(ino, name, std::string_view(value, size), caller(req)));
+  reply_err(req, fs(req).router->setxattr(ino, name, std::string_view(value, size), caller(req)));
 }
 
 void op_removexattr(fuse_req_t req, fuse_ino_t ino, const char* name) {
-  reply_err(req, fs(req).tree->removexattr(ino, name));
+  reply_err(req, fs(req).router->removexattr(ino, name));
 }
 
 // The one ioctl: a write-only opener's way to what the xattrs say (layout.h).
@@ -371,7 +366,7 @@ void op_ioctl(fuse_req_t req, fuse_ino_t ino, unsigned cmd, void*, fuse_file_inf
   if (cmd != layout::kInfoIoctl || (flags & FUSE_IOCTL_COMPAT) ||
       out_size < sizeof(layout::FileInfo))
     return (void)fuse_reply_err(req, ENOTTY);
-  auto fi = fs(req).tree->file_info(ino, caller(req));
+  auto fi = fs(req).router->file_info(ino, caller(req));
   if (!fi) return reply_err(req, fi.error());
   fuse_reply_ioctl(req, 0, &*fi, sizeof *fi);
 }
@@ -412,6 +407,11 @@ fuse_lowlevel_ops make_ops() {
 }
 
 }  // namespace
+
+void FuseKernelCache::raise_size(uint64_t ino, uint64_t size) {
+  fuse_bufvec empty = FUSE_BUFVEC_INIT(0);
+  fuse_lowlevel_notify_store(se_, ino, static_cast<off_t>(size), &empty, FUSE_BUF_NO_SPLICE);
+}
 
 const fuse_lowlevel_ops& fuse_operations() {
   static const fuse_lowlevel_ops ops = make_ops();

@@ -4,17 +4,25 @@
 #define FUSE_USE_VERSION 312
 #include <fuse_lowlevel.h>
 
-#include "core/mount.h"
-#include "core/tree.h"
+#include "core/router.h"
 
 namespace mbx {
 
 // What every callback reaches through fuse_req_userdata().
 struct Fs {
-  Mount* mount = nullptr;
-  Tree* tree = nullptr;
+  Router* router = nullptr;
 };
 
 const fuse_lowlevel_ops& fuse_operations();
+
+// Raises the kernel's cached st_size of a mailbox (see KernelCache).
+class FuseKernelCache final : public KernelCache {
+ public:
+  explicit FuseKernelCache(fuse_session* se) : se_(se) {}
+  void raise_size(uint64_t ino, uint64_t size) override;
+
+ private:
+  fuse_session* se_;
+};
 
 }  // namespace mbx

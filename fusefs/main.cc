@@ -16,6 +16,7 @@
 #include <string>
 
 #include "base/fault.h"
+#include "core/daemon.h"
 #include "fuse_ops.h"
 #include "base/log.h"
 #include "version.h"
@@ -246,31 +247,29 @@ int main(int argc, char* argv[]) {
   }
   if (cfg.defaults.max_message > cfg.max_bytes) cfg.defaults.max_message = cfg.max_bytes;
 
-  auto mount = mbx::Mount::open(cfg);
-  if (!mount) {
-    if (mount.error() == mbx::Errc::exists)
+  auto daemon = mbx::Daemon::open(cfg, root_mode, getuid(), getgid());
+  if (!daemon) {
+    if (daemon.error() == mbx::Errc::exists)
       mbx::log(mbx::LogLevel::error, "state directory %s is in use by another mailboxfs",
                    cfg.state_dir.c_str());
     else
       mbx::log(mbx::LogLevel::error, "state directory %s: %s", cfg.state_dir.c_str(),
-                   std::strerror(mbx::to_errno(mount.error())));
+                   std::strerror(mbx::to_errno(daemon.error())));
     return 1;
   }
   mbx::install_segment_fault_handler(cfg.state_dir);  // a truncated or unbacked segment page
-  mbx::Tree tree(**mount, root_mode, getuid(), getgid());
-  mbx::Fs fs{mount->get(), &tree};
+  mbx::Mount& mount = (*daemon)->mount();
+  mbx::Fs fs{&(*daemon)->router()};
 
   fuse_opt_add_arg(&args, "-odefault_permissions,fsname=mailboxfs,subtype=mailboxfs");
   const fuse_lowlevel_ops& ops = mbx::fuse_operations();
   fuse_session* se = fuse_session_new(&args, &ops, sizeof ops, &fs);
   if (!se) {  // libfuse printed which option it did not know
-    if ((*mount)->restored()) (*mount)->keep_state();
+    if (mount.restored()) mount.keep_state();
     return 2;
   }
-  (*mount)->raise_size = [se](uint64_t ino, uint64_t size) {
-    fuse_bufvec empty = FUSE_BUFVEC_INIT(0);
-    fuse_lowlevel_notify_store(se, ino, static_cast<off_t>(size), &empty, FUSE_BUF_NO_SPLICE);
-  };
+  mbx::FuseKernelCache kernel(se);
+  mount.set_kernel(&kernel);
   int status = 1;  // until mounted
   bool mounted = false;
   if (fuse_set_signal_handlers(se) == 0) {
@@ -280,8 +279,8 @@ int main(int argc, char* argv[]) {
       fuse_daemonize(cmd.foreground);
       if (!cmd.foreground) mbx::log_to_syslog();  // stderr is /dev/null now
       // Re-attached only once mounted: a failed mount must not consume them.
-      if ((*mount)->restored()) {
-        const auto r = tree.restore();
+      if (mount.restored()) {
+        const auto r = (*daemon)->restore();
         mbx::log(mbx::LogLevel::notice,
                  "re-attached %llu mailboxes (%llu messages) and %llu directories left in %s"
                  " by a daemon that died%s",
@@ -289,7 +288,7 @@ int main(int argc, char* argv[]) {
                  static_cast<unsigned long long>(r.directories), cfg.state_dir.c_str(),
                  r.dropped ? "; dropped some records that no longer fit" : "");
       }
-      (*mount)->start();
+      (*daemon)->start();
       if (cmd.singlethread) {
         rc = fuse_session_loop(se);
       } else {
@@ -308,14 +307,14 @@ int main(int argc, char* argv[]) {
       // segment lock). Replacing libfuse's handlers leaves no moment with
       // the default action.
       for (int sig : {SIGTERM, SIGINT, SIGHUP}) std::signal(sig, absorb_first_signal);
-      tree.shutdown();  // parked calls end before the connection goes
+      (*daemon)->shutdown();  // parked calls end before the connection goes
       fuse_session_unmount(se);
       status = rc < 0 ? 1 : 0;  // a signal (SIGTERM, SIGINT) ending the loop is a clean stop
     }
     fuse_remove_signal_handlers(se);  // leaves alone the ones set above
   }
   // A dead daemon's state this one never mounted to re-attach stays for the next attempt.
-  if (!mounted && (*mount)->restored()) (*mount)->keep_state();
+  if (!mounted && mount.restored()) mount.keep_state();
   fuse_session_destroy(se);
   return status;
 }

@@ -3,7 +3,8 @@
 #pragma once
 #include <cerrno>
 #include <utility>
-#include <variant>
+
+#include "mailbox/protocol.h"
 
 namespace mbx {
 
@@ -41,25 +42,10 @@ enum class Errc : int {
 inline int to_errno(Errc e) { return static_cast<int>(e); }
 inline Errc from_errno(int e) { return static_cast<Errc>(e); }
 
-// A minimal expected<T, Errc>: GCC 12's libstdc++ has no std::expected in C++20.
+// A value or an Errc: the one Result type of the public API (protocol.h),
+// with the core's error enum.
 template <class T>
-class Result {
- public:
-  Result(T v) : v_(std::move(v)) {}                      // NOLINT: implicit by design
-  Result(Errc e) : v_(e) {}                              // NOLINT
-  bool ok() const { return v_.index() == 0; }
-  explicit operator bool() const { return ok(); }
-  T& value() & { return std::get<0>(v_); }
-  T&& value() && { return std::get<0>(std::move(v_)); }
-  const T& value() const& { return std::get<0>(v_); }
-  T* operator->() { return &std::get<0>(v_); }
-  const T* operator->() const { return &std::get<0>(v_); }
-  T& operator*() & { return std::get<0>(v_); }
-  const T& operator*() const& { return std::get<0>(v_); }
-  Errc error() const { return ok() ? Errc::ok : std::get<1>(v_); }
-
- private:
-  std::variant<T, Errc> v_;
-};
+using Result = mailbox::Result<T, Errc>;
+using Sender = mailbox::Sender;
 
 }  // namespace mbx

@@ -113,7 +113,7 @@ struct detail::MailboxImpl {
   // Finds the mailbox's current segment through the daemon's xattr and maps
   // it with the mount's control segment (quota counter, doorbell).
   int attach() {
-    auto sp = get_xattr(path, "user.mailbox.segment");
+    auto sp = get_xattr(path, mailbox::attr::kSegment);
     if (!sp && sp.error() == EACCES && !can_receive) {  // write-only for us: ask an open file
       mbx::layout::FileInfo fi;
       const int e = FilePath::info(path, &fi);
@@ -125,9 +125,9 @@ struct detail::MailboxImpl {
     const std::string cpath = sp->substr(0, sp->rfind('/')) + "/control";
     mbx::UniqueFd fd(::open(cpath.c_str(), O_RDWR | O_CLOEXEC | O_NOFOLLOW));
     if (!fd.valid()) return errno;
-    void* p = ::mmap(nullptr, 4096, PROT_READ | PROT_WRITE, MAP_SHARED, fd.get(), 0);
+    void* p = ::mmap(nullptr, kControlSize, PROT_READ | PROT_WRITE, MAP_SHARED, fd.get(), 0);
     if (p == MAP_FAILED) return errno;
-    mbx::Mapping m(p, 4096);
+    mbx::Mapping m(p, kControlSize);
     auto* c = static_cast<ControlHeader*>(p);
     if (std::atomic_ref<uint64_t>(c->magic).load(std::memory_order_acquire) != mbx::layout::kControlMagic)
       return EBADMSG;
@@ -411,8 +411,8 @@ Result<Mailbox> Mailbox::create(const std::string& path, const CreateOptions& c,
   ::close(fd);
   const std::string cap = c.capacity == CreateOptions::kUnbounded ? "unbounded" : std::to_string(c.capacity);
   const std::string max = std::to_string(c.max_message);
-  if (::setxattr(path.c_str(), "user.mailbox.max_message", max.data(), max.size(), 0) != 0 ||
-      ::setxattr(path.c_str(), "user.mailbox.capacity", cap.data(), cap.size(), 0) != 0) {
+  if (::setxattr(path.c_str(), attr::kMaxMessage, max.data(), max.size(), 0) != 0 ||
+      ::setxattr(path.c_str(), attr::kCapacity, cap.data(), cap.size(), 0) != 0) {
     int e = errno;
     ::unlink(path.c_str());
     return Result<Mailbox>::failure(e);
@@ -497,9 +497,8 @@ Stats Mailbox::stats() const {
       if (!v) return 0;
       return *v == "unbounded" ? CreateOptions::kUnbounded : std::strtoull(v->c_str(), nullptr, 10);
     };
-    return Stats{num("user.mailbox.messages"), num("user.mailbox.bytes"), num("user.mailbox.sent"),
-                 num("user.mailbox.received"), num("user.mailbox.lost"), num("user.mailbox.capacity"),
-                 num("user.mailbox.max_message")};
+    return Stats{num(attr::kMessages), num(attr::kBytes), num(attr::kSent), num(attr::kReceived),
+                 num(attr::kLost), num(attr::kCapacity), num(attr::kMaxMessage)};
   }
   mbx::SegmentStats s = impl_->seg.stats();
   return Stats{s.count, s.bytes, s.total_sent, s.total_received, s.lost, impl_->seg.capacity(),

@@ -45,8 +45,8 @@ int FilePath::info(const std::string& path, mbx::layout::FileInfo* out) {
 
 int FilePath::open(const std::string& path, FilePath* out) {
   std::string framing, max;
-  int e = get_text(path, "user.mailbox.framing", &framing);
-  if (!e) e = get_text(path, "user.mailbox.max_message", &max);
+  int e = get_text(path, attr::kFraming, &framing);
+  if (!e) e = get_text(path, attr::kMaxMessage, &max);
   if (e == EACCES) {  // no read permission: a sender may still ask the open file
     mbx::layout::FileInfo fi;
     if ((e = info(path, &fi))) return e;
@@ -210,16 +210,9 @@ Result<std::string> FilePath::receive(bool nonblock, Deadline deadline) {
 // the last message it received from this file.
 Sender FilePath::last_sender() const {
   char buf[128];
-  const ssize_t n = ::getxattr(path_.c_str(), "user.mailbox.sender", buf, sizeof buf - 1);
+  const ssize_t n = ::getxattr(path_.c_str(), attr::kSender, buf, sizeof buf - 1);
   Sender s;
-  if (n <= 0) return s;
-  buf[n] = 0;
-  unsigned long long pid = 0, uid = 0, gid = 0;
-  if (std::sscanf(buf, "pid=%llu uid=%llu gid=%llu", &pid, &uid, &gid) == 3) {
-    s.pid = static_cast<int>(pid);
-    s.uid = static_cast<unsigned>(uid);
-    s.gid = static_cast<unsigned>(gid);
-  }
+  if (n > 0) parse_sender(std::string_view(buf, static_cast<size_t>(n)), &s);
   return s;
 }
 

@@ -12,138 +12,24 @@
 #include <cstdio>
 #include <cstring>
 
-#include "core/mount.h"
+#include "base/proc.h"
 
 namespace mbx {
 
 namespace {
 using Guard = std::lock_guard<std::mutex>;
 
-constexpr uint64_t kAnyIno = kPidDirIno + 1;
-constexpr uint64_t kEntryBase = kPidDirIno + 16;
-constexpr uint64_t kViewBase = kPidDirIno + (1ull << 50);
-constexpr pid_t kPidLimit = 1 << 22;  // PID_MAX_LIMIT on 64-bit Linux
-enum Kind : uint64_t { kBoth = 0, kTo = 1, kFrom = 2 };
-
-uint64_t entry_ino(pid_t n, Kind k) { return kEntryBase + static_cast<uint64_t>(n) * 4 + k; }
-uint64_t view_ino(pid_t s, pid_t r) {
-  return kViewBase + (static_cast<uint64_t>(s) << 22 | static_cast<uint64_t>(r));
-}
-
-// What an inode of pid/ names.
-struct Name {
-  enum { dir, any, entry, view, none } what = none;
-  pid_t n = 0, r = 0;
-  Kind kind = kBoth;
-};
-
-Name decode(uint64_t ino) {
-  Name d;
-  if (ino == kPidDirIno) d.what = Name::dir;
-  else if (ino == kAnyIno) d.what = Name::any;
-  else if (ino >= kViewBase) {
-    d.what = Name::view;
-    d.n = static_cast<pid_t>((ino - kViewBase) >> 22);
-    d.r = static_cast<pid_t>((ino - kViewBase) & (kPidLimit - 1));
-  } else if (ino >= kEntryBase) {
-    d.what = Name::entry;
-    d.n = static_cast<pid_t>((ino - kEntryBase) / 4);
-    d.kind = static_cast<Kind>((ino - kEntryBase) % 4);
-  }
-  return d;
-}
-
-// A decimal pid, 1 to PID_MAX_LIMIT - 1, without sign or leading zeros.
-bool parse_pid(std::string_view s, pid_t* out) {
-  if (s.empty() || s.size() > 7 || s[0] == '0') return false;
-  int v = 0;
-  auto [p, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
-  if (ec != std::errc() || p != s.data() + s.size() || v <= 0 || v >= kPidLimit) return false;
-  *out = v;
-  return true;
-}
-
-Name parse(std::string_view name) {
-  Name d;
-  if (name == "any") {
-    d.what = Name::any;
-  } else if (parse_pid(name, &d.n)) {
-    d.what = Name::entry;
-  } else if (name.substr(0, 3) == "to." && parse_pid(name.substr(3), &d.n)) {
-    d.what = Name::entry;
-    d.kind = kTo;
-  } else if (name.substr(0, 5) == "from." && parse_pid(name.substr(5), &d.n)) {
-    d.what = Name::entry;
-    d.kind = kFrom;
-  } else if (auto at = name.find("-to-"); at != std::string_view::npos && parse_pid(name.substr(0, at), &d.n) &&
-                                          parse_pid(name.substr(at + 4), &d.r)) {
-    d.what = Name::view;
-  }
-  return d;
-}
-
-bool read_file(const std::string& path, std::string* out) {
-  UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
-  if (!fd.valid()) return false;
-  char buf[4096];
-  ssize_t n = ::read(fd.get(), buf, sizeof buf - 1);
-  if (n <= 0) return false;
-  out->assign(buf, static_cast<size_t>(n));
-  return true;
-}
-
-// The numbers after "Key:" in /proc/<pid>/status.
-std::vector<unsigned long> status_field(const std::string& status, const char* key) {
-  std::vector<unsigned long> v;
-  auto at = status.find(key);
-  if (at == std::string::npos) return v;
-  const char* p = status.c_str() + at + std::strlen(key);
-  for (;;) {
-    char* end;
-    unsigned long x = std::strtoul(p, &end, 10);
-    if (end == p) break;
-    v.push_back(x);
-    p = end;
-    if (*p == '\n') break;
-  }
-  return v;
-}
-
-struct ProcInfo {
-  pid_t tgid;
-  uid_t ruid, suid;
-  gid_t rgid;
-};
-
-// The live (not zombie) process that thread `tid` belongs to.
-Result<ProcInfo> proc_info(pid_t tid) {
-  std::string s;
-  if (tid <= 0 || !read_file("/proc/" + std::to_string(tid) + "/status", &s)) return kNoProcess;
-  auto state = s.find("\nState:");
-  if (state != std::string::npos) {
-    const char* p = s.c_str() + state + 7;
-    while (*p == ' ' || *p == '\t') p++;
-    if (*p == 'Z' || *p == 'X') return kNoProcess;  // exited, not yet reaped
-  }
-  auto tgid = status_field(s, "\nTgid:");
-  auto uid = status_field(s, "\nUid:");
-  auto gid = status_field(s, "\nGid:");
-  if (tgid.size() != 1 || uid.size() != 4 || gid.size() != 4) return kNoProcess;
-  return ProcInfo{static_cast<pid_t>(tgid[0]), static_cast<uid_t>(uid[0]), static_cast<uid_t>(uid[2]),
-                  static_cast<gid_t>(gid[0])};
+// The live process that thread `tid` belongs to.
+Result<proc::Status> proc_info(pid_t tid) {
+  auto st = proc::status(tid);
+  if (!st) return kNoProcess;
+  return *st;
 }
 
 Result<uint64_t> proc_start(pid_t pid) {
-  std::string s;
-  if (!read_file("/proc/" + std::to_string(pid) + "/stat", &s)) return kNoProcess;
-  auto close = s.rfind(')');  // comm (field 2) may contain spaces and parentheses
-  if (close == std::string::npos) return kNoProcess;
-  int field = 2;
-  for (size_t i = close + 1; i < s.size(); i++) {
-    if (s[i] != ' ') continue;
-    if (++field == 22) return std::strtoull(s.c_str() + i + 1, nullptr, 10);
-  }
-  return kNoProcess;
+  auto t = proc::start_time(pid);
+  if (!t) return kNoProcess;
+  return *t;
 }
 
 }  // namespace
@@ -193,7 +79,7 @@ class Direct::LinkToken final : public PollToken {
   pid_t receiver_;
 };
 
-Direct::Direct(Mount& mount) : mount_(mount), wake_(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) {}
+Direct::Direct(MailboxFactory& factory) : factory_(factory), wake_(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) {}
 
 Direct::~Direct() {
   if (thread_.joinable()) {
@@ -344,7 +230,7 @@ Result<std::shared_ptr<Mailbox>> Direct::link_locked(const ProcId& from, const P
     if (it == procs_.end() || !(it->second->id == *p)) return kNoProcess;
   }
   // Ids of their own, far from the tree's inode numbers: they name segment files.
-  auto box = mount_.create_mailbox((1ull << 63) + next_id_++, mount_.config().defaults);
+  auto box = factory_.create_mailbox((1ull << 63) + next_id_++, factory_.defaults());
   if (!box) return box.error();
   auto l = std::make_shared<Link>();
   l->from = from;
@@ -416,9 +302,9 @@ Result<std::shared_ptr<Mailbox>> Direct::any_box(const Sender& caller) {
   auto it = procs_.find(me->pid);
   if (it == procs_.end() || !(it->second->id == *me)) return kNoProcess;
   if (!it->second->any) {
-    Settings s = mount_.config().defaults;
+    Settings s = factory_.defaults();
     s.capacity = layout::kUnbounded;  // only holds what its receivers asked for
-    auto box = mount_.create_mailbox((1ull << 63) + next_id_++, s);
+    auto box = factory_.create_mailbox((1ull << 63) + next_id_++, s);
     if (!box) return box.error();
     (*box)->set_feeder(std::make_shared<Feed>(*this, *me));
     it->second->any = std::move(box.value());
@@ -554,152 +440,20 @@ void Direct::run() {
   }
 }
 
-// ---- the namespace -------------------------------------------------------------
+// ---- what pid/ shows ------------------------------------------------------------
 
-struct stat Direct::stat_entry(uint64_t ino, const Sender& caller) {
-  struct stat st {};
-  st.st_ino = ino;
-  st.st_nlink = 1;
-  st.st_blksize = 4096;
-  timespec now;
-  clock_gettime(CLOCK_REALTIME, &now);
-  st.st_atim = st.st_mtim = st.st_ctim = now;
-  const Name d = decode(ino);
-  if (d.what == Name::dir) {
-    st.st_mode = S_IFDIR | 0555;
-    st.st_nlink = 2;
-    return st;
-  }
-  // Messages queued on the links it stands for: st_size counts messages.
-  std::vector<std::shared_ptr<Mailbox>> boxes;
-  auto me = proc_info(caller.pid);
-  const pid_t self = me ? me->tgid : 0;
-  {
-    Guard g(mu_);
-    for (auto& l : links_) {
-      const bool mine = l->to.pid == self;
-      if ((d.what == Name::entry && d.kind != kTo && mine && l->from.pid == d.n) ||
-          (d.what == Name::entry && d.kind == kTo && l->from.pid == self && l->to.pid == d.n && !l->orphan) ||
-          (d.what == Name::any && mine) || (d.what == Name::view && l->from.pid == d.n && l->to.pid == d.r)) {
-        boxes.push_back(l->box);
-        if (d.what != Name::any) st.st_uid = l->as.uid, st.st_gid = l->as.gid;
-      }
-    }
-    auto it = procs_.find(self);
-    if (d.what == Name::any && it != procs_.end() && it->second->any) boxes.push_back(it->second->any);
-  }
-  st.st_mode = S_IFREG | (d.what == Name::view ? 0 : d.what == Name::any ? 0444 : d.kind == kTo ? 0222
-                                                 : d.kind == kFrom         ? 0444
-                                                                            : 0666);
-  int64_t sent = 0, recv = 0;
-  for (auto& b : boxes) {
-    MailboxInfo i = b->info();
-    st.st_size += static_cast<off_t>(i.seg.count);
-    st.st_blocks += static_cast<blkcnt_t>((i.seg.record_bytes + 511) / 512);
-    sent = std::max(sent, i.seg.last_send_ns);
-    recv = std::max(recv, i.seg.last_recv_ns);
-  }
-  if (sent) st.st_mtim = timespec{sent / 1000000000, sent % 1000000000};
-  if (recv) st.st_atim = timespec{recv / 1000000000, recv % 1000000000};
-  return st;
-}
-
-// The link s->r may be inspected by root and by its receiver's user.
-bool Direct::may_view(pid_t s, pid_t r, const Sender& caller) {
-  if (caller.uid == 0) return true;
+std::vector<Direct::LinkInfo> Direct::link_infos() {
   Guard g(mu_);
-  for (auto& l : links_)
-    if (l->from.pid == s && l->to.pid == r && l->to_uid == caller.uid) return true;
-  return false;
-}
-
-Result<struct stat> Direct::lookup(std::string_view name, const Sender& caller) {
-  const Name d = parse(name);
-  switch (d.what) {
-    case Name::any: return stat_entry(kAnyIno, caller);
-    case Name::entry: return stat_entry(entry_ino(d.n, d.kind), caller);
-    case Name::view:
-      if (!may_view(d.n, d.r, caller)) return Errc::not_found;
-      return stat_entry(view_ino(d.n, d.r), caller);
-    default: return Errc::not_found;
-  }
-}
-
-Result<struct stat> Direct::getattr(uint64_t ino, const Sender& caller) {
-  const Name d = decode(ino);
-  if (d.what == Name::none) return Errc::not_found;
-  if (d.what == Name::view && !may_view(d.n, d.r, caller)) return Errc::not_found;
-  return stat_entry(ino, caller);
-}
-
-Result<std::vector<DirectEntry>> Direct::list(const Sender& caller) {
-  std::vector<DirectEntry> out{{".", kPidDirIno, S_IFDIR}, {"..", 1, S_IFDIR}, {"any", kAnyIno, S_IFREG}};
-  auto me = proc_info(caller.pid);
-  const pid_t self = me ? me->tgid : 0;
-  std::set<pid_t> from;
-  std::set<std::pair<pid_t, pid_t>> all;
-  {
-    Guard g(mu_);
-    for (auto& l : links_) {
-      if (l->box->info().seg.count == 0) continue;  // only links holding messages
-      if (l->to.pid == self) from.insert(l->from.pid);
-      if (caller.uid == 0 || l->to_uid == caller.uid) all.insert({l->from.pid, l->to.pid});
-    }
-  }
-  for (pid_t p : from) out.push_back({std::to_string(p), entry_ino(p, kBoth), S_IFREG});
-  for (auto [s, r] : all)
-    out.push_back({std::to_string(s) + "-to-" + std::to_string(r), view_ino(s, r), S_IFREG});
+  std::vector<LinkInfo> out;
+  out.reserve(links_.size());
+  for (auto& l : links_) out.push_back({l->from.pid, l->to.pid, l->to_uid, l->as, l->orphan, l->box});
   return out;
 }
 
-Result<std::unique_ptr<Handle>> Direct::open(uint64_t ino, bool can_read, bool can_write, bool nonblock,
-                                             const Sender& caller) {
-  const Name d = decode(ino);
-  Result<std::shared_ptr<Mailbox>> box = Errc::perm;
-  switch (d.what) {
-    case Name::dir: return Errc::is_dir;
-    case Name::none: return Errc::not_found;
-    case Name::view: return Errc::perm;  // inspection only: messages go to their addressee
-    case Name::any:
-      if (can_write) return Errc::perm;
-      box = any_box(caller);
-      break;
-    case Name::entry:
-      if (can_read && can_write) return Errc::invalid;  // two links, one open file: pick a direction
-      if ((d.kind == kTo && can_read) || (d.kind == kFrom && can_write)) return Errc::perm;
-      box = can_write ? send_link(caller, d.n) : recv_link(d.n, caller);
-      break;
-  }
-  if (!box) return box.error();
-  auto h = (*box)->open(can_read, can_write, nonblock);
-  if (can_write) {
-    auto me = enroll_caller(caller);
-    if (!me) return me.error();
-    h->as = Sender{me->pid, caller.uid, caller.gid};
-  }
-  return h;
-}
-
-Result<std::shared_ptr<Mailbox>> Direct::xattr_box(uint64_t ino, const Sender& caller) {
-  const Name d = decode(ino);
-  switch (d.what) {
-    case Name::any: return any_box(caller);
-    case Name::entry: return d.kind == kTo ? send_link(caller, d.n) : recv_link(d.n, caller);
-    case Name::view: {
-      if (!may_view(d.n, d.r, caller)) return Errc::not_found;
-      Guard g(mu_);
-      for (auto& l : links_)
-        if (l->from.pid == d.n && l->to.pid == d.r) return l->box;
-      return Errc::no_data;
-    }
-    default: return Errc::no_data;
-  }
-}
-
-Result<std::string> Direct::dir_xattr(std::string_view name) {
-  if (name == "user.mailbox.links") return std::to_string(links());
-  if (name == "user.mailbox.discarded") return std::to_string(discarded());
-  return Errc::no_data;
+std::shared_ptr<Mailbox> Direct::any_queue(pid_t self) {
+  Guard g(mu_);
+  auto it = procs_.find(self);
+  return it == procs_.end() ? nullptr : it->second->any;
 }
 
 }  // namespace mbx

@@ -28,17 +28,6 @@
 
 namespace mbx {
 
-class Mount;
-
-// The pid/ directory and its entries live in an inode range of their own,
-// far above the tree's counter:
-//   kPidDirIno            pid/
-//   kPidDirIno + 1        pid/any
-//   kPidDirIno + 16 + 4n  pid/<n>       (+1: pid/to.<n>, +2: pid/from.<n>)
-//   kPidDirIno + 2^50 + (s << 22 | r)   pid/<s>-to-<r> (the link s->r, seen by
-//                                       root and by the receiver's user)
-inline constexpr uint64_t kPidDirIno = 1ull << 62;
-inline constexpr std::string_view kPidDirName = "pid";
 // ESRCH: the named process does not exist (or exited while waited for).
 inline constexpr Errc kNoProcess = static_cast<Errc>(ESRCH);
 
@@ -49,15 +38,9 @@ struct ProcId {
   bool operator==(const ProcId&) const = default;
 };
 
-struct DirectEntry {
-  std::string name;
-  uint64_t ino;
-  mode_t mode;
-};
-
 class Direct {
  public:
-  explicit Direct(Mount& mount);
+  explicit Direct(MailboxFactory& factory);
   ~Direct();
   Direct(const Direct&) = delete;
   Direct& operator=(const Direct&) = delete;
@@ -66,29 +49,26 @@ class Direct {
   // The daemon is stopping: every link ends (parked calls get EIDRM).
   void shutdown();
 
-  static bool owns(uint64_t ino) { return ino >= kPidDirIno; }
-
-  // Namespace. `caller` is the requesting thread as the kernel reported it.
-  Result<struct stat> lookup(std::string_view name, const Sender& caller);
-  Result<struct stat> getattr(uint64_t ino, const Sender& caller);
-  Result<std::vector<DirectEntry>> list(const Sender& caller);
-  // An open file of pid/<n> (read: link n->caller; write: caller->n),
-  // pid/to.<n>, pid/from.<n> or pid/any. Writes record the opening process.
-  Result<std::unique_ptr<Handle>> open(uint64_t ino, bool can_read, bool can_write, bool nonblock,
-                                       const Sender& caller);
-  // The mailbox whose attributes an entry shows (made on first use, with
-  // the same checks as open): to.<n> the caller's link to n, pid/<n> and
-  // from.<n> the link from n, any the caller's receive-from-any queue.
-  Result<std::shared_ptr<Mailbox>> xattr_box(uint64_t ino, const Sender& caller);
-  // user.mailbox.links / user.mailbox.discarded of pid/ itself.
-  Result<std::string> dir_xattr(std::string_view name);
-
-  // The core operations behind those (also used by the unit tests).
+  // The core operations (pid/ in core/pid_dir.h shows them as files).
   Result<std::shared_ptr<Mailbox>> send_link(const Sender& caller, pid_t to);
   Result<std::shared_ptr<Mailbox>> recv_link(pid_t from, const Sender& caller);
   Result<std::shared_ptr<Mailbox>> any_box(const Sender& caller);
   uint64_t links();
   uint64_t discarded() const { return discarded_.load(std::memory_order_relaxed); }
+  // Registers the calling thread's process (a writer is recorded as its process).
+  Result<ProcId> enroll_caller(const Sender& caller);
+
+  // What pid/ shows of the links: a snapshot.
+  struct LinkInfo {
+    pid_t from, to;
+    uid_t to_uid;  // the receiver's real uid: its user may inspect the link
+    Sender as;     // the sending process
+    bool orphan;   // its sender exited; kept until drained
+    std::shared_ptr<Mailbox> box;
+  };
+  std::vector<LinkInfo> link_infos();
+  // Process `self`'s receive-from-any queue, if it was made.
+  std::shared_ptr<Mailbox> any_queue(pid_t self);
 
  private:
   struct Proc;
@@ -97,10 +77,8 @@ class Direct {
   class LinkToken;
 
   Result<ProcId> enroll(pid_t pid, Sender* who = nullptr, uid_t* suid = nullptr);
-  Result<ProcId> enroll_caller(const Sender& caller);
   Result<std::shared_ptr<Mailbox>> link_locked(const ProcId& from, const ProcId& to, const Sender& as,
                                                uid_t to_uid, bool* made);
-  bool may_view(pid_t s, pid_t r, const Sender& caller);
   std::vector<std::shared_ptr<Link>> incoming_locked(const ProcId& to);
   void exited(const ProcId& p);
   void sweep();
@@ -109,9 +87,8 @@ class Direct {
   void pull(const ProcId& me);
   void schedule(pid_t receiver);
   void run();
-  struct stat stat_entry(uint64_t ino, const Sender& caller);
 
-  Mount& mount_;
+  MailboxFactory& factory_;
   // Lock rule: mu_ is taken before a Mailbox's mutex; Mailbox calls that may
   // finish waiters or notify polls (remove, hang_up, take_message, inject,
   // poll, read) are made with mu_ released, since a poll notification comes

@@ -9,7 +9,8 @@
 #include <cstdio>
 #include <thread>
 
-#include "core/mount.h"
+#include "base/log.h"
+#include "base/proc.h"
 
 namespace mbx {
 
@@ -17,21 +18,13 @@ namespace {
 using Guard = std::lock_guard<std::mutex>;
 }
 
-Mailbox::Mailbox(Mount& mount, uint64_t id, Settings s, Segment seg)
-    : mount_(mount), id_(id), settings_(s), seg_(std::move(seg)) {
-  seg_.set_no_wait(true);
-}
+Mailbox::Mailbox(Host& host, uint64_t id, Settings s, std::unique_ptr<Store> store)
+    : host_(host), id_(id), settings_(s), store_(std::move(store)) {}
 
 Mailbox::~Mailbox() {
-  for (const Queued& q : queued_) mount_.held().dequeued(q.uid, q.bytes);
-  if (!queued_.empty()) mount_.held().untrack(this);
-  if (seg_.valid()) {
-    // A lock held elsewhere: the mount empties it (gives its quota back) later.
-    const bool held = !quarantined_ && seg_.discard_all() == Errc::contended;
-    seg_.set_state(layout::kDeleted);
-    seg_.unlink_file();
-    if (held) mount_.bury(std::move(seg_));
-  }
+  for (const Queued& q : queued_) host_.held().dequeued(q.uid, q.bytes);
+  if (!queued_.empty()) host_.held().untrack(this);
+  if (store_) store_->destroy(!quarantined_);
 }
 
 std::unique_ptr<Handle> Mailbox::open(bool can_read, bool can_write, bool nonblock) {
@@ -75,26 +68,24 @@ void Mailbox::drop_wbuf_locked(Handle& h) {
 // Gives back what the open file holds beyond its buffer.
 void Mailbox::trim_held_locked(Handle& h) {
   if (h.held <= h.wbuf.size()) return;
-  mount_.held().unhold(h.held_uid, h.held - h.wbuf.size());
+  host_.held().unhold(h.held_uid, h.held - h.wbuf.size());
   h.held = h.wbuf.size();
 }
 
 void Mailbox::track_locked(uint64_t seq, uid_t uid, uint64_t bytes) {
   queued_.push_back({seq, uid, bytes});
-  mount_.held().queued(uid, bytes, shared_from_this());
+  host_.held().queued(uid, bytes, shared_from_this());
 }
 
 void Mailbox::reconcile_locked() {
   if (queued_.empty()) return;
-  // SYNC POINT: acquire, pairs with the receivers' release store of
-  // popped_pub: records below it are gone. No segment: all are gone.
-  const uint64_t popped =
-      seg_.valid() ? seg_.header()->popped_pub.load(std::memory_order_acquire) : UINT64_MAX;
+  // Messages below it are gone (Store::removed_count, acquire). No store: all are gone.
+  const uint64_t popped = store_ ? store_->removed_count() : UINT64_MAX;
   while (!queued_.empty() && queued_.front().seq < popped) {
-    mount_.held().dequeued(queued_.front().uid, queued_.front().bytes);
+    host_.held().dequeued(queued_.front().uid, queued_.front().bytes);
     queued_.pop_front();
   }
-  if (queued_.empty()) mount_.held().untrack(this);
+  if (queued_.empty()) host_.held().untrack(this);
 }
 
 void Mailbox::reconcile() {
@@ -121,7 +112,6 @@ std::optional<Outcome> Mailbox::take_locked(Handle& h, size_t want, Batch& b) {
     if (removed_) return Outcome(removed_why_);
     if (quarantined_) return Outcome(Errc::bad_message);
   }
-  const int64_t now = realtime_ns();
   auto keep_rest = [&](std::string& msg) {
     if (msg.size() > want) {
       out.data.assign(msg, 0, want);
@@ -137,7 +127,7 @@ std::optional<Outcome> Mailbox::take_locked(Handle& h, size_t want, Batch& b) {
     // Whole lines, as many as fit; never fill the request exactly with more
     // than one line, or the kernel may ask again for the rest of a large read.
     for (;;) {
-      auto len = seg_.peek_len();
+      auto len = store_->peek_len();
       if (!len) {
         b.contended |= len.error() == Errc::contended;
         if (len.error() != Errc::again && len.error() != Errc::contended && out.data.empty())
@@ -146,7 +136,7 @@ std::optional<Outcome> Mailbox::take_locked(Handle& h, size_t want, Batch& b) {
       }
       if (!out.data.empty() && out.data.size() + *len >= want) break;
       std::string msg;
-      auto p = seg_.pop(msg, now);
+      auto p = store_->pop(msg);
       if (!p) {
         b.contended |= p.error() == Errc::contended;
         if (out.data.empty() && p.error() != Errc::contended) return Outcome(p.error());
@@ -165,7 +155,7 @@ std::optional<Outcome> Mailbox::take_locked(Handle& h, size_t want, Batch& b) {
     return out;
   }
   std::string msg;
-  auto p = seg_.pop(msg, now);
+  auto p = store_->pop(msg);
   if (!p) {
     b.contended |= p.error() == Errc::contended;
     if (p.error() == Errc::again || p.error() == Errc::contended) return std::nullopt;  // parks
@@ -185,7 +175,7 @@ bool Mailbox::wants_feed(Handle& h) {
   if (!feeder_) return false;
   Guard g(mu_);
   const bool own = h.roff < h.rbuf.size() || (h.framing == Framing::file && h.got_message);
-  return !own && !removed_ && !quarantined_ && seg_.valid() && seg_.stats().count == 0;
+  return !own && !removed_ && !quarantined_ && store_ && store_->stats().count == 0;
 }
 
 std::optional<Outcome> Mailbox::read(Handle& h, size_t size, bool nonblock, Waiter* w, pid_t reader) {
@@ -210,7 +200,7 @@ std::optional<Outcome> Mailbox::read(Handle& h, size_t size, bool nonblock, Wait
         w->handle_ = &h;
         w->want_ = size;
         park_locked(w, Waiter::Where::readers);
-        if (seg_.capacity() == 0) b.changed = true;  // a waiting receiver makes rendezvous senders writable
+        if (store_->capacity() == 0) b.changed = true;  // a waiting receiver makes rendezvous senders writable
       }
     }
     if (out && w) w->state_ = Waiter::State::done;
@@ -239,7 +229,7 @@ std::optional<Sender> Mailbox::last_sender(pid_t reader) {
 void Mailbox::deliver_locked(Batch& b) {
   while (!readers_.empty()) {
     Waiter* r = readers_.front();
-    if (mount_.dying && mount_.dying(r->pid)) {  // a message handed to it now would be lost
+    if (host_.dying(r->pid)) {  // a message handed to it now would be lost
       end_locked(r, Errc::interrupted, b);
       continue;
     }
@@ -258,7 +248,7 @@ void Mailbox::deliver_locked(Batch& b) {
 Mailbox::Step Mailbox::run_send_locked(Waiter::SendJob& j, bool may_push, Batch& b) {
   for (;;) {
     if (j.awaiting_ack) {  // rendezvous: done only once a receiver has taken it
-      if (seg_.consumed_seq() <= j.seq) return Step::need_ack;
+      if (store_->consumed_seq() <= j.seq) return Step::need_ack;
       j.awaiting_ack = false;
       j.done_bytes += j.msgs[j.next].size();
       j.next++;
@@ -269,20 +259,20 @@ Mailbox::Step Mailbox::run_send_locked(Waiter::SendJob& j, bool may_push, Batch&
     // Held bytes leave the quota as the push charges their record, so a
     // message the quota has room for is never refused for its own copy.
     const uint64_t lent = std::min<uint64_t>(j.held, m.size());
-    mount_.held().lend(lent);
-    auto r = seg_.push(m.data(), m.size(), j.from, realtime_ns());
+    host_.held().lend(lent);
+    auto r = store_->push(m, j.from);
     if (!r) {
-      mount_.held().take_back(lent);
+      host_.held().take_back(lent);
       b.contended |= r.error() == Errc::contended;
       if (r.error() == Errc::again || r.error() == Errc::contended) return Step::need_space;
       j.err = r.error();
       return Step::failed;
     }
-    mount_.held().forget(j.held_uid, lent);
+    host_.held().forget(j.held_uid, lent);
     j.held -= lent;
-    if (mount_.held().per_user()) track_locked(*r, j.from.uid, m.size());
+    if (host_.held().per_user()) track_locked(*r, j.from.uid, m.size());
     b.pushed = b.changed = true;
-    if (seg_.capacity() == 0) {
+    if (store_->capacity() == 0) {
       j.awaiting_ack = true;
       j.seq = *r;
       deliver_locked(b);
@@ -290,7 +280,7 @@ Mailbox::Step Mailbox::run_send_locked(Waiter::SendJob& j, bool may_push, Batch&
     }
     j.done_bytes += m.size();
     j.next++;
-    if (settings_.framing != Framing::file && seg_.full()) b.raise = true;
+    if (settings_.framing != Framing::file && store_->full()) b.raise = true;
   }
 }
 
@@ -300,7 +290,7 @@ Outcome Mailbox::send_outcome_locked(Handle& h, Waiter::SendJob& j, Errc err) {
   const uint64_t held = std::exchange(j.held, 0);
   switch (j.kind) {
     case Waiter::SendJob::Kind::datagram:
-      mount_.held().unhold(j.held_uid, held);
+      host_.held().unhold(j.held_uid, held);
       return all ? Outcome{Errc::ok, {}, j.chunk} : Outcome{err};
     case Waiter::SendJob::Kind::flush:
       if (!all && h.wrefused == Errc::ok) {
@@ -311,10 +301,10 @@ Outcome Mailbox::send_outcome_locked(Handle& h, Waiter::SendJob& j, Errc err) {
         h.held_uid = j.held_uid;
         return Outcome{err};
       }
-      mount_.held().unhold(j.held_uid, held);
+      host_.held().unhold(j.held_uid, held);
       return all ? Outcome{} : Outcome{err};
     case Waiter::SendJob::Kind::line:
-      mount_.held().unhold(j.held_uid, held);
+      host_.held().unhold(j.held_uid, held);
       if (all) {
         h.wbuf = std::move(j.tail);
         trim_held_locked(h);
@@ -332,10 +322,8 @@ Outcome Mailbox::send_outcome_locked(Handle& h, Waiter::SendJob& j, Errc err) {
 }
 
 bool Mailbox::library_receiver_sleeping() {
-  // SYNC POINT: seq_cst load; pairs with the seq_cst increment in
-  // libmailbox's wait_change() (then Segment::receiver_sleeping's fence and
-  // kick). A hint only: one that leaves meanwhile costs the grace period.
-  const uint32_t n = seg_.header()->sleeping_receivers.load(std::memory_order_seq_cst);
+  // A hint only: one that leaves meanwhile costs the grace period.
+  const uint32_t n = store_->sleeping_receivers();
   // Sleepers that let a grace period pass (a receiver killed while asleep
   // never takes its count back) are not counted again until one leaves.
   unresponsive_sleepers_ = std::min(unresponsive_sleepers_, n);
@@ -344,30 +332,30 @@ bool Mailbox::library_receiver_sleeping() {
 
 std::optional<Outcome> Mailbox::send_locked(Handle& h, Waiter::SendJob job, bool nonblock, Waiter* w,
                                             Batch& b) {
-  if (!w && !nonblock && seg_.capacity() == 0) return std::nullopt;  // rendezvous always waits
+  if (!w && !nonblock && store_->capacity() == 0) return std::nullopt;  // rendezvous always waits
   // A non-blocking rendezvous send with no receiver parked here but one
   // asleep in libmailbox waits a moment (kRendezvousGrace) for it to wake and
   // take the offer. It is offered once, by the pass that can wait: the first
   // pass (no waiter) only asks for one.
-  const bool grace = nonblock && seg_.capacity() == 0 && readers_.empty() && library_receiver_sleeping();
+  const bool grace = nonblock && store_->capacity() == 0 && readers_.empty() && library_receiver_sleeping();
   if (!w && grace) return std::nullopt;
   Step s;
   for (;;) {
     s = run_send_locked(job, writers_.empty(), b);
     if (s == Step::need_ack && nonblock && !(w && grace)) {  // no receiver ready, and none to wait for
-      const Segment::Withdrawn wd = seg_.try_withdraw(job.seq);
-      if (wd == Segment::Withdrawn::contended) {
+      const Store::Withdrawn wd = store_->try_withdraw(job.seq);
+      if (wd == Store::Withdrawn::contended) {
         // It cannot be taken back without waiting: it stays on offer, counted as sent.
         job.awaiting_ack = false;
         job.done_bytes += job.msgs[job.next].size();
         job.next++;
         continue;
       }
-      if (wd == Segment::Withdrawn::taken_back) {
+      if (wd == Store::Withdrawn::taken_back) {
         job.awaiting_ack = false;
         b.popped = b.changed = true;  // the slot is free again: wake sleeping senders
         s = Step::need_space;
-      } else if (seg_.consumed_seq() > job.seq) {
+      } else if (store_->consumed_seq() > job.seq) {
         continue;  // another participant received it meanwhile
       } else {
         job.err = Errc::bad_message;  // neither queued nor received: the segment lies
@@ -388,7 +376,7 @@ std::optional<Outcome> Mailbox::send_locked(Handle& h, Waiter::SendJob job, bool
     // A parked write's message stays in the daemon's memory: it takes quota.
     uint64_t rest = 0;
     for (size_t i = job.next; i < job.msgs.size(); i++) rest += job.msgs[i].size();
-    if (Errc e = mount_.held().hold(job.from.uid, rest); e != Errc::ok) return send_outcome_locked(h, job, e);
+    if (Errc e = host_.held().hold(job.from.uid, rest); e != Errc::ok) return send_outcome_locked(h, job, e);
     job.held = rest;
     job.held_uid = job.from.uid;
   }
@@ -408,7 +396,7 @@ std::optional<Outcome> Mailbox::send_locked(Handle& h, Waiter::SendJob job, bool
 std::optional<Outcome> Mailbox::write(Handle& h, const char* p, size_t n, bool nonblock,
                                       const Sender& caller, Waiter* w) {
   const Sender& from = h.as ? *h.as : caller;
-  HeldQuota& held = mount_.held();
+  HeldQuota& held = host_.held();
   // Over the user's bound by what the daemon last knew: first forget what
   // receivers took since (takes other mailboxes' locks, so not under ours).
   if (held.per_user() && held.admit(from.uid, n) != Errc::ok) held.reconcile_all();
@@ -498,7 +486,13 @@ std::optional<Outcome> Mailbox::write(Handle& h, const char* p, size_t n, bool n
   return out;
 }
 
-std::optional<Outcome> Mailbox::flush(Handle& h, const Sender& caller, Waiter* w) {
+std::optional<Outcome> Mailbox::flush(Handle& h, const Sender& caller, Waiter* w, bool closing) {
+  // A writer killed by a signal is closing its files on the way out: what it
+  // wrote is an unfinished message, not one to send (read before any lock).
+  if (closing && !w && h.can_write && proc::killed_by_signal(caller.pid)) {
+    discard_unsent(h);
+    return Outcome{};
+  }
   const Sender& from = h.as ? *h.as : caller;
   Batch b;
   std::optional<Outcome> out;
@@ -553,7 +547,7 @@ void Mailbox::park_locked(Waiter* w, Waiter::Where where, std::optional<std::chr
   w->grace_ = grace.has_value();
   if (grace || settings_.timeout_ms > 0) {
     auto when = Timers::Clock::now() + (grace ? *grace : std::chrono::milliseconds(settings_.timeout_ms));
-    w->timer_ = mount_.timers().add(when, [weak = weak_from_this(), id = w->id_] {
+    w->timer_ = host_.timers().add(when, [weak = weak_from_this(), id = w->id_] {
       if (auto box = weak.lock()) box->expire(id);
     });
   }
@@ -580,7 +574,7 @@ void Mailbox::unlist_locked(Waiter* w) {
 void Mailbox::unpark_locked(Waiter* w) {
   unlist_locked(w);
   parked_.erase(w->id_);
-  if (w->timer_) mount_.timers().cancel(w->timer_);
+  if (w->timer_) host_.timers().cancel(w->timer_);
   w->timer_ = 0;
   w->state_ = Waiter::State::done;
 }
@@ -597,8 +591,7 @@ void Mailbox::end_locked(Waiter* w, Errc err, Batch& b) {
   if (j.awaiting_ack) {
     // Received, or (a lock held elsewhere) not taken back without waiting:
     // then it stays on offer and counts as sent.
-    if (seg_.valid() && !removed_ && !quarantined_ &&
-        seg_.try_withdraw(j.seq) != Segment::Withdrawn::taken_back) {
+    if (store_ && !removed_ && !quarantined_ && store_->try_withdraw(j.seq) != Store::Withdrawn::taken_back) {
       j.done_bytes += j.msgs[j.next].size();
       j.next++;
     }
@@ -647,23 +640,21 @@ void Mailbox::drain_locked(Batch& b) {
 // notify, wakes other participants and updates what the daemon watches.
 void Mailbox::settle_locked(Batch& b) {
   drain_locked(b);
-  if (!quarantined_ && !removed_ && seg_.valid() && seg_.corrupt()) quarantine_locked(b);
+  if (!quarantined_ && !removed_ && store_ && store_->corrupt()) quarantine_locked(b);
   if (b.contended) retry_later_locked();
   // Watch bits first: the re-check that adding one requires may finish more
   // calls, whose effects the notifications below must include.
-  while (seg_.valid() && !quarantined_) {
+  while (store_ && !quarantined_) {
     const bool polls = !handles_.empty() && !b.changed;  // a change consumes the armed tokens
     // While calls wait for a lock held elsewhere, its holder's next change of
     // either kind rings the doorbell (sooner than the retry timer).
     const bool any = contended_ || polls;
-    const uint32_t want = (readers_.empty() && !any ? 0u : layout::kWatchReadable) |
-                          (writers_.empty() && acks_.empty() && !any ? 0u : layout::kWatchWritable);
+    const uint32_t want = (readers_.empty() && !any ? 0u : kWatchReadable) |
+                          (writers_.empty() && acks_.empty() && !any ? 0u : kWatchWritable);
     if (want == watch_) break;
-    // SYNC POINT: seq_cst store, then the re-check below; pairs with the fence
-    // and load in Segment::kick_daemon (a Dekker pair: either we see the other
-    // participant's change, or it sees our watch bit and kicks).
-    seg_.header()->daemon_watch.store(want, std::memory_order_seq_cst);
-    mount_.watch(id_, shared_from_this(), want != 0);
+    // Made visible (seq_cst) before the re-check below: either it sees the
+    // other participant's change, or the store tells us (Store::watch).
+    store_->watch(want, weak_from_this());
     const bool added = (want & ~watch_) != 0;
     watch_ = want;
     if (!added) break;
@@ -676,10 +667,9 @@ void Mailbox::settle_locked(Batch& b) {
     for (Handle* h : handles_) b.polls.push_back(std::move(h->poll));
     handles_.clear();
   }
-  if (seg_.valid() && !quarantined_) {
-    if (b.pushed) seg_.after_push(true);
-    if (b.popped) seg_.after_pop(true);
-    if (b.raise) b.raise_to = reported_size_locked(seg_.stats());
+  if (store_ && !quarantined_) {
+    store_->after_change(b.pushed, b.popped);
+    if (b.raise) b.raise_to = reported_size_locked(store_->stats());
   }
 }
 
@@ -687,7 +677,7 @@ void Mailbox::retry_later_locked() {
   if (readers_.empty() && writers_.empty() && acks_.empty()) return;  // nobody waits for it
   contended_ = true;
   if (retry_timer_) return;
-  retry_timer_ = mount_.timers().add(Timers::Clock::now() + retry_delay_, [weak = weak_from_this()] {
+  retry_timer_ = host_.timers().add(Timers::Clock::now() + retry_delay_, [weak = weak_from_this()] {
     if (auto box = weak.lock()) box->retry();
   });
   retry_delay_ = std::min(retry_delay_ * 2, kRetryMax);
@@ -698,7 +688,7 @@ void Mailbox::retry() {
   {
     Guard g(mu_);
     retry_timer_ = 0;
-    if (removed_ || quarantined_ || !seg_.valid()) return;
+    if (removed_ || quarantined_ || !store_) return;
     contended_ = false;  // set again if the drain meets the lock still held
     settle_locked(b);
     if (!contended_) retry_delay_ = kRetryFirst;
@@ -708,25 +698,25 @@ void Mailbox::retry() {
 
 void Mailbox::quarantine_locked(Batch& b) {
   quarantined_ = true;
-  std::fprintf(stderr,
-               "mailboxfs: mailbox %llu: segment %s is corrupt; quarantined: its calls fail with EBADMSG "
-               "until it is deleted\n",
-               static_cast<unsigned long long>(id_), seg_.path().c_str());
+  auto where = store_->locator();
+  log(LogLevel::error, "mailbox %llu: segment %s is corrupt; quarantined: its calls fail with EBADMSG until it is deleted",
+      static_cast<unsigned long long>(id_), where ? where->c_str() : "(gone)");
   for (auto* l : {&readers_, &writers_, &acks_})
     while (!l->empty()) end_locked(l->front(), Errc::bad_message, b);
   b.changed = true;  // armed polls fire, and then see POLLERR
   contended_ = false;
-  if (retry_timer_) mount_.timers().cancel(retry_timer_);
+  if (retry_timer_) host_.timers().cancel(retry_timer_);
   retry_timer_ = 0;
-  if (watch_) mount_.watch(id_, nullptr, false);
+  if (watch_) store_->watch(0, {});
   watch_ = 0;
-  seg_.mark_corrupt();  // library participants stop too; their sleepers wake and see it
+  store_->mark_corrupt();  // library participants stop too; their sleepers wake and see it
 }
 
 void Mailbox::commit(Batch& b, Waiter* interrupted) {
   for (auto& t : b.polls)
     if (t) t->notify();
-  if (b.raise && mount_.raise_size) mount_.raise_size(id_, b.raise_to);
+  if (b.raise)
+    if (KernelCache* k = host_.kernel()) k->raise_size(id_, b.raise_to);
   for (auto& [w, o] : b.done) w->finish(std::move(o), w == interrupted);
 }
 
@@ -753,7 +743,7 @@ void Mailbox::expire(uint64_t waiter_id) {
     if (it == parked_.end()) return;
     it->second->timer_ = 0;
     if (it->second->grace_)  // nobody woke for it: do not wait for these sleepers again
-      unresponsive_sleepers_ = seg_.header()->sleeping_receivers.load(std::memory_order_seq_cst);
+      unresponsive_sleepers_ = store_->sleeping_receivers();
     end_locked(it->second, it->second->grace_ ? Errc::again : Errc::timed_out, b);
     settle_locked(b);
   }
@@ -779,8 +769,8 @@ bool Mailbox::clearing_locked(uid_t writer) {
   if (clearing_.tid == 0 || writer == clearing_.uid) return false;
   // Running, it is on its way to the inode lock (or out of the call: then
   // the writer's next attempt finds it returned).
-  auto sc = std::chrono::steady_clock::now() < clearing_.until ? current_syscall(clearing_.tid) : std::nullopt;
-  if (sc && (sc->nr == clearing_.nr || sc->nr == kSyscallRunning)) return true;
+  auto sc = std::chrono::steady_clock::now() < clearing_.until ? proc::current_syscall(clearing_.tid) : std::nullopt;
+  if (sc && (sc->nr == clearing_.nr || sc->nr == proc::kSyscallRunning)) return true;
   clearing_ = Clearing{};  // that call has returned
   return false;
 }
@@ -789,8 +779,7 @@ void Mailbox::service() {
   Batch b;
   {
     Guard g(mu_);
-    if (!seg_.valid() || quarantined_ || seg_.header()->kick.exchange(0, std::memory_order_acq_rel) == 0)
-      return;
+    if (!store_ || quarantined_ || !store_->take_kick()) return;
     b.changed = true;
     settle_locked(b);
   }
@@ -818,18 +807,13 @@ void Mailbox::remove(Errc why) {
     removed_why_ = why;
     b.changed = true;
     settle_locked(b);
-    if (watch_) mount_.watch(id_, nullptr, false);
     watch_ = 0;
-    if (retry_timer_) mount_.timers().cancel(retry_timer_);
+    if (retry_timer_) host_.timers().cancel(retry_timer_);
     retry_timer_ = 0;
-    // A lock held elsewhere: the mount empties it (gives its quota back)
-    // once it is free. A corrupt one's counters are not trusted.
-    const bool held = !quarantined_ && seg_.discard_all() == Errc::contended;
-    seg_.set_state(layout::kDeleted);
-    seg_.wake_all();  // sleeping participants re-check and see it deleted
-    seg_.unlink_file();
-    if (held) mount_.bury(std::move(seg_));
-    seg_ = Segment();  // frees the shared memory now, not at the last close
+    // Messages are discarded, other participants woken; a corrupt store's
+    // counters are not trusted.
+    store_->destroy(!quarantined_);
+    store_.reset();  // frees the memory now, not at the last close
     reconcile_locked();  // nothing queued is left
   }
   commit(b, nullptr);
@@ -854,9 +838,9 @@ std::optional<Outcome> Mailbox::take_message() {
   std::optional<Outcome> out;
   {
     Guard g(mu_);
-    if (removed_ || quarantined_ || !readers_.empty() || !seg_.valid()) return std::nullopt;
+    if (removed_ || quarantined_ || !readers_.empty() || !store_) return std::nullopt;
     std::string msg;
-    auto p = seg_.pop(msg, realtime_ns());
+    auto p = store_->pop(msg);
     if (!p) return std::nullopt;
     b.popped = b.changed = true;
     out = Outcome{Errc::ok, std::move(msg)};
@@ -872,9 +856,9 @@ Errc Mailbox::inject(std::string_view msg, const Sender& from) {
   Batch b;
   {
     Guard g(mu_);
-    if (removed_ || !seg_.valid()) return Errc::removed;
+    if (removed_ || !store_) return Errc::removed;
     if (quarantined_) return Errc::bad_message;
-    auto r = seg_.push(msg.data(), msg.size(), from, realtime_ns(), /*force=*/true);
+    auto r = store_->push(msg, from, /*force=*/true);
     if (!r) return r.error();
     b.pushed = b.changed = true;
     settle_locked(b);
@@ -885,14 +869,14 @@ Errc Mailbox::inject(std::string_view msg, const Sender& from) {
 
 // ---- inspection and settings -------------------------------------------------
 
-uint64_t Mailbox::reported_size_locked(const SegmentStats& st) const {
+uint64_t Mailbox::reported_size_locked(const QueueStats& st) const {
   // A datagram/line write larger than the kernel's cached size takes the
   // inode lock exclusively, and a blocked one then stalls every other writer
   // (and rm) in the kernel. While such a mailbox is full, report at least the
   // largest datagram so that blocked writers wait here, side by side.
   if (settings_.framing == Framing::file) return st.bytes;
-  const bool full = seg_.capacity() == 0 ||
-                    (seg_.capacity() != layout::kUnbounded && st.count >= seg_.capacity());
+  const bool full = store_->capacity() == 0 ||
+                    (store_->capacity() != layout::kUnbounded && st.count >= store_->capacity());
   if (!full) return st.bytes;
   return std::max<uint64_t>(st.bytes, std::min<uint64_t>(settings_.max_message, kMaxDatagram));
 }
@@ -909,16 +893,16 @@ MailboxInfo Mailbox::info() {
     Guard g(mu_);
     i.settings = settings_;
     i.removed = removed_;
-    if (!seg_.valid()) return i;
+    if (!store_) return i;
     // Never waits: with a lock held elsewhere these are the counters as last
     // written; a quarantined segment is not read at all.
     if (!quarantined_) {
-      last_stats_ = seg_.stats();
-      if (!removed_ && seg_.corrupt()) quarantine_locked(b);  // found by this look
+      last_stats_ = store_->stats();
+      if (!removed_ && store_->corrupt()) quarantine_locked(b);  // found by this look
     }
     i.seg = last_stats_;
     i.reported_size = reported_size_locked(i.seg);
-    i.segment_path = seg_.path();
+    i.locator = store_->locator();
     i.armed_polls = handles_.size();
     for (Waiter* w : readers_) i.blocked_receivers.push_back(w->pid);
     for (Waiter* w : writers_) i.blocked_senders.push_back(w->pid);
@@ -948,13 +932,13 @@ unsigned Mailbox::poll(Handle& h, std::unique_ptr<PollToken> token) {
       if (h.roff < h.rbuf.size()) ev |= POLLIN | POLLRDNORM;
     } else {
       const bool readable = h.roff < h.rbuf.size() || (h.framing == Framing::file && h.got_message) ||
-                            (readers_.empty() && seg_.stats().count > 0);
+                            (readers_.empty() && store_->stats().count > 0);
       const bool writable = h.framing == Framing::file ||
-                            (writers_.empty() && acks_.empty() && !seg_.full() &&
-                             (seg_.capacity() != 0 || !readers_.empty() || library_receiver_sleeping()));
+                            (writers_.empty() && acks_.empty() && !store_->full() &&
+                             (store_->capacity() != 0 || !readers_.empty() || library_receiver_sleeping()));
       if (h.can_read && readable) ev |= POLLIN | POLLRDNORM;
       if (h.can_write && writable) ev |= POLLOUT | POLLWRNORM;
-      if (hangup_ != Errc::ok && seg_.stats().count == 0) ev |= POLLHUP;
+      if (hangup_ != Errc::ok && store_->stats().count == 0) ev |= POLLHUP;
     }
   }
   commit(b, nullptr);
@@ -986,43 +970,17 @@ Errc Mailbox::set_once(std::string_view name, std::string_view value) {
     err = apply_setting(n, name, value);
     if (err != Errc::ok) return err;
     if (n.capacity != settings_.capacity || n.max_message != settings_.max_message) {
-      // A new segment of the new geometry, with the queued messages moved in order.
+      // A new store of the new geometry, with the queued messages moved in order.
       if (!acks_.empty()) return Errc::busy;
-      if (seg_.max_queued_len() > n.max_message) return Errc::busy;
-      // Retiring first stops other participants (they look the mailbox up
-      // again, and wait on mu_ for the answer) before the queue is taken.
-      std::vector<Segment::Taken> queued;
-      auto taken = seg_.retire_and_take(queued);
-      if (!taken) return taken.error();  // contended: set() tries again
-      const SegmentStats st = *taken;
-      Settings geo = n;
-      if (geo.capacity != layout::kUnbounded) geo.capacity = std::max<uint64_t>(geo.capacity, queued.size());
-      auto fresh = mount_.make_segment(id_, generation_ + 1, geo);
-      bool fits = fresh.ok();
-      for (const auto& t : queued) {
-        if (!fits) break;
-        fits = fresh->push(t.data.data(), t.data.size(), t.from, st.last_send_ns, /*force=*/true).ok();
-      }
-      if (!fresh || !fits) {  // put everything back where it was
-        seg_.unretire_and_put_back(queued, st);
-        if (fresh) fresh->unlink_file();
-        return fresh ? Errc::busy : fresh.error();
-      }
-      fresh->set_no_wait(true);
-      fresh->set_capacity(n.capacity);
-      fresh->adopt_counters(st);
-      fresh->header()->daemon_watch.store(watch_, std::memory_order_seq_cst);
-      // The moved messages are numbered from 0 in the new segment, in order.
-      const uint64_t first = seg_.header()->send.next_seq - queued.size();
+      if (store_->max_queued_len() > n.max_message) return Errc::busy;
+      uint64_t first = 0;
+      if (Errc e = store_->reshape(n, &first); e != Errc::ok) return e;  // contended: set() tries again
+      // The moved messages are numbered from 0 in the new store, in order.
       while (!queued_.empty() && queued_.front().seq < first) {  // received before the move
-        mount_.held().dequeued(queued_.front().uid, queued_.front().bytes);
+        host_.held().dequeued(queued_.front().uid, queued_.front().bytes);
         queued_.pop_front();
       }
       for (Queued& q : queued_) q.seq -= first;
-      seg_.unlink_file();
-      seg_.wake_all();  // sleepers on the old segment re-check and see it retired
-      seg_ = std::move(fresh.value());
-      generation_++;
       b.changed = true;
     }
     settings_ = n;

@@ -19,12 +19,13 @@
 #include <vector>
 
 #include "base/errc.h"
-#include "shm/segment.h"
+#include "core/host.h"
+#include "core/quota.h"
 #include "core/settings.h"
+#include "core/store.h"
 
 namespace mbx {
 
-class Mount;
 class Mailbox;
 
 // What a finished call returns: an error, or received bytes, or a count of
@@ -123,19 +124,19 @@ class Waiter {
 };
 
 struct MailboxInfo {
-  SegmentStats seg;
+  QueueStats seg;
   Settings settings;
   uint64_t reported_size = 0;  // st_size to report (see Mailbox::reported_size)
   std::vector<pid_t> blocked_senders, blocked_receivers;
-  std::string segment_path;
+  Result<std::string> locator = Errc::io;  // where other participants find its store
   bool removed = false;
   size_t armed_polls = 0;  // open files waiting for a poll notification
 };
 
-class Mailbox : public std::enable_shared_from_this<Mailbox> {
+class Mailbox final : public std::enable_shared_from_this<Mailbox>, public StoreListener, public Reconciler {
  public:
-  Mailbox(Mount& mount, uint64_t id, Settings s, Segment seg);
-  ~Mailbox();
+  Mailbox(Host& host, uint64_t id, Settings s, std::unique_ptr<Store> store);
+  ~Mailbox() override;
   uint64_t id() const { return id_; }
 
   std::unique_ptr<Handle> open(bool can_read, bool can_write, bool nonblock);
@@ -152,13 +153,15 @@ class Mailbox : public std::enable_shared_from_this<Mailbox> {
   std::optional<Outcome> write(Handle& h, const char* p, size_t n, bool nonblock, const Sender& from,
                                Waiter* w);
   // close()/fsync(): commits file framing's message or line framing's partial
-  // line; blocks unless the open file's last known O_NONBLOCK was set.
-  std::optional<Outcome> flush(Handle& h, const Sender& from, Waiter* w);
+  // line; blocks unless the open file's last known O_NONBLOCK was set. At a
+  // close (`closing`) by a writer a signal killed, what it wrote is an
+  // unfinished message: dropped, not sent.
+  std::optional<Outcome> flush(Handle& h, const Sender& from, Waiter* w, bool closing = false);
   // Drops an uncommitted message (a writer that died by a signal).
   void discard_unsent(Handle& h);
   // Per-user quota: forgets what receivers took of the messages that users
   // queued through the daemon (a library receiver does not tell the daemon).
-  void reconcile();
+  void reconcile() override;
 
   // Readiness as poll(2) bits; arms `token` (replacing the handle's old one).
   unsigned poll(Handle& h, std::unique_ptr<PollToken> token);
@@ -174,7 +177,7 @@ class Mailbox : public std::enable_shared_from_this<Mailbox> {
   // that call returned.
   void clear_for(uid_t uid, pid_t tid, long nr);
   // The doorbell rang: another participant may have changed the ring.
-  void service();
+  void service() override;
   // Fires every armed poll handle, so that their pollers look again.
   void notify_polls();
   // Deletes the mailbox: parked calls end with `why` (EIDRM), messages are
@@ -237,7 +240,7 @@ class Mailbox : public std::enable_shared_from_this<Mailbox> {
   void unlist_locked(Waiter* w);
   void unpark_locked(Waiter* w);
   void end_locked(Waiter* w, Errc err, Batch& b);
-  uint64_t reported_size_locked(const SegmentStats& st) const;
+  uint64_t reported_size_locked(const QueueStats& st) const;
   // Held bytes (see Handle::held, SendJob::held).
   void drop_wbuf_locked(Handle& h);
   void trim_held_locked(Handle& h);
@@ -258,7 +261,7 @@ class Mailbox : public std::enable_shared_from_this<Mailbox> {
   // EBADMSG, polls see POLLERR, the segment is never touched again.
   void quarantine_locked(Batch& b);
 
-  Mount& mount_;
+  Host& host_;
   const uint64_t id_;
   // Lock rule: mu_ is taken before the segment's robust mutex, and is never
   // held while calling Waiter::finish, PollToken::notify or Mount hooks.
@@ -266,8 +269,7 @@ class Mailbox : public std::enable_shared_from_this<Mailbox> {
   // ever tried, never waited for (another process controls it).
   std::mutex mu_;
   Settings settings_;
-  Segment seg_;
-  uint64_t generation_ = 0;
+  std::unique_ptr<Store> store_;  // null once removed
   bool removed_ = false;
   Errc removed_why_ = Errc::removed;  // what later calls get: EIDRM, or ESRCH for a direct link
   std::list<Waiter*> readers_, writers_, acks_;
@@ -281,7 +283,7 @@ class Mailbox : public std::enable_shared_from_this<Mailbox> {
   uint64_t retry_timer_ = 0;
   std::chrono::milliseconds retry_delay_ = kRetryFirst;
   bool quarantined_ = false;
-  SegmentStats last_stats_;  // as last read: what a quarantined mailbox reports
+  QueueStats last_stats_;  // as last read: what a quarantined mailbox reports
   std::unordered_map<pid_t, Sender> last_from_;  // reading thread -> sender of its last message
   std::shared_ptr<Feeder> feeder_;  // immutable once shared
   // Per-user quota: messages users queued through the daemon, oldest first,
@@ -302,6 +304,14 @@ class Mailbox : public std::enable_shared_from_this<Mailbox> {
   // The lock is taken microseconds after the lookup; a thread seen running
   // for longer may be past its call, and writers would retry for nothing.
   static constexpr std::chrono::seconds kClearingLimit{1};
+};
+
+// Makes mailboxes: what direct communication and the tree need of the mount.
+class MailboxFactory {
+ public:
+  virtual ~MailboxFactory() = default;
+  virtual Result<std::shared_ptr<Mailbox>> create_mailbox(uint64_t id, const Settings& s) = 0;
+  virtual const Settings& defaults() const = 0;  // the mount's -o settings
 };
 
 }  // namespace mbx

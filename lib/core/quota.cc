@@ -3,7 +3,6 @@
 #include <algorithm>
 #include <vector>
 
-#include "core/mailbox.h"
 
 namespace mbx {
 
@@ -78,7 +77,7 @@ Errc HeldQuota::admit(uid_t uid, uint64_t n) {
   return used + n > user_max_ ? Errc::quota : Errc::ok;
 }
 
-void HeldQuota::queued(uid_t uid, uint64_t n, const std::shared_ptr<Mailbox>& box) {
+void HeldQuota::queued(uid_t uid, uint64_t n, const std::shared_ptr<Reconciler>& box) {
   Guard g(mu_);
   users_[uid].queued += n;
   tracking_.insert_or_assign(box.get(), box);  // a stale entry may name a dead mailbox at the same address
@@ -92,13 +91,13 @@ void HeldQuota::dequeued(uid_t uid, uint64_t n) {
   if (it->second.held == 0 && it->second.queued == 0) users_.erase(it);
 }
 
-void HeldQuota::untrack(const Mailbox* box) {
+void HeldQuota::untrack(const Reconciler* box) {
   Guard g(mu_);
   tracking_.erase(box);
 }
 
 void HeldQuota::reconcile_all() {
-  std::vector<std::shared_ptr<Mailbox>> boxes;
+  std::vector<std::shared_ptr<Reconciler>> boxes;
   {
     Guard g(mu_);
     for (auto it = tracking_.begin(); it != tracking_.end();) {

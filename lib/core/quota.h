@@ -18,7 +18,13 @@
 
 namespace mbx {
 
-class Mailbox;
+// A mailbox that tracks bytes users queued through it (see HeldQuota::queued).
+class Reconciler {
+ public:
+  virtual ~Reconciler() = default;
+  // Forgets what receivers took since it last looked. Takes its own locks.
+  virtual void reconcile() = 0;
+};
 
 class HeldQuota {
  public:
@@ -41,9 +47,9 @@ class HeldQuota {
   // Per user: bytes `uid` queued through the daemon (a push's payload) that
   // are still in mailbox `box`. Tracked only with a per-user bound.
   Errc admit(uid_t uid, uint64_t n);  // room for n more bytes of uid? (charges nothing)
-  void queued(uid_t uid, uint64_t n, const std::shared_ptr<Mailbox>& box);
+  void queued(uid_t uid, uint64_t n, const std::shared_ptr<Reconciler>& box);
   void dequeued(uid_t uid, uint64_t n);
-  void untrack(const Mailbox* box);  // box tracks nothing any more
+  void untrack(const Reconciler* box);  // box tracks nothing any more
   // Asks every mailbox with tracked bytes to drop what receivers took (a
   // library receiver does not tell the daemon). Call with no mailbox lock held.
   void reconcile_all();
@@ -60,7 +66,7 @@ class HeldQuota {
   mutable std::mutex mu_;    // leaf lock: guards the fields below
   uint64_t held_ = 0;
   std::unordered_map<uid_t, User> users_;
-  std::unordered_map<const Mailbox*, std::weak_ptr<Mailbox>> tracking_;  // mailboxes with queued bytes
+  std::unordered_map<const Reconciler*, std::weak_ptr<Reconciler>> tracking_;  // mailboxes with queued bytes
 };
 
 }  // namespace mbx

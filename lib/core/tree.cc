@@ -14,6 +14,8 @@
 #include <set>
 
 #include "base/log.h"
+#include "base/proc.h"
+#include "core/attributes.h"
 #include "core/persist.h"
 
 namespace mbx {
@@ -57,54 +59,7 @@ bool valid_utf8(std::string_view s) {
   return true;
 }
 
-constexpr std::string_view kPrefix = "user.mailbox.";
-constexpr const char* kSettable[] = {"capacity", "max_message", "framing", "timeout_ms"};
-constexpr const char* kReadOnly[] = {"messages", "bytes",         "sent",
-                                     "received", "lost",          "blocked_senders",
-                                     "blocked_receivers",         "segment"};
 
-Sender sender_of(const Caller& c) { return Sender{c.pid, c.uid, c.gid}; }
-
-// What /proc/<tid>/status says of a writer: CAP_FSETID in its effective set,
-// and its supplementary groups. nullopt if the thread is gone.
-struct WriterCreds {
-  bool fsetid = false;
-  std::vector<gid_t> groups;
-};
-std::optional<WriterCreds> writer_creds(pid_t tid) {
-  if (tid <= 0) return std::nullopt;
-  const std::string path = "/proc/" + std::to_string(tid) + "/status";
-  FILE* f = std::fopen(path.c_str(), "re");
-  if (!f) return std::nullopt;
-  WriterCreds w;
-  char line[4096];
-  while (std::fgets(line, sizeof line, f)) {
-    if (!std::strncmp(line, "CapEff:", 7)) {
-      constexpr unsigned kCapFsetid = 4;
-      w.fsetid = (std::strtoull(line + 7, nullptr, 16) >> kCapFsetid) & 1;
-    } else if (!std::strncmp(line, "Groups:", 7)) {
-      char* p = line + 7;
-      for (char* end; ; p = end) {
-        const unsigned long g = std::strtoul(p, &end, 10);
-        if (end == p) break;
-        w.groups.push_back(static_cast<gid_t>(g));
-      }
-    }
-  }
-  std::fclose(f);
-  return w;
-}
-
-bool reserved(uint64_t parent, std::string_view name) { return parent == kRootIno && name == kPidDirName; }
-
-std::string pids(const std::vector<pid_t>& v) {
-  std::string s;
-  for (pid_t p : v) {
-    if (!s.empty()) s += ' ';
-    s += std::to_string(p);
-  }
-  return s;
-}
 }  // namespace
 
 Errc check_name(std::string_view name) {
@@ -139,7 +94,6 @@ void Tree::shutdown() {
       if (n->box) boxes.push_back(n->box);
   }
   for (auto& b : boxes) b->remove();
-  mount_.direct().shutdown();
 }
 
 Tree::Node* Tree::find_locked(uint64_t ino) {
@@ -208,9 +162,7 @@ Result<struct stat> Tree::stat_ino(uint64_t ino) {
   return stat_of(copy, &info);
 }
 
-Result<struct stat> Tree::lookup(uint64_t parent, std::string_view name, const Caller& caller) {
-  if (reserved(parent, name)) return mount_.direct().getattr(kPidDirIno, sender_of(caller));
-  if (Direct::owns(parent)) return mount_.direct().lookup(name, sender_of(caller));
+Result<struct stat> Tree::lookup(uint64_t parent, std::string_view name, const Sender&) {
   uint64_t ino;
   {
     Guard g(mu_);
@@ -227,7 +179,7 @@ Result<struct stat> Tree::lookup(uint64_t parent, std::string_view name, const C
 void Tree::forget(uint64_t ino, uint64_t n) {
   Guard g(mu_);
   Node* node = find_locked(ino);
-  if (!node || ino == kRootIno) return;  // pid/ entries are not counted: they always exist
+  if (!node || ino == kRootIno) return;
   node->nlookup -= std::min(node->nlookup, n);
   maybe_drop_locked(*node);
 }
@@ -238,14 +190,11 @@ void Tree::maybe_drop_locked(Node& n) {
   nodes_.erase(n.ino);
 }
 
-Result<struct stat> Tree::getattr(uint64_t ino, const Caller& c) {
-  if (Direct::owns(ino)) return mount_.direct().getattr(ino, sender_of(c));
+Result<struct stat> Tree::getattr(uint64_t ino, const Sender&) {
   return stat_ino(ino);
 }
 
-Result<struct stat> Tree::setattr(uint64_t ino, const struct stat& in, unsigned what, const Caller& c) {
-  // pid/ has no settable attributes; a shell's O_TRUNC (a size-0 setattr) must still work.
-  if (Direct::owns(ino)) return mount_.direct().getattr(ino, sender_of(c));
+Result<struct stat> Tree::setattr(uint64_t ino, const struct stat& in, unsigned what, const Sender&) {
   {
     Guard g(mu_);
     Node* n = find_locked(ino);
@@ -268,10 +217,9 @@ Result<struct stat> Tree::setattr(uint64_t ino, const struct stat& in, unsigned 
 }
 
 Result<Tree::Node*> Tree::add_locked(uint64_t parent, std::string_view name, mode_t mode,
-                                     const Caller& c) {
+                                     const Sender& c) {
   if (Errc e = check_name(name); e != Errc::ok) return e;
-  if (reserved(parent, name)) return Errc::exists;  // pid/ is always there
-  if (Direct::owns(parent)) return Errc::perm;       // its entries are processes
+  if (parent == kRootIno && reserved_.count(name)) return Errc::exists;  // an add-on's: always there
   Node* p = find_locked(parent);
   if (!p) return Errc::not_found;
   if (!S_ISDIR(p->mode)) return Errc::not_dir;
@@ -295,18 +243,15 @@ Result<Tree::Node*> Tree::add_locked(uint64_t parent, std::string_view name, mod
   return raw;
 }
 
-Result<struct stat> Tree::create(uint64_t parent, std::string_view name, mode_t mode, const Caller& c) {
+Result<struct stat> Tree::create(uint64_t parent, std::string_view name, mode_t mode, const Sender& c) {
   uint64_t ino;
   {
     Guard g(mu_);
     if (Errc e = check_name(name); e != Errc::ok) return e;
-    if (reserved(parent, name)) return Errc::exists;
-    // Reached only for a name the lookup did not find: not a process id
-    // (every pid resolves). It does not exist, and cannot be made to.
-    if (Direct::owns(parent)) return Errc::not_found;
+    if (parent == kRootIno && reserved_.count(name)) return Errc::exists;
     Node* p = find_locked(parent);
     if (p && p->children.count(name)) return Errc::exists;
-    auto box = mount_.create_mailbox(next_ino_, mount_.config().defaults);
+    auto box = mount_.create_mailbox(next_ino_, mount_.defaults());
     if (!box) return box.error();
     auto n = add_locked(parent, name, S_IFREG | (mode & 07777), c);
     if (!n) return n.error();  // `box` is dropped: its segment goes with it
@@ -317,7 +262,7 @@ Result<struct stat> Tree::create(uint64_t parent, std::string_view name, mode_t 
   return stat_ino(ino);
 }
 
-Result<struct stat> Tree::mkdir(uint64_t parent, std::string_view name, mode_t mode, const Caller& c) {
+Result<struct stat> Tree::mkdir(uint64_t parent, std::string_view name, mode_t mode, const Sender& c) {
   Guard g(mu_);
   auto n = add_locked(parent, name, S_IFDIR | (mode & 07777), c);
   if (!n) return n.error();
@@ -338,8 +283,7 @@ void Tree::detach_locked(Node& n) {
 }
 
 Errc Tree::unlink(uint64_t parent, std::string_view name) {
-  if (reserved(parent, name)) return Errc::is_dir;
-  if (Direct::owns(parent)) return Errc::perm;
+  if (parent == kRootIno && reserved_.count(name)) return Errc::is_dir;
   std::shared_ptr<Mailbox> box;
   {
     Guard g(mu_);
@@ -356,8 +300,7 @@ Errc Tree::unlink(uint64_t parent, std::string_view name) {
 }
 
 Errc Tree::rmdir(uint64_t parent, std::string_view name) {
-  if (reserved(parent, name)) return Errc::busy;
-  if (Direct::owns(parent)) return Errc::perm;
+  if (parent == kRootIno && reserved_.count(name)) return Errc::busy;
   Guard g(mu_);
   auto c = child_locked(parent, name);
   if (!c) return c.error();
@@ -372,9 +315,8 @@ Errc Tree::rmdir(uint64_t parent, std::string_view name) {
 Errc Tree::rename(uint64_t parent, std::string_view name, uint64_t newparent, std::string_view newname,
                   bool noreplace) {
   std::shared_ptr<Mailbox> replaced;
-  if (reserved(parent, name)) return Errc::busy;
-  if (reserved(newparent, newname)) return Errc::exists;
-  if (Direct::owns(parent) || Direct::owns(newparent)) return Errc::perm;
+  if (parent == kRootIno && reserved_.count(name)) return Errc::busy;
+  if (newparent == kRootIno && reserved_.count(newname)) return Errc::exists;
   {
     Guard g(mu_);
     if (Errc e = check_name(newname); e != Errc::ok) return e;
@@ -419,15 +361,8 @@ Errc Tree::rename(uint64_t parent, std::string_view name, uint64_t newparent, st
   return Errc::ok;
 }
 
-Result<std::vector<DirEntry>> Tree::list(uint64_t ino, const Caller& c) {
-  if (Direct::owns(ino)) {
-    auto l = mount_.direct().list(sender_of(c));
-    if (!l) return l.error();
-    std::vector<DirEntry> out;
-    for (auto& e : *l) out.push_back({std::move(e.name), e.ino, e.mode});
-    return out;
-  }
-  // pid/ is not listed at the root: `ls` shows the mailboxes, `ls pid` the links.
+Result<std::vector<DirEntry>> Tree::list(uint64_t ino, const Sender&) {
+  // Reserved names are not listed: `ls` shows the mailboxes.
   Guard g(mu_);
   Node* n = find_locked(ino);
   if (!n) return Errc::not_found;
@@ -447,8 +382,7 @@ std::shared_ptr<Mailbox> Tree::mailbox(uint64_t ino) {
 }
 
 Result<std::unique_ptr<Handle>> Tree::open(uint64_t ino, bool can_read, bool can_write, bool nonblock,
-                                           const Caller& c) {
-  if (Direct::owns(ino)) return mount_.direct().open(ino, can_read, can_write, nonblock, sender_of(c));
+                                           const Sender&) {
   auto box = mailbox(ino);
   if (!box) return Errc::is_dir;
   return box->open(can_read, can_write, nonblock);
@@ -468,7 +402,7 @@ struct statvfs Tree::statfs() {
   return s;
 }
 
-void Tree::clear_privs_on_write(uint64_t ino, const Caller& c) {
+void Tree::clear_privs_on_write(uint64_t ino, const Sender& c) {
   if (!privs_seen_.load(std::memory_order_relaxed)) return;
   mode_t mode;
   gid_t gid;
@@ -481,8 +415,8 @@ void Tree::clear_privs_on_write(uint64_t ino, const Caller& c) {
   }
   // /proc is read without the tree lock; a writer already gone is judged by
   // its uid alone (root keeps the bits, as with CAP_FSETID).
-  auto creds = writer_creds(c.pid);
-  if (creds ? creds->fsetid : c.uid == 0) return;
+  auto creds = proc::status(c.pid);
+  if (creds ? creds->cap_fsetid : c.uid == 0) return;
   const bool in_group = c.gid == gid || (creds && std::find(creds->groups.begin(), creds->groups.end(), gid) !=
                                                       creds->groups.end());
   mode_t kill = mode & S_ISUID;
@@ -498,90 +432,30 @@ void Tree::clear_privs_on_write(uint64_t ino, const Caller& c) {
 
 // ---- user.mailbox.* ----------------------------------------------------------
 
-Result<std::string> Tree::getxattr(uint64_t ino, std::string_view name, const Caller& c) {
-  if (name.substr(0, kPrefix.size()) != kPrefix) return Errc::no_data;
-  if (ino == kPidDirIno) return mount_.direct().dir_xattr(name);
-  std::shared_ptr<Mailbox> box;
-  if (Direct::owns(ino)) {
-    auto b = mount_.direct().xattr_box(ino, sender_of(c));
-    if (!b) return b.error();
-    box = std::move(b.value());
-  } else {
-    box = mailbox(ino);
-  }
+Result<std::string> Tree::getxattr(uint64_t ino, std::string_view name, const Sender& c) {
+  if (mailbox::attr::key(name).empty()) return Errc::no_data;
+  auto box = mailbox(ino);
   if (!box) return Errc::no_data;
-  std::string_view key = name.substr(kPrefix.size());
-  if (key == "sender") {  // per reading thread: FUSE's getxattr carries no file handle
-    auto s = box->last_sender(c.pid);
-    if (!s) return Errc::no_data;
-    return "pid=" + std::to_string(s->pid) + " uid=" + std::to_string(s->uid) + " gid=" + std::to_string(s->gid);
-  }
-  MailboxInfo i = box->info();
-  if (key == "capacity") return format_capacity(i.settings.capacity);
-  if (key == "max_message") return std::to_string(i.settings.max_message);
-  if (key == "framing") return std::string(framing_name(i.settings.framing));
-  if (key == "timeout_ms") return std::to_string(i.settings.timeout_ms);
-  if (key == "messages") return std::to_string(i.seg.count);
-  if (key == "bytes") return std::to_string(i.seg.bytes);
-  if (key == "sent") return std::to_string(i.seg.total_sent);
-  if (key == "received") return std::to_string(i.seg.total_received);
-  if (key == "lost") return std::to_string(i.seg.lost);
-  if (key == "blocked_senders") return pids(i.blocked_senders);
-  if (key == "blocked_receivers") return pids(i.blocked_receivers);
-  if (key == "segment") {
-    // Removed with the state directory (it lives on as the daemon's mapping):
-    // nothing to map. A resize makes a new one.
-    if (::access(i.segment_path.c_str(), F_OK) != 0 && errno == ENOENT) return Errc::io;
-    return i.segment_path;
-  }
-  return Errc::no_data;
-}
-
-Result<layout::FileInfo> Tree::file_info(uint64_t ino, const Caller& c) {
-  layout::FileInfo fi{};
-  auto seg = getxattr(ino, "user.mailbox.segment", c);
-  auto fr = getxattr(ino, "user.mailbox.framing", c);
-  auto max = getxattr(ino, "user.mailbox.max_message", c);
-  if (!seg || !fr || !max) return !seg ? seg.error() : !fr ? fr.error() : max.error();
-  if (seg->size() >= sizeof fi.segment || fr->size() >= sizeof fi.framing) return Errc::name_too_long;
-  std::memcpy(fi.segment, seg->data(), seg->size());
-  std::memcpy(fi.framing, fr->data(), fr->size());
-  fi.max_message = std::strtoull(max->c_str(), nullptr, 10);
-  return fi;
+  return mailbox_xattr(*box, name, c.pid);
 }
 
 Result<std::string> Tree::listxattr(uint64_t ino) {
-  std::string out;
-  if (ino == kPidDirIno) {
-    for (const char* k : {"links", "discarded"}) out.append(kPrefix).append(k).push_back('\0');
-    return out;
-  }
-  auto box = Direct::owns(ino) ? nullptr : mailbox(ino);
-  if (!box && !Direct::owns(ino)) return out;
-  for (const char* k : kSettable) out.append(kPrefix).append(k).push_back('\0');
-  for (const char* k : kReadOnly) out.append(kPrefix).append(k).push_back('\0');
-  return out;
+  auto box = mailbox(ino);
+  return box ? mailbox_xattr_names() : std::string();
 }
 
-Errc Tree::setxattr(uint64_t ino, std::string_view name, std::string_view value, const Caller& c) {
+Errc Tree::setxattr(uint64_t ino, std::string_view name, std::string_view value, const Sender& c) {
   std::shared_ptr<Mailbox> box;
-  if (Direct::owns(ino)) return ino == kPidDirIno ? Errc::not_supported : Errc::perm;  // links take the mount's defaults
   {
     Guard g(mu_);
     Node* n = find_locked(ino);
     if (!n) return Errc::not_found;
     if (!n->box) return Errc::not_supported;
-    if (name.substr(0, kPrefix.size()) != kPrefix) return Errc::not_supported;
+    if (mailbox::attr::key(name).empty()) return Errc::not_supported;
     if (c.uid != 0 && c.uid != n->uid) return Errc::perm;  // settings belong to the owner
     box = n->box;
   }
-  std::string_view key = name.substr(kPrefix.size());
-  for (const char* k : kReadOnly)
-    if (key == k) return Errc::perm;
-  if (std::find(std::begin(kSettable), std::end(kSettable), key) == std::end(kSettable))
-    return Errc::not_supported;
-  Errc e = box->set(key, value);
-  if (e == Errc::not_found) e = Errc::io;  // a segment that could not be made: never "not supported"
+  Errc e = set_mailbox_xattr(*box, name, value);
   if (e == Errc::ok) {
     Guard g(mu_);
     if (Node* n = find_locked(ino)) {
@@ -593,9 +467,8 @@ Errc Tree::setxattr(uint64_t ino, std::string_view name, std::string_view value,
 }
 
 Errc Tree::removexattr(uint64_t ino, std::string_view name) {
-  if (Direct::owns(ino)) return name.substr(0, kPrefix.size()) == kPrefix ? Errc::perm : Errc::no_data;
   auto box = mailbox(ino);
-  if (!box || name.substr(0, kPrefix.size()) != kPrefix) return Errc::no_data;
+  if (!box || mailbox::attr::key(name).empty()) return Errc::no_data;
   return Errc::perm;  // the attributes are the mailbox's settings and counters
 }
 
@@ -648,7 +521,7 @@ Tree::Restored Tree::restore() {
       for (const NodeMeta* m : by_parent[pino]) {
         Node* p = find_locked(pino);
         if (!p || !S_ISDIR(p->mode) || nodes_.count(m->ino) || check_name(m->name) != Errc::ok ||
-            p->children.count(m->name) || reserved(pino, m->name))
+            p->children.count(m->name) || (pino == kRootIno && reserved_.count(m->name)))
           continue;
         auto n = std::make_unique<Node>();
         if (S_ISREG(m->mode)) {
@@ -682,7 +555,7 @@ Tree::Restored Tree::restore() {
       remove_meta(mount_.state().dir(), m.ino);
       r.dropped++;
     }
-  mount_.remove_segments_except(kept);  // of mailboxes that were never recorded, or dropped
+  mount_.remove_stores_except(kept);  // of mailboxes that were never recorded, or dropped
   return r;
 }
 

@@ -16,20 +16,14 @@
 #include <unordered_map>
 #include <vector>
 
-#include "core/direct.h"
+#include <set>
+
 #include "base/errc.h"
 #include "core/mailbox.h"
 #include "core/mount.h"
+#include "core/namespace.h"
 
 namespace mbx {
-
-inline constexpr uint64_t kRootIno = 1;
-
-struct Caller {
-  pid_t pid = 0;
-  uid_t uid = 0;
-  gid_t gid = 0;
-};
 
 // What setattr() changes (the core's own bits; the front end maps FUSE's).
 enum SetAttr : unsigned {
@@ -37,39 +31,34 @@ enum SetAttr : unsigned {
   kSetAtimeNow = 32, kSetMtimeNow = 64, kSetSize = 128,
 };
 
-struct DirEntry {
-  std::string name;
-  uint64_t ino;
-  mode_t mode;
-};
-
 // Rejects what cannot be a mailbox or directory name: empty, ".", "..",
 // longer than 255 bytes, control characters, or invalid UTF-8.
 Errc check_name(std::string_view name);
 
-class Tree {
+class Tree final : public Namespace {
  public:
   Tree(Mount& mount, mode_t root_mode, uid_t uid, gid_t gid);
   ~Tree();
 
+  // A name at the root that belongs to another part of the tree (an add-on):
+  // it cannot be made, removed or renamed here, nor restored. Before serving.
+  void reserve(std::string name) { reserved_.insert(std::move(name)); }
+
   // Each successful lookup/create/mkdir counts one kernel reference (forget()).
-  // The caller matters only under pid/ (direct communication), whose entries
-  // are seen from the calling process.
-  Result<struct stat> lookup(uint64_t parent, std::string_view name, const Caller& c = {});
+  Result<struct stat> lookup(uint64_t parent, std::string_view name, const Sender& c = {}) override;
   void forget(uint64_t ino, uint64_t n);
-  Result<struct stat> getattr(uint64_t ino, const Caller& c = {});
-  Result<struct stat> setattr(uint64_t ino, const struct stat& in, unsigned what, const Caller& c);
-  Result<struct stat> create(uint64_t parent, std::string_view name, mode_t mode, const Caller& c);
-  Result<struct stat> mkdir(uint64_t parent, std::string_view name, mode_t mode, const Caller& c);
+  Result<struct stat> getattr(uint64_t ino, const Sender& c = {}) override;
+  Result<struct stat> setattr(uint64_t ino, const struct stat& in, unsigned what, const Sender& c);
+  Result<struct stat> create(uint64_t parent, std::string_view name, mode_t mode, const Sender& c);
+  Result<struct stat> mkdir(uint64_t parent, std::string_view name, mode_t mode, const Sender& c);
   Errc unlink(uint64_t parent, std::string_view name);
   Errc rmdir(uint64_t parent, std::string_view name);
   Errc rename(uint64_t parent, std::string_view name, uint64_t newparent, std::string_view newname,
               bool noreplace);
-  Result<std::vector<DirEntry>> list(uint64_t ino, const Caller& c = {});
+  Result<std::vector<DirEntry>> list(uint64_t ino, const Sender& c = {}) override;
   std::shared_ptr<Mailbox> mailbox(uint64_t ino);
-  // An open file of a mailbox or of an entry of pid/ (EISDIR for a directory).
   Result<std::unique_ptr<Handle>> open(uint64_t ino, bool can_read, bool can_write, bool nonblock,
-                                       const Caller& c);
+                                       const Sender& c) override;
   struct statvfs statfs();
 
   // user.mailbox.sender answers for the calling thread: the sender of the
@@ -77,14 +66,12 @@ class Tree {
   // A write(2) by `c` reached mailbox `ino`: as on every Linux file system,
   // a writer without CAP_FSETID clears set-user-ID, and set-group-ID when
   // group-execute is set or the writer is not in the file's group.
-  void clear_privs_on_write(uint64_t ino, const Caller& c);
+  void clear_privs_on_write(uint64_t ino, const Sender& c);
 
-  Result<std::string> getxattr(uint64_t ino, std::string_view name, const Caller& c = {});
-  Result<std::string> listxattr(uint64_t ino);  // NUL-separated names
-  // What ioctl(kInfoIoctl) on an open file of `ino` answers (layout.h).
-  Result<layout::FileInfo> file_info(uint64_t ino, const Caller& c = {});
-  Errc setxattr(uint64_t ino, std::string_view name, std::string_view value, const Caller& c);
-  Errc removexattr(uint64_t ino, std::string_view name);
+  Result<std::string> getxattr(uint64_t ino, std::string_view name, const Sender& c = {}) override;
+  Result<std::string> listxattr(uint64_t ino) override;
+  Errc setxattr(uint64_t ino, std::string_view name, std::string_view value, const Sender& c) override;
+  Errc removexattr(uint64_t ino, std::string_view name) override;
 
   // Deletes every mailbox (the daemon is stopping): parked calls end now.
   void shutdown();
@@ -114,7 +101,7 @@ class Tree {
   };
   Node* find_locked(uint64_t ino);
   Result<Node*> child_locked(uint64_t parent, std::string_view name);
-  Result<Node*> add_locked(uint64_t parent, std::string_view name, mode_t mode, const Caller& c);
+  Result<Node*> add_locked(uint64_t parent, std::string_view name, mode_t mode, const Sender& c);
   void detach_locked(Node& n);
   void maybe_drop_locked(Node& n);
   struct stat stat_of(const Node& n, const MailboxInfo* info) const;
@@ -133,6 +120,7 @@ class Tree {
   // Set once any node got S_ISUID or S_ISGID: until then a write need not
   // look (relaxed: a hint; a stale false only misses a write racing the chmod).
   std::atomic<bool> privs_seen_{false};
+  std::set<std::string, std::less<>> reserved_;  // fixed before serving
 };
 
 }  // namespace mbx

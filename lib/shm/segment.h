@@ -20,12 +20,6 @@
 
 namespace mbx {
 
-struct Sender {
-  int32_t pid = 0;
-  uint32_t uid = 0;
-  uint32_t gid = 0;
-};
-
 struct SegmentStats {
   uint64_t count = 0, bytes = 0, record_bytes = 0;
   uint64_t total_sent = 0, total_received = 0, lost = 0;

@@ -28,8 +28,8 @@ void fail(const char* why, const std::string& detail = {}) {
 }
 
 constexpr uid_t kOwner = 1000;
-const mbx::Caller kOwnerCaller{100, kOwner, kOwner};
-const mbx::Caller kOther{200, 2000, 2000};
+const mbx::Sender kOwnerCaller{100, kOwner, kOwner};
+const mbx::Sender kOther{200, 2000, 2000};
 
 struct World {
   std::unique_ptr<mbx::Mount> mount;

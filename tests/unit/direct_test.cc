@@ -3,6 +3,8 @@
 // ESRCH and EPERM, exits (discarded mail, failed waits, orphaned links),
 // pid reuse, receive from any, and the sender remembered per reader.
 #include "core/direct.h"
+#include "core/pid_dir.h"
+#include "core/router.h"
 #include "core/tree.h"
 
 #include <fcntl.h>
@@ -16,6 +18,7 @@ namespace {
 
 using namespace std::chrono_literals;
 using mbx::Errc;
+using mbx::Result;
 using mbx::kNoProcess;
 using mbx::Sender;
 
@@ -46,9 +49,17 @@ void end(pid_t p) {
 
 class DirectTest : public ut::CoreTest {
  protected:
+  void SetUp() override {
+    ut::CoreTest::SetUp();
+    direct_ = std::make_unique<mbx::Direct>(*mount_);
+    direct_->start();
+    pid_ = std::make_unique<mbx::PidDir>(*direct_);
+  }
   void TearDown() override {
     for (pid_t p : kids_) end(p);
-    mount_->direct().shutdown();
+    direct_->shutdown();
+    pid_.reset();
+    direct_.reset();
     ut::CoreTest::TearDown();
   }
   pid_t kid(uid_t uid = 0) {
@@ -74,7 +85,12 @@ class DirectTest : public ut::CoreTest {
     auto f = box->flush(h, sender_, nullptr);
     ASSERT_TRUE(f && f->err == Errc::ok);
   }
-  mbx::Direct& d() { return mount_->direct(); }
+  mbx::Direct& d() { return *direct_; }
+  // pid/ over it, as the file system shows it.
+  mbx::PidDir& pid() { return *pid_; }
+  Result<struct stat> lookup(const std::string& name, const Sender& c) { return pid_->lookup(mbx::kPidDirIno, name, c); }
+  std::unique_ptr<mbx::Direct> direct_;
+  std::unique_ptr<mbx::PidDir> pid_;
   Sender me{::getpid(), 0, 0};
   std::vector<pid_t> kids_;
 };
@@ -104,24 +120,24 @@ TEST_F(DirectTest, NoSuchProcessAndWhoMaySend) {
   EXPECT_EQ(d().send_link(nobody, root_kid).error(), Errc::perm);  // kill(2)'s rule
   EXPECT_TRUE(d().send_link(nobody, nobody_kid).ok());
   EXPECT_TRUE(d().send_link(me, nobody_kid).ok());  // root may signal anyone
-  EXPECT_EQ(d().lookup("0", me).error(), Errc::not_found);
-  EXPECT_EQ(d().lookup("007", me).error(), Errc::not_found);
-  EXPECT_EQ(d().lookup("1-to-2", nobody).error(), Errc::not_found);  // root's view only
-  EXPECT_TRUE(d().lookup("1-to-2", me).ok());
+  EXPECT_EQ(lookup("0", me).error(), Errc::not_found);
+  EXPECT_EQ(lookup("007", me).error(), Errc::not_found);
+  EXPECT_EQ(lookup("1-to-2", nobody).error(), Errc::not_found);  // root's view only
+  EXPECT_TRUE(lookup("1-to-2", me).ok());
 }
 
 TEST_F(DirectTest, MessagesCarryTheOpeningProcessAndEachReaderRemembersItsSender) {
-  auto st = d().lookup(std::to_string(me.pid), me);
+  auto st = lookup(std::to_string(me.pid), me);
   ASSERT_TRUE(st.ok());
   // A write through pid/<me> goes on the link me->me; a read of it takes it.
-  auto w = d().open(st->st_ino, false, true, true, Sender{me.pid, 0, 8});
+  auto w = pid().open(st->st_ino, false, true, true, Sender{me.pid, 0, 8});
   ASSERT_TRUE(w.ok()) << mbx::to_errno(w.error());
   EXPECT_EQ((*w)->as->pid, me.pid);
   auto box = (*w)->box;
   ASSERT_TRUE(box->write(**w, "hi", 2, true, sender_, nullptr).has_value());
   ASSERT_EQ(box->flush(**w, sender_, nullptr)->err, Errc::ok);
-  EXPECT_EQ(d().lookup(std::to_string(me.pid), me)->st_size, 1);  // st_size counts messages
-  auto r = d().open(st->st_ino, true, false, true, me);
+  EXPECT_EQ(lookup(std::to_string(me.pid), me)->st_size, 1);  // st_size counts messages
+  auto r = pid().open(st->st_ino, true, false, true, me);
   ASSERT_TRUE(r.ok());
   EXPECT_EQ((*r)->box.get(), box.get());
   auto o = box->read(**r, 100, true, nullptr, /*reader=*/4242);
@@ -134,7 +150,7 @@ TEST_F(DirectTest, MessagesCarryTheOpeningProcessAndEachReaderRemembersItsSender
   EXPECT_EQ(s->uid, 0u);
   EXPECT_EQ(s->gid, 8u);
   EXPECT_FALSE(box->last_sender(4243).has_value());  // another reader received nothing
-  EXPECT_EQ(d().open(st->st_ino, true, true, true, me).error(), Errc::invalid);  // one direction per open
+  EXPECT_EQ(pid().open(st->st_ino, true, true, true, me).error(), Errc::invalid);  // one direction per open
   box->release(**w);
   box->release(**r);
 }
@@ -246,14 +262,26 @@ class DirectTreeTest : public ut::CoreTest {
  protected:
   void SetUp() override {
     ut::CoreTest::SetUp();
-    tree_ = std::make_unique<mbx::Tree>(*mount_, 0755, 0, 0);
+    direct_ = std::make_unique<mbx::Direct>(*mount_);
+    direct_->start();
+    tree_only_ = std::make_unique<mbx::Tree>(*mount_, 0755, 0, 0);
+    pid_ = std::make_unique<mbx::PidDir>(*direct_);
+    tree_ = std::make_unique<mbx::Router>(*tree_only_, *pid_);
   }
   void TearDown() override {
     tree_.reset();
+    tree_only_->shutdown();
+    direct_->shutdown();
+    pid_.reset();
+    tree_only_.reset();
+    direct_.reset();
     ut::CoreTest::TearDown();
   }
-  std::unique_ptr<mbx::Tree> tree_;
-  mbx::Caller root_{::getpid(), 0, 0};
+  std::unique_ptr<mbx::Direct> direct_;
+  std::unique_ptr<mbx::Tree> tree_only_;
+  std::unique_ptr<mbx::PidDir> pid_;
+  std::unique_ptr<mbx::Router> tree_;  // the whole tree: mailboxes and pid/
+  mbx::Sender root_{::getpid(), 0, 0};
 };
 
 TEST_F(DirectTreeTest, PidIsReservedUnlistedAndReadOnly) {
@@ -266,7 +294,7 @@ TEST_F(DirectTreeTest, PidIsReservedUnlistedAndReadOnly) {
   EXPECT_EQ(tree_->rmdir(mbx::kRootIno, "pid"), Errc::busy);
   EXPECT_EQ(tree_->create(mbx::kPidDirIno, "box", 0644, root_).error(), Errc::not_found);
   EXPECT_EQ(tree_->unlink(mbx::kPidDirIno, "any"), Errc::perm);
-  auto root = tree_->list(mbx::kRootIno);
+  auto root = tree_->list(mbx::kRootIno, root_);
   ASSERT_TRUE(root.ok());
   for (auto& e : *root) EXPECT_NE(e.name, "pid");
   auto sub = tree_->mkdir(mbx::kRootIno, "jobs", 0755, root_);
@@ -287,8 +315,8 @@ TEST_F(DirectTreeTest, SenderXattrOfAnOrdinaryMailboxIsPerReadingThread) {
   ASSERT_EQ(box->flush(*h, Sender{321, 5, 6}, nullptr)->err, Errc::ok);
   auto r = box->open(true, false, true);
   ASSERT_EQ(box->read(*r, 10, true, nullptr, 900)->data, "m");
-  EXPECT_EQ(*tree_->getxattr(st->st_ino, "user.mailbox.sender", mbx::Caller{900, 0, 0}), "pid=321 uid=5 gid=6");
-  EXPECT_EQ(tree_->getxattr(st->st_ino, "user.mailbox.sender", mbx::Caller{901, 0, 0}).error(), Errc::no_data);
+  EXPECT_EQ(*tree_->getxattr(st->st_ino, "user.mailbox.sender", mbx::Sender{900, 0, 0}), "pid=321 uid=5 gid=6");
+  EXPECT_EQ(tree_->getxattr(st->st_ino, "user.mailbox.sender", mbx::Sender{901, 0, 0}).error(), Errc::no_data);
   box->release(*h);
   box->release(*r);
 }

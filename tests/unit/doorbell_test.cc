@@ -71,7 +71,7 @@ class DoorbellWake : public ut::CoreTest {
 
 TEST_F(DoorbellWake, OtherProcessSendWakesParkedReader) {
   auto b = box(framed(Framing::datagram));
-  fork_participant(b->info().segment_path, [](Segment& s) {
+  fork_participant(b->info().locator.value(), [](Segment& s) {
     auto r = s.push("from afar", 9, Sender{static_cast<int32_t>(::getpid()), 0, 0}, realtime_ns());
     if (!r) return 30;
     s.after_push(false);
@@ -96,7 +96,7 @@ TEST_F(DoorbellWake, OtherProcessReceiveWakesParkedSender) {
   auto b = box(framed(Framing::datagram, 1));
   auto& w = open(b, false, true);
   ASSERT_EQ(b->write(w, "first", 5, false, Sender{}, nullptr)->err, Errc::ok);
-  fork_participant(b->info().segment_path, [](Segment& s) {
+  fork_participant(b->info().locator.value(), [](Segment& s) {
     std::string out;
     if (!s.pop(out, realtime_ns()) || out != "first") return 31;
     s.after_pop(false);
@@ -116,7 +116,7 @@ TEST_F(DoorbellWake, OtherProcessReceiveWakesParkedSender) {
 
 TEST_F(DoorbellWake, OtherProcessTakesRendezvousOffer) {
   auto b = box(framed(Framing::datagram, 0));
-  fork_participant(b->info().segment_path, [](Segment& s) {
+  fork_participant(b->info().locator.value(), [](Segment& s) {
     // The offer may not be there yet: retry up to 2 s.
     std::string out;
     for (int i = 0; i < 400; i++) {
@@ -141,7 +141,7 @@ TEST_F(DoorbellWake, OtherProcessTakesRendezvousOffer) {
 
 TEST_F(DoorbellWake, OtherProcessSendNotifiesArmedPoll) {
   auto b = box(framed(Framing::datagram));
-  fork_participant(b->info().segment_path, [](Segment& s) {
+  fork_participant(b->info().locator.value(), [](Segment& s) {
     if (!s.push("p", 1, Sender{}, realtime_ns())) return 34;
     s.after_push(false);
     return 0;
@@ -165,7 +165,7 @@ TEST_F(DoorbellWake, PollSeeingAnOutsidePushFinishesTheParkedReader) {
   auto b = box(framed(Framing::datagram));
   auto& r = open(b, true, false);
   ASSERT_FALSE(b->read(r, 100, false, waiter(1)).has_value());
-  auto other = Segment::attach(b->info().segment_path);
+  auto other = Segment::attach(b->info().locator.value());
   ASSERT_TRUE(other.ok());
   other->set_control(mount_->state().control());
   ASSERT_TRUE(other->push("outside", 7, Sender{}, 0).ok());
@@ -191,7 +191,7 @@ TEST_F(DoorbellWake, OutsideSendsServeParkedReadersInOrder) {
     auto& r = open(b, true, false);
     ASSERT_FALSE(b->read(r, 100, false, waiter(i)).has_value());
   }
-  auto other = Segment::attach(b->info().segment_path);
+  auto other = Segment::attach(b->info().locator.value());
   ASSERT_TRUE(other.ok());
   other->set_control(mount_->state().control());
   for (int i = 0; i < kN; i++) {

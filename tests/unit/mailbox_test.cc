@@ -271,16 +271,16 @@ TEST_F(MailboxCore, SetCapacityKeepsQueuedMessagesInOrder) {
   auto b = box(framed(F::datagram, 64));
   auto& w = open(b, false, true);
   for (int i = 0; i < 5; i++) ASSERT_EQ(wr(*b, w, "m" + std::to_string(i))->err, Errc::ok);
-  const std::string old_path = b->info().segment_path;
+  const std::string old_path = b->info().locator.value();
   const uint64_t quota = mount_->quota_used();
   ASSERT_EQ(b->set("capacity", "2"), Errc::ok);
   MailboxInfo i = b->info();
   EXPECT_EQ(i.settings.capacity, 2u);
   EXPECT_EQ(i.seg.count, 5u);  // more than the new capacity, none dropped
   EXPECT_EQ(i.seg.total_sent, 5u);
-  EXPECT_NE(i.segment_path, old_path);
+  EXPECT_NE(i.locator.value(), old_path);
   EXPECT_FALSE(ut::path_exists(old_path));
-  EXPECT_TRUE(ut::path_exists(i.segment_path));
+  EXPECT_TRUE(ut::path_exists(i.locator.value()));
   EXPECT_EQ(mount_->quota_used(), quota);
   EXPECT_EQ(wr(*b, w, "x")->err, Errc::again);
   ASSERT_EQ(b->set("capacity", "unbounded"), Errc::ok);
@@ -309,7 +309,7 @@ TEST_F(MailboxCore, SetRejectsBadValuesAndChangesNothing) {
   EXPECT_EQ(after.settings.max_message, 4096u);
   EXPECT_EQ(after.settings.framing, F::datagram);
   EXPECT_EQ(after.settings.timeout_ms, 0u);
-  EXPECT_EQ(after.segment_path, before.segment_path);
+  EXPECT_EQ(after.locator.value(), before.locator.value());
   EXPECT_EQ(after.seg.count, 1u);
   // framing applies to opens made after the change.
   ASSERT_EQ(b->set("framing", "line"), Errc::ok);
@@ -336,7 +336,7 @@ TEST_F(MailboxCore, RemoveFreesEverything) {
   auto& w = open(b, false, true);
   auto& r = open(b, true, false);
   ASSERT_EQ(wr(*b, w, "doomed")->err, Errc::ok);
-  const std::string path = b->info().segment_path;
+  const std::string path = b->info().locator.value();
   EXPECT_GT(mount_->quota_used(), 0u);
   b->remove();
   EXPECT_TRUE(b->info().removed);

@@ -275,7 +275,7 @@ TEST_F(MailboxWait, RendezvousSendWaitsForAReceiver) {
 TEST_F(MailboxWait, NonblockingRendezvousWaitsBrieflyForASleepingLibraryReceiver) {
   auto b = box(framed(F::datagram, 0));
   auto& w = open(b, false, true);
-  auto lib = Segment::attach(b->info().segment_path);  // the library receiver's mapping
+  auto lib = Segment::attach(b->info().locator.value());  // the library receiver's mapping
   ASSERT_TRUE(lib);
   auto& sleepers = lib->header()->sleeping_receivers;
   const uint32_t pushed0 = lib->header()->pushed.load();
@@ -373,9 +373,28 @@ TEST_F(MailboxWait, SetCapacityReleasesParkedSender) {
   EXPECT_EQ(z->info().settings.capacity, 0u);
 }
 
+// The mount as a mailbox's host, except that thread 4242 is being killed.
+class DyingHost final : public mbx::Host {
+ public:
+  explicit DyingHost(mbx::Mount& m) : m_(m) {}
+  mbx::Timers& timers() override { return m_.timers(); }
+  mbx::HeldQuota& held() override { return m_.held(); }
+  bool dying(pid_t p) override { return p == 4242; }
+  mbx::KernelCache* kernel() override { return nullptr; }
+
+ private:
+  mbx::Mount& m_;
+};
+
 TEST_F(MailboxWait, DyingReaderIsSkipped) {
-  mount_->dying = [](pid_t p) { return p == 4242; };
-  auto b = box(framed(F::datagram));
+  DyingHost host(*mount_);
+  auto store = mount_->backend().create(999, framed(F::datagram));
+  ASSERT_TRUE(store.ok());
+  auto b = std::make_shared<mbx::Mailbox>(host, 999, framed(F::datagram), std::move(store.value()));
+  struct Remove {  // before `host` goes
+    std::shared_ptr<mbx::Mailbox> b;
+    ~Remove() { b->remove(); }
+  } remove{b};
   auto& r1 = open(b, true, false);
   auto& r2 = open(b, true, false);
   ASSERT_FALSE(rd(*b, r1, waiter(1, 4242)).has_value());

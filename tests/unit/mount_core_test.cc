@@ -13,11 +13,13 @@
 #include "shm/state_dir.h"
 #include "test_util.h"
 #include "core/timers.h"
+#include "base/proc.h"
 
 namespace mbx {
 namespace {
 
 using namespace std::chrono_literals;
+using namespace mbx::proc;
 
 TEST(StateDir, CreatesPrivateDirAndControl) {
   const std::string dir = ut::fresh_path();
@@ -101,7 +103,7 @@ TEST(MountOpen, OpensStartsAndCleansUp) {
   EXPECT_EQ((*m)->state().control()->quota_max, 1u << 20);
   auto box = (*m)->create_mailbox(1, Settings{});
   ASSERT_TRUE(box.ok());
-  const std::string seg = (*box)->info().segment_path;
+  const std::string seg = (*box)->info().locator.value();
   EXPECT_EQ(seg, cfg.state_dir + "/m1.0");
   EXPECT_EQ((*m)->create_mailbox(1, Settings{}).error(), Errc::exists);  // segment names are unique
   EXPECT_EQ(Mount::open(cfg).error(), Errc::exists);

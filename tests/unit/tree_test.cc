@@ -11,9 +11,9 @@ namespace mbx {
 namespace {
 
 constexpr uid_t kOwner = 1000;
-const Caller kAlice{100, kOwner, kOwner};
-const Caller kBob{200, 2000, 2000};
-const Caller kRoot{300, 0, 0};
+const Sender kAlice{100, kOwner, kOwner};
+const Sender kBob{200, 2000, 2000};
+const Sender kRoot{300, 0, 0};
 
 std::string hex(std::string_view s) {
   std::string out;
@@ -277,7 +277,7 @@ TEST_F(TreeTest, Xattrs) {
   ASSERT_FALSE(box->read(r, 10, false, waiter(1, 4321)).has_value());
   EXPECT_EQ(*tree_->getxattr(f, "user.mailbox.blocked_receivers"), "4321");
   EXPECT_EQ(*tree_->getxattr(f, "user.mailbox.blocked_senders"), "");
-  EXPECT_EQ(*tree_->getxattr(f, "user.mailbox.segment"), box->info().segment_path);
+  EXPECT_EQ(*tree_->getxattr(f, "user.mailbox.segment"), box->info().locator.value());
 }
 
 TEST_F(TreeTest, SetattrAndStatfs) {

@@ -180,12 +180,9 @@ class Direct {
     int e = any_read(fd, out, mode, deadline);
     if (e == 0) {
       char buf[128];
-      ssize_t n = ::fgetxattr(fd, "user.mailbox.sender", buf, sizeof buf - 1);  // this thread's last receive
+      ssize_t n = ::fgetxattr(fd, attr::kSender, buf, sizeof buf - 1);  // this thread's last receive
       Sender s;
-      if (n > 0) {
-        buf[n] = 0;
-        std::sscanf(buf, "pid=%d uid=%u gid=%u", &s.pid, &s.uid, &s.gid);
-      }
+      if (n > 0) parse_sender(std::string_view(buf, static_cast<size_t>(n)), &s);
       if (from) *from = s;
       int ignored;
       if (s.pid > 0) link_from(s.pid, &ignored);  // next time, straight from shared memory
@@ -199,7 +196,7 @@ class Direct {
   int any_read(int fd, std::string& out, Mode mode, Clock::time_point deadline) {
     if (framing_.empty()) {
       char f[16];
-      ssize_t n = ::fgetxattr(fd, "user.mailbox.framing", f, sizeof f);
+      ssize_t n = ::fgetxattr(fd, attr::kFraming, f, sizeof f);
       framing_ = n > 0 ? std::string(f, static_cast<size_t>(n)) : "file";
     }
     out.clear();

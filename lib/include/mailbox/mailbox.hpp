@@ -20,28 +20,9 @@
 #include <utility>
 #include <vector>
 
+#include "mailbox/protocol.h"
+
 namespace mailbox {
-
-// An errno value (0 on success) or a value.
-template <class T>
-class Result {
- public:
-  Result(T v) : v_(std::move(v)) {}  // NOLINT: implicit by design
-  static Result failure(int err) { return Result(err); }
-  bool ok() const { return err_ == 0; }
-  explicit operator bool() const { return ok(); }
-  int error() const { return err_; }
-  T& value() { return *v_; }
-  const T& value() const { return *v_; }
-  T& operator*() { return *v_; }
-  const T& operator*() const { return *v_; }
-  T* operator->() { return &*v_; }
-
- private:
-  explicit Result(int err) : err_(err) {}
-  std::optional<T> v_;
-  int err_ = 0;
-};
 
 struct OpenOptions {
   bool send = true;     // needs write permission on the mailbox file
@@ -65,13 +46,6 @@ struct Stats {
 };
 
 using Clock = std::chrono::steady_clock;
-
-// Who sent a message: as the kernel reported it to the daemon (filesystem
-// path), or as the sending program's libmailbox recorded it (fast path).
-struct Sender {
-  int pid = 0;
-  unsigned uid = 0, gid = 0;
-};
 
 class Mailbox;
 namespace detail {

@@ -1,0 +1,108 @@
+// SPDX-License-Identifier: MIT
+// The storage seam: where one mailbox's messages live. The daemon's mailbox
+// logic (core/mailbox.h) keeps the parked calls, the framing and the
+// settings; a Store keeps the bytes, the counters, and the wake-ups between
+// the daemon and the store's other participants. Today's store is a
+// shared-memory segment (core/shm_store.h); docs/architecture.md says what
+// another must guarantee.
+//
+// Every call returns at once. A call that cannot proceed because another
+// participant holds the storage returns Errc::contended having changed
+// nothing (the mailbox parks its caller and tries again); bad_message means
+// the storage is corrupt (the mailbox quarantines itself). Calls on one
+// Store are serialised by its mailbox's lock.
+#pragma once
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+
+#include "base/errc.h"
+#include "core/settings.h"
+
+namespace mbx {
+
+// A mailbox's counters, as user.mailbox.* shows them.
+struct QueueStats {
+  uint64_t count = 0, bytes = 0, record_bytes = 0;
+  uint64_t total_sent = 0, total_received = 0, lost = 0;
+  uint64_t next_seq = 0, consumed_seq = 0;
+  int64_t last_send_ns = 0, last_recv_ns = 0;
+};
+
+// Told when another participant changed a watched store (see Store::watch).
+class StoreListener {
+ public:
+  virtual ~StoreListener() = default;
+  // Called with no core lock held, from the store's notification thread.
+  virtual void service() = 0;
+};
+
+// Bits of Store::watch(): which changes by other participants to be told of.
+enum : uint32_t { kWatchReadable = 1, kWatchWritable = 2 };
+
+class Store {
+ public:
+  virtual ~Store() = default;
+
+  // ---- messages ----
+  // Appends one message; returns its seq (0-based, in send order). again:
+  // full; no_space/quota: the mount's memory quota; msg_size: too large.
+  // force: ignore capacity and quota (a message counted elsewhere).
+  virtual Result<uint64_t> push(std::string_view msg, const Sender& from, bool force = false) = 0;
+  struct Popped {
+    uint64_t seq;
+    Sender from;
+  };
+  // Removes the oldest message, appending its payload to `out`. again: empty.
+  virtual Result<Popped> pop(std::string& out) = 0;
+  // Payload length of the oldest message. again: empty.
+  virtual Result<uint32_t> peek_len() = 0;
+  // Takes back message `seq` if it is still the unreceived one (an
+  // interrupted rendezvous send).
+  enum class Withdrawn { taken_back, received, contended };
+  virtual Withdrawn try_withdraw(uint64_t seq) = 0;
+  // Every message with a lower seq has been received.
+  virtual uint64_t consumed_seq() = 0;
+  // Messages ever removed (acquire: what was pushed below it is gone).
+  virtual uint64_t removed_count() = 0;
+  // A push of one message would find the mailbox full by count.
+  virtual bool full() = 0;
+  virtual uint64_t capacity() const = 0;
+  // Largest payload queued; UINT64_MAX when it cannot tell.
+  virtual uint64_t max_queued_len() = 0;
+  // Never waits: with the storage held elsewhere, the counters as last published.
+  virtual QueueStats stats() = 0;
+
+  // ---- health ----
+  virtual bool corrupt() = 0;
+  // Marks the storage corrupt so that every participant stops using it.
+  virtual void mark_corrupt() = 0;
+
+  // ---- wake-ups ----
+  // Sets which changes by other participants `listener` is told of (0: none).
+  // Made visible before the caller re-checks the ring (seq_cst): either the
+  // re-check sees the other participant's change, or it tells the listener.
+  virtual void watch(uint32_t bits, const std::weak_ptr<StoreListener>& listener) = 0;
+  // True once per notification since the last call: the store changed.
+  virtual bool take_kick() = 0;
+  // The daemon pushed/popped: wakes other participants sleeping on it.
+  virtual void after_change(bool pushed, bool popped) = 0;
+  // Other participants asleep waiting for a message (a rendezvous send
+  // offers to them); 0 for stores without such participants.
+  virtual uint32_t sleeping_receivers() = 0;
+
+  // ---- lifecycle ----
+  // New capacity/max_message with the queued messages kept in order; the
+  // moved messages are renumbered from 0, and `*first` is the old seq of
+  // the first of them. busy if they would not fit, contended: try again.
+  virtual Errc reshape(const Settings& s, uint64_t* first) = 0;
+  // Deletes the storage: queued messages are discarded (their quota given
+  // back unless `trust_counters` is false: a corrupt store's counters lie),
+  // other participants are woken and see it deleted.
+  virtual void destroy(bool trust_counters) = 0;
+  // Where other participants find it (user.mailbox.segment); io if it is gone.
+  virtual Result<std::string> locator() const = 0;
+};
+
+}  // namespace mbx
