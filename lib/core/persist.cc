@@ -17,6 +17,11 @@ namespace {
 
 std::string meta_path(const std::string& dir, uint64_t ino) { return dir + "/n" + std::to_string(ino); }
 
+namespace attr = mailbox::attr;
+// NUL-terminated: each key is the tail of its attribute's name.
+const std::string_view kCapacity = attr::key(attr::kCapacity), kMaxMessage = attr::key(attr::kMaxMessage),
+                       kFraming = attr::key(attr::kFraming), kTimeoutMs = attr::key(attr::kTimeoutMs);
+
 std::string format(const NodeMeta& m) {
   std::string s;
   auto line = [&](const char* k, const std::string& v) { s += std::string(k) + "=" + v + "\n"; };
@@ -25,10 +30,11 @@ std::string format(const NodeMeta& m) {
   line("mode", std::to_string(m.mode));
   line("uid", std::to_string(m.uid));
   line("gid", std::to_string(m.gid));
-  line("capacity", format_capacity(m.settings.capacity));
-  line("max_message", std::to_string(m.settings.max_message));
-  line("framing", framing_name(m.settings.framing));
-  line("timeout_ms", std::to_string(m.settings.timeout_ms));
+  // The settings under their attributes' keys.
+  line(kCapacity.data(), format_capacity(m.settings.capacity));
+  line(kMaxMessage.data(), std::to_string(m.settings.max_message));
+  line(kFraming.data(), framing_name(m.settings.framing));
+  line(kTimeoutMs.data(), std::to_string(m.settings.timeout_ms));
   line("name", m.name);  // names hold no control characters (check_name)
   return s;
 }
@@ -57,9 +63,9 @@ bool parse(std::string_view text, NodeMeta* m) {
     else if (k == "mode") ok = num(&m->mode, 4);
     else if (k == "uid") ok = num(&m->uid, 8);
     else if (k == "gid") ok = num(&m->gid, 16);
-    else if (k == "max_message") ok = num(&m->settings.max_message, 32);
-    else if (k == "timeout_ms") ok = num(&m->settings.timeout_ms, 64);
-    else if (k == "capacity" || k == "framing") ok = apply_setting(m->settings, k, v) == Errc::ok;
+    else if (k == kMaxMessage) ok = num(&m->settings.max_message, 32);
+    else if (k == kTimeoutMs) ok = num(&m->settings.timeout_ms, 64);
+    else if (k == kCapacity || k == kFraming) ok = apply_setting(m->settings, k, v) == Errc::ok;
     else if (k == "name") m->name = std::string(v), seen |= 128;
     if (!ok) return false;
   }

@@ -3,6 +3,8 @@
 
 #include <charconv>
 
+#include "mailbox/protocol.h"
+
 namespace mbx {
 
 namespace {
@@ -71,20 +73,21 @@ const char* framing_name(Framing f) {
 }
 
 Errc apply_setting(Settings& s, std::string_view name, std::string_view value) {
+  namespace attr = mailbox::attr;
   Settings n = s;
-  if (name == "capacity") {
+  if (name == attr::key(attr::kCapacity)) {
     auto v = parse_capacity(value);
     if (!v) return Errc::invalid;
     n.capacity = *v;
-  } else if (name == "max_message") {
+  } else if (name == attr::key(attr::kMaxMessage)) {
     auto v = parse_size(value);
     if (!v || *v == 0 || *v > kMaxMessageLimit) return Errc::invalid;
     n.max_message = *v;
-  } else if (name == "framing") {
+  } else if (name == attr::key(attr::kFraming)) {
     auto v = parse_framing(value);
     if (!v) return Errc::invalid;
     n.framing = *v;
-  } else if (name == "timeout_ms") {
+  } else if (name == attr::key(attr::kTimeoutMs)) {
     auto v = parse_u64(value);
     if (!v || *v > 365ull * 24 * 3600 * 1000) return Errc::invalid;
     n.timeout_ms = *v;

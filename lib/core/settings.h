@@ -36,8 +36,8 @@ Result<Framing> parse_framing(std::string_view s);
 std::string format_capacity(uint64_t c);
 const char* framing_name(Framing f);
 
-// Sets one setting by name ("capacity", "max_message", "framing",
-// "timeout_ms"). not_found for an unknown name, invalid for a bad value; `s`
+// Sets one setting by name: an attribute's key (mailbox::attr::key(), e.g.
+// "capacity"), which is also its -o option. not_found for an unknown name, invalid for a bad value; `s`
 // is unchanged on error.
 Errc apply_setting(Settings& s, std::string_view name, std::string_view value);
 

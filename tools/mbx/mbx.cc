@@ -27,7 +27,8 @@
 
 namespace {
 
-constexpr const char* kPrefix = "user.mailbox.";
+namespace attr = mailbox::attr;
+constexpr std::string_view kPrefix = attr::kPrefix;
 constexpr const char* kStateGlob = "mailboxfs-";  // state directories under /dev/shm
 
 const char* usage_text =
@@ -75,7 +76,7 @@ bool is_number(const std::string& v) {
 
 // An attribute value as JSON: numbers stay numbers, pid lists become arrays.
 std::string json_value(const std::string& key, const std::string& v) {
-  if (key.rfind("blocked_", 0) == 0) {
+  if (key == attr::key(attr::kBlockedSenders) || key == attr::key(attr::kBlockedReceivers)) {
     std::string o = "[";
     size_t i = 0;
     bool first = true;
@@ -108,7 +109,7 @@ int read_attrs(const std::string& path, std::vector<std::pair<std::string, std::
     char buf[4096];
     ssize_t v = ::getxattr(path.c_str(), name.c_str(), buf, sizeof buf);
     if (v < 0) continue;  // vanished meanwhile
-    out.emplace_back(name.substr(std::strlen(kPrefix)), std::string(buf, static_cast<size_t>(v)));
+    out.emplace_back(name.substr(kPrefix.size()), std::string(buf, static_cast<size_t>(v)));
   }
   if (out.empty()) return ENOTSUP;  // not on a mailboxfs mount
   return 0;
@@ -244,7 +245,7 @@ int cmd_ls(const Args& a) {
     std::vector<std::pair<std::string, std::string>> attrs;
     const bool is_dir = S_ISDIR(st.st_mode);
     if (!is_dir) read_attrs(path, attrs);
-    auto get = [&](const char* k) -> std::string {
+    auto get = [&](std::string_view k) -> std::string {
       for (auto& [key, v] : attrs)
         if (key == k) return v;
       return "";
@@ -262,8 +263,8 @@ int cmd_ls(const Args& a) {
     } else if (is_dir) {
       std::printf("%s/\n", n.c_str());
     } else {
-      std::printf("%-24s %8s %10s %-9s %8zu %8zu\n", n.c_str(), get("messages").c_str(), get("capacity").c_str(),
-                  get("framing").c_str(), words(get("blocked_senders")), words(get("blocked_receivers")));
+      std::printf("%-24s %8s %10s %-9s %8zu %8zu\n", n.c_str(), get(attr::key(attr::kMessages)).c_str(), get(attr::key(attr::kCapacity)).c_str(),
+                  get(attr::key(attr::kFraming)).c_str(), words(get(attr::key(attr::kBlockedSenders))), words(get(attr::key(attr::kBlockedReceivers))));
     }
     first = false;
   }
@@ -277,7 +278,7 @@ int cmd_set(const Args& a) {
     const std::string& kv = a.pos[i];
     size_t eq = kv.find('=');
     if (eq == std::string::npos || eq == 0) return usage_error("not KEY=VALUE: " + kv);
-    const std::string name = kPrefix + kv.substr(0, eq), value = kv.substr(eq + 1);
+    const std::string name = std::string(kPrefix) + kv.substr(0, eq), value = kv.substr(eq + 1);
     if (::setxattr(a.pos[0].c_str(), name.c_str(), value.data(), value.size(), 0) != 0)
       return fail(a.pos[0] + ": " + kv.substr(0, eq), errno);
   }
