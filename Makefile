@@ -273,6 +273,16 @@ soak: all $(OUT)/soak_peer
 $(OUT)/soak_peer: $(OUT)/tests/soak/soak_peer.o $(OUT)/libmailbox.a
 	$(CXX) -o $@ $^ $(LDFLAGS)
 
-.PHONY: build-fuzz fuzz fuzz-smoke sanitize-check soak
+# Clang's lock checker over the daemon and the library: every GUARDED_BY
+# field is touched with its mutex held, every REQUIRES function called with it.
+TSA_CXX ?= clang++
+TSA_SRCS := $(CORE_SRCS) $(LIB_SRCS) $(FUSE_SRCS)
+thread-safety:
+	@for f in $(TSA_SRCS); do \
+	  $(TSA_CXX) -std=c++20 -fsyntax-only -Wthread-safety -Wthread-safety-beta -Werror -Ilib -Ilib/include \
+	    $(FUSE_CFLAGS) $$f || exit 1; \
+	done; echo "thread-safety: $(words $(TSA_SRCS)) files clean"
+
+.PHONY: build-fuzz fuzz fuzz-smoke sanitize-check soak thread-safety
 -include $(FUZZ_CORE_OBJS:.o=.d) $(addsuffix .d,$(addprefix $(FUZZ_OUT)/,$(FUZZ_TARGETS))) \
   $(OUT)/tests/soak/soak_peer.d

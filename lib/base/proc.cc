@@ -69,7 +69,7 @@ bool ThreadProbe::dying(pid_t tid) {
   char buf[1024];
   std::shared_ptr<const UniqueFd> fd;
   {
-    std::lock_guard<std::mutex> g(mu_);
+    MutexLock g(mu_);
     if (auto it = fds_.find(tid); it != fds_.end()) fd = it->second;
   }
   // Read outside the lock: probes of different mailboxes run in parallel, and
@@ -78,12 +78,12 @@ bool ThreadProbe::dying(pid_t tid) {
   // Not kept yet, or its thread is gone (a later thread may have the number).
   auto fresh = std::make_shared<const UniqueFd>(::open(stat_path(tid).c_str(), O_RDONLY | O_CLOEXEC));
   if (!fresh->valid() || !pread_small(fresh->get(), buf, sizeof buf)) {
-    std::lock_guard<std::mutex> g(mu_);
+    MutexLock g(mu_);
     fds_.erase(tid);
     return false;  // no such thread: nobody to lose a message to
   }
   {
-    std::lock_guard<std::mutex> g(mu_);
+    MutexLock g(mu_);
     if (fds_.size() >= kKept) fds_.clear();
     fds_[tid] = std::move(fresh);
   }

@@ -13,6 +13,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "base/mutex.h"
 #include "base/unique_fd.h"
 
 namespace mbx::proc {
@@ -32,8 +33,8 @@ class ThreadProbe {
 
  private:
   static constexpr size_t kKept = 64;  // descriptors kept; all dropped when full
-  std::mutex mu_;                      // leaf lock: guards fds_ only, not the reads
-  std::unordered_map<pid_t, std::shared_ptr<const UniqueFd>> fds_;
+  Mutex mu_;                      // leaf lock: guards fds_ only, not the reads
+  std::unordered_map<pid_t, std::shared_ptr<const UniqueFd>> fds_ GUARDED_BY(mu_);
 };
 
 // /proc/<tid>/stat: true if the thread is exiting because of a signal.

@@ -17,7 +17,7 @@
 namespace mbx {
 
 namespace {
-using Guard = std::lock_guard<std::mutex>;
+using Guard = MutexLock;
 
 // The live process that thread `tid` belongs to.
 Result<proc::Status> proc_info(pid_t tid) {

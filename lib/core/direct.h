@@ -23,6 +23,7 @@
 #include <vector>
 
 #include "base/errc.h"
+#include "base/mutex.h"
 #include "core/mailbox.h"
 #include "base/unique_fd.h"
 
@@ -78,8 +79,8 @@ class Direct {
 
   Result<ProcId> enroll(pid_t pid, Sender* who = nullptr, uid_t* suid = nullptr);
   Result<std::shared_ptr<Mailbox>> link_locked(const ProcId& from, const ProcId& to, const Sender& as,
-                                               uid_t to_uid, bool* made);
-  std::vector<std::shared_ptr<Link>> incoming_locked(const ProcId& to);
+                                               uid_t to_uid, bool* made) REQUIRES(mu_);
+  std::vector<std::shared_ptr<Link>> incoming_locked(const ProcId& to) REQUIRES(mu_);
   void exited(const ProcId& p);
   void sweep();
   bool move_one(const ProcId& me, Mailbox& any);
@@ -93,13 +94,13 @@ class Direct {
   // finish waiters or notify polls (remove, hang_up, take_message, inject,
   // poll, read) are made with mu_ released, since a poll notification comes
   // back here.
-  std::mutex mu_;
-  std::map<pid_t, std::unique_ptr<Proc>> procs_;  // live processes with links, by pid
-  std::vector<std::shared_ptr<Link>> links_;      // every link, live and orphaned
-  uint64_t next_id_ = 1;
+  Mutex mu_;
+  std::map<pid_t, std::unique_ptr<Proc>> procs_ GUARDED_BY(mu_);  // live processes with links, by pid
+  std::vector<std::shared_ptr<Link>> links_ GUARDED_BY(mu_);     // every link, live and orphaned
+  uint64_t next_id_ GUARDED_BY(mu_) = 1;
   // Leaf lock: receivers whose links changed, for the thread to feed.
-  std::mutex pending_mu_;
-  std::set<pid_t> pending_;
+  Mutex pending_mu_;
+  std::set<pid_t> pending_ GUARDED_BY(pending_mu_);
   // Counted when a receiver exits; read for user.mailbox.discarded only.
   std::atomic<uint64_t> discarded_{0};
   std::atomic<bool> stop_{false};  // set by ~Direct, then the eventfd wakes the thread

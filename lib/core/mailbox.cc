@@ -15,7 +15,7 @@
 namespace mbx {
 
 namespace {
-using Guard = std::lock_guard<std::mutex>;
+using Guard = MutexLock;
 }
 
 Mailbox::Mailbox(Host& host, uint64_t id, Settings s, std::unique_ptr<Store> store)

@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "base/errc.h"
+#include "base/mutex.h"
 #include "core/host.h"
 #include "core/quota.h"
 #include "core/settings.h"
@@ -219,47 +220,47 @@ class Mailbox final : public std::enable_shared_from_this<Mailbox>, public Store
   };
   enum class Step { done, need_space, need_ack, failed };
 
-  std::optional<Outcome> take_locked(Handle& h, size_t want, Batch& b);
-  std::optional<Outcome> send_locked(Handle& h, Waiter::SendJob job, bool nonblock, Waiter* w, Batch& b);
-  Step run_send_locked(Waiter::SendJob& j, bool may_push, Batch& b);
-  Outcome send_outcome_locked(Handle& h, Waiter::SendJob& j, Errc err);
-  void deliver_locked(Batch& b);
-  void note_sender_locked(pid_t reader, const Outcome& o);
+  std::optional<Outcome> take_locked(Handle& h, size_t want, Batch& b) REQUIRES(mu_);
+  std::optional<Outcome> send_locked(Handle& h, Waiter::SendJob job, bool nonblock, Waiter* w, Batch& b) REQUIRES(mu_);
+  Step run_send_locked(Waiter::SendJob& j, bool may_push, Batch& b) REQUIRES(mu_);
+  Outcome send_outcome_locked(Handle& h, Waiter::SendJob& j, Errc err) REQUIRES(mu_);
+  void deliver_locked(Batch& b) REQUIRES(mu_);
+  void note_sender_locked(pid_t reader, const Outcome& o) REQUIRES(mu_);
   bool wants_feed(Handle& h);
-  void drain_locked(Batch& b);
-  void settle_locked(Batch& b);
+  void drain_locked(Batch& b) REQUIRES(mu_);
+  void settle_locked(Batch& b) REQUIRES(mu_);
   // Parks `w`; its timer is the mailbox's timeout_ms, or `grace` if set.
   void park_locked(Waiter* w, Waiter::Where where,
-                   std::optional<std::chrono::milliseconds> grace = std::nullopt);
+                   std::optional<std::chrono::milliseconds> grace = std::nullopt) REQUIRES(mu_);
   // A non-blocking rendezvous send waits this long for a receiver that sleeps
   // in libmailbox (it cannot be handed the message at once, as one parked here
   // is), as a library try_send does; then it is withdrawn (EAGAIN).
   static constexpr std::chrono::milliseconds kRendezvousGrace{1};
-  bool library_receiver_sleeping();
-  void list_locked(Waiter* w, Waiter::Where where, bool front);
-  void unlist_locked(Waiter* w);
-  void unpark_locked(Waiter* w);
-  void end_locked(Waiter* w, Errc err, Batch& b);
-  uint64_t reported_size_locked(const QueueStats& st) const;
+  bool library_receiver_sleeping() REQUIRES(mu_);
+  void list_locked(Waiter* w, Waiter::Where where, bool front) REQUIRES(mu_);
+  void unlist_locked(Waiter* w) REQUIRES(mu_);
+  void unpark_locked(Waiter* w) REQUIRES(mu_);
+  void end_locked(Waiter* w, Errc err, Batch& b) REQUIRES(mu_);
+  uint64_t reported_size_locked(const QueueStats& st) const REQUIRES(mu_);
   // Held bytes (see Handle::held, SendJob::held).
-  void drop_wbuf_locked(Handle& h);
-  void trim_held_locked(Handle& h);
+  void drop_wbuf_locked(Handle& h) REQUIRES(mu_);
+  void trim_held_locked(Handle& h) REQUIRES(mu_);
   // Per-user quota: a message `uid` queued through the daemon, at `seq`.
-  void track_locked(uint64_t seq, uid_t uid, uint64_t bytes);
-  void reconcile_locked();
+  void track_locked(uint64_t seq, uid_t uid, uint64_t bytes) REQUIRES(mu_);
+  void reconcile_locked() REQUIRES(mu_);
   // A write of `writer` would park while clear_for()'s call is under way.
-  bool clearing_locked(uid_t writer);
-  void commit(Batch& b, Waiter* interrupted);
+  bool clearing_locked(uid_t writer) REQUIRES(mu_);
+  void commit(Batch& b, Waiter* interrupted) EXCLUDES(mu_);
   void expire(uint64_t waiter_id);
   // Parked calls that met a segment lock held elsewhere are tried again by a
   // timer, kRetryFirst doubling up to kRetryMax, and whenever the holder's
   // next change rings the doorbell (both watch bits stay set meanwhile).
-  void retry_later_locked();
+  void retry_later_locked() REQUIRES(mu_);
   void retry();
   static constexpr std::chrono::milliseconds kRetryFirst{1}, kRetryMax{50};
   // The segment is corrupt: every parked call and later call fails with
   // EBADMSG, polls see POLLERR, the segment is never touched again.
-  void quarantine_locked(Batch& b);
+  void quarantine_locked(Batch& b) REQUIRES(mu_);
 
   Host& host_;
   const uint64_t id_;
@@ -267,24 +268,26 @@ class Mailbox final : public std::enable_shared_from_this<Mailbox>, public Store
   // held while calling Waiter::finish, PollToken::notify or Mount hooks.
   // The segment is in no_wait mode: with mu_ held, a segment lock is only
   // ever tried, never waited for (another process controls it).
-  std::mutex mu_;
-  Settings settings_;
-  std::unique_ptr<Store> store_;  // null once removed
-  bool removed_ = false;
-  Errc removed_why_ = Errc::removed;  // what later calls get: EIDRM, or ESRCH for a direct link
-  std::list<Waiter*> readers_, writers_, acks_;
-  std::unordered_map<uint64_t, Waiter*> parked_;
-  std::list<Handle*> handles_;  // open files with an armed poll token
-  uint64_t next_waiter_id_ = 1;
-  uint32_t unresponsive_sleepers_ = 0;  // see library_receiver_sleeping()
-  uint32_t watch_ = 0;
-  Errc hangup_ = Errc::ok;  // direct link whose sender exited: no more waiting
-  bool contended_ = false;  // parked calls wait for a lock another participant holds
-  uint64_t retry_timer_ = 0;
-  std::chrono::milliseconds retry_delay_ = kRetryFirst;
-  bool quarantined_ = false;
-  QueueStats last_stats_;  // as last read: what a quarantined mailbox reports
-  std::unordered_map<pid_t, Sender> last_from_;  // reading thread -> sender of its last message
+  Mutex mu_;
+  Settings settings_ GUARDED_BY(mu_);
+  std::unique_ptr<Store> store_ GUARDED_BY(mu_);  // null once removed
+  bool removed_ GUARDED_BY(mu_) = false;
+  Errc removed_why_ GUARDED_BY(mu_) = Errc::removed;  // what later calls get: EIDRM, or ESRCH for a direct link
+  std::list<Waiter*> readers_ GUARDED_BY(mu_);
+  std::list<Waiter*> writers_ GUARDED_BY(mu_);
+  std::list<Waiter*> acks_ GUARDED_BY(mu_);
+  std::unordered_map<uint64_t, Waiter*> parked_ GUARDED_BY(mu_);
+  std::list<Handle*> handles_ GUARDED_BY(mu_);  // open files with an armed poll token
+  uint64_t next_waiter_id_ GUARDED_BY(mu_) = 1;
+  uint32_t unresponsive_sleepers_ GUARDED_BY(mu_) = 0;  // see library_receiver_sleeping()
+  uint32_t watch_ GUARDED_BY(mu_) = 0;
+  Errc hangup_ GUARDED_BY(mu_) = Errc::ok;  // direct link whose sender exited: no more waiting
+  bool contended_ GUARDED_BY(mu_) = false;  // parked calls wait for a lock another participant holds
+  uint64_t retry_timer_ GUARDED_BY(mu_) = 0;
+  std::chrono::milliseconds retry_delay_ GUARDED_BY(mu_) = kRetryFirst;
+  bool quarantined_ GUARDED_BY(mu_) = false;
+  QueueStats last_stats_ GUARDED_BY(mu_);  // as last read: what a quarantined mailbox reports
+  std::unordered_map<pid_t, Sender> last_from_ GUARDED_BY(mu_);  // reading thread -> sender of its last message
   std::shared_ptr<Feeder> feeder_;  // immutable once shared
   // Per-user quota: messages users queued through the daemon, oldest first,
   // until receivers take them (seq below the segment's popped count).
@@ -293,14 +296,14 @@ class Mailbox final : public std::enable_shared_from_this<Mailbox>, public Store
     uid_t uid;
     uint64_t bytes;
   };
-  std::deque<Queued> queued_;
+  std::deque<Queued> queued_ GUARDED_BY(mu_);
   // clear_for()'s call, until it has returned or kClearingLimit has passed.
   struct Clearing {
     pid_t tid = 0;  // 0: none under way
     uid_t uid = 0;
     long nr = -1;
     std::chrono::steady_clock::time_point until;
-  } clearing_;
+  } clearing_ GUARDED_BY(mu_);
   // The lock is taken microseconds after the lookup; a thread seen running
   // for longer may be past its call, and writers would retry for nothing.
   static constexpr std::chrono::seconds kClearingLimit{1};

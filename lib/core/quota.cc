@@ -7,7 +7,7 @@
 namespace mbx {
 
 namespace {
-using Guard = std::lock_guard<std::mutex>;
+using Guard = MutexLock;
 }
 
 Errc HeldQuota::hold(uid_t uid, uint64_t n) {

@@ -14,6 +14,7 @@
 #include <unordered_map>
 
 #include "base/errc.h"
+#include "base/mutex.h"
 #include "mailbox/layout.h"
 
 namespace mbx {
@@ -63,10 +64,10 @@ class HeldQuota {
   };
   layout::ControlHeader* const ctl_;
   const uint64_t user_max_;  // 0: no per-user bound
-  mutable std::mutex mu_;    // leaf lock: guards the fields below
-  uint64_t held_ = 0;
-  std::unordered_map<uid_t, User> users_;
-  std::unordered_map<const Reconciler*, std::weak_ptr<Reconciler>> tracking_;  // mailboxes with queued bytes
+  mutable Mutex mu_;    // leaf lock: guards the fields below
+  uint64_t held_ GUARDED_BY(mu_) = 0;
+  std::unordered_map<uid_t, User> users_ GUARDED_BY(mu_);
+  std::unordered_map<const Reconciler*, std::weak_ptr<Reconciler>> tracking_ GUARDED_BY(mu_);  // mailboxes with queued bytes
 };
 
 }  // namespace mbx

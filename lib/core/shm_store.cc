@@ -13,7 +13,7 @@
 namespace mbx {
 
 namespace {
-using Guard = std::lock_guard<std::mutex>;
+using Guard = MutexLock;
 
 // At restore (before the mount serves anything), a segment whose lock a
 // library peer holds is tried for a while rather than waited for.

@@ -14,6 +14,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "base/mutex.h"
 #include "core/store.h"
 #include "core/timers.h"
 #include "shm/segment.h"
@@ -54,27 +55,27 @@ class ShmBackend {
   ShmBackend() = default;
   Result<Segment> make_segment(uint64_t id, uint64_t generation, const Settings& s);
   void watch(const void* key, const std::weak_ptr<StoreListener>& l, bool on);
-  void bury(Segment seg);
-  void sweep_graves();
-  void ring();
+  void bury(Segment seg) EXCLUDES(graves_mu_);
+  void sweep_graves() EXCLUDES(graves_mu_);
+  void ring() EXCLUDES(watch_mu_);
 
   uint64_t max_bytes_ = 0;
   // Leaf lock: serialises restore_state_dir() with the uses of the control
   // segment it replaces (make_segment, quota_used).
-  mutable std::mutex state_mu_;
-  bool restore_failed_said_ = false;  // guarded by state_mu_
+  mutable Mutex state_mu_;
+  bool restore_failed_said_ GUARDED_BY(state_mu_) = false;
   std::atomic<uint64_t> rebuilds_{0};  // release after the rebuild, acquire in state_rebuilds()
-  StateDir state_;
+  StateDir state_;  // its control segment is replaced under state_mu_ (restore_state_dir)
   Timers* timers_ = nullptr;  // set by start()
-  std::mutex watch_mu_;       // leaf lock: guards watched_ only
-  std::unordered_map<const void*, std::weak_ptr<StoreListener>> watched_;
-  std::mutex graves_mu_;  // leaf lock: guards graves_ and grave_delay_
-  std::vector<Segment> graves_;
-  std::chrono::milliseconds grave_delay_{0};  // 0: no sweep scheduled
-  std::unique_ptr<Doorbell> doorbell_;
+  Mutex watch_mu_;       // leaf lock: guards watched_ only
+  std::unordered_map<const void*, std::weak_ptr<StoreListener>> watched_ GUARDED_BY(watch_mu_);
+  Mutex graves_mu_;  // leaf lock: guards graves_ and grave_delay_
+  std::vector<Segment> graves_ GUARDED_BY(graves_mu_);
+  std::chrono::milliseconds grave_delay_ GUARDED_BY(graves_mu_){0};  // 0: no sweep scheduled
+  std::unique_ptr<Doorbell> doorbell_ GUARDED_BY(state_mu_);
   // Doorbells of controls replaced by restore_state_dir(): programs that
   // mapped one before still ring it.
-  std::vector<std::unique_ptr<Doorbell>> old_doorbells_;
+  std::vector<std::unique_ptr<Doorbell>> old_doorbells_ GUARDED_BY(state_mu_);
 };
 
 class ShmStore final : public Store {

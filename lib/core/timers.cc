@@ -7,7 +7,7 @@ Timers::Timers() : thread_([this] { run(); }) {}
 
 Timers::~Timers() {
   {
-    std::lock_guard<std::mutex> g(mu_);
+    MutexLock g(mu_);
     stop_ = true;
   }
   cv_.notify_all();
@@ -15,7 +15,7 @@ Timers::~Timers() {
 }
 
 uint64_t Timers::add(Clock::time_point when, std::function<void()> fn) {
-  std::lock_guard<std::mutex> g(mu_);
+  MutexLock g(mu_);
   uint64_t id = next_id_++;
   auto it = queue_.emplace(when, std::make_pair(id, std::move(fn)));
   by_id_.emplace(id, it);
@@ -24,7 +24,7 @@ uint64_t Timers::add(Clock::time_point when, std::function<void()> fn) {
 }
 
 void Timers::cancel(uint64_t id) {
-  std::lock_guard<std::mutex> g(mu_);
+  MutexLock g(mu_);
   auto it = by_id_.find(id);
   if (it == by_id_.end()) return;
   queue_.erase(it->second);
@@ -32,16 +32,16 @@ void Timers::cancel(uint64_t id) {
 }
 
 void Timers::run() {
-  std::unique_lock<std::mutex> g(mu_);
+  MutexLock g(mu_);
   while (!stop_) {
     if (queue_.empty()) {
-      cv_.wait(g);
+      cv_.wait(mu_);
       continue;
     }
     auto first = queue_.begin();
     const Clock::time_point when = first->first;  // cancel() may erase the entry while we wait
     if (when > Clock::now()) {
-      cv_.wait_until(g, when);
+      cv_.wait_until(mu_, when);
       continue;
     }
     auto fn = std::move(first->second.second);

@@ -9,8 +9,9 @@
 #include <cstdint>
 #include <functional>
 #include <map>
-#include <mutex>
 #include <thread>
+
+#include "base/mutex.h"
 
 namespace mbx {
 
@@ -22,18 +23,18 @@ class Timers {
   Timers(const Timers&) = delete;
   Timers& operator=(const Timers&) = delete;
 
-  uint64_t add(Clock::time_point when, std::function<void()> fn);
-  void cancel(uint64_t id);
+  uint64_t add(Clock::time_point when, std::function<void()> fn) EXCLUDES(mu_);
+  void cancel(uint64_t id) EXCLUDES(mu_);
 
  private:
-  void run();
-  std::mutex mu_;
-  std::condition_variable cv_;
+  void run() EXCLUDES(mu_);
   // Lock rule: mu_ is a leaf; never call out while holding it.
-  std::multimap<Clock::time_point, std::pair<uint64_t, std::function<void()>>> queue_;
-  std::map<uint64_t, decltype(queue_)::iterator> by_id_;
-  uint64_t next_id_ = 1;
-  bool stop_ = false;
+  Mutex mu_;
+  std::condition_variable_any cv_;
+  std::multimap<Clock::time_point, std::pair<uint64_t, std::function<void()>>> queue_ GUARDED_BY(mu_);
+  std::map<uint64_t, decltype(queue_)::iterator> by_id_ GUARDED_BY(mu_);
+  uint64_t next_id_ GUARDED_BY(mu_) = 1;
+  bool stop_ GUARDED_BY(mu_) = false;
   std::thread thread_;
 };
 

@@ -21,7 +21,7 @@
 namespace mbx {
 
 namespace {
-using Guard = std::lock_guard<std::mutex>;
+using Guard = MutexLock;
 
 timespec now_ts() {
   timespec t;

@@ -19,6 +19,7 @@
 #include <set>
 
 #include "base/errc.h"
+#include "base/mutex.h"
 #include "core/mailbox.h"
 #include "core/mount.h"
 #include "core/namespace.h"
@@ -99,24 +100,24 @@ class Tree final : public Namespace {
     std::map<std::string, uint64_t, std::less<>> children;
     std::shared_ptr<Mailbox> box;
   };
-  Node* find_locked(uint64_t ino);
-  Result<Node*> child_locked(uint64_t parent, std::string_view name);
-  Result<Node*> add_locked(uint64_t parent, std::string_view name, mode_t mode, const Sender& c);
-  void detach_locked(Node& n);
-  void maybe_drop_locked(Node& n);
+  Node* find_locked(uint64_t ino) REQUIRES(mu_);
+  Result<Node*> child_locked(uint64_t parent, std::string_view name) REQUIRES(mu_);
+  Result<Node*> add_locked(uint64_t parent, std::string_view name, mode_t mode, const Sender& c) REQUIRES(mu_);
+  void detach_locked(Node& n) REQUIRES(mu_);
+  void maybe_drop_locked(Node& n) REQUIRES(mu_);
   struct stat stat_of(const Node& n, const MailboxInfo* info) const;
   Result<struct stat> stat_ino(uint64_t ino);
-  void persist_locked(const Node& n);
-  void persist_node_locked(const Node& n);
+  void persist_locked(const Node& n) REQUIRES(mu_);
+  void persist_node_locked(const Node& n) REQUIRES(mu_);
 
   Mount& mount_;
   // Lock rule: mu_ is taken before any Mailbox's mutex; Mailbox calls that
   // may finish waiters (remove, set) are made after mu_ is released.
-  std::mutex mu_;
-  std::unordered_map<uint64_t, std::unique_ptr<Node>> nodes_;
-  uint64_t next_ino_ = kRootIno + 1;
-  bool persist_warned_ = false;
-  uint64_t rebuilds_seen_ = 0;  // Mount::state_rebuilds() when every node was last recorded
+  Mutex mu_;
+  std::unordered_map<uint64_t, std::unique_ptr<Node>> nodes_ GUARDED_BY(mu_);
+  uint64_t next_ino_ GUARDED_BY(mu_) = kRootIno + 1;
+  bool persist_warned_ GUARDED_BY(mu_) = false;
+  uint64_t rebuilds_seen_ GUARDED_BY(mu_) = 0;  // Mount::state_rebuilds() when every node was last recorded
   // Set once any node got S_ISUID or S_ISGID: until then a write need not
   // look (relaxed: a hint; a stale false only misses a write racing the chmod).
   std::atomic<bool> privs_seen_{false};
