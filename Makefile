@@ -235,8 +235,16 @@ $(FUZZ_OUT)/lib/%.o: lib/%.cc
 	@mkdir -p $(dir $@)
 	$(FUZZ_CXX) $(FUZZ_FLAGS) -fsanitize=fuzzer-no-link -MMD -MP -c $< -o $@
 
+$(FUZZ_OUT)/fusefs/%.o: fusefs/%.cc
+	@mkdir -p $(dir $@)
+	$(FUZZ_CXX) $(FUZZ_FLAGS) $(FUSE_CFLAGS) -fsanitize=fuzzer-no-link -MMD -MP -c $< -o $@
+
 $(FUZZ_OUT)/%_fuzz: tests/fuzz/%_fuzz.cc $(FUZZ_CORE_OBJS)
-	$(FUZZ_CXX) $(FUZZ_FLAGS) $(FUSE_CFLAGS) -fsanitize=fuzzer -MMD -MP -MF $@.d $< $(FUZZ_CORE_OBJS) -o $@ $(FUSE_LIBS)
+	$(FUZZ_CXX) $(FUZZ_FLAGS) $(FUSE_CFLAGS) -fsanitize=fuzzer -MMD -MP -MF $@.d $< $(filter %.o,$^) -o $@ $(FUSE_LIBS)
+
+# options_fuzz runs the daemon's own command-line parser.
+$(FUZZ_OUT)/options_fuzz: $(FUZZ_OUT)/fusefs/options.o
+$(FUZZ_OUT)/options_fuzz: FUZZ_FLAGS += -I.
 
 build-fuzz: $(addprefix $(FUZZ_OUT)/,$(FUZZ_TARGETS))
 
@@ -270,5 +278,5 @@ $(OUT)/soak_peer: $(OUT)/tests/soak/soak_peer.o $(OUT)/libmailbox.a
 	$(CXX) -o $@ $^ $(LDFLAGS)
 
 .PHONY: build-fuzz fuzz fuzz-smoke sanitize-check soak
--include $(FUZZ_CORE_OBJS:.o=.d) $(addsuffix .d,$(addprefix $(FUZZ_OUT)/,$(FUZZ_TARGETS))) \
+-include $(FUZZ_CORE_OBJS:.o=.d) $(FUZZ_OUT)/fusefs/options.d $(addsuffix .d,$(addprefix $(FUZZ_OUT)/,$(FUZZ_TARGETS))) \
   $(OUT)/tests/soak/soak_peer.d
