@@ -110,8 +110,10 @@ $(OUT)/%.o: %.cc
 	@mkdir -p $(dir $@)
 	$(CXX) $(CXXFLAGS) -c $< -o $@
 
-$(OUT)/unit_tests: $(UNIT_OBJS) $(OUT)/libmailbox_core.a
-	$(CXX) -o $@ $(UNIT_OBJS) $(OUT)/libmailbox_core.a $(LDFLAGS) $(GTEST_LIBS)
+# The unit tests also cover the daemon's command-line parser (fusefs/options.cc, libfuse's fuse_opt).
+$(OUT)/unit_tests: $(UNIT_OBJS) $(OUT)/fusefs/options.o $(OUT)/libmailbox_core.a
+	$(CXX) -o $@ $(UNIT_OBJS) $(OUT)/fusefs/options.o $(OUT)/libmailbox_core.a $(LDFLAGS) $(GTEST_LIBS) $(FUSE_LIBS)
+$(OUT)/tests/unit/options_test.o: CXXFLAGS += $(FUSE_CFLAGS) -I.
 
 # The ecosystem tests run the Python suite and `make install` from the source tree.
 $(OUT)/tests/mount/ecosystem_test.o: CXXFLAGS += -DMAILBOXFS_SRCDIR='"$(CURDIR)"'
