@@ -110,8 +110,10 @@ $(OUT)/%.o: %.cc
 	@mkdir -p $(dir $@)
 	$(CXX) $(CXXFLAGS) -c $< -o $@
 
-$(OUT)/unit_tests: $(UNIT_OBJS) $(OUT)/libmailbox_core.a
-	$(CXX) -o $@ $(UNIT_OBJS) $(OUT)/libmailbox_core.a $(LDFLAGS) $(GTEST_LIBS)
+# The unit tests also cover the daemon's command-line parser (fusefs/options.cc, libfuse's fuse_opt).
+$(OUT)/unit_tests: $(UNIT_OBJS) $(OUT)/fusefs/options.o $(OUT)/libmailbox_core.a
+	$(CXX) -o $@ $(UNIT_OBJS) $(OUT)/fusefs/options.o $(OUT)/libmailbox_core.a $(LDFLAGS) $(GTEST_LIBS) $(FUSE_LIBS)
+$(OUT)/tests/unit/options_test.o: CXXFLAGS += $(FUSE_CFLAGS) -I.
 
 # The ecosystem tests run the Python suite and `make install` from the source tree.
 $(OUT)/tests/mount/ecosystem_test.o: CXXFLAGS += -DMAILBOXFS_SRCDIR='"$(CURDIR)"'
@@ -239,8 +241,16 @@ $(FUZZ_OUT)/lib/%.o: lib/%.cc
 	@mkdir -p $(dir $@)
 	$(FUZZ_CXX) $(FUZZ_FLAGS) -fsanitize=fuzzer-no-link -MMD -MP -c $< -o $@
 
+$(FUZZ_OUT)/fusefs/%.o: fusefs/%.cc
+	@mkdir -p $(dir $@)
+	$(FUZZ_CXX) $(FUZZ_FLAGS) $(FUSE_CFLAGS) -fsanitize=fuzzer-no-link -MMD -MP -c $< -o $@
+
 $(FUZZ_OUT)/%_fuzz: tests/fuzz/%_fuzz.cc $(FUZZ_CORE_OBJS)
-	$(FUZZ_CXX) $(FUZZ_FLAGS) $(FUSE_CFLAGS) -fsanitize=fuzzer -MMD -MP -MF $@.d $< $(FUZZ_CORE_OBJS) -o $@ $(FUSE_LIBS)
+	$(FUZZ_CXX) $(FUZZ_FLAGS) $(FUSE_CFLAGS) -fsanitize=fuzzer -MMD -MP -MF $@.d $< $(filter %.o,$^) -o $@ $(FUSE_LIBS)
+
+# options_fuzz runs the daemon's own command-line parser.
+$(FUZZ_OUT)/options_fuzz: $(FUZZ_OUT)/fusefs/options.o
+$(FUZZ_OUT)/options_fuzz: FUZZ_FLAGS += -I.
 
 build-fuzz: $(addprefix $(FUZZ_OUT)/,$(FUZZ_TARGETS))
 
@@ -284,5 +294,5 @@ thread-safety:
 	done; echo "thread-safety: $(words $(TSA_SRCS)) files clean"
 
 .PHONY: build-fuzz fuzz fuzz-smoke sanitize-check soak thread-safety
--include $(FUZZ_CORE_OBJS:.o=.d) $(addsuffix .d,$(addprefix $(FUZZ_OUT)/,$(FUZZ_TARGETS))) \
+-include $(FUZZ_CORE_OBJS:.o=.d) $(FUZZ_OUT)/fusefs/options.d $(addsuffix .d,$(addprefix $(FUZZ_OUT)/,$(FUZZ_TARGETS))) \
   $(OUT)/tests/soak/soak_peer.d

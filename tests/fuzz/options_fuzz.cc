@@ -1,19 +1,21 @@
-// libFuzzer target: mount options. fusefs/main.cc splits `-o a=b,c=d` with
-// libfuse's fuse_opt_parse() and hands each value to the settings parsers
-// (parse_capacity, parse_size, parse_framing, apply_setting); this target
-// does the same split on random option strings and checks each parser
+// libFuzzer target: the daemon's command line. fusefs/options.cc's
+// parse_options() takes `-o a=b,c=d` apart with libfuse and hands each value
+// to the settings parsers; this target runs it on random option strings and
+// checks what it accepts against a plain comma split, and each value parser
 // against an independent reference: the same numbers accepted, the same
 // values, overflow refused, and a formatted value parsing back to itself.
-#include <fuse_opt.h>
 #include <fuzzer/FuzzedDataProvider.h>
 
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <map>
 #include <optional>
 #include <string>
+#include <variant>
 
 #include "core/settings.h"
+#include "fusefs/options.h"
 
 namespace {
 
@@ -91,43 +93,92 @@ void check_value(std::string_view v) {
   }
 }
 
-// What main.cc collects (values strdup()ed by libfuse).
-struct Options {
-  char* capacity = nullptr;
-  char* max_message = nullptr;
-  char* framing = nullptr;
-  char* timeout_ms = nullptr;
-  char* max_bytes = nullptr;
-  char* state_dir = nullptr;
-  char* root_mode = nullptr;
-};
-#define OPT(t, f) {t, offsetof(Options, f), 0}
-const fuse_opt kSpecs[] = {
-    OPT("capacity=%s", capacity),   OPT("max_message=%s", max_message), OPT("framing=%s", framing),
-    OPT("timeout_ms=%s", timeout_ms), OPT("max_bytes=%s", max_bytes),   OPT("state_dir=%s", state_dir),
-    OPT("root_mode=%s", root_mode), FUSE_OPT_END,
-};
+// What a plain comma split of the -o string gives for each of our options
+// (the last value wins); only for strings without libfuse's '\' escapes.
+const char* const kOurs[] = {"capacity",  "max_message",    "framing",   "timeout_ms",
+                             "max_bytes", "user_max_bytes", "state_dir", "root_mode"};
+std::map<std::string, std::string> ref_split(const std::string& opts) {
+  std::map<std::string, std::string> m;
+  size_t start = 0;
+  while (start <= opts.size()) {
+    size_t end = opts.find(',', start);
+    if (end == std::string::npos) end = opts.size();
+    const std::string item = opts.substr(start, end - start);
+    for (const char* name : kOurs)
+      if (item.rfind(std::string(name) + "=", 0) == 0) m[name] = item.substr(std::strlen(name) + 1);
+    start = end + 1;
+  }
+  return m;
+}
 
-// Unknown options are kept for libfuse, as in main.cc.
-int keep(void*, const char*, int, fuse_args*) { return 1; }
+// An accepted command line: every value of ours is one its parser accepts, and it landed where it belongs.
+void check_accepted(const mbx::DaemonOptions& d, const std::map<std::string, std::string>& ref,
+                    std::string_view opts) {
+  if (d.mountpoint != "/") fail("mountpoint", opts);
+  if (d.max_bytes < 4096 || d.root_mode > 07777) fail("a bound not kept", opts);
+  mbx::Settings want;
+  for (const char* name : {"capacity", "max_message", "framing", "timeout_ms"}) {
+    auto it = ref.find(name);
+    if (it != ref.end() && mbx::apply_setting(want, name, it->second) != mbx::Errc::ok)
+      fail("accepted a value apply_setting refuses", opts);
+  }
+  if (d.defaults.capacity != want.capacity || d.defaults.max_message != want.max_message ||
+      d.defaults.framing != want.framing || d.defaults.timeout_ms != want.timeout_ms)
+    fail("defaults differ from apply_setting's", opts);
+  if (auto it = ref.find("max_bytes"); it != ref.end()) {
+    if (!d.max_bytes_given || mbx::parse_size(it->second).value() != d.max_bytes) fail("max_bytes", opts);
+    if (ref.count("max_message") && d.defaults.max_message > d.max_bytes) fail("max_message above max_bytes", opts);
+  } else if (d.max_bytes_given) {
+    fail("max_bytes given from nowhere", opts);
+  }
+  if (auto it = ref.find("user_max_bytes"); it != ref.end()) {
+    if (mbx::parse_size(it->second).value() != d.user_max_bytes || d.user_max_bytes == 0) fail("user_max_bytes", opts);
+  } else if (d.user_max_bytes != 0) {
+    fail("user_max_bytes from nowhere", opts);
+  }
+  auto sd = ref.find("state_dir");
+  if ((sd == ref.end()) != !d.state_dir || (d.state_dir && *d.state_dir != sd->second)) fail("state_dir", opts);
+}
+
+// A refused one: a message naming an option and the value (verbatim) the split found for it.
+void check_refused(const mbx::OptionError& e, const std::map<std::string, std::string>& ref, std::string_view opts) {
+  if (e.message.empty()) return;  // libfuse refused it (and said why)
+  if (e.message.rfind("mailboxfs: ", 0) != 0) fail("message form", opts);
+  for (const auto& [name, value] : ref)
+    if (e.message.rfind("mailboxfs: invalid value '" + value + "' for -o " + name + " (expected ", 0) == 0) return;
+  if (e.message.find("exceeds max_bytes") != std::string::npos && ref.count("max_message")) return;
+  fail("refused with a message naming no value given", opts);
+}
+
+void quiet(fuse_log_level, const char*, va_list) {}
 
 }  // namespace
+
+extern "C" int LLVMFuzzerInitialize(int*, char***) {
+  fuse_set_log_func(quiet);  // libfuse's own complaints about bad options
+  return 0;
+}
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   FuzzedDataProvider in(data, size);
   // One value on its own (what a setfattr hands over), then the whole rest as `-o`.
   check_value(in.ConsumeRandomLengthString(40));
+  const bool with_source = in.ConsumeBool();  // mount(8)'s "SOURCE MOUNTPOINT"
   std::string opts = in.ConsumeRemainingBytesAsString();
   if (opts.find('\0') != std::string::npos) opts.resize(opts.find('\0'));  // argv strings end at NUL
-  char prog[] = "mailboxfs", dash_o[] = "-o";
-  char* argv[] = {prog, dash_o, opts.data(), nullptr};
-  fuse_args args = FUSE_ARGS_INIT(3, argv);
-  Options o;
-  if (fuse_opt_parse(&args, &o, kSpecs, keep) == 0) {
-    for (char* v : {o.capacity, o.max_message, o.framing, o.timeout_ms, o.max_bytes})
-      if (v) check_value(v);
-  }
-  for (char* p : {o.capacity, o.max_message, o.framing, o.timeout_ms, o.max_bytes, o.state_dir, o.root_mode}) free(p);
+  char prog[] = "mailboxfs", dash_o[] = "-o", source[] = "mailboxfs", mountpoint[] = "/";
+  char* argv[] = {prog, dash_o, opts.data(), source, mountpoint, nullptr};
+  if (!with_source) argv[3] = mountpoint, argv[4] = nullptr;
+  fuse_args args = FUSE_ARGS_INIT(with_source ? 5 : 4, argv);
+  const auto parsed = mbx::parse_options(args);
   fuse_opt_free_args(&args);
+  if (opts.find('\\') != std::string::npos) return 0;  // escapes: no plain split to compare with
+  const auto ref = ref_split(opts);
+  if (const auto* d = std::get_if<mbx::DaemonOptions>(&parsed)) {
+    for (const auto& [name, value] : ref) check_value(value);
+    check_accepted(*d, ref, opts);
+  } else {
+    check_refused(std::get<mbx::OptionError>(parsed), ref, opts);
+  }
   return 0;
 }
