@@ -81,13 +81,23 @@ std::string intro(const Options& o, long n_small, long n_large, long n_huge, lon
        "**Mechanisms.** `pipe` and `fifo` (a named FIFO opened by path) carry a 4-byte length and the bytes, "
        "or with several consumers fixed atomic records; `seqpacket` is a UNIX `SOCK_SEQPACKET` socket pair; "
        "`posix_mq` and `sysv_mq` the kernel's message queues (default limits: 10 messages of at most 8 KiB, "
-       "16 KiB per queue); `boost_mq` is Boost.Interprocess `message_queue` (64 messages); `ref_ring` is a "
-       "minimal lock-free single-producer single-consumer ring of 64 slots in shared memory, spinning briefly "
-       "and then sleeping on a futex, with the same spin policy as libmailbox: the physical limit. "
+       "16 KiB per queue); `boost_mq` is Boost.Interprocess `message_queue` (64 messages); `ref_ring` is the "
+       "physical limit: a lock-free single-producer single-consumer ring of 64 slots in shared memory between "
+       "the two processes, in the shape of rigtorp's SPSCQueue (positions published with release and read "
+       "with acquire, each side caching the other's position and reading it again only when the ring looks "
+       "full or empty, each position alone on its cache line, slots padded to whole cache lines, a 4-byte "
+       "length then the bytes), spinning as libmailbox does and then sleeping on a futex; the wake syscall is "
+       "made only when the other side counts as asleep. "
        "`fuse_floor` is `bench-floor` (tests/bench/floor/), the least a FUSE queue can do: one in-memory queue "
        "per file, direct_io, nonseekable, deferred replies (a read on an empty queue and a write to a full one "
        "are parked and answered by the request that makes them ready), libfuse's multithreaded loop. "
-       "mailboxfs (default capacity 64): `fs_datagram` opens once and writes/reads one message per call, "
+       "mailboxfs rows come in two settings, shown in the `settings` column: **tuned**, the historical names "
+       "(`libmailbox`, `fs_datagram`, `fs_file`, `lib_to_file`, `file_to_lib`), set `max_message` to the "
+       "message size but at least 4096 (capacity stays 64); **default** (`libmailbox_default`, "
+       "`fs_datagram_default`, `fs_file_default`) sets neither, so capacity 64 and `max_message` 1 MiB, what "
+       "almost every user keeps. Only `framing` is set where the style needs it (datagram for `fs_datagram*`; "
+       "file, the default, elsewhere; libmailbox ignores it). "
+       "`fs_datagram` opens once and writes/reads one message per call, "
        "exactly as `fuse_floor` is used, so `fs_datagram / fuse_floor` is what our daemon adds to FUSE; "
        "`fs_file` opens, writes and closes per message and opens, reads to end of file and closes per message "
        "(`echo` and `cat`); `libmailbox` is the library's shared-memory path; `lib_to_file` is a library "
@@ -108,8 +118,8 @@ std::string intro(const Options& o, long n_small, long n_large, long n_huge, lon
        "- `CPU us/msg 64 B`, `daemon CPU us/msg 64 B`, `switches/msg 64 B`: the profile of the 64-byte "
        "one-to-one run, per message: user and system time of the producer and the consumer (their rusage), "
        "of the FUSE daemons (their CPU-time clocks, `clock_getcpuclockid`), and the processes' context switches.\n"
-       "- Idle mailboxes: the daemon's RSS, the segments' memory and `ls -l` time with many empty "
-       "mailboxes (last section).\n";
+       "- Idle mailboxes: the daemon's RSS, the segments' memory and `ls -l` time with many empty default "
+       "mailboxes, and the memory up to a thousand of them keep after carrying one message each (last section).\n";
   return t;
 }
 

@@ -99,7 +99,7 @@ IdleCost idle_mailboxes(const Env& env, int n, pid_t daemon, const std::string& 
     c.ls_mailboxfs_ms.push_back(ls_ms(boxes.path()));
     c.ls_tmpfs_ms.push_back(ls_ms(plain.path()));
   }
-  c.used = std::min(n, 100);
+  c.used = std::min(n, 1000);  // enough that a heap arena the daemon grows once is spread thin
   for (int i = 0; i < c.used; i++) {
     auto box = mailbox::Mailbox::open(boxes.path() + "/m" + std::to_string(i));
     if (!box) errno = box.error(), die("libmailbox open of an idle mailbox");
