@@ -117,7 +117,8 @@ std::string intro(const Options& o, long n_small, long n_large, long n_huge, lon
        " sends of 64 bytes to the exit of the last receiver. n/a: `ref_ring` has one consumer.\n"
        "- `CPU us/msg 64 B`, `daemon CPU us/msg 64 B`, `switches/msg 64 B`: the profile of the 64-byte "
        "one-to-one run, per message: user and system time of the producer and the consumer (their rusage), "
-       "of the FUSE daemons (their CPU-time clocks, `clock_getcpuclockid`), and the processes' context switches.\n"
+       "of the FUSE daemons (their CPU-time clocks, `clock_getcpuclockid`), and the processes' context switches. `faults/msg 64 B`, `faults/msg 4 KiB`: the minor page faults "
+       "of the producer and the consumer per message (rusage; their start-up faults spread over the run).\n"
        "- Idle mailboxes: the daemon's RSS, the segments' memory and `ls -l` time with many empty default "
        "mailboxes, and the memory up to a thousand of them keep after carrying one message each (last section).\n";
   return t;
@@ -181,7 +182,9 @@ int main(int argc, char** argv) {
                       {release_metric, 0, true},
                       {"CPU us/msg 64 B", 0, true},
                       {"daemon CPU us/msg 64 B", 0, true},
-                      {"switches/msg 64 B", 0, true}},
+                      {"switches/msg 64 B", 0, true},
+                      {"faults/msg 64 B", 0, true},
+                      {"faults/msg 4 KiB", 0, true, 4096}},
                      mechs, o.reps);
 
   std::vector<pid_t> daemons;
@@ -196,7 +199,9 @@ int main(int argc, char** argv) {
         if (!available(m, spec, o.env)) continue;
         const auto t = bench::throughput(m, spec, scaled(m.name, n, size > 4096 ? 10 : 50), o.env, daemons);
         res.add(metric, m.name, rep, t.msgs_per_s);
+        if (size == 4096) res.add("faults/msg 4 KiB", m.name, rep, t.faults);
         if (size == 64) {
+          res.add("faults/msg 64 B", m.name, rep, t.faults);
           res.add("CPU us/msg 64 B", m.name, rep, t.cpu_us);
           res.add("daemon CPU us/msg 64 B", m.name, rep, t.daemon_us);
           res.add("switches/msg 64 B", m.name, rep, t.switches);
@@ -245,6 +250,8 @@ int main(int argc, char** argv) {
       {"msgs/s 4 KiB", "libmailbox_default", "libmailbox", 0.9},
       {"msgs/s 1 MiB", "libmailbox_default", "libmailbox", 0},
       {"RTT median us 64 B", "libmailbox_default", "libmailbox", 0},
+      {"faults/msg 64 B", "libmailbox_default", "libmailbox", 0},
+      {"faults/msg 4 KiB", "libmailbox_default", "libmailbox", 0},
       {"msgs/s 64 B", "fs_datagram_default", "fs_datagram", 0.9},
       {"msgs/s 4 KiB", "fs_datagram_default", "fs_datagram", 0.9},
       {"msgs/s 64 B", "fs_file_default", "fs_file", 0.9},

@@ -14,8 +14,8 @@ struct Metric {
   std::string name;   // e.g. "msgs/s 64 B"
   double bytes;       // message size for the MB/s column; 0 if not a throughput
   bool lower_better;  // latencies and times
-  // Every metric but the 4 KiB and 1 MiB throughputs moves 64-byte messages.
-  size_t message_size() const { return bytes ? size_t(bytes) : 64; }
+  size_t size = 0;    // its messages' size when `bytes` is 0; 0 for 64
+  size_t message_size() const { return size ? size : bytes ? size_t(bytes) : 64; }
 };
 
 // A ratio the issues promise, checked on every page.
