@@ -15,6 +15,7 @@
 
 #include <atomic>
 #include <climits>
+#include <cstddef>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -211,23 +212,38 @@ class SysvMqChannel : public Channel {
   std::vector<char> buf_;
 };
 
-// The reference: a minimal lock-free SPSC ring of fixed slots in shared
-// memory, each side spinning briefly and then sleeping on a futex (the
-// physical limit the library is measured against).
+// The reference: the strongest simple SPSC ring we know how to write, in
+// shared memory between the two processes (rigtorp's SPSCQueue shape, made
+// blocking). Positions count up forever (uint32_t, differences wrap safely)
+// and are published with release and read with acquire; each side keeps the
+// last value it read of the other's position in its own private memory and
+// reads the shared one again only when that cached value says full or empty.
+// Each position is alone on its cache line with the count of processes asleep
+// on it; slots are whole cache lines, so the sides never share a line but the
+// slot being handed over. A side that must wait spins as libmailbox does
+// (kSpins), then sleeps on a futex on the position word itself; the other
+// side makes the wake syscall only when that line's sleeper count is nonzero.
 class RingChannel : public Channel {
-  static constexpr uint32_t kSlots = 64;
-  static constexpr int kSpins = 200;
-  struct alignas(64) Index {
-    std::atomic<uint32_t> pos{0};      // monotonically increasing
-    std::atomic<uint32_t> sleeping{0};
+  static constexpr uint32_t kSlots = 64;  // a power of two: a position's slot is pos & (kSlots - 1)
+  static constexpr int kSpins = 200;      // libmailbox's spin before it sleeps (client.cc)
+  static constexpr size_t kLine = 64;
+  // One side's position and the processes of the other side asleep on it.
+  // Written by its own side on every message; the sleeper count only by
+  // the other side, and only around a sleep.
+  struct alignas(kLine) Position {
+    std::atomic<uint32_t> pos{0};      // the futex word
+    std::atomic<uint32_t> sleepers{0};
   };
+  static_assert(sizeof(Position) == kLine && std::atomic<uint32_t>::is_always_lock_free);
   struct Shared {
-    Index head;  // consumer
-    Index tail;  // producer
+    Position tail;  // producer's: messages published
+    Position head;  // consumer's: messages taken
   };
+  static_assert(offsetof(Shared, head) == kLine && sizeof(Shared) == 2 * kLine);
+  static constexpr size_t kLenSize = sizeof(uint32_t);  // each slot: the length, then the bytes
 
  public:
-  explicit RingChannel(size_t max) : slot_((sizeof(uint32_t) + max + 63) & ~size_t(63)) {
+  explicit RingChannel(size_t max) : max_(max), slot_((kLenSize + max + kLine - 1) & ~(kLine - 1)) {
     bytes_ = sizeof(Shared) + slot_ * kSlots;
     void* p = ::mmap(nullptr, bytes_, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
     if (p == MAP_FAILED) die("mmap");
@@ -235,54 +251,88 @@ class RingChannel : public Channel {
     data_ = static_cast<char*>(p) + sizeof(Shared);
   }
   ~RingChannel() override { ::munmap(sh_, bytes_); }
+
+  // Producer process only. tail_ and head_seen_ are this process's own copies.
   void send(const char* p, size_t n) override {
-    const uint32_t t = sh_->tail.pos.load(std::memory_order_relaxed);
-    // SYNC POINT: acquire pairs with the consumer's release of head.pos.
-    wait_until(sh_->head, [&] { return t - sh_->head.pos.load(std::memory_order_acquire) < kSlots; });
-    char* s = data_ + (t % kSlots) * slot_;
-    uint32_t len = uint32_t(n);
-    std::memcpy(s, &len, 4);
-    std::memcpy(s + 4, p, n);
-    // SYNC POINT: release publishes the slot; pairs with the consumer's acquire.
-    sh_->tail.pos.store(t + 1, std::memory_order_seq_cst);
+    if (n > max_) die("ref_ring: message longer than a slot");
+    if (tail_ - head_seen_ == kSlots) {
+      // SYNC POINT: acquire (in wait) pairs with the consumer's release store
+      // of head.pos: the slot it freed is done being read before we overwrite it.
+      head_seen_ = wait(sh_->head, [&](uint32_t h) { return tail_ - h < kSlots; });
+    }
+    char* s = data_ + size_t(tail_ & (kSlots - 1)) * slot_;
+    const uint32_t len = uint32_t(n);
+    std::memcpy(s, &len, kLenSize);
+    std::memcpy(s + kLenSize, p, n);
+    tail_++;
+    // SYNC POINT: release publishes the slot's length and bytes; pairs with
+    // the consumer's acquire load of tail.pos (in wait).
+    sh_->tail.pos.store(tail_, std::memory_order_release);
     wake(sh_->tail);
   }
-  size_t receive(char* p, size_t) override {
-    const uint32_t h = sh_->head.pos.load(std::memory_order_relaxed);
-    wait_until(sh_->tail, [&] { return sh_->tail.pos.load(std::memory_order_acquire) != h; });
-    const char* s = data_ + (h % kSlots) * slot_;
+
+  // Consumer process only. head_ and tail_seen_ are this process's own copies.
+  size_t receive(char* p, size_t cap) override {
+    if (head_ == tail_seen_) {
+      // SYNC POINT: acquire (in wait) pairs with the producer's release store
+      // of tail.pos: the slot's bytes are visible before we read them.
+      tail_seen_ = wait(sh_->tail, [&](uint32_t t) { return t != head_; });
+    }
+    const char* s = data_ + size_t(head_ & (kSlots - 1)) * slot_;
     uint32_t len;
-    std::memcpy(&len, s, 4);
-    std::memcpy(p, s + 4, len);
-    sh_->head.pos.store(h + 1, std::memory_order_seq_cst);
+    std::memcpy(&len, s, kLenSize);
+    if (len > max_ || len > cap) die("ref_ring: bad length in a slot");
+    std::memcpy(p, s + kLenSize, len);
+    head_++;
+    // SYNC POINT: release orders our reads of the slot before the producer
+    // may reuse it; pairs with the producer's acquire load of head.pos.
+    sh_->head.pos.store(head_, std::memory_order_release);
     wake(sh_->head);
     return len;
   }
 
  private:
+  // Waits until `ready` holds for the other side's position and returns it.
   template <class Ready>
-  static void wait_until(Index& other, Ready ready) {
-    for (int i = 0; i < kSpins; i++) {  // the same spin policy as libmailbox
-      if (ready()) return;
+  static uint32_t wait(Position& other, Ready ready) {
+    for (int i = 0; i < kSpins; i++) {
+      // SYNC POINT: acquire; pairs with the other side's release store of pos.
+      const uint32_t v = other.pos.load(std::memory_order_acquire);
+      if (ready(v)) return v;
 #if defined(__x86_64__) || defined(__i386__)
       __builtin_ia32_pause();
 #endif
     }
-    while (!ready()) {
-      const uint32_t seen = other.pos.load(std::memory_order_seq_cst);
-      other.sleeping.fetch_add(1, std::memory_order_seq_cst);
-      if (!ready())
-        ::syscall(SYS_futex, reinterpret_cast<uint32_t*>(&other.pos), FUTEX_WAIT, seen, nullptr, nullptr, 0);
-      other.sleeping.fetch_sub(1, std::memory_order_seq_cst);
+    for (;;) {
+      // SYNC POINT: seq_cst increment, then seq_cst re-load of pos, then
+      // FUTEX_WAIT on that value; pairs with the seq_cst fence in wake()
+      // between the other side's store of pos and its load of sleepers:
+      // either it sees us and wakes us (or FUTEX_WAIT finds pos moved), or
+      // our re-load sees its new position and we do not sleep.
+      other.sleepers.fetch_add(1, std::memory_order_seq_cst);
+      const uint32_t v = other.pos.load(std::memory_order_seq_cst);
+      if (!ready(v))
+        ::syscall(SYS_futex, reinterpret_cast<uint32_t*>(&other.pos), FUTEX_WAIT, v, nullptr, nullptr, 0);
+      // Relaxed: a count seen late costs the other side one needless wake.
+      other.sleepers.fetch_sub(1, std::memory_order_relaxed);
+      if (ready(v)) return v;  // the seq_cst load above is also acquire
     }
   }
-  static void wake(Index& mine) {
-    if (mine.sleeping.load(std::memory_order_seq_cst) > 0)
-      ::syscall(SYS_futex, reinterpret_cast<uint32_t*>(&mine.pos), FUTEX_WAKE, INT_MAX, nullptr, nullptr, 0);
+  // After storing mine.pos: wakes the other side if it sleeps on it.
+  static void wake(Position& mine) {
+    // SYNC POINT: orders our release store of pos before the load of
+    // sleepers; pairs with the sleeper's seq_cst increment and re-load in wait().
+    std::atomic_thread_fence(std::memory_order_seq_cst);
+    if (mine.sleepers.load(std::memory_order_relaxed) > 0)
+      ::syscall(SYS_futex, reinterpret_cast<uint32_t*>(&mine.pos), FUTEX_WAKE, 1, nullptr, nullptr, 0);
   }
-  size_t slot_, bytes_;
+  size_t max_, slot_, bytes_;
   Shared* sh_;
   char* data_;
+  // Private to each process after fork(): the producer uses the first two,
+  // the consumer the last two.
+  uint32_t tail_ = 0, head_seen_ = 0;
+  uint32_t head_ = 0, tail_seen_ = 0;
 };
 
 }  // namespace

@@ -41,6 +41,9 @@ struct Mechanism {
   // `spec.max_size` or serve that many producers and consumers.
   std::unique_ptr<Channel> (*make)(const Spec& spec, const Env& env);
   Needs needs;
+  // A mailbox's settings for messages of `size` bytes, shown next to its
+  // name (e.g. "tuned: max_message=4096"); nullptr for the peers.
+  std::string (*settings)(size_t size) = nullptr;
 };
 
 // Every mechanism, in the order of the tables.

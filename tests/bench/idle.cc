@@ -6,8 +6,13 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <cerrno>
 #include <filesystem>
 #include <fstream>
+#include <string_view>
+
+#include <mailbox/mailbox.hpp>
 
 #include "measure.h"
 
@@ -94,6 +99,16 @@ IdleCost idle_mailboxes(const Env& env, int n, pid_t daemon, const std::string& 
     c.ls_mailboxfs_ms.push_back(ls_ms(boxes.path()));
     c.ls_tmpfs_ms.push_back(ls_ms(plain.path()));
   }
+  c.used = std::min(n, 1000);  // enough that a heap arena the daemon grows once is spread thin
+  for (int i = 0; i < c.used; i++) {
+    auto box = mailbox::Mailbox::open(boxes.path() + "/m" + std::to_string(i));
+    if (!box) errno = box.error(), die("libmailbox open of an idle mailbox");
+    char buf[64] = {};
+    if (int e = box->send(std::string_view(buf, sizeof buf))) errno = e, die("libmailbox send");
+    if (auto r = box->receive(buf, sizeof buf); !r || *r != sizeof buf) die("libmailbox receive");
+  }
+  c.anon_used_kib = status_kib(daemon, "RssAnon");
+  c.segments_used_kib = allocated_kib(state_dir);
   return c;
 }
 

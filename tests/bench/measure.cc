@@ -58,7 +58,7 @@ class StartLine {
 };
 
 struct Usage {
-  double cpu_s = 0, switches = 0;
+  double cpu_s = 0, switches = 0, faults = 0;
 };
 
 // Waits for every child; dies if one failed. Returns what they used.
@@ -71,6 +71,7 @@ Usage reap(const std::vector<pid_t>& pids, const std::string& name) {
     if (::wait4(p, &st, 0, &ru) != p || !WIFEXITED(st) || WEXITSTATUS(st) != 0) ok = false;
     u.cpu_s += double(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) + double(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) * 1e-6;
     u.switches += double(ru.ru_nvcsw + ru.ru_nivcsw);
+    u.faults += double(ru.ru_minflt);
   }
   if (!ok) {
     std::fprintf(stderr, "bench: a %s process failed\n", name.c_str());
@@ -148,7 +149,8 @@ Throughput throughput(const Mechanism& m, const Spec& spec, long n, const Env& e
   const Usage u = reap(pids, m.name);
   const double t = now_s() - t0;
   const double per = 1e6 / double(n);
-  return {double(n) / t, u.cpu_s * per, (cpu_seconds(daemons) - daemon0) * per, u.switches / double(n)};
+  return {double(n) / t, u.cpu_s * per, (cpu_seconds(daemons) - daemon0) * per, u.switches / double(n),
+          u.faults / double(n)};
 }
 
 std::pair<double, double> pingpong(const Mechanism& m, int tag, long n, const Env& env) {

@@ -21,6 +21,7 @@ struct Throughput {
   double cpu_us;     // user + system time of the producers and consumers
   double daemon_us;  // user + system time of the FUSE daemons (mailboxfs, bench-floor)
   double switches;   // voluntary + involuntary context switches of the processes
+  double faults;     // minor page faults of the processes (issue 13: a segment refaulted every lap)
 };
 
 // `n` messages of `spec.max_size` bytes from spec.producers processes to

@@ -14,6 +14,8 @@ struct Metric {
   std::string name;   // e.g. "msgs/s 64 B"
   double bytes;       // message size for the MB/s column; 0 if not a throughput
   bool lower_better;  // latencies and times
+  size_t size = 0;    // its messages' size when `bytes` is 0; 0 for 64
+  size_t message_size() const { return size ? size : bytes ? size_t(bytes) : 64; }
 };
 
 // A ratio the issues promise, checked on every page.
@@ -24,8 +26,13 @@ struct Target {
 
 class Results {
  public:
-  Results(std::vector<Metric> metrics, std::vector<std::string> mechanisms, int reps)
-      : metrics_(std::move(metrics)), mechs_(std::move(mechanisms)), reps_(reps) {}
+  Results(std::vector<Metric> metrics, const std::vector<Mechanism>& mechanisms, int reps)
+      : metrics_(std::move(metrics)), reps_(reps) {
+    for (auto& m : mechanisms) {
+      mechs_.push_back(m.name);
+      settings_[m.name] = m.settings;
+    }
+  }
   void add(const std::string& metric, const std::string& mech, int rep, double value);
   void set_idle(const IdleCost& c) { idle_ = c; }
 
@@ -44,6 +51,7 @@ class Results {
   const std::vector<double>* values(const std::string& metric, const std::string& mech) const;
   std::vector<Metric> metrics_;
   std::vector<std::string> mechs_;
+  std::map<std::string, std::string (*)(size_t)> settings_;  // a mailbox row's settings, or nullptr
   int reps_;
   std::map<std::string, std::map<std::string, std::vector<double>>> v_;  // metric -> mech -> per rep
   IdleCost idle_{};
