@@ -5,8 +5,10 @@
 #   tests/run.sh [OUT] [--mount-again-under-load] [--extras]
 # --mount-again-under-load runs the mount suite a second time beside one
 # busy loop per CPU at nice 19: the tests must not depend on timing.
-# --extras (implied when CI=true) also runs the reliability smokes and folds
-# their counts in: ASan+UBSan and TSan builds (scripts/ci-sanitizers.sh),
+# It also checks the layer rule (scripts/check-layers.py).
+# --extras (implied when CI=true) also runs clang -Wthread-safety -Werror over
+# the daemon and library (make thread-safety) and the reliability smokes, and
+# folds their counts in: ASan+UBSan and TSan builds (scripts/ci-sanitizers.sh),
 # `make fuzz-smoke` and a one-minute `make soak`.
 # python3 is $MBX_PYTHON, else /usr/bin/python3, else the first on PATH.
 # JUnit XML goes to OUT/test-results/.
@@ -96,7 +98,12 @@ extra() {
   rm -f "$log"
 }
 
+# The architecture's rules, checked: no file includes a higher layer.
+extra layers python3 scripts/check-layers.py
+
 if [ "$extras" -eq 1 ]; then
+  # clang's lock checker (GUARDED_BY/REQUIRES) over the daemon and the library.
+  extra thread-safety sh -c 'make --no-print-directory thread-safety && echo "1 passed, 0 failed"'
   # Under ASan: no stress tests, no RSS bounds (shadow memory), no install
   # checks, no instruction-by-instruction kills; the normal runs have them all.
   extra sanitizers env ASAN_MOUNT_FILTER='-*Stress*:BenchSmoke*:Ecosystem*:MemoryBound*' \

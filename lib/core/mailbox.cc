@@ -18,6 +18,19 @@ namespace {
 using Guard = MutexLock;
 }
 
+Mailbox::Op::Op(Mailbox& m) NO_THREAD_SAFETY_ANALYSIS : m_(m) { m_.mu_.lock(); }
+
+void Mailbox::Op::settle() NO_THREAD_SAFETY_ANALYSIS {
+  m_.settle_locked(b);
+  settled_ = true;
+}
+
+Mailbox::Op::~Op() NO_THREAD_SAFETY_ANALYSIS {
+  if (!settled_) m_.settle_locked(b);
+  m_.mu_.unlock();
+  m_.commit(b, interrupted);
+}
+
 Mailbox::Mailbox(Host& host, uint64_t id, Settings s, std::unique_ptr<Store> store)
     : host_(host), id_(id), settings_(s), store_(std::move(store)) {}
 
@@ -40,17 +53,14 @@ std::unique_ptr<Handle> Mailbox::open(bool can_read, bool can_write, bool nonblo
 
 void Mailbox::release(Handle& h) {
   std::unique_ptr<PollToken> old;
-  Batch b;
   {
-    Guard g(mu_);
+    Op op(*this);
     if (h.poll) {
       handles_.remove(&h);
       old = std::move(h.poll);
-      settle_locked(b);
     }
     drop_wbuf_locked(h);
   }
-  commit(b, nullptr);
 }
 
 void Mailbox::discard_unsent(Handle& h) {
@@ -180,10 +190,10 @@ bool Mailbox::wants_feed(Handle& h) {
 
 std::optional<Outcome> Mailbox::read(Handle& h, size_t size, bool nonblock, Waiter* w, pid_t reader) {
   if (wants_feed(h)) feeder_->feed(*this);
-  Batch b;
   std::optional<Outcome> out;
   {
-    Guard g(mu_);
+    Op op(*this);
+    Batch& b = op.b;
     h.nonblock = nonblock;
     if (w && w->interrupted_) {
       out = Outcome{Errc::interrupted};
@@ -204,9 +214,7 @@ std::optional<Outcome> Mailbox::read(Handle& h, size_t size, bool nonblock, Wait
       }
     }
     if (out && w) w->state_ = Waiter::State::done;
-    settle_locked(b);
   }
-  commit(b, nullptr);
   if (!out && w && feeder_) feeder_->waiting(*this, false);
   return out;
 }
@@ -400,10 +408,10 @@ std::optional<Outcome> Mailbox::write(Handle& h, const char* p, size_t n, bool n
   // Over the user's bound by what the daemon last knew: first forget what
   // receivers took since (takes other mailboxes' locks, so not under ours).
   if (held.per_user() && held.admit(from.uid, n) != Errc::ok) held.reconcile_all();
-  Batch b;
   std::optional<Outcome> out;
   {
-    Guard g(mu_);
+    Op op(*this);
+    Batch& b = op.b;
     h.nonblock = nonblock;
     if (w && w->interrupted_) {
       out = Outcome{Errc::interrupted};
@@ -480,9 +488,7 @@ std::optional<Outcome> Mailbox::write(Handle& h, const char* p, size_t n, bool n
       if (!out) out = send_locked(h, std::move(job), nonblock, w, b);
     }
     if (out && w) w->state_ = Waiter::State::done;
-    settle_locked(b);
   }
-  commit(b, nullptr);
   return out;
 }
 
@@ -494,10 +500,10 @@ std::optional<Outcome> Mailbox::flush(Handle& h, const Sender& caller, Waiter* w
     return Outcome{};
   }
   const Sender& from = h.as ? *h.as : caller;
-  Batch b;
   std::optional<Outcome> out;
   {
-    Guard g(mu_);
+    Op op(*this);
+    Batch& b = op.b;
     if (w && w->interrupted_) {
       out = Outcome{Errc::interrupted};
     } else if (h.wrefused != Errc::ok) {  // the message was refused at a write: nothing to send
@@ -531,9 +537,7 @@ std::optional<Outcome> Mailbox::flush(Handle& h, const Sender& caller, Waiter* w
       }
     }
     if (out && w) w->state_ = Waiter::State::done;
-    settle_locked(b);
   }
-  commit(b, nullptr);
   return out;
 }
 
@@ -684,16 +688,14 @@ void Mailbox::retry_later_locked() {
 }
 
 void Mailbox::retry() {
-  Batch b;
   {
-    Guard g(mu_);
+    Op op(*this);
     retry_timer_ = 0;
     if (removed_ || quarantined_ || !store_) return;
     contended_ = false;  // set again if the drain meets the lock still held
-    settle_locked(b);
+    op.settle();
     if (!contended_) retry_delay_ = kRetryFirst;
   }
-  commit(b, nullptr);
 }
 
 void Mailbox::quarantine_locked(Batch& b) {
@@ -721,48 +723,43 @@ void Mailbox::commit(Batch& b, Waiter* interrupted) {
 }
 
 void Mailbox::interrupt(Waiter* w) {
-  Batch b;
   {
-    Guard g(mu_);
+    Op op(*this);
+    Batch& b = op.b;
     if (w->state_ == Waiter::State::fresh) {
       w->interrupted_ = true;  // the caller sees it before it parks
       return;
     }
     if (w->state_ != Waiter::State::parked) return;
     end_locked(w, Errc::interrupted, b);
-    settle_locked(b);
+    op.interrupted = w;
   }
-  commit(b, w);
 }
 
 void Mailbox::expire(uint64_t waiter_id) {
-  Batch b;
   {
-    Guard g(mu_);
+    Op op(*this);
+    Batch& b = op.b;
     auto it = parked_.find(waiter_id);
     if (it == parked_.end()) return;
     it->second->timer_ = 0;
     if (it->second->grace_)  // nobody woke for it: do not wait for these sleepers again
       unresponsive_sleepers_ = store_->sleeping_receivers();
     end_locked(it->second, it->second->grace_ ? Errc::again : Errc::timed_out, b);
-    settle_locked(b);
   }
-  commit(b, nullptr);
 }
 
 void Mailbox::clear_for(uid_t uid, pid_t tid, long nr) {
-  Batch b;
   {
-    Guard g(mu_);
+    Op op(*this);
+    Batch& b = op.b;
     clearing_ = Clearing{tid, uid, nr, std::chrono::steady_clock::now() + kClearingLimit};
     std::vector<Waiter*> others;
     for (auto* l : {&writers_, &acks_})
       for (Waiter* w : *l)  // a parked close holds no inode lock
         if (w->job_.from.uid != uid && w->job_.kind != Waiter::SendJob::Kind::flush) others.push_back(w);
     for (Waiter* w : others) end_locked(w, Errc::interrupted, b);
-    settle_locked(b);
   }
-  commit(b, nullptr);
 }
 
 bool Mailbox::clearing_locked(uid_t writer) {
@@ -776,37 +773,33 @@ bool Mailbox::clearing_locked(uid_t writer) {
 }
 
 void Mailbox::service() {
-  Batch b;
   {
-    Guard g(mu_);
+    Op op(*this);
+    Batch& b = op.b;
     if (!store_ || quarantined_ || !store_->take_kick()) return;
     b.changed = true;
-    settle_locked(b);
   }
-  commit(b, nullptr);
 }
 
 void Mailbox::notify_polls() {
-  Batch b;
   {
-    Guard g(mu_);
+    Op op(*this);
+    Batch& b = op.b;
     b.changed = true;
-    settle_locked(b);
   }
-  commit(b, nullptr);
 }
 
 void Mailbox::remove(Errc why) {
-  Batch b;
   {
-    Guard g(mu_);
+    Op op(*this);
+    Batch& b = op.b;
     if (removed_) return;
     for (auto* l : {&readers_, &writers_, &acks_})
       while (!l->empty()) end_locked(l->front(), why, b);
     removed_ = true;
     removed_why_ = why;
     b.changed = true;
-    settle_locked(b);
+    op.settle();
     watch_ = 0;
     if (retry_timer_) host_.timers().cancel(retry_timer_);
     retry_timer_ = 0;
@@ -816,28 +809,25 @@ void Mailbox::remove(Errc why) {
     store_.reset();  // frees the memory now, not at the last close
     reconcile_locked();  // nothing queued is left
   }
-  commit(b, nullptr);
 }
 
 // ---- direct communication ---------------------------------------------------
 
 void Mailbox::hang_up(Errc why) {
-  Batch b;
   {
-    Guard g(mu_);
+    Op op(*this);
+    Batch& b = op.b;
     hangup_ = why;
     while (!readers_.empty()) end_locked(readers_.front(), why, b);
     b.changed = true;  // pollers see POLLHUP
-    settle_locked(b);
   }
-  commit(b, nullptr);
 }
 
 std::optional<Outcome> Mailbox::take_message() {
-  Batch b;
   std::optional<Outcome> out;
   {
-    Guard g(mu_);
+    Op op(*this);
+    Batch& b = op.b;
     if (removed_ || quarantined_ || !readers_.empty() || !store_) return std::nullopt;
     std::string msg;
     auto p = store_->pop(msg);
@@ -846,24 +836,20 @@ std::optional<Outcome> Mailbox::take_message() {
     out = Outcome{Errc::ok, std::move(msg)};
     out->from = p->from;
     out->has_from = true;
-    settle_locked(b);
   }
-  commit(b, nullptr);
   return out;
 }
 
 Errc Mailbox::inject(std::string_view msg, const Sender& from) {
-  Batch b;
   {
-    Guard g(mu_);
+    Op op(*this);
+    Batch& b = op.b;
     if (removed_ || !store_) return Errc::removed;
     if (quarantined_) return Errc::bad_message;
     auto r = store_->push(msg, from, /*force=*/true);
     if (!r) return r.error();
     b.pushed = b.changed = true;
-    settle_locked(b);
   }
-  commit(b, nullptr);
   return Errc::ok;
 }
 
@@ -888,9 +874,9 @@ Settings Mailbox::settings() {
 
 MailboxInfo Mailbox::info() {
   MailboxInfo i;
-  Batch b;
   {
-    Guard g(mu_);
+    Op op(*this);
+    Batch& b = op.b;
     i.settings = settings_;
     i.removed = removed_;
     if (!store_) return i;
@@ -908,7 +894,6 @@ MailboxInfo Mailbox::info() {
     for (Waiter* w : writers_) i.blocked_senders.push_back(w->pid);
     for (Waiter* w : acks_) i.blocked_senders.push_back(w->pid);
   }
-  commit(b, nullptr);
   return i;
 }
 
@@ -916,17 +901,16 @@ unsigned Mailbox::poll(Handle& h, std::unique_ptr<PollToken> token) {
   if (wants_feed(h)) feeder_->feed(*this);
   const bool arming = token != nullptr;
   std::unique_ptr<PollToken> old;
-  Batch b;
   unsigned ev = 0;
   {
-    Guard g(mu_);
+    Op op(*this);
     if (token) {
       if (!h.poll) handles_.push_back(&h);
       old = std::move(h.poll);
       h.poll = std::move(token);
     }
     // Arming may set watch bits and re-check the ring, finishing parked calls.
-    settle_locked(b);
+    op.settle();
     if (removed_ || quarantined_) {
       ev = POLLERR | POLLHUP;
       if (h.roff < h.rbuf.size()) ev |= POLLIN | POLLRDNORM;
@@ -941,7 +925,6 @@ unsigned Mailbox::poll(Handle& h, std::unique_ptr<PollToken> token) {
       if (hangup_ != Errc::ok && store_->stats().count == 0) ev |= POLLHUP;
     }
   }
-  commit(b, nullptr);
   if (arming && feeder_) feeder_->waiting(*this, true);
   return ev;
 }
@@ -960,10 +943,10 @@ Errc Mailbox::set(std::string_view name, std::string_view value) {
 }
 
 Errc Mailbox::set_once(std::string_view name, std::string_view value) {
-  Batch b;
   Errc err = Errc::ok;
   {
-    Guard g(mu_);
+    Op op(*this);
+    Batch& b = op.b;
     if (removed_) return Errc::removed;
     if (quarantined_) return Errc::bad_message;
     Settings n = settings_;
@@ -984,9 +967,7 @@ Errc Mailbox::set_once(std::string_view name, std::string_view value) {
       b.changed = true;
     }
     settings_ = n;
-    settle_locked(b);
   }
-  commit(b, nullptr);
   return err;
 }
 

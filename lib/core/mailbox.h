@@ -219,6 +219,24 @@ class Mailbox final : public std::enable_shared_from_this<Mailbox>, public Store
     bool contended = false;  // a segment lock was held by another participant
   };
   enum class Step { done, need_space, need_ack, failed };
+  // One operation on the mailbox, the only way a public call that may finish
+  // a waiter takes mu_: it holds mu_ for its scope, and at the end settles
+  // (finishes what became ready, updates the watch bits), releases mu_, and
+  // only then commits the batch (waiters finish, polls fire, the kernel's
+  // size is raised). So nothing is finished with mu_ held, by structure.
+  class SCOPED_CAPABILITY Op {
+   public:
+    explicit Op(Mailbox& m) ACQUIRE(m.mu_);
+    ~Op() RELEASE();
+    // Settles now, for a call that looks at the result before its scope ends.
+    void settle();
+    Batch b;
+    Waiter* interrupted = nullptr;  // the waiter whose interrupt callback is running
+
+   private:
+    Mailbox& m_;
+    bool settled_ = false;
+  };
 
   std::optional<Outcome> take_locked(Handle& h, size_t want, Batch& b) REQUIRES(mu_);
   std::optional<Outcome> send_locked(Handle& h, Waiter::SendJob job, bool nonblock, Waiter* w, Batch& b) REQUIRES(mu_);
