@@ -26,8 +26,7 @@ constexpr double kMailboxEntryTimeout = 0.0;
 // position lock against a write through the same open file (fork, threads).
 // FOPEN_PARALLEL_DIRECT_WRITES: writers within the cached size wait here
 // side by side instead of on the inode lock.
-constexpr uint32_t kOpenFlags =
-    FOPEN_DIRECT_IO | FOPEN_NONSEEKABLE | FOPEN_STREAM | FOPEN_PARALLEL_DIRECT_WRITES;
+constexpr uint32_t kOpenFlags = FOPEN_DIRECT_IO | FOPEN_NONSEEKABLE | FOPEN_STREAM | FOPEN_PARALLEL_DIRECT_WRITES;
 
 Fs& fs(fuse_req_t req) { return *static_cast<Fs*>(fuse_req_userdata(req)); }
 
@@ -151,8 +150,7 @@ void op_init(void*, fuse_conn_info* conn) {
   // O_TRUNC open, undoing the size raised for a full datagram/line mailbox, and
   // the next write takes the inode lock exclusively. Without it, O_TRUNC
   // arrives as a size-0 setattr that we ignore, answered with the real attributes.
-  conn->want &= ~(FUSE_CAP_ATOMIC_O_TRUNC | FUSE_CAP_SPLICE_READ | FUSE_CAP_SPLICE_WRITE |
-                  FUSE_CAP_SPLICE_MOVE);
+  conn->want &= ~(FUSE_CAP_ATOMIC_O_TRUNC | FUSE_CAP_SPLICE_READ | FUSE_CAP_SPLICE_WRITE | FUSE_CAP_SPLICE_MOVE);
 }
 
 // A write parked on a full datagram/line mailbox holds its inode lock (shared)
@@ -226,8 +224,8 @@ void op_rmdir(fuse_req_t req, fuse_ino_t parent, const char* name) {
   reply_err(req, fs(req).router->rmdir(parent, name));
 }
 
-void op_rename(fuse_req_t req, fuse_ino_t parent, const char* name, fuse_ino_t newparent,
-               const char* newname, unsigned int flags) {
+void op_rename(fuse_req_t req, fuse_ino_t parent, const char* name, fuse_ino_t newparent, const char* newname,
+               unsigned int flags) {
   if (flags & ~RENAME_NOREPLACE) return reply_err(req, Errc::invalid);  // RENAME_EXCHANGE, WHITEOUT
   reply_err(req, fs(req).router->rename(parent, name, newparent, newname, flags & RENAME_NOREPLACE));
 }
@@ -287,9 +285,7 @@ void commit_unsent(fuse_req_t req, Handle* h, bool on_close) {
 
 void op_flush(fuse_req_t req, fuse_ino_t, fuse_file_info* fi) { commit_unsent(req, handle(fi), true); }
 
-void op_fsync(fuse_req_t req, fuse_ino_t, int, fuse_file_info* fi) {
-  commit_unsent(req, handle(fi), false);
-}
+void op_fsync(fuse_req_t req, fuse_ino_t, int, fuse_file_info* fi) { commit_unsent(req, handle(fi), false); }
 
 void op_release(fuse_req_t req, fuse_ino_t, fuse_file_info* fi) {
   drop_handle(handle(fi));
@@ -361,10 +357,9 @@ void op_removexattr(fuse_req_t req, fuse_ino_t ino, const char* name) {
 }
 
 // The one ioctl: a write-only opener's way to what the xattrs say (layout.h).
-void op_ioctl(fuse_req_t req, fuse_ino_t ino, unsigned cmd, void*, fuse_file_info*, unsigned flags, const void*,
-              size_t, size_t out_size) {
-  if (cmd != layout::kInfoIoctl || (flags & FUSE_IOCTL_COMPAT) ||
-      out_size < sizeof(layout::FileInfo))
+void op_ioctl(fuse_req_t req, fuse_ino_t ino, unsigned cmd, void*, fuse_file_info*, unsigned flags, const void*, size_t,
+              size_t out_size) {
+  if (cmd != layout::kInfoIoctl || (flags & FUSE_IOCTL_COMPAT) || out_size < sizeof(layout::FileInfo))
     return (void)fuse_reply_err(req, ENOTTY);
   auto fi = fs(req).router->file_info(ino, caller(req));
   if (!fi) return reply_err(req, fi.error());

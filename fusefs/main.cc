@@ -1,8 +1,8 @@
 // SPDX-License-Identifier: MIT
 // mailboxfs: mount a directory where every file is a mailbox.
 #include <sys/mount.h>
-#include <sys/statvfs.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -16,9 +16,9 @@
 #include <variant>
 
 #include "base/fault.h"
+#include "base/log.h"
 #include "core/daemon.h"
 #include "fuse_ops.h"
-#include "base/log.h"
 #include "options.h"
 
 namespace {
@@ -48,8 +48,7 @@ bool recover_dead_mount(const char* mp) {
     _exit(127);
   }
   int status = 0;
-  if (pid < 0 || waitpid(pid, &status, 0) < 0 || !WIFEXITED(status) || WEXITSTATUS(status) != 0)
-    return false;
+  if (pid < 0 || waitpid(pid, &status, 0) < 0 || !WIFEXITED(status) || WEXITSTATUS(status) != 0) return false;
   return ::stat(mp, &st) == 0;
 }
 
@@ -84,8 +83,8 @@ int main(int argc, char* argv[]) {
   cfg.defaults = opt.defaults;
   const char* mountpoint = opt.mountpoint.c_str();
   if (!recover_dead_mount(mountpoint)) {
-    std::fprintf(stderr, "mailboxfs: cannot recover dead mount %s; try 'fusermount3 -u -z %s'\n",
-                 mountpoint, mountpoint);
+    std::fprintf(stderr, "mailboxfs: cannot recover dead mount %s; try 'fusermount3 -u -z %s'\n", mountpoint,
+                 mountpoint);
     return 1;
   }
   char real[PATH_MAX];
@@ -108,8 +107,7 @@ int main(int argc, char* argv[]) {
       cfg.max_bytes = std::min(cfg.max_bytes, std::max<uint64_t>(avail / 2, 1u << 20));
     } else if (cfg.max_bytes > avail) {
       mbx::log(mbx::LogLevel::warning, "warning: max_bytes (%llu) exceeds the free space of %s (%llu)",
-                   static_cast<unsigned long long>(cfg.max_bytes), parent.c_str(),
-                   static_cast<unsigned long long>(avail));
+               static_cast<unsigned long long>(cfg.max_bytes), parent.c_str(), static_cast<unsigned long long>(avail));
     }
   }
   if (cfg.defaults.max_message > cfg.max_bytes) cfg.defaults.max_message = cfg.max_bytes;
@@ -117,11 +115,10 @@ int main(int argc, char* argv[]) {
   auto daemon = mbx::Daemon::open(cfg, opt.root_mode, getuid(), getgid());
   if (!daemon) {
     if (daemon.error() == mbx::Errc::exists)
-      mbx::log(mbx::LogLevel::error, "state directory %s is in use by another mailboxfs",
-                   cfg.state_dir.c_str());
+      mbx::log(mbx::LogLevel::error, "state directory %s is in use by another mailboxfs", cfg.state_dir.c_str());
     else
       mbx::log(mbx::LogLevel::error, "state directory %s: %s", cfg.state_dir.c_str(),
-                   std::strerror(mbx::to_errno(daemon.error())));
+               std::strerror(mbx::to_errno(daemon.error())));
     return 1;
   }
   mbx::install_segment_fault_handler(cfg.state_dir);  // a truncated or unbacked segment page

@@ -25,10 +25,14 @@ constexpr const char* kNames[kKeys] = {"capacity",  "max_message",    "framing",
 // Keys rather than offsets: the value is copied into a std::string, and a
 // repeated option replaces the earlier value instead of leaking its strdup().
 const fuse_opt kSpecs[] = {
-    FUSE_OPT_KEY("capacity=", kCapacity),   FUSE_OPT_KEY("max_message=", kMaxMessage),
-    FUSE_OPT_KEY("framing=", kFraming),     FUSE_OPT_KEY("timeout_ms=", kTimeoutMs),
-    FUSE_OPT_KEY("max_bytes=", kMaxBytes),  FUSE_OPT_KEY("user_max_bytes=", kUserMaxBytes),
-    FUSE_OPT_KEY("state_dir=", kStateDir),  FUSE_OPT_KEY("root_mode=", kRootMode),
+    FUSE_OPT_KEY("capacity=", kCapacity),
+    FUSE_OPT_KEY("max_message=", kMaxMessage),
+    FUSE_OPT_KEY("framing=", kFraming),
+    FUSE_OPT_KEY("timeout_ms=", kTimeoutMs),
+    FUSE_OPT_KEY("max_bytes=", kMaxBytes),
+    FUSE_OPT_KEY("user_max_bytes=", kUserMaxBytes),
+    FUSE_OPT_KEY("state_dir=", kStateDir),
+    FUSE_OPT_KEY("root_mode=", kRootMode),
     FUSE_OPT_END,
 };
 
@@ -58,8 +62,7 @@ uint64_t default_max_bytes() {
 }
 
 OptionError bad_option(Key k, const std::string& value, const char* expected) {
-  return {std::string("mailboxfs: invalid value '") + value + "' for -o " + kNames[k] + " (expected " + expected +
-          ")"};
+  return {std::string("mailboxfs: invalid value '") + value + "' for -o " + kNames[k] + " (expected " + expected + ")"};
 }
 
 // The per-mailbox defaults, each parsed as its user.mailbox.* xattr is.

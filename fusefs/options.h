@@ -17,14 +17,14 @@
 namespace mbx {
 
 struct DaemonOptions {
-  Settings defaults;              // for new mailboxes: capacity, max_message, framing, timeout_ms
-  uint64_t max_bytes = 0;         // -o max_bytes, else min(1G, a quarter of RAM)
-  bool max_bytes_given = false;   // only a default quota is cut down to the state directory's free space
-  uint64_t user_max_bytes = 0;    // 0 = no per-user bound
+  Settings defaults;             // for new mailboxes: capacity, max_message, framing, timeout_ms
+  uint64_t max_bytes = 0;        // -o max_bytes, else min(1G, a quarter of RAM)
+  bool max_bytes_given = false;  // only a default quota is cut down to the state directory's free space
+  uint64_t user_max_bytes = 0;   // 0 = no per-user bound
   mode_t root_mode = 0755;
   std::optional<std::string> state_dir;  // unset: the default for the mountpoint
   // From libfuse's fuse_parse_cmdline().
-  std::string mountpoint;         // absolute (libfuse resolved it); empty only with help or version
+  std::string mountpoint;  // absolute (libfuse resolved it); empty only with help or version
   bool show_help = false;
   bool show_version = false;
   bool foreground = false;

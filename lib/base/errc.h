@@ -11,13 +11,13 @@ namespace mbx {
 // Each value is the errno the boundary reports, so the mapping is one cast.
 enum class Errc : int {
   ok = 0,
-  again = EAGAIN,             // would block and the caller asked not to
-  interrupted = EINTR,        // a signal interrupted a parked call
-  timed_out = ETIMEDOUT,      // the mailbox's timeout_ms expired
-  removed = EIDRM,            // the mailbox was deleted while in use
-  msg_size = EMSGSIZE,        // message larger than max_message or FUSE's request limit
-  no_space = ENOSPC,          // the mount's memory quota is exhausted
-  quota = EDQUOT,             // the writing user's bound (-o user_max_bytes) is reached
+  again = EAGAIN,         // would block and the caller asked not to
+  interrupted = EINTR,    // a signal interrupted a parked call
+  timed_out = ETIMEDOUT,  // the mailbox's timeout_ms expired
+  removed = EIDRM,        // the mailbox was deleted while in use
+  msg_size = EMSGSIZE,    // message larger than max_message or FUSE's request limit
+  no_space = ENOSPC,      // the mount's memory quota is exhausted
+  quota = EDQUOT,         // the writing user's bound (-o user_max_bytes) is reached
   invalid = EINVAL,
   not_found = ENOENT,
   exists = EEXIST,
@@ -29,14 +29,14 @@ enum class Errc : int {
   not_supported = ENOTSUP,
   perm = EPERM,
   access = EACCES,
-  bad_message = EBADMSG,      // the shared-memory segment failed validation
+  bad_message = EBADMSG,  // the shared-memory segment failed validation
   io = EIO,
   no_memory = ENOMEM,
   bad_fd = EBADF,
   range = ERANGE,
   busy = EBUSY,
-  stale = ESTALE,             // the segment was replaced (resized): look it up again
-  contended = ENOLCK,         // a segment lock another participant holds: the daemon parks, never reported
+  stale = ESTALE,      // the segment was replaced (resized): look it up again
+  contended = ENOLCK,  // a segment lock another participant holds: the daemon parks, never reported
 };
 
 inline int to_errno(Errc e) { return static_cast<int>(e); }

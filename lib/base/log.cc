@@ -40,10 +40,8 @@ void log(LogLevel level, const char* fmt, ...) {
   va_start(ap, fmt);
   std::vsnprintf(line, sizeof line, fmt, ap);
   va_end(ap);
-  if (s == to_syslog)
-    ::syslog(priority(level), "%s", line);
-  else
-    std::fprintf(stderr, "mailboxfs: %s\n", line);  // one call: lines of threads do not interleave
+  if (s == to_syslog) ::syslog(priority(level), "%s", line);
+  else std::fprintf(stderr, "mailboxfs: %s\n", line);  // one call: lines of threads do not interleave
 }
 
 }  // namespace mbx

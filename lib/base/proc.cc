@@ -166,16 +166,12 @@ bool locks_inode_exclusively(const Syscall& sc) {
     case SYS_setxattrat:
     case SYS_removexattrat:
 #endif
-    case SYS_truncate:
-      return true;
+    case SYS_truncate: return true;
 #ifdef SYS_open
-    case SYS_open:
-      return sc.args[1] & O_TRUNC;
+    case SYS_open: return sc.args[1] & O_TRUNC;
 #endif
-    case SYS_openat:
-      return sc.args[2] & O_TRUNC;
-    default:
-      return false;
+    case SYS_openat: return sc.args[2] & O_TRUNC;
+    default: return false;
   }
 }
 

@@ -33,7 +33,7 @@ class ThreadProbe {
 
  private:
   static constexpr size_t kKept = 64;  // descriptors kept; all dropped when full
-  Mutex mu_;                      // leaf lock: guards fds_ only, not the reads
+  Mutex mu_;                           // leaf lock: guards fds_ only, not the reads
   std::unordered_map<pid_t, std::shared_ptr<const UniqueFd>> fds_ GUARDED_BY(mu_);
 };
 
@@ -58,11 +58,11 @@ bool locks_inode_exclusively(const Syscall& sc);
 
 // /proc/<tid>/status of a live (not zombie) thread.
 struct Status {
-  pid_t tgid = 0;                // its process
-  uid_t ruid = 0, suid = 0;      // real and saved user ids
+  pid_t tgid = 0;            // its process
+  uid_t ruid = 0, suid = 0;  // real and saved user ids
   gid_t rgid = 0;
-  bool cap_fsetid = false;       // CAP_FSETID in the effective set
-  std::vector<gid_t> groups;     // supplementary groups
+  bool cap_fsetid = false;    // CAP_FSETID in the effective set
+  std::vector<gid_t> groups;  // supplementary groups
 };
 std::optional<Status> status(pid_t tid);
 

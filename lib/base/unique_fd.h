@@ -37,8 +37,7 @@ class Mapping {
  public:
   Mapping() = default;
   Mapping(void* p, size_t n) : p_(p), n_(n) {}
-  Mapping(Mapping&& o) noexcept
-      : p_(std::exchange(o.p_, nullptr)), n_(std::exchange(o.n_, 0)) {}
+  Mapping(Mapping&& o) noexcept : p_(std::exchange(o.p_, nullptr)), n_(std::exchange(o.n_, 0)) {}
   Mapping& operator=(Mapping&& o) noexcept {
     if (this != &o) {
       reset();

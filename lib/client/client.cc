@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: MIT
 // libmailbox: a participant of a mailbox's segment beside the daemon.
 #include <fcntl.h>
+#include <pthread.h>
 #include <sys/stat.h>
 #include <sys/xattr.h>
 #include <unistd.h>
@@ -9,10 +10,9 @@
 #include <cstring>
 #include <mutex>
 #include <optional>
-#include <pthread.h>
 
-#include "mailbox/mailbox.hpp"
 #include "client/file_path.h"
+#include "mailbox/mailbox.hpp"
 #include "shm/segment.h"
 
 namespace mailbox {
@@ -42,8 +42,8 @@ Result<std::string> get_xattr(const std::string& path, const char* name) {
 // which shortens a ping-pong's hand-off.
 // `announce` (receivers only) is told once the caller counts as asleep.
 void wait_change(std::atomic<uint32_t>& word, std::atomic<uint32_t>& sleepers, uint32_t seen,
-                 const std::atomic<uint64_t>& pos, uint64_t pos_seen,
-                 const std::optional<Clock::time_point>& deadline, mbx::Segment* announce = nullptr) {
+                 const std::atomic<uint64_t>& pos, uint64_t pos_seen, const std::optional<Clock::time_point>& deadline,
+                 mbx::Segment* announce = nullptr) {
   for (int i = 0; i < kSpins; i++) {
     if (word.load(std::memory_order_acquire) != seen) return;
     if (pos.load(std::memory_order_relaxed) != pos_seen) return;  // the caller re-checks under its lock
@@ -62,8 +62,9 @@ void wait_change(std::atomic<uint32_t>& word, std::atomic<uint32_t>& sleepers, u
   // Wakes are handed to one sleeper each; should the one woken die before
   // acting on it, the others still re-check within kRecheck.
   auto left = std::chrono::duration_cast<std::chrono::nanoseconds>(kRecheck);
-  if (deadline) left = std::min(left, std::max(std::chrono::nanoseconds::zero(),
-                                               std::chrono::duration_cast<std::chrono::nanoseconds>(*deadline - Clock::now())));
+  if (deadline)
+    left = std::min(left, std::max(std::chrono::nanoseconds::zero(),
+                                   std::chrono::duration_cast<std::chrono::nanoseconds>(*deadline - Clock::now())));
   rel.tv_sec = left.count() / 1000000000;
   rel.tv_nsec = left.count() % 1000000000;
   relp = &rel;
@@ -72,9 +73,7 @@ void wait_change(std::atomic<uint32_t>& word, std::atomic<uint32_t>& sleepers, u
   sleepers.fetch_sub(1, std::memory_order_seq_cst);
 }
 
-bool expired(const std::optional<Clock::time_point>& deadline) {
-  return deadline && Clock::now() >= *deadline;
-}
+bool expired(const std::optional<Clock::time_point>& deadline) { return deadline && Clock::now() >= *deadline; }
 
 // The identity written into every record, read once: getpid() and friends are
 // system calls, and the fast path makes none. A forked child refreshes it.
@@ -101,7 +100,7 @@ struct detail::MailboxImpl {
   bool can_send = false, can_receive = false;
   mbx::Segment seg;
   mbx::Mapping ctl;
-  mbx::Sender last_from;  // of the last message received
+  mbx::Sender last_from;         // of the last message received
   std::optional<FilePath> file;  // the fallback: no segment mapped
   // The fallback's zero-copy buffers: a reservation is staged here until
   // commit(), a view is a private copy (see reserve(), view()).
@@ -208,11 +207,14 @@ struct detail::MailboxImpl {
     if (!can_send) return EBADF;
     if (file) return viewing || staged ? EBUSY : file->send(msg, nonblock, deadline);  // as the segment's rules
     uint64_t seq = 0;
-    int e = until(kForRoom, [&] {
-      auto r = seg.push(msg.data(), msg.size(), identity(), mbx::coarse_realtime_ns());
-      if (r) seq = *r;
-      return r ? Errc::ok : r.error();
-    }, nonblock, deadline);
+    int e = until(
+        kForRoom,
+        [&] {
+          auto r = seg.push(msg.data(), msg.size(), identity(), mbx::coarse_realtime_ns());
+          if (r) seq = *r;
+          return r ? Errc::ok : r.error();
+        },
+        nonblock, deadline);
     if (e) return e;
     seg.after_push(false);
     return seg.capacity() == 0 ? await_receipt(seq, nonblock, deadline) : 0;
@@ -220,7 +222,7 @@ struct detail::MailboxImpl {
 
   Result<char*> reserve(size_t len, bool nonblock, std::optional<Clock::time_point> deadline) {
     if (!can_send) return Result<char*>::failure(EBADF);
-    if (file) {  // staged here, sent by commit()
+    if (file) {                                                     // staged here, sent by commit()
       if (staged || viewing) return Result<char*>::failure(EBUSY);  // as the segment's rules
       if (len > file->max_message()) return Result<char*>::failure(EMSGSIZE);
       staging.assign(len, '\0');
@@ -228,11 +230,14 @@ struct detail::MailboxImpl {
       return staging.data();
     }
     char* p = nullptr;
-    int e = until(kForRoom, [&] {
-      auto r = seg.reserve(len, identity(), mbx::coarse_realtime_ns());
-      if (r) p = *r;
-      return r ? Errc::ok : r.error();
-    }, nonblock, deadline);
+    int e = until(
+        kForRoom,
+        [&] {
+          auto r = seg.reserve(len, identity(), mbx::coarse_realtime_ns());
+          if (r) p = *r;
+          return r ? Errc::ok : r.error();
+        },
+        nonblock, deadline);
     if (e) return Result<char*>::failure(e);
     return p;
   }
@@ -279,13 +284,16 @@ struct detail::MailboxImpl {
       return r;
     }
     size_t len = 0;
-    int e = until(kForMessage, [&] {
-      auto r = seg.pop_into(buf, cap, mbx::coarse_realtime_ns());
-      if (!r) return r.error();
-      len = r->len;
-      last_from = r->from;
-      return Errc::ok;
-    }, nonblock, deadline);
+    int e = until(
+        kForMessage,
+        [&] {
+          auto r = seg.pop_into(buf, cap, mbx::coarse_realtime_ns());
+          if (!r) return r.error();
+          len = r->len;
+          last_from = r->from;
+          return Errc::ok;
+        },
+        nonblock, deadline);
     if (e == EMSGSIZE) seg.after_push(false);  // not taken: pass our wake on to another receiver
     if (e) return Result<size_t>::failure(e);
     seg.after_pop(false);
@@ -308,19 +316,22 @@ struct detail::MailboxImpl {
       note_file_sender();
       return 0;
     }
-    int e = until(kForMessage, [&] {
-      auto r = seg.view(mbx::coarse_realtime_ns());
-      if (!r) return r.error();
-      try {
-        out.assign(r->data, r->data + r->len);
-      } catch (...) {  // out of memory: the message stays queued, nothing stays locked
-        seg.cancel_view();
-        return Errc::no_memory;
-      }
-      last_from = r->from;
-      seg.release_view();
-      return Errc::ok;
-    }, nonblock, deadline);
+    int e = until(
+        kForMessage,
+        [&] {
+          auto r = seg.view(mbx::coarse_realtime_ns());
+          if (!r) return r.error();
+          try {
+            out.assign(r->data, r->data + r->len);
+          } catch (...) {  // out of memory: the message stays queued, nothing stays locked
+            seg.cancel_view();
+            return Errc::no_memory;
+          }
+          last_from = r->from;
+          seg.release_view();
+          return Errc::ok;
+        },
+        nonblock, deadline);
     if (e) {
       out.clear();
       return e;
@@ -341,11 +352,14 @@ struct detail::MailboxImpl {
       return mbx::Segment::View{viewed.data(), viewed.size(), 0, last_from};
     }
     mbx::Segment::View v{};
-    int e = until(kForMessage, [&] {
-      auto r = seg.view(mbx::coarse_realtime_ns());
-      if (r) v = *r;
-      return r ? Errc::ok : r.error();
-    }, nonblock, deadline);
+    int e = until(
+        kForMessage,
+        [&] {
+          auto r = seg.view(mbx::coarse_realtime_ns());
+          if (r) v = *r;
+          return r ? Errc::ok : r.error();
+        },
+        nonblock, deadline);
     if (e) return Result<mbx::Segment::View>::failure(e);
     last_from = v.from;
     return v;
@@ -375,10 +389,8 @@ struct detail::MailboxImpl {
   }
 
   void abort_reserved() {
-    if (file)
-      staged = false;
-    else
-      seg.abort_reserved();
+    if (file) staged = false;
+    else seg.abort_reserved();
   }
 };
 
@@ -387,8 +399,7 @@ Result<Mailbox> Mailbox::open(const std::string& path, OpenOptions opts) {
   if (::stat(path.c_str(), &st) != 0) return Result<Mailbox>::failure(errno);
   if (S_ISDIR(st.st_mode)) return Result<Mailbox>::failure(EISDIR);
   // The mode bits decide, as they do for open(2).
-  if (opts.send && ::faccessat(AT_FDCWD, path.c_str(), W_OK, AT_EACCESS) != 0)
-    return Result<Mailbox>::failure(errno);
+  if (opts.send && ::faccessat(AT_FDCWD, path.c_str(), W_OK, AT_EACCESS) != 0) return Result<Mailbox>::failure(errno);
   if (opts.receive && ::faccessat(AT_FDCWD, path.c_str(), R_OK, AT_EACCESS) != 0)
     return Result<Mailbox>::failure(errno);
   auto impl = std::make_unique<Impl>();
@@ -435,9 +446,7 @@ Result<size_t> Mailbox::try_receive(void* b, size_t n) { return impl_->receive(b
 Result<size_t> Mailbox::receive_for(void* b, size_t n, Clock::duration t) {
   return impl_->receive(b, n, false, Clock::now() + t);
 }
-Result<size_t> Mailbox::receive_until(void* b, size_t n, Clock::time_point d) {
-  return impl_->receive(b, n, false, d);
-}
+Result<size_t> Mailbox::receive_until(void* b, size_t n, Clock::time_point d) { return impl_->receive(b, n, false, d); }
 int Mailbox::receive(std::string& out) { return impl_->receive(out, false, std::nullopt); }
 int Mailbox::try_receive(std::string& out) { return impl_->receive(out, true, std::nullopt); }
 int Mailbox::receive_for(std::string& out, Clock::duration t) { return impl_->receive(out, false, Clock::now() + t); }
@@ -486,9 +495,7 @@ void View::put_back() {
   if (auto* m = std::exchange(m_, nullptr)) m->put_back();
 }
 
-Sender Mailbox::last_sender() const {
-  return Sender{impl_->last_from.pid, impl_->last_from.uid, impl_->last_from.gid};
-}
+Sender Mailbox::last_sender() const { return Sender{impl_->last_from.pid, impl_->last_from.uid, impl_->last_from.gid}; }
 
 Stats Mailbox::stats() const {
   if (impl_->file) {  // the daemon's view, through the xattrs
@@ -497,12 +504,12 @@ Stats Mailbox::stats() const {
       if (!v) return 0;
       return *v == "unbounded" ? CreateOptions::kUnbounded : std::strtoull(v->c_str(), nullptr, 10);
     };
-    return Stats{num(attr::kMessages), num(attr::kBytes), num(attr::kSent), num(attr::kReceived),
-                 num(attr::kLost), num(attr::kCapacity), num(attr::kMaxMessage)};
+    return Stats{num(attr::kMessages), num(attr::kBytes),    num(attr::kSent),      num(attr::kReceived),
+                 num(attr::kLost),     num(attr::kCapacity), num(attr::kMaxMessage)};
   }
   mbx::SegmentStats s = impl_->seg.stats();
-  return Stats{s.count, s.bytes, s.total_sent, s.total_received, s.lost, impl_->seg.capacity(),
-               impl_->seg.max_message()};
+  return Stats{
+      s.count, s.bytes, s.total_sent, s.total_received, s.lost, impl_->seg.capacity(), impl_->seg.max_message()};
 }
 
 const std::string& Mailbox::path() const { return impl_->path; }
@@ -536,20 +543,21 @@ extern "C" {
 
 int mbx_open(const char* path, unsigned flags, mbx_t** out) {
   if (bad_flags(flags)) return -EINVAL;
-  auto r = mailbox::Mailbox::open(path, {(flags & MBX_SEND) != 0, (flags & MBX_RECEIVE) != 0, (flags & MBX_FALLBACK) != 0});
+  auto r = mailbox::Mailbox::open(path,
+                                  {(flags & MBX_SEND) != 0, (flags & MBX_RECEIVE) != 0, (flags & MBX_FALLBACK) != 0});
   if (!r) return -r.error();
   *out = new mbx_mailbox{std::move(r.value()), std::nullopt, std::nullopt};
   return 0;
 }
 
-int mbx_create(const char* path, uint64_t capacity, uint64_t max_message, unsigned mode, unsigned flags,
-               mbx_t** out) {
+int mbx_create(const char* path, uint64_t capacity, uint64_t max_message, unsigned mode, unsigned flags, mbx_t** out) {
   if (bad_flags(flags)) return -EINVAL;
   mailbox::CreateOptions c;
   c.capacity = capacity;
   c.max_message = max_message;
   c.mode = mode;
-  auto r = mailbox::Mailbox::create(path, c, {(flags & MBX_SEND) != 0, (flags & MBX_RECEIVE) != 0, (flags & MBX_FALLBACK) != 0});
+  auto r = mailbox::Mailbox::create(path, c,
+                                    {(flags & MBX_SEND) != 0, (flags & MBX_RECEIVE) != 0, (flags & MBX_FALLBACK) != 0});
   if (!r) return -r.error();
   *out = new mbx_mailbox{std::move(r.value()), std::nullopt, std::nullopt};
   return 0;
@@ -567,7 +575,7 @@ int mbx_send(mbx_t* m, const void* data, size_t len, int timeout_ms) {
 
 ssize_t mbx_recv(mbx_t* m, void* buf, size_t cap, int timeout_ms) {
   if (timeout_ms < -1) return -EINVAL;
-  auto r = timeout_ms == 0   ? m->box.try_receive(buf, cap)
+  auto r = timeout_ms == 0  ? m->box.try_receive(buf, cap)
            : timeout_ms < 0 ? m->box.receive(buf, cap)
                             : m->box.receive_until(buf, cap, *deadline_of(timeout_ms));
   return r ? static_cast<ssize_t>(*r) : -static_cast<ssize_t>(r.error());

@@ -8,8 +8,8 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <cstdio>
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
 #include <thread>
 
@@ -55,7 +55,7 @@ int FilePath::open(const std::string& path, FilePath* out) {
   }
   if (e) return e;
   out->path_ = path;
-  out->framing_ = framing == "datagram"                        ? Framing::datagram
+  out->framing_ = framing == "datagram"                          ? Framing::datagram
                   : framing == "line" || framing == "line_batch" ? Framing::line
                                                                  : Framing::file;
   out->max_message_ = std::strtoull(max.c_str(), nullptr, 10);
@@ -137,7 +137,8 @@ int FilePath::send_file(std::string_view msg, bool nonblock, Deadline deadline) 
     if (resumable(e) && !try_only) continue;
     if (e != EAGAIN || nonblock) return e;
     if (expired(deadline)) return ETIMEDOUT;
-    std::this_thread::sleep_for(std::min(pause, std::chrono::duration_cast<std::chrono::microseconds>(*deadline - Clock::now())));
+    std::this_thread::sleep_for(
+        std::min(pause, std::chrono::duration_cast<std::chrono::microseconds>(*deadline - Clock::now())));
     pause = std::min(pause * 2, std::chrono::microseconds(50000));
   }
 }

@@ -9,9 +9,9 @@
 #include <string>
 #include <string_view>
 
+#include "base/unique_fd.h"
 #include "mailbox/layout.h"
 #include "mailbox/mailbox.hpp"
-#include "base/unique_fd.h"
 
 namespace mailbox {
 

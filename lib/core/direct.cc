@@ -44,7 +44,7 @@ struct Direct::Proc {
 
 struct Direct::Link {
   ProcId from, to;
-  Sender as;  // the sending process, recorded by daemon-side writes
+  Sender as;         // the sending process, recorded by daemon-side writes
   uid_t to_uid = 0;  // the receiver's real uid: its user may inspect the link
   std::shared_ptr<Mailbox> box;
   std::unique_ptr<Handle> watch;  // read-only handle whose poll token tells pid/any of arrivals

@@ -24,8 +24,8 @@
 
 #include "base/errc.h"
 #include "base/mutex.h"
-#include "core/mailbox.h"
 #include "base/unique_fd.h"
+#include "core/mailbox.h"
 
 namespace mbx {
 
@@ -78,8 +78,8 @@ class Direct {
   class LinkToken;
 
   Result<ProcId> enroll(pid_t pid, Sender* who = nullptr, uid_t* suid = nullptr);
-  Result<std::shared_ptr<Mailbox>> link_locked(const ProcId& from, const ProcId& to, const Sender& as,
-                                               uid_t to_uid, bool* made) REQUIRES(mu_);
+  Result<std::shared_ptr<Mailbox>> link_locked(const ProcId& from, const ProcId& to, const Sender& as, uid_t to_uid,
+                                               bool* made) REQUIRES(mu_);
   std::vector<std::shared_ptr<Link>> incoming_locked(const ProcId& to) REQUIRES(mu_);
   void exited(const ProcId& p);
   void sweep();
@@ -96,7 +96,7 @@ class Direct {
   // back here.
   Mutex mu_;
   std::map<pid_t, std::unique_ptr<Proc>> procs_ GUARDED_BY(mu_);  // live processes with links, by pid
-  std::vector<std::shared_ptr<Link>> links_ GUARDED_BY(mu_);     // every link, live and orphaned
+  std::vector<std::shared_ptr<Link>> links_ GUARDED_BY(mu_);      // every link, live and orphaned
   uint64_t next_id_ GUARDED_BY(mu_) = 1;
   // Leaf lock: receivers whose links changed, for the thread to feed.
   Mutex pending_mu_;

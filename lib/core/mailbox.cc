@@ -338,8 +338,7 @@ bool Mailbox::library_receiver_sleeping() {
   return n > unresponsive_sleepers_;
 }
 
-std::optional<Outcome> Mailbox::send_locked(Handle& h, Waiter::SendJob job, bool nonblock, Waiter* w,
-                                            Batch& b) {
+std::optional<Outcome> Mailbox::send_locked(Handle& h, Waiter::SendJob job, bool nonblock, Waiter* w, Batch& b) {
   if (!w && !nonblock && store_->capacity() == 0) return std::nullopt;  // rendezvous always waits
   // A non-blocking rendezvous send with no receiver parked here but one
   // asleep in libmailbox waits a moment (kRendezvousGrace) for it to wake and
@@ -401,8 +400,8 @@ std::optional<Outcome> Mailbox::send_locked(Handle& h, Waiter::SendJob job, bool
   return std::nullopt;
 }
 
-std::optional<Outcome> Mailbox::write(Handle& h, const char* p, size_t n, bool nonblock,
-                                      const Sender& caller, Waiter* w) {
+std::optional<Outcome> Mailbox::write(Handle& h, const char* p, size_t n, bool nonblock, const Sender& caller,
+                                      Waiter* w) {
   const Sender& from = h.as ? *h.as : caller;
   HeldQuota& held = host_.held();
   // Over the user's bound by what the daemon last knew: first forget what
@@ -444,10 +443,8 @@ std::optional<Outcome> Mailbox::write(Handle& h, const char* p, size_t n, bool n
       job.chunk = n;
       if (h.framing == Framing::datagram) {
         job.kind = Waiter::SendJob::Kind::datagram;
-        if (n > kMaxDatagram || n > settings_.max_message)
-          out = Outcome{Errc::msg_size};
-        else
-          job.msgs.emplace_back(p, n);
+        if (n > kMaxDatagram || n > settings_.max_message) out = Outcome{Errc::msg_size};
+        else job.msgs.emplace_back(p, n);
       } else {
         job.kind = Waiter::SendJob::Kind::line;
         job.pre = h.wbuf.size();
@@ -621,8 +618,7 @@ void Mailbox::drain_locked(Batch& b) {
         continue;
       }
       unpark_locked(s);
-      b.done.emplace_back(s, send_outcome_locked(*s->handle_, s->job_,
-                                                 st == Step::failed ? s->job_.err : Errc::ok));
+      b.done.emplace_back(s, send_outcome_locked(*s->handle_, s->job_, st == Step::failed ? s->job_.err : Errc::ok));
     }
     while (!writers_.empty()) {
       Waiter* s = writers_.front();
@@ -634,8 +630,7 @@ void Mailbox::drain_locked(Batch& b) {
         continue;
       }
       unpark_locked(s);
-      b.done.emplace_back(s, send_outcome_locked(*s->handle_, s->job_,
-                                                 st == Step::failed ? s->job_.err : Errc::ok));
+      b.done.emplace_back(s, send_outcome_locked(*s->handle_, s->job_, st == Step::failed ? s->job_.err : Errc::ok));
     }
   }
 }
@@ -701,7 +696,8 @@ void Mailbox::retry() {
 void Mailbox::quarantine_locked(Batch& b) {
   quarantined_ = true;
   auto where = store_->locator();
-  log(LogLevel::error, "mailbox %llu: segment %s is corrupt; quarantined: its calls fail with EBADMSG until it is deleted",
+  log(LogLevel::error,
+      "mailbox %llu: segment %s is corrupt; quarantined: its calls fail with EBADMSG until it is deleted",
       static_cast<unsigned long long>(id_), where ? where->c_str() : "(gone)");
   for (auto* l : {&readers_, &writers_, &acks_})
     while (!l->empty()) end_locked(l->front(), Errc::bad_message, b);
@@ -806,7 +802,7 @@ void Mailbox::remove(Errc why) {
     // Messages are discarded, other participants woken; a corrupt store's
     // counters are not trusted.
     store_->destroy(!quarantined_);
-    store_.reset();  // frees the memory now, not at the last close
+    store_.reset();      // frees the memory now, not at the last close
     reconcile_locked();  // nothing queued is left
   }
 }

@@ -65,11 +65,11 @@ struct Handle {
   std::shared_ptr<Mailbox> box;
   Framing framing = Framing::file;  // fixed at open
   bool can_read = false, can_write = false;
-  bool nonblock = false;            // last O_NONBLOCK seen (open, read, write)
-  std::string rbuf;                 // unread rest of a received message
+  bool nonblock = false;  // last O_NONBLOCK seen (open, read, write)
+  std::string rbuf;       // unread rest of a received message
   size_t roff = 0;
-  bool got_message = false;         // file framing: this open has had its one message
-  std::string wbuf;                 // file framing: message being written; line: partial line
+  bool got_message = false;  // file framing: this open has had its one message
+  std::string wbuf;          // file framing: message being written; line: partial line
   // Bytes of wbuf charged to the quota (Mount::held()), for held_uid; at
   // least wbuf.size() between calls (line framing may hold a few more).
   uint64_t held = 0;
@@ -110,16 +110,16 @@ class Waiter {
   struct SendJob {
     enum class Kind { datagram, line, flush } kind = Kind::datagram;
     std::vector<std::string> msgs;
-    size_t next = 0;         // msgs[next] is the next to push (or the one awaiting its ack)
-    size_t done_bytes = 0;   // bytes of msgs[0..next) delivered
+    size_t next = 0;        // msgs[next] is the next to push (or the one awaiting its ack)
+    size_t done_bytes = 0;  // bytes of msgs[0..next) delivered
     bool awaiting_ack = false;
     uint64_t seq = 0;
-    size_t pre = 0;          // line: partial-line bytes of earlier writes in msgs[0]
-    size_t chunk = 0;        // line/datagram: bytes of this write
-    std::string tail;        // line: trailing partial line to keep on success
+    size_t pre = 0;    // line: partial-line bytes of earlier writes in msgs[0]
+    size_t chunk = 0;  // line/datagram: bytes of this write
+    std::string tail;  // line: trailing partial line to keep on success
     Sender from;
-    Errc err = Errc::ok;     // why it failed
-    uint64_t held = 0;       // bytes of unsent msgs charged to the quota, for held_uid
+    Errc err = Errc::ok;  // why it failed
+    uint64_t held = 0;    // bytes of unsent msgs charged to the quota, for held_uid
     uid_t held_uid = 0;
   } job_;
 };
@@ -151,8 +151,7 @@ class Mailbox final : public std::enable_shared_from_this<Mailbox>, public Store
   // `reader` (the calling thread) is remembered as the receiver of the
   // message's sender (last_sender); a parked call uses w->pid.
   std::optional<Outcome> read(Handle& h, size_t size, bool nonblock, Waiter* w, pid_t reader = 0);
-  std::optional<Outcome> write(Handle& h, const char* p, size_t n, bool nonblock, const Sender& from,
-                               Waiter* w);
+  std::optional<Outcome> write(Handle& h, const char* p, size_t n, bool nonblock, const Sender& from, Waiter* w);
   // close()/fsync(): commits file framing's message or line framing's partial
   // line; blocks unless the open file's last known O_NONBLOCK was set. At a
   // close (`closing`) by a writer a signal killed, what it wrote is an
@@ -214,7 +213,7 @@ class Mailbox final : public std::enable_shared_from_this<Mailbox>, public Store
     std::vector<std::unique_ptr<PollToken>> polls;
     bool changed = false;  // the ring changed: wake pollers
     bool pushed = false, popped = false;
-    bool raise = false;    // became full: ask the front end to raise st_size
+    bool raise = false;  // became full: ask the front end to raise st_size
     uint64_t raise_to = 0;
     bool contended = false;  // a segment lock was held by another participant
   };
@@ -248,8 +247,8 @@ class Mailbox final : public std::enable_shared_from_this<Mailbox>, public Store
   void drain_locked(Batch& b) REQUIRES(mu_);
   void settle_locked(Batch& b) REQUIRES(mu_);
   // Parks `w`; its timer is the mailbox's timeout_ms, or `grace` if set.
-  void park_locked(Waiter* w, Waiter::Where where,
-                   std::optional<std::chrono::milliseconds> grace = std::nullopt) REQUIRES(mu_);
+  void park_locked(Waiter* w, Waiter::Where where, std::optional<std::chrono::milliseconds> grace = std::nullopt)
+      REQUIRES(mu_);
   // A non-blocking rendezvous send waits this long for a receiver that sleeps
   // in libmailbox (it cannot be handed the message at once, as one parked here
   // is), as a library try_send does; then it is withdrawn (EAGAIN).
@@ -304,9 +303,9 @@ class Mailbox final : public std::enable_shared_from_this<Mailbox>, public Store
   uint64_t retry_timer_ GUARDED_BY(mu_) = 0;
   std::chrono::milliseconds retry_delay_ GUARDED_BY(mu_) = kRetryFirst;
   bool quarantined_ GUARDED_BY(mu_) = false;
-  QueueStats last_stats_ GUARDED_BY(mu_);  // as last read: what a quarantined mailbox reports
+  QueueStats last_stats_ GUARDED_BY(mu_);                        // as last read: what a quarantined mailbox reports
   std::unordered_map<pid_t, Sender> last_from_ GUARDED_BY(mu_);  // reading thread -> sender of its last message
-  std::shared_ptr<Feeder> feeder_;  // immutable once shared
+  std::shared_ptr<Feeder> feeder_;                               // immutable once shared
   // Per-user quota: messages users queued through the daemon, oldest first,
   // until receivers take them (seq below the segment's popped count).
   struct Queued {

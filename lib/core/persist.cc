@@ -98,8 +98,7 @@ std::vector<NodeMeta> load_meta(const std::string& dir, std::vector<std::string>
   if (!d) return out;
   while (dirent* e = ::readdir(d)) {
     const std::string name = e->d_name;
-    if (name.size() < 2 || name[0] != 'n' || name.find_first_not_of("0123456789", 1) != std::string::npos)
-      continue;
+    if (name.size() < 2 || name[0] != 'n' || name.find_first_not_of("0123456789", 1) != std::string::npos) continue;
     UniqueFd fd(::openat(::dirfd(d), name.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW));
     char buf[4096];
     const ssize_t n = fd.valid() ? ::read(fd.get(), buf, sizeof buf) : -1;
@@ -107,8 +106,7 @@ std::vector<NodeMeta> load_meta(const std::string& dir, std::vector<std::string>
     if (n > 0 && n < static_cast<ssize_t>(sizeof buf) && parse(std::string_view(buf, size_t(n)), &m) &&
         "n" + std::to_string(m.ino) == name)
       out.push_back(std::move(m));
-    else if (bad)
-      bad->push_back(name);
+    else if (bad) bad->push_back(name);
   }
   ::closedir(d);
   return out;

@@ -22,9 +22,7 @@ constexpr pid_t kPidLimit = 1 << 22;  // PID_MAX_LIMIT on 64-bit Linux
 enum Kind : uint64_t { kBoth = 0, kTo = 1, kFrom = 2 };
 
 uint64_t entry_ino(pid_t n, Kind k) { return kEntryBase + static_cast<uint64_t>(n) * 4 + k; }
-uint64_t view_ino(pid_t s, pid_t r) {
-  return kViewBase + (static_cast<uint64_t>(s) << 22 | static_cast<uint64_t>(r));
-}
+uint64_t view_ino(pid_t s, pid_t r) { return kViewBase + (static_cast<uint64_t>(s) << 22 | static_cast<uint64_t>(r)); }
 
 // What an inode of pid/ names.
 struct Name {
@@ -78,7 +76,6 @@ Name parse(std::string_view name) {
   return d;
 }
 
-
 // The process thread `tid` belongs to; 0 if it is gone.
 pid_t process_of(pid_t tid) {
   auto st = proc::status(tid);
@@ -114,9 +111,11 @@ struct stat PidDir::stat_entry(uint64_t ino, const Sender& caller) {
   }
   if (d.what == Name::any)
     if (auto any = direct_.any_queue(self)) boxes.push_back(std::move(any));
-  st.st_mode = S_IFREG | (d.what == Name::view ? 0 : d.what == Name::any ? 0444 : d.kind == kTo ? 0222
-                                                 : d.kind == kFrom         ? 0444
-                                                                            : 0666);
+  st.st_mode = S_IFREG | (d.what == Name::view  ? 0
+                          : d.what == Name::any ? 0444
+                          : d.kind == kTo       ? 0222
+                          : d.kind == kFrom     ? 0444
+                                                : 0666);
   int64_t sent = 0, recv = 0;
   for (auto& b : boxes) {
     MailboxInfo i = b->info();
@@ -170,8 +169,7 @@ Result<std::vector<DirEntry>> PidDir::list(uint64_t ino, const Sender& caller) {
     if (caller.uid == 0 || l.to_uid == caller.uid) all.insert({l.from, l.to});
   }
   for (pid_t p : from) out.push_back({std::to_string(p), entry_ino(p, kBoth), S_IFREG});
-  for (auto [s, r] : all)
-    out.push_back({std::to_string(s) + "-to-" + std::to_string(r), view_ino(s, r), S_IFREG});
+  for (auto [s, r] : all) out.push_back({std::to_string(s) + "-to-" + std::to_string(r), view_ino(s, r), S_IFREG});
   return out;
 }
 

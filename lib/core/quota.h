@@ -64,10 +64,11 @@ class HeldQuota {
   };
   layout::ControlHeader* const ctl_;
   const uint64_t user_max_;  // 0: no per-user bound
-  mutable Mutex mu_;    // leaf lock: guards the fields below
+  mutable Mutex mu_;         // leaf lock: guards the fields below
   uint64_t held_ GUARDED_BY(mu_) = 0;
   std::unordered_map<uid_t, User> users_ GUARDED_BY(mu_);
-  std::unordered_map<const Reconciler*, std::weak_ptr<Reconciler>> tracking_ GUARDED_BY(mu_);  // mailboxes with queued bytes
+  std::unordered_map<const Reconciler*, std::weak_ptr<Reconciler>> tracking_ GUARDED_BY(
+      mu_);  // mailboxes with queued bytes
 };
 
 }  // namespace mbx

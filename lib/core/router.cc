@@ -76,9 +76,7 @@ Result<std::unique_ptr<Handle>> Router::open(uint64_t ino, bool can_read, bool c
   return part(ino).open(ino, can_read, can_write, nonblock, c);
 }
 
-std::shared_ptr<Mailbox> Router::mailbox(uint64_t ino) {
-  return PidDir::owns(ino) ? nullptr : tree_.mailbox(ino);
-}
+std::shared_ptr<Mailbox> Router::mailbox(uint64_t ino) { return PidDir::owns(ino) ? nullptr : tree_.mailbox(ino); }
 
 void Router::clear_privs_on_write(uint64_t ino, const Sender& c) {
   if (!PidDir::owns(ino)) tree_.clear_privs_on_write(ino, c);

@@ -23,14 +23,14 @@ class Router {
   Result<struct stat> mkdir(uint64_t parent, std::string_view name, mode_t mode, const Sender& c);
   Errc unlink(uint64_t parent, std::string_view name);
   Errc rmdir(uint64_t parent, std::string_view name);
-  Errc rename(uint64_t parent, std::string_view name, uint64_t newparent, std::string_view newname,
-              bool noreplace);
+  Errc rename(uint64_t parent, std::string_view name, uint64_t newparent, std::string_view newname, bool noreplace);
   Result<std::vector<DirEntry>> list(uint64_t ino, const Sender& c);
-  Result<std::unique_ptr<Handle>> open(uint64_t ino, bool can_read, bool can_write, bool nonblock,
-                                       const Sender& c);
+  Result<std::unique_ptr<Handle>> open(uint64_t ino, bool can_read, bool can_write, bool nonblock, const Sender& c);
   // The mailbox tree's mailbox of `ino` (null for a directory or an add-on's entry).
   std::shared_ptr<Mailbox> mailbox(uint64_t ino);
-  struct statvfs statfs() { return tree_.statfs(); }
+  struct statvfs statfs() {
+    return tree_.statfs();
+  }
   void clear_privs_on_write(uint64_t ino, const Sender& c);
 
   Result<std::string> getxattr(uint64_t ino, std::string_view name, const Sender& c);
@@ -43,9 +43,7 @@ class Router {
  private:
   // The part that owns `ino`.
   Namespace& part(uint64_t ino);
-  bool is_addon(uint64_t parent, std::string_view name) const {
-    return parent == kRootIno && name == kPidDirName;
-  }
+  bool is_addon(uint64_t parent, std::string_view name) const { return parent == kRootIno && name == kPidDirName; }
 
   Tree& tree_;
   PidDir& pid_;

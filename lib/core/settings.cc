@@ -28,9 +28,12 @@ Result<uint64_t> parse_size(std::string_view s) {
   uint64_t mul = 1;
   if (!s.empty()) {
     switch (s.back()) {
-      case 'k': case 'K': mul = 1ull << 10; break;
-      case 'm': case 'M': mul = 1ull << 20; break;
-      case 'g': case 'G': mul = 1ull << 30; break;
+      case 'k':
+      case 'K': mul = 1ull << 10; break;
+      case 'm':
+      case 'M': mul = 1ull << 20; break;
+      case 'g':
+      case 'G': mul = 1ull << 30; break;
       default: break;
     }
     if (mul != 1) s.remove_suffix(1);
@@ -58,9 +61,7 @@ Result<Framing> parse_framing(std::string_view s) {
   return Errc::invalid;
 }
 
-std::string format_capacity(uint64_t c) {
-  return c == layout::kUnbounded ? "unbounded" : std::to_string(c);
-}
+std::string format_capacity(uint64_t c) { return c == layout::kUnbounded ? "unbounded" : std::to_string(c); }
 
 const char* framing_name(Framing f) {
   switch (f) {

@@ -22,10 +22,10 @@ inline constexpr uint64_t kMaxDatagram = (1u << 20) - 4096;
 inline constexpr uint64_t kMaxMessageLimit = 256u << 20;
 
 struct Settings {
-  uint64_t capacity = 64;            // messages; 0 = rendezvous; layout::kUnbounded
-  uint64_t max_message = 1u << 20;   // bytes
+  uint64_t capacity = 64;           // messages; 0 = rendezvous; layout::kUnbounded
+  uint64_t max_message = 1u << 20;  // bytes
   Framing framing = Framing::file;
-  uint64_t timeout_ms = 0;           // 0 = wait forever
+  uint64_t timeout_ms = 0;  // 0 = wait forever
 };
 
 Result<uint64_t> parse_u64(std::string_view s);

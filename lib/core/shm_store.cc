@@ -73,7 +73,7 @@ bool ShmBackend::restore_state_dir() {
       state_.dir().c_str());
   restore_failed_said_ = false;
   rebuilds_.fetch_add(1, std::memory_order_release);  // pairs with the acquire in state_rebuilds()
-  if (doorbell_) {  // programs that mapped the old control still ring it
+  if (doorbell_) {                                    // programs that mapped the old control still ring it
     old_doorbells_.push_back(std::move(doorbell_));
     doorbell_ = std::make_unique<Doorbell>(state_.control(), [this] { ring(); });
   }
@@ -139,10 +139,8 @@ void ShmBackend::remove_except(const std::set<uint64_t>& keep) {
 
 void ShmBackend::watch(const void* key, const std::weak_ptr<StoreListener>& l, bool on) {
   Guard g(watch_mu_);
-  if (on)
-    watched_[key] = l;
-  else
-    watched_.erase(key);
+  if (on) watched_[key] = l;
+  else watched_.erase(key);
 }
 
 void ShmBackend::ring() {
@@ -180,8 +178,7 @@ void ShmBackend::sweep_graves() {
 
 // ---- one mailbox's segment -------------------------------------------------------
 
-ShmStore::ShmStore(ShmBackend& backend, uint64_t id, Segment seg)
-    : backend_(backend), id_(id), seg_(std::move(seg)) {
+ShmStore::ShmStore(ShmBackend& backend, uint64_t id, Segment seg) : backend_(backend), id_(id), seg_(std::move(seg)) {
   seg_.set_no_wait(true);
 }
 
@@ -216,12 +213,13 @@ uint64_t ShmStore::removed_count() {
 
 QueueStats ShmStore::stats() {
   const SegmentStats s = seg_.stats();
-  return QueueStats{s.count,        s.bytes,        s.record_bytes, s.total_sent,   s.total_received,
-                    s.lost,         s.next_seq,     s.consumed_seq, s.last_send_ns, s.last_recv_ns};
+  return QueueStats{s.count, s.bytes,    s.record_bytes, s.total_sent,   s.total_received,
+                    s.lost,  s.next_seq, s.consumed_seq, s.last_send_ns, s.last_recv_ns};
 }
 
 void ShmStore::watch(uint32_t bits, const std::weak_ptr<StoreListener>& listener) {
-  static_assert(uint32_t{kWatchReadable} == layout::kWatchReadable && uint32_t{kWatchWritable} == layout::kWatchWritable);
+  static_assert(uint32_t{kWatchReadable} == layout::kWatchReadable &&
+                uint32_t{kWatchWritable} == layout::kWatchWritable);
   // SYNC POINT: seq_cst store, then the caller's re-check; pairs with the
   // fence and load in Segment::kick_daemon (a Dekker pair: either the
   // re-check sees the other participant's change, or it sees the bit and kicks).

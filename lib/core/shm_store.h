@@ -65,9 +65,9 @@ class ShmBackend {
   mutable Mutex state_mu_;
   bool restore_failed_said_ GUARDED_BY(state_mu_) = false;
   std::atomic<uint64_t> rebuilds_{0};  // release after the rebuild, acquire in state_rebuilds()
-  StateDir state_;  // its control segment is replaced under state_mu_ (restore_state_dir)
-  Timers* timers_ = nullptr;  // set by start()
-  Mutex watch_mu_;       // leaf lock: guards watched_ only
+  StateDir state_;                     // its control segment is replaced under state_mu_ (restore_state_dir)
+  Timers* timers_ = nullptr;           // set by start()
+  Mutex watch_mu_;                     // leaf lock: guards watched_ only
   std::unordered_map<const void*, std::weak_ptr<StoreListener>> watched_ GUARDED_BY(watch_mu_);
   Mutex graves_mu_;  // leaf lock: guards graves_ and grave_delay_
   std::vector<Segment> graves_ GUARDED_BY(graves_mu_);

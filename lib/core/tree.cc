@@ -42,14 +42,25 @@ bool valid_utf8(std::string_view s) {
     const unsigned char c = byte(i);
     size_t n;
     unsigned char lo = 0x80, hi = 0xbf;  // allowed range of the second byte
-    if (c < 0x80) { i++; continue; }
+    if (c < 0x80) {
+      i++;
+      continue;
+    }
     if (c >= 0xc2 && c <= 0xdf) n = 2;
-    else if (c == 0xe0) { n = 3; lo = 0xa0; }
-    else if (c == 0xed) { n = 3; hi = 0x9f; }
-    else if (c >= 0xe1 && c <= 0xef) n = 3;
-    else if (c == 0xf0) { n = 4; lo = 0x90; }
-    else if (c == 0xf4) { n = 4; hi = 0x8f; }
-    else if (c >= 0xf1 && c <= 0xf3) n = 4;
+    else if (c == 0xe0) {
+      n = 3;
+      lo = 0xa0;
+    } else if (c == 0xed) {
+      n = 3;
+      hi = 0x9f;
+    } else if (c >= 0xe1 && c <= 0xef) n = 3;
+    else if (c == 0xf0) {
+      n = 4;
+      lo = 0x90;
+    } else if (c == 0xf4) {
+      n = 4;
+      hi = 0x8f;
+    } else if (c >= 0xf1 && c <= 0xf3) n = 4;
     else return false;
     if (i + n > s.size() || byte(i + 1) < lo || byte(i + 1) > hi) return false;
     for (size_t k = 2; k < n; k++)
@@ -58,7 +69,6 @@ bool valid_utf8(std::string_view s) {
   }
   return true;
 }
-
 
 }  // namespace
 
@@ -190,9 +200,7 @@ void Tree::maybe_drop_locked(Node& n) {
   nodes_.erase(n.ino);
 }
 
-Result<struct stat> Tree::getattr(uint64_t ino, const Sender&) {
-  return stat_ino(ino);
-}
+Result<struct stat> Tree::getattr(uint64_t ino, const Sender&) { return stat_ino(ino); }
 
 Result<struct stat> Tree::setattr(uint64_t ino, const struct stat& in, unsigned what, const Sender&) {
   {
@@ -216,8 +224,7 @@ Result<struct stat> Tree::setattr(uint64_t ino, const struct stat& in, unsigned 
   return stat_ino(ino);
 }
 
-Result<Tree::Node*> Tree::add_locked(uint64_t parent, std::string_view name, mode_t mode,
-                                     const Sender& c) {
+Result<Tree::Node*> Tree::add_locked(uint64_t parent, std::string_view name, mode_t mode, const Sender& c) {
   if (Errc e = check_name(name); e != Errc::ok) return e;
   if (parent == kRootIno && reserved_.count(name)) return Errc::exists;  // an add-on's: always there
   Node* p = find_locked(parent);
@@ -381,8 +388,7 @@ std::shared_ptr<Mailbox> Tree::mailbox(uint64_t ino) {
   return n ? n->box : nullptr;
 }
 
-Result<std::unique_ptr<Handle>> Tree::open(uint64_t ino, bool can_read, bool can_write, bool nonblock,
-                                           const Sender&) {
+Result<std::unique_ptr<Handle>> Tree::open(uint64_t ino, bool can_read, bool can_write, bool nonblock, const Sender&) {
   auto box = mailbox(ino);
   if (!box) return Errc::is_dir;
   return box->open(can_read, can_write, nonblock);
@@ -417,8 +423,8 @@ void Tree::clear_privs_on_write(uint64_t ino, const Sender& c) {
   // its uid alone (root keeps the bits, as with CAP_FSETID).
   auto creds = proc::status(c.pid);
   if (creds ? creds->cap_fsetid : c.uid == 0) return;
-  const bool in_group = c.gid == gid || (creds && std::find(creds->groups.begin(), creds->groups.end(), gid) !=
-                                                      creds->groups.end());
+  const bool in_group = c.gid == gid ||
+                        (creds && std::find(creds->groups.begin(), creds->groups.end(), gid) != creds->groups.end());
   mode_t kill = mode & S_ISUID;
   if ((mode & S_ISGID) && ((mode & S_IXGRP) || !in_group)) kill |= S_ISGID;
   if (!kill) return;
@@ -496,8 +502,8 @@ void Tree::persist_node_locked(const Node& n) {
   if (n.box) m.settings = n.box->settings();
   if (save_meta(mount_.state().dir(), m) != Errc::ok && !persist_warned_) {
     persist_warned_ = true;
-    log(LogLevel::warning, "cannot record %s in the state directory (%s): it would not survive a crash",
-                 n.name.c_str(), std::strerror(errno));
+    log(LogLevel::warning, "cannot record %s in the state directory (%s): it would not survive a crash", n.name.c_str(),
+        std::strerror(errno));
   }
 }
 

@@ -11,12 +11,11 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <set>
 #include <string>
 #include <string_view>
 #include <unordered_map>
 #include <vector>
-
-#include <set>
 
 #include "base/errc.h"
 #include "base/mutex.h"
@@ -28,8 +27,14 @@ namespace mbx {
 
 // What setattr() changes (the core's own bits; the front end maps FUSE's).
 enum SetAttr : unsigned {
-  kSetMode = 1, kSetUid = 2, kSetGid = 4, kSetAtime = 8, kSetMtime = 16,
-  kSetAtimeNow = 32, kSetMtimeNow = 64, kSetSize = 128,
+  kSetMode = 1,
+  kSetUid = 2,
+  kSetGid = 4,
+  kSetAtime = 8,
+  kSetMtime = 16,
+  kSetAtimeNow = 32,
+  kSetMtimeNow = 64,
+  kSetSize = 128,
 };
 
 // Rejects what cannot be a mailbox or directory name: empty, ".", "..",
@@ -54,8 +59,7 @@ class Tree final : public Namespace {
   Result<struct stat> mkdir(uint64_t parent, std::string_view name, mode_t mode, const Sender& c);
   Errc unlink(uint64_t parent, std::string_view name);
   Errc rmdir(uint64_t parent, std::string_view name);
-  Errc rename(uint64_t parent, std::string_view name, uint64_t newparent, std::string_view newname,
-              bool noreplace);
+  Errc rename(uint64_t parent, std::string_view name, uint64_t newparent, std::string_view newname, bool noreplace);
   Result<std::vector<DirEntry>> list(uint64_t ino, const Sender& c = {}) override;
   std::shared_ptr<Mailbox> mailbox(uint64_t ino);
   Result<std::unique_ptr<Handle>> open(uint64_t ino, bool can_read, bool can_write, bool nonblock,

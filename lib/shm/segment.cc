@@ -101,13 +101,11 @@ int64_t coarse_realtime_ns() {
 }
 
 int futex_wait(std::atomic<uint32_t>* word, uint32_t expected, const timespec* rel) {
-  return static_cast<int>(
-      syscall(SYS_futex, reinterpret_cast<uint32_t*>(word), FUTEX_WAIT, expected, rel, nullptr, 0));
+  return static_cast<int>(syscall(SYS_futex, reinterpret_cast<uint32_t*>(word), FUTEX_WAIT, expected, rel, nullptr, 0));
 }
 
 int futex_wake(std::atomic<uint32_t>* word, int n) {
-  return static_cast<int>(
-      syscall(SYS_futex, reinterpret_cast<uint32_t*>(word), FUTEX_WAKE, n, nullptr, nullptr, 0));
+  return static_cast<int>(syscall(SYS_futex, reinterpret_cast<uint32_t*>(word), FUTEX_WAKE, n, nullptr, nullptr, 0));
 }
 
 uint64_t data_size_for(uint64_t capacity, uint64_t max_message, uint64_t quota_max) {
@@ -259,9 +257,7 @@ Segment::~Segment() {
 // Holds one half's lock for a scope.
 class Segment::Locked {
  public:
-  Locked(const Segment& s, Side side, bool any_state = false) : s_(s), side_(side) {
-    err_ = s.lock(side, any_state);
-  }
+  Locked(const Segment& s, Side side, bool any_state = false) : s_(s), side_(side) { err_ = s.lock(side, any_state); }
   ~Locked() {
     if (err_ == Errc::ok) s_.unlock(side_);
   }
@@ -315,10 +311,9 @@ class Segment::Both {
   Errc err_ = Errc::ok;
 };
 
-Result<Segment> Segment::create(const std::string& path, uint64_t capacity, uint64_t max_message,
-                                uint64_t data_size, mode_t mode) {
-  if (max_message > UINT32_MAX - 64 || data_size < layout::record_size(max_message) * 2 ||
-      data_size % kPage != 0)
+Result<Segment> Segment::create(const std::string& path, uint64_t capacity, uint64_t max_message, uint64_t data_size,
+                                mode_t mode) {
+  if (max_message > UINT32_MAX - 64 || data_size < layout::record_size(max_message) * 2 || data_size % kPage != 0)
     return Errc::invalid;
   UniqueFd fd(::open(path.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, mode));
   if (!fd.valid()) return from_errno(errno);
@@ -372,8 +367,7 @@ Result<Segment> Segment::attach(const std::string& path, bool no_wait) {
   if (!fd.valid()) return from_errno(errno);
   struct stat st;
   if (::fstat(fd.get(), &st) != 0) return from_errno(errno);
-  if (!S_ISREG(st.st_mode) || static_cast<uint64_t>(st.st_size) < layout::kHeaderSize * 2)
-    return Errc::bad_message;
+  if (!S_ISREG(st.st_mode) || static_cast<uint64_t>(st.st_size) < layout::kHeaderSize * 2) return Errc::bad_message;
   const uint64_t total = static_cast<uint64_t>(st.st_size);
   void* p = ::mmap(nullptr, total, PROT_READ | PROT_WRITE, MAP_SHARED, fd.get(), 0);
   if (p == MAP_FAILED) return from_errno(errno);
@@ -382,8 +376,7 @@ Result<Segment> Segment::attach(const std::string& path, bool no_wait) {
   // Validate everything the geometry depends on before trusting any offset.
   if (std::atomic_ref<uint64_t>(h->magic).load(std::memory_order_acquire) != layout::kMagic ||
       h->version != layout::kVersion || h->header_size != layout::kHeaderSize ||
-      h->data_size != total - layout::kHeaderSize || h->data_size % kPage != 0 ||
-      h->max_message > UINT32_MAX - 64 ||
+      h->data_size != total - layout::kHeaderSize || h->data_size % kPage != 0 || h->max_message > UINT32_MAX - 64 ||
       h->data_size < layout::record_size(h->max_message) * 2)
     return Errc::bad_message;
   Segment s;
@@ -449,8 +442,8 @@ bool Segment::check_ring_locked() const {
   if (h->tail_pub.load(std::memory_order_relaxed) != h->send.tail ||
       h->head_pub.load(std::memory_order_relaxed) != h->recv.head ||
       h->popped_pub.load(std::memory_order_relaxed) != h->recv.popped || h->recv.popped > h->send.next_seq ||
-      h->send.quota_credit > credit_bound() ||
-      h->recv.popped_bytes > h->send.sent_bytes || h->recv.popped_record_bytes > h->send.sent_record_bytes)
+      h->send.quota_credit > credit_bound() || h->recv.popped_bytes > h->send.sent_bytes ||
+      h->recv.popped_record_bytes > h->send.sent_record_bytes)
     return false;
   uint64_t count = 0, bytes = 0, rec_bytes = 0;
   const bool ok = walk_locked([&](uint64_t, const RecordHeader& r, const char*) {
@@ -472,16 +465,14 @@ uint64_t Segment::queued_locked() const {
   return hdr_->send.next_seq - hdr_->popped_pub.load(std::memory_order_acquire);
 }
 
-bool Segment::full_locked() const {
-  return capacity_ != layout::kUnbounded && queued_locked() >= effective_capacity();
-}
+bool Segment::full_locked() const { return capacity_ != layout::kUnbounded && queued_locked() >= effective_capacity(); }
 
 bool Segment::full() {
   Locked l(*this, Side::send);
   if (l.error() == Errc::contended)  // SYNC POINT: acquire as in queued_locked()
     return capacity_ != layout::kUnbounded &&
-           load_word(hdr_->send.next_seq) - std::min(load_word(hdr_->send.next_seq),
-                                                     hdr_->popped_pub.load(std::memory_order_acquire)) >=
+           load_word(hdr_->send.next_seq) -
+                   std::min(load_word(hdr_->send.next_seq), hdr_->popped_pub.load(std::memory_order_acquire)) >=
                effective_capacity();
   return l.ok() && full_locked();
 }
@@ -498,7 +489,7 @@ void Segment::restart_if_empty_locked() {
   const uint64_t off = tail % data_size_;
   if (off < std::min<uint64_t>(kRestartAt, data_size_ / 4)) return;
   if (h->head_pub.load(std::memory_order_acquire) != tail) return;  // not empty
-  if (populate_locked(tail + kRecHdr) != Errc::ok) return;  // the marker's page
+  if (populate_locked(tail + kRecHdr) != Errc::ok) return;          // the marker's page
   if (!try_lock(Side::recv)) return;
   if (h->recv.head == tail && h->state.load(std::memory_order_acquire) == layout::kLive) {
     const uint64_t next = tail + (data_size_ - off);
@@ -673,8 +664,7 @@ void Segment::write_record_locked(const Room& room, size_t len, const Sender& fr
   commit_send_locked(n);
 }
 
-Result<uint64_t> Segment::push(const char* data, size_t len, const Sender& from, int64_t now_ns,
-                               bool force) {
+Result<uint64_t> Segment::push(const char* data, size_t len, const Sender& from, int64_t now_ns, bool force) {
   // Our own reservation holds send_lock; our own view holds recv_lock, and
   // waiting for send_lock while holding it could deadlock with a participant
   // that holds send_lock (a reservation) and waits for recv_lock.
@@ -789,8 +779,7 @@ void Segment::release_passed_locked(uint64_t old_head, uint64_t new_head) {
       // none has written there, i.e. the tail (stable while we hold
       // send_lock, which every write into the area holds) has not passed it.
       if (!try_lock(Side::send)) return;  // a sender is busy: next time
-      if (hdr_->send.tail <= base + start + data_size_)
-        ::madvise(data_ + start, e - start, MADV_REMOVE);
+      if (hdr_->send.tail <= base + start + data_size_) ::madvise(data_ + start, e - start, MADV_REMOVE);
       unlock(Side::send);
       if (e == data_size_) break;
     }
@@ -1025,8 +1014,7 @@ void Segment::settle_quota() {
 
 Errc Segment::discard_all(bool deleted_too) {
   Both l(*this, deleted_too);
-  if (l.ok() && (!deleted_too || hdr_->state.load(std::memory_order_acquire) != layout::kCorrupt))
-    empty_both_locked();
+  if (l.ok() && (!deleted_too || hdr_->state.load(std::memory_order_acquire) != layout::kCorrupt)) empty_both_locked();
   return l.error() == Errc::contended ? Errc::contended : Errc::ok;
 }
 
@@ -1099,8 +1087,7 @@ bool Segment::recover_send_locked() const {
     commit_send_locked(h->send_pending);
   } else if (h->inflight == layout::kInflightSend) {
     if (h->inflight_quota_added && ctl_)
-      ctl_->quota_used.fetch_sub(std::min(h->inflight_quota, ctl_->quota_used.load()),
-                                 std::memory_order_acq_rel);
+      ctl_->quota_used.fetch_sub(std::min(h->inflight_quota, ctl_->quota_used.load()), std::memory_order_acq_rel);
     layout::SendState n = h->send;
     n.lost++;
     n.total_sent++;  // it was sent, and lost with its sender
@@ -1117,8 +1104,7 @@ bool Segment::recover_recv_locked() const {
   SegmentHeader* h = hdr_;
   if (std::atomic_ref<uint32_t>(h->recv_pending_valid).load(std::memory_order_acquire))
     commit_recv_locked(h->recv_pending);
-  else
-    commit_recv_locked(h->recv);
+  else commit_recv_locked(h->recv);
   settle_quota_locked();
   return positions_sane();
 }

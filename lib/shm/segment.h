@@ -15,8 +15,8 @@
 #include <vector>
 
 #include "base/errc.h"
-#include "mailbox/layout.h"
 #include "base/unique_fd.h"
+#include "mailbox/layout.h"
 
 namespace mbx {
 
@@ -40,8 +40,8 @@ class Segment {
   ~Segment();
 
   // Creates `path` (O_EXCL) and initialises a live, empty ring.
-  static Result<Segment> create(const std::string& path, uint64_t capacity, uint64_t max_message,
-                                uint64_t data_size, mode_t mode);
+  static Result<Segment> create(const std::string& path, uint64_t capacity, uint64_t max_message, uint64_t data_size,
+                                mode_t mode);
   // Maps an existing segment and validates it (bad_message if it is not one).
   // no_wait: as set_no_wait(), from the start (contended: a lock is held).
   static Result<Segment> attach(const std::string& path, bool no_wait = false);
@@ -90,8 +90,7 @@ class Segment {
   // Appends one message; returns its seq. again: full (by count, or ring space
   // of a bounded mailbox); no_space: quota exhausted; msg_size: too large.
   // force: ignore capacity and quota limits (moving queued messages on resize).
-  Result<uint64_t> push(const char* data, size_t len, const Sender& from, int64_t now_ns,
-                        bool force = false);
+  Result<uint64_t> push(const char* data, size_t len, const Sender& from, int64_t now_ns, bool force = false);
   struct Popped {
     uint64_t seq;
     Sender from;

@@ -25,9 +25,7 @@ void clear_dir(const std::string& dir) {
   DIR* d = ::opendir(dir.c_str());
   if (!d) return;
   while (dirent* e = ::readdir(d)) {
-    if (!std::strcmp(e->d_name, ".") || !std::strcmp(e->d_name, "..") ||
-        !std::strcmp(e->d_name, kLockName))
-      continue;
+    if (!std::strcmp(e->d_name, ".") || !std::strcmp(e->d_name, "..") || !std::strcmp(e->d_name, kLockName)) continue;
     ::unlinkat(::dirfd(d), e->d_name, 0);
   }
   ::closedir(d);
@@ -161,8 +159,7 @@ StateDir::~StateDir() {
   ::rmdir(dir_.c_str());
 }
 
-Doorbell::Doorbell(layout::ControlHeader* ctl, std::function<void()> ring)
-    : ctl_(ctl), ring_(std::move(ring)) {
+Doorbell::Doorbell(layout::ControlHeader* ctl, std::function<void()> ring) : ctl_(ctl), ring_(std::move(ring)) {
   thread_ = std::thread([this] {
     // SYNC POINT: acquire pairs with a ringer's release fetch_add, after its
     // store to a segment's `kick`.

@@ -11,8 +11,8 @@
 #include <vector>
 
 #include "base/errc.h"
-#include "mailbox/layout.h"
 #include "base/unique_fd.h"
+#include "mailbox/layout.h"
 
 namespace mbx {
 

@@ -7,9 +7,9 @@
 #include <linux/futex.h>
 #include <mqueue.h>
 #include <sys/mman.h>
-#include <sys/stat.h>
 #include <sys/msg.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -231,7 +231,7 @@ class RingChannel : public Channel {
   // Written by its own side on every message; the sleeper count only by
   // the other side, and only around a sleep.
   struct alignas(kLine) Position {
-    std::atomic<uint32_t> pos{0};      // the futex word
+    std::atomic<uint32_t> pos{0};  // the futex word
     std::atomic<uint32_t> sleepers{0};
   };
   static_assert(sizeof(Position) == kLine && std::atomic<uint32_t>::is_always_lock_free);
@@ -311,8 +311,7 @@ class RingChannel : public Channel {
       // our re-load sees its new position and we do not sleep.
       other.sleepers.fetch_add(1, std::memory_order_seq_cst);
       const uint32_t v = other.pos.load(std::memory_order_seq_cst);
-      if (!ready(v))
-        ::syscall(SYS_futex, reinterpret_cast<uint32_t*>(&other.pos), FUTEX_WAIT, v, nullptr, nullptr, 0);
+      if (!ready(v)) ::syscall(SYS_futex, reinterpret_cast<uint32_t*>(&other.pos), FUTEX_WAIT, v, nullptr, nullptr, 0);
       // Relaxed: a count seen late costs the other side one needless wake.
       other.sleepers.fetch_sub(1, std::memory_order_relaxed);
       if (ready(v)) return v;  // the seq_cst load above is also acquire
@@ -339,25 +338,37 @@ class RingChannel : public Channel {
 
 std::vector<Mechanism> kernel_mechanisms() {
   return {
-      {"pipe", [](const Spec& s, const Env&) -> std::unique_ptr<Channel> {
+      {"pipe",
+       [](const Spec& s, const Env&) -> std::unique_ptr<Channel> {
          return StreamChannel::fits(s) ? std::make_unique<PipeChannel>(s) : nullptr;
-       }, Needs::nothing},
-      {"fifo", [](const Spec& s, const Env&) -> std::unique_ptr<Channel> {
+       },
+       Needs::nothing},
+      {"fifo",
+       [](const Spec& s, const Env&) -> std::unique_ptr<Channel> {
          return StreamChannel::fits(s) ? std::make_unique<FifoChannel>(s) : nullptr;
-       }, Needs::nothing},
-      {"seqpacket", [](const Spec& s, const Env&) -> std::unique_ptr<Channel> {
+       },
+       Needs::nothing},
+      {"seqpacket",
+       [](const Spec& s, const Env&) -> std::unique_ptr<Channel> {
          return s.max_size <= 65536 ? std::make_unique<SeqpacketChannel>() : nullptr;
-       }, Needs::nothing},
-      {"posix_mq", [](const Spec& s, const Env&) -> std::unique_ptr<Channel> {
+       },
+       Needs::nothing},
+      {"posix_mq",
+       [](const Spec& s, const Env&) -> std::unique_ptr<Channel> {
          return s.max_size <= 8192 ? std::make_unique<PosixMqChannel>(s.max_size, s.tag) : nullptr;
-       }, Needs::nothing},
-      {"sysv_mq", [](const Spec& s, const Env&) -> std::unique_ptr<Channel> {
+       },
+       Needs::nothing},
+      {"sysv_mq",
+       [](const Spec& s, const Env&) -> std::unique_ptr<Channel> {
          return s.max_size <= 8192 ? std::make_unique<SysvMqChannel>() : nullptr;
-       }, Needs::nothing},
+       },
+       Needs::nothing},
       // Single producer, single consumer by construction.
-      {"ref_ring", [](const Spec& s, const Env&) -> std::unique_ptr<Channel> {
+      {"ref_ring",
+       [](const Spec& s, const Env&) -> std::unique_ptr<Channel> {
          return s.mpmc() ? nullptr : std::make_unique<RingChannel>(s.max_size);
-       }, Needs::nothing},
+       },
+       Needs::nothing},
   };
 }
 

@@ -19,8 +19,7 @@ namespace bip = boost::interprocess;
 
 class BoostMqChannel : public Channel {
  public:
-  BoostMqChannel(const Spec& s)
-      : name_("mbxbench-bmq-" + std::to_string(::getpid()) + "-" + std::to_string(s.tag)) {
+  BoostMqChannel(const Spec& s) : name_("mbxbench-bmq-" + std::to_string(::getpid()) + "-" + std::to_string(s.tag)) {
     try {
       bip::message_queue::remove(name_.c_str());
       // 64 messages, as the mailbox's default capacity and the ring's slots.
@@ -61,9 +60,9 @@ class BoostMqChannel : public Channel {
 }  // namespace
 
 std::vector<Mechanism> boost_mechanisms() {
-  return {{"boost_mq", [](const Spec& s, const Env&) -> std::unique_ptr<Channel> {
-             return std::make_unique<BoostMqChannel>(s);
-           }, Needs::nothing}};
+  return {{"boost_mq",
+           [](const Spec& s, const Env&) -> std::unique_ptr<Channel> { return std::make_unique<BoostMqChannel>(s); },
+           Needs::nothing}};
 }
 
 }  // namespace bench

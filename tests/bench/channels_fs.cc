@@ -168,12 +168,14 @@ std::vector<Mechanism> fs_mechanisms() {
       {"libmailbox", make_mailbox_channel<Side::lib, Side::lib, kDatagram, kTuned>, Needs::mount, tuned_settings},
       {"libmailbox_default", make_mailbox_channel<Side::lib, Side::lib, kFile, kDefaults>, Needs::mount,
        default_settings},
-      {"fuse_floor", [](const Spec& s, const Env& env) -> std::unique_ptr<Channel> {
+      {"fuse_floor",
+       [](const Spec& s, const Env& env) -> std::unique_ptr<Channel> {
          if (s.max_size > kMaxDatagram) return nullptr;  // as fs_datagram, for a fair ratio
          std::string path = unique_name(env.floor, s.tag);
          create_file(path);
          return std::make_unique<DatagramChannel>(path);
-       }, Needs::floor},
+       },
+       Needs::floor},
       {"fs_datagram", make_datagram_channel<kTuned>, Needs::mount, tuned_settings},
       {"fs_datagram_default", make_datagram_channel<kDefaults>, Needs::mount, default_settings},
       {"fs_file", make_mailbox_channel<Side::file, Side::file, kFile, kTuned>, Needs::mount, tuned_settings},

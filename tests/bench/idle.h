@@ -14,10 +14,10 @@ namespace bench {
 
 struct IdleCost {
   int mailboxes;
-  double rss_before_kib, rss_after_kib;      // the daemon's VmRSS
-  double anon_before_kib, anon_after_kib;    // its RssAnon: the part that is not mapped segments or files
-  double segments_before_kib, segments_after_kib;  // blocks allocated under the state directory
-  double create_ms;                          // creating all of them, one open(O_CREAT) each
+  double rss_before_kib, rss_after_kib;              // the daemon's VmRSS
+  double anon_before_kib, anon_after_kib;            // its RssAnon: the part that is not mapped segments or files
+  double segments_before_kib, segments_after_kib;    // blocks allocated under the state directory
+  double create_ms;                                  // creating all of them, one open(O_CREAT) each
   std::vector<double> ls_mailboxfs_ms, ls_tmpfs_ms;  // one per repetition, interleaved
   // Then `used` of them each carry one 64-byte message through libmailbox
   // (sent, received, closed) and sit idle again: what they hold now.

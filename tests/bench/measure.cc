@@ -69,7 +69,8 @@ Usage reap(const std::vector<pid_t>& pids, const std::string& name) {
     int st = 0;
     rusage ru{};
     if (::wait4(p, &st, 0, &ru) != p || !WIFEXITED(st) || WEXITSTATUS(st) != 0) ok = false;
-    u.cpu_s += double(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) + double(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) * 1e-6;
+    u.cpu_s += double(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) +
+               double(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) * 1e-6;
     u.switches += double(ru.ru_nvcsw + ru.ru_nivcsw);
     u.faults += double(ru.ru_minflt);
   }

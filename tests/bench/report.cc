@@ -72,8 +72,9 @@ std::string Results::csv() const {
       if (!v || present(*v).empty()) continue;  // n/a: not in the CSV
       const double med = median(*v);
       out += m.name + "," + mech + "," + num(med) + "," + num(lo(*v)) + "," + num(hi(*v)) + "," +
-             (m.bytes ? fmt("%.4g", med * m.bytes / 1e6) : "") + "," + fmt("%.3f", median(ratios(m.name, mech, "pipe"))) +
-             "," + fmt("%.3f", median(ratios(m.name, mech, "ref_ring"))) + "\n";
+             (m.bytes ? fmt("%.4g", med * m.bytes / 1e6) : "") + "," +
+             fmt("%.3f", median(ratios(m.name, mech, "pipe"))) + "," +
+             fmt("%.3f", median(ratios(m.name, mech, "ref_ring"))) + "\n";
     }
   auto row = [&](const char* name, double v) { out += std::string(name) + ",mailboxfs," + num(v) + ",,,,,\n"; };
   if (idle_.mailboxes) {
@@ -103,11 +104,12 @@ std::string Results::profile(const std::string& mech) const {
 }
 
 std::string Results::markdown(const std::string& intro, const std::vector<Target>& targets) const {
-  std::string md = intro + "\n<!-- chart -->\n\n## Targets\n\n"
-                           "The promises of the other issues, and a few more ratios. Each ratio is computed "
-                           "within one repetition (its two runs seconds apart, under the same load), then the "
-                           "median and range over the repetitions are shown.\n\n"
-                           "| ratio | metric | median | min | max | target | met |\n|---|---|---:|---:|---:|---:|---|\n";
+  std::string md = intro +
+                   "\n<!-- chart -->\n\n## Targets\n\n"
+                   "The promises of the other issues, and a few more ratios. Each ratio is computed "
+                   "within one repetition (its two runs seconds apart, under the same load), then the "
+                   "median and range over the repetitions are shown.\n\n"
+                   "| ratio | metric | median | min | max | target | met |\n|---|---|---:|---:|---:|---:|---|\n";
   std::string missed;
   for (auto& t : targets) {
     const auto r = ratios(t.metric, t.a, t.b);
@@ -121,27 +123,28 @@ std::string Results::markdown(const std::string& intro, const std::vector<Target
       met = ok ? "yes" : "**no**";
       bound = (lower ? "≤ " : "≥ ") + fmt("%.2f", t.bound);
       if (!ok)
-        missed += "- `" + t.a + " / " + t.b + "`, " + t.metric + ": " + fmt("%.3f", med) + " against " + bound +
-                  " (" + fmt("%.0f", lower ? (med / t.bound - 1) * 100 : (1 - med / t.bound) * 100) +
-                  (lower ? " % over" : " % short") + "). Per message of the 64-byte one-to-one run, " +
-                  profile(t.a) + "; " + profile(t.b) + ".\n";
+        missed += "- `" + t.a + " / " + t.b + "`, " + t.metric + ": " + fmt("%.3f", med) + " against " + bound + " (" +
+                  fmt("%.0f", lower ? (med / t.bound - 1) * 100 : (1 - med / t.bound) * 100) +
+                  (lower ? " % over" : " % short") + "). Per message of the 64-byte one-to-one run, " + profile(t.a) +
+                  "; " + profile(t.b) + ".\n";
     }
     md += "| " + t.a + " / " + t.b + " | " + t.metric + " | " + md_or_na(fmt("%.3f", med)) + " | " +
           md_or_na(fmt("%.3f", lo(r))) + " | " + md_or_na(fmt("%.3f", hi(r))) + " | " + bound + " | " + met + " |\n";
   }
   if (!missed.empty()) md += "\nMissed in this run, with the profile of each side:\n\n" + missed;
 
-  md += "\n## Every mechanism\n\nmsgs/s: higher is better; RTT and release times: lower is better. "
-        "`vs pipe` and `vs ref_ring` are medians of per-repetition ratios; n/a: the mechanism cannot carry "
-        "that (see the method).\n\n"
-        "| metric | mechanism | settings | median | min | max | MB/s | vs pipe | vs ref_ring |\n"
-        "|---|---|---|---:|---:|---:|---:|---:|---:|\n";
+  md +=
+      "\n## Every mechanism\n\nmsgs/s: higher is better; RTT and release times: lower is better. "
+      "`vs pipe` and `vs ref_ring` are medians of per-repetition ratios; n/a: the mechanism cannot carry "
+      "that (see the method).\n\n"
+      "| metric | mechanism | settings | median | min | max | MB/s | vs pipe | vs ref_ring |\n"
+      "|---|---|---|---:|---:|---:|---:|---:|---:|\n";
   for (auto& m : metrics_)
     for (auto& mech : mechs_) {
       const auto* v = values(m.name, mech);
       const auto set = settings_.find(mech);
-      const std::string label =
-          mech + " | " + (set != settings_.end() && set->second ? set->second(m.message_size()) : "");
+      const std::string label = mech + " | " +
+                                (set != settings_.end() && set->second ? set->second(m.message_size()) : "");
       if (!v || present(*v).empty()) {
         md += "| " + m.name + " | " + label + " | n/a | | | | | |\n";
         continue;
@@ -156,11 +159,13 @@ std::string Results::markdown(const std::string& intro, const std::vector<Target
   if (idle_.mailboxes) {
     const double n = idle_.mailboxes;
     const std::string ns = std::to_string(idle_.mailboxes);
-    md += "\n## " + ns + " idle mailboxes\n\nCreated empty with default settings in one directory of the "
+    md += "\n## " + ns +
+          " idle mailboxes\n\nCreated empty with default settings in one directory of the "
           "benchmark's own mount; the daemon's `VmRSS` from `/proc/PID/status`, segment memory as the blocks "
           "allocated under its state directory in `/dev/shm` (what `du` counts: the segments are sparse). "
-          "`ls -l` is timed against a tmpfs directory of " + ns + " empty files, interleaved, " +
-          std::to_string(idle_.ls_mailboxfs_ms.size()) + " times. Then " + std::to_string(idle_.used) +
+          "`ls -l` is timed against a tmpfs directory of " +
+          ns + " empty files, interleaved, " + std::to_string(idle_.ls_mailboxfs_ms.size()) + " times. Then " +
+          std::to_string(idle_.used) +
           " of them each carry one 64-byte message through libmailbox (open, send, receive, close) and are "
           "measured again, idle and empty once more.\n\n| measure | value |\n|---|---:|\n";
     md += "| daemon VmRSS before | " + fmt("%.0f KiB", idle_.rss_before_kib) + " |\n";
@@ -176,18 +181,18 @@ std::string Results::markdown(const std::string& intro, const std::vector<Target
     md += "| creating them (one `open(O_CREAT)` each) | " + fmt("%.0f ms", idle_.create_ms) + " |\n";
     md += "| `ls -l` of the mailboxes, median (min–max) | " + fmt("%.1f", median(idle_.ls_mailboxfs_ms)) + " ms (" +
           fmt("%.1f", lo(idle_.ls_mailboxfs_ms)) + "–" + fmt("%.1f", hi(idle_.ls_mailboxfs_ms)) + ") |\n";
-    md += "| `ls -l` of as many tmpfs files, median (min–max) | " + fmt("%.1f", median(idle_.ls_tmpfs_ms)) +
-          " ms (" + fmt("%.1f", lo(idle_.ls_tmpfs_ms)) + "–" + fmt("%.1f", hi(idle_.ls_tmpfs_ms)) + ") |\n";
+    md += "| `ls -l` of as many tmpfs files, median (min–max) | " + fmt("%.1f", median(idle_.ls_tmpfs_ms)) + " ms (" +
+          fmt("%.1f", lo(idle_.ls_tmpfs_ms)) + "–" + fmt("%.1f", hi(idle_.ls_tmpfs_ms)) + ") |\n";
     std::vector<double> r;
-    for (size_t i = 0; i < idle_.ls_mailboxfs_ms.size(); i++) r.push_back(idle_.ls_mailboxfs_ms[i] / idle_.ls_tmpfs_ms[i]);
+    for (size_t i = 0; i < idle_.ls_mailboxfs_ms.size(); i++)
+      r.push_back(idle_.ls_mailboxfs_ms[i] / idle_.ls_tmpfs_ms[i]);
     md += "| `ls -l` mailboxfs / tmpfs, median (min–max) | " + fmt("%.2f", median(r)) + " (" + fmt("%.2f", lo(r)) +
           "–" + fmt("%.2f", hi(r)) + ") |\n";
     const std::string used = std::to_string(idle_.used);
     md += "| daemon RssAnon with " + used + " of them used once | " + fmt("%.0f KiB", idle_.anon_used_kib) + " |\n";
     md += "| RssAnon per mailbox used once (added to the idle figure) | " +
           fmt("%.2f KiB", (idle_.anon_used_kib - idle_.anon_after_kib) / idle_.used) + " |\n";
-    md += "| segment memory with " + used + " of them used once | " + fmt("%.0f KiB", idle_.segments_used_kib) +
-          " |\n";
+    md += "| segment memory with " + used + " of them used once | " + fmt("%.0f KiB", idle_.segments_used_kib) + " |\n";
     md += "| segment memory per mailbox used once (added to the idle figure) | " +
           fmt("%.2f KiB", (idle_.segments_used_kib - idle_.segments_after_kib) / idle_.used) + " |\n";
 

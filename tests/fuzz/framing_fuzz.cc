@@ -9,7 +9,6 @@
 // Line framing: a read may return one line or several whole lines (the
 // model accepts both), never a line cut short except when it is longer than
 // the read.
-#include <fuzzer/FuzzedDataProvider.h>
 #include <unistd.h>
 
 #include <cstdio>
@@ -19,6 +18,8 @@
 #include <memory>
 #include <string>
 #include <vector>
+
+#include <fuzzer/FuzzedDataProvider.h>
 
 #include "core/mailbox.h"
 #include "core/mount.h"
@@ -49,13 +50,13 @@ mbx::Mount& mount() {
 
 struct Writer {
   std::unique_ptr<mbx::Handle> h;
-  std::string partial;  // model of h->wbuf: accepted bytes not yet a message
-  bool refused = false; // file framing: the message was refused (EMSGSIZE)
+  std::string partial;   // model of h->wbuf: accepted bytes not yet a message
+  bool refused = false;  // file framing: the message was refused (EMSGSIZE)
 };
 struct Reader {
   std::unique_ptr<mbx::Handle> h;
-  std::string rest;     // model of the unread rest of a message this open file took
-  bool got = false;     // file framing: this open has had its message
+  std::string rest;  // model of the unread rest of a message this open file took
+  bool got = false;  // file framing: this open has had its message
 };
 
 struct Model {
@@ -199,8 +200,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
         if (!o) fail("a non-blocking read would block");
         if (o->err == Errc::again) {
           if (!r.rest.empty()) fail("EAGAIN with the rest of a message unread");
-          if (!model.queue.empty() && !(s.framing == Framing::file && r.got))
-            fail("EAGAIN with messages queued");
+          if (!model.queue.empty() && !(s.framing == Framing::file && r.got)) fail("EAGAIN with messages queued");
           break;
         }
         if (o->err != Errc::ok) fail("a read failed");

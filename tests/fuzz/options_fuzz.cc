@@ -4,8 +4,6 @@
 // checks what it accepts against a plain comma split, and each value parser
 // against an independent reference: the same numbers accepted, the same
 // values, overflow refused, and a formatted value parsing back to itself.
-#include <fuzzer/FuzzedDataProvider.h>
-
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -13,6 +11,8 @@
 #include <optional>
 #include <string>
 #include <variant>
+
+#include <fuzzer/FuzzedDataProvider.h>
 
 #include "core/settings.h"
 #include "fusefs/options.h"
@@ -50,9 +50,12 @@ std::optional<uint64_t> ref_size(std::string_view s) {
   unsigned shift = 0;
   if (!s.empty()) {
     switch (s.back()) {
-      case 'k': case 'K': shift = 10; break;
-      case 'm': case 'M': shift = 20; break;
-      case 'g': case 'G': shift = 30; break;
+      case 'k':
+      case 'K': shift = 10; break;
+      case 'm':
+      case 'M': shift = 20; break;
+      case 'g':
+      case 'G': shift = 30; break;
     }
     if (shift) s.remove_suffix(1);
   }
@@ -112,8 +115,7 @@ std::map<std::string, std::string> ref_split(const std::string& opts) {
 }
 
 // An accepted command line: every value of ours is one its parser accepts, and it landed where it belongs.
-void check_accepted(const mbx::DaemonOptions& d, const std::map<std::string, std::string>& ref,
-                    std::string_view opts) {
+void check_accepted(const mbx::DaemonOptions& d, const std::map<std::string, std::string>& ref, std::string_view opts) {
   if (d.mountpoint != "/") fail("mountpoint", opts);
   if (d.max_bytes < 4096 || d.root_mode > 07777) fail("a bound not kept", opts);
   mbx::Settings want;

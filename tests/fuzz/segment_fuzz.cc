@@ -8,7 +8,6 @@
 // The two robust mutexes are left alone: a scribbled lock word makes
 // pthread_mutex_lock() wait forever, and telling an impossible lock state
 // apart is the daemon's quarantine (issue 11), tested by its own tests.
-#include <fuzzer/FuzzedDataProvider.h>
 #include <fcntl.h>
 #include <sys/mman.h>
 #include <unistd.h>
@@ -16,6 +15,8 @@
 #include <cstring>
 #include <deque>
 #include <string>
+
+#include <fuzzer/FuzzedDataProvider.h>
 
 #include "shm/segment.h"
 
@@ -69,10 +70,8 @@ void scribble(FuzzedDataProvider& in, char* base, uint64_t size, int n) {
                                     : in.ConsumeIntegralInRange<uint64_t>(0, size - 1);
     if (in_mutex(reinterpret_cast<SegmentHeader*>(base), off)) continue;
     const uint8_t v = in.ConsumeIntegral<uint8_t>();
-    if (in.ConsumeBool())
-      base[off] = static_cast<char>(v);
-    else
-      base[off] ^= static_cast<char>(1u << (v & 7));
+    if (in.ConsumeBool()) base[off] = static_cast<char>(v);
+    else base[off] ^= static_cast<char>(1u << (v & 7));
   }
 }
 
@@ -182,9 +181,7 @@ void run_ops(FuzzedDataProvider& in, Segment& s, Checker& c, uint64_t total) {
         (void)s.withdraw(in.ConsumeIntegral<uint64_t>() % (c.next + 1));
         c.scribbled = true;  // it may take the last message back: the model stops being exact
         break;
-      case 9:
-        s.settle_quota();
-        break;
+      case 9: s.settle_quota(); break;
       case 10:  // another participant scribbles while we are attached
         scribble(in, reinterpret_cast<char*>(s.header()), total, in.ConsumeIntegralInRange<int>(1, 4));
         c.scribbled = true;

@@ -5,7 +5,6 @@
 // value changes nothing, only the owner or root may set, and no setting
 // change (a resize moves every queued message into a new segment) loses,
 // duplicates or reorders a message.
-#include <fuzzer/FuzzedDataProvider.h>
 #include <unistd.h>
 
 #include <cstdio>
@@ -13,6 +12,8 @@
 #include <deque>
 #include <memory>
 #include <string>
+
+#include <fuzzer/FuzzedDataProvider.h>
 
 #include "core/mailbox.h"
 #include "core/mount.h"
@@ -52,8 +53,8 @@ World& world() {
   return w;
 }
 
-const char* const kNames[] = {"capacity", "max_message", "framing", "timeout_ms", "messages", "sent",
-                              "lost", "segment", "blocked_senders", "bogus"};
+const char* const kNames[] = {"capacity", "max_message", "framing", "timeout_ms",      "messages",
+                              "sent",     "lost",        "segment", "blocked_senders", "bogus"};
 
 // What getxattr must show for a value the parser accepted.
 std::string canonical(const mbx::Settings& s, std::string_view key) {

@@ -2,6 +2,7 @@
 // Mount tests of who may do what (mode bits, owners, settings), checked from
 // an unprivileged user, and of names: validation, directories, rename, and
 // deleting a mailbox that has blocked callers.
+#include <gtest/gtest.h>
 #include <unistd.h>
 
 #include <cstdlib>
@@ -11,8 +12,6 @@
 #include <sstream>
 #include <string>
 #include <vector>
-
-#include <gtest/gtest.h>
 
 #include "harness.h"
 
@@ -134,15 +133,14 @@ TEST(AccessPermissions, OnlyTheOwnerChangesSettingsAndBadValuesChangeNothing) {
 
   // Bad values, even from root: EINVAL and the old value stays.
   const std::vector<std::pair<std::string, std::string>> bad = {
-      {"capacity", "banana"}, {"capacity", "-1"},      {"capacity", ""},   {"max_message", "0"},
-      {"max_message", "1X"},  {"framing", "stream"},   {"timeout_ms", "soon"}, {"timeout_ms", "-5"}};
+      {"capacity", "banana"}, {"capacity", "-1"},    {"capacity", ""},       {"max_message", "0"},
+      {"max_message", "1X"},  {"framing", "stream"}, {"timeout_ms", "soon"}, {"timeout_ms", "-5"}};
   for (auto& [key, value] : bad) {
     r = m.sh("setfattr -n user.mailbox." + key + " -v " + q(value) + " box");
     EXPECT_NE(r.status, 0) << key << "=" << value;
     EXPECT_TRUE(has(r.err, "Invalid argument")) << key << "=" << value << ": " << r.err;
   }
-  EXPECT_EQ(m.sh("getfattr -n user.mailbox.capacity box").out,
-            "# file: box\nuser.mailbox.capacity=\"5\"\n\n");
+  EXPECT_EQ(m.sh("getfattr -n user.mailbox.capacity box").out, "# file: box\nuser.mailbox.capacity=\"5\"\n\n");
   EXPECT_EQ(m.xattr("box", "max_message"), "1048576");
   EXPECT_EQ(m.xattr("box", "framing"), "file");
   EXPECT_EQ(m.xattr("box", "timeout_ms"), "0");
@@ -196,9 +194,10 @@ TEST(AccessNames, TooLongOrControlCharactersAreRefusedAndNothingIsCreated) {
   EXPECT_EQ(r.out, n255 + "\nboîte\n");
   // A rename to a bad name fails and leaves the mailbox where it was. (mv
   // words EINVAL from rename(2) as "subdirectory of itself": ask python.)
-  r = m.sh("printf kept > 'boîte' && python3 -c 'import os\n"
-           "for new in (\"x\\x01y\", \"a\" * 256):\n"
-           "    try:\n        os.rename(\"boîte\", new)\n    except OSError as e:\n        print(e.strerror)'");
+  r = m.sh(
+      "printf kept > 'boîte' && python3 -c 'import os\n"
+      "for new in (\"x\\x01y\", \"a\" * 256):\n"
+      "    try:\n        os.rename(\"boîte\", new)\n    except OSError as e:\n        print(e.strerror)'");
   EXPECT_EQ(r.out, "Invalid argument\nFile name too long\n") << r.err;
   r = m.sh("mv 'boîte' " + q(n256));
   EXPECT_TRUE(has(r.err, "File name too long")) << r.err;
@@ -208,19 +207,22 @@ TEST(AccessNames, TooLongOrControlCharactersAreRefusedAndNothingIsCreated) {
 TEST(AccessNames, DirectoriesAreNamespaces) {
   mt::Mount m;
   ASSERT_TRUE(m.ok()) << m.daemon_stderr();
-  mt::Run r = m.sh("mkdir jobs && touch jobs/high jobs/low && LC_ALL=C ls && LC_ALL=C ls jobs && stat -c %F jobs jobs/high");
+  mt::Run r =
+      m.sh("mkdir jobs && touch jobs/high jobs/low && LC_ALL=C ls && LC_ALL=C ls jobs && stat -c %F jobs jobs/high");
   EXPECT_EQ(r.status, 0) << r.err;
   EXPECT_EQ(r.out, "jobs\nhigh\nlow\ndirectory\nregular empty file\n");
 
   // mv keeps the queued messages.
-  r = m.sh("printf first > jobs/high && printf second > jobs/high && mv jobs/high jobs/urgent && ls jobs"
-           " && cat jobs/urgent && echo && cat jobs/urgent");
+  r = m.sh(
+      "printf first > jobs/high && printf second > jobs/high && mv jobs/high jobs/urgent && ls jobs"
+      " && cat jobs/urgent && echo && cat jobs/urgent");
   EXPECT_EQ(r.status, 0) << r.err;
   EXPECT_EQ(r.out, "low\nurgent\nfirst\nsecond");
   EXPECT_NE(m.sh("test -e jobs/high").status, 0);
   // Across directories, and over an existing mailbox (which is deleted).
-  r = m.sh("mkdir done && mv jobs/low done/low && printf x > jobs/urgent && mv -f jobs/urgent done/low"
-           " && LC_ALL=C ls jobs done && cat done/low");
+  r = m.sh(
+      "mkdir done && mv jobs/low done/low && printf x > jobs/urgent && mv -f jobs/urgent done/low"
+      " && LC_ALL=C ls jobs done && cat done/low");
   EXPECT_EQ(r.status, 0) << r.err;
   EXPECT_EQ(r.out, "done:\nlow\n\njobs:\nx");
 
@@ -316,9 +318,7 @@ TEST(AccessNames, RemoveBehindBlockedDatagramSender) {
   mt::Proc rm(std::string(mt::kReadySh) + "exec rm box", m.dir());
   // Either rm returns, or it sleeps in the kernel (behind the inode lock).
   ASSERT_TRUE(rm.wait_ready());
-  ASSERT_TRUE(mt::wait_until([&] {
-    return !rm.running() || mt::wait_sleeping(rm.pid(), mt::Sleep::any, 0);
-  }));
+  ASSERT_TRUE(mt::wait_until([&] { return !rm.running() || mt::wait_sleeping(rm.pid(), mt::Sleep::any, 0); }));
   std::cout << "[ note     ] rm of a mailbox with a sender blocked in write() "
             << (rm.running() ? "waits for the sender" : "returned at once") << "\n";
   // Reads take no inode lock: a receive gets through and releases the sender.

@@ -69,8 +69,9 @@ TEST(Blocking, NonblockingGivesEagain) {
 TEST(Blocking, TimeoutGivesEtimedout) {
   Mount m;
   ASSERT_TRUE(m.ok());
-  auto r = m.sh("touch box; setfattr -n user.mailbox.timeout_ms -v 200 box;"
-                "s=$(date +%s%N); cat box; echo rc=$?; e=$(date +%s%N); echo $(( (e - s) / 100000000 ))");
+  auto r = m.sh(
+      "touch box; setfattr -n user.mailbox.timeout_ms -v 200 box;"
+      "s=$(date +%s%N); cat box; echo rc=$?; e=$(date +%s%N); echo $(( (e - s) / 100000000 ))");
   EXPECT_NE(r.err.find("Connection timed out"), std::string::npos) << r.err;
   ASSERT_EQ(r.out.substr(0, 5), "rc=1\n");
   EXPECT_GE(std::stoi(r.out.substr(5)), 2);  // not before the timeout (no upper bound: load delays it)
@@ -111,8 +112,9 @@ TEST(Blocking, InterruptedSendDeliversNothing) {
   sender.signal_group(SIGINT);
   EXPECT_TRUE(sender.exits());
   // Nothing to receive: a non-blocking read finds no sender either.
-  auto r = m.sh("dd if=box iflag=nonblock bs=64K count=1 status=none; echo rc=$?;"
-                "getfattr --only-values -n user.mailbox.sent box");
+  auto r = m.sh(
+      "dd if=box iflag=nonblock bs=64K count=1 status=none; echo rc=$?;"
+      "getfattr --only-values -n user.mailbox.sent box");
   EXPECT_EQ(r.out, "rc=1\n0");
   EXPECT_NE(r.err.find("Resource temporarily unavailable"), std::string::npos) << r.err;
 }
@@ -139,7 +141,7 @@ TEST(Blocking, SignalHandlerSeesEintr) {
   ASSERT_TRUE(reader.wait_ready(1));
   ASSERT_TRUE(m.wait_listed("box", "blocked_receivers", reader.pid()));
   reader.signal(SIGUSR1);
-  ASSERT_TRUE(reader.wait_ready(2));  // the first read ended
+  ASSERT_TRUE(reader.wait_ready(2));                                     // the first read ended
   ASSERT_TRUE(m.wait_listed("box", "blocked_receivers", reader.pid()));  // blocked again in the second
   m.sh("echo after > box");
   EXPECT_TRUE(reader.exits());

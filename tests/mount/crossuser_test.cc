@@ -3,11 +3,10 @@
 // the owner (or root) does one of those, writes of other users parked there
 // are freed first (EINTR, nothing sent), so the owner never waits on them in
 // uninterruptible sleep. Root owns the mailbox, `nobody` writes.
+#include <gtest/gtest.h>
 #include <unistd.h>
 
 #include <string>
-
-#include <gtest/gtest.h>
 
 #include "harness.h"
 
@@ -28,8 +27,8 @@ bool has(const std::string& hay, const std::string& needle) { return hay.find(ne
 // A full datagram mailbox `name` of root's, mode 666, capacity 1.
 void full_datagram_box(const mt::Mount& m, const std::string& name) {
   ASSERT_EQ(m.sh("touch " + name + " && setfattr -n user.mailbox.framing -v datagram " + name +
-                 " && setfattr -n user.mailbox.capacity -v 1 " + name + " && chmod 666 " + name +
-                 " && echo a > " + name)
+                 " && setfattr -n user.mailbox.capacity -v 1 " + name + " && chmod 666 " + name + " && echo a > " +
+                 name)
                 .status,
             0);
 }

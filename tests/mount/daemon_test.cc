@@ -15,8 +15,8 @@ using mt::q;
 TEST(Daemon, HelpAndVersion) {
   auto h = mt::sh(q(mt::daemon_binary()) + " --help");
   EXPECT_EQ(h.status, 0);
-  for (const char* opt : {"capacity=", "max_message=", "framing=", "timeout_ms=", "max_bytes=",
-                          "state_dir=", "root_mode=", "allow_other", "-f", "-d"})
+  for (const char* opt : {"capacity=", "max_message=", "framing=", "timeout_ms=", "max_bytes=", "state_dir=",
+                          "root_mode=", "allow_other", "-f", "-d"})
     EXPECT_NE(h.out.find(opt), std::string::npos) << opt;
   auto v = mt::sh(q(mt::daemon_binary()) + " -V");
   EXPECT_EQ(v.status, 0);
@@ -24,8 +24,8 @@ TEST(Daemon, HelpAndVersion) {
 }
 
 TEST(Daemon, BadOptionsAreOneClearLineAndExitTwo) {
-  for (const char* o : {"capacity=many", "framing=packet", "max_message=0", "max_bytes=1",
-                        "timeout_ms=-5", "root_mode=999", "no_such_option"}) {
+  for (const char* o : {"capacity=many", "framing=packet", "max_message=0", "max_bytes=1", "timeout_ms=-5",
+                        "root_mode=999", "no_such_option"}) {
     auto r = mt::sh("d=$(mktemp -d); " + q(mt::daemon_binary()) + " -f -o " + o +
                     " \"$d\"; rc=$?; rmdir \"$d\"; exit $rc");
     EXPECT_EQ(r.status, 2) << o << ": " << r.err;

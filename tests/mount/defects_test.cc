@@ -4,6 +4,7 @@
 // send-only library use of a write-only mailbox.
 #include <fcntl.h>
 #include <grp.h>
+#include <gtest/gtest.h>
 #include <linux/capability.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -11,8 +12,6 @@
 #include <unistd.h>
 
 #include <string>
-
-#include <gtest/gtest.h>
 
 #include "harness.h"
 #include "mailbox/mailbox.hpp"
@@ -55,8 +54,9 @@ TEST_P(PrivsOnWrite, AWriteWithoutCapFsetidClearsThem) {
   EXPECT_EQ(m.sh("stat -c %a box").out, std::string(c.before) + "\n");
   // As pjdfstest does: open without O_TRUNC (whose size change the kernel
   // handles itself), write, fstat the open file.
-  mt::Run r = as_nobody(m, "python3 -c \"import os; f = os.open('box', os.O_WRONLY); os.write(f, b'x');"
-                           " print(oct(os.fstat(f).st_mode & 0o7777)[2:])\"");
+  mt::Run r = as_nobody(m,
+                        "python3 -c \"import os; f = os.open('box', os.O_WRONLY); os.write(f, b'x');"
+                        " print(oct(os.fstat(f).st_mode & 0o7777)[2:])\"");
   ASSERT_EQ(r.status, 0) << r.err;
   EXPECT_EQ(r.out, std::string(c.after) + "\n");
   EXPECT_EQ(m.sh("stat -c %a box").out, std::string(c.after) + "\n");
@@ -65,12 +65,12 @@ TEST_P(PrivsOnWrite, AWriteWithoutCapFsetidClearsThem) {
 
 INSTANTIATE_TEST_SUITE_P(
     Modes, PrivsOnWrite,
-    ::testing::Values(PrivCase{"4777", "0:0", "777"},          // pjdfstest chmod/12: suid, root's file
-                      PrivCase{"4777", "65535:65535", "777"},  // suid
-                      PrivCase{"2777", "65535:65535", "777"},  // sgid with group-execute
-                      PrivCase{"6777", "65535:65535", "777"},  // both
-                      PrivCase{"2767", "65535:65535", "767"},  // sgid, not in the group: cleared
-                      PrivCase{"2767", "65535:65534", "2767"},  // sgid without group-execute, in the group: kept
+    ::testing::Values(PrivCase{"4777", "0:0", "777"},            // pjdfstest chmod/12: suid, root's file
+                      PrivCase{"4777", "65535:65535", "777"},    // suid
+                      PrivCase{"2777", "65535:65535", "777"},    // sgid with group-execute
+                      PrivCase{"6777", "65535:65535", "777"},    // both
+                      PrivCase{"2767", "65535:65535", "767"},    // sgid, not in the group: cleared
+                      PrivCase{"2767", "65535:65534", "2767"},   // sgid without group-execute, in the group: kept
                       PrivCase{"4766", "65534:65534", "766"}));  // the owner has no CAP_FSETID either
 
 TEST(PrivsOnWriteByRoot, RootKeepsThem) {
@@ -78,7 +78,9 @@ TEST(PrivsOnWriteByRoot, RootKeepsThem) {
   mt::Mount m;
   ASSERT_TRUE(m.ok()) << m.daemon_stderr();
   ASSERT_EQ(m.sh("touch box && chown 65535:65535 box && chmod 6777 box && "
-                 "python3 -c \"import os; os.write(os.open('box', os.O_WRONLY), b'x')\"").status, 0);
+                 "python3 -c \"import os; os.write(os.open('box', os.O_WRONLY), b'x')\"")
+                .status,
+            0);
   EXPECT_EQ(m.sh("stat -c %a box").out, "6777\n");
 }
 
@@ -99,9 +101,7 @@ bool drop_dac_caps() {
   return ::syscall(SYS_capset, &h, d) == 0;
 }
 
-bool become_nobody() {
-  return ::setgroups(0, nullptr) == 0 && ::setgid(65534) == 0 && ::setuid(65534) == 0;
-}
+bool become_nobody() { return ::setgroups(0, nullptr) == 0 && ::setgid(65534) == 0 && ::setuid(65534) == 0; }
 
 class SendOnly : public ::testing::TestWithParam<const char*> {};
 
@@ -131,8 +131,10 @@ TEST_P(SendOnly, ThroughTheFileForAWriteOnlyMailbox) {
   });
   EXPECT_EQ(mt::finish(p, 20000), 0);
   EXPECT_EQ(m.xattr("box", "messages"), "2");
-  auto r = m.sh(framing == "file" ? "cat box; echo; cat box"
-                                  : "python3 -c \"import os; f = os.open('box', os.O_RDONLY); print(os.read(f, 99), os.read(f, 99))\"");
+  auto r =
+      m.sh(framing == "file"
+               ? "cat box; echo; cat box"
+               : "python3 -c \"import os; f = os.open('box', os.O_RDONLY); print(os.read(f, 99), os.read(f, 99))\"");
   EXPECT_EQ(r.out, framing == "file"       ? "hello\nworld"
                    : framing == "datagram" ? "b'hello' b'world'\n"
                                            : "b'hello\\n' b'world\\n'\n")
@@ -186,7 +188,8 @@ TEST(StateDirRemoved, TheDaemonSaysSoAndMakesItAgain) {
   r = m.sh("setfattr -n user.mailbox.capacity -v 10 old && cat old");
   EXPECT_EQ(r.status, 0) << r.err;
   EXPECT_EQ(r.out, "kept");  // moved into the new directory with its message
-  EXPECT_EQ(mt::sh("test -d " + q(sd) + " && test -f " + q(sd + "/control") + " && test -f " + q(sd + "/lock")).status, 0);
+  EXPECT_EQ(mt::sh("test -d " + q(sd) + " && test -f " + q(sd + "/control") + " && test -f " + q(sd + "/lock")).status,
+            0);
   EXPECT_EQ(count(m.daemon_stderr(), "was removed"), 1u) << m.daemon_stderr();
 
   // A mailbox whose segment went with the directory works through the file;

@@ -7,11 +7,12 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include <mailbox/direct.hpp>
 #include <set>
 #include <sstream>
 #include <string>
 #include <vector>
+
+#include <mailbox/direct.hpp>
 
 #include "harness.h"
 
@@ -277,8 +278,9 @@ kill $Q)SH");
 TEST(DirectShell, ThePidNameIsReserved) {
   Mount m;
   ASSERT_TRUE(m.ok());
-  mt::Run r = m.sh("mkdir pid; python3 -c \"import os\ntry:\n os.open('pid', os.O_CREAT | os.O_EXCL)\n"
-                   "except OSError as e: print(e.errno)\"; rmdir pid; ls -A; stat -c %F pid");
+  mt::Run r = m.sh(
+      "mkdir pid; python3 -c \"import os\ntry:\n os.open('pid', os.O_CREAT | os.O_EXCL)\n"
+      "except OSError as e: print(e.errno)\"; rmdir pid; ls -A; stat -c %F pid");
   EXPECT_TRUE(has(r.err, "mkdir: cannot create directory")) << r.err;
   EXPECT_TRUE(has(r.err, "File exists")) << r.err;
   EXPECT_TRUE(has(r.err, "rmdir: failed to remove 'pid': Device or resource busy")) << r.err;
@@ -327,14 +329,18 @@ TEST(DirectShell, AnotherUserCanReadNoOnesLinksButItsOwnNorSendToRoot) {
   EXPECT_TRUE(has(r.err, "Operation not permitted")) << r.err;
   // Its own view has no links; root's view of the pair is not reachable; reading
   // pid/<a root process> gives nobody's own (empty) link from that process.
-  r = m.sh(std::string(kNobody) + "bash -c " + q(
-      "ls pid; ls pid/" + me + "-to-" + R + " 2>&1 | grep -c 'No such file';"
-      "python3 -c \"import os\nfd = os.open('pid/" + R + "', os.O_RDONLY | os.O_NONBLOCK)\n"
-      "try: print(os.read(fd, 100))\nexcept BlockingIOError: print('EAGAIN')\"; whoami"));
+  r = m.sh(std::string(kNobody) + "bash -c " +
+           q("ls pid; ls pid/" + me + "-to-" + R +
+             " 2>&1 | grep -c 'No such file';"
+             "python3 -c \"import os\nfd = os.open('pid/" +
+             R +
+             "', os.O_RDONLY | os.O_NONBLOCK)\n"
+             "try: print(os.read(fd, 100))\nexcept BlockingIOError: print('EAGAIN')\"; whoami"));
   EXPECT_EQ(r.out, "any\n1\nEAGAIN\nnobody\n") << r.err;
   // nobody may send to its own processes.
-  r = m.sh(std::string(kNobody) + "bash -c " + q(
-      "python3 -c \"import os\nprint(open('pid/%d' % os.getppid()).read().strip())\" & echo mine > pid/$!; wait"));
+  r = m.sh(
+      std::string(kNobody) + "bash -c " +
+      q("python3 -c \"import os\nprint(open('pid/%d' % os.getppid()).read().strip())\" & echo mine > pid/$!; wait"));
   EXPECT_EQ(r.out, "mine\n") << r.err;
   // A user's ls shows the links holding messages for its own processes, not root's.
   r = m.sh(std::string(kNobody) + "bash -c " + q("sleep 1000 & echo x > pid/$!; ls pid | grep -c -- -to-; kill $!"));

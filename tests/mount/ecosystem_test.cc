@@ -196,8 +196,9 @@ int main(int, char** argv) {
   return 0;
 })";
   const std::string pc = "PKG_CONFIG_PATH=" + q(in().lib() + "/pkgconfig") + " PKG_CONFIG_SYSROOT_DIR=" + q(in().root);
-  mt::Run r = mt::sh("cd " + q(dir) + " && gcc -Wall -Werror -o c c.c $(" + pc + " pkg-config --cflags --libs mailbox)" +
-                         " && g++ -std=c++20 -o cc cc.cc $(" + pc + " pkg-config --cflags --libs mailbox)",
+  mt::Run r = mt::sh("cd " + q(dir) + " && gcc -Wall -Werror -o c c.c $(" + pc +
+                         " pkg-config --cflags --libs mailbox)" + " && g++ -std=c++20 -o cc cc.cc $(" + pc +
+                         " pkg-config --cflags --libs mailbox)",
                      120000);
   ASSERT_EQ(r.status, 0) << r.err;
   const std::string ld = "LD_LIBRARY_PATH=" + q(in().lib()) + " ";
@@ -306,7 +307,8 @@ TEST_F(Ecosystem, MountDashTAndFstabLinesWorkThroughMountHelper) {
 set -u
 T=)SH" + q(t) + R"SH(
 mount --make-rprivate /
-mount --bind )SH" + q(in().bin()) + R"SH( /usr/local/bin
+mount --bind )SH" + q(in().bin()) +
+                             R"SH( /usr/local/bin
 mkdir -p $T/mnt
 daemon_gone() {  # the daemon of this mountpoint exited (it removes its state first)
   for i in $(seq 1000); do
@@ -347,10 +349,10 @@ TEST_F(Ecosystem, SystemdUnitExamplesVerify) {
   const std::string t = tmpl;
   // An instance of the template unit, the way systemctl enable names it.
   mt::Run r = mt::sh("cp " + q(units) + "/mnt-mbx.* " + q(t) + " && cp " + q(units + "/mailboxfs@.service") + " " +
-                     q(t + "/mailboxfs@mnt-mbx.service") + " && cd " + q(t) +
-                     " && unshare -m bash -c 'mount --make-rprivate / && mount --bind " + q(in().bin()) +
-                     " /usr/local/bin && systemd-analyze verify --man=no ./mnt-mbx.mount ./mnt-mbx.automount "
-                     "./mailboxfs@mnt-mbx.service'",
+                         q(t + "/mailboxfs@mnt-mbx.service") + " && cd " + q(t) +
+                         " && unshare -m bash -c 'mount --make-rprivate / && mount --bind " + q(in().bin()) +
+                         " /usr/local/bin && systemd-analyze verify --man=no ./mnt-mbx.mount ./mnt-mbx.automount "
+                         "./mailboxfs@mnt-mbx.service'",
                      60000);
   mt::sh("rm -rf " + q(t));
   EXPECT_EQ(r.status, 0) << r.out << r.err;
@@ -367,7 +369,8 @@ TEST_F(Ecosystem, DaemonizedDaemonLogsToSyslog) {
   const std::string script = R"SH(
 set -u
 T=)SH" + q(t) + R"SH(
-BIN=)SH" + q(in().bin() + "/mailboxfs") + R"SH(
+BIN=)SH" + q(in().bin() + "/mailboxfs") +
+                             R"SH(
 mount --make-rprivate /
 mkdir $T/dev $T/mnt
 mount --rbind /dev $T/dev
@@ -443,7 +446,8 @@ TEST_F(Ecosystem, PythonPackageUnittestsPassAgainstARealMount) {
   // No MAILBOXFS_LIBMAILBOX: the package finds libmailbox.so.0 in its own prefix.
   mt::Run r = mt::sh("cd / && unset MAILBOXFS_LIBMAILBOX && PYTHONPATH=" + q(sp) + " MAILBOXFS_MOUNT=" + q(m.dir()) +
                          " python3 -m unittest discover -s " + q(std::string(MAILBOXFS_SRCDIR) + "/python/tests") +
-                         " -v && PYTHONPATH=" + q(sp) + " python3 -c 'import mailboxfs; print(mailboxfs.library._name)'",
+                         " -v && PYTHONPATH=" + q(sp) +
+                         " python3 -c 'import mailboxfs; print(mailboxfs.library._name)'",
                      300000);
   EXPECT_EQ(r.status, 0) << r.err;
   EXPECT_NE(r.err.find("\nOK\n"), std::string::npos) << r.err;
@@ -479,7 +483,8 @@ TEST_F(Ecosystem, EveryHelpOptionIsInTheManPageAndTheReverse) {
   std::istringstream lines(ours);
   for (std::string l; std::getline(lines, l);)
     if (std::regex_search(l, std::regex(R"(^ {4}-)"))) listed += l.substr(0, 29) + "\n";
-  for (const std::string& opt : options_in(listed)) EXPECT_NE(man.find(opt), std::string::npos) << opt << " (in --help)";
+  for (const std::string& opt : options_in(listed))
+    EXPECT_NE(man.find(opt), std::string::npos) << opt << " (in --help)";
   for (const std::string& opt : options_in(section))
     EXPECT_NE(help.find(opt), std::string::npos) << opt << " (in mailboxfs(8))";
   EXPECT_GE(options_in(listed).size(), 8u);

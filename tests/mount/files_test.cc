@@ -79,8 +79,7 @@ TEST(Files, MknodCreatesAMailbox) {
       "python3 -c \"import os,stat; os.mknod('box', 0o640 | stat.S_IFREG)\" && stat -c '%A %s' box;"
       "mkfifo fifo 2>&1 | sed 's/.*: //'; ln box hard 2>&1 | sed 's/.*: //';"
       "ln -s box soft 2>&1 | sed 's/.*: //'; ls");
-  EXPECT_EQ(r.out,
-            "-rw-r----- 0\nOperation not permitted\nOperation not permitted\nOperation not permitted\nbox\n")
+  EXPECT_EQ(r.out, "-rw-r----- 0\nOperation not permitted\nOperation not permitted\nOperation not permitted\nbox\n")
       << r.err;
 }
 
@@ -88,11 +87,12 @@ TEST(Files, BadNamesAreRejectedAndNothingIsCreated) {
   Mount m;
   ASSERT_TRUE(m.ok());
   const std::string longname(256, 'x'), okname(255, 'y');
-  auto r = m.sh("touch " + longname + " 2>&1 | sed 's/.*: //'; touch $'bad\\x01name' 2>&1 | sed 's/.*: //';"
+  auto r = m.sh("touch " + longname +
+                " 2>&1 | sed 's/.*: //'; touch $'bad\\x01name' 2>&1 | sed 's/.*: //';"
                 "mkdir $'dir\\x7f' 2>&1 | sed 's/.*: //'; touch $'\\xff\\xfe' 2>&1 | sed 's/.*: //';"
-                "touch " + okname + " && ls | wc -l");
-  EXPECT_EQ(r.out, "File name too long\nInvalid argument\nInvalid argument\nInvalid argument\n1\n")
-      << r.err;
+                "touch " +
+                okname + " && ls | wc -l");
+  EXPECT_EQ(r.out, "File name too long\nInvalid argument\nInvalid argument\nInvalid argument\n1\n") << r.err;
 }
 
 TEST(Files, XattrsShowSettingsAndCounters) {
@@ -100,10 +100,10 @@ TEST(Files, XattrsShowSettingsAndCounters) {
   ASSERT_TRUE(m.ok());
   auto r = m.sh("touch box; echo a > box; echo b > box; cat box > /dev/null; getfattr -d -m - box");
   for (const char* want :
-       {"user.mailbox.capacity=\"64\"", "user.mailbox.max_message=\"1048576\"",
-        "user.mailbox.framing=\"file\"", "user.mailbox.timeout_ms=\"0\"", "user.mailbox.messages=\"1\"",
-        "user.mailbox.bytes=\"2\"", "user.mailbox.sent=\"2\"", "user.mailbox.received=\"1\"",
-        "user.mailbox.blocked_senders=\"\"", "user.mailbox.blocked_receivers=\"\""})
+       {"user.mailbox.capacity=\"64\"", "user.mailbox.max_message=\"1048576\"", "user.mailbox.framing=\"file\"",
+        "user.mailbox.timeout_ms=\"0\"", "user.mailbox.messages=\"1\"", "user.mailbox.bytes=\"2\"",
+        "user.mailbox.sent=\"2\"", "user.mailbox.received=\"1\"", "user.mailbox.blocked_senders=\"\"",
+        "user.mailbox.blocked_receivers=\"\""})
     EXPECT_NE(r.out.find(want), std::string::npos) << want << " not in\n" << r.out;
 }
 
@@ -154,16 +154,18 @@ TEST(Files, LargeFileMessageRoundTrips) {
   Mount m;
   ASSERT_TRUE(m.ok());
   // Larger than one FUSE request: the writes arrive in pieces, still one message.
-  auto r = m.sh("head -c 900000 /dev/urandom > /tmp/mbx.$$; cp /tmp/mbx.$$ box;"
-                "cat box | cmp - /tmp/mbx.$$ && echo same; rm -f /tmp/mbx.$$");
+  auto r = m.sh(
+      "head -c 900000 /dev/urandom > /tmp/mbx.$$; cp /tmp/mbx.$$ box;"
+      "cat box | cmp - /tmp/mbx.$$ && echo same; rm -f /tmp/mbx.$$");
   EXPECT_EQ(r.out, "same\n") << r.err;
 }
 
 TEST(Files, MessageLargerThanMaxMessageIsRefused) {
   Mount m("max_message=1000");
   ASSERT_TRUE(m.ok());
-  auto r = m.sh("head -c 1001 /dev/zero > box; echo rc=$?; getfattr --only-values -n user.mailbox.messages box;"
-                "head -c 1000 /dev/zero > box; echo; getfattr --only-values -n user.mailbox.messages box");
+  auto r = m.sh(
+      "head -c 1001 /dev/zero > box; echo rc=$?; getfattr --only-values -n user.mailbox.messages box;"
+      "head -c 1000 /dev/zero > box; echo; getfattr --only-values -n user.mailbox.messages box");
   EXPECT_EQ(r.out, "rc=1\n0\n1") << r.err;
   EXPECT_NE(r.err.find("Message too long"), std::string::npos) << r.err;
 }

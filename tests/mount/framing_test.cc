@@ -26,8 +26,9 @@ TEST(Framing, FileFsyncCommitsWhatWasWritten) {
 TEST(Framing, BashReadOneByteAtATimeDropsNothing) {
   Mount m;
   ASSERT_TRUE(m.ok());
-  auto r = m.sh("printf 'first line\\nsecond line\\n' > box;"
-                "{ read a; read b; echo \"$a|$b\"; } < box");
+  auto r = m.sh(
+      "printf 'first line\\nsecond line\\n' > box;"
+      "{ read a; read b; echo \"$a|$b\"; } < box");
   EXPECT_EQ(r.out, "first line|second line\n") << r.err;
 }
 
@@ -103,10 +104,11 @@ TEST(Framing, LineStreamsFromALongLivedWriter) {
   ASSERT_TRUE(m.ok());
   m.sh("touch box");
   // One open file, three writes, each after the reader has taken the one before.
-  Proc writer("for i in 1 2 3; do echo line$i;"
-              " until [ \"$(getfattr --only-values -n user.mailbox.messages box)\" = 0 ]; do sleep 0.01; done;"
-              " done > box",
-              m.dir());
+  Proc writer(
+      "for i in 1 2 3; do echo line$i;"
+      " until [ \"$(getfattr --only-values -n user.mailbox.messages box)\" = 0 ]; do sleep 0.01; done;"
+      " done > box",
+      m.dir());
   Proc reader("head -n 3 box", m.dir());
   EXPECT_TRUE(writer.exits());
   EXPECT_TRUE(reader.exits());
@@ -128,9 +130,10 @@ TEST(Framing, FramingIsPerMailbox) {
   Mount m;
   ASSERT_TRUE(m.ok());
   // (bash's printf may write line by line: use one write(2) explicitly)
-  auto r = m.sh("touch f d; setfattr -n user.mailbox.framing -v datagram d;"
-                "for b in f d; do python3 -c \"import os; os.write(os.open('$b', os.O_WRONLY), b'x\\ny\\n')\"; done;"
-                "getfattr --only-values -n user.mailbox.messages f; getfattr --only-values -n user.mailbox.messages d");
+  auto r = m.sh(
+      "touch f d; setfattr -n user.mailbox.framing -v datagram d;"
+      "for b in f d; do python3 -c \"import os; os.write(os.open('$b', os.O_WRONLY), b'x\\ny\\n')\"; done;"
+      "getfattr --only-values -n user.mailbox.messages f; getfattr --only-values -n user.mailbox.messages d");
   EXPECT_EQ(r.out, "11") << r.err;
 }
 

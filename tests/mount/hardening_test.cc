@@ -16,12 +16,13 @@
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
-#include <mailbox/layout.h>
-#include <mailbox/mailbox.hpp>
 #include <random>
 #include <sstream>
 #include <string>
 #include <vector>
+
+#include <mailbox/layout.h>
+#include <mailbox/mailbox.hpp>
 
 #include "harness.h"
 
@@ -106,7 +107,8 @@ void held_mailbox(Hold how, int writers, bool kill_holder) {
   Mount m("capacity=4096");
   ASSERT_TRUE(m.ok()) << m.daemon_stderr();
   constexpr int kLooks = 5;
-  ASSERT_EQ(m.sh("touch held; for i in $(seq " + std::to_string(2 * kLooks) + "); do echo hello > other; done").status, 0);
+  ASSERT_EQ(m.sh("touch held; for i in $(seq " + std::to_string(2 * kLooks) + "); do echo hello > other; done").status,
+            0);
   // The same looks with nothing held, for comparison (bash's start-up included).
   std::vector<long long> base_cat, base_ls;
   for (int i = 0; i < kLooks; i++) {
@@ -150,12 +152,15 @@ void held_mailbox(Hold how, int writers, bool kill_holder) {
     EXPECT_NE(l.out.find("held"), std::string::npos) << l.out;
   }
   EXPECT_EQ(mt::reap(holder, 0), -1) << "the holder let go before the looks were done";
-  std::printf("[ measured ] %d writers parked on a %s holder: cat other median %lld ms (max %lld), "
-              "ls -l median %lld ms (max %lld), %d looks each; nothing held: %lld and %lld ms\n",
-              writers,
-              how == Hold::paused ? "paused" : how == Hold::stopped ? "stopped" : "spinning",
-              median(cat_ms), *std::max_element(cat_ms.begin(), cat_ms.end()), median(ls_ms),
-              *std::max_element(ls_ms.begin(), ls_ms.end()), kLooks, median(base_cat), median(base_ls));
+  std::printf(
+      "[ measured ] %d writers parked on a %s holder: cat other median %lld ms (max %lld), "
+      "ls -l median %lld ms (max %lld), %d looks each; nothing held: %lld and %lld ms\n",
+      writers,
+      how == Hold::paused    ? "paused"
+      : how == Hold::stopped ? "stopped"
+                             : "spinning",
+      median(cat_ms), *std::max_element(cat_ms.begin(), cat_ms.end()), median(ls_ms),
+      *std::max_element(ls_ms.begin(), ls_ms.end()), kLooks, median(base_cat), median(base_ls));
 
   if (kill_holder) {
     ASSERT_EQ(kill(holder, SIGKILL), 0);
@@ -270,9 +275,10 @@ TEST(HardeningFuzz, BitFlipsInLiveSegmentsAreContained) {
     return 0;
   });
   // Shell traffic in the background, bounded by timeout_ms on every call.
-  Proc bg("for r in $(seq 400); do for k in 0 1 2 3; do echo bg$r > fuzz$k; cat fuzz$k >/dev/null; done; done "
-          "2>/dev/null; exit 0",
-          m.dir());
+  Proc bg(
+      "for r in $(seq 400); do for k in 0 1 2 3; do echo bg$r > fuzz$k; cat fuzz$k >/dev/null; done; done "
+      "2>/dev/null; exit 0",
+      m.dir());
 
   int steps_timed_out = 0;
   for (int round = 0; round < kRounds; round++) {

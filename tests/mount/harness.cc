@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: MIT
 #include "harness.h"
 
+#include <dirent.h>
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
@@ -10,8 +11,6 @@
 #include <sys/xattr.h>
 #include <time.h>
 #include <unistd.h>
-
-#include <dirent.h>
 
 #include <cerrno>
 #include <cstdlib>
@@ -102,12 +101,9 @@ bool sleeps_on(const std::string& wchan, Sleep on) {
   switch (on) {
     case Sleep::fuse:
       return wchan.find("request_wait_answer") != std::string::npos || wchan.find("fuse") != std::string::npos;
-    case Sleep::futex:
-      return wchan.find("futex") != std::string::npos;
-    case Sleep::poll:
-      return wchan.find("poll") != std::string::npos || wchan.find("select") != std::string::npos;
-    case Sleep::any:
-      return true;
+    case Sleep::futex: return wchan.find("futex") != std::string::npos;
+    case Sleep::poll: return wchan.find("poll") != std::string::npos || wchan.find("select") != std::string::npos;
+    case Sleep::any: return true;
   }
   return false;
 }
@@ -120,9 +116,17 @@ bool in_lookup(const std::string& task_dir) {
   long nr = -1;
   if (!(in >> nr)) return false;
   switch (nr) {
-    case 2: case 257: case 437:          // open, openat, openat2
-    case 4: case 5: case 6: case 262:    // stat, fstat, lstat, newfstatat
-    case 332: case 21: case 269: case 439:  // statx, access, faccessat, faccessat2
+    case 2:
+    case 257:
+    case 437:  // open, openat, openat2
+    case 4:
+    case 5:
+    case 6:
+    case 262:  // stat, fstat, lstat, newfstatat
+    case 332:
+    case 21:
+    case 269:
+    case 439:  // statx, access, faccessat, faccessat2
       return true;
   }
 #else
@@ -194,13 +198,13 @@ std::vector<pid_t> process_tree(pid_t pid) {
 
 bool wait_sleeping(pid_t pid, Sleep on, int ms) {
   return wait_until(
-      [&] {
-        for (pid_t p : processes(pid))
-          for (pid_t t : numeric_entries("/proc/" + std::to_string(p) + "/task"))
-            if (task_sleeps_on("/proc/" + std::to_string(p) + "/task/" + std::to_string(t), on)) return true;
-        return !alive(pid);  // gone: stop waiting (and fail below)
-      },
-      ms) &&
+             [&] {
+               for (pid_t p : processes(pid))
+                 for (pid_t t : numeric_entries("/proc/" + std::to_string(p) + "/task"))
+                   if (task_sleeps_on("/proc/" + std::to_string(p) + "/task/" + std::to_string(t), on)) return true;
+               return !alive(pid);  // gone: stop waiting (and fail below)
+             },
+             ms) &&
          alive(pid);
 }
 
@@ -428,8 +432,7 @@ Mount::Mount(const std::string& options) {
     dup2(fd, 2);
     dup2(fd, 1);
     setpgid(0, 0);
-    execl(daemon_binary().c_str(), "mailboxfs", "-f", "-o", opts.c_str(), mnt_.c_str(),
-          static_cast<char*>(nullptr));
+    execl(daemon_binary().c_str(), "mailboxfs", "-f", "-o", opts.c_str(), mnt_.c_str(), static_cast<char*>(nullptr));
     _exit(127);
   }
   long long end = now_ms() + kHang;

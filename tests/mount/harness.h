@@ -46,8 +46,8 @@ std::vector<pid_t> process_tree(pid_t pid);
 
 // Result of a finished child process.
 struct Run {
-  int status = -1;          // exit status, or 128+signal
-  bool timed_out = false;   // killed at the deadline
+  int status = -1;         // exit status, or 128+signal
+  bool timed_out = false;  // killed at the deadline
   std::string out, err;
 };
 
@@ -55,8 +55,7 @@ struct Run {
 class Proc {
  public:
   // `env` entries are "NAME=value" added to the environment.
-  explicit Proc(const std::string& script, const std::string& cwd = "",
-                const std::vector<std::string>& env = {});
+  explicit Proc(const std::string& script, const std::string& cwd = "", const std::vector<std::string>& env = {});
   ~Proc();  // kills the whole group if still running
   Proc(const Proc&) = delete;
   Proc& operator=(const Proc&) = delete;
@@ -135,8 +134,8 @@ class Ready {
   ~Ready();
   Ready(const Ready&) = delete;
   Ready& operator=(const Ready&) = delete;
-  void say();                   // in the child
-  bool wait(int ms = kHang);    // in the test: false if not said by the hang guard
+  void say();                 // in the child
+  bool wait(int ms = kHang);  // in the test: false if not said by the hang guard
 
  private:
   int fd_[2] = {-1, -1};

@@ -20,10 +20,11 @@
 #include <atomic>
 #include <cstdio>
 #include <cstring>
-#include <mailbox/mailbox.hpp>
 #include <random>
 #include <string>
 #include <vector>
+
+#include <mailbox/mailbox.hpp>
 
 #include "harness.h"
 
@@ -38,7 +39,7 @@ constexpr size_t kMaxMsg = 4096;
 struct Board {
   std::atomic<uint64_t> next_id;
   std::atomic<uint64_t> damaged;
-  std::atomic<uint64_t> chunk_bytes;  // record bytes received (how far the head went)
+  std::atomic<uint64_t> chunk_bytes;        // record bytes received (how far the head went)
   std::atomic<uint8_t> attempted[kMaxIds];  // a sender took the id and is about to send it
   std::atomic<uint8_t> sent[kMaxIds];       // its send returned success
   std::atomic<uint8_t> received[kMaxIds];   // times a receiver took it, checksum intact
@@ -219,22 +220,23 @@ TEST(KillLoop, RandomKillsOfLibraryAndFilePeersLoseOnlyWhatTheyHeld) {
   const uint64_t counted_lost = std::strtoull(m.xattr("box", "lost").c_str(), nullptr, 10);
   const bool corrupt = m.sh("echo ok > box && dd if=box bs=64k count=1 status=none").out != "ok\n";
   const int recv_kills = kills[kLibRecv] + kills[kFileRecv], send_kills = kills[kLibSend] + kills[kFileSend];
-  std::printf("kills injected: %d (library senders %d, library receivers %d, file senders %d, file receivers %d)\n"
-              "messages checked: %llu (%.1f MiB of records, %.0f chunk lengths)\n"
-              "lost: %llu held by killed receivers, %llu by killed senders (user.mailbox.lost %llu)\n"
-              "damaged: %llu, duplicated: %llu, corrupt mailboxes: %d\n",
-              send_kills + recv_kills, kills[kLibSend], kills[kLibRecv], kills[kFileSend], kills[kFileRecv],
-              static_cast<unsigned long long>(checked), b->chunk_bytes.load() / 1048576.0,
-              b->chunk_bytes.load() / 262144.0, static_cast<unsigned long long>(lost_held_by_receiver),
-              static_cast<unsigned long long>(unsent), static_cast<unsigned long long>(counted_lost),
-              static_cast<unsigned long long>(b->damaged.load()), static_cast<unsigned long long>(dup), corrupt);
+  std::printf(
+      "kills injected: %d (library senders %d, library receivers %d, file senders %d, file receivers %d)\n"
+      "messages checked: %llu (%.1f MiB of records, %.0f chunk lengths)\n"
+      "lost: %llu held by killed receivers, %llu by killed senders (user.mailbox.lost %llu)\n"
+      "damaged: %llu, duplicated: %llu, corrupt mailboxes: %d\n",
+      send_kills + recv_kills, kills[kLibSend], kills[kLibRecv], kills[kFileSend], kills[kFileRecv],
+      static_cast<unsigned long long>(checked), b->chunk_bytes.load() / 1048576.0, b->chunk_bytes.load() / 262144.0,
+      static_cast<unsigned long long>(lost_held_by_receiver), static_cast<unsigned long long>(unsent),
+      static_cast<unsigned long long>(counted_lost), static_cast<unsigned long long>(b->damaged.load()),
+      static_cast<unsigned long long>(dup), corrupt);
   EXPECT_FALSE(corrupt);
   EXPECT_EQ(b->damaged.load(), 0u);
   EXPECT_EQ(dup, 0u);
   EXPECT_EQ(early_exits, 0) << exits;
   EXPECT_LE(lost_held_by_receiver, static_cast<uint64_t>(recv_kills));
   EXPECT_LE(unsent, static_cast<uint64_t>(send_kills));
-  EXPECT_LE(counted_lost, unsent);  // the lost counter counts only real deaths in a send
+  EXPECT_LE(counted_lost, unsent);                 // the lost counter counts only real deaths in a send
   EXPECT_GE(b->chunk_bytes.load(), 40 * 262144u);  // the head passed many chunk ends
   EXPECT_EQ(m.daemon_stderr().find("corrupt"), std::string::npos) << m.daemon_stderr();
   b->~Board();

@@ -10,13 +10,13 @@
 
 #include <cstdlib>
 #include <cstring>
-#include <mailbox/mailbox.h>
-
-#include <mailbox/mailbox.hpp>
+#include <functional>
 #include <string>
 #include <thread>
-#include <functional>
 #include <vector>
+
+#include <mailbox/mailbox.h>
+#include <mailbox/mailbox.hpp>
 
 #include "harness.h"
 
@@ -102,8 +102,7 @@ TEST(LibrarySender, EachMessageCarriesItsSender) {
   auto box = Mailbox::open(m.path("box"), {.send = false, .receive = true});
   ASSERT_TRUE(box);
   // Through the daemon: the kernel's view of the writer.
-  Proc py("exec python3 -c 'import os; os.write(os.open(\"box\", os.O_WRONLY), str(os.getpid()).encode())'",
-          m.dir());
+  Proc py("exec python3 -c 'import os; os.write(os.open(\"box\", os.O_WRONLY), str(os.getpid()).encode())'", m.dir());
   std::string msg;
   ASSERT_EQ(box->receive_until(msg, mailbox::Clock::now() + 20s), 0);
   EXPECT_EQ(msg, std::to_string(py.pid()));
@@ -163,7 +162,7 @@ TEST_P(LibraryFallback, OtherUserGoesThroughTheFile) {
     if (!mt::wait_until([] { return received_count("box") == 1; })) return 25;
     if (b->receive_until(got, mailbox::Clock::now() + 20s) != 0 || got != "from root" + nl) return 17;
     if (b->last_sender().pid != getppid()) return 26;  // the daemon's user.mailbox.sender for this thread
-    if (b->send("") != EINVAL) return 27;               // through the file, nothing is no message
+    if (b->send("") != EINVAL) return 27;              // through the file, nothing is no message
     if (b->send(std::string(65, 'x')) != EMSGSIZE) return 18;
     // Fill the mailbox (capacity 2): the third send would block.
     if (b->send("a") != 0 || b->send("b") != 0) return 19;

@@ -5,10 +5,10 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include <mailbox/mailbox.h>
-
-#include <mailbox/mailbox.hpp>
 #include <set>
+
+#include <mailbox/mailbox.h>
+#include <mailbox/mailbox.hpp>
 
 #include "harness.h"
 
@@ -247,12 +247,16 @@ TEST(Library, ManySendersAndReceiversAcrossBothPaths) {
       return 0;
     }));
   // Shell side: one more sender through the daemon, and receivers of both kinds.
-  Proc shell_sender("python3 -c \"\nimport os\nfd = os.open('box', os.O_WRONLY)\n"
-                    "for i in range(" + std::to_string(kPerSender) + "): os.write(fd, b'S:%d' % i)\n\"",
-                    m.dir());
-  Proc shell_receiver("python3 -c \"\nimport os\nfd = os.open('box', os.O_RDONLY)\n"
-                      "for i in range(" + std::to_string(kPerSender) + "): print(os.read(fd, 100).decode())\n\"",
-                      m.dir());
+  Proc shell_sender(
+      "python3 -c \"\nimport os\nfd = os.open('box', os.O_WRONLY)\n"
+      "for i in range(" +
+          std::to_string(kPerSender) + "): os.write(fd, b'S:%d' % i)\n\"",
+      m.dir());
+  Proc shell_receiver(
+      "python3 -c \"\nimport os\nfd = os.open('box', os.O_RDONLY)\n"
+      "for i in range(" +
+          std::to_string(kPerSender) + "): print(os.read(fd, 100).decode())\n\"",
+      m.dir());
   int fds[2];
   ASSERT_EQ(pipe(fds), 0);
   pid_t lib_receiver = child([&] {

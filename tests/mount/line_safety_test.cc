@@ -44,15 +44,15 @@ INSTANTIATE_TEST_SUITE_P(
     Tools, LineTools,
     ::testing::Values(Tool{"head", "head -n 1 box"}, Tool{"sed", "sed q box"},
                       Tool{"python_readline", "python3 -c \"print(open('box').readline(), end='')\""},
-                      Tool{"bash_read", "read -r x < box && echo \"$x\""},
-                      Tool{"head_stdin", "head -n 1 < box"}),
+                      Tool{"bash_read", "read -r x < box && echo \"$x\""}, Tool{"head_stdin", "head -n 1 < box"}),
     [](const auto& info) { return std::string(info.param.name); });
 
 TEST(LineSafety, AReadWithARoomyBufferReturnsOneLine) {
   Mount m;
   ASSERT_TRUE(m.ok()) << m.daemon_stderr();
   ASSERT_EQ(m.sh(kThree).status, 0);
-  auto r = m.sh("python3 -c \"import os; f = os.open('box', os.O_RDONLY); print(os.read(f, 65536), os.read(f, 65536))\"");
+  auto r =
+      m.sh("python3 -c \"import os; f = os.open('box', os.O_RDONLY); print(os.read(f, 65536), os.read(f, 65536))\"");
   EXPECT_EQ(r.out, "b'one\\n' b'two\\n'\n") << r.err;
   EXPECT_EQ(m.xattr("box", "messages"), "1");
 }

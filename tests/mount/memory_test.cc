@@ -2,6 +2,7 @@
 // framing's message until close) count toward the mount's quota and toward
 // the writing user's -o user_max_bytes, so an unprivileged user cannot grow
 // the daemon without bound. Writers run as `nobody`.
+#include <gtest/gtest.h>
 #include <sys/statvfs.h>
 #include <unistd.h>
 
@@ -9,8 +10,6 @@
 #include <memory>
 #include <sstream>
 #include <string>
-
-#include <gtest/gtest.h>
 
 #include "harness.h"
 
@@ -46,7 +45,9 @@ long used_bytes(const mt::Mount& m) {
 std::string writer(const std::string& file, int fds) {
   return std::string(kNobody) + "/usr/bin/python3 -c " +
          q("import os, signal, sys\n"
-           "fds = [os.open('" + file + "', os.O_WRONLY) for _ in range(" + std::to_string(fds) + ")]\n"
+           "fds = [os.open('" +
+           file + "', os.O_WRONLY) for _ in range(" + std::to_string(fds) +
+           ")]\n"
            "n, err = 0, 0\n"
            "try:\n"
            "    while n < 100000:\n"
@@ -133,16 +134,18 @@ TEST(MemoryBound, EachUserIsBoundedByUserMaxBytes) {
   EXPECT_EQ(mib, 5) << line;  // 8 MiB less the 3 MB queued
 
   // Another user is not held back by nobody's bound.
-  r = m.sh("python3 -c \"import os\nfd = os.open('f', os.O_WRONLY)\n"
-           "for _ in range(7): os.write(fd, b'r' * (1 << 20))\nos.close(fd)\n\"");
+  r = m.sh(
+      "python3 -c \"import os\nfd = os.open('f', os.O_WRONLY)\n"
+      "for _ in range(7): os.write(fd, b'r' * (1 << 20))\nos.close(fd)\n\"");
   EXPECT_EQ(r.status, 0) << r.err;
 
   // nobody now holds 4 MiB (the descriptor whose write failed dropped its
   // message) and has 3 MB queued: one more datagram of 1 MB fits, a second
   // does not, and fits again once the queued ones were received (the
   // daemon notices at the next write).
-  const std::string more = std::string(kNobody) +
-                           "/usr/bin/python3 -c \"import os\nos.write(os.open('dg', os.O_WRONLY), b'm' * (1000 * 1000))\n\"";
+  const std::string more =
+      std::string(kNobody) +
+      "/usr/bin/python3 -c \"import os\nos.write(os.open('dg', os.O_WRONLY), b'm' * (1000 * 1000))\n\"";
   r = m.sh(more);
   EXPECT_EQ(r.status, 0) << r.err;
   r = m.sh(more);
@@ -165,10 +168,12 @@ TEST(MemoryBound, WhatADeadDaemonHeldIsGivenBackToTheQuota) {
   ASSERT_EQ(m.sh("touch f && setfattr -n user.mailbox.max_message -v 8M f").status, 0);
   const std::string out = m.dir() + "/../writer.out";
   // A writer holds 4 MiB unsent in the daemon, which is then killed.
-  mt::Proc w("/usr/bin/python3 -c \"import os, signal\nfd = os.open('f', os.O_WRONLY)\n"
-             "for _ in range(4): os.write(fd, b'x' * (1 << 20))\nprint('ready', flush=True)\n"
-             "signal.pause()\n\" > " + q(out),
-             m.dir());
+  mt::Proc w(
+      "/usr/bin/python3 -c \"import os, signal\nfd = os.open('f', os.O_WRONLY)\n"
+      "for _ in range(4): os.write(fd, b'x' * (1 << 20))\nprint('ready', flush=True)\n"
+      "signal.pause()\n\" > " +
+          q(out),
+      m.dir());
   ASSERT_TRUE(mt::wait_until([&] { return std::ifstream(out).peek() == 'r'; }, 60000));
   EXPECT_EQ(used_bytes(m), 4 * kMiB);
 
@@ -178,9 +183,7 @@ TEST(MemoryBound, WhatADeadDaemonHeldIsGivenBackToTheQuota) {
   mt::Proc second("exec " + q(mt::daemon_binary()) + " -f -o state_dir=" + q(m.state_dir()) + ",max_bytes=32M " +
                   q(m.dir()));
   ASSERT_TRUE(mt::wait_until(
-      [&] {
-        return mt::sh("grep -q ' " + m.dir() + " fuse.mailboxfs ' /proc/mounts && ls " + q(m.dir())).status == 0;
-      },
+      [&] { return mt::sh("grep -q ' " + m.dir() + " fuse.mailboxfs ' /proc/mounts && ls " + q(m.dir())).status == 0; },
       10000));
   EXPECT_EQ(used_bytes(m), 0);
   mt::sh("fusermount3 -u " + q(m.dir()));

@@ -7,8 +7,9 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include <mailbox/mailbox.hpp>
 #include <string>
+
+#include <mailbox/mailbox.hpp>
 
 #include "harness.h"
 
@@ -22,8 +23,8 @@ using mt::q;
 // Starts a second daemon on `m`'s mountpoint and state directory and waits
 // until the mount answers again.
 bool restart(const mt::Mount& m, std::unique_ptr<mt::Proc>* daemon) {
-  *daemon = std::make_unique<mt::Proc>("exec " + q(mt::daemon_binary()) + " -f -o state_dir=" + q(m.state_dir()) +
-                                       " " + q(m.dir()));
+  *daemon = std::make_unique<mt::Proc>("exec " + q(mt::daemon_binary()) + " -f -o state_dir=" + q(m.state_dir()) + " " +
+                                       q(m.dir()));
   // Mounted (a plain directory also lists) and answering (a dead mount does not).
   return mt::wait_until([&] {
     return mt::sh("grep -q ' " + m.dir() + " fuse.mailboxfs ' /proc/mounts && ls " + q(m.dir())).status == 0;
@@ -59,8 +60,9 @@ TEST(Restart, QueuedMessagesAndNamesSurviveADaemonKill) {
   EXPECT_NE(failed.status, 0);
   std::unique_ptr<mt::Proc> second;
   ASSERT_TRUE(restart(m, &second)) << second->finish(100).err;
-  auto r = m.sh("find . | sort; stat -c '%n %a' dgram; getfattr --only-values -n user.mailbox.framing dgram; echo;"
-                "getfattr --only-values -n user.mailbox.capacity dgram; echo");
+  auto r = m.sh(
+      "find . | sort; stat -c '%n %a' dgram; getfattr --only-values -n user.mailbox.framing dgram; echo;"
+      "getfattr --only-values -n user.mailbox.capacity dgram; echo");
   EXPECT_EQ(r.out,
             ".\n./dgram\n./empty\n./jobs\n./jobs/high\n./jobs/high/renamed\n"
             "dgram 640\ndatagram\n7\n")

@@ -4,6 +4,7 @@
 // Every wait has a hang guard; blocking is shown by the daemon listing the
 // caller in blocked_* (or the kernel's wchan), and release by its return after
 // the event.
+#include <gtest/gtest.h>
 #include <signal.h>
 #include <unistd.h>
 
@@ -18,8 +19,6 @@
 #include <sstream>
 #include <string>
 #include <vector>
-
-#include <gtest/gtest.h>
 
 #include "harness.h"
 
@@ -159,9 +158,7 @@ struct StressCase {
   int producers, consumers, per_producer;
 };
 
-std::ostream& operator<<(std::ostream& o, const StressCase& c) {
-  return o << c.framing << "/capacity=" << c.capacity;
-}
+std::ostream& operator<<(std::ostream& o, const StressCase& c) { return o << c.framing << "/capacity=" << c.capacity; }
 
 class StressProducerConsumer : public ::testing::TestWithParam<StressCase> {};
 
@@ -183,15 +180,17 @@ TEST_P(StressProducerConsumer, NothingLostNothingDuplicatedOrderKept) {
     if (fr == "file" && i % 2 == 1)
       consumers.push_back(std::make_unique<mt::Proc>(
           "while :; do m=$(cat box) || exit 1; [ \"$m\" = STOP ] && break; printf '%s\\n' \"$m\"; "
-          "done > " + q(out), m.dir()));
+          "done > " +
+              q(out),
+          m.dir()));
     else
-      consumers.push_back(std::make_unique<mt::Proc>(
-          "exec python3 " + q(s + "/cons.py") + " box " + fr + " " + q(out), m.dir()));
+      consumers.push_back(std::make_unique<mt::Proc>("exec python3 " + q(s + "/cons.py") + " box " + fr + " " + q(out),
+                                                     m.dir()));
   }
   for (int p = 0; p < c.producers; p++)
-    producers.push_back(std::make_unique<mt::Proc>("exec python3 " + q(s + "/prod.py") + " box " + fr +
-                                                   " " + std::to_string(p) + " " +
-                                                   std::to_string(c.per_producer), m.dir()));
+    producers.push_back(std::make_unique<mt::Proc>("exec python3 " + q(s + "/prod.py") + " box " + fr + " " +
+                                                       std::to_string(p) + " " + std::to_string(c.per_producer),
+                                                   m.dir()));
   for (auto& p : producers) {
     mt::Run r = p->finish(40000);
     ASSERT_FALSE(r.timed_out) << "producer hung; " << r.err;
@@ -203,8 +202,7 @@ TEST_P(StressProducerConsumer, NothingLostNothingDuplicatedOrderKept) {
   for (int i = 0; i < c.consumers; i++) {
     mt::Run r = m.sh(stop);
     ASSERT_EQ(r.status, 0) << r.err;
-    ASSERT_TRUE(mt::wait_until([&] { return m.xattr("box", "messages") == "0"; }))
-        << "STOP " << i << " never taken";
+    ASSERT_TRUE(mt::wait_until([&] { return m.xattr("box", "messages") == "0"; })) << "STOP " << i << " never taken";
   }
   for (auto& p : consumers) {
     mt::Run r = p->finish(10000);
@@ -241,15 +239,13 @@ TEST_P(StressProducerConsumer, NothingLostNothingDuplicatedOrderKept) {
   EXPECT_EQ(seen, expected) << (expected.size() - seen.size()) << " messages lost";
   EXPECT_EQ(m.xattr("box", "sent"), std::to_string(expected.size() + c.consumers));
   EXPECT_EQ(m.xattr("box", "received"), std::to_string(expected.size() + c.consumers));
-  std::cout << "[ stress   ] " << c << ": " << expected.size() << " messages, " << c.producers
-            << " producers, " << c.consumers << " consumers in " << ms << " ms\n";
+  std::cout << "[ stress   ] " << c << ": " << expected.size() << " messages, " << c.producers << " producers, "
+            << c.consumers << " consumers in " << ms << " ms\n";
 }
 
 INSTANTIATE_TEST_SUITE_P(Framings, StressProducerConsumer,
-                         ::testing::Values(StressCase{"file", "2", 4, 4, 500},
-                                           StressCase{"datagram", "4", 4, 4, 1000},
-                                           StressCase{"line", "8", 4, 4, 1000},
-                                           StressCase{"file", "0", 3, 3, 200},
+                         ::testing::Values(StressCase{"file", "2", 4, 4, 500}, StressCase{"datagram", "4", 4, 4, 1000},
+                                           StressCase{"line", "8", 4, 4, 1000}, StressCase{"file", "0", 3, 3, 200},
                                            StressCase{"datagram", "0", 3, 3, 300},
                                            StressCase{"line", "unbounded", 4, 2, 1000}),
                          [](const ::testing::TestParamInfo<StressCase>& i) {
@@ -264,8 +260,8 @@ TEST(StressThousandReaders, AllReleasedByAThousandSends) {
   ASSERT_TRUE(m.ok()) << m.daemon_stderr();
   const std::string s = scratch(m);
   ASSERT_EQ(m.sh("touch box").status, 0);
-  mt::Proc readers("for i in $(seq " + std::to_string(kReaders) + "); do cat box > " + q(s) +
-                       "/r.$i 2>" + q(s) + "/e.$i & echo $! >> " + q(s) + "/pids; done; wait",
+  mt::Proc readers("for i in $(seq " + std::to_string(kReaders) + "); do cat box > " + q(s) + "/r.$i 2>" + q(s) +
+                       "/e.$i & echo $! >> " + q(s) + "/pids; done; wait",
                    m.dir());
   std::string parked;
   ASSERT_TRUE(mt::wait_until(
@@ -279,13 +275,11 @@ TEST(StressThousandReaders, AllReleasedByAThousandSends) {
   // blocked_receivers lists exactly the cat processes we started.
   auto listed = words(parked), started = words(read_file(s + "/pids"));
   EXPECT_EQ(listed.size(), size_t(kReaders));
-  EXPECT_EQ(std::set<std::string>(listed.begin(), listed.end()),
-            std::set<std::string>(started.begin(), started.end()));
+  EXPECT_EQ(std::set<std::string>(listed.begin(), listed.end()), std::set<std::string>(started.begin(), started.end()));
   EXPECT_EQ(m.xattr("box", "messages"), "0");
 
   const long long t0 = mt::now_ms();
-  mt::Proc senders("for i in $(seq " + std::to_string(kReaders) + "); do echo msg-$i > box || exit 1; done",
-                   m.dir());
+  mt::Proc senders("for i in $(seq " + std::to_string(kReaders) + "); do echo msg-$i > box || exit 1; done", m.dir());
   mt::Run sr = senders.finish(60000);
   const long long sent_ms = mt::now_ms() - t0;
   ASSERT_FALSE(sr.timed_out);
@@ -321,13 +315,18 @@ TEST(StressSharedOpenFile, ParentWritesWhileChildIsBlockedReadingTheSameFd) {
   ASSERT_EQ(mt::sh("mkfifo " + q(s + "/go")).status, 0);
   ASSERT_EQ(m.sh("touch box").status, 0);
   // The child reads through fd 3, which it shares with its parent (one open file).
-  mt::Proc parent("exec 3<>box\n"
-                  "dd bs=65536 count=1 status=none <&3 > " + q(s + "/child.out") + " &\n"
-                  "child=$!\n"
-                  "read -r go < " + q(s + "/go") + "\n"
-                  "printf ping >&3 && echo wrote\n"
-                  "wait $child; echo child=$?\n",
-                  m.dir());
+  mt::Proc parent(
+      "exec 3<>box\n"
+      "dd bs=65536 count=1 status=none <&3 > " +
+          q(s + "/child.out") +
+          " &\n"
+          "child=$!\n"
+          "read -r go < " +
+          q(s + "/go") +
+          "\n"
+          "printf ping >&3 && echo wrote\n"
+          "wait $child; echo child=$?\n",
+      m.dir());
   ASSERT_TRUE(m.wait_listed("box", "blocked_receivers", parent.pid()));  // the child's read is parked
   EXPECT_TRUE(parent.running());
   EXPECT_EQ(read_file(s + "/child.out"), "");
@@ -401,9 +400,10 @@ TEST_P(StressKillBlocked, SenderOnFullMailboxDeliversNothing) {
   EXPECT_EQ(got.out, "first");
   EXPECT_EQ(m.xattr("box", "messages"), "0");
   // Nothing else arrives: a non-blocking receive finds the mailbox empty.
-  mt::Run empty = m.sh("python3 -c 'import os\nfd = os.open(\"box\", os.O_RDONLY | os.O_NONBLOCK)\n"
-                       "try:\n    print(os.read(fd, 100))\nexcept BlockingIOError:\n    print(\"EAGAIN\")'",
-                       5000);
+  mt::Run empty = m.sh(
+      "python3 -c 'import os\nfd = os.open(\"box\", os.O_RDONLY | os.O_NONBLOCK)\n"
+      "try:\n    print(os.read(fd, 100))\nexcept BlockingIOError:\n    print(\"EAGAIN\")'",
+      5000);
   EXPECT_EQ(empty.out, "EAGAIN\n") << empty.err;
 }
 
@@ -454,10 +454,12 @@ TEST(StressHandledSignal, RestartedCallLosesAndDoublesNothing) {
     for (int i = 0; i < 3; i++) {
       // Delivered (so the interrupted call has returned) and parked again; a
       // signal sent before the last one was delivered would merge with it.
-      ASSERT_TRUE(mt::wait_until([&] { return !signal_pending(p.pid()) &&
-                                          words(m.xattr("box", "blocked_" + who)) ==
-                                              std::vector<std::string>{std::to_string(p.pid())}; },
-                             5000))
+      ASSERT_TRUE(mt::wait_until(
+          [&] {
+            return !signal_pending(p.pid()) &&
+                   words(m.xattr("box", "blocked_" + who)) == std::vector<std::string>{std::to_string(p.pid())};
+          },
+          5000))
           << "not (re)parked after signal " << i;
       EXPECT_TRUE(p.running());
       p.signal(SIGUSR1);
@@ -515,7 +517,8 @@ std::string send_script(const std::string& opener, const std::string& msg, bool 
   return std::string("exec python3 -c 'import os, sys\nfd = os.open(\"box\", os.O_WRONLY") +
          (nonblock ? " | os.O_NONBLOCK" : "") + (opener == "python_trunc" ? " | os.O_TRUNC" : "") +
          ")\ntry:\n    os.write(fd, (sys.argv[1] + \"\\n\").encode())\n    print(\"sent\")\n"
-         "except BlockingIOError:\n    print(\"EAGAIN\")' " + q(msg);
+         "except BlockingIOError:\n    print(\"EAGAIN\")' " +
+         q(msg);
 }
 
 class StressBlockedSenders : public ::testing::TestWithParam<SendersCase> {};
@@ -569,11 +572,10 @@ TEST_P(StressNonblockingSend, GetsEagainBesideABlockedSender) {
   mt::Proc parked(send_script(opener, "second"), m.dir());
   ASSERT_TRUE(m.wait_listed("box", "blocked_senders", parked.pid()));
   // In file framing the message goes at close(): O_NONBLOCK makes close() fail with EAGAIN.
-  mt::Proc nb(framing == "file"
-                  ? "exec python3 -c 'import os\nfd = os.open(\"box\", os.O_WRONLY | os.O_NONBLOCK)\n"
-                    "os.write(fd, b\"nb\\n\")\ntry:\n    os.close(fd)\n    print(\"sent\")\n"
-                    "except BlockingIOError:\n    print(\"EAGAIN\")'"
-                  : send_script("python", "nb", true),
+  mt::Proc nb(framing == "file" ? "exec python3 -c 'import os\nfd = os.open(\"box\", os.O_WRONLY | os.O_NONBLOCK)\n"
+                                  "os.write(fd, b\"nb\\n\")\ntry:\n    os.close(fd)\n    print(\"sent\")\n"
+                                  "except BlockingIOError:\n    print(\"EAGAIN\")'"
+                                : send_script("python", "nb", true),
               m.dir());
   ASSERT_TRUE(nb.exits()) << "an O_NONBLOCK send waited";
   mt::Run r = nb.finish(0);

@@ -14,10 +14,11 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
-#include <mailbox/mailbox.hpp>
 #include <optional>
 #include <string>
 #include <thread>
+
+#include <mailbox/mailbox.hpp>
 
 namespace {
 

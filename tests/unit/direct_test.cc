@@ -3,23 +3,23 @@
 // ESRCH and EPERM, exits (discarded mail, failed waits, orphaned links),
 // pid reuse, receive from any, and the sender remembered per reader.
 #include "core/direct.h"
-#include "core/pid_dir.h"
-#include "core/router.h"
-#include "core/tree.h"
 
 #include <fcntl.h>
 
 #include <algorithm>
 #include <set>
 
+#include "core/pid_dir.h"
+#include "core/router.h"
+#include "core/tree.h"
 #include "test_util.h"
 
 namespace {
 
 using namespace std::chrono_literals;
 using mbx::Errc;
-using mbx::Result;
 using mbx::kNoProcess;
+using mbx::Result;
 using mbx::Sender;
 
 // Polls `pred` until it holds or `ms` pass.
@@ -88,7 +88,9 @@ class DirectTest : public ut::CoreTest {
   mbx::Direct& d() { return *direct_; }
   // pid/ over it, as the file system shows it.
   mbx::PidDir& pid() { return *pid_; }
-  Result<struct stat> lookup(const std::string& name, const Sender& c) { return pid_->lookup(mbx::kPidDirIno, name, c); }
+  Result<struct stat> lookup(const std::string& name, const Sender& c) {
+    return pid_->lookup(mbx::kPidDirIno, name, c);
+  }
   std::unique_ptr<mbx::Direct> direct_;
   std::unique_ptr<mbx::PidDir> pid_;
   Sender me{::getpid(), 0, 0};
@@ -101,8 +103,8 @@ TEST_F(DirectTest, OneLinkPerPairMadeOnFirstUse) {
   ASSERT_TRUE(a.ok()) << mbx::to_errno(a.error());
   auto b = d().send_link(me, c);
   ASSERT_TRUE(b.ok());
-  EXPECT_EQ(a->get(), b->get());                       // the same pair: the same link
-  auto back = d().recv_link(c, me);                    // the other direction is another link
+  EXPECT_EQ(a->get(), b->get());     // the same pair: the same link
+  auto back = d().recv_link(c, me);  // the other direction is another link
   ASSERT_TRUE(back.ok());
   EXPECT_NE(back->get(), a->get());
   EXPECT_EQ(d().send_link(Sender{c, 0, 0}, me.pid)->get(), back->get());  // seen from c
@@ -149,7 +151,7 @@ TEST_F(DirectTest, MessagesCarryTheOpeningProcessAndEachReaderRemembersItsSender
   EXPECT_EQ(s->pid, me.pid);
   EXPECT_EQ(s->uid, 0u);
   EXPECT_EQ(s->gid, 8u);
-  EXPECT_FALSE(box->last_sender(4243).has_value());  // another reader received nothing
+  EXPECT_FALSE(box->last_sender(4243).has_value());                                // another reader received nothing
   EXPECT_EQ(pid().open(st->st_ino, true, true, true, me).error(), Errc::invalid);  // one direction per open
   box->release(**w);
   box->release(**r);

@@ -99,9 +99,7 @@ TEST_P(MailboxStress, EveryMessageArrivesExactlyOnce) {
       auto h = b->open(false, true, false);
       for (int i = 0; i < kPerWriter;) {
         std::string m = "w" + std::to_string(t) + "-" + std::to_string(i);
-        auto o = blocking(pool, [&](Waiter* w) {
-          return b->write(*h, m.data(), m.size(), false, Sender{}, w);
-        });
+        auto o = blocking(pool, [&](Waiter* w) { return b->write(*h, m.data(), m.size(), false, Sender{}, w); });
         if (!o) return void(hung++);
         count(*o);
         if (o->err == Errc::ok) i++;  // otherwise nothing went: send it again
@@ -158,13 +156,10 @@ TEST_P(MailboxStress, EveryMessageArrivesExactlyOnce) {
   EXPECT_GT(interrupted.load() + timed_out.load(), 0);
 }
 
-INSTANTIATE_TEST_SUITE_P(Capacities, MailboxStress,
-                         ::testing::Values(Params{0, "0"}, Params{1, "0"}, Params{4, "0"},
-                                           Params{0, "3"}, Params{2, "2"}),
-                         [](const auto& i) {
-                           return "cap" + std::to_string(i.param.capacity) + "_timeout" +
-                                  i.param.timeout_ms;
-                         });
+INSTANTIATE_TEST_SUITE_P(
+    Capacities, MailboxStress,
+    ::testing::Values(Params{0, "0"}, Params{1, "0"}, Params{4, "0"}, Params{0, "3"}, Params{2, "2"}),
+    [](const auto& i) { return "cap" + std::to_string(i.param.capacity) + "_timeout" + i.param.timeout_ms; });
 
 }  // namespace
 }  // namespace mbx

@@ -298,8 +298,12 @@ TEST_F(MailboxCore, SetRejectsBadValuesAndChangesNothing) {
   auto& w = open(b, false, true);
   ASSERT_EQ(wr(*b, w, std::string(3000, 'q'))->err, Errc::ok);
   const MailboxInfo before = b->info();
-  for (auto [k, v] : {std::pair{"capacity", "-1"}, {"capacity", "many"}, {"max_message", "0"},
-                      {"max_message", "1T"}, {"framing", "bytes"}, {"timeout_ms", "soon"}})
+  for (auto [k, v] : {std::pair{"capacity", "-1"},
+                      {"capacity", "many"},
+                      {"max_message", "0"},
+                      {"max_message", "1T"},
+                      {"framing", "bytes"},
+                      {"timeout_ms", "soon"}})
     EXPECT_EQ(b->set(k, v), Errc::invalid) << k << "=" << v;
   EXPECT_EQ(b->set("colour", "1"), Errc::not_found);
   // A queued message larger than the new max_message: refused, kept.

@@ -14,9 +14,7 @@ using MailboxWait = ut::CoreTest;
 using F = Framing;
 using namespace std::chrono_literals;
 
-std::optional<Outcome> rd(Mailbox& b, Handle& h, Waiter* w, size_t n = 65536) {
-  return b.read(h, n, false, w);
-}
+std::optional<Outcome> rd(Mailbox& b, Handle& h, Waiter* w, size_t n = 65536) { return b.read(h, n, false, w); }
 std::optional<Outcome> wr(Mailbox& b, Handle& h, const std::string& s, Waiter* w, bool nonblock = false) {
   return b.write(h, s.data(), s.size(), nonblock, Sender{77, 0, 0}, w);
 }

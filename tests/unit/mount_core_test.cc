@@ -9,11 +9,11 @@
 
 #include <fstream>
 
+#include "base/proc.h"
 #include "core/mount.h"
+#include "core/timers.h"
 #include "shm/state_dir.h"
 #include "test_util.h"
-#include "core/timers.h"
-#include "base/proc.h"
 
 namespace mbx {
 namespace {

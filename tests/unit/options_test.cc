@@ -107,7 +107,8 @@ TEST(Options, BadValuesAreRefusedWithTheMessageTheyAlwaysHad) {
     const char* option;
     const char* message;
   } cases[] = {
-      {"capacity=many", "mailboxfs: invalid value 'many' for -o capacity (expected a number of messages or 'unbounded')"},
+      {"capacity=many",
+       "mailboxfs: invalid value 'many' for -o capacity (expected a number of messages or 'unbounded')"},
       {"capacity=", "mailboxfs: invalid value '' for -o capacity (expected a number of messages or 'unbounded')"},
       {"capacity=-1", "mailboxfs: invalid value '-1' for -o capacity (expected a number of messages or 'unbounded')"},
       {"capacity=18446744073709551615",  // kUnbounded is spelt "unbounded"
@@ -116,7 +117,8 @@ TEST(Options, BadValuesAreRefusedWithTheMessageTheyAlwaysHad) {
       {"max_message=0", "mailboxfs: invalid value '0' for -o max_message (expected a size from 1 to 256M)"},
       {"max_message=257M", "mailboxfs: invalid value '257M' for -o max_message (expected a size from 1 to 256M)"},
       {"max_message=1T", "mailboxfs: invalid value '1T' for -o max_message (expected a size from 1 to 256M)"},
-      {"framing=packet", "mailboxfs: invalid value 'packet' for -o framing (expected file, datagram, line or line_batch)"},
+      {"framing=packet",
+       "mailboxfs: invalid value 'packet' for -o framing (expected file, datagram, line or line_batch)"},
       {"timeout_ms=-5", "mailboxfs: invalid value '-5' for -o timeout_ms (expected milliseconds, 0 for none)"},
       {"timeout_ms=1K", "mailboxfs: invalid value '1K' for -o timeout_ms (expected milliseconds, 0 for none)"},
       {"timeout_ms=31536000001",  // more than a year
@@ -208,13 +210,13 @@ TEST(Options, MountpointAndIgnoredSource) {
   EXPECT_EQ(refusal({"-f"}), "mailboxfs: no mountpoint given (see mailboxfs --help)");
   EXPECT_EQ(ok({"/"}).mountpoint, "/");
   EXPECT_EQ(ok({"mailboxfs", "/"}).mountpoint, "/");  // mount(8): SOURCE MOUNTPOINT
-  EXPECT_EQ(ok({"/tmp/.."}).mountpoint, "/");          // libfuse resolves it
+  EXPECT_EQ(ok({"/tmp/.."}).mountpoint, "/");         // libfuse resolves it
 }
 
 TEST(Options, LibfuseRefusalsCarryNoMessageOfOurs) {
-  EXPECT_EQ(refusal({"-o"}), "");                       // "fuse: missing argument after `-o'"
+  EXPECT_EQ(refusal({"-o"}), "");                        // "fuse: missing argument after `-o'"
   EXPECT_EQ(refusal({"-o", "max_threads=x", "/"}), "");  // "fuse: invalid parameter ..."
-  EXPECT_EQ(refusal({"/no/such/mountpoint"}), "");      // "fuse: bad mount point ..."
+  EXPECT_EQ(refusal({"/no/such/mountpoint"}), "");       // "fuse: bad mount point ..."
 }
 
 TEST(Options, LibfuseCommandLineFlags) {

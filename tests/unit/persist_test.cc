@@ -56,12 +56,13 @@ TEST(Persist, SavedRecordsLoadBack) {
 TEST(Persist, DamagedRecordsAreReported) {
   ut::TempDir d;
   const char* cases[] = {
-      "",                                                    // empty
-      "ino=9\nparent=1\nmode=33188\nuid=0\ngid=0\n",          // fields missing
+      "",                                             // empty
+      "ino=9\nparent=1\nmode=33188\nuid=0\ngid=0\n",  // fields missing
       "ino=9\nparent=1\nmode=4096\nuid=0\ngid=0\ncapacity=1\nmax_message=1\nframing=file\ntimeout_ms=0\nname=x\n",  // a FIFO
       "ino=9\nparent=1\nmode=33188\nuid=0\ngid=0\ncapacity=1\nmax_message=1\nframing=smoke\ntimeout_ms=0\nname=x\n",
       "ino=8\nparent=1\nmode=33188\nuid=0\ngid=0\ncapacity=1\nmax_message=1\nframing=file\ntimeout_ms=0\nname=x\n",  // ino != file name
-      "ino=9\nparent=1\nmode=33188\nuid=0\ngid=0\ncapacity=1\nmax_message=1\nframing=file\ntimeout_ms=0\nname=x",  // cut short
+      "ino=9\nparent=1\nmode=33188\nuid=0\ngid=0\ncapacity=1\nmax_message=1\nframing=file\ntimeout_ms=0\nname=x",  // cut
+                                                                                                                   // short
   };
   for (const char* c : cases) {
     std::ofstream(d.file("n9")) << c;

@@ -160,7 +160,8 @@ TEST(SegmentCorrupt, FuzzNeverCrashes) {
   auto offset_of = [&](void* p) { return size_t(static_cast<char*>(p) - reinterpret_cast<char*>(f.h())); };
   const size_t lock1 = offset_of(&f.h()->send_lock), lock2 = offset_of(&f.h()->recv_lock);
   auto in_lock = [&](size_t at) {
-    return (at >= lock1 && at < lock1 + sizeof(pthread_mutex_t)) || (at >= lock2 && at < lock2 + sizeof(pthread_mutex_t));
+    return (at >= lock1 && at < lock1 + sizeof(pthread_mutex_t)) ||
+           (at >= lock2 && at < lock2 + sizeof(pthread_mutex_t));
   };
   const size_t hdr_end = sizeof(SegmentHeader);
   std::mt19937 rng(12345);
@@ -268,7 +269,8 @@ TEST(SegmentCorrupt, PushRevalidatesTailAndHead) {
         f.h()->recv.popped = f.h()->popped_pub = f.h()->send.next_seq;
       },
       0);
-  EXPECT_TRUE(WIFEXITED(st) && (WEXITSTATUS(st) == 4 || WEXITSTATUS(st) == 0)) << "huge positions: push() " << describe(st);
+  EXPECT_TRUE(WIFEXITED(st) && (WEXITSTATUS(st) == 4 || WEXITSTATUS(st) == 0))
+      << "huge positions: push() " << describe(st);
 }
 
 }  // namespace

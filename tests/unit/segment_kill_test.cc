@@ -3,10 +3,10 @@
 // SIGKILLed, for every k, and the segment is then attached afresh (recovering
 // from the dead lock holder). It must never be corrupt, and at most the one
 // message the child had in its hands may be missing.
-#include <gtest/gtest.h>
 #include <fcntl.h>
-#include <sys/stat.h>
+#include <gtest/gtest.h>
 #include <sys/ptrace.h>
+#include <sys/stat.h>
 #include <sys/user.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -254,12 +254,9 @@ TEST_P(SegmentKill, AtEveryInstructionNothingCorruptAtMostOneLost) {
   EXPECT_GT(missing_after_commit, 0);
 }
 
-INSTANTIATE_TEST_SUITE_P(Ops, SegmentKill, ::testing::Values(Op::pop, Op::view, Op::push),
-                         [](const auto& info) {
-                           return std::string(info.param == Op::pop ? "Receive"
-                                              : info.param == Op::view ? "View"
-                                                                        : "Send");
-                         });
+INSTANTIATE_TEST_SUITE_P(Ops, SegmentKill, ::testing::Values(Op::pop, Op::view, Op::push), [](const auto& info) {
+  return std::string(info.param == Op::pop ? "Receive" : info.param == Op::view ? "View" : "Send");
+});
 
 }  // namespace
 }  // namespace mbx

@@ -223,9 +223,7 @@ TEST(SegmentProcess, KilledAtRandomInstantsNeverWedgesTheRing) {
 
 // The same with library senders that take quota in batches of 1 KiB and keep
 // credit in the segment across the kills.
-TEST(SegmentProcess, KilledAtRandomInstantsWithSendCredit) {
-  kill_loop(64u << 20, true, 25 * 1024);
-}
+TEST(SegmentProcess, KilledAtRandomInstantsWithSendCredit) { kill_loop(64u << 20, true, 25 * 1024); }
 
 // A library sender that dies after taking a batch of quota for its send, but
 // before committing it: the recovery gives the whole batch back, and credit

@@ -3,15 +3,14 @@
 #include "shm/segment.h"
 
 #include <gtest/gtest.h>
-
 #include <sys/mman.h>
 
 #include <atomic>
 #include <deque>
 #include <map>
+#include <random>
 #include <set>
 #include <thread>
-#include <random>
 
 #include "test_util.h"
 
@@ -120,9 +119,9 @@ void wrap_cycles(uint64_t capacity, uint64_t max_message, unsigned seed) {
       const uint64_t lap = s.header()->send.tail / s.data_size();
       auto r = s.push(m.data(), m.size(), {}, 0);
       if (!model.empty() && s.header()->send.tail / s.data_size() > lap) wraps++;
-      ASSERT_TRUE(r.ok()) << "op " << op << " len " << len << " count " << model.size() << ": "
-                          << to_errno(r.error()) << " head " << s.header()->head_pub << " tail "
-                          << s.header()->tail_pub << " data_size " << s.data_size();
+      ASSERT_TRUE(r.ok()) << "op " << op << " len " << len << " count " << model.size() << ": " << to_errno(r.error())
+                          << " head " << s.header()->head_pub << " tail " << s.header()->tail_pub << " data_size "
+                          << s.data_size();
       EXPECT_EQ(*r, sent++);
       model.push_back(std::move(m));
     } else {
@@ -636,7 +635,8 @@ TEST(Segment, RestartInterruptedBetweenItsCommitsIsAnEmptyRing) {
   ASSERT_TRUE(s.push("next", 4, {}, 0).ok());
   out.clear();
   auto p = s.pop(out, 0);
-  ASSERT_TRUE(p.ok()) << to_errno(p.error()) << " head " << h->recv.head << " tail " << h->tail_pub << " D " << s.data_size();
+  ASSERT_TRUE(p.ok()) << to_errno(p.error()) << " head " << h->recv.head << " tail " << h->tail_pub << " D "
+                      << s.data_size();
   EXPECT_EQ(out, "next");
   EXPECT_EQ(h->state.load(), layout::kLive);
 }

@@ -40,8 +40,8 @@ TEST(ParseSize, Suffixes) {
 }
 
 TEST(ParseSize, RejectsGarbage) {
-  for (const char* s : {"", "K", "M", "-1K", "1T", "1KB", "1.5M", "K1", "abc",
-                        "17179869184G" /* 2^64: overflow */, "18014398509481984K"})
+  for (const char* s : {"", "K", "M", "-1K", "1T", "1KB", "1.5M", "K1", "abc", "17179869184G" /* 2^64: overflow */,
+                        "18014398509481984K"})
     EXPECT_EQ(parse_size(s).error(), Errc::invalid) << '"' << s << '"';
 }
 
@@ -51,16 +51,14 @@ TEST(ParseFraming, Names) {
   EXPECT_EQ(*parse_framing("line\n"), Framing::line);
   for (const char* s : {"", "File", "lines", "stream", "dgram", "file line"})
     EXPECT_EQ(parse_framing(s).error(), Errc::invalid) << s;
-  for (Framing f : {Framing::file, Framing::datagram, Framing::line})
-    EXPECT_EQ(*parse_framing(framing_name(f)), f);
+  for (Framing f : {Framing::file, Framing::datagram, Framing::line}) EXPECT_EQ(*parse_framing(framing_name(f)), f);
 }
 
 TEST(FormatCapacity, RoundTrips) {
   EXPECT_EQ(format_capacity(layout::kUnbounded), "unbounded");
   EXPECT_EQ(format_capacity(0), "0");
   EXPECT_EQ(format_capacity(64), "64");
-  for (uint64_t c : {uint64_t{0}, uint64_t{5}, layout::kUnbounded})
-    EXPECT_EQ(*parse_capacity(format_capacity(c)), c);
+  for (uint64_t c : {uint64_t{0}, uint64_t{5}, layout::kUnbounded}) EXPECT_EQ(*parse_capacity(format_capacity(c)), c);
 }
 
 bool same(const Settings& a, const Settings& b) {
@@ -96,14 +94,21 @@ TEST(ApplySetting, UnchangedOnError) {
     const char *name, *value;
     Errc err;
   } cases[] = {
-      {"capacity", "-1", Errc::invalid},       {"capacity", "lots", Errc::invalid},
-      {"capacity", "", Errc::invalid},         {"max_message", "0", Errc::invalid},
-      {"max_message", "256M1", Errc::invalid}, {"max_message", "257M", Errc::invalid},
-      {"max_message", "1T", Errc::invalid},    {"max_message", "x", Errc::invalid},
-      {"framing", "stream", Errc::invalid},    {"framing", "", Errc::invalid},
-      {"timeout_ms", "-5", Errc::invalid},     {"timeout_ms", "1s", Errc::invalid},
+      {"capacity", "-1", Errc::invalid},
+      {"capacity", "lots", Errc::invalid},
+      {"capacity", "", Errc::invalid},
+      {"max_message", "0", Errc::invalid},
+      {"max_message", "256M1", Errc::invalid},
+      {"max_message", "257M", Errc::invalid},
+      {"max_message", "1T", Errc::invalid},
+      {"max_message", "x", Errc::invalid},
+      {"framing", "stream", Errc::invalid},
+      {"framing", "", Errc::invalid},
+      {"timeout_ms", "-5", Errc::invalid},
+      {"timeout_ms", "1s", Errc::invalid},
       {"timeout_ms", "31536000001", Errc::invalid},
-      {"colour", "red", Errc::not_found},      {"", "1", Errc::not_found},
+      {"colour", "red", Errc::not_found},
+      {"", "1", Errc::not_found},
       {"Capacity", "1", Errc::not_found},
   };
   for (const auto& c : cases) {

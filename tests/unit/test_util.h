@@ -142,8 +142,7 @@ class SharedControl {
 };
 
 // A segment sized as the mount would size it, attached to `ctl`.
-inline mbx::Segment make_segment(const std::string& path, uint64_t capacity, uint64_t max_message,
-                                 SharedControl& ctl) {
+inline mbx::Segment make_segment(const std::string& path, uint64_t capacity, uint64_t max_message, SharedControl& ctl) {
   auto r = mbx::Segment::create(path, capacity, max_message,
                                 mbx::data_size_for(capacity, max_message, ctl.get()->quota_max), 0600);
   EXPECT_TRUE(r.ok()) << mbx::to_errno(r.error());
@@ -292,7 +291,7 @@ class CoreTest : public ::testing::Test {
   Board board_;
   mbx::Sender sender_{1234, 1000, 1000};
   uint64_t next_id_ = 10;
-  std::vector<std::unique_ptr<TestWaiter>> waiters_;     // destroyed last
+  std::vector<std::unique_ptr<TestWaiter>> waiters_;  // destroyed last
   std::vector<std::shared_ptr<mbx::Mailbox>> boxes_;
   std::vector<std::unique_ptr<mbx::Handle>> handles_;
 };

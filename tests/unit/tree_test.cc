@@ -36,23 +36,21 @@ TEST(CheckName, Lengths) {
 }
 
 TEST(CheckName, Rejects) {
-  for (std::string_view n : {std::string_view(""), std::string_view("."), std::string_view(".."),
-                             std::string_view("a/b"), std::string_view("a\nb"), std::string_view("\t"),
-                             std::string_view("x\x1f"), std::string_view("del\x7f"),
-                             std::string_view("nul\0x", 5), std::string_view("\xff"),
-                             std::string_view("\xc3"), std::string_view("ab\xc3("),
-                             std::string_view("\xe2\x82"), std::string_view("\x80start")})
+  for (std::string_view n :
+       {std::string_view(""), std::string_view("."), std::string_view(".."), std::string_view("a/b"),
+        std::string_view("a\nb"), std::string_view("\t"), std::string_view("x\x1f"), std::string_view("del\x7f"),
+        std::string_view("nul\0x", 5), std::string_view("\xff"), std::string_view("\xc3"), std::string_view("ab\xc3("),
+        std::string_view("\xe2\x82"), std::string_view("\x80start")})
     EXPECT_EQ(check_name(n), Errc::invalid) << hex(n);
-  for (const char* n : {"box", ".hidden", "...", "a b", "jobs-high_1", "caf\xc3\xa9", "\xe2\x82\xac",
-                        "\xf0\x9f\x93\xac", "-"})
+  for (const char* n :
+       {"box", ".hidden", "...", "a b", "jobs-high_1", "caf\xc3\xa9", "\xe2\x82\xac", "\xf0\x9f\x93\xac", "-"})
     EXPECT_EQ(check_name(n), Errc::ok) << n;
 }
 
 TEST(CheckName, RejectsMalformedUtf8) {
   // None of these is valid UTF-8 (RFC 3629).
-  for (const char* n : {"\xc0\xaf" /* overlong '/' */, "\xc1\xbf", "\xe0\x80\xaf",
-                        "\xed\xa0\x80" /* U+D800 */, "\xf4\x90\x80\x80" /* U+110000 */,
-                        "\xf5\x80\x80\x80", "\xf7\xbf\xbf\xbf"})
+  for (const char* n : {"\xc0\xaf" /* overlong '/' */, "\xc1\xbf", "\xe0\x80\xaf", "\xed\xa0\x80" /* U+D800 */,
+                        "\xf4\x90\x80\x80" /* U+110000 */, "\xf5\x80\x80\x80", "\xf7\xbf\xbf\xbf"})
     EXPECT_EQ(check_name(n), Errc::invalid) << hex(n);
 }
 
@@ -236,9 +234,9 @@ TEST_F(TreeTest, Xattrs) {
   const uint64_t d = mk(kRootIno, "dir");
   auto list = tree_->listxattr(f);
   ASSERT_TRUE(list.ok());
-  for (const char* n : {"user.mailbox.capacity", "user.mailbox.max_message", "user.mailbox.framing",
-                        "user.mailbox.timeout_ms", "user.mailbox.messages", "user.mailbox.bytes",
-                        "user.mailbox.blocked_receivers"})
+  for (const char* n :
+       {"user.mailbox.capacity", "user.mailbox.max_message", "user.mailbox.framing", "user.mailbox.timeout_ms",
+        "user.mailbox.messages", "user.mailbox.bytes", "user.mailbox.blocked_receivers"})
     EXPECT_NE(list->find(std::string(n) + '\0'), std::string::npos) << n;
   EXPECT_EQ(*tree_->listxattr(d), "");
   EXPECT_EQ(*tree_->getxattr(f, "user.mailbox.capacity"), "64");
@@ -256,8 +254,8 @@ TEST_F(TreeTest, Xattrs) {
   EXPECT_EQ(*tree_->getxattr(f, "user.mailbox.capacity"), "8");
   EXPECT_EQ(*tree_->getxattr(f, "user.mailbox.framing"), "file");
   EXPECT_EQ(*tree_->getxattr(f, "user.mailbox.timeout_ms"), "0");
-  for (const char* ro : {"messages", "bytes", "sent", "received", "lost", "blocked_senders",
-                         "blocked_receivers", "segment"})
+  for (const char* ro :
+       {"messages", "bytes", "sent", "received", "lost", "blocked_senders", "blocked_receivers", "segment"})
     EXPECT_EQ(tree_->setxattr(f, std::string("user.mailbox.") + ro, "1", kAlice), Errc::perm) << ro;
   EXPECT_EQ(*tree_->getxattr(f, "user.mailbox.messages"), "0");
   // Settings belong to the owner (and root).

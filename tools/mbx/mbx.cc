@@ -263,8 +263,9 @@ int cmd_ls(const Args& a) {
     } else if (is_dir) {
       std::printf("%s/\n", n.c_str());
     } else {
-      std::printf("%-24s %8s %10s %-9s %8zu %8zu\n", n.c_str(), get(attr::key(attr::kMessages)).c_str(), get(attr::key(attr::kCapacity)).c_str(),
-                  get(attr::key(attr::kFraming)).c_str(), words(get(attr::key(attr::kBlockedSenders))), words(get(attr::key(attr::kBlockedReceivers))));
+      std::printf("%-24s %8s %10s %-9s %8zu %8zu\n", n.c_str(), get(attr::key(attr::kMessages)).c_str(),
+                  get(attr::key(attr::kCapacity)).c_str(), get(attr::key(attr::kFraming)).c_str(),
+                  words(get(attr::key(attr::kBlockedSenders))), words(get(attr::key(attr::kBlockedReceivers))));
     }
     first = false;
   }
@@ -355,8 +356,7 @@ int cmd_gc(const Args& a) {
     if (a.json)
       std::printf("%s{\"dir\":%s,\"state\":\"%s\",\"uid\":%u,\"bytes\":%llu}", first ? "" : ",", json_str(dir).c_str(),
                   state, static_cast<unsigned>(st.st_uid), bytes);
-    else
-      std::printf("%-8s %10llu  %s\n", state, bytes, dir.c_str());
+    else std::printf("%-8s %10llu  %s\n", state, bytes, dir.c_str());
     first = false;
   }
   if (a.json) std::printf("]\n");

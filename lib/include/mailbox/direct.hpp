@@ -109,7 +109,7 @@ class Direct {
       if (!m) return m.error() == ENOENT ? ESRCH : m.error();
       it = to_.emplace(pid, std::move(*m)).first;
     }
-    int e = mode == Mode::now ? it->second.try_send(msg)
+    int e = mode == Mode::now     ? it->second.try_send(msg)
             : mode == Mode::until ? it->second.send_until(msg, deadline)
                                   : it->second.send(msg);
     if (e == EIDRM) {  // the daemon discarded the link: the receiver exited
@@ -153,7 +153,7 @@ class Direct {
         if (e == ETIMEDOUT && exited(l->pidfd)) e = l->box.try_receive(out) == 0 ? 0 : EIDRM;
       }
       if (e == 0 && from) *from = l->box.last_sender();  // as the sender's record says
-      if (e == EIDRM) {  // the sender exited and its link is drained (or gone)
+      if (e == EIDRM) {                                  // the sender exited and its link is drained (or gone)
         if (l->pidfd >= 0) ::close(l->pidfd);
         from_.erase(pid);
         return ESRCH;

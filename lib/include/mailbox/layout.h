@@ -24,7 +24,7 @@ namespace mbx::layout {
 inline constexpr uint64_t kMagic = 0x31584f424c49414dULL;  // "MAILBOX1", little-endian
 inline constexpr uint32_t kVersion = 4;
 inline constexpr uint64_t kHeaderSize = 4096;
-inline constexpr uint64_t kUnbounded = UINT64_MAX;  // capacity: limited by the quota only
+inline constexpr uint64_t kUnbounded = UINT64_MAX;   // capacity: limited by the quota only
 inline constexpr uint32_t kWrapMarker = UINT32_MAX;  // RecordHeader::len of a wrap marker
 
 // SegmentHeader::state
@@ -52,26 +52,26 @@ inline constexpr uint64_t record_size(uint64_t len) { return sizeof(RecordHeader
 // increasing byte counts (offset = position % data_size), so one sender and
 // one receiver never contend: each publishes one position (`tail_pub`,
 // `head_pub`) and reads the other's, as an SPSC ring does.
-struct SendState {          // guarded by send_lock
-  uint64_t tail;            // position where the next record goes
-  uint64_t next_seq;        // records ever pushed = seq of the next one
-  uint64_t total_sent;      // messages sent (a withdrawn rendezvous offer is taken back)
-  uint64_t sent_bytes;      // payload bytes ever pushed
+struct SendState {      // guarded by send_lock
+  uint64_t tail;        // position where the next record goes
+  uint64_t next_seq;    // records ever pushed = seq of the next one
+  uint64_t total_sent;  // messages sent (a withdrawn rendezvous offer is taken back)
+  uint64_t sent_bytes;  // payload bytes ever pushed
   uint64_t sent_record_bytes;
-  int64_t last_send_ns;     // CLOCK_REALTIME
-  uint64_t lost;            // sends that died holding send_lock
-  uint64_t quota_credit;    // record bytes charged to the mount's quota that no record uses yet
+  int64_t last_send_ns;   // CLOCK_REALTIME
+  uint64_t lost;          // sends that died holding send_lock
+  uint64_t quota_credit;  // record bytes charged to the mount's quota that no record uses yet
 };
 
-struct RecvState {          // guarded by recv_lock
-  uint64_t head;            // position of the oldest record
-  uint64_t popped;          // records ever removed (received, withdrawn, discarded, moved)
-  uint64_t consumed_seq;    // every message with seq < consumed_seq has been received
+struct RecvState {        // guarded by recv_lock
+  uint64_t head;          // position of the oldest record
+  uint64_t popped;        // records ever removed (received, withdrawn, discarded, moved)
+  uint64_t consumed_seq;  // every message with seq < consumed_seq has been received
   uint64_t total_received;
   uint64_t popped_bytes;
   uint64_t popped_record_bytes;
   int64_t last_recv_ns;
-  uint64_t quota_owed;      // record bytes a receive still has to give back to the quota
+  uint64_t quota_owed;  // record bytes a receive still has to give back to the quota
 };
 
 inline constexpr uint32_t kInflightSend = 1;
@@ -102,8 +102,8 @@ struct SegmentHeader {
   SendState send;
   SendState send_pending;
   uint32_t send_pending_valid;
-  uint32_t inflight;            // kInflightSend while a send holds send_lock
-  uint64_t inflight_quota;      // record bytes that send added to the quota
+  uint32_t inflight;        // kInflightSend while a send holds send_lock
+  uint64_t inflight_quota;  // record bytes that send added to the quota
   uint32_t inflight_quota_added;
   uint32_t reserved1;
 

@@ -23,8 +23,7 @@ typedef struct mbx_mailbox mbx_t;
  * for neither, or for an unknown flag). */
 int mbx_open(const char *path, unsigned flags, mbx_t **out);
 /* Creates a mailbox (EEXIST if present) with these settings, then opens it. */
-int mbx_create(const char *path, uint64_t capacity, uint64_t max_message, unsigned mode,
-               unsigned flags, mbx_t **out);
+int mbx_create(const char *path, uint64_t capacity, uint64_t max_message, unsigned mode, unsigned flags, mbx_t **out);
 /* Closes m. A view still open is released (its message counts as received,
  * as mbx_release()); a reservation still open is dropped (nothing is sent,
  * as mbx_abort()). */

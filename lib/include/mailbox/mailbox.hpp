@@ -35,7 +35,7 @@ struct OpenOptions {
 };
 
 struct CreateOptions {
-  uint64_t capacity = 64;             // 0 = rendezvous; kUnbounded
+  uint64_t capacity = 64;  // 0 = rendezvous; kUnbounded
   uint64_t max_message = 1u << 20;
   unsigned mode = 0644;
   static constexpr uint64_t kUnbounded = UINT64_MAX;

@@ -92,8 +92,7 @@ inline constexpr const char* kLinks = "user.mailbox.links";
 inline constexpr const char* kDiscarded = "user.mailbox.discarded";
 
 inline constexpr const char* kSettings[] = {kCapacity, kMaxMessage, kFraming, kTimeoutMs};
-inline constexpr const char* kCounters[] = {kMessages,       kBytes,           kSent,
-                                            kReceived,       kLost,            kBlockedSenders,
+inline constexpr const char* kCounters[] = {kMessages,         kBytes,  kSent, kReceived, kLost, kBlockedSenders,
                                             kBlockedReceivers, kSegment};
 inline constexpr const char* kDirectory[] = {kLinks, kDiscarded};
 

@@ -45,9 +45,9 @@ struct Queue {
 // the benchmark uses few queues at a time.
 struct Floor {
   std::mutex m;
-  std::map<std::string, fuse_ino_t> names;  // GUARDED_BY(m)
+  std::map<std::string, fuse_ino_t> names;              // GUARDED_BY(m)
   std::map<fuse_ino_t, std::unique_ptr<Queue>> queues;  // GUARDED_BY(m)
-  fuse_ino_t next_ino = 2;  // GUARDED_BY(m)
+  fuse_ino_t next_ino = 2;                              // GUARDED_BY(m)
 };
 
 Floor& floor_of(fuse_req_t req) { return *static_cast<Floor*>(fuse_req_userdata(req)); }
@@ -71,10 +71,8 @@ void reply_entry(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   e.ino = ino;
   e.attr = attr_of(ino);
   e.attr_timeout = e.entry_timeout = 1.0;
-  if (fi)
-    fuse_reply_create(req, &e, fi);
-  else
-    fuse_reply_entry(req, &e);
+  if (fi) fuse_reply_create(req, &e, fi);
+  else fuse_reply_entry(req, &e);
 }
 
 void fl_lookup(fuse_req_t req, fuse_ino_t parent, const char* name) {
