@@ -535,14 +535,20 @@ void Segment::restart_if_empty_locked() {
 }
 
 // Version 5: whether a record of `rec` bytes that would go at offset `off`
-// may go at offset 0 of the next lap instead. The lap so far (`off`) must
-// hold the capacity in records as large as the largest of this lap: then a
-// sender below the capacity always finds room in it while the receivers are
-// still in this lap (design.md, section 4, "Early wrap"). Needs send_lock.
+// may go at offset 0 of the next lap instead. While the receivers are still
+// in this lap, the senders have `off` bytes less what is queued, so the lap
+// must be long enough for the capacity: capacity - 1 records as large as the
+// largest of this lap and one of max_message (so that a large message after
+// small ones never waits below the capacity), or where that would pass the
+// kept area, the capacity in records of the lap's largest (design.md,
+// section 4, "Early wrap"). Needs send_lock.
 bool Segment::early_wrap_locked(uint64_t off, uint64_t rec) const {
   if (version_ < 5 || capacity_ == layout::kUnbounded || off == 0 || off + rec <= kSoftWrap) return false;
   const uint64_t est = std::max(load_word(hdr_->lap_max), rec);  // validated by room_locked()
-  return effective_capacity() <= off / est;
+  const uint64_t cap = effective_capacity(), big = layout::record_size(max_message_);
+  if (cap > data_size_ / est) return false;  // never this long: no early wrap
+  const uint64_t with_big = (cap - 1) * est + std::max(big, est);
+  return off >= (with_big <= keep_ ? with_big : cap * est);
 }
 
 // Finds room for `rec` contiguous bytes (see the layout comment). Needs send_lock.

@@ -133,16 +133,18 @@ bool run_to(pid_t pid, const std::vector<uint64_t>& rips, size_t k) {
 
 class SegmentKill : public ::testing::TestWithParam<Op> {};
 
-// Fills a mailbox (capacity 10000, 88-byte messages, data area of several
-// chunks) and receives until the next receive moves the head past the end
-// of the first 256 KiB chunk; or, for a send, until the next send enters a
-// new chunk. Then kills a participant at every instruction of that step.
+// Fills a mailbox (capacity 30000, 88-byte messages, data area of several
+// chunks, laps longer than the kept area) and receives until the next
+// receive moves the head past the end of the first 256 KiB chunk beyond the
+// kept area (the first one a receive releases); or, for a send, until the
+// next send enters a new chunk. Then kills a participant at every
+// instruction of that step.
 TEST_P(SegmentKill, AtEveryInstructionNothingCorruptAtMostOneLost) {
   const Op op = GetParam();
   TempDir d;
   SharedControl ctl;
   const std::string path = d.file("s");
-  Segment seg = ut::make_segment(path, 10000, 1024, ctl);
+  Segment seg = ut::make_segment(path, 30000, 1024, ctl);
   ASSERT_TRUE(seg.valid());
   ASSERT_GE(seg.data_size(), 8 * kChunk);  // chunks are released at all
   const Sender me{1, 0, 0};
@@ -157,12 +159,13 @@ TEST_P(SegmentKill, AtEveryInstructionNothingCorruptAtMostOneLost) {
     const uint64_t rec = layout::record_size(ut::make_msg(1, 0, kBody).size());  // operate()'s
     while (seg.header()->send.tail + rec <= kChunk) push_one();
   } else {
-    for (int i = 0; i < 4000; i++) push_one();
+    const uint64_t end = layout::kKeepResident + kChunk;
+    while (seg.header()->send.tail < end + 64 * 1024) push_one();
     std::string out;
     for (;;) {
       auto len = seg.peek_len();
       ASSERT_TRUE(len.ok());
-      if (seg.header()->recv.head + layout::record_size(*len) >= kChunk) break;
+      if (seg.header()->recv.head + layout::record_size(*len) >= end) break;
       ASSERT_TRUE(seg.pop(out, 1).ok());
       first++;
     }
