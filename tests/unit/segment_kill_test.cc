@@ -27,7 +27,7 @@ using ut::TempDir;
 constexpr uint64_t kChunk = 256 * 1024;  // Segment::kReleaseChunk
 constexpr size_t kBody = 72;             // messages of 16..88 bytes, as in issue 17
 
-enum class Op { pop, view, push };
+enum class Op { pop, view, push, wrap };  // wrap: a push that wraps early (layout version 5)
 
 // {producer, index} of an intact make_msg(.., kBody) message, or nullopt.
 std::optional<std::pair<uint32_t, uint32_t>> check(const std::string& m) {
@@ -138,15 +138,19 @@ class SegmentKill : public ::testing::TestWithParam<Op> {};
 // receive moves the head past the end of the first 256 KiB chunk beyond the
 // kept area (the first one a receive releases); or, for a send, until the
 // next send enters a new chunk. Then kills a participant at every
-// instruction of that step.
+// instruction of that step. Wrap: a mailbox of capacity 64 with ten queued,
+// whose next send wraps to offset 0 from 32 KiB into its area.
 TEST_P(SegmentKill, AtEveryInstructionNothingCorruptAtMostOneLost) {
   const Op op = GetParam();
+  const bool sends = op == Op::push || op == Op::wrap;
   TempDir d;
   SharedControl ctl;
   const std::string path = d.file("s");
-  Segment seg = ut::make_segment(path, 30000, 1024, ctl);
+  Segment seg = ut::make_segment(path, op == Op::wrap ? 64 : 30000, 1024, ctl);
   ASSERT_TRUE(seg.valid());
-  ASSERT_GE(seg.data_size(), 8 * kChunk);  // chunks are released at all
+  if (op != Op::wrap) {
+    ASSERT_GE(seg.data_size(), 8 * kChunk);  // chunks are released at all
+  }
   const Sender me{1, 0, 0};
   uint32_t next = 0, first = 0;
   auto push_one = [&] {
@@ -154,7 +158,17 @@ TEST_P(SegmentKill, AtEveryInstructionNothingCorruptAtMostOneLost) {
     ASSERT_TRUE(seg.push(m.data(), m.size(), me, 1).ok());
     next++;
   };
-  if (op == Op::push) {
+  if (op == Op::wrap) {
+    const uint64_t rec = layout::record_size(ut::make_msg(1, 0, kBody).size());  // operate()'s
+    std::string out;
+    while (seg.header()->send.tail + rec <= 32 * 1024) {
+      push_one();
+      if (next - first > 10) {
+        ASSERT_TRUE(seg.pop(out, 1).ok());
+        first++;
+      }
+    }
+  } else if (op == Op::push) {
     // Until one more record would cross into the second chunk.
     const uint64_t rec = layout::record_size(ut::make_msg(1, 0, kBody).size());  // operate()'s
     while (seg.header()->send.tail + rec <= kChunk) push_one();
@@ -171,7 +185,8 @@ TEST_P(SegmentKill, AtEveryInstructionNothingCorruptAtMostOneLost) {
     }
   }
   const uint64_t queued = next - first;
-  const size_t used = layout::kHeaderSize + seg.header()->send.tail + 64 * 1024;
+  const size_t used = std::min(layout::kHeaderSize + seg.header()->send.tail + 64 * 1024,
+                               layout::kHeaderSize + seg.data_size());
   Snapshot snap;
   snap.take(path, used);
   ASSERT_FALSE(HasFatalFailure());
@@ -183,8 +198,10 @@ TEST_P(SegmentKill, AtEveryInstructionNothingCorruptAtMostOneLost) {
     warm->set_control(ctl.get());
     ASSERT_TRUE(operate(*warm, op, false));
     ASSERT_EQ(::stat(path.c_str(), &after), 0);
-    // The receive gave the passed chunk back; the send took the new one.
-    if (op == Op::push) EXPECT_GT(after.st_blocks, before.st_blocks);
+    // The receive gave the passed chunk back; the send took the new one; the
+    // wrap went to the start.
+    if (op == Op::wrap) EXPECT_LT(warm->header()->send.tail % seg.data_size(), 1024u);
+    else if (op == Op::push) EXPECT_GT(after.st_blocks, before.st_blocks);
     else EXPECT_LE(after.st_blocks * 512 + kChunk, uint64_t(before.st_blocks) * 512);
   }
 
@@ -228,7 +245,7 @@ TEST_P(SegmentKill, AtEveryInstructionNothingCorruptAtMostOneLost) {
       out.clear();
     }
     ASSERT_EQ(got.size(), s.count) << "at " << k;
-    if (op == Op::push) {
+    if (sends) {
       // The new message is either not there (counted lost if the sender
       // died holding the lock) or fully there, after all the others.
       ASSERT_GE(got.size(), queued);
@@ -257,11 +274,12 @@ TEST_P(SegmentKill, AtEveryInstructionNothingCorruptAtMostOneLost) {
   EXPECT_GT(missing_after_commit, 0);
 }
 
-INSTANTIATE_TEST_SUITE_P(Ops, SegmentKill, ::testing::Values(Op::pop, Op::view, Op::push),
+INSTANTIATE_TEST_SUITE_P(Ops, SegmentKill, ::testing::Values(Op::pop, Op::view, Op::push, Op::wrap),
                          [](const auto& info) {
-                           return std::string(info.param == Op::pop ? "Receive"
+                           return std::string(info.param == Op::pop    ? "Receive"
                                               : info.param == Op::view ? "View"
-                                                                        : "Send");
+                                              : info.param == Op::push ? "Send"
+                                                                        : "SendThatWrapsEarly");
                          });
 
 }  // namespace
