@@ -222,7 +222,7 @@ clean:
 	rm -rf $(OUT)
 
 -include $(CORE_OBJS:.o=.d) $(FUSE_OBJS:.o=.d) $(UNIT_OBJS:.o=.d) $(MOUNT_OBJS:.o=.d) $(BENCH_OBJS:.o=.d) \
-  $(LIB_PIC_OBJS:.o=.d) $(MBX_OBJS:.o=.d) $(OUT)/tests/bench/floor/floor.d
+  $(LIB_SRCS:%.cc=$(OUT)/%.d) $(LIB_PIC_OBJS:.o=.d) $(MBX_OBJS:.o=.d) $(OUT)/tests/bench/floor/floor.d
 
 # ---- Reliability: fuzzing, sanitizers, soak (docs/reliability.md) ----------
 # libFuzzer targets, built with clang under ASan+UBSan in $(FUZZ_OUT).

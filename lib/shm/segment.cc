@@ -225,7 +225,7 @@ Errc Segment::held_elsewhere(pthread_mutex_t* m) const {
 // before each lock: one line, read-mostly).
 bool Segment::header_intact() const {
   const SegmentHeader* h = hdr_;
-  return load_word(h->magic) == layout::kMagic && load_word(h->version) == layout::kVersion &&
+  return load_word(h->magic) == layout::kMagic && load_word(h->version) == version_ &&
          load_word(h->header_size) == layout::kHeaderSize && load_word(h->data_size) == data_size_ &&
          load_word(h->max_message) == max_message_ && h->state.load(std::memory_order_relaxed) <= layout::kCorrupt &&
          load_word(h->send_lock.__data.__kind) == robust_kind() &&
@@ -341,6 +341,8 @@ Result<Segment> Segment::create(const std::string& path, uint64_t capacity, uint
   s.capacity_ = capacity;
   s.max_message_ = max_message;
   s.data_size_ = data_size;
+  s.version_ = layout::kVersion;
+  s.keep_ = std::min(layout::kKeepResident, data_size);
 
   SegmentHeader* h = s.hdr_;  // fresh zero pages from ftruncate
   h->version = layout::kVersion;
@@ -375,8 +377,9 @@ Result<Segment> Segment::attach(const std::string& path, bool no_wait) {
   auto* h = static_cast<SegmentHeader*>(p);
   // Validate everything the geometry depends on before trusting any offset.
   if (std::atomic_ref<uint64_t>(h->magic).load(std::memory_order_acquire) != layout::kMagic ||
-      h->version != layout::kVersion || h->header_size != layout::kHeaderSize ||
-      h->data_size != total - layout::kHeaderSize || h->data_size % kPage != 0 || h->max_message > UINT32_MAX - 64 ||
+      h->version < layout::kOldestVersion || h->version > layout::kVersion || h->header_size != layout::kHeaderSize ||
+      h->data_size != total - layout::kHeaderSize || h->data_size % kPage != 0 ||
+      h->max_message > UINT32_MAX - 64 ||
       h->data_size < layout::record_size(h->max_message) * 2)
     return Errc::bad_message;
   Segment s;
@@ -387,6 +390,8 @@ Result<Segment> Segment::attach(const std::string& path, bool no_wait) {
   s.capacity_ = h->capacity;
   s.max_message_ = h->max_message;
   s.data_size_ = h->data_size;
+  s.version_ = h->version;
+  s.keep_ = s.version_ >= 5 ? std::min(layout::kKeepResident, s.data_size_) : 0;
   s.no_wait_ = no_wait;
   {
     Both l(s);
@@ -442,8 +447,8 @@ bool Segment::check_ring_locked() const {
   if (h->tail_pub.load(std::memory_order_relaxed) != h->send.tail ||
       h->head_pub.load(std::memory_order_relaxed) != h->recv.head ||
       h->popped_pub.load(std::memory_order_relaxed) != h->recv.popped || h->recv.popped > h->send.next_seq ||
-      h->send.quota_credit > credit_bound() || h->recv.popped_bytes > h->send.sent_bytes ||
-      h->recv.popped_record_bytes > h->send.sent_record_bytes)
+      h->send.quota_credit > credit_bound() || !sizing_sane() ||
+      h->recv.popped_bytes > h->send.sent_bytes || h->recv.popped_record_bytes > h->send.sent_record_bytes)
     return false;
   uint64_t count = 0, bytes = 0, rec_bytes = 0;
   const bool ok = walk_locked([&](uint64_t, const RecordHeader& r, const char*) {
@@ -453,6 +458,14 @@ bool Segment::check_ring_locked() const {
   });
   return ok && count == h->send.next_seq - h->recv.popped && bytes == h->send.sent_bytes - h->recv.popped_bytes &&
          rec_bytes == h->send.sent_record_bytes - h->recv.popped_record_bytes;
+}
+
+// Version 5's sender policy words are in range (version 4 does not use them).
+bool Segment::sizing_sane() const {
+  if (version_ < 5) return true;
+  const uint64_t lap_max = load_word(hdr_->lap_max), populated = load_word(hdr_->populated);
+  return lap_max <= layout::record_size(max_message_) && lap_max % 8 == 0 && populated <= keep_ &&
+         populated % kPage == 0;
 }
 
 uint64_t Segment::effective_capacity() const {
@@ -487,9 +500,9 @@ void Segment::restart_if_empty_locked() {
   SegmentHeader* h = hdr_;
   const uint64_t tail = h->send.tail;
   const uint64_t off = tail % data_size_;
-  if (off < std::min<uint64_t>(kRestartAt, data_size_ / 4)) return;
+  if (off < std::min<uint64_t>(version_ >= 5 ? kSoftWrap : kRestartAt, data_size_ / 4)) return;
   if (h->head_pub.load(std::memory_order_acquire) != tail) return;  // not empty
-  if (populate_locked(tail + kRecHdr) != Errc::ok) return;          // the marker's page
+  if (data_size_ - off >= kRecHdr && populate_locked(tail, tail + kRecHdr) != Errc::ok) return;  // the marker's page
   if (!try_lock(Side::recv)) return;
   if (h->recv.head == tail && h->state.load(std::memory_order_acquire) == layout::kLive) {
     const uint64_t next = tail + (data_size_ - off);
@@ -507,8 +520,27 @@ void Segment::restart_if_empty_locked() {
     rn.head = next;
     commit_recv_locked(rn);
     seen_head_ = next;
+    // Nothing queued: the next lap's records are not known yet.
+    if (version_ >= 5) std::atomic_ref<uint64_t>(h->lap_max).store(0, std::memory_order_relaxed);
   }
   unlock(Side::recv);
+}
+
+// Version 5: whether a record of `rec` bytes that would go at offset `off`
+// may go at offset 0 of the next lap instead. While the receivers are still
+// in this lap, the senders have `off` bytes less what is queued, so the lap
+// must be long enough for the capacity: capacity - 1 records as large as the
+// largest of this lap and one of max_message (so that a large message after
+// small ones never waits below the capacity), or where that would pass the
+// kept area, the capacity in records of the lap's largest (design.md,
+// section 4, "Early wrap"). Needs send_lock.
+bool Segment::early_wrap_locked(uint64_t off, uint64_t rec) const {
+  if (version_ < 5 || capacity_ == layout::kUnbounded || off == 0 || off + rec <= kSoftWrap) return false;
+  const uint64_t est = std::max(load_word(hdr_->lap_max), rec);  // validated by room_locked()
+  const uint64_t cap = effective_capacity(), big = layout::record_size(max_message_);
+  if (cap > data_size_ / est) return false;  // never this long: no early wrap
+  const uint64_t with_big = (cap - 1) * est + std::max(big, est);
+  return off >= (with_big <= keep_ ? with_big : cap * est);
 }
 
 // Finds room for `rec` contiguous bytes (see the layout comment). Needs send_lock.
@@ -520,7 +552,7 @@ Result<Segment::Room> Segment::room_locked(uint64_t rec, bool force) {
   // validate whatever they read, so a scribble is still caught, only later.
   if (h->send.tail / kPage != checked_page_) {
     checked_page_ = h->send.tail / kPage;
-    if (h->tail_pub.load(std::memory_order_relaxed) != h->send.tail) {
+    if (h->tail_pub.load(std::memory_order_relaxed) != h->send.tail || !sizing_sane()) {
       h->state.store(layout::kCorrupt, std::memory_order_release);  // another participant scribbled
       return Errc::bad_message;
     }
@@ -549,14 +581,25 @@ Result<Segment::Room> Segment::room_locked(uint64_t rec, bool force) {
       return Errc::again;
     }
     const uint64_t off = tail % data_size_;
-    // No restart at offset 0 when the ring is empty: the head is the receivers'
-    // to move, so the skipped gap would count as used until they pass it, and a
-    // mailbox below its capacity could refuse a message (data_size_for assumes
-    // at most one gap, shorter than a record).
     Room room{tail, false};
-    if (data_size_ - off < rec) room = Room{tail + (data_size_ - off), true};
+    if (data_size_ - off < rec) {
+      room = Room{tail + (data_size_ - off), true};
+    } else if (early_wrap_locked(off, rec)) {
+      // Offset 0 of the next lap, if the receivers have left room there: else
+      // the lap grows (the record goes at the tail) and wraps later. The head
+      // as last seen may be old: looked at afresh once per page.
+      const Room wrap{tail + (data_size_ - off), true};
+      if (wrap.at + rec - head <= data_size_) room = wrap;
+      else if (!fresh && tail / kPage != wrap_checked_page_) {
+        wrap_checked_page_ = tail / kPage;
+        continue;
+      }
+    }
     if (room.at + rec - head <= data_size_) {
-      if (Errc e = populate_locked(room.at + rec); e != Errc::ok) return e;
+      if (room.wrap && data_size_ - off >= kRecHdr) {  // the marker's bytes
+        if (Errc e = populate_locked(tail, tail + kRecHdr); e != Errc::ok) return e;
+      }
+      if (Errc e = populate_locked(room.at, room.at + rec); e != Errc::ok) return e;
       return room;
     }
     if (fresh) return capacity_ == layout::kUnbounded ? Errc::no_space : Errc::again;
@@ -564,23 +607,46 @@ Result<Segment::Room> Segment::room_locked(uint64_t rec, bool force) {
   return Errc::again;  // not reached
 }
 
-// Makes present every chunk of the record area that a write from the tail
-// up to position `end` enters for the first time, so that a filesystem that
-// cannot provide the pages (a full /dev/shm) fails the send with no_space
-// instead of raising SIGBUS on the first store into one. A chunk the tail is
-// in was made present when the tail entered it, and release_passed_locked()
-// never drops it while the tail is there. Needs send_lock.
-Errc Segment::populate_locked(uint64_t end) const {
+// Makes present the memory of positions [from, end) (one lap's, a record or
+// a wrap marker) before they are written, so that a filesystem that cannot
+// provide the pages (a full /dev/shm) fails the send with no_space instead of
+// raising SIGBUS on the first store into one. Version 5: the kept area
+// (offsets below keep_) is allocated once, as a prefix [0, populated) that
+// only trim() lowers, so a ring that laps within it makes no call here.
+// Beyond it (and everywhere in version 4): each chunk the tail enters for the
+// first time in a lap; a chunk the tail is in was made present when the tail
+// entered it, and release_passed_locked() never drops it while the tail is
+// there. Needs send_lock.
+Errc Segment::populate_locked(uint64_t from, uint64_t end) const {
   const uint64_t tail = hdr_->send.tail;
-  for (uint64_t p = tail; p < end;) {
+  auto populate = [this](uint64_t start, uint64_t stop) {
+    int rc;
+    do rc = ::madvise(data_ + start, stop - start, MADV_POPULATE_WRITE);
+    while (rc != 0 && (errno == EINTR || errno == EAGAIN));
+    // EINVAL: a kernel before 5.14, which faults the pages in as before.
+    return rc != 0 && errno != EINVAL ? Errc::no_space : Errc::ok;  // EFAULT (SIGBUS averted), ENOMEM
+  };
+  for (uint64_t p = from; p < end;) {
     const uint64_t off = p % data_size_, base = p - off;
+    if (off < keep_) {
+      const uint64_t need = std::min(end - base, keep_);
+      const uint64_t have = load_word(hdr_->populated);
+      if (have > keep_ || have % kPage != 0) {  // scribbled
+        hdr_->state.store(layout::kCorrupt, std::memory_order_release);
+        return Errc::bad_message;
+      }
+      if (need > have) {
+        const uint64_t to = std::min((need + kKeepChunk - 1) / kKeepChunk * kKeepChunk, keep_);
+        if (Errc e = populate(have, to); e != Errc::ok) return e;
+        // Raised only once the memory is there (dying before: populated again).
+        std::atomic_ref<uint64_t>(hdr_->populated).store(to, std::memory_order_relaxed);
+      }
+      p = base + keep_;
+      continue;
+    }
     const uint64_t start = off - off % kPopulateChunk, stop = std::min(start + kPopulateChunk, data_size_);
     if (base + start >= tail) {  // not entered yet
-      int rc;
-      do rc = ::madvise(data_ + start, stop - start, MADV_POPULATE_WRITE);
-      while (rc != 0 && (errno == EINTR || errno == EAGAIN));
-      // EINVAL: a kernel before 5.14, which faults the pages in as before.
-      if (rc != 0 && errno != EINVAL) return Errc::no_space;  // EFAULT (SIGBUS averted), ENOMEM
+      if (Errc e = populate(start, stop); e != Errc::ok) return e;
     }
     p = base + stop;
   }
@@ -661,7 +727,12 @@ void Segment::write_record_locked(const Room& room, size_t len, const Sender& fr
   if (charge_.from_credit) n.quota_credit -= rec;
   else n.quota_credit += charge_.from_mount - std::min(charge_.from_mount, rec);
   charge_ = {};
+  // lap_max only errs high across a death: raised before the record is
+  // committed, started anew for the next lap after.
+  std::atomic_ref<uint64_t> lap_max(h->lap_max);
+  if (version_ >= 5 && rec > lap_max.load(std::memory_order_relaxed)) lap_max.store(rec, std::memory_order_relaxed);
   commit_send_locked(n);
+  if (version_ >= 5 && room.wrap) lap_max.store(rec, std::memory_order_relaxed);
 }
 
 Result<uint64_t> Segment::push(const char* data, size_t len, const Sender& from, int64_t now_ns, bool force) {
@@ -765,22 +836,29 @@ corrupt:
 // a chunk resident until the next lap passes it. Best effort: skipped when a
 // sender holds send_lock.
 void Segment::release_passed_locked(uint64_t old_head, uint64_t new_head) {
-  if (data_size_ < 8 * kReleaseChunk) return;
+  if (data_size_ < 8 * kReleaseChunk || data_size_ <= keep_) return;
   for (uint64_t lap = old_head / data_size_; lap * data_size_ < new_head; lap++) {
     const uint64_t base = lap * data_size_;
-    const uint64_t a = std::max(old_head, base) - base, b = std::min(new_head, base + data_size_) - base;
+    const uint64_t a = std::max(old_head, base) - base;
+    uint64_t b = std::min(new_head, base + data_size_) - base;
+    // A lap the head left at a wrap marker: its records ended in the marker's
+    // chunk; the rest of the lap (an early wrap leaves most of it) was not
+    // written in this lap.
+    if (new_head >= base + data_size_) b = std::min(data_size_, (a / kReleaseChunk + 1) * kReleaseChunk);
     // Chunks [k*C, min((k+1)*C, D)) whose end lies in (a, b]: wholly behind the new head.
     for (uint64_t end = (a / kReleaseChunk + 1) * kReleaseChunk;; end += kReleaseChunk) {
       const uint64_t e = std::min(end, data_size_);
       if (e > b) break;
       const uint64_t start = end - kReleaseChunk;
-      // The chunk's next incarnation starts at base + start + D. The new head
-      // is published, so senders may already be there: safe to drop only if
-      // none has written there, i.e. the tail (stable while we hold
-      // send_lock, which every write into the area holds) has not passed it.
-      if (!try_lock(Side::send)) return;  // a sender is busy: next time
-      if (hdr_->send.tail <= base + start + data_size_) ::madvise(data_ + start, e - start, MADV_REMOVE);
-      unlock(Side::send);
+      if (start >= keep_) {  // version 5 keeps the start: a ring lapping there takes no fault
+        // The chunk's next incarnation starts at base + start + D. The new head
+        // is published, so senders may already be there: safe to drop only if
+        // none has written there, i.e. the tail (stable while we hold
+        // send_lock, which every write into the area holds) has not passed it.
+        if (!try_lock(Side::send)) return;  // a sender is busy: next time
+        if (hdr_->send.tail <= base + start + data_size_) ::madvise(data_ + start, e - start, MADV_REMOVE);
+        unlock(Side::send);
+      }
       if (e == data_size_) break;
     }
   }
@@ -1010,6 +1088,37 @@ void Segment::settle_quota() {
   if (!l.ok()) return;
   settle_quota_locked();
   return_credit_locked();
+}
+
+Errc Segment::trim() {
+  if (version_ < 5) return Errc::ok;
+  if (reserved_ || viewed_) return Errc::busy;  // our own lock: Both would wait for ourselves
+  Both l(*this);
+  if (!l.ok()) return l.error();
+  SegmentHeader* h = hdr_;
+  const uint64_t tail = h->send.tail, off = tail % data_size_;
+  if (h->recv.head != tail || h->recv.popped != h->send.next_seq) return Errc::busy;
+  if (off != 0) {  // to offset 0 of the next lap, as restart_if_empty_locked()
+    if (data_size_ - off >= kRecHdr) {
+      if (Errc e = populate_locked(tail, tail + kRecHdr); e != Errc::ok) return e;
+      RecordHeader m{};
+      m.len = layout::kWrapMarker;
+      std::memcpy(data_ + off, &m, kRecHdr);
+    }
+    const uint64_t next = tail + (data_size_ - off);
+    layout::SendState sn = h->send;
+    sn.tail = next;
+    commit_send_locked(sn);
+    layout::RecvState rn = h->recv;
+    rn.head = next;
+    commit_recv_locked(rn);
+    seen_head_ = next;
+  }
+  // Lowered before the memory goes: dying in between only populates again.
+  std::atomic_ref<uint64_t>(h->populated).store(0, std::memory_order_relaxed);
+  std::atomic_ref<uint64_t>(h->lap_max).store(0, std::memory_order_relaxed);
+  ::madvise(data_, data_size_, MADV_REMOVE);
+  return Errc::ok;
 }
 
 Errc Segment::discard_all(bool deleted_too) {

@@ -173,6 +173,12 @@ class Segment {
   // Gives back the quota that receives freed but still hold and the credit
   // sends took ahead (each less than a batch, see set_control()).
   void settle_quota();
+  // For an idle mailbox: if the ring is empty, moves it to the start of the
+  // next lap and gives all of its record area's memory back (what stays
+  // resident is the header's page). Costs a few page faults at the next send;
+  // meant for mailboxes nobody has used for a while. busy: something is
+  // queued (nothing done); contended in no_wait mode; version 4: nothing done.
+  Errc trim();
 
   // Futex protocol: wakes non-daemon sleepers, and kicks the daemon's doorbell
   // when a non-daemon participant (by_daemon=false) changed a watched ring.
@@ -227,7 +233,15 @@ class Segment {
   // of kReleaseChunk): bounds what a mailbox holding one message keeps.
   static constexpr uint64_t kPopulateChunk = 64 * 1024;
   static_assert(kReleaseChunk % kPopulateChunk == 0);
-  Errc populate_locked(uint64_t end) const;
+  Errc populate_locked(uint64_t from, uint64_t end) const;
+  // Version 5: the ring may wrap before the end of its area (room_locked()).
+  bool early_wrap_locked(uint64_t off, uint64_t rec) const;
+  bool sizing_sane() const;
+  // Version 5: the lap an early wrap starts at least kSoftWrap into, and the
+  // empty ring restarts from there; the kept area is allocated this much at a time.
+  static constexpr uint64_t kSoftWrap = 32 * 1024;
+  static constexpr uint64_t kKeepChunk = 16 * 1024;
+  static_assert(layout::kKeepResident % kReleaseChunk == 0 && layout::kKeepResident % kKeepChunk == 0);
   void commit_send_locked(const layout::SendState& n) const;
   void commit_recv_locked(const layout::RecvState& n) const;
   void empty_both_locked();
@@ -247,6 +261,10 @@ class Segment {
   char* data_ = nullptr;
   // Private copies of the geometry: never re-read from shared memory.
   uint64_t capacity_ = 0, max_message_ = 0, data_size_ = 0;
+  uint32_t version_ = 0;
+  // The part of the area kept resident (layout::kKeepResident, or all of a
+  // smaller area): 0 for a version 4 segment, whose every chunk is released.
+  uint64_t keep_ = 0;
   layout::ControlHeader* ctl_ = nullptr;
   uint64_t settle_batch_ = 0, send_batch_ = 0;
   bool no_wait_ = false;  // see set_no_wait()
@@ -267,6 +285,7 @@ class Segment {
   // last checked tail_pub and looked whether the ring could restart at
   // offset 0 (see room_locked()).
   uint64_t checked_page_ = UINT64_MAX;
+  uint64_t wrap_checked_page_ = UINT64_MAX;  // the same for an early wrap's fresh look at head_pub
   uint64_t recv_checked_page_ = UINT64_MAX;  // the same for head_pub (oldest_locked())
   // An open reservation or view holds its side's lock (see reserve(), view()).
   struct Reserved {

@@ -127,9 +127,12 @@ bool StateDir::take_over(const std::string& cpath) {
   if (p == MAP_FAILED) return false;
   Mapping m(p, 4096);
   auto* c = static_cast<layout::ControlHeader*>(p);
+  // The control header is the same in versions 4 and 5; version 4 segments
+  // are attached as they are (Segment::attach).
   if (std::atomic_ref<uint64_t>(c->magic).load(std::memory_order_acquire) != layout::kControlMagic ||
-      c->version != layout::kVersion)
+      c->version < layout::kOldestVersion || c->version > layout::kVersion)
     return false;
+  c->version = layout::kVersion;
   ctl_ = std::move(m);
   return true;
 }

@@ -27,7 +27,7 @@ using ut::TempDir;
 constexpr uint64_t kChunk = 256 * 1024;  // Segment::kReleaseChunk
 constexpr size_t kBody = 72;             // messages of 16..88 bytes, as in issue 17
 
-enum class Op { pop, view, push };
+enum class Op { pop, view, push, wrap };  // wrap: a push that wraps early (layout version 5)
 
 // {producer, index} of an intact make_msg(.., kBody) message, or nullopt.
 std::optional<std::pair<uint32_t, uint32_t>> check(const std::string& m) {
@@ -133,18 +133,24 @@ bool run_to(pid_t pid, const std::vector<uint64_t>& rips, size_t k) {
 
 class SegmentKill : public ::testing::TestWithParam<Op> {};
 
-// Fills a mailbox (capacity 10000, 88-byte messages, data area of several
-// chunks) and receives until the next receive moves the head past the end
-// of the first 256 KiB chunk; or, for a send, until the next send enters a
-// new chunk. Then kills a participant at every instruction of that step.
+// Fills a mailbox (capacity 30000, 88-byte messages, data area of several
+// chunks, laps longer than the kept area) and receives until the next
+// receive moves the head past the end of the first 256 KiB chunk beyond the
+// kept area (the first one a receive releases); or, for a send, until the
+// next send enters a new chunk. Then kills a participant at every
+// instruction of that step. Wrap: a mailbox of capacity 64 with ten queued,
+// whose next send wraps to offset 0 from 32 KiB into its area.
 TEST_P(SegmentKill, AtEveryInstructionNothingCorruptAtMostOneLost) {
   const Op op = GetParam();
+  const bool sends = op == Op::push || op == Op::wrap;
   TempDir d;
   SharedControl ctl;
   const std::string path = d.file("s");
-  Segment seg = ut::make_segment(path, 10000, 1024, ctl);
+  Segment seg = ut::make_segment(path, op == Op::wrap ? 64 : 30000, 1024, ctl);
   ASSERT_TRUE(seg.valid());
-  ASSERT_GE(seg.data_size(), 8 * kChunk);  // chunks are released at all
+  if (op != Op::wrap) {
+    ASSERT_GE(seg.data_size(), 8 * kChunk);  // chunks are released at all
+  }
   const Sender me{1, 0, 0};
   uint32_t next = 0, first = 0;
   auto push_one = [&] {
@@ -152,23 +158,35 @@ TEST_P(SegmentKill, AtEveryInstructionNothingCorruptAtMostOneLost) {
     ASSERT_TRUE(seg.push(m.data(), m.size(), me, 1).ok());
     next++;
   };
-  if (op == Op::push) {
+  if (op == Op::wrap) {
+    const uint64_t rec = layout::record_size(ut::make_msg(1, 0, kBody).size());  // operate()'s
+    std::string out;
+    while (seg.header()->send.tail + rec <= 32 * 1024) {
+      push_one();
+      if (next - first > 10) {
+        ASSERT_TRUE(seg.pop(out, 1).ok());
+        first++;
+      }
+    }
+  } else if (op == Op::push) {
     // Until one more record would cross into the second chunk.
     const uint64_t rec = layout::record_size(ut::make_msg(1, 0, kBody).size());  // operate()'s
     while (seg.header()->send.tail + rec <= kChunk) push_one();
   } else {
-    for (int i = 0; i < 4000; i++) push_one();
+    const uint64_t end = layout::kKeepResident + kChunk;
+    while (seg.header()->send.tail < end + 64 * 1024) push_one();
     std::string out;
     for (;;) {
       auto len = seg.peek_len();
       ASSERT_TRUE(len.ok());
-      if (seg.header()->recv.head + layout::record_size(*len) >= kChunk) break;
+      if (seg.header()->recv.head + layout::record_size(*len) >= end) break;
       ASSERT_TRUE(seg.pop(out, 1).ok());
       first++;
     }
   }
   const uint64_t queued = next - first;
-  const size_t used = layout::kHeaderSize + seg.header()->send.tail + 64 * 1024;
+  const size_t used = std::min(layout::kHeaderSize + seg.header()->send.tail + 64 * 1024,
+                               layout::kHeaderSize + seg.data_size());
   Snapshot snap;
   snap.take(path, used);
   ASSERT_FALSE(HasFatalFailure());
@@ -180,8 +198,10 @@ TEST_P(SegmentKill, AtEveryInstructionNothingCorruptAtMostOneLost) {
     warm->set_control(ctl.get());
     ASSERT_TRUE(operate(*warm, op, false));
     ASSERT_EQ(::stat(path.c_str(), &after), 0);
-    // The receive gave the passed chunk back; the send took the new one.
-    if (op == Op::push) EXPECT_GT(after.st_blocks, before.st_blocks);
+    // The receive gave the passed chunk back; the send took the new one; the
+    // wrap went to the start.
+    if (op == Op::wrap) EXPECT_LT(warm->header()->send.tail % seg.data_size(), 1024u);
+    else if (op == Op::push) EXPECT_GT(after.st_blocks, before.st_blocks);
     else EXPECT_LE(after.st_blocks * 512 + kChunk, uint64_t(before.st_blocks) * 512);
   }
 
@@ -225,7 +245,7 @@ TEST_P(SegmentKill, AtEveryInstructionNothingCorruptAtMostOneLost) {
       out.clear();
     }
     ASSERT_EQ(got.size(), s.count) << "at " << k;
-    if (op == Op::push) {
+    if (sends) {
       // The new message is either not there (counted lost if the sender
       // died holding the lock) or fully there, after all the others.
       ASSERT_GE(got.size(), queued);
@@ -254,9 +274,13 @@ TEST_P(SegmentKill, AtEveryInstructionNothingCorruptAtMostOneLost) {
   EXPECT_GT(missing_after_commit, 0);
 }
 
-INSTANTIATE_TEST_SUITE_P(Ops, SegmentKill, ::testing::Values(Op::pop, Op::view, Op::push), [](const auto& info) {
-  return std::string(info.param == Op::pop ? "Receive" : info.param == Op::view ? "View" : "Send");
-});
+INSTANTIATE_TEST_SUITE_P(Ops, SegmentKill, ::testing::Values(Op::pop, Op::view, Op::push, Op::wrap),
+                         [](const auto& info) {
+                           return std::string(info.param == Op::pop    ? "Receive"
+                                              : info.param == Op::view ? "View"
+                                              : info.param == Op::push ? "Send"
+                                                                        : "SendThatWrapsEarly");
+                         });
 
 }  // namespace
 }  // namespace mbx

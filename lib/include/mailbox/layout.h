@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: MIT
-// The shared-memory layout of one mailbox segment, version 4.
+// The shared-memory layout of one mailbox segment, version 5.
 //
 // This is data, not objects: every participant (the mailboxfs daemon, and any
 // program that maps the segment) reads and writes these bytes directly, so the
@@ -11,7 +11,10 @@
 // A record is a RecordHeader followed by `len` payload bytes, padded to 8.
 // Records never wrap: when the space left before the end of the area is too
 // small, the writer leaves a wrap marker (or nothing, if even a header does not
-// fit) and continues at offset 0 of the next lap.
+// fit) and continues at offset 0 of the next lap. Since version 5 a sender
+// may also wrap early, anywhere, once the lap is long enough for the capacity
+// at the lap's largest record (`lap_max`): the area is address space sized for
+// the worst case, the ring uses what traffic needs.
 #pragma once
 #include <pthread.h>
 
@@ -22,10 +25,18 @@
 namespace mbx::layout {
 
 inline constexpr uint64_t kMagic = 0x31584f424c49414dULL;  // "MAILBOX1", little-endian
-inline constexpr uint32_t kVersion = 4;
+inline constexpr uint32_t kVersion = 5;
+// Version 4 segments (left by an older daemon) are still attached and used as
+// version 4 used them: no early wrap, `lap_max` and `populated` unused.
+inline constexpr uint32_t kOldestVersion = 4;
 inline constexpr uint64_t kHeaderSize = 4096;
 inline constexpr uint64_t kUnbounded = UINT64_MAX;   // capacity: limited by the quota only
 inline constexpr uint32_t kWrapMarker = UINT32_MAX;  // RecordHeader::len of a wrap marker
+// Version 5: the first kKeepResident bytes of the record area (or all of a
+// smaller one) are never released while the mailbox is in use, so a ring that
+// laps within them takes no page fault; chunks beyond are given back as the
+// receivers pass them, as in version 4.
+inline constexpr uint64_t kKeepResident = 2u << 20;
 
 // SegmentHeader::state
 enum : uint32_t { kLive = 0, kRetired = 1, kDeleted = 2, kCorrupt = 3 };
@@ -122,6 +133,15 @@ struct SegmentHeader {
   alignas(64) std::atomic<uint64_t> tail_pub;
   std::atomic<uint32_t> pushed;
   uint32_t reserved3;
+  // Version 5, guarded by send_lock, sender policy only (no value of either
+  // can make a participant read or write outside the live records; a value
+  // out of range marks the segment corrupt). `lap_max`: the largest record
+  // pushed in the tail's lap (early wraps wait until the lap holds
+  // `capacity` of those). `populated`: the record area [0, populated) is
+  // allocated (MADV_POPULATE_WRITE) and stays so, up to kKeepResident; only
+  // Segment::trim() lowers it, before it releases the memory.
+  uint64_t lap_max;
+  uint64_t populated;
 
   // Written by receivers, read by senders: recv.head and recv.popped, stored
   // with release after the record is copied out; `popped` is the futex word
@@ -146,6 +166,9 @@ struct SegmentHeader {
   std::atomic<uint32_t> sleeping_senders;    // non-daemon participants waiting on `popped`
 };
 static_assert(sizeof(SegmentHeader) <= kHeaderSize);
+// Version 5 only used padding: every version 4 field keeps its offset.
+static_assert(offsetof(SegmentHeader, head_pub) == 512 && offsetof(SegmentHeader, daemon_watch) == 576 &&
+              offsetof(SegmentHeader, lap_max) == 464 && sizeof(SegmentHeader) == 640);
 static_assert(std::atomic<uint32_t>::is_always_lock_free);
 static_assert(std::atomic<uint64_t>::is_always_lock_free);
 
