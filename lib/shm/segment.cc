@@ -378,8 +378,7 @@ Result<Segment> Segment::attach(const std::string& path, bool no_wait) {
   // Validate everything the geometry depends on before trusting any offset.
   if (std::atomic_ref<uint64_t>(h->magic).load(std::memory_order_acquire) != layout::kMagic ||
       h->version < layout::kOldestVersion || h->version > layout::kVersion || h->header_size != layout::kHeaderSize ||
-      h->data_size != total - layout::kHeaderSize || h->data_size % kPage != 0 ||
-      h->max_message > UINT32_MAX - 64 ||
+      h->data_size != total - layout::kHeaderSize || h->data_size % kPage != 0 || h->max_message > UINT32_MAX - 64 ||
       h->data_size < layout::record_size(h->max_message) * 2)
     return Errc::bad_message;
   Segment s;
@@ -447,8 +446,8 @@ bool Segment::check_ring_locked() const {
   if (h->tail_pub.load(std::memory_order_relaxed) != h->send.tail ||
       h->head_pub.load(std::memory_order_relaxed) != h->recv.head ||
       h->popped_pub.load(std::memory_order_relaxed) != h->recv.popped || h->recv.popped > h->send.next_seq ||
-      h->send.quota_credit > credit_bound() || !sizing_sane() ||
-      h->recv.popped_bytes > h->send.sent_bytes || h->recv.popped_record_bytes > h->send.sent_record_bytes)
+      h->send.quota_credit > credit_bound() || !sizing_sane() || h->recv.popped_bytes > h->send.sent_bytes ||
+      h->recv.popped_record_bytes > h->send.sent_record_bytes)
     return false;
   uint64_t count = 0, bytes = 0, rec_bytes = 0;
   const bool ok = walk_locked([&](uint64_t, const RecordHeader& r, const char*) {
@@ -501,7 +500,7 @@ void Segment::restart_if_empty_locked() {
   const uint64_t tail = h->send.tail;
   const uint64_t off = tail % data_size_;
   if (off < std::min<uint64_t>(version_ >= 5 ? kSoftWrap : kRestartAt, data_size_ / 4)) return;
-  if (h->head_pub.load(std::memory_order_acquire) != tail) return;  // not empty
+  if (h->head_pub.load(std::memory_order_acquire) != tail) return;                               // not empty
   if (data_size_ - off >= kRecHdr && populate_locked(tail, tail + kRecHdr) != Errc::ok) return;  // the marker's page
   if (!try_lock(Side::recv)) return;
   if (h->recv.head == tail && h->state.load(std::memory_order_acquire) == layout::kLive) {

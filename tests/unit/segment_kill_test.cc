@@ -279,7 +279,7 @@ INSTANTIATE_TEST_SUITE_P(Ops, SegmentKill, ::testing::Values(Op::pop, Op::view, 
                            return std::string(info.param == Op::pop    ? "Receive"
                                               : info.param == Op::view ? "View"
                                               : info.param == Op::push ? "Send"
-                                                                        : "SendThatWrapsEarly");
+                                                                       : "SendThatWrapsEarly");
                          });
 
 }  // namespace

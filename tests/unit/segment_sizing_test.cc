@@ -24,9 +24,7 @@ using ut::TempDir;
 // The defaults of a mount: capacity 64, max_message 1 MiB.
 constexpr uint64_t kCap = 64, kMax = 1u << 20;
 
-Segment default_segment(const std::string& path, SharedControl& ctl) {
-  return ut::make_segment(path, kCap, kMax, ctl);
-}
+Segment default_segment(const std::string& path, SharedControl& ctl) { return ut::make_segment(path, kCap, kMax, ctl); }
 
 // Pages of the whole mapping (header included) in memory.
 size_t resident_pages(const Segment& s) {
@@ -113,7 +111,9 @@ TEST(SegmentSizing, LargeMessagesStillFitTheCapacity) {
   const std::string small(4000, 's');
   for (int i = 0; i < 5000; i++) {  // settled, wrapping early, some queued
     ASSERT_TRUE(s.push(small.data(), small.size(), {}, 0).ok()) << i;
-    if (i >= 10) { ASSERT_TRUE(s.pop(out, 0).ok()); }
+    if (i >= 10) {
+      ASSERT_TRUE(s.pop(out, 0).ok());
+    }
   }
   const std::string big(kMax, 'B');
   ASSERT_TRUE(s.push(big.data(), big.size(), {}, 0).ok());  // behind ten small ones
@@ -133,7 +133,9 @@ TEST(SegmentSizing, LargeMessagesStillFitTheCapacity) {
   // beyond the kept area is released as the head passes it.
   for (int i = 0; i < 20000; i++) {
     ASSERT_TRUE(s.push(small.data(), small.size(), {}, 0).ok()) << i;
-    if (i >= 40) { ASSERT_TRUE(s.pop(out, 0).ok()); }
+    if (i >= 40) {
+      ASSERT_TRUE(s.pop(out, 0).ok());
+    }
   }
   EXPECT_LE(resident_pages(s), (layout::kKeepResident + 2 * kMax) / 4096);
   EXPECT_EQ(s.header()->state.load(), layout::kLive);
@@ -158,7 +160,9 @@ TEST(SegmentSizing, IdleMailboxesHoldLittleMemory) {
   // Lagging traffic grows the ring; trim() of the emptied ring gives it all back.
   for (int i = 0; i < 3000; i++) {
     ASSERT_TRUE(s.push(m.data(), m.size(), {}, 0).ok());
-    if (i >= 60) { ASSERT_TRUE(s.pop(out, 0).ok()); }
+    if (i >= 60) {
+      ASSERT_TRUE(s.pop(out, 0).ok());
+    }
   }
   EXPECT_GT(resident_pages(s) * 4096, 64u * 1024);
   EXPECT_EQ(s.trim(), Errc::busy);  // not while something is queued
