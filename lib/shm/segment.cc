@@ -255,20 +255,44 @@ Segment::~Segment() {
 }
 
 // Holds one half's lock for a scope.
-class Segment::Locked {
+// Holds one half's lock for a scope. The lock may not be taken (contended,
+// corrupt, or the state says stop): the caller checks ok() and touches
+// nothing of that half otherwise (the checker assumes it held from the start).
+class SCOPED_CAPABILITY Segment::SendLocked {
  public:
-  Locked(const Segment& s, Side side, bool any_state = false) : s_(s), side_(side) { err_ = s.lock(side, any_state); }
-  ~Locked() {
-    if (err_ == Errc::ok) s_.unlock(side_);
+  explicit SendLocked(const Segment& s, bool any_state = false) ACQUIRE(s.send_lock_) NO_THREAD_SAFETY_ANALYSIS
+      : s_(s) {
+    err_ = s.lock(Side::send, any_state);
   }
-  Locked(const Locked&) = delete;
-  Locked& operator=(const Locked&) = delete;
+  ~SendLocked() RELEASE() NO_THREAD_SAFETY_ANALYSIS {
+    if (err_ == Errc::ok) s_.unlock(Side::send);
+  }
+  SendLocked(const SendLocked&) = delete;
+  SendLocked& operator=(const SendLocked&) = delete;
   bool ok() const { return err_ == Errc::ok; }
   Errc error() const { return err_; }
 
  private:
   const Segment& s_;
-  Side side_;
+  Errc err_;
+};
+
+class SCOPED_CAPABILITY Segment::RecvLocked {
+ public:
+  explicit RecvLocked(const Segment& s, bool any_state = false) ACQUIRE(s.recv_lock_) NO_THREAD_SAFETY_ANALYSIS
+      : s_(s) {
+    err_ = s.lock(Side::recv, any_state);
+  }
+  ~RecvLocked() RELEASE() NO_THREAD_SAFETY_ANALYSIS {
+    if (err_ == Errc::ok) s_.unlock(Side::recv);
+  }
+  RecvLocked(const RecvLocked&) = delete;
+  RecvLocked& operator=(const RecvLocked&) = delete;
+  bool ok() const { return err_ == Errc::ok; }
+  Errc error() const { return err_; }
+
+ private:
+  const Segment& s_;
   Errc err_;
 };
 
@@ -278,9 +302,10 @@ class Segment::Locked {
 // for each other would deadlock. So recv_lock is only tried under send_lock;
 // if it is busy, send_lock is given back, recv_lock waited for on its own
 // (and given back), and the whole taken again.
-class Segment::Both {
+class SCOPED_CAPABILITY Segment::Both {
  public:
-  explicit Both(const Segment& s, bool any_state = false) : s_(s) {
+  explicit Both(const Segment& s, bool any_state = false) ACQUIRE(s.send_lock_, s.recv_lock_) NO_THREAD_SAFETY_ANALYSIS
+      : s_(s) {
     for (int round = 0;; round++) {
       err_ = s.lock(Side::send, any_state);  // checks the state too: stable while held
       if (err_ != Errc::ok) return;
@@ -296,7 +321,7 @@ class Segment::Both {
       }
     }
   }
-  ~Both() {
+  ~Both() RELEASE() NO_THREAD_SAFETY_ANALYSIS {
     if (err_ != Errc::ok) return;
     s_.unlock(Side::recv);
     s_.unlock(Side::send);
@@ -480,7 +505,7 @@ uint64_t Segment::queued_locked() const {
 bool Segment::full_locked() const { return capacity_ != layout::kUnbounded && queued_locked() >= effective_capacity(); }
 
 bool Segment::full() {
-  Locked l(*this, Side::send);
+  SendLocked l(*this);
   if (l.error() == Errc::contended)  // SYNC POINT: acquire as in queued_locked()
     return capacity_ != layout::kUnbounded &&
            load_word(hdr_->send.next_seq) -
@@ -502,7 +527,7 @@ void Segment::restart_if_empty_locked() {
   if (off < std::min<uint64_t>(version_ >= 5 ? kSoftWrap : kRestartAt, data_size_ / 4)) return;
   if (h->head_pub.load(std::memory_order_acquire) != tail) return;                               // not empty
   if (data_size_ - off >= kRecHdr && populate_locked(tail, tail + kRecHdr) != Errc::ok) return;  // the marker's page
-  if (!try_lock(Side::recv)) return;
+  if (!try_lock_recv()) return;
   if (h->recv.head == tail && h->state.load(std::memory_order_acquire) == layout::kLive) {
     const uint64_t next = tail + (data_size_ - off);
     if (data_size_ - off >= kRecHdr) {
@@ -522,7 +547,7 @@ void Segment::restart_if_empty_locked() {
     // Nothing queued: the next lap's records are not known yet.
     if (version_ >= 5) std::atomic_ref<uint64_t>(h->lap_max).store(0, std::memory_order_relaxed);
   }
-  unlock(Side::recv);
+  unlock_recv();
 }
 
 // Version 5: whether a record of `rec` bytes that would go at offset `off`
@@ -741,7 +766,7 @@ Result<uint64_t> Segment::push(const char* data, size_t len, const Sender& from,
   if (reserved_ || viewed_) return Errc::busy;
   if (len > max_message_) return Errc::msg_size;
   const uint64_t rec = layout::record_size(len);
-  Locked l(*this, Side::send);
+  SendLocked l(*this);
   if (!l.ok()) return l.error();
   auto room = room_locked(rec, force);
   if (!room) return room.error();
@@ -752,7 +777,9 @@ Result<uint64_t> Segment::push(const char* data, size_t len, const Sender& from,
   return seq;
 }
 
-Result<char*> Segment::reserve(size_t len, const Sender& from, int64_t now_ns) {
+// Not checked: the send lock stays held after it returns, until commit_reserved()
+// or abort_reserved() (reserved_ says so).
+Result<char*> Segment::reserve(size_t len, const Sender& from, int64_t now_ns) NO_THREAD_SAFETY_ANALYSIS {
   if (reserved_ || viewed_) return Errc::busy;  // as push()
   if (len > max_message_) return Errc::msg_size;
   const uint64_t rec = layout::record_size(len);
@@ -767,7 +794,8 @@ Result<char*> Segment::reserve(size_t len, const Sender& from, int64_t now_ns) {
   return data_ + room->at % data_size_ + kRecHdr;
 }
 
-uint64_t Segment::commit_reserved() {
+// Not checked: releases the send lock reserve() left held.
+uint64_t Segment::commit_reserved() NO_THREAD_SAFETY_ANALYSIS {
   const uint64_t seq = hdr_->send.next_seq;
   write_record_locked(reserved_->room, reserved_->len, reserved_->from, reserved_->now_ns);
   reserved_.reset();
@@ -888,7 +916,7 @@ Errc Segment::remove_oldest_locked(const Found& f, int64_t now_ns) {
 
 Result<Segment::Popped> Segment::pop(std::string& out, int64_t now_ns, size_t max_len) {
   if (viewed_) return Errc::busy;  // our own view holds recv_lock
-  Locked l(*this, Side::recv);
+  RecvLocked l(*this);
   if (!l.ok()) return l.error();
   auto f = oldest_locked();
   if (!f) return f.error();
@@ -904,7 +932,7 @@ Result<Segment::Popped> Segment::pop(std::string& out, int64_t now_ns, size_t ma
 
 Result<Segment::PoppedInto> Segment::pop_into(void* buf, size_t cap, int64_t now_ns) {
   if (viewed_) return Errc::busy;  // our own view holds recv_lock
-  Locked l(*this, Side::recv);
+  RecvLocked l(*this);
   if (!l.ok()) return l.error();
   auto f = oldest_locked();
   if (!f) return f.error();
@@ -914,7 +942,9 @@ Result<Segment::PoppedInto> Segment::pop_into(void* buf, size_t cap, int64_t now
   return PoppedInto{f->r.seq, Sender{f->r.pid, f->r.uid, f->r.gid}, f->r.len};
 }
 
-Result<Segment::View> Segment::view(int64_t now_ns) {
+// Not checked: the receive lock stays held after it returns, until
+// release_view() or cancel_view() (viewed_ says so).
+Result<Segment::View> Segment::view(int64_t now_ns) NO_THREAD_SAFETY_ANALYSIS {
   if (viewed_) return Errc::busy;
   if (Errc e = lock(Side::recv, false); e != Errc::ok) return e;
   auto f = oldest_locked();
@@ -927,7 +957,8 @@ Result<Segment::View> Segment::view(int64_t now_ns) {
   return View{data_ + f->pos % data_size_ + kRecHdr, f->r.len, f->r.seq, Sender{f->r.pid, f->r.uid, f->r.gid}};
 }
 
-void Segment::release_view() {
+// Not checked: releases the receive lock view() left held.
+void Segment::release_view() NO_THREAD_SAFETY_ANALYSIS {
   (void)remove_oldest_locked(*viewed_, view_now_ns_);  // a library participant: never the handler's case
   viewed_.reset();
   unlock(Side::recv);
@@ -939,7 +970,7 @@ void Segment::cancel_view() {
 }
 
 Result<uint32_t> Segment::peek_len() {
-  Locked l(*this, Side::recv);
+  RecvLocked l(*this);
   if (!l.ok()) return l.error();
   auto f = oldest_locked();
   if (!f) return f.error();
@@ -970,7 +1001,8 @@ Segment::Withdrawn Segment::try_withdraw(uint64_t seq) {
   return Withdrawn::taken_back;
 }
 
-SegmentStats Segment::stats() {
+// Not checked: both locks are taken only when no reservation or view holds one.
+SegmentStats Segment::stats() NO_THREAD_SAFETY_ANALYSIS {
   // Our own reservation or view holds one lock, and taking both (send_lock
   // first) would wait on ourselves: then the counters are read as they are.
   std::optional<Both> l;
@@ -1003,13 +1035,13 @@ SegmentStats Segment::read_stats() const {
 
 uint64_t Segment::consumed_seq() {
   if (viewed_) return hdr_->recv.consumed_seq;  // our own view holds recv_lock
-  Locked l(*this, Side::recv, /*any_state=*/true);
+  RecvLocked l(*this, /*any_state=*/true);
   // Held elsewhere (no_wait): it only grows, so the last value stored is a safe underestimate.
   return load_word(hdr_->recv.consumed_seq);
 }
 
 uint64_t Segment::max_queued_len() {
-  Locked l(*this, Side::recv);
+  RecvLocked l(*this);
   if (!l.ok()) return l.error() == Errc::bad_message || l.error() == Errc::contended ? UINT64_MAX : 0;
   uint64_t longest = 0;
   const bool ok = walk_locked([&](uint64_t, const RecordHeader& r, const char*) {

@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "base/errc.h"
+#include "base/mutex.h"
 #include "base/unique_fd.h"
 #include "mailbox/layout.h"
 
@@ -197,7 +198,15 @@ class Segment {
 
  private:
   enum class Side { send, recv };
-  class Locked;
+  // The header's two robust process-shared mutexes, as clang's lock checker
+  // sees them: `send_lock_` stands for hdr_->send_lock, `recv_lock_` for
+  // hdr_->recv_lock. Taken only through the scoped guards SendLocked,
+  // RecvLocked and Both (or a reservation or view, which holds one across
+  // calls), and the functions below say which they need held.
+  class CAPABILITY("robust mutex") RobustMutex {};
+  mutable RobustMutex send_lock_, recv_lock_;
+  class SendLocked;
+  class RecvLocked;
   class Both;
   struct Found {  // where the oldest record is
     uint64_t pos;
@@ -207,51 +216,54 @@ class Segment {
     uint64_t at;
     bool wrap;
   };
-  Errc lock(Side side, bool any_state) const;
-  void unlock(Side side) const;
-  bool try_lock(Side side) const;
+  // The primitives behind the guards (not checked: which lock is a runtime value).
+  Errc lock(Side side, bool any_state) const NO_THREAD_SAFETY_ANALYSIS;
+  void unlock(Side side) const NO_THREAD_SAFETY_ANALYSIS;
+  bool try_lock(Side side) const NO_THREAD_SAFETY_ANALYSIS;
+  bool try_lock_recv() const TRY_ACQUIRE(true, recv_lock_) NO_THREAD_SAFETY_ANALYSIS { return try_lock(Side::recv); }
+  void unlock_recv() const RELEASE(recv_lock_) NO_THREAD_SAFETY_ANALYSIS { unlock(Side::recv); }
   int try_acquire(pthread_mutex_t* m) const;
   Errc held_elsewhere(pthread_mutex_t* m) const;
   bool header_intact() const;
   SegmentStats read_stats() const;
-  bool check_ring_locked() const;
-  bool recover_send_locked() const;
-  bool recover_recv_locked() const;
+  bool check_ring_locked() const REQUIRES(send_lock_, recv_lock_);
+  bool recover_send_locked() const REQUIRES(send_lock_);
+  bool recover_recv_locked() const REQUIRES(recv_lock_);
   bool positions_sane() const;
   template <class F>
-  bool walk_locked(F&& f) const;
-  Result<Found> oldest_locked();
-  Result<Room> room_locked(uint64_t rec, bool force);
-  Errc charge_quota_locked(uint64_t rec, bool force);
-  void write_record_locked(const Room& room, size_t len, const Sender& from, int64_t now_ns);
-  Errc remove_oldest_locked(const Found& f, int64_t now_ns);
-  void release_passed_locked(uint64_t old_head, uint64_t new_head);
-  void restart_if_empty_locked();
+  bool walk_locked(F&& f) const REQUIRES(recv_lock_);
+  Result<Found> oldest_locked() REQUIRES(recv_lock_);
+  Result<Room> room_locked(uint64_t rec, bool force) REQUIRES(send_lock_);
+  Errc charge_quota_locked(uint64_t rec, bool force) REQUIRES(send_lock_);
+  void write_record_locked(const Room& room, size_t len, const Sender& from, int64_t now_ns) REQUIRES(send_lock_);
+  Errc remove_oldest_locked(const Found& f, int64_t now_ns) REQUIRES(recv_lock_);
+  void release_passed_locked(uint64_t old_head, uint64_t new_head) REQUIRES(recv_lock_);
+  void restart_if_empty_locked() REQUIRES(send_lock_);
   static constexpr uint64_t kRestartAt = 64 * 1024;
   static constexpr uint64_t kReleaseChunk = 256 * 1024;
   // Sends allocate the record area's memory this much at a time (a divisor
   // of kReleaseChunk): bounds what a mailbox holding one message keeps.
   static constexpr uint64_t kPopulateChunk = 64 * 1024;
   static_assert(kReleaseChunk % kPopulateChunk == 0);
-  Errc populate_locked(uint64_t from, uint64_t end) const;
+  Errc populate_locked(uint64_t from, uint64_t end) const REQUIRES(send_lock_);
   // Version 5: the ring may wrap before the end of its area (room_locked()).
-  bool early_wrap_locked(uint64_t off, uint64_t rec) const;
+  bool early_wrap_locked(uint64_t off, uint64_t rec) const REQUIRES(send_lock_);
   bool sizing_sane() const;
   // Version 5: the lap an early wrap starts at least kSoftWrap into, and the
   // empty ring restarts from there; the kept area is allocated this much at a time.
   static constexpr uint64_t kSoftWrap = 32 * 1024;
   static constexpr uint64_t kKeepChunk = 16 * 1024;
   static_assert(layout::kKeepResident % kReleaseChunk == 0 && layout::kKeepResident % kKeepChunk == 0);
-  void commit_send_locked(const layout::SendState& n) const;
-  void commit_recv_locked(const layout::RecvState& n) const;
-  void empty_both_locked();
-  void settle_quota_locked(bool force = true) const;
-  void return_credit_locked() const;
+  void commit_send_locked(const layout::SendState& n) const REQUIRES(send_lock_);
+  void commit_recv_locked(const layout::RecvState& n) const REQUIRES(recv_lock_);
+  void empty_both_locked() REQUIRES(send_lock_, recv_lock_);
+  void settle_quota_locked(bool force = true) const REQUIRES(recv_lock_);
+  void return_credit_locked() const REQUIRES(send_lock_);
   void release_quota(uint64_t bytes) const;
   uint64_t credit_bound() const { return kBatchMax + layout::record_size(max_message_); }
   static constexpr uint64_t kBatchMax = 64 * 1024;
-  uint64_t queued_locked() const;
-  bool full_locked() const;
+  uint64_t queued_locked() const REQUIRES(send_lock_);
+  bool full_locked() const REQUIRES(send_lock_);
   uint64_t effective_capacity() const;
   void kick_daemon(uint32_t watch_bit);
 
