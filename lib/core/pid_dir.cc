@@ -217,7 +217,7 @@ Result<std::shared_ptr<Mailbox>> PidDir::box_of(uint64_t ino, const Sender& call
 }
 
 Result<std::string> PidDir::getxattr(uint64_t ino, std::string_view name, const Sender& c) {
-  if (attr::key(name).empty()) return Errc::no_data;
+  if (!attr::in_namespace(name)) return Errc::no_data;
   if (ino == kPidDirIno) {
     if (name == attr::kLinks) return std::to_string(direct_.links());
     if (name == attr::kDiscarded) return std::to_string(direct_.discarded());
@@ -240,7 +240,7 @@ Errc PidDir::setxattr(uint64_t ino, std::string_view, std::string_view, const Se
 }
 
 Errc PidDir::removexattr(uint64_t, std::string_view name) {
-  return attr::key(name).empty() ? Errc::no_data : Errc::perm;
+  return !attr::in_namespace(name) ? Errc::no_data : Errc::perm;
 }
 
 }  // namespace mbx

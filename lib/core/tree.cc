@@ -439,7 +439,7 @@ void Tree::clear_privs_on_write(uint64_t ino, const Sender& c) {
 // ---- user.mailbox.* ----------------------------------------------------------
 
 Result<std::string> Tree::getxattr(uint64_t ino, std::string_view name, const Sender& c) {
-  if (mailbox::attr::key(name).empty()) return Errc::no_data;
+  if (!mailbox::attr::in_namespace(name)) return Errc::no_data;
   auto box = mailbox(ino);
   if (!box) return Errc::no_data;
   return mailbox_xattr(*box, name, c.pid);
@@ -457,7 +457,7 @@ Errc Tree::setxattr(uint64_t ino, std::string_view name, std::string_view value,
     Node* n = find_locked(ino);
     if (!n) return Errc::not_found;
     if (!n->box) return Errc::not_supported;
-    if (mailbox::attr::key(name).empty()) return Errc::not_supported;
+    if (!mailbox::attr::in_namespace(name)) return Errc::not_supported;
     if (c.uid != 0 && c.uid != n->uid) return Errc::perm;  // settings belong to the owner
     box = n->box;
   }
@@ -474,7 +474,7 @@ Errc Tree::setxattr(uint64_t ino, std::string_view name, std::string_view value,
 
 Errc Tree::removexattr(uint64_t ino, std::string_view name) {
   auto box = mailbox(ino);
-  if (!box || mailbox::attr::key(name).empty()) return Errc::no_data;
+  if (!box || !mailbox::attr::in_namespace(name)) return Errc::no_data;
   return Errc::perm;  // the attributes are the mailbox's settings and counters
 }
 

@@ -269,6 +269,10 @@ TEST_F(TreeTest, Xattrs) {
   EXPECT_EQ(tree_->setxattr(999999, "user.mailbox.capacity", "1", kAlice), Errc::not_found);
   EXPECT_EQ(tree_->removexattr(f, "user.mailbox.capacity"), Errc::perm);
   EXPECT_EQ(tree_->removexattr(f, "user.other"), Errc::no_data);
+  // The namespace's prefix alone is in it: a non-owner is refused first.
+  EXPECT_EQ(tree_->setxattr(f, "user.mailbox.", "1", kBob), Errc::perm);
+  EXPECT_EQ(tree_->setxattr(f, "user.mailbox.", "1", kAlice), Errc::not_supported);
+  EXPECT_EQ(tree_->removexattr(f, "user.mailbox."), Errc::perm);
   // Counters and blocked pids.
   auto box = tree_->mailbox(f);
   auto& r = open(box, true, false);

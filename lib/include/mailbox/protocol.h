@@ -96,6 +96,8 @@ inline constexpr const char* kCounters[] = {kMessages,         kBytes,  kSent, k
                                             kBlockedReceivers, kSegment};
 inline constexpr const char* kDirectory[] = {kLinks, kDiscarded};
 
+// True for a name in the user.mailbox. namespace (the prefix alone included).
+inline constexpr bool in_namespace(std::string_view name) { return name.substr(0, kPrefix.size()) == kPrefix; }
 // The name without the prefix ("capacity"), which is also the setting's -o
 // option name; empty if `name` does not start with the prefix.
 inline constexpr std::string_view key(std::string_view name) {
