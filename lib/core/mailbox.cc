@@ -951,7 +951,10 @@ Errc Mailbox::set_once(std::string_view name, std::string_view value) {
     if (n.capacity != settings_.capacity || n.max_message != settings_.max_message) {
       // A new store of the new geometry, with the queued messages moved in order.
       if (!acks_.empty()) return Errc::busy;
-      if (store_->max_queued_len() > n.max_message) return Errc::busy;
+      // UINT64_MAX: it cannot tell now (a lock held elsewhere): set() tries again.
+      const uint64_t longest = store_->max_queued_len();
+      if (longest == UINT64_MAX) return Errc::contended;
+      if (longest > n.max_message) return Errc::busy;
       uint64_t first = 0;
       if (Errc e = store_->reshape(n, &first); e != Errc::ok) return e;  // contended: set() tries again
       // The moved messages are numbered from 0 in the new store, in order.
