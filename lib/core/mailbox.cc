@@ -18,7 +18,7 @@ namespace {
 using Guard = MutexLock;
 }
 
-Mailbox::Op::Op(Mailbox& m) NO_THREAD_SAFETY_ANALYSIS : m_(m) { m_.mu_.lock(); }
+Mailbox::Op::Op(Mailbox& m, bool settle) NO_THREAD_SAFETY_ANALYSIS : m_(m), settled_(!settle) { m_.mu_.lock(); }
 
 void Mailbox::Op::settle() NO_THREAD_SAFETY_ANALYSIS {
   m_.settle_locked(b);
@@ -54,10 +54,11 @@ std::unique_ptr<Handle> Mailbox::open(bool can_read, bool can_write, bool nonblo
 void Mailbox::release(Handle& h) {
   std::unique_ptr<PollToken> old;
   {
-    Op op(*this);
+    Op op(*this, /*settle=*/false);
     if (h.poll) {
       handles_.remove(&h);
       old = std::move(h.poll);
+      op.settle();
     }
     drop_wbuf_locked(h);
   }
@@ -871,7 +872,7 @@ Settings Mailbox::settings() {
 MailboxInfo Mailbox::info() {
   MailboxInfo i;
   {
-    Op op(*this);
+    Op op(*this, /*settle=*/false);  // a look: only a quarantine it finds is committed
     Batch& b = op.b;
     i.settings = settings_;
     i.removed = removed_;

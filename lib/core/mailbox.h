@@ -225,7 +225,9 @@ class Mailbox final : public std::enable_shared_from_this<Mailbox>, public Store
   // size is raised). So nothing is finished with mu_ held, by structure.
   class SCOPED_CAPABILITY Op {
    public:
-    explicit Op(Mailbox& m) ACQUIRE(m.mu_);
+    // settle = false: an operation that changes no ring or waiter list
+    // (info, a close without a poll) commits only what it collected.
+    explicit Op(Mailbox& m, bool settle = true) ACQUIRE(m.mu_);
     ~Op() RELEASE();
     // Settles now, for a call that looks at the result before its scope ends.
     void settle();
