@@ -2,7 +2,7 @@
 // bench-uring: does serving FUSE through io_uring (FUSE_OVER_IO_URING, one ring
 // per CPU) beat classic read(/dev/fuse)/writev on a datagram-style mailbox?
 // The probe mounts its own tiny filesystem (a root directory holding one file,
-// "box", direct_io and nonseekable): a write queues one message (up to 64
+// "box" and "box2", direct_io and nonseekable): a write queues one message (up to 64
 // queued, a write to a full queue waits), a read takes the oldest (a read of an
 // empty queue waits); waiting requests are parked and answered by the request
 // that makes them ready, as bench-floor does. No libfuse: the kernel protocol
@@ -53,7 +53,8 @@ constexpr size_t kDevBufSize = kMaxWrite + 4096;
 constexpr size_t kQueueCap = 64;
 constexpr unsigned kDepth = 8;  // ring entries per queue, libfuse's default
 constexpr uint64_t kRootIno = 1;
-constexpr uint64_t kBoxIno = 2;
+constexpr uint64_t kBoxIno = 2;  // "box"; "box2" is kBoxIno + 1
+constexpr size_t kBoxes = 2;
 constexpr size_t kMsgSize = 64;
 constexpr size_t kSqeSize = 128;  // IORING_SETUP_SQE128
 
@@ -493,15 +494,16 @@ class Server {
       case FUSE_LOOKUP: {
         // The name: the payload on the ring (arg 0 is empty), after the header classically.
         const char* name = r.ent ? (data_len ? data : op) : op;
-        if (in.nodeid != kRootIno || std::strcmp(name, "box") != 0) return reply(r, -ENOENT);
+        uint64_t ino = std::strcmp(name, "box") == 0 ? kBoxIno : std::strcmp(name, "box2") == 0 ? kBoxIno + 1 : 0;
+        if (in.nodeid != kRootIno || ino == 0) return reply(r, -ENOENT);
         fuse_entry_out e{};
-        e.nodeid = kBoxIno;
+        e.nodeid = ino;
         e.entry_valid = e.attr_valid = 3600;
-        e.attr = attr_of(kBoxIno);
+        e.attr = attr_of(ino);
         return reply(r, 0, &e, sizeof e);
       }
       case FUSE_GETATTR: {
-        if (in.nodeid != kRootIno && in.nodeid != kBoxIno) return reply(r, -ENOENT);
+        if (in.nodeid != kRootIno && !box_of(in.nodeid)) return reply(r, -ENOENT);
         fuse_attr_out a{};
         a.attr_valid = 3600;
         a.attr = attr_of(in.nodeid);
@@ -515,12 +517,14 @@ class Server {
       case FUSE_READ: {
         fuse_read_in ri;
         std::memcpy(&ri, op, sizeof ri);
-        return on_read(r, ri.size);
+        if (Box* b = box_of(in.nodeid)) return on_read(*b, r, ri.size);
+        return reply(r, -EISDIR);
       }
       case FUSE_WRITE: {
         fuse_write_in wi;
         std::memcpy(&wi, op, sizeof wi);
-        return on_write(r, std::string(data, std::min<size_t>(wi.size, data_len)));
+        if (Box* b = box_of(in.nodeid)) return on_write(*b, r, std::string(data, std::min<size_t>(wi.size, data_len)));
+        return reply(r, -EISDIR);
       }
       case FUSE_FLUSH:
       case FUSE_RELEASE:
@@ -535,48 +539,57 @@ class Server {
     }
   }
 
-  // The mailbox: deferred replies, answered after the lock is dropped.
-  void on_read(Req r, uint32_t size) {
+  // A mailbox: up to kQueueCap messages and the requests waiting on it.
+  struct Box {
+    std::deque<std::string> msgs;
+    std::deque<std::pair<Req, uint32_t>> parked_reads;
+    std::deque<std::pair<Req, std::string>> parked_writes;
+  };
+
+  Box* box_of(uint64_t ino) { return ino >= kBoxIno && ino < kBoxIno + kBoxes ? &boxes_[ino - kBoxIno] : nullptr; }
+
+  // Deferred replies, answered after the lock is dropped.
+  void on_read(Box& b, Req r, uint32_t size) {
     std::string msg;
     Req writer{};
     fuse_write_out wo{};
     bool have = false, unpark_writer = false;
     {
       std::lock_guard<std::mutex> lock(mu_);
-      if (!box_.empty()) {
-        msg = std::move(box_.front());
-        box_.pop_front();
+      if (!b.msgs.empty()) {
+        msg = std::move(b.msgs.front());
+        b.msgs.pop_front();
         have = true;
-        if (!parked_writes_.empty()) {
-          writer = parked_writes_.front().first;
-          wo.size = uint32_t(parked_writes_.front().second.size());
-          box_.push_back(std::move(parked_writes_.front().second));
-          parked_writes_.pop_front();
+        if (!b.parked_writes.empty()) {
+          writer = b.parked_writes.front().first;
+          wo.size = uint32_t(b.parked_writes.front().second.size());
+          b.msgs.push_back(std::move(b.parked_writes.front().second));
+          b.parked_writes.pop_front();
           unpark_writer = true;
         }
       } else {
-        parked_reads_.emplace_back(r, size);
+        b.parked_reads.emplace_back(r, size);
       }
     }
     if (have) reply(r, 0, msg.data(), std::min<size_t>(size, msg.size()));
     if (unpark_writer) reply(writer, 0, &wo, sizeof wo);
   }
 
-  void on_write(Req r, std::string msg) {
+  void on_write(Box& b, Req r, std::string msg) {
     fuse_write_out wo{uint32_t(msg.size()), 0};
     Req reader{};
     uint32_t reader_size = 0;
     bool hand_over = false, parked = false;
     {
       std::lock_guard<std::mutex> lock(mu_);
-      if (!parked_reads_.empty()) {
-        std::tie(reader, reader_size) = parked_reads_.front();
-        parked_reads_.pop_front();
+      if (!b.parked_reads.empty()) {
+        std::tie(reader, reader_size) = b.parked_reads.front();
+        b.parked_reads.pop_front();
         hand_over = true;
-      } else if (box_.size() < kQueueCap) {
-        box_.push_back(msg);
+      } else if (b.msgs.size() < kQueueCap) {
+        b.msgs.push_back(msg);
       } else {
-        parked_writes_.emplace_back(r, msg);
+        b.parked_writes.emplace_back(r, msg);
         parked = true;
       }
     }
@@ -601,9 +614,7 @@ class Server {
   std::string reg_error_;
 
   std::mutex mu_;
-  std::deque<std::string> box_;
-  std::deque<std::pair<Req, uint32_t>> parked_reads_;
-  std::deque<std::pair<Req, std::string>> parked_writes_;
+  Box boxes_[kBoxes];  // GUARDED_BY(mu_)
 };
 
 // ---- clients: separate processes -------------------------------------------------
@@ -622,7 +633,8 @@ Shared* map_shared(size_t rtt_iters, size_t* len) {
 }
 
 struct Figures {
-  double rtt_median_us = 0, rtt_p99_us = 0, msgs_per_s = 0, server_cpu_us_per_msg = 0;
+  double rtt_median_us = 0, rtt_p99_us = 0, pp_median_us = 0, pp_p99_us = 0, msgs_per_s = 0,
+         server_cpu_us_per_msg = 0;
   uint64_t via_dev = 0, via_ring = 0, errors = 0;
 };
 
@@ -664,6 +676,47 @@ void run_rtt(const std::string& file, size_t iters, Shared* sh, Figures& f) {
   std::sort(v.begin(), v.end());
   f.rtt_median_us = v[v.size() / 2] / 1000.0;
   f.rtt_p99_us = v[std::min(v.size() - 1, v.size() * 99 / 100)] / 1000.0;
+}
+
+// Ping-pong: one process writes 64 B to box, a second reads them and writes
+// them to box2, the first reads them back: the datagram round trip of `make
+// bench` (two processes, two channels, four requests).
+void run_pingpong(const std::string& dir, size_t iters, Shared* sh, Figures& f) {
+  pid_t pids[2];
+  for (int role = 0; role < 2; ++role) {
+    pids[role] = fork();
+    if (pids[role] < 0) die("fork");
+    if (pids[role] != 0) continue;
+    int out = open((dir + (role == 0 ? "/box" : "/box2")).c_str(), O_RDWR);
+    int in = open((dir + (role == 0 ? "/box2" : "/box")).c_str(), O_RDWR);
+    if (out < 0 || in < 0) _exit(2);
+    char msg[kMsgSize];
+    std::memset(msg, 'p', sizeof msg);
+    size_t warm = iters / 10;
+    for (size_t i = 0; i < warm + iters; ++i) {
+      uint64_t t0 = now_ns();
+      if (role == 0) {
+        std::memcpy(msg, &i, sizeof i);
+        if (write(out, msg, sizeof msg) != ssize_t(sizeof msg) || read(in, msg, sizeof msg) != ssize_t(sizeof msg))
+          _exit(3);
+        if (i >= warm) sh->rtt_ns()[i - warm] = uint32_t(std::min<uint64_t>(now_ns() - t0, UINT32_MAX));
+        if (std::memcmp(msg, &i, sizeof i) != 0) sh->errors.fetch_add(1);
+      } else if (read(in, msg, sizeof msg) != ssize_t(sizeof msg) ||
+                 write(out, msg, sizeof msg) != ssize_t(sizeof msg)) {
+        _exit(3);
+      }
+    }
+    _exit(0);
+  }
+  for (pid_t p : pids)
+    if (int rc = wait_child(p); rc != 0) {
+      std::fprintf(stderr, "bench-uring: ping-pong client exited %d\n", rc);
+      sh->errors.fetch_add(1);
+    }
+  std::vector<uint32_t> v(sh->rtt_ns(), sh->rtt_ns() + iters);
+  std::sort(v.begin(), v.end());
+  f.pp_median_us = v[v.size() / 2] / 1000.0;
+  f.pp_p99_us = v[std::min(v.size() - 1, v.size() * 99 / 100)] / 1000.0;
 }
 
 // Throughput: a writer process sends msgs messages, a reader process takes
@@ -733,6 +786,7 @@ bool run_mode(const std::string& dir, Mode mode, size_t rtt_iters, size_t msgs, 
     } else {
       std::string file = dir + "/box";
       run_rtt(file, rtt_iters, sh, f);
+      run_pingpong(dir, rtt_iters, sh, f);
       run_msgs(file, msgs, sh, f);
       f.via_dev = server.via_dev();
       f.via_ring = server.via_ring();
@@ -786,8 +840,23 @@ int main(int argc, char** argv) {
   }
   std::printf("# bench-uring: %zu reps, %zu round trips, %zu msgs of %zu B; %ld CPUs online, %ld configured\n",
               reps, rtt_iters, msgs, kMsgSize, sysconf(_SC_NPROCESSORS_ONLN), sysconf(_SC_NPROCESSORS_CONF));
-  std::printf("%-4s %-9s %12s %12s %12s %14s %10s %10s %6s\n", "rep", "mode", "rtt_med_us", "rtt_p99_us",
-              "msgs_per_s", "srv_cpu_us/msg", "via_dev", "via_ring", "errs");
+  // Each metric: its name, how to read it from a run, and whether more is better.
+  struct Metric {
+    const char* name;
+    double (*get)(const Figures&);
+    bool higher_better;
+  };
+  const Metric metrics[] = {
+      {"rtt_med_us", [](const Figures& f) { return f.rtt_median_us; }, false},
+      {"rtt_p99_us", [](const Figures& f) { return f.rtt_p99_us; }, false},
+      {"pp_med_us", [](const Figures& f) { return f.pp_median_us; }, false},
+      {"pp_p99_us", [](const Figures& f) { return f.pp_p99_us; }, false},
+      {"msgs_per_s", [](const Figures& f) { return f.msgs_per_s; }, true},
+      {"srv_cpu_us/msg", [](const Figures& f) { return f.server_cpu_us_per_msg; }, false},
+  };
+  std::printf("%-4s %-9s", "rep", "mode");
+  for (auto& m : metrics) std::printf(" %14s", m.name);
+  std::printf(" %9s %9s %5s\n", "via_dev", "via_ring", "errs");
   std::map<Mode, std::vector<Figures>> all;
   int failures = 0;
   for (size_t rep = 0; rep < reps; ++rep) {
@@ -799,48 +868,45 @@ int main(int argc, char** argv) {
         ++failures;
         continue;
       }
-      std::printf("%-4zu %-9s %12.2f %12.2f %12.0f %14.2f %10llu %10llu %6llu\n", rep, mode_name(m),
-                  f.rtt_median_us, f.rtt_p99_us, f.msgs_per_s, f.server_cpu_us_per_msg,
-                  (unsigned long long)f.via_dev, (unsigned long long)f.via_ring,
+      std::printf("%-4zu %-9s", rep, mode_name(m));
+      for (auto& x : metrics) std::printf(" %14.2f", x.get(f));
+      std::printf(" %9llu %9llu %5llu\n", (unsigned long long)f.via_dev, (unsigned long long)f.via_ring,
                   (unsigned long long)f.errors);
       std::fflush(stdout);
       if (f.errors) ++failures;
       all[m].push_back(f);
     }
   }
-  // Ratios within each repetition, then median (min-max) over the repetitions.
-  auto ratio = [&](Mode a, Mode b, auto field, const char* name, const char* better) {
-    auto& va = all[a];
-    auto& vb = all[b];
-    size_t n = std::min(va.size(), vb.size());
-    if (n == 0) return;
-    std::vector<double> r;
-    for (size_t i = 0; i < n; ++i) r.push_back(field(va[i]) / field(vb[i]));
-    auto [mn, mx] = std::minmax_element(r.begin(), r.end());
-    std::printf("%-8s / %-8s %-16s median %.3f  (min %.3f, max %.3f, n=%zu)  %s\n", mode_name(a),
-                mode_name(b), name, median(r), *mn, *mx, n, better);
-  };
-  std::printf("\n# medians over repetitions\n");
+  std::printf("\n# median (min-max) over repetitions\n");
   for (Mode m : modes) {
     auto& v = all[m];
     if (v.empty()) continue;
-    std::vector<double> a, b, c, d;
-    for (auto& f : v) {
-      a.push_back(f.rtt_median_us);
-      b.push_back(f.rtt_p99_us);
-      c.push_back(f.msgs_per_s);
-      d.push_back(f.server_cpu_us_per_msg);
+    std::printf("%-9s", mode_name(m));
+    for (auto& x : metrics) {
+      std::vector<double> a;
+      for (auto& f : v) a.push_back(x.get(f));
+      auto [mn, mx] = std::minmax_element(a.begin(), a.end());
+      std::printf("  %s %.2f (%.2f-%.2f)", x.name, median(a), *mn, *mx);
     }
-    std::printf("%-9s rtt median %.2f us, rtt p99 %.2f us, %.0f msgs/s, server CPU %.2f us/msg\n",
-                mode_name(m), median(a), median(b), median(c), median(d));
+    std::printf("\n");
   }
-  std::printf("\n# ratios (per repetition, then median)\n");
+  // Ratios within each repetition (the runs seconds apart), then median and range.
+  // "speedup" is how much better uring is: classic/uring for times, uring/classic for msgs/s.
+  std::printf("\n# uring against classic, per repetition, then median (min-max)\n");
   for (Mode base : {Mode::kClassic, Mode::kClassic1}) {
-    ratio(Mode::kUring, base, [](const Figures& f) { return f.rtt_median_us; }, "rtt median", "(<1: uring faster)");
-    ratio(Mode::kUring, base, [](const Figures& f) { return f.rtt_p99_us; }, "rtt p99", "(<1: uring faster)");
-    ratio(Mode::kUring, base, [](const Figures& f) { return f.msgs_per_s; }, "msgs/s", "(>1: uring faster)");
-    ratio(Mode::kUring, base, [](const Figures& f) { return f.server_cpu_us_per_msg; }, "server CPU/msg",
-          "(<1: uring cheaper)");
+    auto& vu = all[Mode::kUring];
+    auto& vb = all[base];
+    size_t n = std::min(vu.size(), vb.size());
+    if (n == 0) continue;
+    for (auto& x : metrics) {
+      std::vector<double> r;
+      for (size_t i = 0; i < n; ++i) r.push_back(x.get(vu[i]) / x.get(vb[i]));
+      std::vector<double> sp;
+      for (double v : r) sp.push_back(x.higher_better ? v : 1 / v);
+      auto [mn, mx] = std::minmax_element(sp.begin(), sp.end());
+      std::printf("uring/%-8s %-14s ratio %.3f  speedup %.3f (%.3f-%.3f) n=%zu\n", mode_name(base), x.name,
+                  median(r), median(sp), *mn, *mx, n);
+    }
   }
   return failures ? 1 : 0;
 }
