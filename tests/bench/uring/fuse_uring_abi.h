@@ -7,10 +7,11 @@
 // in December 2026 against the running 6.18 kernel.
 #pragma once
 
-#include <cstddef>
-#include <cstdint>
 #include <linux/fuse.h>
 #include <linux/io_uring.h>
+
+#include <cstddef>
+#include <cstdint>
 
 namespace uring_abi {
 

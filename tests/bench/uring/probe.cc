@@ -12,11 +12,29 @@
 //   classic1 - one loop thread;
 //   uring    - INIT negotiates FUSE_OVER_IO_URING, then one ring and thread per
 //              possible CPU (the kernel routes a request to the queue of the
-//              CPU its caller runs on), 8 entries each.
+//              CPU its caller runs on), 8 entries each, each thread pinned
+//              to its CPU; only a ring's own thread submits to it (a reply
+//              to a request parked on another queue is handed over by eventfd);
+//   uringx   - the same, but a reply to another queue's request is submitted
+//              to that queue's ring directly by the replying thread.
+// Metrics: rtt (one process writes 64 B and reads them back), pp (ping-pong:
+// two processes, box and box2, as `make bench` measures a datagram round
+// trip), msgs/s (a writer and a reader process, 64 B messages) and the
+// server's CPU time per message in that run.
 // Needs root and /sys/module/fuse/parameters/enable_uring = Y for the uring
-// mode (run.sh sets and restores it). Usage: bench-uring DIR [--reps N]
-// [--rtt N] [--msgs N] [--modes classic,classic1,uring]
-#include "fuse_uring_abi.h"
+// modes (run.sh sets and restores it). Usage: bench-uring DIR [--reps N]
+// [--rtt N] [--msgs N] [--modes classic,classic1,uring,uringx]
+#include <fcntl.h>
+#include <sched.h>
+#include <sys/eventfd.h>
+#include <sys/mman.h>
+#include <sys/mount.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <sys/uio.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
@@ -29,19 +47,11 @@
 #include <map>
 #include <memory>
 #include <mutex>
-#include <sched.h>
 #include <string>
-#include <sys/mman.h>
-#include <sys/mount.h>
-#include <sys/resource.h>
-#include <sys/syscall.h>
-#include <sys/uio.h>
-#include <sys/wait.h>
 #include <thread>
-#include <time.h>
-#include <fcntl.h>
-#include <unistd.h>
 #include <vector>
+
+#include "fuse_uring_abi.h"
 
 namespace {
 
@@ -95,12 +105,10 @@ class Ring {
     if (!(p.features & IORING_FEAT_SINGLE_MMAP)) return -ENOTSUP;
     rings_len_ = std::max(p.sq_off.array + p.sq_entries * sizeof(unsigned),
                           p.cq_off.cqes + p.cq_entries * sizeof(io_uring_cqe));
-    rings_ = mmap(nullptr, rings_len_, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, fd_,
-                  IORING_OFF_SQ_RING);
+    rings_ = mmap(nullptr, rings_len_, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, fd_, IORING_OFF_SQ_RING);
     if (rings_ == MAP_FAILED) return -errno;
     sqes_len_ = p.sq_entries * kSqeSize;
-    sqes_ = mmap(nullptr, sqes_len_, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, fd_,
-                 IORING_OFF_SQES);
+    sqes_ = mmap(nullptr, sqes_len_, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, fd_, IORING_OFF_SQES);
     if (sqes_ == MAP_FAILED) return -errno;
     char* base = static_cast<char*>(rings_);
     sq_head_ = reinterpret_cast<unsigned*>(base + p.sq_off.head);
@@ -130,8 +138,7 @@ class Ring {
       errno = EOVERFLOW;
       die("submission queue full");
     }
-    auto* sqe = reinterpret_cast<io_uring_sqe*>(static_cast<char*>(sqes_) +
-                                                size_t(tail & sq_mask_) * kSqeSize);
+    auto* sqe = reinterpret_cast<io_uring_sqe*>(static_cast<char*>(sqes_) + size_t(tail & sq_mask_) * kSqeSize);
     std::memset(sqe, 0, kSqeSize);
     fill(sqe);
     // Publishes the SQE contents to the kernel, which reads tail with acquire.
@@ -181,13 +188,14 @@ class Ring {
 
 // ---- the tiny filesystem -------------------------------------------------------
 
-enum class Mode { kClassic, kClassic1, kUring };
+enum class Mode { kClassic, kClassic1, kUring, kUringCross };
 
 const char* mode_name(Mode m) {
   switch (m) {
     case Mode::kClassic: return "classic";
     case Mode::kClassic1: return "classic1";
     case Mode::kUring: return "uring";
+    case Mode::kUringCross: return "uringx";
   }
   return "?";
 }
@@ -209,8 +217,18 @@ struct Queue {
   Ring ring;
   std::vector<Ent> ents;
   std::thread thread;
-  std::atomic<unsigned> own_pending{0};  // pushed by the owner, to submit with its next wait
+  unsigned own_pending = 0;  // SQEs pushed by the owner, submitted with its next wait
+  // Only the owner submits to its ring (a command's task work runs in the task
+  // that submitted it, so a foreign submitter would add a hop through its own
+  // CPU): other threads fill an entry's reply and hand it over here.
+  int wake_fd = -1;  // eventfd, read through the ring
+  uint64_t wake_buf = 0;
+  std::mutex handoff_mu;
+  std::vector<Ent*> handoff;  // GUARDED_BY(handoff_mu)
 };
+
+// user_data of the ring's eventfd read (entries are pointers, never 1).
+constexpr uint64_t kWakeTag = 1;
 
 // The queue whose thread this is (null on other threads).
 thread_local Queue* t_own_queue = nullptr;
@@ -232,15 +250,14 @@ class Server {
     if (dev_ < 0) return fail("open /dev/fuse", errno);
     char opts[128];
     std::snprintf(opts, sizeof opts, "fd=%d,rootmode=40000,user_id=0,group_id=0", dev_);
-    if (mount("mbxuring", dir_.c_str(), "fuse.mbxuring", MS_NOSUID | MS_NODEV, opts) != 0)
-      return fail("mount", errno);
+    if (mount("mbxuring", dir_.c_str(), "fuse.mbxuring", MS_NOSUID | MS_NODEV, opts) != 0) return fail("mount", errno);
     mounted_ = true;
     if (!answer_init()) return false;
     unsigned loops = mode_ == Mode::kClassic ? unsigned(sysconf(_SC_NPROCESSORS_ONLN)) : 1;
     // In uring mode this thread still serves what the kernel keeps on
     // /dev/fuse (FORGET and INTERRUPT, and anything before the ring is ready).
     for (unsigned i = 0; i < loops; ++i) dev_threads_.emplace_back([this] { dev_loop(); });
-    if (mode_ == Mode::kUring) return start_rings();
+    if (mode_ == Mode::kUring || mode_ == Mode::kUringCross) return start_rings();
     return true;
   }
 
@@ -251,8 +268,15 @@ class Server {
     }
     for (auto& t : dev_threads_) t.join();
     dev_threads_.clear();
-    for (auto& q : queues_)
+    // Pairs with the acquire in handle_cqe: a queue thread whose entries were
+    // all held (no teardown completion for it) still wakes and leaves.
+    stopping_.store(true, std::memory_order_release);
+    for (auto& q : queues_) {
+      uint64_t one = 1;
+      if (q->wake_fd >= 0) (void)!write(q->wake_fd, &one, sizeof one);
       if (q->thread.joinable()) q->thread.join();
+      if (q->wake_fd >= 0) close(q->wake_fd);
+    }
     queues_.clear();
     for (auto& [p, len] : maps_) munmap(p, len);
     maps_.clear();
@@ -278,16 +302,14 @@ class Server {
     auto* in = reinterpret_cast<fuse_in_header*>(buf.data());
     if (in->opcode != FUSE_INIT) return fail("first request not INIT", EPROTO);
     fuse_init_in init{};
-    std::memcpy(&init, buf.data() + sizeof(*in),
-                std::min(sizeof init, size_t(n) - sizeof(*in)));
-    offered_uring_ = (init.flags & uring_abi::kInitExt) &&
-                     (init.flags2 & uint32_t(uring_abi::kOverIoUring >> 32));
+    std::memcpy(&init, buf.data() + sizeof(*in), std::min(sizeof init, size_t(n) - sizeof(*in)));
+    offered_uring_ = (init.flags & uring_abi::kInitExt) && (init.flags2 & uint32_t(uring_abi::kOverIoUring >> 32));
     fuse_init_out out{};
     out.major = FUSE_KERNEL_VERSION;
     out.minor = init.minor;
     out.max_readahead = init.max_readahead;
     out.flags = uring_abi::kInitExt | FUSE_MAX_PAGES | FUSE_BIG_WRITES;
-    if (mode_ == Mode::kUring) out.flags2 = uint32_t(uring_abi::kOverIoUring >> 32);
+    if (mode_ == Mode::kUring || mode_ == Mode::kUringCross) out.flags2 = uint32_t(uring_abi::kOverIoUring >> 32);
     out.max_background = 16;
     out.congestion_threshold = 12;
     out.max_write = kMaxWrite;
@@ -337,8 +359,7 @@ class Server {
 
   // ---- io_uring transport ----
   void* map(size_t len) {
-    void* p = mmap(nullptr, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE,
-                   -1, 0);
+    void* p = mmap(nullptr, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
     if (p == MAP_FAILED) die("mmap");
     maps_.emplace_back(p, len);
     return p;
@@ -357,6 +378,8 @@ class Server {
       // The /dev/fuse fd as fixed file 0, as libfuse does, saving an fget per command.
       if (syscall(__NR_io_uring_register, queue->ring.fd(), IORING_REGISTER_FILES, fds, 1) < 0)
         return fail("IORING_REGISTER_FILES", errno);
+      queue->wake_fd = eventfd(0, EFD_CLOEXEC);
+      if (queue->wake_fd < 0) return fail("eventfd", errno);
       queue->ents.resize(kDepth);
       for (auto& e : queue->ents) {
         e.queue = queue.get();
@@ -416,32 +439,41 @@ class Server {
     q.ring.drain([&](const io_uring_cqe& c) { early.push_back(c); });
     for (auto& c : early)
       if (c.res < 0 && err.empty())
-        err = "FUSE_IO_URING_CMD_REGISTER qid " + std::to_string(q.qid) + ": errno " +
-              std::to_string(-c.res) + " (" + std::strerror(-c.res) + ")";
+        err = "FUSE_IO_URING_CMD_REGISTER qid " + std::to_string(q.qid) + ": errno " + std::to_string(-c.res) + " (" +
+              std::strerror(-c.res) + ")";
     report_registered(err);
     if (!err.empty()) return;
+    arm_wake(q);
     for (auto& c : early) stop |= !handle_cqe(q, c);
     while (!stop) {
-      unsigned own = q.own_pending.exchange(0);
-      r = q.ring.enter(own, 1);  // commit what this thread answered, and wait
-      if (r == -EINTR) {
-        q.own_pending.fetch_add(own);
-        continue;
-      }
+      r = q.ring.enter(q.own_pending, 1);  // commit what this thread answered, and wait
+      if (r == -EINTR) continue;
       if (r < 0) return;
+      q.own_pending = 0;
       q.ring.drain([&](const io_uring_cqe& c) { stop |= !handle_cqe(q, c); });
     }
   }
 
   // False when the queue is torn down (unmount).
   bool handle_cqe(Queue& q, const io_uring_cqe& c) {
+    if (c.user_data == kWakeTag) {
+      if (stopping_.load(std::memory_order_acquire)) return false;  // pairs with stop()'s release
+      std::vector<Ent*> ready;
+      {
+        std::lock_guard<std::mutex> lock(q.handoff_mu);
+        ready.swap(q.handoff);
+      }
+      for (Ent* e : ready) push_commit(*e);
+      arm_wake(q);
+      return true;
+    }
     auto* e = reinterpret_cast<Ent*>(c.user_data);
     if (c.res < 0) {
       if (c.res == -EAGAIN || c.res == -EINTR) {  // retry the same command
         uint64_t id = e->commit_id;
         uint32_t op = id ? uring_abi::kCmdCommitAndFetch : uring_abi::kCmdRegister;
         q.ring.push([&](io_uring_sqe* s) { prep_cmd(s, op, *e, id); });
-        q.own_pending.fetch_add(1);
+        ++q.own_pending;
         return true;
       }
       return false;  // ENOTCONN, ECANCELED: unmounted
@@ -462,13 +494,39 @@ class Server {
     oh->unique = e.commit_id;
     e.hdr->ring_ent_in_out.payload_sz = uint32_t(len);
     Queue& q = *e.queue;
-    uint64_t id = e.commit_id;
-    q.ring.push([&](io_uring_sqe* s) { prep_cmd(s, uring_abi::kCmdCommitAndFetch, e, id); });
-    if (t_own_queue == &q) {
-      q.own_pending.fetch_add(1);  // submitted with the owner's next wait
-    } else {
-      q.ring.enter(1, 0);  // another queue's entry (a parked request): submit now
+    if (t_own_queue == &q) return push_commit(e);
+    if (mode_ == Mode::kUringCross) {  // submit to the other queue's ring from this thread
+      uint64_t id = e.commit_id;
+      q.ring.push([&](io_uring_sqe* s) { prep_cmd(s, uring_abi::kCmdCommitAndFetch, e, id); });
+      q.ring.enter(1, 0);
+      return;
     }
+    {
+      std::lock_guard<std::mutex> lock(q.handoff_mu);
+      q.handoff.push_back(&e);
+    }
+    uint64_t one = 1;
+    (void)!write(q.wake_fd, &one, sizeof one);
+  }
+
+  // Owner only: queues the commit, submitted with the owner's next wait.
+  static void push_commit(Ent& e) {
+    uint64_t id = e.commit_id;
+    e.queue->ring.push([&](io_uring_sqe* s) { prep_cmd(s, uring_abi::kCmdCommitAndFetch, e, id); });
+    ++e.queue->own_pending;
+  }
+
+  // Owner only: a read of the queue's eventfd, completing when it is written.
+  static void arm_wake(Queue& q) {
+    q.ring.push([&](io_uring_sqe* s) {
+      s->opcode = IORING_OP_READ;
+      s->fd = q.wake_fd;
+      s->addr = reinterpret_cast<uint64_t>(&q.wake_buf);
+      s->len = sizeof q.wake_buf;
+      s->off = ~0ULL;  // the file position: an eventfd has none to honour
+      s->user_data = kWakeTag;
+    });
+    ++q.own_pending;
   }
 
   // ---- the filesystem, shared by both transports ----
@@ -528,14 +586,11 @@ class Server {
       }
       case FUSE_FLUSH:
       case FUSE_RELEASE:
-      case FUSE_DESTROY:
-        return reply(r, 0);
+      case FUSE_DESTROY: return reply(r, 0);
       case FUSE_FORGET:
       case FUSE_BATCH_FORGET:
-      case FUSE_INTERRUPT:
-        return;  // no reply
-      default:
-        return reply(r, -ENOSYS);
+      case FUSE_INTERRUPT: return;  // no reply
+      default: return reply(r, -ENOSYS);
     }
   }
 
@@ -607,6 +662,7 @@ class Server {
   std::vector<std::unique_ptr<Queue>> queues_;
   std::vector<std::pair<void*, size_t>> maps_;
   std::atomic<uint64_t> via_dev_{0}, via_ring_{0};
+  std::atomic<bool> stopping_{false};
 
   std::mutex reg_mu_;
   std::condition_variable reg_cv_;
@@ -633,8 +689,7 @@ Shared* map_shared(size_t rtt_iters, size_t* len) {
 }
 
 struct Figures {
-  double rtt_median_us = 0, rtt_p99_us = 0, pp_median_us = 0, pp_p99_us = 0, msgs_per_s = 0,
-         server_cpu_us_per_msg = 0;
+  double rtt_median_us = 0, rtt_p99_us = 0, pp_median_us = 0, pp_p99_us = 0, msgs_per_s = 0, server_cpu_us_per_msg = 0;
   uint64_t via_dev = 0, via_ring = 0, errors = 0;
 };
 
@@ -771,8 +826,7 @@ void run_msgs(const std::string& file, size_t msgs, Shared* sh, Figures& f) {
   for (int fd : {ready[0], ready[1], go[0], go[1]}) close(fd);
 }
 
-bool run_mode(const std::string& dir, Mode mode, size_t rtt_iters, size_t msgs, Figures& f,
-              std::string& err) {
+bool run_mode(const std::string& dir, Mode mode, size_t rtt_iters, size_t msgs, Figures& f, std::string& err) {
   size_t len;
   Shared* sh = map_shared(rtt_iters, &len);
   bool ok;
@@ -781,7 +835,7 @@ bool run_mode(const std::string& dir, Mode mode, size_t rtt_iters, size_t msgs, 
     ok = server.start();
     if (!ok) {
       err = server.error();
-      if (mode == Mode::kUring && !server.kernel_offered_uring())
+      if (mode != Mode::kClassic && mode != Mode::kClassic1 && !server.kernel_offered_uring())
         err += " (the kernel's INIT did not offer FUSE_OVER_IO_URING: is enable_uring Y?)";
     } else {
       std::string file = dir + "/box";
@@ -812,7 +866,7 @@ int main(int argc, char** argv) {
   }
   std::string dir = argv[1];
   size_t reps = 5, rtt_iters = 20000, msgs = 100000;
-  std::vector<Mode> modes = {Mode::kClassic, Mode::kClassic1, Mode::kUring};
+  std::vector<Mode> modes = {Mode::kClassic, Mode::kClassic1, Mode::kUring, Mode::kUringCross};
   for (int i = 2; i + 1 < argc; i += 2) {
     std::string k = argv[i], v = argv[i + 1];
     if (k == "--reps") reps = std::stoul(v);
@@ -827,6 +881,7 @@ int main(int argc, char** argv) {
         if (m == "classic") modes.push_back(Mode::kClassic);
         else if (m == "classic1") modes.push_back(Mode::kClassic1);
         else if (m == "uring") modes.push_back(Mode::kUring);
+        else if (m == "uringx") modes.push_back(Mode::kUringCross);
         else {
           std::fprintf(stderr, "bench-uring: unknown mode %s\n", m.c_str());
           return 2;
@@ -838,8 +893,8 @@ int main(int argc, char** argv) {
       return 2;
     }
   }
-  std::printf("# bench-uring: %zu reps, %zu round trips, %zu msgs of %zu B; %ld CPUs online, %ld configured\n",
-              reps, rtt_iters, msgs, kMsgSize, sysconf(_SC_NPROCESSORS_ONLN), sysconf(_SC_NPROCESSORS_CONF));
+  std::printf("# bench-uring: %zu reps, %zu round trips, %zu msgs of %zu B; %ld CPUs online, %ld configured\n", reps,
+              rtt_iters, msgs, kMsgSize, sysconf(_SC_NPROCESSORS_ONLN), sysconf(_SC_NPROCESSORS_CONF));
   // Each metric: its name, how to read it from a run, and whether more is better.
   struct Metric {
     const char* name;
@@ -893,8 +948,10 @@ int main(int argc, char** argv) {
   // Ratios within each repetition (the runs seconds apart), then median and range.
   // "speedup" is how much better uring is: classic/uring for times, uring/classic for msgs/s.
   std::printf("\n# uring against classic, per repetition, then median (min-max)\n");
-  for (Mode base : {Mode::kClassic, Mode::kClassic1}) {
-    auto& vu = all[Mode::kUring];
+  for (auto [um, base] : {std::pair{Mode::kUring, Mode::kClassic},
+                          {Mode::kUring, Mode::kClassic1},
+                          {Mode::kUringCross, Mode::kClassic}}) {
+    auto& vu = all[um];
     auto& vb = all[base];
     size_t n = std::min(vu.size(), vb.size());
     if (n == 0) continue;
@@ -904,7 +961,7 @@ int main(int argc, char** argv) {
       std::vector<double> sp;
       for (double v : r) sp.push_back(x.higher_better ? v : 1 / v);
       auto [mn, mx] = std::minmax_element(sp.begin(), sp.end());
-      std::printf("uring/%-8s %-14s ratio %.3f  speedup %.3f (%.3f-%.3f) n=%zu\n", mode_name(base), x.name,
+      std::printf("%s/%-8s %-14s ratio %.3f  speedup %.3f (%.3f-%.3f) n=%zu\n", mode_name(um), mode_name(base), x.name,
                   median(r), median(sp), *mn, *mx, n);
     }
   }
