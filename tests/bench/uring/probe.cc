@@ -23,7 +23,7 @@
 // server's CPU time per message in that run.
 // Needs root and /sys/module/fuse/parameters/enable_uring = Y for the uring
 // modes (run.sh sets and restores it). Usage: bench-uring DIR [--reps N]
-// [--rtt N] [--msgs N] [--modes classic,classic1,uring,uringx]
+// [--rtt N] [--msgs N] [--modes classic,classic1,uring,uringx] [--pin 0|1]
 #include <fcntl.h>
 #include <sched.h>
 #include <sys/eventfd.h>
@@ -230,6 +230,9 @@ struct Queue {
 // user_data of the ring's eventfd read (entries are pointers, never 1).
 constexpr uint64_t kWakeTag = 1;
 
+// --pin 0 leaves the ring threads unpinned (default: each on its queue's CPU).
+bool g_pin_queues = true;
+
 // The queue whose thread this is (null on other threads).
 thread_local Queue* t_own_queue = nullptr;
 
@@ -423,10 +426,12 @@ class Server {
   }
 
   void queue_loop(Queue& q) {
-    cpu_set_t set;
-    CPU_ZERO(&set);
-    CPU_SET(q.qid, &set);
-    sched_setaffinity(0, sizeof set, &set);  // the queue serves callers on this CPU
+    if (g_pin_queues) {  // the queue serves callers on this CPU, as libfuse pins it
+      cpu_set_t set;
+      CPU_ZERO(&set);
+      CPU_SET(q.qid, &set);
+      sched_setaffinity(0, sizeof set, &set);
+    }
     t_own_queue = &q;
     for (auto& e : q.ents) q.ring.push([&](io_uring_sqe* s) { prep_cmd(s, uring_abi::kCmdRegister, e, 0); });
     int r = q.ring.enter(kDepth, 0);
@@ -872,6 +877,7 @@ int main(int argc, char** argv) {
     if (k == "--reps") reps = std::stoul(v);
     else if (k == "--rtt") rtt_iters = std::stoul(v);
     else if (k == "--msgs") msgs = std::stoul(v);
+    else if (k == "--pin") g_pin_queues = v != "0";
     else if (k == "--modes") {
       modes.clear();
       size_t pos = 0;
