@@ -15,6 +15,8 @@
 //              CPU its caller runs on), 8 entries each, each thread pinned
 //              to its CPU; only a ring's own thread submits to it (a reply
 //              to a request parked on another queue is handed over by eventfd);
+//   uringm   - the same, but a ring thread hands over with IORING_OP_MSG_RING
+//              (a CQE posted into the owner's ring, sent with its next wait);
 //   uringx   - the same, but a reply to another queue's request is submitted
 //              to that queue's ring directly by the replying thread.
 // Metrics: rtt (one process writes 64 B and reads them back), pp (ping-pong:
@@ -23,7 +25,7 @@
 // server's CPU time per message in that run.
 // Needs root and /sys/module/fuse/parameters/enable_uring = Y for the uring
 // modes (run.sh sets and restores it). Usage: bench-uring DIR [--reps N]
-// [--rtt N] [--msgs N] [--modes classic,classic1,uring,uringx] [--pin 0|1]
+// [--rtt N] [--msgs N] [--modes classic,classic1,uring,uringm,uringx] [--pin 0|1]
 #include <fcntl.h>
 #include <sched.h>
 #include <sys/eventfd.h>
@@ -188,13 +190,14 @@ class Ring {
 
 // ---- the tiny filesystem -------------------------------------------------------
 
-enum class Mode { kClassic, kClassic1, kUring, kUringCross };
+enum class Mode { kClassic, kClassic1, kUring, kUringMsg, kUringCross };
 
 const char* mode_name(Mode m) {
   switch (m) {
     case Mode::kClassic: return "classic";
     case Mode::kClassic1: return "classic1";
     case Mode::kUring: return "uring";
+    case Mode::kUringMsg: return "uringm";
     case Mode::kUringCross: return "uringx";
   }
   return "?";
@@ -229,6 +232,9 @@ struct Queue {
 
 // user_data of the ring's eventfd read (entries are pointers, never 1).
 constexpr uint64_t kWakeTag = 1;
+// user_data of a hand-over message from another ring (uringm), and of its completion on the sender's.
+constexpr uint64_t kMsgTag = 2;
+constexpr uint64_t kMsgSentTag = 3;
 
 // --pin 0 leaves the ring threads unpinned (default: each on its queue's CPU).
 bool g_pin_queues = true;
@@ -260,7 +266,7 @@ class Server {
     // In uring mode this thread still serves what the kernel keeps on
     // /dev/fuse (FORGET and INTERRUPT, and anything before the ring is ready).
     for (unsigned i = 0; i < loops; ++i) dev_threads_.emplace_back([this] { dev_loop(); });
-    if (mode_ == Mode::kUring || mode_ == Mode::kUringCross) return start_rings();
+    if (mode_ != Mode::kClassic && mode_ != Mode::kClassic1) return start_rings();
     return true;
   }
 
@@ -312,7 +318,7 @@ class Server {
     out.minor = init.minor;
     out.max_readahead = init.max_readahead;
     out.flags = uring_abi::kInitExt | FUSE_MAX_PAGES | FUSE_BIG_WRITES;
-    if (mode_ == Mode::kUring || mode_ == Mode::kUringCross) out.flags2 = uint32_t(uring_abi::kOverIoUring >> 32);
+    if (mode_ != Mode::kClassic && mode_ != Mode::kClassic1) out.flags2 = uint32_t(uring_abi::kOverIoUring >> 32);
     out.max_background = 16;
     out.congestion_threshold = 12;
     out.max_write = kMaxWrite;
@@ -461,7 +467,8 @@ class Server {
 
   // False when the queue is torn down (unmount).
   bool handle_cqe(Queue& q, const io_uring_cqe& c) {
-    if (c.user_data == kWakeTag) {
+    if (c.user_data == kMsgSentTag) return true;
+    if (c.user_data == kWakeTag || c.user_data == kMsgTag) {
       if (stopping_.load(std::memory_order_acquire)) return false;  // pairs with stop()'s release
       std::vector<Ent*> ready;
       {
@@ -469,7 +476,7 @@ class Server {
         ready.swap(q.handoff);
       }
       for (Ent* e : ready) push_commit(*e);
-      arm_wake(q);
+      if (c.user_data == kWakeTag) arm_wake(q);
       return true;
     }
     auto* e = reinterpret_cast<Ent*>(c.user_data);
@@ -509,6 +516,19 @@ class Server {
     {
       std::lock_guard<std::mutex> lock(q.handoff_mu);
       q.handoff.push_back(&e);
+    }
+    if (mode_ == Mode::kUringMsg && t_own_queue) {
+      // A CQE posted straight into the owner's ring, sent with this thread's
+      // next wait: no eventfd write, no poll.
+      t_own_queue->ring.push([&](io_uring_sqe* s) {
+        s->opcode = IORING_OP_MSG_RING;
+        s->fd = q.ring.fd();
+        s->addr = IORING_MSG_DATA;
+        s->off = kMsgTag;  // the user_data of the CQE the owner gets
+        s->user_data = kMsgSentTag;
+      });
+      ++t_own_queue->own_pending;
+      return;
     }
     uint64_t one = 1;
     (void)!write(q.wake_fd, &one, sizeof one);
@@ -871,7 +891,7 @@ int main(int argc, char** argv) {
   }
   std::string dir = argv[1];
   size_t reps = 5, rtt_iters = 20000, msgs = 100000;
-  std::vector<Mode> modes = {Mode::kClassic, Mode::kClassic1, Mode::kUring, Mode::kUringCross};
+  std::vector<Mode> modes = {Mode::kClassic, Mode::kClassic1, Mode::kUring, Mode::kUringMsg, Mode::kUringCross};
   for (int i = 2; i + 1 < argc; i += 2) {
     std::string k = argv[i], v = argv[i + 1];
     if (k == "--reps") reps = std::stoul(v);
@@ -887,6 +907,7 @@ int main(int argc, char** argv) {
         if (m == "classic") modes.push_back(Mode::kClassic);
         else if (m == "classic1") modes.push_back(Mode::kClassic1);
         else if (m == "uring") modes.push_back(Mode::kUring);
+        else if (m == "uringm") modes.push_back(Mode::kUringMsg);
         else if (m == "uringx") modes.push_back(Mode::kUringCross);
         else {
           std::fprintf(stderr, "bench-uring: unknown mode %s\n", m.c_str());
@@ -956,6 +977,7 @@ int main(int argc, char** argv) {
   std::printf("\n# uring against classic, per repetition, then median (min-max)\n");
   for (auto [um, base] : {std::pair{Mode::kUring, Mode::kClassic},
                           {Mode::kUring, Mode::kClassic1},
+                          {Mode::kUringMsg, Mode::kClassic},
                           {Mode::kUringCross, Mode::kClassic}}) {
     auto& vu = all[um];
     auto& vb = all[base];
