@@ -26,6 +26,7 @@
 // Needs root and /sys/module/fuse/parameters/enable_uring = Y for the uring
 // modes (run.sh sets and restores it). Usage: bench-uring DIR [--reps N]
 // [--rtt N] [--msgs N] [--modes classic,classic1,uring,uringm,uringx] [--pin 0|1]
+// [--pp-cpus free|same|split]
 #include <fcntl.h>
 #include <sched.h>
 #include <sys/eventfd.h>
@@ -238,6 +239,9 @@ constexpr uint64_t kMsgSentTag = 3;
 
 // --pin 0 leaves the ring threads unpinned (default: each on its queue's CPU).
 bool g_pin_queues = true;
+// --pp-cpus same|split pins the two ping-pong processes to CPU 0, or to CPUs 0 and 1
+// (default: free), to tell a same-CPU round trip from a cross-CPU one.
+enum class PpCpus { kFree, kSame, kSplit } g_pp_cpus = PpCpus::kFree;
 
 // The queue whose thread this is (null on other threads).
 thread_local Queue* t_own_queue = nullptr;
@@ -767,6 +771,12 @@ void run_pingpong(const std::string& dir, size_t iters, Shared* sh, Figures& f) 
     pids[role] = fork();
     if (pids[role] < 0) die("fork");
     if (pids[role] != 0) continue;
+    if (g_pp_cpus != PpCpus::kFree) {
+      cpu_set_t set;
+      CPU_ZERO(&set);
+      CPU_SET(g_pp_cpus == PpCpus::kSplit ? role : 0, &set);
+      if (sched_setaffinity(0, sizeof set, &set) != 0) _exit(5);
+    }
     int out = open((dir + (role == 0 ? "/box" : "/box2")).c_str(), O_RDWR);
     int in = open((dir + (role == 0 ? "/box2" : "/box")).c_str(), O_RDWR);
     if (out < 0 || in < 0) _exit(2);
@@ -898,6 +908,7 @@ int main(int argc, char** argv) {
     else if (k == "--rtt") rtt_iters = std::stoul(v);
     else if (k == "--msgs") msgs = std::stoul(v);
     else if (k == "--pin") g_pin_queues = v != "0";
+    else if (k == "--pp-cpus") g_pp_cpus = v == "same" ? PpCpus::kSame : v == "split" ? PpCpus::kSplit : PpCpus::kFree;
     else if (k == "--modes") {
       modes.clear();
       size_t pos = 0;
