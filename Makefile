@@ -57,7 +57,7 @@ LIB_PIC_OBJS := $(LIB_SRCS:%.cc=$(OUT)/pic/%.o)
 MBX_SRCS := $(wildcard tools/mbx/*.cc)
 MBX_OBJS := $(MBX_SRCS:%.cc=$(OUT)/%.o)
 
-.PHONY: all deps test-deps check test build-tests demo examples bench clean format format-check install \
+.PHONY: all deps test-deps check test build-tests demo examples bench bench-uring clean format format-check install \
   install-python uninstall
 
 all: $(OUT)/mailboxfs $(OUT)/mbx $(OUT)/libmailbox_core.a $(OUT)/libmailbox.a $(OUT)/$(SONAME) $(OUT)/mailbox.pc
@@ -133,6 +133,11 @@ $(OUT)/tests/bench/floor/%.o: tests/bench/floor/%.cc
 	@mkdir -p $(dir $@)
 	$(CXX) $(CXXFLAGS) $(FUSE_CFLAGS) -c $< -o $@
 
+# The FUSE-over-io_uring probe (tests/bench/uring/): its own tiny filesystem, no libfuse,
+# raw io_uring syscalls; not part of build-tests or make test.
+$(OUT)/bench-uring: $(OUT)/tests/bench/uring/probe.o
+	$(CXX) -o $@ $^ $(LDFLAGS)
+
 build-tests: all examples $(OUT)/unit_tests $(OUT)/mount_tests $(OUT)/bench $(OUT)/bench-floor
 
 deps:
@@ -160,6 +165,12 @@ bench:
 	@$(MAKE) --no-print-directory all $(OUT)/bench $(OUT)/bench-floor
 	@tests/bench/run.sh $(OUT) $(if $(filter 1,$(QUICK)),--quick) $(if $(ONLY),--only $(ONLY)) \
 	  $(if $(REPS),--reps $(REPS))
+
+# Classic /dev/fuse against FUSE_OVER_IO_URING, interleaved (docs/benchmarks.md);
+# needs root: sets /sys/module/fuse/parameters/enable_uring for the run and restores it.
+# REPS=N, ARGS='--rtt N --msgs N --modes classic,uring'.
+bench-uring: $(OUT)/bench-uring
+	@tests/bench/uring/run.sh $(OUT)/bench-uring $(if $(REPS),--reps $(REPS)) $(ARGS)
 
 demo: deps
 	@$(MAKE) --no-print-directory all
@@ -222,7 +233,8 @@ clean:
 	rm -rf $(OUT)
 
 -include $(CORE_OBJS:.o=.d) $(FUSE_OBJS:.o=.d) $(UNIT_OBJS:.o=.d) $(MOUNT_OBJS:.o=.d) $(BENCH_OBJS:.o=.d) \
-  $(LIB_SRCS:%.cc=$(OUT)/%.d) $(LIB_PIC_OBJS:.o=.d) $(MBX_OBJS:.o=.d) $(OUT)/tests/bench/floor/floor.d
+  $(LIB_SRCS:%.cc=$(OUT)/%.d) $(LIB_PIC_OBJS:.o=.d) $(MBX_OBJS:.o=.d) $(OUT)/tests/bench/floor/floor.d \
+  $(OUT)/tests/bench/uring/probe.d
 
 # ---- Reliability: fuzzing, sanitizers, soak (docs/reliability.md) ----------
 # libFuzzer targets, built with clang under ASan+UBSan in $(FUZZ_OUT).
