@@ -90,4 +90,13 @@ else
   echo "bench: $line" >&2
 fi
 sed -i "s|^<!-- chart -->\$|$line|" "$md"
+# Hand-written sections for measurements made outside this run (each file of
+# docs/benchmarks.d/, e.g. the io_uring probe), appended so a full run keeps them.
+if [ "$md" = docs/benchmarks.md ]; then
+  for f in docs/benchmarks.d/*.md; do
+    [ -e "$f" ] || continue
+    printf '\n' >>"$md"
+    sed '1s/^## /## Measured separately: /' "$f" >>"$md"
+  done
+fi
 echo "bench: wrote $csv and $md" >&2
