@@ -118,7 +118,7 @@ $(OUT)/tests/unit/options_test.o: CXXFLAGS += $(FUSE_CFLAGS) -I.
 # The ecosystem tests run the Python suite and `make install` from the source tree.
 $(OUT)/tests/mount/ecosystem_test.o: CXXFLAGS += -DMAILBOXFS_SRCDIR='"$(CURDIR)"'
 
-# The mount tests run the mq programs below as subprocesses (tests/mount/mq_test.cc).
+# The mount tests run the mq programs below as subprocesses (tests/mount/mq_conformance_test.cc).
 $(OUT)/mount_tests: $(MOUNT_OBJS) $(OUT)/libmailbox.a | $(OUT)/mq_conformance $(OUT)/mq_prodcons
 	$(CXX) -o $@ $(MOUNT_OBJS) $(OUT)/libmailbox.a $(LDFLAGS) $(GTEST_LIBS)
 
@@ -137,6 +137,7 @@ $(OUT)/mq_conformance: $(OUT)/tests/mq/conformance.o
 $(OUT)/mq_prodcons: tests/mq/prodcons.c
 	@mkdir -p $(OUT)
 	$(CC) -std=c11 -O2 -g -Wall -Wextra -pthread -MMD -MP -MF $@.d -o $@ $< -pthread -lrt
+-include $(OUT)/tests/mq/conformance.d $(OUT)/mq_prodcons.d
 
 # Boost.Interprocess is header-only; its message_queue needs -lrt -pthread.
 $(OUT)/bench: $(BENCH_OBJS) $(OUT)/libmailbox.a
@@ -240,8 +241,7 @@ clean:
 	rm -rf $(OUT)
 
 -include $(CORE_OBJS:.o=.d) $(FUSE_OBJS:.o=.d) $(UNIT_OBJS:.o=.d) $(MOUNT_OBJS:.o=.d) $(BENCH_OBJS:.o=.d) \
-  $(LIB_SRCS:%.cc=$(OUT)/%.d) $(LIB_PIC_OBJS:.o=.d) $(MBX_OBJS:.o=.d) $(OUT)/tests/bench/floor/floor.d \
-  $(OUT)/tests/mq/conformance.d $(OUT)/mq_prodcons.d
+  $(LIB_SRCS:%.cc=$(OUT)/%.d) $(LIB_PIC_OBJS:.o=.d) $(MBX_OBJS:.o=.d) $(OUT)/tests/bench/floor/floor.d
 
 # ---- Reliability: fuzzing, sanitizers, soak (docs/reliability.md) ----------
 # libFuzzer targets, built with clang under ASan+UBSan in $(FUZZ_OUT).

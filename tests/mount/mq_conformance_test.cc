@@ -71,7 +71,7 @@ mt::Run preloaded(const std::string& lib, const std::string& root, const std::st
 }
 
 // A mount every user may reach (the suite's EACCES tests run as nobody).
-class MqPreload : public ::testing::Test {
+class MqConformancePreload : public ::testing::Test {
  protected:
   void SetUp() override {
     lib_ = out_dir() + "/libmailbox-mq.so";
@@ -85,7 +85,7 @@ class MqPreload : public ::testing::Test {
   std::unique_ptr<mt::Mount> m_;
 };
 
-TEST(MqKernel, ConformanceSuitePasses) {
+TEST(MqConformanceKernel, ConformanceSuitePasses) {
   std::string why = kernel_limits_problem();
   if (!why.empty()) GTEST_SKIP() << why;
   const std::string bin = out_dir() + "/mq_conformance";
@@ -96,7 +96,7 @@ TEST(MqKernel, ConformanceSuitePasses) {
   EXPECT_EQ(r.status, 0) << failures(r.out) << r.err;
 }
 
-TEST(MqKernel, ProducerConsumerRuns) {
+TEST(MqConformanceKernel, ProducerConsumerRuns) {
   std::string why = kernel_limits_problem();
   if (!why.empty()) GTEST_SKIP() << why;
   const std::string bin = out_dir() + "/mq_prodcons";
@@ -109,14 +109,14 @@ TEST(MqKernel, ProducerConsumerRuns) {
   EXPECT_NE(r.out.find("producer exited with status 0\n"), std::string::npos) << r.out;
 }
 
-TEST_F(MqPreload, ConformanceSuitePassesOnMailboxfs) {
+TEST_F(MqConformancePreload, ConformanceSuitePassesOnMailboxfs) {
   mt::Run r = preloaded(lib_, m_->dir(), q(out_dir() + "/mq_conformance"));
   EXPECT_FALSE(r.timed_out);
   EXPECT_EQ(r.status, 0) << failures(r.out) << r.err << m_->daemon_stderr();
   EXPECT_EQ(m_->sh("ls -A").out, "") << "a test left a queue behind";
 }
 
-TEST_F(MqPreload, ProducerConsumerPrintsWhatItPrintsOnTheKernel) {
+TEST_F(MqConformancePreload, ProducerConsumerPrintsWhatItPrintsOnTheKernel) {
   std::string why = kernel_limits_problem();
   if (!why.empty()) GTEST_SKIP() << why;
   const std::string bin = q(out_dir() + "/mq_prodcons");
