@@ -118,8 +118,26 @@ $(OUT)/tests/unit/options_test.o: CXXFLAGS += $(FUSE_CFLAGS) -I.
 # The ecosystem tests run the Python suite and `make install` from the source tree.
 $(OUT)/tests/mount/ecosystem_test.o: CXXFLAGS += -DMAILBOXFS_SRCDIR='"$(CURDIR)"'
 
-$(OUT)/mount_tests: $(MOUNT_OBJS) $(OUT)/libmailbox.a
+# The mount tests run the mq programs below as subprocesses (tests/mount/mq_conformance_test.cc).
+$(OUT)/mount_tests: $(MOUNT_OBJS) $(OUT)/libmailbox.a | $(OUT)/mq_conformance $(OUT)/mq_prodcons
 	$(CXX) -o $@ $(MOUNT_OBJS) $(OUT)/libmailbox.a $(LDFLAGS) $(GTEST_LIBS)
+
+# The mq conformance suite and an unmodified mq program (tests/mq): plain
+# <mqueue.h> programs that link nothing of mailboxfs (-lrt only), so the same
+# binaries run on the kernel's queues and under LD_PRELOAD=libmailbox-mq.so.
+# No sanitizer: a sanitizer runtime must come before any preload.
+MQ_CXXFLAGS = $(filter-out -Ilib -Ilib/include -fsanitize=%,$(CXXFLAGS))
+MQ_LDFLAGS = $(filter-out -fsanitize=%,$(LDFLAGS))
+GTEST_NOMAIN_LIBS = $(shell pkg-config --libs gtest 2>/dev/null || echo -lgtest)
+$(OUT)/tests/mq/%.o: tests/mq/%.cc
+	@mkdir -p $(dir $@)
+	$(CXX) $(MQ_CXXFLAGS) -c $< -o $@
+$(OUT)/mq_conformance: $(OUT)/tests/mq/conformance.o
+	$(CXX) -o $@ $^ $(MQ_LDFLAGS) $(GTEST_NOMAIN_LIBS) -lrt
+$(OUT)/mq_prodcons: tests/mq/prodcons.c
+	@mkdir -p $(OUT)
+	$(CC) -std=c11 -O2 -g -Wall -Wextra -pthread -MMD -MP -MF $@.d -o $@ $< -pthread -lrt
+-include $(OUT)/tests/mq/conformance.d $(OUT)/mq_prodcons.d
 
 # Boost.Interprocess is header-only; its message_queue needs -lrt -pthread.
 $(OUT)/bench: $(BENCH_OBJS) $(OUT)/libmailbox.a
@@ -138,7 +156,8 @@ $(OUT)/tests/bench/floor/%.o: tests/bench/floor/%.cc
 $(OUT)/bench-uring: $(OUT)/tests/bench/uring/probe.o
 	$(CXX) -o $@ $^ $(LDFLAGS)
 
-build-tests: all examples $(OUT)/unit_tests $(OUT)/mount_tests $(OUT)/bench $(OUT)/bench-floor
+build-tests: all examples $(OUT)/unit_tests $(OUT)/mount_tests $(OUT)/bench $(OUT)/bench-floor $(OUT)/mq_conformance \
+  $(OUT)/mq_prodcons
 
 deps:
 	@scripts/deps.sh run
