@@ -466,23 +466,24 @@ Result<size_t> Mailbox::receive_for(void* b, size_t n, Clock::duration t) {
 Result<size_t> Mailbox::receive_until(void* b, size_t n, Clock::time_point d) { return impl_->receive(b, n, false, d); }
 
 namespace {
-Result<size_t> with_prio(Result<size_t> r, unsigned got, unsigned* prio) {
-  if (r && prio) *prio = got;
+// The priority is read once the receive has returned.
+Result<size_t> with_prio(Result<size_t> r, const detail::MailboxImpl& m, unsigned* prio) {
+  if (r && prio) *prio = m.last_prio;
   return r;
 }
 }  // namespace
 
 Result<size_t> Mailbox::receive(void* b, size_t n, unsigned* p) {
-  return with_prio(impl_->receive(b, n, false, std::nullopt), impl_->last_prio, p);
+  return with_prio(impl_->receive(b, n, false, std::nullopt), *impl_, p);
 }
 Result<size_t> Mailbox::try_receive(void* b, size_t n, unsigned* p) {
-  return with_prio(impl_->receive(b, n, true, std::nullopt), impl_->last_prio, p);
+  return with_prio(impl_->receive(b, n, true, std::nullopt), *impl_, p);
 }
 Result<size_t> Mailbox::receive_for(void* b, size_t n, unsigned* p, Clock::duration t) {
-  return with_prio(impl_->receive(b, n, false, Clock::now() + t), impl_->last_prio, p);
+  return with_prio(impl_->receive(b, n, false, Clock::now() + t), *impl_, p);
 }
 Result<size_t> Mailbox::receive_until(void* b, size_t n, unsigned* p, Clock::time_point d) {
-  return with_prio(impl_->receive(b, n, false, d), impl_->last_prio, p);
+  return with_prio(impl_->receive(b, n, false, d), *impl_, p);
 }
 int Mailbox::receive(std::string& out) { return impl_->receive(out, false, std::nullopt); }
 int Mailbox::try_receive(std::string& out) { return impl_->receive(out, true, std::nullopt); }
