@@ -985,7 +985,8 @@ Errc Segment::remove_oldest_locked(const Found& f, int64_t now_ns, bool received
   n.quota_owed += rec;
   commit_recv_locked(n);
   // After the commit: a death in between leaves either word high, never low.
-  if (passed) std::atomic_ref<uint64_t>(h->tombs).store(h->tombs - std::min(h->tombs, passed), std::memory_order_relaxed);
+  if (passed)
+    std::atomic_ref<uint64_t>(h->tombs).store(h->tombs - std::min(h->tombs, passed), std::memory_order_relaxed);
   if (f.r.flags & layout::kPrioMask)
     std::atomic_ref<uint64_t>(h->prio_popped).store(h->prio_popped + 1, std::memory_order_relaxed);
   release_passed_locked(old_head, n.head);
@@ -999,8 +1000,7 @@ Errc Segment::remove_oldest_locked(const Found& f, int64_t now_ns, bool received
 bool Segment::mark_taken_locked(uint64_t pos) const {
   const uint64_t head = hdr_->recv.head, tail = hdr_->tail_pub.load(std::memory_order_acquire);
   const uint64_t off = pos % data_size_;
-  if (pos - head >= tail - head || tail - head > data_size_ || pos % 8 != 0 || data_size_ - off < kRecHdr)
-    return false;
+  if (pos - head >= tail - head || tail - head > data_size_ || pos % 8 != 0 || data_size_ - off < kRecHdr) return false;
   auto* r = reinterpret_cast<RecordHeader*>(data_ + off);
   const RecordHeader c = *r;
   if (c.len == layout::kWrapMarker || c.len > max_message_ || layout::record_size(c.len) > data_size_ - off ||
@@ -1111,8 +1111,8 @@ Result<Segment::Found> Segment::pick_locked() {
 void Segment::resync_prio_locked(uint64_t tail) const {
   if (!try_lock(Side::send)) return;
   if (hdr_->tail_pub.load(std::memory_order_acquire) == tail)
-    std::atomic_ref<uint64_t>(hdr_->prio_popped).store(hdr_->prio_pushed.load(std::memory_order_relaxed),
-                                                       std::memory_order_relaxed);
+    std::atomic_ref<uint64_t>(hdr_->prio_popped)
+        .store(hdr_->prio_pushed.load(std::memory_order_relaxed), std::memory_order_relaxed);
   unlock(Side::send);
 }
 
@@ -1287,8 +1287,8 @@ void Segment::empty_both_locked() {
   commit_recv_locked(n);
   if (version_ >= 6) {  // nothing queued, no tombstone: both locks held, so exact
     std::atomic_ref<uint64_t>(hdr_->tombs).store(0, std::memory_order_relaxed);
-    std::atomic_ref<uint64_t>(hdr_->prio_popped).store(hdr_->prio_pushed.load(std::memory_order_relaxed),
-                                                       std::memory_order_relaxed);
+    std::atomic_ref<uint64_t>(hdr_->prio_popped)
+        .store(hdr_->prio_pushed.load(std::memory_order_relaxed), std::memory_order_relaxed);
   }
   settle_quota_locked();
   return_credit_locked();

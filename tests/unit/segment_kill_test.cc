@@ -311,8 +311,7 @@ TEST_P(SegmentKill, AtEveryInstructionNothingCorruptAtMostOneLost) {
   EXPECT_GT(missing_after_commit, 0);
 }
 
-INSTANTIATE_TEST_SUITE_P(Ops, SegmentKill,
-                         ::testing::Values(Op::pop, Op::view, Op::push, Op::wrap, Op::take, Op::pass),
+INSTANTIATE_TEST_SUITE_P(Ops, SegmentKill, ::testing::Values(Op::pop, Op::view, Op::push, Op::wrap, Op::take, Op::pass),
                          [](const auto& info) {
                            return std::string(info.param == Op::pop    ? "Receive"
                                               : info.param == Op::view ? "View"

@@ -41,8 +41,8 @@ TEST(SegmentPrio, HighestFirstFifoWithinAPriority) {
   TempDir d;
   SharedControl ctl;
   Segment s = make_segment(d.file("s"), 64, 512, ctl);
-  const std::vector<std::pair<std::string, unsigned>> sent = {
-      {"a0", 0}, {"b5", 5}, {"c0", 0}, {"d9", 9}, {"e5", 5}, {"f9", 9}, {"g32767", 32767}, {"h0", 0}};
+  const std::vector<std::pair<std::string, unsigned>> sent = {{"a0", 0}, {"b5", 5}, {"c0", 0},         {"d9", 9},
+                                                              {"e5", 5}, {"f9", 9}, {"g32767", 32767}, {"h0", 0}};
   for (auto& [m, p] : sent) ASSERT_TRUE(push(s, m, p).ok());
   EXPECT_EQ(push(s, "x", layout::kPrioMask + 1).error(), Errc::invalid);
   auto counts = s.priority_counts();
@@ -198,7 +198,7 @@ TEST(SegmentPrio, Version5SegmentIsAdoptedWithoutPriorities) {
 
 layout::RecordHeader* record_at(Segment& s, uint64_t pos) {
   return reinterpret_cast<layout::RecordHeader*>(reinterpret_cast<char*>(s.header()) + layout::kHeaderSize +
-                                         pos % s.data_size());
+                                                 pos % s.data_size());
 }
 
 // A flags word with a bit no version writes is a scribble: quarantined.
