@@ -650,7 +650,8 @@ void Mailbox::settle_locked(Batch& b) {
     // either kind rings the doorbell (sooner than the retry timer).
     const bool any = contended_ || polls;
     const uint32_t want = (readers_.empty() && !any ? 0u : kWatchReadable) |
-                          (writers_.empty() && acks_.empty() && !any ? 0u : kWatchWritable);
+                          (writers_.empty() && acks_.empty() && !any ? 0u : kWatchWritable) |
+                          (readers_.empty() ? 0u : kWatchParkedReceivers);
     if (want == watch_) break;
     // Made visible (seq_cst) before the re-check below: either it sees the
     // other participant's change, or the store tells us (Store::watch).

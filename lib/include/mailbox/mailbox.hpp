@@ -50,6 +50,7 @@ using Clock = std::chrono::steady_clock;
 class Mailbox;
 namespace detail {
 struct MailboxImpl;
+struct Access;  // the library's own add-ons (lib/mq): not part of the API
 }
 
 // A slot reserved in a mailbox (zero-copy send): write size() bytes at data(),
@@ -170,6 +171,7 @@ class Mailbox {
  private:
   friend class Reservation;
   friend class View;
+  friend struct detail::Access;
   using Impl = detail::MailboxImpl;
   explicit Mailbox(std::unique_ptr<Impl> impl);
   Result<Reservation> reserve_impl(size_t len, bool nonblock, std::optional<Clock::time_point> d);
