@@ -105,6 +105,7 @@ struct detail::MailboxImpl {
   mbx::Segment seg;
   mbx::Mapping ctl;
   mbx::Sender last_from;         // of the last message received
+  unsigned last_prio = 0;        // and its priority
   std::optional<FilePath> file;  // the fallback: no segment mapped
   // The fallback's zero-copy buffers: a reservation is staged here until
   // commit(), a view is a private copy (see reserve(), view()).
@@ -209,14 +210,18 @@ struct detail::MailboxImpl {
     }
   }
 
-  int send(std::string_view msg, bool nonblock, std::optional<Clock::time_point> deadline) {
+  int send(std::string_view msg, unsigned prio, bool nonblock, std::optional<Clock::time_point> deadline) {
     if (!can_send) return EBADF;
-    if (file) return viewing || staged ? EBUSY : file->send(msg, nonblock, deadline);  // as the segment's rules
+    if (prio > kMaxPriority) return EINVAL;
+    if (file) {
+      if (prio) return ENOTSUP;                                                // the file carries no priority
+      return viewing || staged ? EBUSY : file->send(msg, nonblock, deadline);  // as the segment's rules
+    }
     uint64_t seq = 0;
     int e = until(
         kForRoom,
         [&] {
-          auto r = seg.push(msg.data(), msg.size(), identity(), mbx::coarse_realtime_ns());
+          auto r = seg.push(msg.data(), msg.size(), identity(), mbx::coarse_realtime_ns(), false, prio);
           if (r) seq = *r;
           return r ? Errc::ok : r.error();
         },
@@ -226,8 +231,10 @@ struct detail::MailboxImpl {
     return seg.capacity() == 0 ? await_receipt(seq, nonblock, deadline) : 0;
   }
 
-  Result<char*> reserve(size_t len, bool nonblock, std::optional<Clock::time_point> deadline) {
+  Result<char*> reserve(size_t len, unsigned prio, bool nonblock, std::optional<Clock::time_point> deadline) {
     if (!can_send) return Result<char*>::failure(EBADF);
+    if (prio > kMaxPriority) return Result<char*>::failure(EINVAL);
+    if (file && prio) return Result<char*>::failure(ENOTSUP);
     if (file) {                                                     // staged here, sent by commit()
       if (staged || viewing) return Result<char*>::failure(EBUSY);  // as the segment's rules
       if (len > file->max_message()) return Result<char*>::failure(EMSGSIZE);
@@ -239,7 +246,7 @@ struct detail::MailboxImpl {
     int e = until(
         kForRoom,
         [&] {
-          auto r = seg.reserve(len, identity(), mbx::coarse_realtime_ns());
+          auto r = seg.reserve(len, identity(), mbx::coarse_realtime_ns(), prio);
           if (r) p = *r;
           return r ? Errc::ok : r.error();
         },
@@ -297,6 +304,7 @@ struct detail::MailboxImpl {
           if (!r) return r.error();
           len = r->len;
           last_from = r->from;
+          last_prio = r->prio;
           return Errc::ok;
         },
         nonblock, deadline);
@@ -334,6 +342,7 @@ struct detail::MailboxImpl {
             return Errc::no_memory;
           }
           last_from = r->from;
+          last_prio = r->prio;
           seg.release_view();
           return Errc::ok;
         },
@@ -355,7 +364,7 @@ struct detail::MailboxImpl {
       viewed = std::move(*r);
       viewing = true;
       note_file_sender();
-      return mbx::Segment::View{viewed.data(), viewed.size(), 0, last_from};
+      return mbx::Segment::View{viewed.data(), viewed.size(), 0, last_from, 0};
     }
     mbx::Segment::View v{};
     int e = until(
@@ -368,12 +377,14 @@ struct detail::MailboxImpl {
         nonblock, deadline);
     if (e) return Result<mbx::Segment::View>::failure(e);
     last_from = v.from;
+    last_prio = v.prio;
     return v;
   }
 
   void note_file_sender() {
     const Sender s = file->last_sender();
     last_from = mbx::Sender{s.pid, s.uid, s.gid};
+    last_prio = 0;
   }
 
   void release() {
@@ -442,10 +453,16 @@ Mailbox::Mailbox(Mailbox&&) noexcept = default;
 Mailbox& Mailbox::operator=(Mailbox&&) noexcept = default;
 Mailbox::~Mailbox() = default;
 
-int Mailbox::send(std::string_view m) { return impl_->send(m, false, std::nullopt); }
-int Mailbox::try_send(std::string_view m) { return impl_->send(m, true, std::nullopt); }
-int Mailbox::send_for(std::string_view m, Clock::duration t) { return impl_->send(m, false, Clock::now() + t); }
-int Mailbox::send_until(std::string_view m, Clock::time_point d) { return impl_->send(m, false, d); }
+int Mailbox::send(std::string_view m) { return impl_->send(m, 0, false, std::nullopt); }
+int Mailbox::try_send(std::string_view m) { return impl_->send(m, 0, true, std::nullopt); }
+int Mailbox::send_for(std::string_view m, Clock::duration t) { return impl_->send(m, 0, false, Clock::now() + t); }
+int Mailbox::send_until(std::string_view m, Clock::time_point d) { return impl_->send(m, 0, false, d); }
+int Mailbox::send(std::string_view m, unsigned p) { return impl_->send(m, p, false, std::nullopt); }
+int Mailbox::try_send(std::string_view m, unsigned p) { return impl_->send(m, p, true, std::nullopt); }
+int Mailbox::send_for(std::string_view m, unsigned p, Clock::duration t) {
+  return impl_->send(m, p, false, Clock::now() + t);
+}
+int Mailbox::send_until(std::string_view m, unsigned p, Clock::time_point d) { return impl_->send(m, p, false, d); }
 
 Result<size_t> Mailbox::receive(void* b, size_t n) { return impl_->receive(b, n, false, std::nullopt); }
 Result<size_t> Mailbox::try_receive(void* b, size_t n) { return impl_->receive(b, n, true, std::nullopt); }
@@ -453,6 +470,27 @@ Result<size_t> Mailbox::receive_for(void* b, size_t n, Clock::duration t) {
   return impl_->receive(b, n, false, Clock::now() + t);
 }
 Result<size_t> Mailbox::receive_until(void* b, size_t n, Clock::time_point d) { return impl_->receive(b, n, false, d); }
+
+namespace {
+// The priority is read once the receive has returned.
+Result<size_t> with_prio(Result<size_t> r, const detail::MailboxImpl& m, unsigned* prio) {
+  if (r && prio) *prio = m.last_prio;
+  return r;
+}
+}  // namespace
+
+Result<size_t> Mailbox::receive(void* b, size_t n, unsigned* p) {
+  return with_prio(impl_->receive(b, n, false, std::nullopt), *impl_, p);
+}
+Result<size_t> Mailbox::try_receive(void* b, size_t n, unsigned* p) {
+  return with_prio(impl_->receive(b, n, true, std::nullopt), *impl_, p);
+}
+Result<size_t> Mailbox::receive_for(void* b, size_t n, unsigned* p, Clock::duration t) {
+  return with_prio(impl_->receive(b, n, false, Clock::now() + t), *impl_, p);
+}
+Result<size_t> Mailbox::receive_until(void* b, size_t n, unsigned* p, Clock::time_point d) {
+  return with_prio(impl_->receive(b, n, false, d), *impl_, p);
+}
 int Mailbox::receive(std::string& out) { return impl_->receive(out, false, std::nullopt); }
 int Mailbox::try_receive(std::string& out) { return impl_->receive(out, true, std::nullopt); }
 int Mailbox::receive_for(std::string& out, Clock::duration t) { return impl_->receive(out, false, Clock::now() + t); }
@@ -464,12 +502,18 @@ int Mailbox::receive_for(std::vector<char>& out, Clock::duration t) {
 }
 int Mailbox::receive_until(std::vector<char>& out, Clock::time_point d) { return impl_->receive(out, false, d); }
 
-Result<Reservation> Mailbox::reserve(size_t len) { return reserve_impl(len, false, std::nullopt); }
-Result<Reservation> Mailbox::try_reserve(size_t len) { return reserve_impl(len, true, std::nullopt); }
-Result<Reservation> Mailbox::reserve_until(size_t len, Clock::time_point d) { return reserve_impl(len, false, d); }
+Result<Reservation> Mailbox::reserve(size_t len) { return reserve_impl(len, 0, false, std::nullopt); }
+Result<Reservation> Mailbox::try_reserve(size_t len) { return reserve_impl(len, 0, true, std::nullopt); }
+Result<Reservation> Mailbox::reserve_until(size_t len, Clock::time_point d) { return reserve_impl(len, 0, false, d); }
+Result<Reservation> Mailbox::reserve(size_t len, unsigned p) { return reserve_impl(len, p, false, std::nullopt); }
+Result<Reservation> Mailbox::try_reserve(size_t len, unsigned p) { return reserve_impl(len, p, true, std::nullopt); }
+Result<Reservation> Mailbox::reserve_until(size_t len, unsigned p, Clock::time_point d) {
+  return reserve_impl(len, p, false, d);
+}
 
-Result<Reservation> Mailbox::reserve_impl(size_t len, bool nonblock, std::optional<Clock::time_point> d) {
-  auto r = impl_->reserve(len, nonblock, d);
+Result<Reservation> Mailbox::reserve_impl(size_t len, unsigned prio, bool nonblock,
+                                          std::optional<Clock::time_point> d) {
+  auto r = impl_->reserve(len, prio, nonblock, d);
   if (!r) return Result<Reservation>::failure(r.error());
   return Reservation(impl_.get(), *r, len);
 }
@@ -490,7 +534,7 @@ Result<View> Mailbox::receive_view_until(Clock::time_point d) { return view_impl
 Result<View> Mailbox::view_impl(bool nonblock, std::optional<Clock::time_point> d) {
   auto r = impl_->view(nonblock, d);
   if (!r) return Result<View>::failure(r.error());
-  return View(impl_.get(), r->data, r->len, Sender{r->from.pid, r->from.uid, r->from.gid});
+  return View(impl_.get(), r->data, r->len, Sender{r->from.pid, r->from.uid, r->from.gid}, r->prio);
 }
 
 void View::release() {
@@ -502,6 +546,7 @@ void View::put_back() {
 }
 
 Sender Mailbox::last_sender() const { return Sender{impl_->last_from.pid, impl_->last_from.uid, impl_->last_from.gid}; }
+unsigned Mailbox::last_priority() const { return impl_->last_prio; }
 
 Stats Mailbox::stats() const {
   if (impl_->file) {  // the daemon's view, through the xattrs
@@ -589,6 +634,24 @@ ssize_t mbx_recv(mbx_t* m, void* buf, size_t cap, int timeout_ms) {
                             : m->box.receive_until(buf, cap, *deadline_of(timeout_ms));
   return r ? static_cast<ssize_t>(*r) : -static_cast<ssize_t>(r.error());
 }
+
+int mbx_send_prio(mbx_t* m, const void* data, size_t len, unsigned prio, int timeout_ms) {
+  if (timeout_ms < -1) return -EINVAL;
+  std::string_view v(static_cast<const char*>(data), len);
+  if (timeout_ms == 0) return -m->box.try_send(v, prio);
+  auto d = deadline_of(timeout_ms);
+  return -(d ? m->box.send_until(v, prio, *d) : m->box.send(v, prio));
+}
+
+ssize_t mbx_recv_prio(mbx_t* m, void* buf, size_t cap, unsigned* prio, int timeout_ms) {
+  if (timeout_ms < -1) return -EINVAL;
+  auto r = timeout_ms == 0  ? m->box.try_receive(buf, cap, prio)
+           : timeout_ms < 0 ? m->box.receive(buf, cap, prio)
+                            : m->box.receive_until(buf, cap, prio, *deadline_of(timeout_ms));
+  return r ? static_cast<ssize_t>(*r) : -static_cast<ssize_t>(r.error());
+}
+
+unsigned mbx_last_priority(const mbx_t* m) { return m->box.last_priority(); }
 
 void mbx_last_sender(const mbx_t* m, pid_t* pid, uid_t* uid, gid_t* gid) {
   const mailbox::Sender s = m->box.last_sender();

@@ -27,11 +27,19 @@ Result<std::string> mailbox_xattr(Mailbox& box, std::string_view name, pid_t rea
     if (!s) return Errc::no_data;
     return mailbox::format_sender(*s);
   }
+  if (is(name, attr::kPriorities)) {  // "5:2 0:10", highest first; empty when nothing is queued
+    auto p = box.priorities();
+    if (!p) return p.error();
+    std::string s;
+    for (auto [prio, n] : *p) s += (s.empty() ? "" : " ") + std::to_string(prio) + ":" + std::to_string(n);
+    return s;
+  }
   MailboxInfo i = box.info();
   if (is(name, attr::kCapacity)) return format_capacity(i.settings.capacity);
   if (is(name, attr::kMaxMessage)) return std::to_string(i.settings.max_message);
   if (is(name, attr::kFraming)) return std::string(framing_name(i.settings.framing));
   if (is(name, attr::kTimeoutMs)) return std::to_string(i.settings.timeout_ms);
+  if (is(name, attr::kSendPriority)) return std::to_string(i.settings.send_priority);
   if (is(name, attr::kMessages)) return std::to_string(i.seg.count);
   if (is(name, attr::kBytes)) return std::to_string(i.seg.bytes);
   if (is(name, attr::kSent)) return std::to_string(i.seg.total_sent);

@@ -45,6 +45,7 @@ std::unique_ptr<Handle> Mailbox::open(bool can_read, bool can_write, bool nonblo
   Guard g(mu_);
   h->box = shared_from_this();
   h->framing = settings_.framing;
+  h->prio = settings_.send_priority;
   h->can_read = can_read;
   h->can_write = can_write;
   h->nonblock = nonblock;
@@ -274,7 +275,7 @@ Mailbox::Step Mailbox::run_send_locked(Waiter::SendJob& j, bool may_push, Batch&
     // message the quota has room for is never refused for its own copy.
     const uint64_t lent = std::min<uint64_t>(j.held, m.size());
     host_.held().lend(lent);
-    auto r = store_->push(m, j.from);
+    auto r = store_->push(m, j.from, false, j.prio);
     if (!r) {
       host_.held().take_back(lent);
       b.contended |= r.error() == Errc::contended;
@@ -446,6 +447,7 @@ std::optional<Outcome> Mailbox::write(Handle& h, const char* p, size_t n, bool n
     } else {
       Waiter::SendJob job;
       job.from = from;
+      job.prio = h.prio;
       job.chunk = n;
       if (h.framing == Framing::datagram) {
         job.kind = Waiter::SendJob::Kind::datagram;
@@ -526,6 +528,7 @@ std::optional<Outcome> Mailbox::flush(Handle& h, const Sender& caller, Waiter* w
       Waiter::SendJob job;
       job.kind = Waiter::SendJob::Kind::flush;
       job.from = from;
+      job.prio = h.prio;
       // The job owns the message and its charge: a concurrent close of the
       // same open file (fork, dup) finds nothing left to send. A send that
       // fails gives both back.
@@ -876,6 +879,16 @@ uint64_t Mailbox::reported_size_locked(const QueueStats& st) const {
 Settings Mailbox::settings() {
   Guard g(mu_);
   return settings_;
+}
+
+Result<std::vector<std::pair<unsigned, uint64_t>>> Mailbox::priorities() {
+  Op op(*this, /*settle=*/false);  // a look, as info()
+  if (removed_) return Errc::removed;
+  if (quarantined_ || !store_) return Errc::bad_message;
+  auto r = store_->priority_counts();
+  if (!r && r.error() == Errc::contended) return Errc::busy;
+  if (!r && store_->corrupt()) quarantine_locked(op.b);
+  return r;
 }
 
 MailboxInfo Mailbox::info() {

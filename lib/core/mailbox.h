@@ -64,6 +64,7 @@ class PollToken {
 struct Handle {
   std::shared_ptr<Mailbox> box;
   Framing framing = Framing::file;  // fixed at open
+  unsigned prio = 0;                // the priority of what it sends: fixed at open (send_priority)
   bool can_read = false, can_write = false;
   bool nonblock = false;  // last O_NONBLOCK seen (open, read, write)
   std::string rbuf;       // unread rest of a received message
@@ -118,6 +119,7 @@ class Waiter {
     size_t chunk = 0;  // line/datagram: bytes of this write
     std::string tail;  // line: trailing partial line to keep on success
     Sender from;
+    unsigned prio = 0;
     Errc err = Errc::ok;  // why it failed
     uint64_t held = 0;    // bytes of unsent msgs charged to the quota, for held_uid
     uid_t held_uid = 0;
@@ -201,6 +203,10 @@ class Mailbox final : public std::enable_shared_from_this<Mailbox>, public Store
   std::optional<Sender> last_sender(pid_t reader);
 
   MailboxInfo info();
+  // Queued messages per priority, highest first (user.mailbox.priorities):
+  // walks the queue, so not part of info(). busy: a receive lock held
+  // elsewhere (a library view) kept it from looking.
+  Result<std::vector<std::pair<unsigned, uint64_t>>> priorities();
   // The settings alone: takes no segment lock (a library process may hold
   // one for as long as it likes), so callers holding Tree::mu_ may use it.
   Settings settings();

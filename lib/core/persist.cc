@@ -20,7 +20,8 @@ std::string meta_path(const std::string& dir, uint64_t ino) { return dir + "/n" 
 namespace attr = mailbox::attr;
 // NUL-terminated: each key is the tail of its attribute's name.
 const std::string_view kCapacity = attr::key(attr::kCapacity), kMaxMessage = attr::key(attr::kMaxMessage),
-                       kFraming = attr::key(attr::kFraming), kTimeoutMs = attr::key(attr::kTimeoutMs);
+                       kFraming = attr::key(attr::kFraming), kTimeoutMs = attr::key(attr::kTimeoutMs),
+                       kSendPriority = attr::key(attr::kSendPriority);
 
 std::string format(const NodeMeta& m) {
   std::string s;
@@ -35,6 +36,8 @@ std::string format(const NodeMeta& m) {
   line(kMaxMessage.data(), std::to_string(m.settings.max_message));
   line(kFraming.data(), framing_name(m.settings.framing));
   line(kTimeoutMs.data(), std::to_string(m.settings.timeout_ms));
+  // Only when set: a record without it reads as before (and an older daemon skips it).
+  if (m.settings.send_priority) line(kSendPriority.data(), std::to_string(m.settings.send_priority));
   line("name", m.name);  // names hold no control characters (check_name)
   return s;
 }
@@ -65,7 +68,7 @@ bool parse(std::string_view text, NodeMeta* m) {
     else if (k == "gid") ok = num(&m->gid, 16);
     else if (k == kMaxMessage) ok = num(&m->settings.max_message, 32);
     else if (k == kTimeoutMs) ok = num(&m->settings.timeout_ms, 64);
-    else if (k == kCapacity || k == kFraming) ok = apply_setting(m->settings, k, v) == Errc::ok;
+    else if (k == kCapacity || k == kFraming || k == kSendPriority) ok = apply_setting(m->settings, k, v) == Errc::ok;
     else if (k == "name") m->name = std::string(v), seen |= 128;
     if (!ok) return false;
   }

@@ -92,6 +92,10 @@ Errc apply_setting(Settings& s, std::string_view name, std::string_view value) {
     auto v = parse_u64(value);
     if (!v || *v > 365ull * 24 * 3600 * 1000) return Errc::invalid;
     n.timeout_ms = *v;
+  } else if (name == attr::key(attr::kSendPriority)) {
+    auto v = parse_u64(value);
+    if (!v || *v > mailbox::kMaxPriority) return Errc::invalid;
+    n.send_priority = static_cast<unsigned>(*v);
   } else {
     return Errc::not_found;
   }

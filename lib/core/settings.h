@@ -26,6 +26,8 @@ struct Settings {
   uint64_t max_message = 1u << 20;  // bytes
   Framing framing = Framing::file;
   uint64_t timeout_ms = 0;  // 0 = wait forever
+  // Priority of the messages written through the file (fixed at each open).
+  unsigned send_priority = 0;
 };
 
 Result<uint64_t> parse_u64(std::string_view s);

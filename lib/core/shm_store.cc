@@ -186,14 +186,14 @@ ShmStore::~ShmStore() {
   if (seg_.valid()) destroy(!seg_.corrupt());
 }
 
-Result<uint64_t> ShmStore::push(std::string_view msg, const Sender& from, bool force) {
-  return seg_.push(msg.data(), msg.size(), from, realtime_ns(), force);
+Result<uint64_t> ShmStore::push(std::string_view msg, const Sender& from, bool force, unsigned prio) {
+  return seg_.push(msg.data(), msg.size(), from, realtime_ns(), force, prio);
 }
 
 Result<Store::Popped> ShmStore::pop(std::string& out) {
   auto p = seg_.pop(out, realtime_ns());
   if (!p) return p.error();
-  return Popped{p->seq, p->from};
+  return Popped{p->seq, p->from, p->prio};
 }
 
 Store::Withdrawn ShmStore::try_withdraw(uint64_t seq) {
@@ -258,7 +258,7 @@ Errc ShmStore::reshape(const Settings& n, uint64_t* first) {
   bool fits = fresh.ok();
   for (const auto& t : queued) {
     if (!fits) break;
-    fits = fresh->push(t.data.data(), t.data.size(), t.from, st.last_send_ns, /*force=*/true).ok();
+    fits = fresh->push(t.data.data(), t.data.size(), t.from, st.last_send_ns, /*force=*/true, t.prio).ok();
   }
   if (!fresh || !fits) {  // put everything back where it was
     seg_.unretire_and_put_back(queued, st);

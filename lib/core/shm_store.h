@@ -83,8 +83,9 @@ class ShmStore final : public Store {
   ShmStore(ShmBackend& backend, uint64_t id, Segment seg);
   ~ShmStore() override;
 
-  Result<uint64_t> push(std::string_view msg, const Sender& from, bool force) override;
+  Result<uint64_t> push(std::string_view msg, const Sender& from, bool force, unsigned prio) override;
   Result<Popped> pop(std::string& out) override;
+  Result<std::vector<std::pair<unsigned, uint64_t>>> priority_counts() override { return seg_.priority_counts(); }
   Result<uint32_t> peek_len() override { return seg_.peek_len(); }
   Withdrawn try_withdraw(uint64_t seq) override;
   uint64_t consumed_seq() override { return seg_.consumed_seq(); }

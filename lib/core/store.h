@@ -16,6 +16,8 @@
 #include <memory>
 #include <string>
 #include <string_view>
+#include <utility>
+#include <vector>
 
 #include "base/errc.h"
 #include "core/settings.h"
@@ -47,18 +49,24 @@ class Store {
   virtual ~Store() = default;
 
   // ---- messages ----
-  // Appends one message; returns its seq (0-based, in send order). again:
-  // full; no_space/quota: the mount's memory quota; msg_size: too large.
+  // Appends one message at priority `prio` (0..mailbox::kMaxPriority);
+  // returns its seq (0-based, in send order). again: full; no_space/quota:
+  // the mount's memory quota; msg_size: too large; not_supported: a
+  // priority > 0 the storage cannot keep (an older segment).
   // force: ignore capacity and quota (a message counted elsewhere).
-  virtual Result<uint64_t> push(std::string_view msg, const Sender& from, bool force = false) = 0;
+  virtual Result<uint64_t> push(std::string_view msg, const Sender& from, bool force = false, unsigned prio = 0) = 0;
   struct Popped {
     uint64_t seq;
     Sender from;
+    unsigned prio = 0;
   };
-  // Removes the oldest message, appending its payload to `out`. again: empty.
+  // Removes the next message: the oldest of the highest priority (FIFO
+  // within a priority), appending its payload to `out`. again: empty.
   virtual Result<Popped> pop(std::string& out) = 0;
-  // Payload length of the oldest message. again: empty.
+  // Payload length of the next message. again: empty.
   virtual Result<uint32_t> peek_len() = 0;
+  // Queued messages per priority, highest first; contended: ask again later.
+  virtual Result<std::vector<std::pair<unsigned, uint64_t>>> priority_counts() = 0;
   // Takes back message `seq` if it is still the unreceived one (an
   // interrupted rendezvous send).
   enum class Withdrawn { taken_back, received, contended };
@@ -94,7 +102,8 @@ class Store {
   virtual uint32_t sleeping_receivers() = 0;
 
   // ---- lifecycle ----
-  // New capacity/max_message with the queued messages kept in order; the
+  // New capacity/max_message with the queued messages kept in order (and
+  // their priorities); the
   // moved messages are renumbered from 0, and `*first` is the old seq of
   // the first of them. busy if they would not fit, contended: try again.
   virtual Errc reshape(const Settings& s, uint64_t* first) = 0;

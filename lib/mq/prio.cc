@@ -6,16 +6,14 @@ namespace mbx::mq {
 
 int prio_send(mailbox::Mailbox& m, std::string_view msg, unsigned prio, bool nonblock,
               const std::optional<mailbox::Clock::time_point>& deadline) {
-  (void)prio;  // TODO(h-prio): Mailbox::send(msg, prio)
-  if (nonblock) return m.try_send(msg);
-  return deadline ? m.send_until(msg, *deadline) : m.send(msg);
+  if (nonblock) return m.try_send(msg, prio);
+  return deadline ? m.send_until(msg, prio, *deadline) : m.send(msg, prio);
 }
 
 mailbox::Result<size_t> prio_receive(mailbox::Mailbox& m, char* buf, size_t cap, unsigned* prio, bool nonblock,
                                      const std::optional<mailbox::Clock::time_point>& deadline) {
-  if (prio) *prio = 0;
-  if (nonblock) return m.try_receive(buf, cap);
-  return deadline ? m.receive_until(buf, cap, *deadline) : m.receive(buf, cap);
+  if (nonblock) return m.try_receive(buf, cap, prio);
+  return deadline ? m.receive_until(buf, cap, prio, *deadline) : m.receive(buf, cap, prio);
 }
 
 }  // namespace mbx::mq

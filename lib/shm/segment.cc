@@ -442,9 +442,25 @@ bool Segment::positions_sane() const {
 // until a receiver removes them).
 template <class F>
 bool Segment::walk_locked(F&& f) const {
-  const uint64_t tail = hdr_->tail_pub.load(std::memory_order_acquire);
+  return walk_to_locked(hdr_->tail_pub.load(std::memory_order_acquire), false, f);
+}
+
+// A record's flags word: version 6, a priority and maybe kTaken (never on the
+// head's record, never with priority 0: only a higher priority is taken out
+// of order); before, 0. Anything else is a scribble.
+bool Segment::flags_ok(const RecordHeader& r, bool first) const {
+  if (version_ < 6) return r.flags == 0;
+  if (r.flags & ~(layout::kPrioMask | layout::kTaken)) return false;
+  return !(r.flags & layout::kTaken) || (!first && (r.flags & layout::kPrioMask));
+}
+
+// walk_locked() up to `tail` (published, read with acquire), visiting the
+// tombstones too if asked.
+template <class F>
+bool Segment::walk_to_locked(uint64_t tail, bool tombstones, F&& f) const {
   uint64_t pos = hdr_->recv.head;
   if (tail - pos > data_size_) return false;
+  bool first = true;
   while (pos != tail) {
     uint64_t off = pos % data_size_;
     RecordHeader r;
@@ -458,8 +474,9 @@ bool Segment::walk_locked(F&& f) const {
       std::memcpy(&r, data_, kRecHdr);
     }
     const uint64_t rec = layout::record_size(r.len);
-    if (r.len > max_message_ || rec > data_size_ - off || rec > tail - pos) return false;
-    f(pos, r, data_ + off + kRecHdr);
+    if (r.len > max_message_ || rec > data_size_ - off || rec > tail - pos || !flags_ok(r, first)) return false;
+    if (tombstones || !(r.flags & layout::kTaken)) f(pos, r, data_ + off + kRecHdr);
+    first = false;
     pos += rec;
   }
   return true;
@@ -474,14 +491,28 @@ bool Segment::check_ring_locked() const {
       h->send.quota_credit > credit_bound() || !sizing_sane() || h->recv.popped_bytes > h->send.sent_bytes ||
       h->recv.popped_record_bytes > h->send.sent_record_bytes)
     return false;
-  uint64_t count = 0, bytes = 0, rec_bytes = 0;
-  const bool ok = walk_locked([&](uint64_t, const RecordHeader& r, const char*) {
+  uint64_t count = 0, bytes = 0, rec_bytes = 0, prio = 0, tombs = 0;
+  const bool ok = walk_to_locked(h->send.tail, true, [&](uint64_t, const RecordHeader& r, const char*) {
+    if (r.flags & layout::kTaken) {
+      tombs++;
+      return;
+    }
     count++;
     bytes += r.len;
     rec_bytes += layout::record_size(r.len);
+    if (r.flags) prio++;
   });
-  return ok && count == h->send.next_seq - h->recv.popped && bytes == h->send.sent_bytes - h->recv.popped_bytes &&
-         rec_bytes == h->send.sent_record_bytes - h->recv.popped_record_bytes;
+  if (!ok || count != h->send.next_seq - h->recv.popped || bytes != h->send.sent_bytes - h->recv.popped_bytes ||
+      rec_bytes != h->send.sent_record_bytes - h->recv.popped_record_bytes)
+    return false;
+  if (version_ < 6) return true;
+  // The priority words err only one way (layout.h): the other way is a
+  // scribble. Both locks are held: they are made exact here.
+  const uint64_t pushed = h->prio_pushed.load(std::memory_order_relaxed), popped = load_word(h->prio_popped);
+  if (h->recv_take != 0 || popped > pushed || pushed - popped < prio || load_word(h->tombs) < tombs) return false;
+  std::atomic_ref<uint64_t>(hdr_->prio_popped).store(pushed - prio, std::memory_order_relaxed);
+  std::atomic_ref<uint64_t>(hdr_->tombs).store(tombs, std::memory_order_relaxed);
+  return true;
 }
 
 // Version 5's sender policy words are in range (version 4 does not use them).
@@ -719,7 +750,7 @@ Errc Segment::charge_quota_locked(uint64_t rec, bool force) {
 }
 
 // Writes the record header (the payload is already in place) and publishes it.
-void Segment::write_record_locked(const Room& room, size_t len, const Sender& from, int64_t now_ns) {
+void Segment::write_record_locked(const Room& room, size_t len, const Sender& from, int64_t now_ns, unsigned prio) {
   SegmentHeader* h = hdr_;
   layout::SendState n = h->send;
   if (room.wrap) {
@@ -735,7 +766,7 @@ void Segment::write_record_locked(const Room& room, size_t len, const Sender& fr
   // waited for every earlier store (the payload's) to reach the cache.
   auto* r = reinterpret_cast<RecordHeader*>(data_ + room.at % data_size_);  // 8-aligned
   r->len = static_cast<uint32_t>(len);
-  r->flags = 0;
+  r->flags = prio;  // push() checked it: 0 before version 6
   r->pid = from.pid;
   r->uid = from.uid;
   r->gid = from.gid;
@@ -755,15 +786,24 @@ void Segment::write_record_locked(const Room& room, size_t len, const Sender& fr
   // committed, started anew for the next lap after.
   std::atomic_ref<uint64_t> lap_max(h->lap_max);
   if (version_ >= 5 && rec > lap_max.load(std::memory_order_relaxed)) lap_max.store(rec, std::memory_order_relaxed);
+  // Counted before it is published (the release of tail_pub in the commit
+  // orders it for receivers): a death in between leaves it high, never low.
+  // SYNC POINT: relaxed; the release of tail_pub in the commit orders it
+  // before the record's publication, and receivers read it under recv_lock
+  // (next_locked): one that saw the record sees it counted.
+  if (prio) h->prio_pushed.store(h->prio_pushed.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
   commit_send_locked(n);
   if (version_ >= 5 && room.wrap) lap_max.store(rec, std::memory_order_relaxed);
 }
 
-Result<uint64_t> Segment::push(const char* data, size_t len, const Sender& from, int64_t now_ns, bool force) {
+Result<uint64_t> Segment::push(const char* data, size_t len, const Sender& from, int64_t now_ns, bool force,
+                               unsigned prio) {
   // Our own reservation holds send_lock; our own view holds recv_lock, and
   // waiting for send_lock while holding it could deadlock with a participant
   // that holds send_lock (a reservation) and waits for recv_lock.
   if (reserved_ || viewed_) return Errc::busy;
+  if (prio > layout::kPrioMask) return Errc::invalid;
+  if (prio && version_ < 6) return Errc::not_supported;
   if (len > max_message_) return Errc::msg_size;
   const uint64_t rec = layout::record_size(len);
   SendLocked l(*this);
@@ -773,15 +813,18 @@ Result<uint64_t> Segment::push(const char* data, size_t len, const Sender& from,
   if (Errc e = charge_quota_locked(rec, force); e != Errc::ok) return e;
   if (len) std::memcpy(data_ + room->at % data_size_ + kRecHdr, data, len);
   const uint64_t seq = hdr_->send.next_seq;
-  write_record_locked(*room, len, from, now_ns);
+  write_record_locked(*room, len, from, now_ns, prio);
   notify_after_push_locked(seq, from);
   return seq;
 }
 
 // Not checked: the send lock stays held after it returns, until commit_reserved()
 // or abort_reserved() (reserved_ says so).
-Result<char*> Segment::reserve(size_t len, const Sender& from, int64_t now_ns) NO_THREAD_SAFETY_ANALYSIS {
+Result<char*> Segment::reserve(size_t len, const Sender& from, int64_t now_ns,
+                               unsigned prio) NO_THREAD_SAFETY_ANALYSIS {
   if (reserved_ || viewed_) return Errc::busy;  // as push()
+  if (prio > layout::kPrioMask) return Errc::invalid;
+  if (prio && version_ < 6) return Errc::not_supported;
   if (len > max_message_) return Errc::msg_size;
   const uint64_t rec = layout::record_size(len);
   if (Errc e = lock(Side::send, false); e != Errc::ok) return e;
@@ -791,14 +834,14 @@ Result<char*> Segment::reserve(size_t len, const Sender& from, int64_t now_ns) N
     unlock(Side::send);
     return e;
   }
-  reserved_ = Reserved{*room, len, from, now_ns};
+  reserved_ = Reserved{*room, len, from, now_ns, prio};
   return data_ + room->at % data_size_ + kRecHdr;
 }
 
 // Not checked: releases the send lock reserve() left held.
 uint64_t Segment::commit_reserved() NO_THREAD_SAFETY_ANALYSIS {
   const uint64_t seq = hdr_->send.next_seq;
-  write_record_locked(reserved_->room, reserved_->len, reserved_->from, reserved_->now_ns);
+  write_record_locked(reserved_->room, reserved_->len, reserved_->from, reserved_->now_ns, reserved_->prio);
   notify_after_push_locked(seq, reserved_->from);
   reserved_.reset();
   unlock(Side::send);
@@ -821,7 +864,9 @@ Result<Segment::Found> Segment::oldest_locked() {
   // commit_send_locked(): every record before it is complete.
   uint64_t pos = h->recv.head;
   uint64_t tail = seen_tail_;  // as last seen: re-read (a line senders write) when used up
-  if (tail == pos || tail - pos > data_size_) tail = seen_tail_ = h->tail_pub.load(std::memory_order_acquire);
+  if (tail == pos || tail - pos > data_size_) {
+    tail = seen_tail_ = h->tail_pub.load(std::memory_order_acquire);
+  }
   if (tail == pos) return Errc::again;
   if (tail - pos > data_size_) goto corrupt;
   // head_pub is checked once per page the head enters, as tail_pub by senders
@@ -893,55 +938,212 @@ void Segment::release_passed_locked(uint64_t old_head, uint64_t new_head) {
   }
 }
 
-Errc Segment::remove_oldest_locked(const Found& f, int64_t now_ns) {
+// Removes the record `f`, the first queued, and publishes the new head, past
+// the tombstones right after it (received: false for a withdrawn offer).
+Errc Segment::remove_oldest_locked(const Found& f, int64_t now_ns, bool received) {
   // A page of the segment lost under us while the record was read (the
   // daemon's SIGBUS handler, lib/fault.cc, put zeros there and marked the
   // segment corrupt, on this thread): what was read is not the message.
   std::atomic_signal_fence(std::memory_order_seq_cst);
-  if (hdr_->state.load(std::memory_order_relaxed) == layout::kCorrupt) return Errc::bad_message;
-  layout::RecvState n = hdr_->recv;
+  SegmentHeader* h = hdr_;
+  if (h->state.load(std::memory_order_relaxed) == layout::kCorrupt) return Errc::bad_message;
+  layout::RecvState n = h->recv;
   const uint64_t rec = layout::record_size(f.r.len);
   const uint64_t old_head = n.head;
   n.head = f.pos + rec;
+  uint64_t last_seq = f.r.seq, passed = 0;
+  // Version 6: tombstones are passed in the same commit (the head's record
+  // is never one). tombs is never below the truth: 0 means there are none.
+  if (version_ >= 6 && load_word(h->tombs) != 0) {
+    const uint64_t tail = h->tail_pub.load(std::memory_order_acquire);
+    for (uint64_t pos = n.head; pos != tail && tail - pos <= data_size_;) {
+      uint64_t off = pos % data_size_;
+      RecordHeader r;
+      if (data_size_ - off >= kRecHdr) std::memcpy(&r, data_ + off, kRecHdr);
+      if (data_size_ - off < kRecHdr || r.len == layout::kWrapMarker) {
+        if (off == 0 || tail - pos <= data_size_ - off) break;  // nothing after the gap: the head stops at it
+        pos += data_size_ - off;
+        off = 0;
+        if (tail - pos < kRecHdr) break;
+        std::memcpy(&r, data_, kRecHdr);
+      }
+      const uint64_t rr = layout::record_size(r.len);
+      // Anything odd is left for the next walk to judge.
+      if (!(r.flags & layout::kTaken) || r.len > max_message_ || rr > data_size_ - off || rr > tail - pos) break;
+      pos += rr;
+      n.head = pos;
+      last_seq = r.seq;
+      passed++;
+    }
+  }
   n.popped++;
   n.popped_bytes += f.r.len;
   n.popped_record_bytes += rec;
-  n.consumed_seq = f.r.seq + 1;
-  n.total_received++;
-  n.last_recv_ns = now_ns;
+  if (received) {
+    n.consumed_seq = std::max(n.consumed_seq, last_seq + 1);
+    n.total_received++;
+    n.last_recv_ns = now_ns;
+  }
   n.quota_owed += rec;
   commit_recv_locked(n);
+  // After the commit: a death in between leaves either word high, never low.
+  if (passed)
+    std::atomic_ref<uint64_t>(h->tombs).store(h->tombs - std::min(h->tombs, passed), std::memory_order_relaxed);
+  if (f.r.flags & layout::kPrioMask)
+    std::atomic_ref<uint64_t>(h->prio_popped).store(h->prio_popped + 1, std::memory_order_relaxed);
   release_passed_locked(old_head, n.head);
   settle_quota_locked(/*force=*/false);
   return Errc::ok;
+}
+
+// Marks the record at `pos` taken (a tombstone), after checking that a
+// record of priority > 0 is there (recovery trusts no position it did not
+// check). False if not.
+bool Segment::mark_taken_locked(uint64_t pos) const {
+  const uint64_t head = hdr_->recv.head, tail = hdr_->tail_pub.load(std::memory_order_acquire);
+  const uint64_t off = pos % data_size_;
+  if (pos - head >= tail - head || tail - head > data_size_ || pos % 8 != 0 || data_size_ - off < kRecHdr) return false;
+  auto* r = reinterpret_cast<RecordHeader*>(data_ + off);
+  const RecordHeader c = *r;
+  if (c.len == layout::kWrapMarker || c.len > max_message_ || layout::record_size(c.len) > data_size_ - off ||
+      !(c.flags & layout::kPrioMask) || !flags_ok(c, false))
+    return false;
+  std::atomic_ref<uint32_t>(r->flags).store(c.flags | layout::kTaken, std::memory_order_relaxed);
+  return true;
+}
+
+// Receives `f`, which is not the first queued record (a higher priority than
+// the records before it): its room stays used, as a tombstone, until the
+// head passes it. The mark is part of the commit: recv_take names it while
+// recv_pending is valid, so a recovery that rolls the commit forward marks
+// it too (design.md section 4, "Priorities").
+Errc Segment::take_locked(const Found& f, int64_t now_ns) {
+  std::atomic_signal_fence(std::memory_order_seq_cst);  // as remove_oldest_locked()
+  SegmentHeader* h = hdr_;
+  if (h->state.load(std::memory_order_relaxed) == layout::kCorrupt) return Errc::bad_message;
+  layout::RecvState n = h->recv;
+  const uint64_t rec = layout::record_size(f.r.len);
+  n.popped++;
+  n.popped_bytes += f.r.len;
+  n.popped_record_bytes += rec;
+  n.total_received++;
+  n.last_recv_ns = now_ns;
+  n.quota_owed += rec;
+  // Counted before it exists: never below the truth.
+  std::atomic_ref<uint64_t>(h->tombs).store(h->tombs + 1, std::memory_order_relaxed);
+  store_words(h->recv_pending, n);
+  std::atomic_ref<uint64_t>(h->recv_take).store(f.pos + 1, std::memory_order_relaxed);
+  // SYNC POINT: as in commit_recv_locked(), for whoever recovers from our death.
+  std::atomic_ref<uint32_t>(h->recv_pending_valid).store(1, std::memory_order_release);
+  if (!mark_taken_locked(f.pos)) {  // pick_locked() checked it under this lock: a scribble since
+    h->state.store(layout::kCorrupt, std::memory_order_release);
+    return Errc::bad_message;
+  }
+  store_words(h->recv, n);
+  // SYNC POINT: pairs with the acquire loads in room_locked()/queued_locked().
+  h->popped_pub.store(n.popped, std::memory_order_release);
+  std::atomic_ref<uint64_t>(h->recv_take).store(0, std::memory_order_release);
+  std::atomic_ref<uint32_t>(h->recv_pending_valid).store(0, std::memory_order_release);
+  std::atomic_ref<uint64_t>(h->prio_popped).store(h->prio_popped + 1, std::memory_order_relaxed);
+  settle_quota_locked(/*force=*/false);
+  return Errc::ok;
+}
+
+Errc Segment::remove_found_locked(const Found& f, int64_t now_ns, bool received) {
+  return f.first ? remove_oldest_locked(f, now_ns, received) : take_locked(f, now_ns);
+}
+
+// Version 6. While no record of priority > 0 and no tombstone is queued
+// (tombs == 0 and prio_popped has caught up with prio_pushed), the oldest
+// record is the next one: exactly version 5's path, plus loads of two words
+// of lines this side owns and one of the line after_pop() reads anyway.
+// prio_pushed is read afresh, not with the cached tail: a message of higher
+// priority sent after that tail was read must still come first.
+Result<Segment::Found> Segment::next_locked() {
+  if (version_ < 6) return oldest_locked();
+  // SYNC POINT: relaxed; counted before its record was published, so a
+  // record this receive can see was counted (write_record_locked()).
+  const uint64_t pushed = hdr_->prio_pushed.load(std::memory_order_relaxed);
+  const uint64_t popped = load_word(hdr_->prio_popped);
+  if (pushed != popped || load_word(hdr_->tombs) != 0) return pick_locked();
+  auto f = oldest_locked();
+  // Sent since the count was read, or a scribble: pick_locked() tells them apart.
+  if (f && f->r.flags != 0) return pick_locked();
+  return f;
+}
+
+// Walks the queue for the oldest record of the highest priority; recounts
+// the tombstones (exact: only receivers make them, and we hold recv_lock)
+// and checks the priority words against what it saw.
+Result<Segment::Found> Segment::pick_locked() {
+  SegmentHeader* h = hdr_;
+  // SYNC POINT: acquire pairs with the release store of tail_pub in
+  // commit_send_locked(); prio_pushed read after it counts every record before it.
+  const uint64_t tail = seen_tail_ = h->tail_pub.load(std::memory_order_acquire);
+  const uint64_t pushed = h->prio_pushed.load(std::memory_order_relaxed), popped = load_word(h->prio_popped);
+  Found best{};
+  bool found = false;
+  uint64_t prio = 0, tombs = 0;
+  const bool ok = walk_to_locked(tail, true, [&](uint64_t pos, const RecordHeader& r, const char*) {
+    if (r.flags & layout::kTaken) {
+      tombs++;
+      return;
+    }
+    const unsigned p = r.flags & layout::kPrioMask;
+    if (p) prio++;
+    if (!found || p > (best.r.flags & layout::kPrioMask)) best = Found{pos, r, !found};
+    found = true;
+  });
+  // prio_pushed is never below the truth and prio_popped never above: else a scribble.
+  if (!ok || popped > pushed || pushed - popped < prio || load_word(h->tombs) < tombs) {
+    h->state.store(layout::kCorrupt, std::memory_order_release);
+    return Errc::bad_message;
+  }
+  std::atomic_ref<uint64_t>(h->tombs).store(tombs, std::memory_order_relaxed);
+  if (prio == 0 && pushed != popped) resync_prio_locked(tail);
+  if (!found) return Errc::again;
+  return best;
+}
+
+// No record of priority > 0 is queued up to `tail`, yet prio_popped is
+// behind prio_pushed: a sender died between counting its record and
+// publishing it. Catches up, so that receives take the fast path again; only
+// with send_lock free (tried, in the documented order): then no send is
+// under way and prio_pushed counts exactly what was published.
+void Segment::resync_prio_locked(uint64_t tail) const {
+  if (!try_lock(Side::send)) return;
+  if (hdr_->tail_pub.load(std::memory_order_acquire) == tail)
+    std::atomic_ref<uint64_t>(hdr_->prio_popped)
+        .store(hdr_->prio_pushed.load(std::memory_order_relaxed), std::memory_order_relaxed);
+  unlock(Side::send);
 }
 
 Result<Segment::Popped> Segment::pop(std::string& out, int64_t now_ns, size_t max_len) {
   if (viewed_) return Errc::busy;  // our own view holds recv_lock
   RecvLocked l(*this);
   if (!l.ok()) return l.error();
-  auto f = oldest_locked();
+  auto f = next_locked();
   if (!f) return f.error();
   if (f->r.len > max_len) return Errc::msg_size;  // left queued for a larger buffer
   const size_t was = out.size();
   out.append(data_ + f->pos % data_size_ + kRecHdr, f->r.len);
-  if (Errc e = remove_oldest_locked(*f, now_ns); e != Errc::ok) {
+  if (Errc e = remove_found_locked(*f, now_ns); e != Errc::ok) {
     out.resize(was);
     return e;
   }
-  return Popped{f->r.seq, Sender{f->r.pid, f->r.uid, f->r.gid}};
+  return Popped{f->r.seq, Sender{f->r.pid, f->r.uid, f->r.gid}, f->r.flags & layout::kPrioMask};
 }
 
 Result<Segment::PoppedInto> Segment::pop_into(void* buf, size_t cap, int64_t now_ns) {
   if (viewed_) return Errc::busy;  // our own view holds recv_lock
   RecvLocked l(*this);
   if (!l.ok()) return l.error();
-  auto f = oldest_locked();
+  auto f = next_locked();
   if (!f) return f.error();
   if (f->r.len > cap) return Errc::msg_size;
   std::memcpy(buf, data_ + f->pos % data_size_ + kRecHdr, f->r.len);
-  if (Errc e = remove_oldest_locked(*f, now_ns); e != Errc::ok) return e;
-  return PoppedInto{f->r.seq, Sender{f->r.pid, f->r.uid, f->r.gid}, f->r.len};
+  if (Errc e = remove_found_locked(*f, now_ns); e != Errc::ok) return e;
+  return PoppedInto{f->r.seq, Sender{f->r.pid, f->r.uid, f->r.gid}, f->r.len, f->r.flags & layout::kPrioMask};
 }
 
 // Not checked: the receive lock stays held after it returns, until
@@ -949,19 +1151,20 @@ Result<Segment::PoppedInto> Segment::pop_into(void* buf, size_t cap, int64_t now
 Result<Segment::View> Segment::view(int64_t now_ns) NO_THREAD_SAFETY_ANALYSIS {
   if (viewed_) return Errc::busy;
   if (Errc e = lock(Side::recv, false); e != Errc::ok) return e;
-  auto f = oldest_locked();
+  auto f = next_locked();
   if (!f) {
     unlock(Side::recv);
     return f.error();
   }
   viewed_ = *f;
   view_now_ns_ = now_ns;
-  return View{data_ + f->pos % data_size_ + kRecHdr, f->r.len, f->r.seq, Sender{f->r.pid, f->r.uid, f->r.gid}};
+  return View{data_ + f->pos % data_size_ + kRecHdr, f->r.len, f->r.seq, Sender{f->r.pid, f->r.uid, f->r.gid},
+              f->r.flags & layout::kPrioMask};
 }
 
 // Not checked: releases the receive lock view() left held.
 void Segment::release_view() NO_THREAD_SAFETY_ANALYSIS {
-  (void)remove_oldest_locked(*viewed_, view_now_ns_);  // a library participant: never the handler's case
+  (void)remove_found_locked(*viewed_, view_now_ns_);  // a library participant: never the handler's case
   viewed_.reset();
   unlock(Side::recv);
 }
@@ -974,9 +1177,24 @@ void Segment::cancel_view() {
 Result<uint32_t> Segment::peek_len() {
   RecvLocked l(*this);
   if (!l.ok()) return l.error();
-  auto f = oldest_locked();
+  auto f = next_locked();
   if (!f) return f.error();
   return f->r.len;
+}
+
+Result<std::vector<std::pair<unsigned, uint64_t>>> Segment::priority_counts() {
+  if (viewed_) return Errc::busy;  // our own view holds recv_lock
+  RecvLocked l(*this, /*any_state=*/true);
+  if (!l.ok()) return l.error();
+  std::vector<std::pair<unsigned, uint64_t>> out;  // few distinct priorities: a sorted vector
+  const bool ok = walk_locked([&](uint64_t, const RecordHeader& r, const char*) {
+    const unsigned p = r.flags & layout::kPrioMask;
+    auto it = std::lower_bound(out.begin(), out.end(), p, [](const auto& e, unsigned v) { return e.first > v; });
+    if (it != out.end() && it->first == p) it->second++;
+    else out.insert(it, {p, 1});
+  });
+  if (!ok) return Errc::bad_message;
+  return out;
 }
 
 bool Segment::withdraw(uint64_t seq) { return try_withdraw(seq) != Withdrawn::received; }
@@ -986,16 +1204,9 @@ Segment::Withdrawn Segment::try_withdraw(uint64_t seq) {
   if (l.error() == Errc::contended) return Withdrawn::contended;
   if (!l.ok()) return Withdrawn::taken_back;  // gone: nothing left to deliver
   if (hdr_->send.next_seq - hdr_->recv.popped != 1) return Withdrawn::received;
-  auto f = oldest_locked();
-  if (!f || f->r.seq != seq) return Withdrawn::received;
-  layout::RecvState n = hdr_->recv;
-  const uint64_t rec = layout::record_size(f->r.len);
-  n.head = f->pos + rec;
-  n.popped++;
-  n.popped_bytes += f->r.len;
-  n.popped_record_bytes += rec;
-  n.quota_owed += rec;
-  commit_recv_locked(n);
+  auto f = next_locked();  // the one queued
+  if (!f || f->r.seq != seq || !f->first) return Withdrawn::received;
+  if (remove_oldest_locked(*f, 0, /*received=*/false) != Errc::ok) return Withdrawn::taken_back;  // corrupt: gone
   layout::SendState s = hdr_->send;
   s.total_sent--;  // taken back: it was never sent
   commit_send_locked(s);
@@ -1076,6 +1287,11 @@ void Segment::empty_both_locked() {
   n.popped_bytes = s.sent_bytes;
   n.popped_record_bytes = s.sent_record_bytes;
   commit_recv_locked(n);
+  if (version_ >= 6) {  // nothing queued, no tombstone: both locks held, so exact
+    std::atomic_ref<uint64_t>(hdr_->tombs).store(0, std::memory_order_relaxed);
+    std::atomic_ref<uint64_t>(hdr_->prio_popped)
+        .store(hdr_->prio_pushed.load(std::memory_order_relaxed), std::memory_order_relaxed);
+  }
   settle_quota_locked();
   return_credit_locked();
 }
@@ -1086,7 +1302,7 @@ Result<SegmentStats> Segment::retire_and_take(std::vector<Taken>& out) {
     if (!l.ok()) return l.error();
     hdr_->state.store(layout::kRetired, std::memory_order_release);
     walk_locked([&](uint64_t, const RecordHeader& r, const char* payload) {
-      out.push_back(Taken{std::string(payload, r.len), Sender{r.pid, r.uid, r.gid}});
+      out.push_back(Taken{std::string(payload, r.len), Sender{r.pid, r.uid, r.gid}, r.flags & layout::kPrioMask});
     });
     empty_both_locked();  // the new segment charges them again
   }
@@ -1098,7 +1314,7 @@ void Segment::unretire_and_put_back(const std::vector<Taken>& queued, const Segm
     Both l(*this, /*any_state=*/true);
     hdr_->state.store(layout::kLive, std::memory_order_release);
   }
-  for (const auto& t : queued) (void)push(t.data.data(), t.data.size(), t.from, st.last_send_ns, true);
+  for (const auto& t : queued) (void)push(t.data.data(), t.data.size(), t.from, st.last_send_ns, true, t.prio);
   adopt_counters(st);
 }
 
@@ -1244,9 +1460,15 @@ bool Segment::recover_send_locked() const {
 // started one; an unfinished receive changed nothing (the message stays).
 bool Segment::recover_recv_locked() const {
   SegmentHeader* h = hdr_;
-  if (std::atomic_ref<uint32_t>(h->recv_pending_valid).load(std::memory_order_acquire))
+  if (std::atomic_ref<uint32_t>(h->recv_pending_valid).load(std::memory_order_acquire)) {
+    // A take's mark is part of its commit (take_locked): made again, idempotent.
+    const uint64_t take = version_ >= 6 ? load_word(h->recv_take) : 0;
+    if (take && !mark_taken_locked(take - 1)) return false;
     commit_recv_locked(h->recv_pending);
-  else commit_recv_locked(h->recv);
+  } else {
+    commit_recv_locked(h->recv);
+  }
+  if (version_ >= 6) std::atomic_ref<uint64_t>(h->recv_take).store(0, std::memory_order_release);
   settle_quota_locked();
   return positions_sane();
 }

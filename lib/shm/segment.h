@@ -88,21 +88,27 @@ class Segment {
     hdr_->capacity = c;
   }
 
-  // Appends one message; returns its seq. again: full (by count, or ring space
-  // of a bounded mailbox); no_space: quota exhausted; msg_size: too large.
-  // force: ignore capacity and quota limits (moving queued messages on resize).
-  Result<uint64_t> push(const char* data, size_t len, const Sender& from, int64_t now_ns, bool force = false);
+  // Appends one message at priority `prio` (0..kMaxPriority, else invalid;
+  // > 0 in a segment older than version 6: not_supported); returns its seq.
+  // again: full (by count, or ring space of a bounded mailbox); no_space:
+  // quota exhausted; msg_size: too large. force: ignore capacity and quota
+  // limits (moving queued messages on resize).
+  Result<uint64_t> push(const char* data, size_t len, const Sender& from, int64_t now_ns, bool force = false,
+                        unsigned prio = 0);
   struct Popped {
     uint64_t seq;
     Sender from;
+    unsigned prio;
   };
-  // Removes the oldest message, appending its payload to `out`. again: empty;
-  // msg_size: it is longer than max_len (and stays queued).
+  // Removes the next message (the oldest of the highest priority), appending
+  // its payload to `out`. again: empty; msg_size: it is longer than max_len
+  // (and stays queued).
   Result<Popped> pop(std::string& out, int64_t now_ns, size_t max_len = SIZE_MAX);
   struct PoppedInto {
     uint64_t seq;
     Sender from;
     size_t len;
+    unsigned prio;
   };
   // As pop(), copying the payload into buf[0..cap).
   Result<PoppedInto> pop_into(void* buf, size_t cap, int64_t now_ns);
@@ -111,11 +117,11 @@ class Segment {
   // payload bytes go (errors as push()); commit_reserved() publishes them and
   // returns the seq, abort_reserved() gives the room back. Other senders wait
   // in between; a participant that dies in between loses (and counts) it.
-  Result<char*> reserve(size_t len, const Sender& from, int64_t now_ns);
+  Result<char*> reserve(size_t len, const Sender& from, int64_t now_ns, unsigned prio = 0);
   uint64_t commit_reserved();
   bool reserving() const { return reserved_.has_value(); }
   void abort_reserved();
-  // Zero-copy receive: view() takes the receive lock and returns the oldest
+  // Zero-copy receive: view() takes the receive lock and returns the next
   // message in place (errors as pop()); release_view() removes it,
   // cancel_view() leaves it queued. Other receivers wait in between.
   struct View {
@@ -123,12 +129,16 @@ class Segment {
     size_t len;
     uint64_t seq;
     Sender from;
+    unsigned prio;
   };
   Result<View> view(int64_t now_ns);
   void release_view();
   void cancel_view();
-  // Payload length of the oldest message. again: empty.
+  // Payload length of the next message. again: empty.
   Result<uint32_t> peek_len();
+  // Queued messages per priority, highest first (contended in no_wait mode,
+  // bad_message if the ring is damaged).
+  Result<std::vector<std::pair<unsigned, uint64_t>>> priority_counts();
   // Takes back message `seq` if it is the only one queued and still unreceived
   // (an interrupted rendezvous send). Returns false if it was received.
   bool withdraw(uint64_t seq);
@@ -152,6 +162,7 @@ class Segment {
   struct Taken {
     std::string data;
     Sender from;
+    unsigned prio = 0;
   };
   // Resizing: marks the segment retired (other participants stop and look
   // the mailbox up again), then takes every queued message out, in order.
@@ -216,9 +227,10 @@ class Segment {
   class SendLocked;
   class RecvLocked;
   class Both;
-  struct Found {  // where the oldest record is
+  struct Found {  // where the next record is
     uint64_t pos;
     layout::RecordHeader r;
+    bool first = true;  // no queued record before it: removing it moves the head
   };
   struct Room {  // where a new record goes
     uint64_t at;
@@ -240,11 +252,23 @@ class Segment {
   bool positions_sane() const;
   template <class F>
   bool walk_locked(F&& f) const REQUIRES(recv_lock_);
+  template <class F>
+  bool walk_to_locked(uint64_t tail, bool tombstones, F&& f) const REQUIRES(recv_lock_);
+  bool flags_ok(const layout::RecordHeader& r, bool first) const;
   Result<Found> oldest_locked() REQUIRES(recv_lock_);
+  // The record a receive takes: the oldest (oldest_locked) while no record
+  // of priority > 0 nor a tombstone is queued, else pick_locked() walks.
+  Result<Found> next_locked() REQUIRES(recv_lock_);
+  Result<Found> pick_locked() REQUIRES(recv_lock_);
+  void resync_prio_locked(uint64_t tail) const REQUIRES(recv_lock_);
+  Errc remove_found_locked(const Found& f, int64_t now_ns, bool received = true) REQUIRES(recv_lock_);
+  Errc take_locked(const Found& f, int64_t now_ns) REQUIRES(recv_lock_);
+  bool mark_taken_locked(uint64_t pos) const REQUIRES(recv_lock_);
   Result<Room> room_locked(uint64_t rec, bool force) REQUIRES(send_lock_);
   Errc charge_quota_locked(uint64_t rec, bool force) REQUIRES(send_lock_);
-  void write_record_locked(const Room& room, size_t len, const Sender& from, int64_t now_ns) REQUIRES(send_lock_);
-  Errc remove_oldest_locked(const Found& f, int64_t now_ns) REQUIRES(recv_lock_);
+  void write_record_locked(const Room& room, size_t len, const Sender& from, int64_t now_ns, unsigned prio)
+      REQUIRES(send_lock_);
+  Errc remove_oldest_locked(const Found& f, int64_t now_ns, bool received) REQUIRES(recv_lock_);
   void release_passed_locked(uint64_t old_head, uint64_t new_head) REQUIRES(recv_lock_);
   void restart_if_empty_locked() REQUIRES(send_lock_);
   static constexpr uint64_t kRestartAt = 64 * 1024;
@@ -316,6 +340,7 @@ class Segment {
     size_t len;
     Sender from;
     int64_t now_ns;
+    unsigned prio;
   };
   std::optional<Reserved> reserved_;
   std::optional<Found> viewed_;

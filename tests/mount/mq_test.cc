@@ -146,6 +146,32 @@ TEST(Mq, ErrnoRules) {
   EXPECT_TRUE(fails(mbx_mq_unlink("nope"), EINVAL));
 }
 
+// Highest priority first, oldest first within one, and the priority reported.
+TEST(Mq, ReceivesByPriority) {
+  Mount m;
+  ASSERT_TRUE(m.ok());
+  Root r(m);
+  mqd_t q = create("/prio", 8, 16);
+  ASSERT_GE(q, 0) << strerror(errno);
+  const struct {
+    const char* msg;
+    unsigned prio;
+  } in[] = {{"a", 1}, {"b", 32767}, {"c", 0}, {"d", 5}, {"e", 32767}, {"f", 5}};
+  for (auto& i : in) ASSERT_EQ(mbx_mq_send(q, i.msg, 1, i.prio), 0) << strerror(errno);
+  std::string got;
+  unsigned prios[6];
+  char buf[16];
+  for (unsigned& p : prios) {
+    ASSERT_EQ(mbx_mq_receive(q, buf, sizeof buf, &p), 1);
+    got += buf[0];
+  }
+  EXPECT_EQ(got, "bedfac");
+  EXPECT_EQ(prios[0], 32767u);
+  EXPECT_EQ(prios[2], 5u);
+  EXPECT_EQ(prios[5], 0u);
+  mbx_mq_close(q);
+}
+
 // A descriptor is a file descriptor of the mailbox: poll wakes when a
 // message arrives from another process.
 TEST(Mq, PollOnTheDescriptorWakesOnSend) {

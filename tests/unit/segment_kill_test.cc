@@ -27,7 +27,10 @@ using ut::TempDir;
 constexpr uint64_t kChunk = 256 * 1024;  // Segment::kReleaseChunk
 constexpr size_t kBody = 72;             // messages of 16..88 bytes, as in issue 17
 
-enum class Op { pop, view, push, wrap };  // wrap: a push that wraps early (layout version 5)
+// wrap: a push that wraps early (layout version 5). take: a receive of a
+// message of higher priority than the oldest, which leaves a tombstone;
+// pass: a receive of the oldest that passes a tombstone (layout version 6).
+enum class Op { pop, view, push, wrap, take, pass };
 
 // {producer, index} of an intact make_msg(.., kBody) message, or nullopt.
 std::optional<std::pair<uint32_t, uint32_t>> check(const std::string& m) {
@@ -62,7 +65,7 @@ bool operate(Segment& seg, Op op, bool stop) {
   char buf[256];
   if (stop) ::raise(SIGSTOP);  // the tracer counts instructions from here
   bool ok = false;
-  if (op == Op::pop) {
+  if (op == Op::pop || op == Op::take || op == Op::pass) {
     ok = seg.pop_into(buf, sizeof buf, now).ok();
   } else if (op == Op::view) {
     auto v = seg.view(now);
@@ -143,12 +146,13 @@ class SegmentKill : public ::testing::TestWithParam<Op> {};
 TEST_P(SegmentKill, AtEveryInstructionNothingCorruptAtMostOneLost) {
   const Op op = GetParam();
   const bool sends = op == Op::push || op == Op::wrap;
+  const bool prio = op == Op::take || op == Op::pass;
   TempDir d;
   SharedControl ctl;
   const std::string path = d.file("s");
-  Segment seg = ut::make_segment(path, op == Op::wrap ? 64 : 30000, 1024, ctl);
+  Segment seg = ut::make_segment(path, op == Op::wrap || prio ? 64 : 30000, 1024, ctl);
   ASSERT_TRUE(seg.valid());
-  if (op != Op::wrap) {
+  if (op != Op::wrap && !prio) {
     ASSERT_GE(seg.data_size(), 8 * kChunk);  // chunks are released at all
   }
   const Sender me{1, 0, 0};
@@ -158,7 +162,29 @@ TEST_P(SegmentKill, AtEveryInstructionNothingCorruptAtMostOneLost) {
     ASSERT_TRUE(seg.push(m.data(), m.size(), me, 1).ok());
     next++;
   };
-  if (op == Op::wrap) {
+  // What a receive after the kill must find: before (it never happened) or
+  // after (committed, its message in the dead receiver's hands).
+  std::vector<uint32_t> prio_before, prio_after;
+  if (op == Op::take) {  // ten of priority 0, then one of 5: the receive takes it from the middle
+    for (int i = 0; i < 10; i++) push_one();
+    const std::string m = ut::make_msg(0, next, kBody);
+    ASSERT_TRUE(seg.push(m.data(), m.size(), me, 1, false, 5).ok());
+    prio_before = {10, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9};
+    prio_after = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9};
+    next = 11;
+  } else if (op == Op::pass) {  // 0 (prio 0), 1 (prio 5, taken: a tombstone), 2 and 3 (prio 0)
+    for (uint32_t i = 0; i < 4; i++) {
+      const std::string m = ut::make_msg(0, i, kBody);
+      ASSERT_TRUE(seg.push(m.data(), m.size(), me, 1, false, i == 1 ? 5 : 0).ok());
+    }
+    std::string out;
+    ASSERT_TRUE(seg.pop(out, 1).ok());
+    ASSERT_EQ(check(out)->second, 1u);
+    ASSERT_EQ(seg.header()->tombs, 1u);
+    prio_before = {0, 2, 3};
+    prio_after = {2, 3};
+    next = 4;
+  } else if (op == Op::wrap) {
     const uint64_t rec = layout::record_size(ut::make_msg(1, 0, kBody).size());  // operate()'s
     std::string out;
     while (seg.header()->send.tail + rec <= 32 * 1024) {
@@ -202,6 +228,8 @@ TEST_P(SegmentKill, AtEveryInstructionNothingCorruptAtMostOneLost) {
     // wrap went to the start.
     if (op == Op::wrap) EXPECT_LT(warm->header()->send.tail % seg.data_size(), 1024u);
     else if (op == Op::push) EXPECT_GT(after.st_blocks, before.st_blocks);
+    else if (op == Op::pass) EXPECT_EQ(warm->header()->tombs, 0u);  // passed
+    else if (op == Op::take) EXPECT_EQ(warm->header()->tombs, 1u);  // made
     else EXPECT_LE(after.st_blocks * 512 + kChunk, uint64_t(before.st_blocks) * 512);
   }
 
@@ -245,7 +273,16 @@ TEST_P(SegmentKill, AtEveryInstructionNothingCorruptAtMostOneLost) {
       out.clear();
     }
     ASSERT_EQ(got.size(), s.count) << "at " << k;
-    if (sends) {
+    if (prio) {
+      // In priority order, with or without the one message; every tombstone
+      // passed once the ring is drained.
+      ASSERT_TRUE(got == prio_before || got == prio_after) << "at " << k;
+      (got == prio_before ? untouched : missing_after_commit)++;
+      ASSERT_EQ(after->header()->recv.head, after->header()->send.tail) << "at " << k;
+      ASSERT_EQ(after->header()->tombs, 0u) << "at " << k;
+      ASSERT_EQ(after->header()->prio_popped, after->header()->prio_pushed) << "at " << k;
+      ASSERT_EQ(after->header()->recv_take, 0u) << "at " << k;
+    } else if (sends) {
       // The new message is either not there (counted lost if the sender
       // died holding the lock) or fully there, after all the others.
       ASSERT_GE(got.size(), queued);
@@ -274,12 +311,14 @@ TEST_P(SegmentKill, AtEveryInstructionNothingCorruptAtMostOneLost) {
   EXPECT_GT(missing_after_commit, 0);
 }
 
-INSTANTIATE_TEST_SUITE_P(Ops, SegmentKill, ::testing::Values(Op::pop, Op::view, Op::push, Op::wrap),
+INSTANTIATE_TEST_SUITE_P(Ops, SegmentKill, ::testing::Values(Op::pop, Op::view, Op::push, Op::wrap, Op::take, Op::pass),
                          [](const auto& info) {
                            return std::string(info.param == Op::pop    ? "Receive"
                                               : info.param == Op::view ? "View"
                                               : info.param == Op::push ? "Send"
-                                                                       : "SendThatWrapsEarly");
+                                              : info.param == Op::wrap ? "SendThatWrapsEarly"
+                                              : info.param == Op::take ? "ReceiveOfAHigherPriority"
+                                                                       : "ReceivePassingATombstone");
                          });
 
 }  // namespace

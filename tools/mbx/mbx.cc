@@ -32,7 +32,7 @@ constexpr std::string_view kPrefix = attr::kPrefix;
 constexpr const char* kStateGlob = "mailboxfs-";  // state directories under /dev/shm
 
 const char* usage_text =
-    "usage: mbx send BOX [MSG|-] [--timeout T] [--nonblock]\n"
+    "usage: mbx send BOX [MSG|-] [--timeout T] [--nonblock] [--prio P]\n"
     "       mbx recv BOX [-n N] [--timeout T] [--nonblock] [--json]\n"
     "       mbx stat BOX... [--json]\n"
     "       mbx ls DIR [--json]\n"
@@ -131,6 +131,7 @@ struct Args {
   std::optional<std::chrono::milliseconds> timeout;
   bool nonblock = false, json = false, remove = false;
   long long count = 1;
+  unsigned prio = 0;  // send: 0..32767
 };
 
 int parse(int argc, char** argv, Args& a) {
@@ -146,6 +147,12 @@ int parse(int argc, char** argv, Args& a) {
     } else if (s == "--timeout" || s == "-t") {
       const char* v = value();
       if (!v || !(a.timeout = parse_timeout(v))) return usage_error("--timeout needs seconds or Nms");
+    } else if (s == "--prio" || s == "-p") {
+      const char* v = value();
+      char* end = nullptr;
+      const long long p = v ? std::strtoll(v, &end, 10) : -1;
+      if (!v || *end || p < 0 || p > mailbox::kMaxPriority) return usage_error("--prio needs 0 to 32767");
+      a.prio = static_cast<unsigned>(p);
     } else if (s == "-n") {
       const char* v = value();
       char* end = nullptr;
@@ -171,7 +178,9 @@ int cmd_send(const Args& a) {
   }
   auto m = mailbox::Mailbox::open(a.pos[0], {true, false, true});
   if (!m) return fail(a.pos[0], m.error());
-  int e = a.nonblock ? m->try_send(msg) : a.timeout ? m->send_for(msg, *a.timeout) : m->send(msg);
+  int e = a.nonblock  ? m->try_send(msg, a.prio)
+          : a.timeout ? m->send_for(msg, a.prio, *a.timeout)
+                      : m->send(msg, a.prio);
   return e ? fail(a.pos[0], e) : 0;
 }
 
@@ -189,7 +198,8 @@ int cmd_recv(const Args& a) {
     }
     if (a.json) {
       const mailbox::Sender s = m->last_sender();
-      std::printf("{\"message\":%s,\"pid\":%d,\"uid\":%u,\"gid\":%u}\n", json_str(msg).c_str(), s.pid, s.uid, s.gid);
+      std::printf("{\"message\":%s,\"pid\":%d,\"uid\":%u,\"gid\":%u,\"prio\":%u}\n", json_str(msg).c_str(), s.pid,
+                  s.uid, s.gid, m->last_priority());
     } else {
       std::fwrite(msg.data(), 1, msg.size(), stdout);
     }

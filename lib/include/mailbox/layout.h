@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: MIT
-// The shared-memory layout of one mailbox segment, version 5.
+// The shared-memory layout of one mailbox segment, version 6.
 //
 // This is data, not objects: every participant (the mailboxfs daemon, and any
 // program that maps the segment) reads and writes these bytes directly, so the
@@ -14,7 +14,11 @@
 // fit) and continues at offset 0 of the next lap. Since version 5 a sender
 // may also wrap early, anywhere, once the lap is long enough for the capacity
 // at the lap's largest record (`lap_max`): the area is address space sized for
-// the worst case, the ring uses what traffic needs.
+// the worst case, the ring uses what traffic needs. Since version 6 a record
+// carries a priority, and a receive takes the oldest record of the highest
+// priority; one taken from the middle stays as a tombstone (kTaken) until the
+// head passes it. While no record of priority > 0 nor a tombstone is queued
+// (prio_pushed == prio_popped) receivers work exactly as in version 5.
 #pragma once
 #include <pthread.h>
 
@@ -25,9 +29,11 @@
 namespace mbx::layout {
 
 inline constexpr uint64_t kMagic = 0x31584f424c49414dULL;  // "MAILBOX1", little-endian
-inline constexpr uint32_t kVersion = 5;
-// Version 4 segments (left by an older daemon) are still attached and used as
-// version 4 used them: no early wrap, `lap_max` and `populated` unused.
+inline constexpr uint32_t kVersion = 6;
+// Version 4 and 5 segments (left by an older daemon) are still attached and
+// used as their version used them: version 4 without early wrap, `lap_max`
+// and `populated`; neither with priorities (a send at a priority > 0 into one
+// is refused, ENOTSUP, until a resize moves the mailbox to version 6).
 inline constexpr uint32_t kOldestVersion = 4;
 inline constexpr uint64_t kHeaderSize = 4096;
 inline constexpr uint64_t kUnbounded = UINT64_MAX;   // capacity: limited by the quota only
@@ -45,9 +51,15 @@ enum : uint32_t { kLive = 0, kRetired = 1, kDeleted = 2, kCorrupt = 3 };
 // `cat`); it only tells mq_notify's check that a receiver waits (no kick).
 enum : uint32_t { kWatchReadable = 1, kWatchWritable = 2, kWatchParkedReceivers = 4 };
 
+// RecordHeader::flags (version 6): the priority in the low 15 bits, and
+// kTaken once a receiver took the record out of order (a tombstone: its
+// room is reclaimed when the head passes it). Any other bit is a scribble.
+inline constexpr uint32_t kPrioMask = 0x7fff;
+inline constexpr uint32_t kTaken = 1u << 31;
+
 struct RecordHeader {
   uint32_t len;    // payload bytes, or kWrapMarker
-  uint32_t flags;  // reserved, 0
+  uint32_t flags;  // version 6: priority | kTaken; before: 0
   int32_t pid;     // sender identity as the kernel reported it to the daemon
   uint32_t uid;
   uint32_t gid;
@@ -125,6 +137,14 @@ struct SegmentHeader {
   RecvState recv_pending;
   uint32_t recv_pending_valid;
   uint32_t reserved2;
+  // Version 6, guarded by recv_lock. `prio_popped`: records of priority > 0
+  // (tombstones included) the head has passed, raised after the commit that
+  // passes them, so never above the truth. `recv_take`: 1 + the position of
+  // the record a commit in progress marks kTaken (0: none); set before
+  // `recv_pending_valid`, cleared before it is cleared, so that a recovery
+  // that rolls the commit forward marks it too.
+  uint64_t prio_popped;
+  uint64_t recv_take;
 
   // Written by senders, read by receivers. `tail_pub` = send.tail, stored with
   // release after the record is complete. After a send, a seq_cst fence, then
@@ -152,6 +172,11 @@ struct SegmentHeader {
   std::atomic<uint64_t> popped_pub;
   std::atomic<uint32_t> popped;
   uint32_t reserved4;
+  // Version 6, guarded by recv_lock: tombstones (kTaken records) the head has
+  // not passed yet; raised before the commit that makes one, lowered after
+  // the commit that passes them, so never below the truth. Receivers recount
+  // it whenever they walk the ring.
+  uint64_t tombs;
 
   // Read after every send and receive, written rarely: a line of its own, so
   // that those reads are not misses on the lines the other side writes or
@@ -166,6 +191,13 @@ struct SegmentHeader {
   std::atomic<uint32_t> kick;
   std::atomic<uint32_t> sleeping_receivers;  // non-daemon participants waiting on `pushed`
   std::atomic<uint32_t> sleeping_senders;    // non-daemon participants waiting on `popped`
+  // Version 6, written under send_lock: records of priority > 0 ever pushed,
+  // raised before the commit that publishes the record (so never below the
+  // truth; a sender that dies in between leaves it high). Here, not by
+  // tail_pub, because every receive reads it (a line that moves only with
+  // traffic of priority > 0): while it equals prio_popped and no tombstone
+  // is queued, the oldest record is the next and receives work as version 5.
+  std::atomic<uint64_t> prio_pushed;
   // mq_notify (lib/mq), in what was padding (zero in any older segment).
   // `notify_owner`: 0, or the registrant as (generation << 32 | pid), armed
   // by CAS from 0 (or from a dead pid's value). A send that makes the ring go
@@ -185,7 +217,10 @@ static_assert(sizeof(SegmentHeader) <= kHeaderSize);
 // Version 5 only used padding: every version 4 field keeps its offset.
 static_assert(offsetof(SegmentHeader, head_pub) == 512 && offsetof(SegmentHeader, daemon_watch) == 576 &&
               offsetof(SegmentHeader, lap_max) == 464 && sizeof(SegmentHeader) == 640);
-static_assert(offsetof(SegmentHeader, notify_owner) == 592 && offsetof(SegmentHeader, notify_seq) == 608);
+// Version 6 too: its words are in padding.
+static_assert(offsetof(SegmentHeader, prio_popped) == 432 && offsetof(SegmentHeader, recv_take) == 440 &&
+              offsetof(SegmentHeader, prio_pushed) == 592 && offsetof(SegmentHeader, tombs) == 536);
+static_assert(offsetof(SegmentHeader, notify_owner) == 600 && offsetof(SegmentHeader, notify_seq) == 616);
 inline constexpr uint32_t kMaxPid = 1u << 22;  // PID_MAX_LIMIT on 64-bit Linux
 static_assert(std::atomic<uint32_t>::is_always_lock_free);
 static_assert(std::atomic<uint64_t>::is_always_lock_free);

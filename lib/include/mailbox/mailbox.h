@@ -38,8 +38,19 @@ int mbx_send(mbx_t *m, const void *data, size_t len, int timeout_ms);
  * larger buffer (lost if m is closed first). */
 ssize_t mbx_recv(mbx_t *m, void *buf, size_t cap, int timeout_ms);
 
+/* Priorities: 0 (the default, lowest) to MBX_PRIO_MAX (-EINVAL above). A
+ * receive takes the oldest message of the highest priority, as mq_receive.
+ * mbx_send_prio sends at prio (-ENOTSUP for prio > 0 through the file, or
+ * into a segment that predates priorities); mbx_recv_prio is mbx_recv that
+ * also stores the message's priority in *prio (unless prio is NULL). */
+#define MBX_PRIO_MAX 32767u
+int mbx_send_prio(mbx_t *m, const void *data, size_t len, unsigned prio, int timeout_ms);
+ssize_t mbx_recv_prio(mbx_t *m, void *buf, size_t cap, unsigned *prio, int timeout_ms);
+
 /* The sender of the last message received through m (any out pointer may be NULL). */
 void mbx_last_sender(const mbx_t *m, pid_t *pid, uid_t *uid, gid_t *gid);
+/* The priority of the last message received through m (a view's included). */
+unsigned mbx_last_priority(const mbx_t *m);
 
 /* Zero-copy send: reserves room for exactly len bytes and returns where they
  * go in *data; then mbx_commit() sends them or mbx_abort() drops them. Other

@@ -86,23 +86,27 @@ class Reservation {
 // or put back the view first.
 class View {
  public:
-  View(View&& o) noexcept : m_(std::exchange(o.m_, nullptr)), p_(o.p_), n_(o.n_), from_(o.from_) {}
+  View(View&& o) noexcept : m_(std::exchange(o.m_, nullptr)), p_(o.p_), n_(o.n_), from_(o.from_), prio_(o.prio_) {}
   View& operator=(View&&) = delete;
   ~View() { release(); }
   const char* data() const { return p_; }
   size_t size() const { return n_; }
   std::string_view bytes() const { return {p_, n_}; }
   const Sender& sender() const { return from_; }
+  // The message's priority (0 through the file: see Mailbox::last_priority()).
+  unsigned priority() const { return prio_; }
   void release();
   void put_back();
 
  private:
   friend class Mailbox;
-  View(detail::MailboxImpl* m, const char* p, size_t n, Sender f) : m_(m), p_(p), n_(n), from_(f) {}
+  View(detail::MailboxImpl* m, const char* p, size_t n, Sender f, unsigned prio)
+      : m_(m), p_(p), n_(n), from_(f), prio_(prio) {}
   detail::MailboxImpl* m_;
   const char* p_;
   size_t n_;
   Sender from_;
+  unsigned prio_;
 };
 
 // One open mailbox. An object is used by one thread at a time; threads that
@@ -129,6 +133,14 @@ class Mailbox {
   int try_send(std::string_view msg);
   int send_for(std::string_view msg, Clock::duration timeout);
   int send_until(std::string_view msg, Clock::time_point deadline);
+  // The same at a priority, 0 (the default, lowest) to kMaxPriority (EINVAL
+  // above): a receive takes the oldest message of the highest priority, as
+  // mq_receive does. ENOTSUP for a priority > 0 when the mailbox's segment
+  // predates priorities (until it is resized) or through the file (fallback).
+  int send(std::string_view msg, unsigned prio);
+  int try_send(std::string_view msg, unsigned prio);
+  int send_for(std::string_view msg, unsigned prio, Clock::duration timeout);
+  int send_until(std::string_view msg, unsigned prio, Clock::time_point deadline);
 
   // Receives one message into buf[0..cap), returning its length. A message
   // longer than `cap` is not returned: EMSGSIZE. On the fast path it stays
@@ -139,6 +151,11 @@ class Mailbox {
   Result<size_t> try_receive(void* buf, size_t cap);
   Result<size_t> receive_for(void* buf, size_t cap, Clock::duration timeout);
   Result<size_t> receive_until(void* buf, size_t cap, Clock::time_point deadline);
+  // The same, storing the message's priority in *prio (unless prio is null).
+  Result<size_t> receive(void* buf, size_t cap, unsigned* prio);
+  Result<size_t> try_receive(void* buf, size_t cap, unsigned* prio);
+  Result<size_t> receive_for(void* buf, size_t cap, unsigned* prio, Clock::duration timeout);
+  Result<size_t> receive_until(void* buf, size_t cap, unsigned* prio, Clock::time_point deadline);
   // Receives one message whole into `out`, replacing its contents (cleared
   // on error). Any length up to max_message; one copy.
   int receive(std::string& out);
@@ -156,12 +173,19 @@ class Mailbox {
   Result<Reservation> reserve(size_t len);
   Result<Reservation> try_reserve(size_t len);
   Result<Reservation> reserve_until(size_t len, Clock::time_point deadline);
+  // A reservation whose message is sent at priority `prio` (as send()).
+  Result<Reservation> reserve(size_t len, unsigned prio);
+  Result<Reservation> try_reserve(size_t len, unsigned prio);
+  Result<Reservation> reserve_until(size_t len, unsigned prio, Clock::time_point deadline);
   Result<View> receive_view();
   Result<View> try_receive_view();
   Result<View> receive_view_until(Clock::time_point deadline);
 
   // The sender of the last message this object received.
   Sender last_sender() const;
+  // The priority of the last message this object received (through the
+  // file: always 0, the file does not carry it).
+  unsigned last_priority() const;
 
   Stats stats() const;
   const std::string& path() const;
@@ -174,7 +198,7 @@ class Mailbox {
   friend struct detail::Access;
   using Impl = detail::MailboxImpl;
   explicit Mailbox(std::unique_ptr<Impl> impl);
-  Result<Reservation> reserve_impl(size_t len, bool nonblock, std::optional<Clock::time_point> d);
+  Result<Reservation> reserve_impl(size_t len, unsigned prio, bool nonblock, std::optional<Clock::time_point> d);
   Result<View> view_impl(bool nonblock, std::optional<Clock::time_point> d);
   std::unique_ptr<Impl> impl_;
 };

@@ -65,6 +65,10 @@ class Result {
   E err_{};
 };
 
+// Message priorities: a receive takes the oldest message of the highest
+// priority (as mq_receive). 0 is the default and the lowest; above this, EINVAL.
+inline constexpr unsigned kMaxPriority = 32767;
+
 // The control segment: one per mount, file "control" in its state directory.
 inline constexpr uint64_t kControlSize = 4096;
 
@@ -76,6 +80,8 @@ inline constexpr const char* kCapacity = "user.mailbox.capacity";
 inline constexpr const char* kMaxMessage = "user.mailbox.max_message";
 inline constexpr const char* kFraming = "user.mailbox.framing";
 inline constexpr const char* kTimeoutMs = "user.mailbox.timeout_ms";
+// The priority of messages written through the file (fixed at open, as the framing).
+inline constexpr const char* kSendPriority = "user.mailbox.send_priority";
 // Counters and state: read-only.
 inline constexpr const char* kMessages = "user.mailbox.messages";
 inline constexpr const char* kBytes = "user.mailbox.bytes";
@@ -85,15 +91,17 @@ inline constexpr const char* kLost = "user.mailbox.lost";
 inline constexpr const char* kBlockedSenders = "user.mailbox.blocked_senders";
 inline constexpr const char* kBlockedReceivers = "user.mailbox.blocked_receivers";
 inline constexpr const char* kSegment = "user.mailbox.segment";
+// Queued messages per priority, highest first: "5:2 0:10" (empty: none queued).
+inline constexpr const char* kPriorities = "user.mailbox.priorities";
 // Per reading thread: the sender of the last message it received here (not listed).
 inline constexpr const char* kSender = "user.mailbox.sender";
 // Of the pid/ directory (direct communication).
 inline constexpr const char* kLinks = "user.mailbox.links";
 inline constexpr const char* kDiscarded = "user.mailbox.discarded";
 
-inline constexpr const char* kSettings[] = {kCapacity, kMaxMessage, kFraming, kTimeoutMs};
-inline constexpr const char* kCounters[] = {kMessages,         kBytes,  kSent, kReceived, kLost, kBlockedSenders,
-                                            kBlockedReceivers, kSegment};
+inline constexpr const char* kSettings[] = {kCapacity, kMaxMessage, kFraming, kTimeoutMs, kSendPriority};
+inline constexpr const char* kCounters[] = {kMessages,         kBytes,   kSent,      kReceived, kLost, kBlockedSenders,
+                                            kBlockedReceivers, kSegment, kPriorities};
 inline constexpr const char* kDirectory[] = {kLinks, kDiscarded};
 
 // True for a name in the user.mailbox. namespace (the prefix alone included).
