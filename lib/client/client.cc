@@ -44,8 +44,8 @@ Result<std::string> get_xattr(const std::string& path, const char* name) {
 // `announce` (receivers only) is told once the caller counts as asleep.
 // Returns EINTR if a signal handler ended the sleep, else 0.
 int wait_change(std::atomic<uint32_t>& word, std::atomic<uint32_t>& sleepers, uint32_t seen,
-                 const std::atomic<uint64_t>& pos, uint64_t pos_seen, const std::optional<Clock::time_point>& deadline,
-                 mbx::Segment* announce = nullptr) {
+                const std::atomic<uint64_t>& pos, uint64_t pos_seen, const std::optional<Clock::time_point>& deadline,
+                mbx::Segment* announce = nullptr) {
   for (int i = 0; i < kSpins; i++) {
     if (word.load(std::memory_order_acquire) != seen) return 0;
     if (pos.load(std::memory_order_relaxed) != pos_seen) return 0;  // the caller re-checks under its lock
@@ -195,8 +195,9 @@ struct detail::MailboxImpl {
         // waiting would be for ever.
         if (&w == &kForMessage && seg.reserving()) return EBUSY;
         if (expired(deadline)) return ETIMEDOUT;
-        if (have_seen && wait_change(h()->*w.word, h()->*w.sleepers, seen, h()->*w.pos, pos_seen, deadline,
-                                     &w == &kForMessage ? &seg : nullptr) == EINTR &&
+        if (have_seen &&
+            wait_change(h()->*w.word, h()->*w.sleepers, seen, h()->*w.pos, pos_seen, deadline,
+                        &w == &kForMessage ? &seg : nullptr) == EINTR &&
             interruptible)
           return EINTR;
         seen = (h()->*w.word).load(std::memory_order_acquire);

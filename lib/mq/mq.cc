@@ -115,9 +115,7 @@ int check_name(const char* name) {
   return 0;
 }
 
-OpenOptions open_options(int acc) {
-  return OpenOptions{acc != O_RDONLY, acc != O_WRONLY, /*fallback=*/true};
-}
+OpenOptions open_options(int acc) { return OpenOptions{acc != O_RDONLY, acc != O_WRONLY, /*fallback=*/true}; }
 
 // One Mailbox for the calling thread, handed back to the queue's pool when done.
 class Lease {
@@ -433,7 +431,8 @@ bool root_mounted() {
     while (dash < f.size() && f[dash] != "-") dash++;
     if (dash + 1 >= f.size()) continue;
     const std::string mp = unescape(f[4]);
-    const bool inside = rp == mp || mp == "/" || (rp.size() > mp.size() && rp.compare(0, mp.size(), mp) == 0 && rp[mp.size()] == '/');
+    const bool inside = rp == mp || mp == "/" ||
+                        (rp.size() > mp.size() && rp.compare(0, mp.size(), mp) == 0 && rp[mp.size()] == '/');
     if (inside && mp.size() >= best) {  // later lines are mounted over earlier ones
       best = mp.size();
       best_type = f[dash + 1];

@@ -1546,8 +1546,7 @@ Errc Segment::notify_arm(uint64_t token) {
     // SYNC POINT: seq_cst, then the caller re-checks the ring; pairs with the
     // fence in notify_after_push_locked() (a push either sees the registration
     // or is seen by the caller's later receive).
-    if (w.compare_exchange_weak(cur, token, std::memory_order_seq_cst, std::memory_order_acquire))
-      return Errc::ok;
+    if (w.compare_exchange_weak(cur, token, std::memory_order_seq_cst, std::memory_order_acquire)) return Errc::ok;
   }
 }
 

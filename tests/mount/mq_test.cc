@@ -356,7 +356,7 @@ TEST(MqPreload, RoutesByRootAndShowsQueuesAsFiles) {
       "q = c.mq_open(name, os.O_CREAT | os.O_RDWR, 0o600, None)\n"
       "assert q >= 0, os.strerror(ctypes.get_errno())\n"
       "assert c.mq_send(q, b'hello', 5, 1) == 0, os.strerror(ctypes.get_errno())\n"
-      "os.close(q)\n"  // close(2) is mq_close under the preload
+      "os.close(q)\n"                                                        // close(2) is mq_close under the preload
       "assert c.mq_send(q, b'x', 1, 0) == -1 and ctypes.get_errno() == 9\n"  // EBADF
       "print('ok')\n";
   const std::string env = "LD_PRELOAD=" + mt::q(preload()) + " ";

@@ -51,7 +51,7 @@ class Mailbox;
 namespace detail {
 struct MailboxImpl;
 struct Access;  // the library's own add-ons (lib/mq): not part of the API
-}
+}  // namespace detail
 
 // A slot reserved in a mailbox (zero-copy send): write size() bytes at data(),
 // then commit(). Other senders of that mailbox wait until it is committed or
