@@ -52,7 +52,8 @@ MOUNT_OBJS := $(MOUNT_SRCS:%.cc=$(OUT)/%.o)
 BENCH_SRCS := $(wildcard tests/bench/*.cc)
 BENCH_OBJS := $(BENCH_SRCS:%.cc=$(OUT)/%.o)
 # libmailbox, for programs: the client and the segment code it shares with the daemon.
-LIB_SRCS := $(wildcard lib/client/*.cc) lib/shm/segment.cc lib/base/log.cc
+# It includes the mq API (lib/mq, <mailbox/mqueue.h>); libmailbox-mq.so is the same with the preload's mq_*.
+LIB_SRCS := $(wildcard lib/client/*.cc) lib/mq/mq.cc lib/mq/prio.cc lib/shm/segment.cc lib/base/log.cc
 LIB_PIC_OBJS := $(LIB_SRCS:%.cc=$(OUT)/pic/%.o)
 MBX_SRCS := $(wildcard tools/mbx/*.cc)
 MBX_OBJS := $(MBX_SRCS:%.cc=$(OUT)/%.o)
@@ -60,7 +61,8 @@ MBX_OBJS := $(MBX_SRCS:%.cc=$(OUT)/%.o)
 .PHONY: all deps test-deps check test build-tests demo examples bench bench-uring clean format format-check install \
   install-python uninstall
 
-all: $(OUT)/mailboxfs $(OUT)/mbx $(OUT)/libmailbox_core.a $(OUT)/libmailbox.a $(OUT)/$(SONAME) $(OUT)/mailbox.pc
+all: $(OUT)/mailboxfs $(OUT)/mbx $(OUT)/libmailbox_core.a $(OUT)/libmailbox.a $(OUT)/$(SONAME) $(OUT)/mailbox.pc \
+  $(OUT)/libmailbox-mq.so
 
 $(OUT)/libmailbox_core.a: $(CORE_OBJS)
 	ar rcs $@ $^
@@ -76,6 +78,12 @@ $(OUT)/libmailbox.so.$(VERSION): $(LIB_PIC_OBJS) lib/client/libmailbox.map
 $(OUT)/$(SONAME): $(OUT)/libmailbox.so.$(VERSION)
 	ln -sf libmailbox.so.$(VERSION) $@
 	ln -sf $(SONAME) $(OUT)/libmailbox.so
+
+# The preload library (mailbox_mq(3)): libmailbox's code, linked in and kept
+# local, and the mq_* calls (and close) it interposes, nothing else exported.
+$(OUT)/libmailbox-mq.so: $(LIB_PIC_OBJS) $(OUT)/pic/lib/mq/preload.o lib/mq/preload.map
+	$(CXX) -shared -Wl,-soname,libmailbox-mq.so -Wl,--version-script=lib/mq/preload.map -Wl,-z,defs \
+	  -o $@ $(LIB_PIC_OBJS) $(OUT)/pic/lib/mq/preload.o $(LDFLAGS) -ldl
 
 $(OUT)/pic/%.o: %.cc
 	@mkdir -p $(dir $@)
@@ -203,6 +211,8 @@ install: all
 	install -D -m 0644 docs/mailboxfs.8 $(DESTDIR)$(MANDIR)/man8/mailboxfs.8
 	install -D -m 0644 docs/mailboxfs.7 $(DESTDIR)$(MANDIR)/man7/mailboxfs.7
 	install -D -m 0644 docs/libmailbox.3 $(DESTDIR)$(MANDIR)/man3/libmailbox.3
+	install -D -m 0644 docs/mailbox_mq.3 $(DESTDIR)$(MANDIR)/man3/mailbox_mq.3
+	install -D -m 0755 $(OUT)/libmailbox-mq.so $(DESTDIR)$(LIBDIR)/libmailbox-mq.so
 	install -D -m 0644 docs/mbx.1 $(DESTDIR)$(MANDIR)/man1/mbx.1
 	install -D -m 0644 $(OUT)/libmailbox.a $(DESTDIR)$(LIBDIR)/libmailbox.a
 	install -D -m 0755 $(OUT)/libmailbox.so.$(VERSION) $(DESTDIR)$(LIBDIR)/libmailbox.so.$(VERSION)
@@ -234,6 +244,7 @@ install-python:
 uninstall:
 	rm -f $(DESTDIR)$(BINDIR)/mailboxfs $(DESTDIR)$(BINDIR)/mbx $(DESTDIR)$(MANDIR)/man8/mailboxfs.8 \
 	  $(DESTDIR)$(MANDIR)/man7/mailboxfs.7 $(DESTDIR)$(MANDIR)/man3/libmailbox.3 $(DESTDIR)$(MANDIR)/man1/mbx.1 \
+	  $(DESTDIR)$(MANDIR)/man3/mailbox_mq.3 $(DESTDIR)$(LIBDIR)/libmailbox-mq.so \
 	  $(DESTDIR)$(LIBDIR)/libmailbox.a $(DESTDIR)$(LIBDIR)/libmailbox.so.$(VERSION) \
 	  $(DESTDIR)$(LIBDIR)/$(SONAME) $(DESTDIR)$(LIBDIR)/libmailbox.so $(DESTDIR)$(LIBDIR)/pkgconfig/mailbox.pc
 	rm -rf $(DESTDIR)$(INCLUDEDIR)/mailbox $(DESTDIR)$(DOCDIR) $(DESTDIR)$(PYTHONDIR)/mailboxfs \
@@ -253,7 +264,7 @@ clean:
 
 -include $(CORE_OBJS:.o=.d) $(FUSE_OBJS:.o=.d) $(UNIT_OBJS:.o=.d) $(MOUNT_OBJS:.o=.d) $(BENCH_OBJS:.o=.d) \
   $(LIB_SRCS:%.cc=$(OUT)/%.d) $(LIB_PIC_OBJS:.o=.d) $(MBX_OBJS:.o=.d) $(OUT)/tests/bench/floor/floor.d \
-  $(OUT)/tests/bench/uring/probe.d
+  $(OUT)/tests/bench/uring/probe.d $(OUT)/pic/lib/mq/preload.d
 
 # ---- Reliability: fuzzing, sanitizers, soak (docs/reliability.md) ----------
 # libFuzzer targets, built with clang under ASan+UBSan in $(FUZZ_OUT).
@@ -317,7 +328,7 @@ $(OUT)/soak_peer: $(OUT)/tests/soak/soak_peer.o $(OUT)/libmailbox.a
 # Clang's lock checker over the daemon and the library: every GUARDED_BY
 # field is touched with its mutex held, every REQUIRES function called with it.
 TSA_CXX ?= clang++
-TSA_SRCS := $(CORE_SRCS) $(LIB_SRCS) $(FUSE_SRCS)
+TSA_SRCS := $(CORE_SRCS) $(LIB_SRCS) lib/mq/preload.cc $(FUSE_SRCS)
 thread-safety:
 	@for f in $(TSA_SRCS); do \
 	  $(TSA_CXX) -std=c++20 -fsyntax-only -Wthread-safety -Wthread-safety-beta -Werror -Ilib -Ilib/include \

@@ -33,6 +33,8 @@ def rank(path):
         return 2
     if "client" in parts[:2]:
         return 5
+    if "mq" in parts[:2]:
+        return 6  # the mq API and the preload, over the client
     if "core" in parts[:2]:
         stem = p.stem
         if stem not in CORE:

@@ -11,6 +11,7 @@
 #include <mutex>
 #include <optional>
 
+#include "client/access.h"
 #include "client/file_path.h"
 #include "mailbox/mailbox.hpp"
 #include "shm/segment.h"
@@ -41,12 +42,13 @@ Result<std::string> get_xattr(const std::string& path, const char* name) {
 // the word (inside the other side's commit, before its unlock and wake-up),
 // which shortens a ping-pong's hand-off.
 // `announce` (receivers only) is told once the caller counts as asleep.
-void wait_change(std::atomic<uint32_t>& word, std::atomic<uint32_t>& sleepers, uint32_t seen,
-                 const std::atomic<uint64_t>& pos, uint64_t pos_seen, const std::optional<Clock::time_point>& deadline,
-                 mbx::Segment* announce = nullptr) {
+// Returns EINTR if a signal handler ended the sleep, else 0.
+int wait_change(std::atomic<uint32_t>& word, std::atomic<uint32_t>& sleepers, uint32_t seen,
+                const std::atomic<uint64_t>& pos, uint64_t pos_seen, const std::optional<Clock::time_point>& deadline,
+                mbx::Segment* announce = nullptr) {
   for (int i = 0; i < kSpins; i++) {
-    if (word.load(std::memory_order_acquire) != seen) return;
-    if (pos.load(std::memory_order_relaxed) != pos_seen) return;  // the caller re-checks under its lock
+    if (word.load(std::memory_order_acquire) != seen) return 0;
+    if (pos.load(std::memory_order_relaxed) != pos_seen) return 0;  // the caller re-checks under its lock
 #if defined(__x86_64__) || defined(__i386__)
     __builtin_ia32_pause();
 #endif
@@ -68,9 +70,11 @@ void wait_change(std::atomic<uint32_t>& word, std::atomic<uint32_t>& sleepers, u
   rel.tv_sec = left.count() / 1000000000;
   rel.tv_nsec = left.count() % 1000000000;
   relp = &rel;
+  int r = 0;
   if (pos.load(std::memory_order_seq_cst) == pos_seen && word.load(std::memory_order_seq_cst) == seen)
-    mbx::futex_wait(&word, seen, relp);
+    r = mbx::futex_wait(&word, seen, relp) < 0 && errno == EINTR ? EINTR : 0;
   sleepers.fetch_sub(1, std::memory_order_seq_cst);
+  return r;
 }
 
 bool expired(const std::optional<Clock::time_point>& deadline) { return deadline && Clock::now() >= *deadline; }
@@ -107,6 +111,7 @@ struct detail::MailboxImpl {
   // commit(), a view is a private copy (see reserve(), view()).
   std::string staging, viewed;
   bool staged = false, viewing = false;  // a reservation or view is open (fallback)
+  bool interruptible = false;            // a wait ended by a signal handler fails with EINTR (detail::Access)
 
   SegmentHeader* h() const { return seg.header(); }
 
@@ -190,9 +195,11 @@ struct detail::MailboxImpl {
         // waiting would be for ever.
         if (&w == &kForMessage && seg.reserving()) return EBUSY;
         if (expired(deadline)) return ETIMEDOUT;
-        if (have_seen)
-          wait_change(h()->*w.word, h()->*w.sleepers, seen, h()->*w.pos, pos_seen, deadline,
-                      &w == &kForMessage ? &seg : nullptr);
+        if (have_seen &&
+            wait_change(h()->*w.word, h()->*w.sleepers, seen, h()->*w.pos, pos_seen, deadline,
+                        &w == &kForMessage ? &seg : nullptr) == EINTR &&
+            interruptible)
+          return EINTR;
         seen = (h()->*w.word).load(std::memory_order_acquire);
         pos_seen = (h()->*w.pos).load(std::memory_order_relaxed);
         have_seen = true;
@@ -559,6 +566,9 @@ Stats Mailbox::stats() const {
 
 const std::string& Mailbox::path() const { return impl_->path; }
 bool Mailbox::via_file() const { return impl_->file.has_value(); }
+
+mbx::Segment* detail::Access::segment(Mailbox& m) { return m.impl_->file ? nullptr : &m.impl_->seg; }
+void detail::Access::set_interruptible(Mailbox& m, bool on) { m.impl_->interruptible = on; }
 
 }  // namespace mailbox
 

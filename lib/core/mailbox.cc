@@ -71,6 +71,11 @@ void Mailbox::discard_unsent(Handle& h) {
   h.wrefused = Errc::ok;  // the message it refused is gone with it
 }
 
+bool Mailbox::has_unsent(Handle& h) {
+  Guard g(mu_);
+  return !h.wbuf.empty();
+}
+
 void Mailbox::drop_wbuf_locked(Handle& h) {
   h.wbuf.clear();
   h.wbuf.shrink_to_fit();
@@ -495,7 +500,10 @@ std::optional<Outcome> Mailbox::write(Handle& h, const char* p, size_t n, bool n
 std::optional<Outcome> Mailbox::flush(Handle& h, const Sender& caller, Waiter* w, bool closing) {
   // A writer killed by a signal is closing its files on the way out: what it
   // wrote is an unfinished message, not one to send (read before any lock).
-  if (closing && !w && h.can_write && proc::killed_by_signal(caller.pid)) {
+  // Only a handle holding unsent bytes asks: /proc/<pid>/stat waits for a
+  // task in exec, whose close-on-exec files are flushed with the exec lock
+  // held (an idle O_CLOEXEC descriptor, as mq_open's, would wedge us both).
+  if (closing && !w && h.can_write && has_unsent(h) && proc::killed_by_signal(caller.pid)) {
     discard_unsent(h);
     return Outcome{};
   }
@@ -653,7 +661,8 @@ void Mailbox::settle_locked(Batch& b) {
     // either kind rings the doorbell (sooner than the retry timer).
     const bool any = contended_ || polls;
     const uint32_t want = (readers_.empty() && !any ? 0u : kWatchReadable) |
-                          (writers_.empty() && acks_.empty() && !any ? 0u : kWatchWritable);
+                          (writers_.empty() && acks_.empty() && !any ? 0u : kWatchWritable) |
+                          (readers_.empty() ? 0u : kWatchParkedReceivers);
     if (want == watch_) break;
     // Made visible (seq_cst) before the re-check below: either it sees the
     // other participant's change, or the store tells us (Store::watch).

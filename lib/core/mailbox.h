@@ -161,6 +161,8 @@ class Mailbox final : public std::enable_shared_from_this<Mailbox>, public Store
   std::optional<Outcome> flush(Handle& h, const Sender& from, Waiter* w, bool closing = false);
   // Drops an uncommitted message (a writer that died by a signal).
   void discard_unsent(Handle& h);
+  // The handle holds bytes written but not yet sent (file or line framing).
+  bool has_unsent(Handle& h);
   // Per-user quota: forgets what receivers took of the messages that users
   // queued through the daemon (a library receiver does not tell the daemon).
   void reconcile() override;

@@ -41,7 +41,8 @@ class StoreListener {
 };
 
 // Bits of Store::watch(): which changes by other participants to be told of.
-enum : uint32_t { kWatchReadable = 1, kWatchWritable = 2 };
+// kWatchParkedReceivers: receive calls are parked (no kick; see layout.h, mq_notify).
+enum : uint32_t { kWatchReadable = 1, kWatchWritable = 2, kWatchParkedReceivers = 4 };
 
 class Store {
  public:

@@ -814,6 +814,7 @@ Result<uint64_t> Segment::push(const char* data, size_t len, const Sender& from,
   if (len) std::memcpy(data_ + room->at % data_size_ + kRecHdr, data, len);
   const uint64_t seq = hdr_->send.next_seq;
   write_record_locked(*room, len, from, now_ns, prio);
+  notify_after_push_locked(seq, from);
   return seq;
 }
 
@@ -841,6 +842,7 @@ Result<char*> Segment::reserve(size_t len, const Sender& from, int64_t now_ns,
 uint64_t Segment::commit_reserved() NO_THREAD_SAFETY_ANALYSIS {
   const uint64_t seq = hdr_->send.next_seq;
   write_record_locked(reserved_->room, reserved_->len, reserved_->from, reserved_->now_ns, reserved_->prio);
+  notify_after_push_locked(seq, reserved_->from);
   reserved_.reset();
   unlock(Side::send);
   return seq;
@@ -1523,6 +1525,63 @@ void Segment::receiver_sleeping() {
   // (Mailbox::poll): either it sees us, or we see its watch bit and kick.
   std::atomic_thread_fence(std::memory_order_seq_cst);
   kick_daemon(layout::kWatchWritable);
+}
+
+namespace {
+// A registrant named by a notify_owner value that can still receive its
+// notification: a pid in range that exists (kill(2) with signal 0).
+bool notify_owner_alive(uint64_t owner) {
+  const uint32_t pid = static_cast<uint32_t>(owner);
+  if (pid == 0 || pid > layout::kMaxPid) return false;  // scribbled: nobody
+  return ::kill(static_cast<pid_t>(pid), 0) == 0 || errno == EPERM;
+}
+}  // namespace
+
+Errc Segment::notify_arm(uint64_t token) {
+  std::atomic<uint64_t>& w = hdr_->notify_owner;
+  uint64_t cur = w.load(std::memory_order_acquire);
+  for (;;) {
+    if (cur == token) return Errc::ok;
+    if (cur != 0 && notify_owner_alive(cur)) return Errc::busy;
+    // SYNC POINT: seq_cst, then the caller re-checks the ring; pairs with the
+    // fence in notify_after_push_locked() (a push either sees the registration
+    // or is seen by the caller's later receive).
+    if (w.compare_exchange_weak(cur, token, std::memory_order_seq_cst, std::memory_order_acquire)) return Errc::ok;
+  }
+}
+
+bool Segment::notify_disarm(uint64_t token) {
+  uint64_t cur = token;
+  // SYNC POINT: acq_rel CAS; pairs with the pusher's CAS that fires it: only one wins.
+  const bool took = hdr_->notify_owner.compare_exchange_strong(cur, 0, std::memory_order_acq_rel);
+  hdr_->notify_seq.fetch_add(1, std::memory_order_release);
+  futex_wake(&hdr_->notify_seq, INT_MAX);
+  return took;
+}
+
+// Rare by design: the first load is of a word on the line after_push() reads
+// anyway, and it is 0 unless an mq_notify registration is armed.
+void Segment::notify_after_push_locked(uint64_t seq, const Sender& from) {
+  SegmentHeader* h = hdr_;
+  uint64_t owner = h->notify_owner.load(std::memory_order_relaxed);
+  if (owner == 0) return;
+  // SYNC POINT: orders our commit (tail_pub) before the loads below; pairs
+  // with a sleeping receiver's seq_cst increment then re-load of tail_pub
+  // (client.cc wait_change) and with notify_arm's seq_cst CAS.
+  std::atomic_thread_fence(std::memory_order_seq_cst);
+  // Empty before this record: every earlier record is gone.
+  if (h->popped_pub.load(std::memory_order_acquire) != seq) return;
+  if (h->sleeping_receivers.load(std::memory_order_relaxed) > 0) return;
+  if (h->daemon_watch.load(std::memory_order_relaxed) & layout::kWatchParkedReceivers) return;
+  // SYNC POINT: acq_rel CAS; pairs with notify_disarm(): one of us takes it.
+  if (!h->notify_owner.compare_exchange_strong(owner, 0, std::memory_order_acq_rel)) return;
+  h->notify_pid.store(static_cast<uint32_t>(from.pid), std::memory_order_relaxed);
+  h->notify_uid.store(from.uid, std::memory_order_relaxed);
+  // SYNC POINT: release (after the pid and uid); the registrant's thread
+  // loads notify_fired with acquire after it sees notify_seq move.
+  h->notify_fired.store(owner, std::memory_order_release);
+  h->notify_seq.fetch_add(1, std::memory_order_release);
+  futex_wake(&h->notify_seq, INT_MAX);
 }
 
 void Segment::unlink_file() {

@@ -201,6 +201,14 @@ class Segment {
   // senders and pollers, so the daemon is kicked if it watches for that.
   void receiver_sleeping();
 
+  // mq_notify's registration (layout.h, notify_owner). notify_arm: arms
+  // `token` ((generation << 32) | pid of the caller); busy if another live
+  // process holds it (a dead one's is taken over). notify_disarm: takes
+  // `token` back if still armed (false: it fired, or is not ours), and moves
+  // notify_seq so that a thread waiting for it re-checks.
+  Errc notify_arm(uint64_t token);
+  bool notify_disarm(uint64_t token);
+
   // Removes the file (the mapping stays valid until destruction).
   void unlink_file();
 
@@ -290,6 +298,9 @@ class Segment {
   bool full_locked() const REQUIRES(send_lock_);
   uint64_t effective_capacity() const;
   void kick_daemon(uint32_t watch_bit);
+  // After a push committed record `seq`: fires an armed mq_notify
+  // registration if the ring was empty before it and no receiver waits.
+  void notify_after_push_locked(uint64_t seq, const Sender& from) REQUIRES(send_lock_);
 
   std::string path_;
   Mapping map_;

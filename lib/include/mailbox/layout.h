@@ -47,7 +47,9 @@ inline constexpr uint64_t kKeepResident = 2u << 20;
 // SegmentHeader::state
 enum : uint32_t { kLive = 0, kRetired = 1, kDeleted = 2, kCorrupt = 3 };
 // SegmentHeader::daemon_watch bits
-enum : uint32_t { kWatchReadable = 1, kWatchWritable = 2 };
+// kWatchParkedReceivers: the daemon has receive calls parked (a blocked
+// `cat`); it only tells mq_notify's check that a receiver waits (no kick).
+enum : uint32_t { kWatchReadable = 1, kWatchWritable = 2, kWatchParkedReceivers = 4 };
 
 // RecordHeader::flags (version 6): the priority in the low 15 bits, and
 // kTaken once a receiver took the record out of order (a tombstone: its
@@ -196,6 +198,20 @@ struct SegmentHeader {
   // traffic of priority > 0): while it equals prio_popped and no tombstone
   // is queued, the oldest record is the next and receives work as version 5.
   std::atomic<uint64_t> prio_pushed;
+  // mq_notify (lib/mq), in what was padding (zero in any older segment).
+  // `notify_owner`: 0, or the registrant as (generation << 32 | pid), armed
+  // by CAS from 0 (or from a dead pid's value). A send that makes the ring go
+  // from empty to non-empty while it is armed and no receiver waits CASes it
+  // back to 0, stores what it took in `notify_fired` and moves and wakes the
+  // futex word `notify_seq`, on which the registrant's thread sleeps; the
+  // sender's pid and uid for the signal's siginfo go to `notify_pid`/`_uid`
+  // (written before notify_fired). Any value is harmless: a pid outside
+  // (0, kMaxPid] counts as nobody.
+  std::atomic<uint64_t> notify_owner;
+  std::atomic<uint64_t> notify_fired;
+  std::atomic<uint32_t> notify_seq;
+  std::atomic<uint32_t> notify_pid;
+  std::atomic<uint32_t> notify_uid;
 };
 static_assert(sizeof(SegmentHeader) <= kHeaderSize);
 // Version 5 only used padding: every version 4 field keeps its offset.
@@ -204,6 +220,8 @@ static_assert(offsetof(SegmentHeader, head_pub) == 512 && offsetof(SegmentHeader
 // Version 6 too: its words are in padding.
 static_assert(offsetof(SegmentHeader, prio_popped) == 432 && offsetof(SegmentHeader, recv_take) == 440 &&
               offsetof(SegmentHeader, prio_pushed) == 592 && offsetof(SegmentHeader, tombs) == 536);
+static_assert(offsetof(SegmentHeader, notify_owner) == 600 && offsetof(SegmentHeader, notify_seq) == 616);
+inline constexpr uint32_t kMaxPid = 1u << 22;  // PID_MAX_LIMIT on 64-bit Linux
 static_assert(std::atomic<uint32_t>::is_always_lock_free);
 static_assert(std::atomic<uint64_t>::is_always_lock_free);
 

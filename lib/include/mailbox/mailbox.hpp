@@ -50,7 +50,8 @@ using Clock = std::chrono::steady_clock;
 class Mailbox;
 namespace detail {
 struct MailboxImpl;
-}
+struct Access;  // the library's own add-ons (lib/mq): not part of the API
+}  // namespace detail
 
 // A slot reserved in a mailbox (zero-copy send): write size() bytes at data(),
 // then commit(). Other senders of that mailbox wait until it is committed or
@@ -194,6 +195,7 @@ class Mailbox {
  private:
   friend class Reservation;
   friend class View;
+  friend struct detail::Access;
   using Impl = detail::MailboxImpl;
   explicit Mailbox(std::unique_ptr<Impl> impl);
   Result<Reservation> reserve_impl(size_t len, unsigned prio, bool nonblock, std::optional<Clock::time_point> d);

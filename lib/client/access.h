@@ -1,0 +1,18 @@
+// SPDX-License-Identifier: MIT
+// What libmailbox's own add-ons (lib/mq) may reach inside a Mailbox beyond
+// the public API. Not installed; not exported from libmailbox.so.
+#pragma once
+#include "mailbox/mailbox.hpp"
+#include "shm/segment.h"
+
+namespace mailbox::detail {
+
+struct Access {
+  // The mapped segment, or nullptr when the mailbox is used through its file.
+  static mbx::Segment* segment(Mailbox& m);
+  // With `on`, a blocking call whose sleep a signal handler ends fails with
+  // EINTR (as mq_send and mq_receive do) instead of sleeping again.
+  static void set_interruptible(Mailbox& m, bool on);
+};
+
+}  // namespace mailbox::detail
