@@ -85,6 +85,8 @@ class ShmStore final : public Store {
 
   Result<uint64_t> push(std::string_view msg, const Sender& from, bool force) override;
   Result<Popped> pop(std::string& out) override;
+  Errc ack(uint64_t) override { return Errc::ok; }  // pop handed it over
+  Errc unpop(uint64_t) override { return Errc::not_supported; }
   Result<uint32_t> peek_len() override { return seg_.peek_len(); }
   Withdrawn try_withdraw(uint64_t seq) override;
   uint64_t consumed_seq() override { return seg_.consumed_seq(); }
