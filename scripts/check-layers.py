@@ -10,8 +10,8 @@ import pathlib, re, sys
 # direct < namespace/attributes < tree, pid_dir < router < daemon.
 CORE = {
     "settings": 10, "timers": 10, "quota": 10, "persist": 10,
-    "store": 11, "host": 11,
-    "shm_store": 12, "redis_store": 12, "redis_scripts": 12,
+    "store": 11, "host": 11, "catalog": 11,
+    "shm_store": 12, "redis_store": 12, "redis_scripts": 12, "redis_catalog": 12,
     "mailbox": 13,
     "mount": 14, "direct": 14,
     "namespace": 15, "attributes": 15,

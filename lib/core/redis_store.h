@@ -91,6 +91,7 @@ class RedisStore final : public Store {
   Result<Popped> pop(std::string& out) override;
   Errc ack(uint64_t seq) override;
   Errc unpop(uint64_t seq) override;
+  bool keeps_in_flight() const override { return true; }
   Result<uint32_t> peek_len() override;
   Withdrawn try_withdraw(uint64_t seq) override;
   uint64_t consumed_seq() override;
@@ -107,7 +108,8 @@ class RedisStore final : public Store {
   uint32_t sleeping_receivers() override { return 0; }
   Errc reshape(const Settings& s, uint64_t* first) override;
   void destroy(bool trust_counters) override;
-  Result<std::string> locator() const override { return Errc::not_supported; }  // no segment to map
+  // No segment to map: libmailbox uses the file (user.mailbox.segment fails with EREMOTE).
+  Result<std::string> locator() const override { return Errc::remote; }
 
   const std::string& rid() const { return rid_; }
 

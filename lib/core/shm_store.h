@@ -87,6 +87,7 @@ class ShmStore final : public Store {
   Result<Popped> pop(std::string& out) override;
   Errc ack(uint64_t) override { return Errc::ok; }  // pop handed it over
   Errc unpop(uint64_t) override { return Errc::not_supported; }
+  bool keeps_in_flight() const override { return false; }
   Result<uint32_t> peek_len() override { return seg_.peek_len(); }
   Withdrawn try_withdraw(uint64_t seq) override;
   uint64_t consumed_seq() override { return seg_.consumed_seq(); }

@@ -63,6 +63,8 @@ class Store {
   // ack is a no-op there, unpop not_supported.
   virtual Errc ack(uint64_t seq) = 0;
   virtual Errc unpop(uint64_t seq) = 0;
+  // True if popped messages wait for ack/unpop (the mailbox then says which).
+  virtual bool keeps_in_flight() const = 0;
   // Payload length of the oldest message. again: empty.
   virtual Result<uint32_t> peek_len() = 0;
   // Takes back message `seq` if it is still the unreceived one (an
