@@ -135,10 +135,13 @@ TEST_F(Redis, CapacityHoldsAcrossDaemonsWithManyWriters) {
   std::sort(sent.begin(), sent.end());
   std::sort(got.begin(), got.end());
   EXPECT_EQ(got, sent);  // each exactly once
-  for (Proc* p : {&watch_a, &watch_b})
+  for (Proc* p : {&watch_a, &watch_b}) {
     for (auto& l : lines(p->finish().out)) {
-      if (!l.empty()) EXPECT_LE(std::stoi(l), kCap);
+      if (!l.empty()) {
+        EXPECT_LE(std::stoi(l), kCap);
+      }
     }
+  }
   EXPECT_EQ(a_->xattr("box", "messages"), "0");
   EXPECT_EQ(b_->xattr("box", "sent"), std::to_string(kWriters * kEach));
 }
