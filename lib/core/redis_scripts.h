@@ -142,4 +142,53 @@ redis.call('PUBLISH', ARGV[1], ARGV[2])
 return {'OK'}
 )lua"};
 
+// ---- leases (KEYS[1] the namespace's daemons hash: daemon id -> lease end, server ms) ----
+
+// ARGV: daemon id, lease (ms). Renews this daemon's lease; answers the server's time.
+inline constexpr redis::Script kRenew{"renew", R"lua(
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('HSET', KEYS[1], ARGV[1], now + tonumber(ARGV[2]))
+return {'OK', now}
+)lua"};
+
+// ARGV: this daemon's id. Claims every other daemon whose lease ended (they
+// leave the hash, so one claimer each) and answers their ids.
+inline constexpr redis::Script kClaimDead{"claim_dead", R"lua(
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local all = redis.call('HGETALL', KEYS[1])
+local dead = {'OK'}
+for i = 1, #all, 2 do
+  if all[i] ~= ARGV[1] and tonumber(all[i + 1]) < now then
+    redis.call('HDEL', KEYS[1], all[i])
+    dead[#dead + 1] = all[i]
+  end
+end
+return dead
+)lua"};
+
+// KEYS: meta, queue, the dead daemon's in-flight hash of this mailbox.
+// ARGV: channel, event. Returns its in-flight records to the front of the
+// queue in seq order, as if never received; counts them in `returned`.
+inline constexpr redis::Script kReturn{"return", R"lua(
+local all = redis.call('HGETALL', KEYS[3])
+redis.call('DEL', KEYS[3])
+if #all == 0 or redis.call('EXISTS', KEYS[1]) == 0 then return {'OK', 0} end
+local recs = {}
+for i = 2, #all, 2 do recs[#recs + 1] = all[i] end
+local function seq(r) return tonumber(string.match(r, '^(%d+) ')) end
+table.sort(recs, function(a, b) return seq(a) > seq(b) end)
+for _, rec in ipairs(recs) do
+  local s, len = string.match(rec, '^(%d+) (%d+) ')
+  redis.call('LPUSH', KEYS[2], rec)
+  redis.call('HINCRBY', KEYS[1], 'bytes', tonumber(len))
+end
+redis.call('HINCRBY', KEYS[1], 'popped', -#recs)
+redis.call('HINCRBY', KEYS[1], 'total_received', -#recs)
+redis.call('HINCRBY', KEYS[1], 'returned', #recs)
+redis.call('PUBLISH', ARGV[1], ARGV[2])
+return {'OK', #recs}
+)lua"};
+
 }  // namespace mbx::redis_scripts

@@ -59,6 +59,55 @@ RedisBackend::RedisBackend(const RedisConfig& cfg) : cfg_(cfg), conn_(cfg.endpoi
   host_ = hostname();
   daemon_id_ = host_ + ":" + std::to_string(::getpid()) + ":" + std::to_string(realtime_ns());
   channel_ = "mbx:" + cfg.ns + ":ev";
+  daemons_ = "mbx:{" + cfg.ns + "}:daemons";
+}
+
+std::string RedisBackend::inflight_set(const std::string& daemon) const {
+  return "mbx:{" + cfg_.ns + "}:inflight:" + daemon;
+}
+
+Errc RedisBackend::renew_lease() {
+  auto r = eval(rs::kRenew, {daemons_}, {daemon_id_, std::to_string(cfg_.lease.count())});
+  return !r ? r.error() : r->is_error() ? Errc::io : Errc::ok;
+}
+
+Result<uint64_t> RedisBackend::return_in_flight(const std::string& id) {
+  auto set = command({"SMEMBERS", inflight_set(id)});
+  if (!set) return set.error();
+  uint64_t n = 0;
+  for (const Reply& rid : set->elements) {
+    const std::string tag = "mbx:{" + cfg_.ns + ":" + rid.str + "}:", ev = event('p', rid.str);
+    auto r = eval(rs::kReturn, {tag + "m", tag + "q", tag + "f:" + id}, {channel_, ev});
+    if (!r) return r.error();
+    if (r->type == Reply::Type::array && r->elements.size() == 2) n += static_cast<uint64_t>(num(r->elements[1]));
+  }
+  if (auto d = command({"DEL", inflight_set(id)}); !d) return d.error();
+  return n;
+}
+
+Result<uint64_t> RedisBackend::recover() {
+  auto r = eval(rs::kClaimDead, {daemons_}, {daemon_id_});
+  if (!r) return r.error();
+  uint64_t n = 0;
+  for (size_t i = 1; i < r->elements.size(); i++) {
+    const std::string& dead = r->elements[i].str;
+    auto k = return_in_flight(dead);
+    if (!k) return k.error();  // claimed but not emptied: its records wait for this daemon's next try
+    if (*k)
+      log(LogLevel::warning,
+          "redis: daemon %s stopped renewing its lease: %llu messages it was delivering "
+          "returned to their mailboxes",
+          dead.c_str(), static_cast<unsigned long long>(*k));
+    n += *k;
+  }
+  return n;
+}
+
+void RedisBackend::tick() {
+  kick_all();
+  const auto now = std::chrono::steady_clock::now();
+  if (now >= next_renew_ && renew_lease() == Errc::ok) next_renew_ = now + cfg_.lease / 3;
+  if (now >= next_recover_ && recover().ok()) next_recover_ = now + cfg_.lease / 2;
 }
 
 Result<std::unique_ptr<RedisBackend>> RedisBackend::open(const RedisConfig& cfg) {
@@ -73,11 +122,19 @@ Result<std::unique_ptr<RedisBackend>> RedisBackend::open(const RedisConfig& cfg)
 }
 
 void RedisBackend::start() {
+  sub_started_ = true;
+  (void)renew_lease();  // registered before any receive: a death is noticed
   sub_ = std::make_unique<redis::Subscriber>(
-      cfg_.endpoint, channel_, cfg_.recheck, [this](std::string_view ev) { on_event(ev); }, [this] { kick_all(); });
+      cfg_.endpoint, channel_, cfg_.recheck, [this](std::string_view ev) { on_event(ev); }, [this] { tick(); });
 }
 
-RedisBackend::~RedisBackend() { sub_.reset(); }
+RedisBackend::~RedisBackend() {
+  sub_.reset();
+  if (!sub_started_) return;
+  // A clean stop: what this daemon still had in flight goes back, and its lease ends.
+  (void)return_in_flight(daemon_id_);
+  (void)command({"HDEL", daemons_, daemon_id_});
+}
 
 Result<Reply> RedisBackend::eval(const redis::Script& s, const std::vector<std::string_view>& keys,
                                  const std::vector<std::string_view>& args) {
@@ -97,6 +154,8 @@ std::string RedisBackend::event(char op, const std::string& rid) const {
 Result<std::unique_ptr<Store>> RedisBackend::open_store(const std::string& rid, Settings* s) {
   if (rid.empty() || rid.find_first_of(" {}") != std::string::npos) return Errc::invalid;
   auto store = std::make_unique<RedisStore>(*this, rid, *s);
+  // Recorded before any receive can leave records in flight here.
+  if (auto a = command({"SADD", inflight_set(daemon_id_), rid}); !a) return a.error();
   const std::string cap = capacity_text(s->capacity), maxm = std::to_string(s->max_message);
   auto r = eval(rs::kInit, {store->meta_, store->queue_, store->inflight_}, {cap, maxm});
   if (!r) return r.error();

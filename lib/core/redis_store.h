@@ -30,6 +30,9 @@ struct RedisConfig {
   std::string ns = "default";  // -o namespace: daemons with the same one share their mailboxes
   redis::Options options;
   std::chrono::milliseconds recheck{200};  // the periodic re-check of watched mailboxes
+  // A daemon that has not renewed its lease for this long is dead: another
+  // returns its in-flight messages to their mailboxes. Renewed every third.
+  std::chrono::milliseconds lease{10000};
 };
 
 class RedisStore;
@@ -56,6 +59,14 @@ class RedisBackend {
   // The channel of the namespace, and the event that tells of `op` on `rid`.
   const std::string& channel() const { return channel_; }
   std::string event(char op, const std::string& rid) const;
+  // Renews this daemon's lease (the subscriber thread does it every lease/3).
+  Errc renew_lease() EXCLUDES(conn_mu_);
+  // Returns the in-flight messages of every daemon whose lease ended to the
+  // front of their mailboxes (the subscriber thread does it every lease/2);
+  // how many. Each dead daemon is claimed by one recoverer.
+  Result<uint64_t> recover() EXCLUDES(conn_mu_);
+  // Returns daemon `id`'s in-flight messages (this daemon's own at a clean stop).
+  Result<uint64_t> return_in_flight(const std::string& id) EXCLUDES(conn_mu_);
   // True once the subscription holds (tests wait for it before counting on wake-ups).
   bool subscribed() const { return sub_ && sub_->subscribed(); }
 
@@ -67,9 +78,13 @@ class RedisBackend {
   void on_event(std::string_view ev) EXCLUDES(watch_mu_);
   // Every watched store is kicked (a re-check: notifications may be lost).
   void kick_all() EXCLUDES(watch_mu_);
+  // The subscriber's tick: kick_all, and the lease's renewal and recovery when due.
+  void tick();
+  std::string inflight_set(const std::string& daemon) const;  // the mailboxes a daemon may hold records of
 
   const RedisConfig cfg_;
-  std::string daemon_id_, host_, channel_;
+  std::string daemon_id_, host_, channel_, daemons_;
+  std::chrono::steady_clock::time_point next_renew_{}, next_recover_{};  // the subscriber thread's only
   Mutex conn_mu_;  // leaf lock: one round trip at a time on the shared connection
   redis::Conn conn_ GUARDED_BY(conn_mu_);
   struct Watched {
@@ -78,6 +93,7 @@ class RedisBackend {
   };
   Mutex watch_mu_;  // leaf lock: guards watched_ only; listeners are called after release
   std::unordered_multimap<std::string, std::pair<RedisStore*, Watched>> watched_ GUARDED_BY(watch_mu_);
+  bool sub_started_ = false;
   std::unique_ptr<redis::Subscriber> sub_;  // last member: stopped first
 };
 

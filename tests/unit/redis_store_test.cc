@@ -287,3 +287,70 @@ TEST_F(RedisStoreTest, ServerAwayIsEioAndStatsAsLastRead) {
   EXPECT_EQ(s->try_withdraw(0), Store::Withdrawn::contended);
 }
 }  // namespace
+
+namespace {
+using namespace mbx;
+
+class RedisLeaseTest : public ::testing::Test {
+ protected:
+  void SetUp() override { ASSERT_TRUE(server_.ready()) << "redis-server did not start (scripts/deps.sh test)"; }
+  std::unique_ptr<RedisBackend> open() {
+    RedisConfig c;
+    c.endpoint = redis::parse_url(server_.url()).value();
+    c.ns = "t";
+    auto b = RedisBackend::open(c);
+    EXPECT_TRUE(b.ok());
+    return b.ok() ? std::move(b.value()) : nullptr;
+  }
+  std::unique_ptr<Store> store(RedisBackend& b) {
+    Settings s;
+    auto st = b.open_store("l", &s);
+    EXPECT_TRUE(st.ok());
+    return st.ok() ? std::move(st.value()) : nullptr;
+  }
+  testredis::Server server_;
+};
+
+TEST_F(RedisLeaseTest, ADeadDaemonsInFlightMessagesReturnToTheFrontOnce) {
+  auto x = open(), y = open();
+  ASSERT_EQ(x->renew_lease(), Errc::ok);
+  auto sx = store(*x), sy = store(*y);
+  for (const char* m : {"one", "two", "three"}) ASSERT_TRUE(sy->push(m, {}, false).ok());
+  std::string out;
+  ASSERT_TRUE(sx->pop(out).ok());  // x dies before its replies went: never acknowledged
+  ASSERT_TRUE(sx->pop(out).ok());
+  EXPECT_EQ(y->recover().value(), 0u);  // x's lease holds
+  // x stops renewing: its lease is made to have ended (no waiting in a test).
+  ASSERT_TRUE(y->command({"HSET", "mbx:{t}:daemons", x->daemon_id(), "0"}).ok());
+  EXPECT_EQ(y->recover().value(), 2u);
+  EXPECT_EQ(y->recover().value(), 0u);  // claimed once
+  for (const char* m : {"one", "two", "three"}) {
+    out.clear();
+    auto p = sy->pop(out);
+    ASSERT_TRUE(p.ok());
+    EXPECT_EQ(out, m);  // in their order, before the rest
+    EXPECT_EQ(sy->ack(p->seq), Errc::ok);
+  }
+  const QueueStats st = sy->stats();
+  EXPECT_EQ(st.total_received, 3u);
+  EXPECT_EQ(st.total_sent, st.total_received + st.count + st.lost);
+  EXPECT_EQ(y->command({"HGET", "mbx:{t:l}:m", "returned"})->str, "2");
+}
+
+TEST_F(RedisLeaseTest, ACleanStopGivesBackWhatItHadInFlight) {
+  auto y = open();
+  auto sy = store(*y);
+  ASSERT_TRUE(sy->push("kept", {}, false).ok());
+  {
+    auto z = open();
+    z->start();
+    auto sz = store(*z);
+    std::string out;
+    ASSERT_TRUE(sz->pop(out).ok());
+    sz.reset();
+  }  // z stops without having acknowledged it
+  std::string out;
+  ASSERT_TRUE(sy->pop(out).ok());
+  EXPECT_EQ(out, "kept");
+}
+}  // namespace
