@@ -170,3 +170,52 @@ TEST_F(Redis, UnreachableServerRefusesTheMount) {
 }
 
 }  // namespace
+
+namespace {
+
+// The value of a redis-cli command on the test's server.
+std::string cli(const testredis::Server& s, const std::string& args) {
+  std::string out = mt::sh("redis-cli -s " + mt::q(s.socket()) + " " + args).out;
+  while (!out.empty() && out.back() == '\n') out.pop_back();
+  return out;
+}
+
+TEST_F(Redis, ADaemonKilledMidTrafficLosesNothing) {
+  constexpr int kMessages = 200;
+  two("capacity=unbounded");
+  ASSERT_EQ(a_->sh("touch box").status, 0);
+  const std::string out_b = server_.dir() + "/received_b";  // not through b's mount, which dies
+  Proc reader_b("while cat box; do :; done > " + mt::q(out_b), b_->dir());
+  Proc writer("for k in $(seq " + std::to_string(kMessages) + "); do echo m$k > box || exit 1; done", a_->dir());
+  // Readiness: b has received some (its reader is mid-traffic).
+  ASSERT_TRUE(mt::wait_until([&] { return mt::sh("[ \"$(wc -l < " + mt::q(out_b) + ")\" -ge 5 ]").status == 0; }));
+  const pid_t b_pid = b_->daemon_pid();
+  ASSERT_TRUE(b_->stop(SIGKILL));
+  EXPECT_EQ(writer.finish().status, 0);
+  reader_b.finish();
+  // b stops renewing: its lease is made to have ended now (no waiting for it).
+  std::string b_id;
+  for (auto& id : lines(cli(server_, "HKEYS 'mbx:{t}:daemons'")))
+    if (id.find(":" + std::to_string(b_pid) + ":") != std::string::npos) b_id = id;
+  ASSERT_FALSE(b_id.empty());
+  ASSERT_EQ(cli(server_, "HSET 'mbx:{t}:daemons' " + mt::q(b_id) + " 0"), "0");
+  // a claims it and returns what b had in flight (readiness: b's record set is gone).
+  ASSERT_TRUE(mt::wait_until([&] { return cli(server_, "EXISTS " + mt::q("mbx:{t}:inflight:" + b_id)) == "0"; }));
+  const int left = std::stoi(a_->xattr("box", "messages"));
+  const mt::Run ra = a_->sh("for k in $(seq " + std::to_string(left) + "); do cat box || exit 1; done");
+  ASSERT_EQ(ra.status, 0) << ra.err;
+  std::vector<std::string> got = lines(mt::sh("cat " + mt::q(out_b)).out);
+  for (auto& l : lines(ra.out)) got.push_back(l);
+  const size_t received = got.size();
+  std::sort(got.begin(), got.end());
+  got.erase(std::unique(got.begin(), got.end()), got.end());
+  std::vector<std::string> sent;
+  for (int k = 1; k <= kMessages; k++) sent.push_back("m" + std::to_string(k));
+  std::sort(sent.begin(), sent.end());
+  EXPECT_EQ(got, sent);  // nothing lost
+  const std::string returned = cli(server_, "HGET 'mbx:{t:1}:m' returned");
+  const size_t dups = received - sent.size();
+  EXPECT_LE(dups, returned.empty() ? 0u : std::stoul(returned));  // duplicates only of returned messages, counted
+}
+
+}  // namespace
