@@ -38,10 +38,12 @@ endif
 
 FUSE_CFLAGS = $(shell pkg-config --cflags fuse3)
 FUSE_LIBS = $(shell pkg-config --libs fuse3)
+# The Redis backend's client (lib/redis), linked wherever the core is.
+HIREDIS_LIBS = $(shell pkg-config --libs hiredis 2>/dev/null || echo -lhiredis)
 GTEST_LIBS = $(shell pkg-config --libs gtest_main 2>/dev/null || echo -lgtest_main -lgtest)
 
 # The daemon's core: base utilities, the shared segment protocol and the mailbox logic.
-CORE_SRCS := $(wildcard lib/base/*.cc lib/shm/*.cc lib/core/*.cc)
+CORE_SRCS := $(wildcard lib/base/*.cc lib/shm/*.cc lib/redis/*.cc lib/core/*.cc)
 CORE_OBJS := $(CORE_SRCS:%.cc=$(OUT)/%.o)
 FUSE_SRCS := $(wildcard fusefs/*.cc)
 FUSE_OBJS := $(FUSE_SRCS:%.cc=$(OUT)/%.o)
@@ -108,7 +110,7 @@ examples: $(OUT)/$(SONAME) $(OUT)/mailbox.pc
 	  $$(PKG_CONFIG_PATH=$(OUT) pkg-config --cflags --libs mailbox)
 
 $(OUT)/mailboxfs: $(FUSE_OBJS) $(OUT)/libmailbox_core.a
-	$(CXX) -o $@ $(FUSE_OBJS) $(OUT)/libmailbox_core.a $(LDFLAGS) $(FUSE_LIBS)
+	$(CXX) -o $@ $(FUSE_OBJS) $(OUT)/libmailbox_core.a $(LDFLAGS) $(FUSE_LIBS) $(HIREDIS_LIBS)
 
 $(OUT)/fusefs/%.o: fusefs/%.cc
 	@mkdir -p $(dir $@)
@@ -120,7 +122,7 @@ $(OUT)/%.o: %.cc
 
 # The unit tests also cover the daemon's command-line parser (fusefs/options.cc, libfuse's fuse_opt).
 $(OUT)/unit_tests: $(UNIT_OBJS) $(OUT)/fusefs/options.o $(OUT)/libmailbox_core.a
-	$(CXX) -o $@ $(UNIT_OBJS) $(OUT)/fusefs/options.o $(OUT)/libmailbox_core.a $(LDFLAGS) $(GTEST_LIBS) $(FUSE_LIBS)
+	$(CXX) -o $@ $(UNIT_OBJS) $(OUT)/fusefs/options.o $(OUT)/libmailbox_core.a $(LDFLAGS) $(GTEST_LIBS) $(FUSE_LIBS) $(HIREDIS_LIBS)
 $(OUT)/tests/unit/options_test.o: CXXFLAGS += $(FUSE_CFLAGS) -I.
 
 # The ecosystem tests run the Python suite and `make install` from the source tree.
@@ -288,7 +290,7 @@ $(FUZZ_OUT)/fusefs/%.o: fusefs/%.cc
 	$(FUZZ_CXX) $(FUZZ_FLAGS) $(FUSE_CFLAGS) -fsanitize=fuzzer-no-link -MMD -MP -c $< -o $@
 
 $(FUZZ_OUT)/%_fuzz: tests/fuzz/%_fuzz.cc $(FUZZ_CORE_OBJS)
-	$(FUZZ_CXX) $(FUZZ_FLAGS) $(FUSE_CFLAGS) -fsanitize=fuzzer -MMD -MP -MF $@.d $< $(filter %.o,$^) -o $@ $(FUSE_LIBS)
+	$(FUZZ_CXX) $(FUZZ_FLAGS) $(FUSE_CFLAGS) -fsanitize=fuzzer -MMD -MP -MF $@.d $< $(filter %.o,$^) -o $@ $(FUSE_LIBS) $(HIREDIS_LIBS)
 
 # options_fuzz runs the daemon's own command-line parser.
 $(FUZZ_OUT)/options_fuzz: $(FUZZ_OUT)/fusefs/options.o
@@ -307,7 +309,7 @@ fuzz-smoke: build-fuzz
 CONCURRENCY_SRCS := $(sort $(wildcard tests/unit/*stress*.cc) tests/unit/doorbell_test.cc \
   tests/unit/mailbox_wait_test.cc tests/unit/segment_process_test.cc)
 $(OUT)/concurrency_tests: $(CONCURRENCY_SRCS:%.cc=$(OUT)/%.o) $(OUT)/libmailbox_core.a
-	$(CXX) -o $@ $^ $(LDFLAGS) $(GTEST_LIBS)
+	$(CXX) -o $@ $^ $(LDFLAGS) $(GTEST_LIBS) $(HIREDIS_LIBS)
 
 # The unit and mount suites under ASan+UBSan (out-asan), the concurrency
 # tests under TSan (out-tsan); ends with "N passed, N failed, N skipped".

@@ -84,10 +84,15 @@ void drop_handle(Handle* h) {
 
 enum class ReplyKind { data, write, status };
 
-void reply_outcome(fuse_req_t req, ReplyKind k, const Outcome& o) {
+// `box`: where messages the store keeps in flight are settled once the reply went (or not).
+void reply_outcome(fuse_req_t req, ReplyKind k, const Outcome& o, Mailbox* box) {
   if (o.err != Errc::ok) return reply_err(req, o.err);
   switch (k) {
-    case ReplyKind::data: fuse_reply_buf(req, o.data.data(), o.data.size()); break;
+    case ReplyKind::data: {
+      const int rc = fuse_reply_buf(req, o.data.data(), o.data.size());  // -ENOENT: interrupted, not delivered
+      if (!o.in_flight.empty() && box) box->settle_in_flight(o.in_flight, rc == 0);
+      break;
+    }
     case ReplyKind::write: fuse_reply_write(req, o.written); break;
     case ReplyKind::status: fuse_reply_err(req, 0); break;
   }
@@ -103,7 +108,7 @@ class FuseWaiter final : public Waiter {
     // Unregistering waits for an interrupt callback running on another
     // thread; inside our own callback libfuse already holds that lock.
     if (!from_interrupt) fuse_req_interrupt_func(req_, nullptr, nullptr);
-    reply_outcome(req_, kind_, o);
+    reply_outcome(req_, kind_, o, box_.get());
     delete this;
   }
   Mailbox& box() { return *box_; }
@@ -123,13 +128,13 @@ void on_interrupt(fuse_req_t, void* data) {
 // first and runs it again with one, which then parks (or completes at once).
 template <class Op>
 void run(fuse_req_t req, ReplyKind kind, const std::shared_ptr<Mailbox>& box, Op op) {
-  if (auto o = op(nullptr)) return reply_outcome(req, kind, *o);
+  if (auto o = op(nullptr)) return reply_outcome(req, kind, *o, box.get());
   auto* w = new FuseWaiter(req, kind, box);
   fuse_req_interrupt_func(req, on_interrupt, w);
   if (auto o = op(w)) {
     fuse_req_interrupt_func(req, nullptr, nullptr);
     delete w;
-    reply_outcome(req, kind, *o);
+    reply_outcome(req, kind, *o, box.get());
   }
 }
 

@@ -81,6 +81,11 @@ int main(int argc, char* argv[]) {
   cfg.max_bytes = opt.max_bytes;
   cfg.user_max_bytes = opt.user_max_bytes;
   cfg.defaults = opt.defaults;
+  if (opt.backend) {
+    cfg.redis.emplace();
+    cfg.redis->endpoint = *opt.backend;
+    cfg.redis->ns = opt.ns;
+  }
   const char* mountpoint = opt.mountpoint.c_str();
   if (!recover_dead_mount(mountpoint)) {
     std::fprintf(stderr, "mailboxfs: cannot recover dead mount %s; try 'fusermount3 -u -z %s'\n", mountpoint,
@@ -114,7 +119,9 @@ int main(int argc, char* argv[]) {
 
   auto daemon = mbx::Daemon::open(cfg, opt.root_mode, getuid(), getgid());
   if (!daemon) {
-    if (daemon.error() == mbx::Errc::exists)
+    if (cfg.redis && daemon.error() == mbx::Errc::io)
+      mbx::log(mbx::LogLevel::error, "redis %s does not answer", cfg.redis->endpoint.text().c_str());
+    else if (daemon.error() == mbx::Errc::exists)
       mbx::log(mbx::LogLevel::error, "state directory %s is in use by another mailboxfs", cfg.state_dir.c_str());
     else
       mbx::log(mbx::LogLevel::error, "state directory %s: %s", cfg.state_dir.c_str(),

@@ -18,9 +18,21 @@ namespace mbx {
 namespace {
 
 // Each of our -o options, by its fuse_opt key (its index here).
-enum Key : int { kCapacity, kMaxMessage, kFraming, kTimeoutMs, kMaxBytes, kUserMaxBytes, kStateDir, kRootMode, kKeys };
-constexpr const char* kNames[kKeys] = {"capacity",  "max_message",    "framing",   "timeout_ms",
-                                       "max_bytes", "user_max_bytes", "state_dir", "root_mode"};
+enum Key : int {
+  kCapacity,
+  kMaxMessage,
+  kFraming,
+  kTimeoutMs,
+  kMaxBytes,
+  kUserMaxBytes,
+  kStateDir,
+  kRootMode,
+  kBackend,
+  kNamespace,
+  kKeys
+};
+constexpr const char* kNames[kKeys] = {"capacity",       "max_message", "framing",   "timeout_ms", "max_bytes",
+                                       "user_max_bytes", "state_dir",   "root_mode", "backend",    "namespace"};
 
 // Keys rather than offsets: the value is copied into a std::string, and a
 // repeated option replaces the earlier value instead of leaking its strdup().
@@ -33,6 +45,8 @@ const fuse_opt kSpecs[] = {
     FUSE_OPT_KEY("user_max_bytes=", kUserMaxBytes),
     FUSE_OPT_KEY("state_dir=", kStateDir),
     FUSE_OPT_KEY("root_mode=", kRootMode),
+    FUSE_OPT_KEY("backend=", kBackend),
+    FUSE_OPT_KEY("namespace=", kNamespace),
     FUSE_OPT_END,
 };
 
@@ -102,6 +116,17 @@ std::optional<OptionError> check(const Raw& raw, DaemonOptions& d) {
     d.root_mode = static_cast<mode_t>(m);
   }
   d.state_dir = raw.value[kStateDir];
+  if (const auto& v = raw.value[kBackend]) {
+    auto ep = redis::parse_url(*v);
+    if (!ep) return bad_option(kBackend, *v, "redis://HOST[:PORT][/DB] or redis+unix:///PATH[?db=N]");
+    d.backend = *ep;
+  }
+  if (const auto& v = raw.value[kNamespace]) {
+    if (v->empty() || v->size() > 64 || v->find_first_of(" {}:/") != std::string::npos)
+      return bad_option(kNamespace, *v, "a name of 1 to 64 bytes without spaces, braces, ':' or '/'");
+    if (!d.backend) return OptionError{"mailboxfs: -o namespace needs -o backend=redis://..."};
+    d.ns = *v;
+  }
   if (raw.value[kMaxMessage] && d.defaults.max_message > d.max_bytes) {
     return OptionError{"mailboxfs: max_message (" + std::to_string(d.defaults.max_message) + ") exceeds max_bytes (" +
                        std::to_string(d.max_bytes) + ")"};
@@ -159,6 +184,11 @@ void print_help(const char* prog) {
       "                             (default /dev/shm/mailboxfs-UID-HASH, mode 0700)\n"
       "    -o root_mode=OCTAL       mode of the mount's root directory (default 0755;\n"
       "                             1777 lets every user create mailboxes)\n"
+      "    -o backend=URL           keep the mailboxes on a Redis server, shared by every\n"
+      "                             daemon with the same URL and namespace:\n"
+      "                             redis://HOST[:PORT][/DB] or redis+unix:///PATH\n"
+      "    -o namespace=NAME        which tree of mailboxes on that server (default\n"
+      "                             'default')\n"
       "    -o allow_other           let other users use the mount (their access is\n"
       "                             decided by mode bits: default_permissions is always on)\n"
       "\n"

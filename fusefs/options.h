@@ -13,6 +13,7 @@
 #include <variant>
 
 #include "core/settings.h"
+#include "redis/url.h"
 
 namespace mbx {
 
@@ -22,7 +23,9 @@ struct DaemonOptions {
   bool max_bytes_given = false;  // only a default quota is cut down to the state directory's free space
   uint64_t user_max_bytes = 0;   // 0 = no per-user bound
   mode_t root_mode = 0755;
-  std::optional<std::string> state_dir;  // unset: the default for the mountpoint
+  std::optional<std::string> state_dir;    // unset: the default for the mountpoint
+  std::optional<redis::Endpoint> backend;  // -o backend=redis://...; unset: shared memory
+  std::string ns = "default";              // -o namespace (Redis mounts)
   // From libfuse's fuse_parse_cmdline().
   std::string mountpoint;  // absolute (libfuse resolved it); empty only with help or version
   bool show_help = false;

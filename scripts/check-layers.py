@@ -6,12 +6,12 @@
 import pathlib, re, sys
 
 # Rank of each header or source, low to high. Inside lib/core the order is
-# that of the rooms: settings < store/host < shm_store < mailbox < mount,
+# that of the rooms: settings < store/host < shm_store, redis_store < mailbox < mount,
 # direct < namespace/attributes < tree, pid_dir < router < daemon.
 CORE = {
     "settings": 10, "timers": 10, "quota": 10, "persist": 10,
-    "store": 11, "host": 11,
-    "shm_store": 12,
+    "store": 11, "host": 11, "catalog": 11,
+    "shm_store": 12, "redis_store": 12, "redis_scripts": 12, "redis_catalog": 12,
     "mailbox": 13,
     "mount": 14, "direct": 14,
     "namespace": 15, "attributes": 15,
@@ -31,6 +31,8 @@ def rank(path):
         return 1
     if "shm" in parts[:2]:
         return 2
+    if "redis" in parts[:2]:
+        return 3  # the hiredis connection layer: base only
     if "client" in parts[:2]:
         return 5
     if "mq" in parts[:2]:

@@ -3,10 +3,10 @@
 # Installs what mailboxfs needs to build, run and test, when run as root on
 # Debian; otherwise names the exact command to run. Usage: deps.sh [run|test|bench]
 set -euo pipefail
-need=(g++ make pkg-config libfuse3-dev fuse3 attr)
+need=(g++ make pkg-config libfuse3-dev libhiredis-dev fuse3 attr)
 case "${1:-run}" in
   test) need+=(libgtest-dev attr python3 python3-pip util-linux procps coreutils binutils gcc man-db libboost-dev
-               gnuplot-nox) ;;
+               gnuplot-nox redis-server redis-tools) ;;
   bench) need+=(libgtest-dev libbenchmark-dev libboost-dev gnuplot-nox python3) ;;
 esac
 missing=()

@@ -36,6 +36,7 @@ enum class Errc : int {
   range = ERANGE,
   busy = EBUSY,
   stale = ESTALE,      // the segment was replaced (resized): look it up again
+  remote = EREMOTE,    // the mailbox lives on a server (Redis mount): no segment to map, use the file
   contended = ENOLCK,  // a segment lock another participant holds: the daemon parks, never reported
 };
 

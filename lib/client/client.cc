@@ -426,7 +426,8 @@ Result<Mailbox> Mailbox::open(const std::string& path, OpenOptions opts) {
   impl->can_receive = opts.receive;
   if (int e = impl->attach_current()) {
     // EIO: its segment went with a removed state directory (until a resize).
-    if ((e != EACCES && e != EIO) || !opts.fallback) return Result<Mailbox>::failure(e);
+    // EREMOTE: the mailbox lives on a server (a Redis mount): always the file.
+    if (e != EREMOTE && ((e != EACCES && e != EIO) || !opts.fallback)) return Result<Mailbox>::failure(e);
     FilePath f;
     if (int fe = FilePath::open(path, &f)) return Result<Mailbox>::failure(fe);
     impl->file = std::move(f);

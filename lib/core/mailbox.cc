@@ -105,6 +105,19 @@ void Mailbox::reconcile_locked() {
   if (queued_.empty()) host_.held().untrack(this);
 }
 
+void Mailbox::settle_in_flight(const std::vector<uint64_t>& seqs, bool delivered) {
+  {
+    Op op(*this);
+    if (!store_) return;  // removed meanwhile: the in-flight records went with it
+    if (delivered) {
+      for (uint64_t s : seqs) (void)store_->ack(s);  // a failure leaves it to the lease recovery
+      return;
+    }
+    for (auto it = seqs.rbegin(); it != seqs.rend(); ++it) (void)store_->unpop(*it);  // the first ends at the front
+    op.b.changed = true;                                                              // parked readers take them
+  }
+}
+
 void Mailbox::reconcile() {
   Guard g(mu_);
   reconcile_locked();
@@ -160,6 +173,7 @@ std::optional<Outcome> Mailbox::take_locked(Handle& h, size_t want, Batch& b) {
         break;
       }
       b.popped = b.changed = true;
+      if (store_->keeps_in_flight()) out.in_flight.push_back(p->seq);
       if (!out.has_from) out.from = p->from, out.has_from = true;
       if (out.data.empty()) {
         keep_rest(msg);
@@ -179,6 +193,7 @@ std::optional<Outcome> Mailbox::take_locked(Handle& h, size_t want, Batch& b) {
     return Outcome(p.error());
   }
   b.popped = b.changed = true;
+  if (store_->keeps_in_flight()) out.in_flight.push_back(p->seq);
   out.from = p->from;
   out.has_from = true;
   if (h.framing == Framing::file) h.got_message = true;
@@ -798,7 +813,7 @@ void Mailbox::notify_polls() {
   }
 }
 
-void Mailbox::remove(Errc why) {
+void Mailbox::remove(Errc why, bool discard) {
   {
     Op op(*this);
     Batch& b = op.b;
@@ -814,7 +829,7 @@ void Mailbox::remove(Errc why) {
     retry_timer_ = 0;
     // Messages are discarded, other participants woken; a corrupt store's
     // counters are not trusted.
-    store_->destroy(!quarantined_);
+    if (discard) store_->destroy(!quarantined_);
     store_.reset();      // frees the memory now, not at the last close
     reconcile_locked();  // nothing queued is left
   }

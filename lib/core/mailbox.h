@@ -39,6 +39,9 @@ struct Outcome {
   size_t written = 0;
   bool has_from = false;  // a message was taken from the ring: `from` is its sender
   Sender from;
+  // Messages the store keeps in flight until the reply was sent (their seqs):
+  // the front end calls Mailbox::settle_in_flight once it knows.
+  std::vector<uint64_t> in_flight;
 };
 
 // Feeds a mailbox on demand from elsewhere (direct communication's receive
@@ -167,6 +170,11 @@ class Mailbox final : public std::enable_shared_from_this<Mailbox>, public Store
   // queued through the daemon (a library receiver does not tell the daemon).
   void reconcile() override;
 
+  // The reply carrying Outcome::in_flight was sent (`delivered`: the store
+  // drops them) or not (an interrupt: they go back to the front, in order).
+  // Called with no core lock held.
+  void settle_in_flight(const std::vector<uint64_t>& seqs, bool delivered);
+
   // Readiness as poll(2) bits; arms `token` (replacing the handle's old one).
   unsigned poll(Handle& h, std::unique_ptr<PollToken> token);
 
@@ -185,8 +193,10 @@ class Mailbox final : public std::enable_shared_from_this<Mailbox>, public Store
   // Fires every armed poll handle, so that their pollers look again.
   void notify_polls();
   // Deletes the mailbox: parked calls end with `why` (EIDRM), messages are
-  // discarded, the segment file is removed.
-  void remove(Errc why = Errc::removed);
+  // discarded, the segment file is removed. discard = false: this daemon
+  // lets go of a store others share (it stops, or another daemon removed or
+  // moved the name): parked calls end the same, the store is left as it is.
+  void remove(Errc why = Errc::removed, bool discard = true);
 
   // Direct communication. The only sender is gone: receivers that would wait
   // (parked now or later) fail with `why` instead; queued messages stay.

@@ -10,21 +10,37 @@ Result<std::unique_ptr<Mount>> Mount::open(const MountConfig& cfg) {
   m->cfg_ = cfg;
   m->backend_ = std::move(backend.value());
   m->held_ = std::make_unique<HeldQuota>(m->backend_->control(), cfg.user_max_bytes);
+  if (cfg.redis) {
+    auto r = RedisBackend::open(*cfg.redis);
+    if (!r) return r.error();
+    m->redis_ = std::move(r.value());
+    m->catalog_ = std::make_unique<RedisCatalog>(*m->redis_);
+  }
   return m;
 }
 
 void Mount::start() {
   timers_ = std::make_unique<Timers>();
   backend_->start(*timers_);
+  if (redis_) redis_->start();
 }
 
 Mount::~Mount() {
+  catalog_.reset();
+  redis_.reset();
   backend_.reset();
   timers_.reset();
 }
 
 Result<std::shared_ptr<Mailbox>> Mount::create_mailbox(uint64_t id, const Settings& s) {
   auto store = backend_->create(id, s);
+  if (!store) return store.error();
+  return std::make_shared<Mailbox>(*this, id, s, std::move(store.value()));
+}
+
+Result<std::shared_ptr<Mailbox>> Mount::shared_mailbox(uint64_t id, const std::string& rid, Settings s) {
+  if (!redis_) return Errc::not_supported;
+  auto store = redis_->open_store(rid, &s);
   if (!store) return store.error();
   return std::make_shared<Mailbox>(*this, id, s, std::move(store.value()));
 }

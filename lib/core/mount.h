@@ -6,6 +6,7 @@
 #include <sys/types.h>
 
 #include <memory>
+#include <optional>
 #include <set>
 #include <string>
 
@@ -14,6 +15,8 @@
 #include "core/host.h"
 #include "core/mailbox.h"
 #include "core/quota.h"
+#include "core/redis_catalog.h"
+#include "core/redis_store.h"
 #include "core/settings.h"
 #include "core/shm_store.h"
 #include "core/timers.h"
@@ -25,6 +28,9 @@ struct MountConfig {
   uint64_t max_bytes = 1ull << 30;  // memory quota for everything queued
   uint64_t user_max_bytes = 0;      // per user: held + queued through the daemon; 0 = none
   Settings defaults;
+  // -o backend=redis://...: the tree's mailboxes and names live there, shared
+  // with every daemon of the same namespace; pid/ stays in shared memory.
+  std::optional<RedisConfig> redis;
 };
 
 class Mount final : public Host, public MailboxFactory {
@@ -53,6 +59,12 @@ class Mount final : public Host, public MailboxFactory {
   // Removes the stores of every mailbox id not in `keep`.
   void remove_stores_except(const std::set<uint64_t>& keep) { backend_->remove_except(keep); }
 
+  // Redis mounts: the shared names (null otherwise), and the mailbox of store
+  // `rid` (made with `s`'s geometry unless it exists; it keeps its own).
+  Catalog* catalog() { return catalog_.get(); }
+  Result<std::shared_ptr<Mailbox>> shared_mailbox(uint64_t id, const std::string& rid, Settings s);
+  RedisBackend* redis() { return redis_.get(); }
+
   ShmBackend& backend() { return *backend_; }
   // The state directory (shm backend).
   const StateDir& state() const { return backend_->state(); }
@@ -71,6 +83,8 @@ class Mount final : public Host, public MailboxFactory {
   std::unique_ptr<Timers> timers_;
   std::unique_ptr<HeldQuota> held_;
   std::unique_ptr<ShmBackend> backend_;  // stopped before the timers its graves use
+  std::unique_ptr<RedisBackend> redis_;  // -o backend=redis://...
+  std::unique_ptr<RedisCatalog> catalog_;
 };
 
 }  // namespace mbx

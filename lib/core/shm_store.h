@@ -86,6 +86,9 @@ class ShmStore final : public Store {
   Result<uint64_t> push(std::string_view msg, const Sender& from, bool force, unsigned prio) override;
   Result<Popped> pop(std::string& out) override;
   Result<std::vector<std::pair<unsigned, uint64_t>>> priority_counts() override { return seg_.priority_counts(); }
+  Errc ack(uint64_t) override { return Errc::ok; }  // pop handed it over
+  Errc unpop(uint64_t) override { return Errc::not_supported; }
+  bool keeps_in_flight() const override { return false; }
   Result<uint32_t> peek_len() override { return seg_.peek_len(); }
   Withdrawn try_withdraw(uint64_t seq) override;
   uint64_t consumed_seq() override { return seg_.consumed_seq(); }

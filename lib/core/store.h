@@ -63,6 +63,15 @@ class Store {
   // Removes the next message: the oldest of the highest priority (FIFO
   // within a priority), appending its payload to `out`. again: empty.
   virtual Result<Popped> pop(std::string& out) = 0;
+  // A store that keeps a popped message in flight until its reader has it
+  // (Redis: a daemon that dies mid-reply leaves it to be returned) drops it
+  // on ack(seq), or puts it back at the front on unpop(seq) (the reply was
+  // not sent). The shared-memory store hands the message over in pop itself:
+  // ack is a no-op there, unpop not_supported.
+  virtual Errc ack(uint64_t seq) = 0;
+  virtual Errc unpop(uint64_t seq) = 0;
+  // True if popped messages wait for ack/unpop (the mailbox then says which).
+  virtual bool keeps_in_flight() const = 0;
   // Payload length of the next message. again: empty.
   virtual Result<uint32_t> peek_len() = 0;
   // Queued messages per priority, highest first; contended: ask again later.

@@ -82,7 +82,7 @@ Errc check_name(std::string_view name) {
   return valid_utf8(name) ? Errc::ok : Errc::invalid;
 }
 
-Tree::Tree(Mount& mount, mode_t root_mode, uid_t uid, gid_t gid) : mount_(mount) {
+Tree::Tree(Mount& mount, mode_t root_mode, uid_t uid, gid_t gid) : mount_(mount), catalog_(mount.catalog()) {
   auto root = std::make_unique<Node>();
   root->ino = kRootIno;
   root->parent = kRootIno;
@@ -103,7 +103,91 @@ void Tree::shutdown() {
     for (auto& [ino, n] : nodes_)
       if (n->box) boxes.push_back(n->box);
   }
-  for (auto& b : boxes) b->remove();
+  for (auto& b : boxes) b->remove(Errc::removed, /*discard=*/!catalog_);  // shared ones stay for the others
+}
+
+// ---- Redis mounts: the shared catalog ------------------------------------------
+
+Tree::LetGo::~LetGo() {
+  for (auto& b : boxes) b->remove(Errc::removed, /*discard=*/false);
+}
+
+std::string Tree::path_locked(const Node& n) {
+  std::string path;
+  for (const Node* a = &n; a && a->ino != kRootIno; a = find_locked(a->parent)) path.insert(0, "/" + a->name);
+  return path;
+}
+
+void Tree::detach_subtree_locked(Node& n, LetGo& lg) {
+  std::vector<uint64_t> kids;
+  for (auto& [name, ino] : n.children) kids.push_back(ino);
+  for (uint64_t k : kids)
+    if (Node* c = find_locked(k)) detach_subtree_locked(*c, lg);
+  if (n.box) lg.boxes.push_back(n.box);
+  detach_locked(n);
+  maybe_drop_locked(n);
+}
+
+void Tree::reconcile_locked(Node& dir, const std::string& name, const std::optional<CatalogEntry>& e, LetGo& lg) {
+  auto it = dir.children.find(name);
+  Node* cur = it == dir.children.end() ? nullptr : find_locked(it->second);
+  if (cur && e && S_ISDIR(cur->mode) == e->dir && cur->rid == e->rid) {  // the same one: take its owner and mode
+    cur->mode = (cur->mode & S_IFMT) | (e->mode & 07777);
+    cur->uid = e->uid;
+    cur->gid = e->gid;
+    return;
+  }
+  if (cur) detach_subtree_locked(*cur, lg);  // removed, moved or replaced by another daemon
+  if (!e || check_name(name) != Errc::ok || (dir.ino == kRootIno && reserved_.count(name))) return;
+  auto n = std::make_unique<Node>();
+  n->ino = next_ino_;
+  if (!e->dir) {
+    auto box = mount_.shared_mailbox(n->ino, e->rid, mount_.defaults());
+    if (!box) return;  // the server is away: the name shows up at the next look
+    n->box = std::move(box.value());
+    n->rid = e->rid;
+  }
+  next_ino_++;
+  n->parent = dir.ino;
+  n->name = name;
+  n->mode = (e->dir ? S_IFDIR : S_IFREG) | (e->mode & 07777);
+  n->uid = e->uid;
+  n->gid = e->gid;
+  n->atime = n->mtime = n->ctime = now_ts();
+  if (n->mode & (S_ISUID | S_ISGID)) privs_seen_.store(true, std::memory_order_relaxed);
+  dir.children.emplace(n->name, n->ino);
+  if (e->dir) dir.subdirs++;
+  nodes_.emplace(n->ino, std::move(n));
+}
+
+Errc Tree::sync_child_locked(uint64_t parent, std::string_view name, LetGo& lg) {
+  Node* p = find_locked(parent);
+  if (!catalog_ || !p || !S_ISDIR(p->mode) || !p->linked || check_name(name) != Errc::ok) return Errc::ok;
+  auto e = catalog_->get(path_locked(*p) + "/" + std::string(name));
+  if (!e) return e.error();
+  reconcile_locked(*p, std::string(name), *e, lg);
+  return Errc::ok;
+}
+
+Errc Tree::sync_dir_locked(Node& dir, LetGo& lg) {
+  if (!catalog_ || !dir.linked) return Errc::ok;
+  auto l = catalog_->list(path_locked(dir));
+  if (!l) return l.error();
+  std::set<std::string> seen;
+  for (auto& [name, e] : *l) {
+    seen.insert(name);
+    reconcile_locked(dir, name, e, lg);
+  }
+  std::vector<std::string> gone;
+  for (auto& [name, ino] : dir.children)
+    if (!seen.count(name)) gone.push_back(name);
+  for (auto& name : gone) reconcile_locked(dir, name, std::nullopt, lg);
+  return Errc::ok;
+}
+
+void Tree::discard_store(const std::string& rid) {
+  if (rid.empty()) return;
+  if (auto box = mount_.shared_mailbox(0, rid, mount_.defaults())) (*box)->remove();  // wakes its callers elsewhere
 }
 
 Tree::Node* Tree::find_locked(uint64_t ino) {
@@ -175,7 +259,9 @@ Result<struct stat> Tree::stat_ino(uint64_t ino) {
 Result<struct stat> Tree::lookup(uint64_t parent, std::string_view name, const Sender&) {
   uint64_t ino;
   {
+    LetGo lg;
     Guard g(mu_);
+    if (Errc e = sync_child_locked(parent, name, lg); e != Errc::ok) return e;
     auto c = child_locked(parent, name);
     if (!c) return c.error();
     (*c)->nlookup++;
@@ -220,6 +306,10 @@ Result<struct stat> Tree::setattr(uint64_t ino, const struct stat& in, unsigned 
     if (what & (kSetMode | kSetUid | kSetGid | kSetAtime | kSetMtime | kSetAtimeNow | kSetMtimeNow))
       n->ctime = now_ts();
     if (what & (kSetMode | kSetUid | kSetGid)) persist_locked(*n);
+    if (catalog_ && (what & (kSetMode | kSetUid | kSetGid)) && n->linked) {
+      CatalogEntry e{S_ISDIR(n->mode), n->rid, n->mode & 07777, n->uid, n->gid};
+      if (Errc err = catalog_->update(path_locked(*n), e); err != Errc::ok && err != Errc::not_found) return err;
+    }
   }
   return stat_ino(ino);
 }
@@ -253,16 +343,34 @@ Result<Tree::Node*> Tree::add_locked(uint64_t parent, std::string_view name, mod
 Result<struct stat> Tree::create(uint64_t parent, std::string_view name, mode_t mode, const Sender& c) {
   uint64_t ino;
   {
+    LetGo lg;
     Guard g(mu_);
     if (Errc e = check_name(name); e != Errc::ok) return e;
     if (parent == kRootIno && reserved_.count(name)) return Errc::exists;
+    if (Errc e = sync_child_locked(parent, name, lg); e != Errc::ok) return e;
     Node* p = find_locked(parent);
     if (p && p->children.count(name)) return Errc::exists;
-    auto box = mount_.create_mailbox(next_ino_, mount_.defaults());
+    std::string rid;
+    Result<std::shared_ptr<Mailbox>> box = Errc::io;
+    if (catalog_ && p) {  // the store first, then the name: no daemon sees a name without its store
+      auto r = catalog_->new_rid();
+      if (!r) return r.error();
+      rid = *r;
+      box = mount_.shared_mailbox(next_ino_, rid, mount_.defaults());
+      if (!box) return box.error();
+      const CatalogEntry e{false, rid, mode & 07777, c.uid, c.gid};
+      if (Errc err = catalog_->add(path_locked(*p) + "/" + std::string(name), e); err != Errc::ok) {
+        if (err == Errc::exists) (void)sync_child_locked(parent, name, lg);
+        return err;  // `box` is dropped: its store goes with it
+      }
+    } else {
+      box = mount_.create_mailbox(next_ino_, mount_.defaults());
+    }
     if (!box) return box.error();
     auto n = add_locked(parent, name, S_IFREG | (mode & 07777), c);
     if (!n) return n.error();  // `box` is dropped: its segment goes with it
     (*n)->box = std::move(box.value());
+    (*n)->rid = rid;
     ino = (*n)->ino;
     persist_locked(**n);
   }
@@ -270,7 +378,22 @@ Result<struct stat> Tree::create(uint64_t parent, std::string_view name, mode_t 
 }
 
 Result<struct stat> Tree::mkdir(uint64_t parent, std::string_view name, mode_t mode, const Sender& c) {
+  LetGo lg;
   Guard g(mu_);
+  if (catalog_) {
+    if (Errc e = check_name(name); e != Errc::ok) return e;
+    if (parent == kRootIno && reserved_.count(name)) return Errc::exists;
+    if (Errc e = sync_child_locked(parent, name, lg); e != Errc::ok) return e;
+    Node* p = find_locked(parent);
+    if (!p) return Errc::not_found;
+    if (!S_ISDIR(p->mode)) return Errc::not_dir;
+    if (p->children.count(name)) return Errc::exists;
+    const CatalogEntry e{true, "", mode & 07777, c.uid, c.gid};
+    if (Errc err = catalog_->add(path_locked(*p) + "/" + std::string(name), e); err != Errc::ok) {
+      if (err == Errc::exists) (void)sync_child_locked(parent, name, lg);
+      return err;
+    }
+  }
   auto n = add_locked(parent, name, S_IFDIR | (mode & 07777), c);
   if (!n) return n.error();
   persist_locked(**n);
@@ -292,27 +415,44 @@ void Tree::detach_locked(Node& n) {
 Errc Tree::unlink(uint64_t parent, std::string_view name) {
   if (parent == kRootIno && reserved_.count(name)) return Errc::is_dir;
   std::shared_ptr<Mailbox> box;
+  std::string other;  // the store the catalog named, if not this daemon's node's
   {
+    LetGo lg;
     Guard g(mu_);
+    if (Errc e = sync_child_locked(parent, name, lg); e != Errc::ok) return e;
     auto c = child_locked(parent, name);
     if (!c) return c.error();
     Node* n = *c;
     if (S_ISDIR(n->mode)) return Errc::is_dir;
+    if (catalog_) {
+      auto r = catalog_->remove(path_locked(*n), /*dir=*/false);
+      if (!r) return r.error();
+      if (r->rid != n->rid) other = r->rid;
+    }
     box = n->box;
     detach_locked(*n);
     maybe_drop_locked(*n);
   }
-  box->remove();  // wakes its parked calls with EIDRM and frees its segment
+  box->remove();  // wakes its parked calls with EIDRM (on every daemon) and frees its segment
+  discard_store(other);
   return Errc::ok;
 }
 
 Errc Tree::rmdir(uint64_t parent, std::string_view name) {
   if (parent == kRootIno && reserved_.count(name)) return Errc::busy;
+  LetGo lg;
   Guard g(mu_);
+  if (Errc e = sync_child_locked(parent, name, lg); e != Errc::ok) return e;
   auto c = child_locked(parent, name);
   if (!c) return c.error();
   Node* n = *c;
   if (!S_ISDIR(n->mode)) return Errc::not_dir;
+  if (catalog_) {  // the catalog knows every daemon's names
+    auto r = catalog_->remove(path_locked(*n), /*dir=*/true);
+    if (!r) return r.error();
+    detach_subtree_locked(*n, lg);
+    return Errc::ok;
+  }
   if (!n->children.empty()) return Errc::not_empty;
   detach_locked(*n);
   maybe_drop_locked(*n);
@@ -324,9 +464,13 @@ Errc Tree::rename(uint64_t parent, std::string_view name, uint64_t newparent, st
   std::shared_ptr<Mailbox> replaced;
   if (parent == kRootIno && reserved_.count(name)) return Errc::busy;
   if (newparent == kRootIno && reserved_.count(newname)) return Errc::exists;
+  std::string other;  // a replaced store the catalog named, if not this daemon's node's
   {
+    LetGo lg;
     Guard g(mu_);
     if (Errc e = check_name(newname); e != Errc::ok) return e;
+    if (Errc e = sync_child_locked(parent, name, lg); e != Errc::ok) return e;
+    if (Errc e = sync_child_locked(newparent, newname, lg); e != Errc::ok) return e;
     auto src = child_locked(parent, name);
     if (!src) return src.error();
     Node* s = *src;
@@ -337,6 +481,13 @@ Errc Tree::rename(uint64_t parent, std::string_view name, uint64_t newparent, st
     for (Node* a = np; S_ISDIR(s->mode); a = find_locked(a->parent)) {
       if (a == s) return Errc::invalid;
       if (!a || a->ino == kRootIno) break;
+    }
+    if (catalog_) {
+      const std::string to = path_locked(*np) + "/" + std::string(newname);
+      auto r = catalog_->rename(path_locked(*s), to, noreplace);
+      if (!r) return r.error();
+      auto d = child_locked(newparent, newname);
+      if (*r && !(*r)->dir && (!d || (*d)->rid != (*r)->rid)) other = (*r)->rid;
     }
     auto dst = child_locked(newparent, newname);
     if (dst) {
@@ -365,15 +516,18 @@ Errc Tree::rename(uint64_t parent, std::string_view name, uint64_t newparent, st
     persist_locked(*s);
   }
   if (replaced) replaced->remove();
+  discard_store(other);
   return Errc::ok;
 }
 
 Result<std::vector<DirEntry>> Tree::list(uint64_t ino, const Sender&) {
   // Reserved names are not listed: `ls` shows the mailboxes.
+  LetGo lg;
   Guard g(mu_);
   Node* n = find_locked(ino);
   if (!n) return Errc::not_found;
   if (!S_ISDIR(n->mode)) return Errc::not_dir;
+  if (Errc e = sync_dir_locked(*n, lg); e != Errc::ok) return e;
   std::vector<DirEntry> out;
   out.push_back({".", n->ino, S_IFDIR});
   out.push_back({"..", n->parent, S_IFDIR});
@@ -481,6 +635,7 @@ Errc Tree::removexattr(uint64_t ino, std::string_view name) {
 // Records `n` for a daemon restarted after a crash (lib/persist.h). A
 // failure (the state directory's file system full) costs only that.
 void Tree::persist_locked(const Node& n) {
+  if (catalog_) return;  // Redis mounts: the catalog and the stores are on the server
   // A state directory removed and made again has lost every record: all
   // nodes are written anew (the one asked for among them).
   if (rebuilds_seen_ == mount_.state_rebuilds() && !mount_.state().missing()) return persist_node_locked(n);
@@ -509,6 +664,7 @@ void Tree::persist_node_locked(const Node& n) {
 
 Tree::Restored Tree::restore() {
   Restored r;
+  if (catalog_) return r;  // the names are the catalog's
   std::vector<std::string> bad;
   std::vector<NodeMeta> metas = load_meta(mount_.state().dir(), &bad);
   r.dropped += bad.size();

@@ -19,6 +19,7 @@
 
 #include "base/errc.h"
 #include "base/mutex.h"
+#include "core/catalog.h"
 #include "core/mailbox.h"
 #include "core/mount.h"
 #include "core/namespace.h"
@@ -103,7 +104,25 @@ class Tree final : public Namespace {
     uint64_t subdirs = 0;
     std::map<std::string, uint64_t, std::less<>> children;
     std::shared_ptr<Mailbox> box;
+    std::string rid;  // Redis mounts: the store's id in the catalog
   };
+  // Shared mailboxes this daemon lets go of (another daemon removed or moved
+  // their names): their parked calls end, after the tree lock is released.
+  // Declare one before the Guard so that it runs after the Guard's release.
+  struct LetGo {
+    std::vector<std::shared_ptr<Mailbox>> boxes;
+    ~LetGo();
+  };
+  // ---- Redis mounts: the names are the catalog's; local nodes follow it ----
+  std::string path_locked(const Node& n) REQUIRES(mu_);
+  // Makes the local child `name` of `dir` agree with catalog entry `e` (nullopt: none).
+  void reconcile_locked(Node& dir, const std::string& name, const std::optional<CatalogEntry>& e, LetGo& lg)
+      REQUIRES(mu_);
+  Errc sync_child_locked(uint64_t parent, std::string_view name, LetGo& lg) REQUIRES(mu_);
+  Errc sync_dir_locked(Node& dir, LetGo& lg) REQUIRES(mu_);
+  void detach_subtree_locked(Node& n, LetGo& lg) REQUIRES(mu_);
+  // A store the catalog no longer names (a replaced or raced entry): deleted.
+  void discard_store(const std::string& rid);
   Node* find_locked(uint64_t ino) REQUIRES(mu_);
   Result<Node*> child_locked(uint64_t parent, std::string_view name) REQUIRES(mu_);
   Result<Node*> add_locked(uint64_t parent, std::string_view name, mode_t mode, const Sender& c) REQUIRES(mu_);
@@ -115,6 +134,7 @@ class Tree final : public Namespace {
   void persist_node_locked(const Node& n) REQUIRES(mu_);
 
   Mount& mount_;
+  Catalog* const catalog_;  // Redis mounts only; each call a round trip under mu_
   // Lock rule: mu_ is taken before any Mailbox's mutex; Mailbox calls that
   // may finish waiters (remove, set) are made after mu_ is released.
   Mutex mu_;

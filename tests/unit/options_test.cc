@@ -102,6 +102,31 @@ TEST(Options, MountWideAccepted) {
   EXPECT_EQ(with("state_dir=").state_dir, "");                  // given, though empty
 }
 
+TEST(Options, RedisBackendAndNamespace) {
+  const DaemonOptions plain = with("capacity=1");
+  EXPECT_FALSE(plain.backend);  // without backend=: the shared-memory mount
+  const DaemonOptions r = ok({"-o", "backend=redis://db.example:7000/2,namespace=prod", "/"});
+  ASSERT_TRUE(r.backend);
+  EXPECT_EQ(r.backend->host, "db.example");
+  EXPECT_EQ(r.backend->port, 7000);
+  EXPECT_EQ(r.backend->db, 2);
+  EXPECT_EQ(r.ns, "prod");
+  const DaemonOptions u = with("backend=redis+unix:///run/redis.sock");
+  ASSERT_TRUE(u.backend);
+  EXPECT_TRUE(u.backend->unix_socket);
+  EXPECT_EQ(u.ns, "default");
+  EXPECT_EQ(refusal("backend=http://x"),
+            "mailboxfs: invalid value 'http://x' for -o backend (expected redis://HOST[:PORT][/DB] or "
+            "redis+unix:///PATH[?db=N])");
+  EXPECT_EQ(refusal("backend=redis://h,namespace=a b"),
+            "mailboxfs: invalid value 'a b' for -o namespace (expected a name of 1 to 64 bytes without spaces, "
+            "braces, ':' or '/')");
+  EXPECT_EQ(refusal("backend=redis://h,namespace={x}"),
+            "mailboxfs: invalid value '{x}' for -o namespace (expected a name of 1 to 64 bytes without spaces, "
+            "braces, ':' or '/')");
+  EXPECT_EQ(refusal("namespace=x"), "mailboxfs: -o namespace needs -o backend=redis://...");
+}
+
 TEST(Options, BadValuesAreRefusedWithTheMessageTheyAlwaysHad) {
   const struct {
     const char* option;
@@ -196,8 +221,9 @@ TEST(Options, HelpNamesEveryOption) {
   print_help("mailboxfs");
   const std::string help = testing::internal::GetCapturedStdout();
   EXPECT_EQ(help.rfind("usage: mailboxfs [options] [SOURCE] MOUNTPOINT\n", 0), 0u) << help;
-  for (const char* o : {"-o capacity=", "-o max_message=", "-o framing=", "-o timeout_ms=", "-o max_bytes=",
-                        "-o user_max_bytes=", "-o state_dir=", "-o root_mode=", "-o allow_other", "FUSE options:"})
+  for (const char* o :
+       {"-o capacity=", "-o max_message=", "-o framing=", "-o timeout_ms=", "-o max_bytes=", "-o user_max_bytes=",
+        "-o state_dir=", "-o root_mode=", "-o backend=", "-o namespace=", "-o allow_other", "FUSE options:"})
     EXPECT_NE(help.find(o), std::string::npos) << o;
   testing::internal::CaptureStdout();
   print_version();

@@ -1,0 +1,372 @@
+// SPDX-License-Identifier: MIT
+#include "core/redis_store.h"
+
+#include <unistd.h>
+
+#include <charconv>
+#include <cstdio>
+
+#include "base/log.h"
+#include "core/redis_scripts.h"
+#include "shm/segment.h"
+
+namespace mbx {
+
+namespace rs = redis_scripts;
+using redis::Reply;
+
+namespace {
+std::string capacity_text(uint64_t c) { return c == layout::kUnbounded ? "-1" : std::to_string(c); }
+uint64_t capacity_of(std::string_view t) {
+  if (t == "-1") return layout::kUnbounded;
+  uint64_t v = 0;
+  std::from_chars(t.data(), t.data() + t.size(), v);
+  return v;
+}
+// A reply element as a number: an integer, or a string of digits (HMGET).
+int64_t num(const Reply& r) {
+  if (r.type == Reply::Type::integer) return r.integer;
+  int64_t v = 0;
+  std::from_chars(r.str.data(), r.str.data() + r.str.size(), v);
+  return v;
+}
+std::string hostname() {
+  char h[256] = {};
+  if (::gethostname(h, sizeof h - 1) != 0 || !h[0]) return "localhost";
+  std::string s(h);
+  for (char& c : s)
+    if (c == ' ' || c == '{' || c == '}') c = '_';
+  return s;
+}
+// A queued record: "<seq> <len> <sender>\n<payload>". False if malformed.
+bool parse_record(std::string_view rec, uint64_t* seq, Sender* from, std::string& out) {
+  const size_t nl = rec.find('\n');
+  if (nl == std::string_view::npos) return false;
+  std::string head(rec.substr(0, nl));
+  unsigned long long s = 0, len = 0;
+  int used = 0;
+  if (std::sscanf(head.c_str(), "%llu %llu %n", &s, &len, &used) != 2) return false;
+  if (len != rec.size() - nl - 1 || !parse_sender(std::string_view(head).substr(used), from)) return false;
+  *seq = s;
+  out.append(rec.substr(nl + 1));
+  return true;
+}
+}  // namespace
+
+// ---- the backend -------------------------------------------------------------
+
+RedisBackend::RedisBackend(const RedisConfig& cfg) : cfg_(cfg), conn_(cfg.endpoint, cfg.options) {
+  host_ = hostname();
+  daemon_id_ = host_ + ":" + std::to_string(::getpid()) + ":" + std::to_string(realtime_ns());
+  channel_ = "mbx:" + cfg.ns + ":ev";
+  daemons_ = "mbx:{" + cfg.ns + "}:daemons";
+}
+
+std::string RedisBackend::inflight_set(const std::string& daemon) const {
+  return "mbx:{" + cfg_.ns + "}:inflight:" + daemon;
+}
+
+Errc RedisBackend::renew_lease() {
+  auto r = eval(rs::kRenew, {daemons_}, {daemon_id_, std::to_string(cfg_.lease.count())});
+  return !r ? r.error() : r->is_error() ? Errc::io : Errc::ok;
+}
+
+Result<uint64_t> RedisBackend::return_in_flight(const std::string& id) {
+  auto set = command({"SMEMBERS", inflight_set(id)});
+  if (!set) return set.error();
+  uint64_t n = 0;
+  for (const Reply& rid : set->elements) {
+    const std::string tag = "mbx:{" + cfg_.ns + ":" + rid.str + "}:", ev = event('p', rid.str);
+    auto r = eval(rs::kReturn, {tag + "m", tag + "q", tag + "f:" + id}, {channel_, ev});
+    if (!r) return r.error();
+    if (r->type == Reply::Type::array && r->elements.size() == 2) n += static_cast<uint64_t>(num(r->elements[1]));
+  }
+  if (auto d = command({"DEL", inflight_set(id)}); !d) return d.error();
+  return n;
+}
+
+Result<uint64_t> RedisBackend::recover() {
+  auto r = eval(rs::kClaimDead, {daemons_}, {daemon_id_});
+  if (!r) return r.error();
+  uint64_t n = 0;
+  for (size_t i = 1; i < r->elements.size(); i++) {
+    const std::string& dead = r->elements[i].str;
+    auto k = return_in_flight(dead);
+    if (!k) return k.error();  // claimed but not emptied: its records wait for this daemon's next try
+    if (*k)
+      log(LogLevel::warning,
+          "redis: daemon %s stopped renewing its lease: %llu messages it was delivering "
+          "returned to their mailboxes",
+          dead.c_str(), static_cast<unsigned long long>(*k));
+    n += *k;
+  }
+  return n;
+}
+
+void RedisBackend::tick() {
+  kick_all();
+  const auto now = std::chrono::steady_clock::now();
+  if (now >= next_renew_ && renew_lease() == Errc::ok) next_renew_ = now + cfg_.lease / 3;
+  if (now >= next_recover_ && recover().ok()) next_recover_ = now + cfg_.lease / 2;
+}
+
+Result<std::unique_ptr<RedisBackend>> RedisBackend::open(const RedisConfig& cfg) {
+  if (cfg.ns.empty() || cfg.ns.find_first_of(" {}:") != std::string::npos) return Errc::invalid;
+  std::unique_ptr<RedisBackend> b(new RedisBackend(cfg));
+  {
+    MutexLock g(b->conn_mu_);
+    auto r = b->conn_.command({"PING"});
+    if (!r || r->is_error()) return Errc::io;
+  }
+  return b;
+}
+
+void RedisBackend::start() {
+  sub_started_ = true;
+  (void)renew_lease();  // registered before any receive: a death is noticed
+  sub_ = std::make_unique<redis::Subscriber>(
+      cfg_.endpoint, channel_, cfg_.recheck, [this](std::string_view ev) { on_event(ev); }, [this] { tick(); });
+}
+
+RedisBackend::~RedisBackend() {
+  sub_.reset();
+  if (!sub_started_) return;
+  // A clean stop: what this daemon still had in flight goes back, and its lease ends.
+  (void)return_in_flight(daemon_id_);
+  (void)command({"HDEL", daemons_, daemon_id_});
+}
+
+Result<Reply> RedisBackend::eval(const redis::Script& s, const std::vector<std::string_view>& keys,
+                                 const std::vector<std::string_view>& args) {
+  MutexLock g(conn_mu_);
+  return conn_.eval(s, keys, args);
+}
+
+Result<Reply> RedisBackend::command(const std::vector<std::string_view>& argv) {
+  MutexLock g(conn_mu_);
+  return conn_.command(argv);
+}
+
+std::string RedisBackend::event(char op, const std::string& rid) const {
+  return std::string(1, op) + " " + daemon_id_ + " " + rid;
+}
+
+Result<std::unique_ptr<Store>> RedisBackend::open_store(const std::string& rid, Settings* s) {
+  if (rid.empty() || rid.find_first_of(" {}") != std::string::npos) return Errc::invalid;
+  auto store = std::make_unique<RedisStore>(*this, rid, *s);
+  // Recorded before any receive can leave records in flight here.
+  if (auto a = command({"SADD", inflight_set(daemon_id_), rid}); !a) return a.error();
+  const std::string cap = capacity_text(s->capacity), maxm = std::to_string(s->max_message);
+  auto r = eval(rs::kInit, {store->meta_, store->queue_, store->inflight_}, {cap, maxm});
+  if (!r) return r.error();
+  if (r->type != Reply::Type::array || r->elements.size() != 3) return Errc::io;
+  s->capacity = capacity_of(r->elements[1].str);
+  s->max_message = static_cast<uint64_t>(num(r->elements[2]));
+  store->capacity_ = s->capacity;
+  return std::unique_ptr<Store>(std::move(store));
+}
+
+void RedisBackend::watch(RedisStore* s, const std::weak_ptr<StoreListener>& l, bool on) {
+  MutexLock g(watch_mu_);
+  auto [first, last] = watched_.equal_range(s->rid());
+  for (auto it = first; it != last; ++it)
+    if (it->second.first == s) {
+      watched_.erase(it);
+      break;
+    }
+  if (on) watched_.emplace(s->rid(), std::make_pair(s, Watched{l, &s->kick_}));
+}
+
+void RedisBackend::on_event(std::string_view ev) {
+  // "<op> <daemon> <rid>": this daemon's own changes were settled where they were made.
+  const size_t a = ev.find(' '), b = a == std::string_view::npos ? a : ev.find(' ', a + 1);
+  if (b == std::string_view::npos) return;
+  if (ev.substr(a + 1, b - a - 1) == daemon_id_) return;
+  const std::string rid(ev.substr(b + 1));
+  std::vector<std::shared_ptr<StoreListener>> ls;
+  {
+    MutexLock g(watch_mu_);
+    auto [first, last] = watched_.equal_range(rid);
+    for (auto it = first; it != last; ++it) {
+      // SYNC POINT: release, pairs with the acq_rel exchange in take_kick().
+      it->second.second.kick->store(true, std::memory_order_release);
+      if (auto l = it->second.second.listener.lock()) ls.push_back(std::move(l));
+    }
+  }
+  for (auto& l : ls) l->service();
+}
+
+void RedisBackend::kick_all() {
+  std::vector<std::shared_ptr<StoreListener>> ls;
+  {
+    MutexLock g(watch_mu_);
+    for (auto& [rid, w] : watched_) {
+      // SYNC POINT: release, pairs with the acq_rel exchange in take_kick().
+      w.second.kick->store(true, std::memory_order_release);
+      if (auto l = w.second.listener.lock()) ls.push_back(std::move(l));
+    }
+  }
+  for (auto& l : ls) l->service();
+}
+
+// ---- one mailbox -------------------------------------------------------------------
+
+RedisStore::RedisStore(RedisBackend& b, std::string rid, const Settings& s)
+    : b_(b),
+      rid_(std::move(rid)),
+      meta_("mbx:{" + b.config().ns + ":" + rid_ + "}:m"),
+      queue_("mbx:{" + b.config().ns + ":" + rid_ + "}:q"),
+      inflight_("mbx:{" + b.config().ns + ":" + rid_ + "}:f:" + b.daemon_id()),
+      capacity_(s.capacity) {}
+
+RedisStore::~RedisStore() {
+  if (watching_) b_.watch(this, {}, false);
+}
+
+Result<Reply> RedisStore::run(const redis::Script& s, std::vector<std::string_view> args, std::string* status) {
+  auto r = b_.eval(s, {meta_, queue_, inflight_}, args);
+  if (!r) return r.error();
+  if (r->type != Reply::Type::array || r->elements.empty()) return Errc::io;  // logged by Conn
+  *status = r->elements[0].str;
+  return r;
+}
+
+Result<uint64_t> RedisStore::push(std::string_view msg, const Sender& from, bool force, unsigned prio) {
+  // A Redis mailbox is one list in send order: no priorities yet (mailboxfs.8).
+  if (prio != 0) return Errc::not_supported;
+  const std::string sender = format_sender(from) + " host=" + b_.host(), now = std::to_string(realtime_ns()),
+                    ev = b_.event('p', rid_);
+  std::string st;
+  auto r = run(rs::kPush, {msg, sender, now, force ? "1" : "0", b_.channel(), ev}, &st);
+  if (!r) return r.error();
+  if (st == "OK" && r->elements.size() == 2) return static_cast<uint64_t>(num(r->elements[1]));
+  if (st == "FULL") return Errc::again;
+  if (st == "TOOBIG") return Errc::msg_size;
+  if (st == "GONE") return Errc::removed;
+  return Errc::io;
+}
+
+Result<Store::Popped> RedisStore::pop(std::string& out) {
+  const std::string now = std::to_string(realtime_ns()), ev = b_.event('r', rid_);
+  std::string st;
+  auto r = run(rs::kPop, {now, b_.channel(), ev}, &st);
+  if (!r) return r.error();
+  if (st == "EMPTY") return Errc::again;
+  if (st == "GONE") return Errc::removed;
+  if (st != "OK" || r->elements.size() != 2) return Errc::io;
+  Popped p{};
+  if (!parse_record(r->elements[1].str, &p.seq, &p.from, out)) {
+    log(LogLevel::error, "redis: mailbox %s holds a malformed record", rid_.c_str());
+    corrupt_ = true;
+    return Errc::bad_message;
+  }
+  return p;
+}
+
+Errc RedisStore::ack(uint64_t seq) {
+  std::string st;
+  auto r = run(rs::kAck, {std::to_string(seq)}, &st);
+  return r ? Errc::ok : r.error();
+}
+
+Errc RedisStore::unpop(uint64_t seq) {
+  const std::string ev = b_.event('p', rid_);
+  std::string st;
+  auto r = run(rs::kUnpop, {std::to_string(seq), b_.channel(), ev}, &st);
+  if (!r) return r.error();
+  return st == "OK" ? Errc::ok : st == "GONE" ? Errc::removed : Errc::not_found;
+}
+
+Result<std::vector<std::pair<unsigned, uint64_t>>> RedisStore::priority_counts() {
+  std::vector<std::pair<unsigned, uint64_t>> v;
+  if (const uint64_t n = stats().count; n != 0) v.emplace_back(0u, n);  // every message is at priority 0
+  return v;
+}
+
+Result<uint32_t> RedisStore::peek_len() {
+  std::string st;
+  auto r = run(rs::kPeek, {}, &st);
+  if (!r) return r.error();
+  if (st == "EMPTY") return Errc::again;
+  if (st == "GONE") return Errc::removed;
+  if (st != "OK" || r->elements.size() != 2) return Errc::io;
+  return static_cast<uint32_t>(num(r->elements[1]));
+}
+
+Store::Withdrawn RedisStore::try_withdraw(uint64_t seq) {
+  std::string st;
+  auto r = run(rs::kWithdraw, {std::to_string(seq)}, &st);
+  if (!r) return Withdrawn::contended;  // the server is away: the mailbox tries again
+  return st == "RECEIVED" ? Withdrawn::received : Withdrawn::taken_back;
+}
+
+uint64_t RedisStore::consumed_seq() {
+  // Every pop and withdrawal counts one in `popped`, and messages leave in
+  // seq order: those below it are gone.
+  return stats().consumed_seq;
+}
+
+bool RedisStore::full() {
+  const QueueStats st = stats();
+  return capacity_ != layout::kUnbounded && st.count >= std::max<uint64_t>(capacity_, 1);
+}
+
+uint64_t RedisStore::max_queued_len() {
+  std::string st;
+  auto r = run(rs::kMaxLen, {}, &st);
+  if (!r || st != "OK" || r->elements.size() != 2) return UINT64_MAX;  // cannot tell now
+  return static_cast<uint64_t>(num(r->elements[1]));
+}
+
+QueueStats RedisStore::stats() {
+  std::string st;
+  auto r = run(rs::kStats, {}, &st);
+  if (!r || st != "OK" || r->elements.size() != 11) return last_;  // away or deleted: as last read
+  const auto& e = r->elements;
+  QueueStats q;
+  q.count = static_cast<uint64_t>(num(e[1]));
+  capacity_ = capacity_of(e[2].str);  // another daemon may have changed it
+  q.next_seq = static_cast<uint64_t>(num(e[3]));
+  q.consumed_seq = static_cast<uint64_t>(num(e[4]));
+  q.total_sent = static_cast<uint64_t>(num(e[5]));
+  q.total_received = static_cast<uint64_t>(num(e[6]));
+  q.bytes = q.record_bytes = static_cast<uint64_t>(num(e[7]));
+  q.lost = static_cast<uint64_t>(num(e[8]));
+  q.last_send_ns = num(e[9]);
+  q.last_recv_ns = num(e[10]);
+  last_ = q;
+  return q;
+}
+
+void RedisStore::watch(uint32_t bits, const std::weak_ptr<StoreListener>& listener) {
+  // The backend's map is updated before the caller re-checks the server, so
+  // an event published after the re-check's round trip finds this store.
+  watching_ = bits != 0;
+  b_.watch(this, listener, watching_);
+}
+
+bool RedisStore::take_kick() {
+  // SYNC POINT: acq_rel, pairs with the release stores in RedisBackend::on_event/kick_all.
+  return kick_.exchange(false, std::memory_order_acq_rel);
+}
+
+Errc RedisStore::reshape(const Settings& s, uint64_t* first) {
+  std::string st;
+  auto r = run(rs::kReshape, {capacity_text(s.capacity), std::to_string(s.max_message)}, &st);
+  if (!r) return r.error();
+  if (st == "GONE") return Errc::removed;
+  capacity_ = s.capacity;
+  *first = 0;  // the queued messages keep their place and numbers
+  return Errc::ok;
+}
+
+void RedisStore::destroy(bool) {
+  if (watching_) b_.watch(this, {}, false);
+  watching_ = false;
+  const std::string ev = b_.event('d', rid_);
+  std::string st;
+  if (auto r = run(rs::kDestroy, {b_.channel(), ev}, &st); !r)
+    log(LogLevel::error, "redis: mailbox %s not deleted (server away)", rid_.c_str());
+}
+
+}  // namespace mbx

@@ -1,0 +1,150 @@
+// SPDX-License-Identifier: MIT
+// The Redis store: each mailbox's messages on a Redis server that several
+// daemons share (-o backend=redis://...), so a message sent through one
+// daemon is received through another. Key layout, scripts and guarantees:
+// docs/design.md, "The Redis backend".
+//
+// Round trips are made synchronously, under the mailbox's lock, on one
+// connection per daemon (RedisBackend::conn_mu_, a leaf lock). The
+// connection has short connect and command timeouts, so "every call returns
+// at once" holds as "within one round trip, or EIO within the timeout" when
+// the server is away; the connection then backs off before trying again, and
+// calls meanwhile fail with EIO at once. Wake-ups come from a subscriber
+// thread (one channel per namespace) and a periodic re-check.
+#pragma once
+#include <atomic>
+#include <memory>
+#include <string>
+#include <unordered_map>
+
+#include "base/mutex.h"
+#include "core/store.h"
+#include "redis/conn.h"
+#include "redis/subscriber.h"
+#include "redis/url.h"
+
+namespace mbx {
+
+struct RedisConfig {
+  redis::Endpoint endpoint;
+  std::string ns = "default";  // -o namespace: daemons with the same one share their mailboxes
+  redis::Options options;
+  std::chrono::milliseconds recheck{200};  // the periodic re-check of watched mailboxes
+  // A daemon that has not renewed its lease for this long is dead: another
+  // returns its in-flight messages to their mailboxes. Renewed every third.
+  std::chrono::milliseconds lease{10000};
+};
+
+class RedisStore;
+
+class RedisBackend {
+ public:
+  // Connects (io if the server does not answer). No threads yet.
+  static Result<std::unique_ptr<RedisBackend>> open(const RedisConfig& cfg);
+  // Starts the subscriber thread (notifications and the periodic re-check).
+  void start();
+  ~RedisBackend();
+
+  // The store of mailbox `rid` (a name unique in the namespace, without
+  // spaces or braces), made with `s`'s geometry unless it exists; `*s` gets
+  // the geometry it has.
+  Result<std::unique_ptr<Store>> open_store(const std::string& rid, Settings* s);
+  const std::string& daemon_id() const { return daemon_id_; }
+  const std::string& host() const { return host_; }
+  const RedisConfig& config() const { return cfg_; }
+  // Runs a script on the shared connection.
+  Result<redis::Reply> eval(const redis::Script& s, const std::vector<std::string_view>& keys,
+                            const std::vector<std::string_view>& args) EXCLUDES(conn_mu_);
+  Result<redis::Reply> command(const std::vector<std::string_view>& argv) EXCLUDES(conn_mu_);
+  // The channel of the namespace, and the event that tells of `op` on `rid`.
+  const std::string& channel() const { return channel_; }
+  std::string event(char op, const std::string& rid) const;
+  // Renews this daemon's lease (the subscriber thread does it every lease/3).
+  Errc renew_lease() EXCLUDES(conn_mu_);
+  // Returns the in-flight messages of every daemon whose lease ended to the
+  // front of their mailboxes (the subscriber thread does it every lease/2);
+  // how many. Each dead daemon is claimed by one recoverer.
+  Result<uint64_t> recover() EXCLUDES(conn_mu_);
+  // Returns daemon `id`'s in-flight messages (this daemon's own at a clean stop).
+  Result<uint64_t> return_in_flight(const std::string& id) EXCLUDES(conn_mu_);
+  // True once the subscription holds (tests wait for it before counting on wake-ups).
+  bool subscribed() const { return sub_ && sub_->subscribed(); }
+
+ private:
+  friend class RedisStore;
+  explicit RedisBackend(const RedisConfig& cfg);
+  void watch(RedisStore* s, const std::weak_ptr<StoreListener>& l, bool on) EXCLUDES(watch_mu_);
+  // A published event: the watched stores of that mailbox are kicked.
+  void on_event(std::string_view ev) EXCLUDES(watch_mu_);
+  // Every watched store is kicked (a re-check: notifications may be lost).
+  void kick_all() EXCLUDES(watch_mu_);
+  // The subscriber's tick: kick_all, and the lease's renewal and recovery when due.
+  void tick();
+  std::string inflight_set(const std::string& daemon) const;  // the mailboxes a daemon may hold records of
+
+  const RedisConfig cfg_;
+  std::string daemon_id_, host_, channel_, daemons_;
+  std::chrono::steady_clock::time_point next_renew_{}, next_recover_{};  // the subscriber thread's only
+  Mutex conn_mu_;  // leaf lock: one round trip at a time on the shared connection
+  redis::Conn conn_ GUARDED_BY(conn_mu_);
+  struct Watched {
+    std::weak_ptr<StoreListener> listener;
+    std::atomic<bool>* kick;
+  };
+  Mutex watch_mu_;  // leaf lock: guards watched_ only; listeners are called after release
+  std::unordered_multimap<std::string, std::pair<RedisStore*, Watched>> watched_ GUARDED_BY(watch_mu_);
+  bool sub_started_ = false;
+  std::unique_ptr<redis::Subscriber> sub_;  // last member: stopped first
+};
+
+class RedisStore final : public Store {
+ public:
+  RedisStore(RedisBackend& b, std::string rid, const Settings& s);
+  // Detaches (the mailbox stays on the server for the other daemons).
+  ~RedisStore() override;
+
+  Result<uint64_t> push(std::string_view msg, const Sender& from, bool force, unsigned prio) override;
+  Result<Popped> pop(std::string& out) override;
+  Result<std::vector<std::pair<unsigned, uint64_t>>> priority_counts() override;
+  Errc ack(uint64_t seq) override;
+  Errc unpop(uint64_t seq) override;
+  bool keeps_in_flight() const override { return true; }
+  Result<uint32_t> peek_len() override;
+  Withdrawn try_withdraw(uint64_t seq) override;
+  uint64_t consumed_seq() override;
+  uint64_t removed_count() override { return consumed_seq(); }
+  bool full() override;
+  uint64_t capacity() const override { return capacity_; }
+  uint64_t max_queued_len() override;
+  QueueStats stats() override;
+  bool corrupt() override { return corrupt_; }
+  void mark_corrupt() override { corrupt_ = true; }
+  void watch(uint32_t bits, const std::weak_ptr<StoreListener>& listener) override;
+  bool take_kick() override;
+  void after_change(bool, bool) override {}  // the scripts publish
+  uint32_t sleeping_receivers() override { return 0; }
+  Errc reshape(const Settings& s, uint64_t* first) override;
+  void destroy(bool trust_counters) override;
+  // No segment to map: libmailbox uses the file (user.mailbox.segment fails with EREMOTE).
+  Result<std::string> locator() const override { return Errc::remote; }
+
+  const std::string& rid() const { return rid_; }
+
+ private:
+  friend class RedisBackend;
+  // Runs a script on this mailbox's keys; the reply's status word in `*status`.
+  Result<redis::Reply> run(const redis::Script& s, std::vector<std::string_view> args, std::string* status);
+
+  RedisBackend& b_;
+  const std::string rid_;
+  const std::string meta_, queue_, inflight_;  // the keys (core/redis_scripts.h)
+  uint64_t capacity_;
+  bool corrupt_ = false;
+  bool watching_ = false;
+  QueueStats last_{};  // as last read: what stats() answers while the server is away
+  // Set by the backend's subscriber thread under watch_mu_ (release), taken
+  // by take_kick() (acq_rel exchange): a change was published.
+  std::atomic<bool> kick_{false};
+};
+
+}  // namespace mbx

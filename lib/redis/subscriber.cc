@@ -1,0 +1,102 @@
+// SPDX-License-Identifier: MIT
+#include "redis/subscriber.h"
+
+#include <fcntl.h>
+#include <hiredis/hiredis.h>
+#include <poll.h>
+#include <unistd.h>
+
+#include <algorithm>
+
+#include "base/log.h"
+
+namespace mbx::redis {
+
+namespace {
+using Clock = std::chrono::steady_clock;
+int ms_until(Clock::time_point t) {
+  auto d = std::chrono::duration_cast<std::chrono::milliseconds>(t - Clock::now()).count();
+  return static_cast<int>(std::clamp<long long>(d, 0, 60'000));
+}
+}  // namespace
+
+Subscriber::Subscriber(Endpoint ep, std::string channel, std::chrono::milliseconds period, OnMessage on_message,
+                       OnMissed on_missed)
+    : ep_(std::move(ep)),
+      channel_(std::move(channel)),
+      on_message_(std::move(on_message)),
+      period_(period),
+      on_missed_(std::move(on_missed)) {
+  int p[2];
+  if (::pipe2(p, O_CLOEXEC | O_NONBLOCK) == 0) stop_r_.reset(p[0]), stop_w_.reset(p[1]);
+  thread_ = std::thread([this] { run(); });
+}
+
+Subscriber::~Subscriber() {
+  if (stop_w_.valid()) (void)!::write(stop_w_.get(), "x", 1);
+  if (thread_.joinable()) thread_.join();
+}
+
+void Subscriber::run() {
+  auto backoff = Conn::kBackoffFirst;
+  bool said = false;
+  for (;;) {
+    const bool served = subscribed_.load(std::memory_order_relaxed);
+    if (!serve_once()) return;
+    if (served) backoff = Conn::kBackoffFirst;  // it had worked: start the backoff again
+    if (!said) log(LogLevel::warning, "redis %s: no subscription; trying again", ep_.text().c_str());
+    said = true;
+    pollfd pf{stop_r_.get(), POLLIN, 0};
+    if (::poll(&pf, 1, static_cast<int>(backoff.count())) > 0) return;  // told to stop while backing off
+    backoff = std::min(backoff * 2, Conn::kBackoffMax);
+  }
+}
+
+bool Subscriber::serve_once() {
+  std::string why;
+  auto c = open_context(ep_, std::chrono::milliseconds(1000), &why);
+  if (!c) return true;
+  if (ep_.db != 0) {  // pub/sub channels are global, but keep the context's db as the URL says
+    auto* r = static_cast<redisReply*>(redisCommand(c.get(), "SELECT %d", ep_.db));
+    if (!r) return true;
+    freeReplyObject(r);
+  }
+  const char* argv[] = {"SUBSCRIBE", channel_.c_str()};
+  const size_t len[] = {9, channel_.size()};
+  auto* r = static_cast<redisReply*>(redisCommandArgv(c.get(), 2, argv, len));
+  if (!r) return true;
+  freeReplyObject(r);
+  subscribed_.store(true, std::memory_order_release);  // pairs with the acquire in subscribed()
+  on_missed_();  // what was published before the subscription held may have been missed
+  auto next_tick = Clock::now() + period_;
+  bool broken = false;
+  while (!broken) {
+    pollfd pf[2] = {{c->fd, POLLIN, 0}, {stop_r_.get(), POLLIN, 0}};
+    const int n = ::poll(pf, 2, ms_until(next_tick));
+    if (n < 0 && errno != EINTR) break;
+    if (pf[1].revents) return false;
+    if (Clock::now() >= next_tick) {
+      on_missed_();
+      next_tick = Clock::now() + period_;
+    }
+    if (n <= 0 || !pf[0].revents) continue;
+    if (redisBufferRead(c.get()) != REDIS_OK) break;
+    for (;;) {
+      void* out = nullptr;
+      if (redisGetReplyFromReader(c.get(), &out) != REDIS_OK) {
+        broken = true;
+        break;
+      }
+      if (!out) break;
+      Reply m = copy_reply(static_cast<redisReply*>(out));
+      freeReplyObject(out);
+      // ["message", channel, payload]
+      if (m.type == Reply::Type::array && m.elements.size() == 3 && m.elements[0].str == "message")
+        on_message_(m.elements[2].str);
+    }
+  }
+  subscribed_.store(false, std::memory_order_release);  // pairs with the acquire in subscribed()
+  return true;
+}
+
+}  // namespace mbx::redis

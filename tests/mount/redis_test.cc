@@ -1,0 +1,221 @@
+// SPDX-License-Identifier: MIT
+// Redis mounts (-o backend=redis+unix://...): two daemons on separate mount
+// points stand in for two hosts, sharing one private redis-server that each
+// test starts on a unix socket in its own temporary directory.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <memory>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "../common/redis_server.h"
+#include "harness.h"
+
+namespace {
+
+using mt::Mount;
+using mt::Proc;
+
+class Redis : public ::testing::Test {
+ protected:
+  // Two daemons on the same server and namespace; `extra` -o options for both.
+  void two(const std::string& extra = "") {
+    ASSERT_TRUE(server_.ready()) << "redis-server did not start (scripts/deps.sh test installs it)";
+    const std::string o = "backend=" + server_.url() + ",namespace=t" + (extra.empty() ? "" : "," + extra);
+    a_ = std::make_unique<Mount>(o);
+    b_ = std::make_unique<Mount>(o);
+    ASSERT_TRUE(a_->ok()) << a_->daemon_stderr();
+    ASSERT_TRUE(b_->ok()) << b_->daemon_stderr();
+  }
+  void TearDown() override {  // the daemons go before the server they use
+    a_.reset();
+    b_.reset();
+  }
+  testredis::Server server_;
+  std::unique_ptr<Mount> a_, b_;
+};
+
+std::vector<std::string> lines(const std::string& s) {
+  std::vector<std::string> out;
+  std::istringstream in(s);
+  for (std::string l; std::getline(in, l);) out.push_back(l);
+  return out;
+}
+
+TEST_F(Redis, SentThroughOneDaemonReceivedThroughTheOther) {
+  two();
+  ASSERT_EQ(a_->sh("touch box && echo hello > box").status, 0);
+  EXPECT_EQ(b_->sh("cat box").out, "hello\n");
+  EXPECT_EQ(a_->xattr("box", "received"), "1");
+  EXPECT_EQ(b_->xattr("box", "sent"), "1");
+}
+
+TEST_F(Redis, NamesAreTheSameOnEveryDaemon) {
+  two();
+  ASSERT_EQ(a_->sh("touch one two && mkdir dir && touch dir/three && chmod 600 two").status, 0);
+  auto names = [](Mount& m) { return m.sh("find . -mindepth 1 | sort").out; };
+  EXPECT_EQ(names(*b_), "./dir\n./dir/three\n./one\n./two\n");
+  EXPECT_EQ(b_->sh("stat -c %a two").out, "600\n");
+  ASSERT_EQ(b_->sh("mv one dir/moved && rm two").status, 0);
+  EXPECT_EQ(names(*a_), "./dir\n./dir/moved\n./dir/three\n");
+  EXPECT_NE(a_->sh("rmdir dir").status, 0);  // not empty: b's names count
+  ASSERT_EQ(a_->sh("mv dir other").status, 0);
+  EXPECT_EQ(names(*b_), "./other\n./other/moved\n./other/three\n");
+  EXPECT_NE(b_->sh("touch other/moved 2>/dev/null; mkdir other/three").status, 0);  // exists
+  // A message follows its mailbox through a rename made on the other daemon.
+  ASSERT_EQ(a_->sh("echo kept > other/three").status, 0);
+  ASSERT_EQ(b_->sh("mv other/three kept").status, 0);
+  EXPECT_EQ(a_->sh("cat kept").out, "kept\n");
+  ASSERT_EQ(a_->sh("rm other/moved && rmdir other").status, 0);
+  EXPECT_EQ(names(*b_), "./kept\n");
+}
+
+TEST_F(Redis, ABlockedReceiveIsReleasedByASendOnTheOtherDaemon) {
+  two();
+  ASSERT_EQ(a_->sh("touch box").status, 0);
+  Proc reader("cat box", b_->dir());
+  ASSERT_TRUE(b_->wait_listed("box", "blocked_receivers", reader.pid()));  // parked in daemon b
+  a_->sh("echo wake > box");
+  EXPECT_TRUE(reader.exits());
+  EXPECT_EQ(reader.finish().out, "wake\n");
+}
+
+TEST_F(Redis, ABlockedSendIsReleasedByAReceiveOnTheOtherDaemon) {
+  two("capacity=1");
+  ASSERT_EQ(a_->sh("echo first > box").status, 0);
+  Proc sender("echo second > box; echo sent", b_->dir());
+  ASSERT_TRUE(b_->wait_listed("box", "blocked_senders", sender.pid()));  // full: counted on the server
+  EXPECT_EQ(a_->sh("cat box").out, "first\n");
+  EXPECT_TRUE(sender.exits());
+  EXPECT_EQ(sender.finish().out, "sent\n");
+  EXPECT_EQ(a_->sh("cat box").out, "second\n");
+}
+
+TEST_F(Redis, RemoveOnOneDaemonWakesAReceiverBlockedOnTheOther) {
+  two();
+  ASSERT_EQ(a_->sh("touch box").status, 0);
+  Proc reader("cat box; echo rc=$?", b_->dir());
+  ASSERT_TRUE(b_->wait_listed("box", "blocked_receivers", reader.pid()));
+  ASSERT_EQ(a_->sh("rm box").status, 0);
+  EXPECT_TRUE(reader.exits());
+  const mt::Run r = reader.finish();
+  EXPECT_EQ(r.out, "rc=1\n");
+  EXPECT_NE(r.err.find("Identifier removed"), std::string::npos) << r.err;
+  EXPECT_EQ(b_->sh("ls").out, "");
+}
+
+TEST_F(Redis, CapacityHoldsAcrossDaemonsWithManyWriters) {
+  constexpr int kWriters = 8, kEach = 20, kCap = 3;
+  two("capacity=" + std::to_string(kCap));
+  ASSERT_EQ(a_->sh("touch box").status, 0);
+  std::vector<std::unique_ptr<Proc>> writers, readers;
+  for (int w = 0; w < kWriters; w++)  // half on each daemon
+    writers.push_back(std::make_unique<Proc>("for k in $(seq " + std::to_string(kEach) + "); do echo w" +
+                                                 std::to_string(w) + "-$k > box || exit 1; done",
+                                             (w % 2 ? a_ : b_)->dir()));
+  // A watcher on each daemon: the count never passes the capacity.
+  const std::string watch = "for i in $(seq 200); do getfattr --only-values -n user.mailbox.messages box; echo; done";
+  Proc watch_a(watch, a_->dir()), watch_b(watch, b_->dir());
+  for (int r = 0; r < 2; r++)
+    readers.push_back(std::make_unique<Proc>("for k in $(seq " + std::to_string(kWriters * kEach / 2) +
+                                                 "); do cat box || exit 1; done",
+                                             (r ? a_ : b_)->dir()));
+  std::vector<std::string> got;
+  for (auto& p : readers) {
+    const mt::Run r = p->finish();
+    EXPECT_EQ(r.status, 0) << r.err;
+    for (auto& l : lines(r.out)) got.push_back(l);
+  }
+  for (auto& p : writers) EXPECT_EQ(p->finish().status, 0);
+  std::vector<std::string> sent;
+  for (int w = 0; w < kWriters; w++)
+    for (int k = 1; k <= kEach; k++) sent.push_back("w" + std::to_string(w) + "-" + std::to_string(k));
+  std::sort(sent.begin(), sent.end());
+  std::sort(got.begin(), got.end());
+  EXPECT_EQ(got, sent);  // each exactly once
+  for (Proc* p : {&watch_a, &watch_b}) {
+    for (auto& l : lines(p->finish().out)) {
+      if (!l.empty()) {
+        EXPECT_LE(std::stoi(l), kCap);
+      }
+    }
+  }
+  EXPECT_EQ(a_->xattr("box", "messages"), "0");
+  EXPECT_EQ(b_->xattr("box", "sent"), std::to_string(kWriters * kEach));
+}
+
+TEST_F(Redis, NoSegmentToMapAndLibmailboxUsesTheFile) {
+  two();
+  ASSERT_EQ(a_->sh("touch box").status, 0);
+  const mt::Run r = a_->sh("getfattr -n user.mailbox.segment box");
+  EXPECT_NE(r.err.find("Object is remote"), std::string::npos) << r.err;
+}
+
+TEST_F(Redis, DaemonsOfAnotherNamespaceSeeOtherMailboxes) {
+  two();
+  ASSERT_EQ(a_->sh("touch mine").status, 0);
+  Mount c("backend=" + server_.url() + ",namespace=other");
+  ASSERT_TRUE(c.ok()) << c.daemon_stderr();
+  EXPECT_EQ(c.sh("ls").out, "");
+  EXPECT_EQ(b_->sh("ls").out, "mine\n");
+}
+
+TEST_F(Redis, UnreachableServerRefusesTheMount) {
+  ASSERT_TRUE(server_.ready());
+  Mount m("backend=redis+unix://" + server_.dir() + "/no-such-socket");
+  EXPECT_FALSE(m.ok());
+  EXPECT_NE(m.daemon_stderr().find("does not answer"), std::string::npos) << m.daemon_stderr();
+}
+
+}  // namespace
+
+namespace {
+
+// The value of a redis-cli command on the test's server.
+std::string cli(const testredis::Server& s, const std::string& args) {
+  std::string out = mt::sh("redis-cli -s " + mt::q(s.socket()) + " " + args).out;
+  while (!out.empty() && out.back() == '\n') out.pop_back();
+  return out;
+}
+
+TEST_F(Redis, ADaemonKilledMidTrafficLosesNothing) {
+  constexpr int kMessages = 200;
+  two("capacity=unbounded");
+  ASSERT_EQ(a_->sh("touch box").status, 0);
+  const std::string out_b = server_.dir() + "/received_b";  // not through b's mount, which dies
+  Proc reader_b("while cat box; do :; done > " + mt::q(out_b), b_->dir());
+  Proc writer("for k in $(seq " + std::to_string(kMessages) + "); do echo m$k > box || exit 1; done", a_->dir());
+  // Readiness: b has received some (its reader is mid-traffic).
+  ASSERT_TRUE(mt::wait_until([&] { return mt::sh("[ \"$(wc -l < " + mt::q(out_b) + ")\" -ge 5 ]").status == 0; }));
+  const pid_t b_pid = b_->daemon_pid();
+  ASSERT_TRUE(b_->stop(SIGKILL));
+  EXPECT_EQ(writer.finish().status, 0);
+  reader_b.finish();
+  // b stops renewing: its lease is made to have ended now (no waiting for it).
+  std::string b_id;
+  for (auto& id : lines(cli(server_, "HKEYS 'mbx:{t}:daemons'")))
+    if (id.find(":" + std::to_string(b_pid) + ":") != std::string::npos) b_id = id;
+  ASSERT_FALSE(b_id.empty());
+  ASSERT_EQ(cli(server_, "HSET 'mbx:{t}:daemons' " + mt::q(b_id) + " 0"), "0");
+  // a claims it and returns what b had in flight (readiness: b's record set is gone).
+  ASSERT_TRUE(mt::wait_until([&] { return cli(server_, "EXISTS " + mt::q("mbx:{t}:inflight:" + b_id)) == "0"; }));
+  const int left = std::stoi(a_->xattr("box", "messages"));
+  const mt::Run ra = a_->sh("for k in $(seq " + std::to_string(left) + "); do cat box || exit 1; done");
+  ASSERT_EQ(ra.status, 0) << ra.err;
+  std::vector<std::string> got = lines(mt::sh("cat " + mt::q(out_b)).out);
+  for (auto& l : lines(ra.out)) got.push_back(l);
+  const size_t received = got.size();
+  std::sort(got.begin(), got.end());
+  got.erase(std::unique(got.begin(), got.end()), got.end());
+  std::vector<std::string> sent;
+  for (int k = 1; k <= kMessages; k++) sent.push_back("m" + std::to_string(k));
+  std::sort(sent.begin(), sent.end());
+  EXPECT_EQ(got, sent);  // nothing lost
+  const std::string returned = cli(server_, "HGET 'mbx:{t:1}:m' returned");
+  const size_t dups = received - sent.size();
+  EXPECT_LE(dups, returned.empty() ? 0u : std::stoul(returned));  // duplicates only of returned messages, counted
+}
+
+}  // namespace

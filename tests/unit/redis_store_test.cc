@@ -1,0 +1,356 @@
+// SPDX-License-Identifier: MIT
+// The Redis store and its connection layer against a real redis-server that
+// each test starts on a unix socket in its own temporary directory. Two
+// RedisBackends on one namespace stand in for two daemons.
+#include "core/redis_store.h"
+
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <condition_variable>
+#include <mutex>
+#include <thread>
+
+#include "../common/redis_server.h"
+#include "core/redis_scripts.h"
+#include "mailbox/layout.h"
+#include "test_util.h"
+
+namespace {
+using namespace mbx;
+using namespace std::chrono_literals;
+
+RedisConfig config(const testredis::Server& s, std::string ns = "t") {
+  RedisConfig c;
+  c.endpoint = redis::parse_url(s.url()).value();
+  c.ns = std::move(ns);
+  return c;
+}
+
+std::unique_ptr<RedisBackend> backend(const testredis::Server& s, std::string ns = "t") {
+  auto b = RedisBackend::open(config(s, std::move(ns)));
+  EXPECT_TRUE(b.ok());
+  return b.ok() ? std::move(b.value()) : nullptr;
+}
+
+std::unique_ptr<Store> store(RedisBackend& b, const std::string& rid, uint64_t capacity = 64,
+                             uint64_t max_message = 1024) {
+  Settings s;
+  s.capacity = capacity;
+  s.max_message = max_message;
+  auto st = b.open_store(rid, &s);
+  EXPECT_TRUE(st.ok());
+  return st.ok() ? std::move(st.value()) : nullptr;
+}
+
+// Records service() calls.
+struct Listener : StoreListener {
+  std::mutex m;
+  std::condition_variable cv;
+  int calls = 0;
+  void service() override {
+    std::lock_guard g(m);
+    calls++;
+    cv.notify_all();
+  }
+  bool wait_for(int n) {
+    std::unique_lock g(m);
+    return cv.wait_for(g, 20s, [&] { return calls >= n; });  // hang guard only
+  }
+};
+
+class RedisStoreTest : public ::testing::Test {
+ protected:
+  void SetUp() override { ASSERT_TRUE(server_.ready()) << "redis-server did not start (scripts/deps.sh test)"; }
+  testredis::Server server_;
+};
+
+TEST_F(RedisStoreTest, ConnectionFailsWithEioAndComesBack) {
+  redis::Conn c(redis::parse_url(server_.url()).value(), redis::Options{});
+  auto r = c.command({"PING"});
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(r->str, "PONG");
+  server_.stop();
+  EXPECT_EQ(c.command({"PING"}).error(), Errc::io);
+  EXPECT_FALSE(c.connected());
+  EXPECT_EQ(c.command({"PING"}).error(), Errc::io);  // backing off, or refused: at once either way
+  ASSERT_TRUE(server_.start());
+  bool back = false;  // reconnects by itself once the backoff has passed (hang guard only)
+  for (auto end = ut::Clock::now() + 20s; !back && ut::Clock::now() < end; std::this_thread::sleep_for(10ms))
+    back = c.command({"PING"}).ok();
+  EXPECT_TRUE(back);
+}
+
+TEST_F(RedisStoreTest, UnreachableServerIsEio) {
+  RedisConfig c = config(server_);
+  c.endpoint.path = server_.dir() + "/nothing-here";
+  EXPECT_EQ(RedisBackend::open(c).error(), Errc::io);
+  c.ns = "bad name";
+  EXPECT_EQ(RedisBackend::open(c).error(), Errc::invalid);
+}
+
+TEST_F(RedisStoreTest, ScriptsAreLoadedAgainAfterAFlush) {
+  redis::Conn c(redis::parse_url(server_.url()).value(), redis::Options{});
+  const redis::Script s{"t", "return {'OK', ARGV[1]}"};
+  auto a = c.eval(s, {}, {"x"});
+  ASSERT_TRUE(a.ok());
+  ASSERT_EQ(a->elements.size(), 2u);
+  EXPECT_EQ(a->elements[1].str, "x");
+  ASSERT_TRUE(c.command({"SCRIPT", "FLUSH"}).ok());
+  auto b = c.eval(s, {}, {"y"});  // NOSCRIPT: loaded again, run once
+  ASSERT_TRUE(b.ok());
+  ASSERT_FALSE(b->is_error()) << b->str;
+  EXPECT_EQ(b->elements[1].str, "y");
+}
+
+TEST_F(RedisStoreTest, SentThroughOneReceivedThroughAnother) {
+  auto a = backend(server_), b = backend(server_);
+  auto sa = store(*a, "7"), sb = store(*b, "7");
+  const Sender from{42, 1000, 100};
+  for (int i = 0; i < 3; i++) {
+    auto seq = sa->push("msg" + std::to_string(i), from, false);
+    ASSERT_TRUE(seq.ok());
+    EXPECT_EQ(*seq, uint64_t(i));
+  }
+  EXPECT_EQ(sb->peek_len().value(), 4u);
+  for (int i = 0; i < 3; i++) {
+    std::string out;
+    auto p = sb->pop(out);
+    ASSERT_TRUE(p.ok());
+    EXPECT_EQ(out, "msg" + std::to_string(i));
+    EXPECT_EQ(p->seq, uint64_t(i));
+    EXPECT_EQ(p->from, from);
+    EXPECT_EQ(sb->ack(p->seq), Errc::ok);
+  }
+  std::string out;
+  EXPECT_EQ(sb->pop(out).error(), Errc::again);
+  EXPECT_EQ(sa->peek_len().error(), Errc::again);
+  const QueueStats st = sa->stats();
+  EXPECT_EQ(st.total_sent, 3u);
+  EXPECT_EQ(st.total_received, 3u);
+  EXPECT_EQ(st.count, 0u);
+  EXPECT_EQ(st.consumed_seq, 3u);
+  EXPECT_EQ(st.next_seq, 3u);
+  EXPECT_GT(st.last_recv_ns, 0);
+}
+
+TEST_F(RedisStoreTest, BinaryPayloadsAndSenderHost) {
+  auto a = backend(server_);
+  auto s = store(*a, "bin");
+  const std::string msg("a\0b\nc \xff", 7);
+  ASSERT_TRUE(s->push(msg, Sender{1, 2, 3}, false).ok());
+  auto raw = a->command({"LINDEX", "mbx:{t:bin}:q", "0"});
+  ASSERT_TRUE(raw.ok());
+  EXPECT_NE(raw->str.find("pid=1 uid=2 gid=3 host=" + a->host() + "\n"), std::string::npos) << raw->str;
+  std::string out;
+  ASSERT_TRUE(s->pop(out).ok());
+  EXPECT_EQ(out, msg);
+}
+
+TEST_F(RedisStoreTest, CapacityAndSizeHoldAcrossDaemons) {
+  auto a = backend(server_), b = backend(server_);
+  auto sa = store(*a, "c", 3, 8), sb = store(*b, "c", 99, 99);  // the first to make it sets the geometry
+  EXPECT_EQ(sb->capacity(), 3u);
+  EXPECT_EQ(sa->push("123456789", {}, false).error(), Errc::msg_size);
+  ASSERT_TRUE(sa->push("1", {}, false).ok());
+  ASSERT_TRUE(sb->push("2", {}, false).ok());
+  ASSERT_TRUE(sa->push("3", {}, false).ok());
+  EXPECT_TRUE(sb->full());
+  EXPECT_EQ(sb->push("4", {}, false).error(), Errc::again);
+  EXPECT_TRUE(sb->push("forced", {}, true).ok());  // counted elsewhere
+  EXPECT_EQ(sa->stats().count, 4u);
+  EXPECT_EQ(sa->max_queued_len(), 6u);
+}
+
+TEST_F(RedisStoreTest, ConcurrentSendersNeverOverfill) {
+  constexpr int kThreads = 8, kTries = 50;
+  constexpr uint64_t kCap = 37;
+  std::vector<std::unique_ptr<RedisBackend>> bs;
+  for (int i = 0; i < kThreads; i++) bs.push_back(backend(server_));
+  std::atomic<int> ok{0}, full{0};
+  std::vector<std::thread> ts;
+  for (int i = 0; i < kThreads; i++)
+    ts.emplace_back([&, i] {
+      auto s = store(*bs[i], "race", kCap);
+      for (int k = 0; k < kTries; k++) {
+        auto r = s->push("m" + std::to_string(i * kTries + k), {}, false);
+        (r.ok() ? ok : full)++;
+        if (!r.ok()) {
+          EXPECT_EQ(r.error(), Errc::again);
+        }
+      }
+    });
+  for (auto& t : ts) t.join();
+  EXPECT_EQ(ok.load(), int(kCap));
+  EXPECT_EQ(full.load(), kThreads * kTries - int(kCap));
+  auto s = store(*bs[0], "race");
+  EXPECT_EQ(s->stats().count, kCap);
+}
+
+TEST_F(RedisStoreTest, InFlightUntilAckedAndUnpopPutsItBackFirst) {
+  auto a = backend(server_);
+  auto s = store(*a, "f");
+  ASSERT_TRUE(s->push("one", {}, false).ok());
+  ASSERT_TRUE(s->push("two", {}, false).ok());
+  const std::string inflight = "mbx:{t:f}:f:" + a->daemon_id();
+  std::string out;
+  auto p = s->pop(out);
+  ASSERT_TRUE(p.ok());
+  EXPECT_EQ(a->command({"HLEN", inflight})->integer, 1);
+  EXPECT_EQ(s->unpop(p->seq), Errc::ok);  // the reply was not sent
+  EXPECT_EQ(a->command({"HLEN", inflight})->integer, 0);
+  EXPECT_EQ(s->stats().total_received, 0u);
+  out.clear();
+  p = s->pop(out);
+  ASSERT_TRUE(p.ok());
+  EXPECT_EQ(out, "one");  // back at the front
+  EXPECT_EQ(s->ack(p->seq), Errc::ok);
+  EXPECT_EQ(a->command({"HLEN", inflight})->integer, 0);
+  EXPECT_EQ(s->unpop(p->seq), Errc::not_found);  // acknowledged: nothing to put back
+  const QueueStats st = s->stats();
+  EXPECT_EQ(st.total_sent, st.total_received + st.count + st.lost);
+}
+
+TEST_F(RedisStoreTest, WithdrawTakesBackOnlyTheUnreceivedOffer) {
+  auto a = backend(server_), b = backend(server_);
+  auto sa = store(*a, "rv", 0), sb = store(*b, "rv", 0);
+  auto seq = sa->push("offer", {}, false);
+  ASSERT_TRUE(seq.ok());
+  EXPECT_EQ(sb->push("second", {}, false).error(), Errc::again);  // rendezvous: one on offer
+  EXPECT_EQ(sa->try_withdraw(*seq), Store::Withdrawn::taken_back);
+  EXPECT_EQ(sa->stats().total_sent, 0u);
+  EXPECT_GT(sa->consumed_seq(), *seq);
+  seq = sa->push("offer2", {}, false);
+  std::string out;
+  ASSERT_TRUE(sb->pop(out).ok());
+  EXPECT_EQ(sa->try_withdraw(*seq), Store::Withdrawn::received);
+  EXPECT_GT(sa->consumed_seq(), *seq);
+}
+
+TEST_F(RedisStoreTest, AnotherDaemonsChangesAreNotified) {
+  auto a = backend(server_);
+  RedisConfig cb = config(server_);
+  cb.recheck = std::chrono::hours(1);  // no periodic re-check: only the notification can wake it
+  auto b = std::move(RedisBackend::open(cb).value());
+  b->start();
+  auto sa = store(*a, "w"), sb = store(*b, "w");
+  auto l = std::make_shared<Listener>();
+  sb->watch(kWatchReadable, l);
+  for (auto end = ut::Clock::now() + 20s; !b->subscribed() && ut::Clock::now() < end;)
+    std::this_thread::sleep_for(1ms);  // readiness: the subscription holds
+  ASSERT_TRUE(b->subscribed());
+  {
+    std::lock_guard g(l->m);
+    l->calls = 0;
+  }
+  (void)sb->take_kick();
+  ASSERT_TRUE(sa->push("x", {}, false).ok());
+  ASSERT_TRUE(l->wait_for(1));
+  EXPECT_TRUE(sb->take_kick());
+  sa->destroy(true);  // rm elsewhere: the watcher looks and finds it gone
+  ASSERT_TRUE(l->wait_for(2));
+  std::string out;
+  EXPECT_EQ(sb->pop(out).error(), Errc::removed);
+  EXPECT_EQ(sb->push("y", {}, false).error(), Errc::removed);
+  sb->watch(0, {});
+}
+
+TEST_F(RedisStoreTest, ReshapeKeepsTheQueue) {
+  auto a = backend(server_), b = backend(server_);
+  auto sa = store(*a, "r", 2), sb = store(*b, "r");
+  ASSERT_TRUE(sa->push("1", {}, false).ok());
+  ASSERT_TRUE(sa->push("2", {}, false).ok());
+  Settings n;
+  n.capacity = layout::kUnbounded;
+  n.max_message = 100;
+  uint64_t first = 99;
+  EXPECT_EQ(sa->reshape(n, &first), Errc::ok);
+  EXPECT_EQ(first, 0u);
+  (void)sb->stats();  // the other daemon reads the new capacity with the counters
+  EXPECT_EQ(sb->capacity(), layout::kUnbounded);
+  for (int i = 0; i < 10; i++) ASSERT_TRUE(sb->push("more", {}, false).ok());
+  std::string out;
+  ASSERT_TRUE(sb->pop(out).ok());
+  EXPECT_EQ(out, "1");
+}
+
+TEST_F(RedisStoreTest, ServerAwayIsEioAndStatsAsLastRead) {
+  auto a = backend(server_);
+  auto s = store(*a, "away");
+  ASSERT_TRUE(s->push("1", {}, false).ok());
+  const QueueStats before = s->stats();
+  server_.stop();
+  EXPECT_EQ(s->push("2", {}, false).error(), Errc::io);
+  std::string out;
+  EXPECT_EQ(s->pop(out).error(), Errc::io);
+  EXPECT_EQ(s->stats().total_sent, before.total_sent);
+  EXPECT_EQ(s->try_withdraw(0), Store::Withdrawn::contended);
+}
+}  // namespace
+
+namespace {
+using namespace mbx;
+
+class RedisLeaseTest : public ::testing::Test {
+ protected:
+  void SetUp() override { ASSERT_TRUE(server_.ready()) << "redis-server did not start (scripts/deps.sh test)"; }
+  std::unique_ptr<RedisBackend> open() {
+    RedisConfig c;
+    c.endpoint = redis::parse_url(server_.url()).value();
+    c.ns = "t";
+    auto b = RedisBackend::open(c);
+    EXPECT_TRUE(b.ok());
+    return b.ok() ? std::move(b.value()) : nullptr;
+  }
+  std::unique_ptr<Store> store(RedisBackend& b) {
+    Settings s;
+    auto st = b.open_store("l", &s);
+    EXPECT_TRUE(st.ok());
+    return st.ok() ? std::move(st.value()) : nullptr;
+  }
+  testredis::Server server_;
+};
+
+TEST_F(RedisLeaseTest, ADeadDaemonsInFlightMessagesReturnToTheFrontOnce) {
+  auto x = open(), y = open();
+  ASSERT_EQ(x->renew_lease(), Errc::ok);
+  auto sx = store(*x), sy = store(*y);
+  for (const char* m : {"one", "two", "three"}) ASSERT_TRUE(sy->push(m, {}, false).ok());
+  std::string out;
+  ASSERT_TRUE(sx->pop(out).ok());  // x dies before its replies went: never acknowledged
+  ASSERT_TRUE(sx->pop(out).ok());
+  EXPECT_EQ(y->recover().value(), 0u);  // x's lease holds
+  // x stops renewing: its lease is made to have ended (no waiting in a test).
+  ASSERT_TRUE(y->command({"HSET", "mbx:{t}:daemons", x->daemon_id(), "0"}).ok());
+  EXPECT_EQ(y->recover().value(), 2u);
+  EXPECT_EQ(y->recover().value(), 0u);  // claimed once
+  for (const char* m : {"one", "two", "three"}) {
+    out.clear();
+    auto p = sy->pop(out);
+    ASSERT_TRUE(p.ok());
+    EXPECT_EQ(out, m);  // in their order, before the rest
+    EXPECT_EQ(sy->ack(p->seq), Errc::ok);
+  }
+  const QueueStats st = sy->stats();
+  EXPECT_EQ(st.total_received, 3u);
+  EXPECT_EQ(st.total_sent, st.total_received + st.count + st.lost);
+  EXPECT_EQ(y->command({"HGET", "mbx:{t:l}:m", "returned"})->str, "2");
+}
+
+TEST_F(RedisLeaseTest, ACleanStopGivesBackWhatItHadInFlight) {
+  auto y = open();
+  auto sy = store(*y);
+  ASSERT_TRUE(sy->push("kept", {}, false).ok());
+  {
+    auto z = open();
+    z->start();
+    auto sz = store(*z);
+    std::string out;
+    ASSERT_TRUE(sz->pop(out).ok());
+    sz.reset();
+  }  // z stops without having acknowledged it
+  std::string out;
+  ASSERT_TRUE(sy->pop(out).ok());
+  EXPECT_EQ(out, "kept");
+}
+}  // namespace
