@@ -7,6 +7,7 @@
 #include <fcntl.h>
 #include <linux/fuse.h>  // fuse_open_out / fuse_entry_out: FOPEN_STREAM needs a raw reply
 #include <sys/uio.h>
+#include <unistd.h>
 
 #include <cstring>
 #include <memory>
@@ -17,15 +18,21 @@
 namespace mbx {
 namespace {
 
-// Directories' names are cached for a second. A mailbox's name is looked up
+// Directories' names are cached for a second, and so is a mailbox's while
+// no write can park in it inside write(2) (Mailbox::name_cacheable: file
+// framing, no open file of another framing). Otherwise its name is looked up
 // again at every use: the lookup that precedes rm, mv or chmod is then how
-// the daemon learns of it in time to free the inode lock (op_lookup).
+// the daemon learns of it in time to free the inode lock (clear_for_owner).
+// A framing change that ends the caching drops every cached name at once
+// (forget_cached_names) before it is answered.
 constexpr double kEntryTimeout = 1.0;
-constexpr double kMailboxEntryTimeout = 0.0;
+constexpr double kMailboxEntryTimeout = 1.0;
 // FOPEN_STREAM: no file position, so a read parked here does not hold the
 // position lock against a write through the same open file (fork, threads).
 // FOPEN_PARALLEL_DIRECT_WRITES: writers within the cached size wait here
 // side by side instead of on the inode lock.
+// FOPEN_NOFLUSH, for a read-only open: its close has nothing to commit,
+// so the kernel need not send FLUSH and wait for the reply.
 constexpr uint32_t kOpenFlags = FOPEN_DIRECT_IO | FOPEN_NONSEEKABLE | FOPEN_STREAM | FOPEN_PARALLEL_DIRECT_WRITES;
 
 Fs& fs(fuse_req_t req) { return *static_cast<Fs*>(fuse_req_userdata(req)); }
@@ -37,9 +44,46 @@ Sender caller(fuse_req_t req) {
 
 Handle* handle(fuse_file_info* fi) { return reinterpret_cast<Handle*>(fi->fh); }
 
+// A mailbox's attributes are never cached: st_size changes with every
+// receive, and the kernel drops only the atime it cached after a read.
 double attr_timeout(const struct stat& st) { return S_ISDIR(st.st_mode) ? 1.0 : 0.0; }
 
 void reply_err(fuse_req_t req, Errc e) { fuse_reply_err(req, to_errno(e)); }
+
+// FUSE_NOTIFY_INC_EPOCH (not in libfuse 3.14's headers): every name the
+// kernel cached before it must be looked up again. It takes no lock in the
+// kernel, so it may be sent while a request holds one (op_setxattr), and a
+// lookup answered meanwhile is remembered with the old epoch.
+constexpr int32_t kNotifyIncEpoch = 8;
+
+bool notify_inc_epoch(fuse_session* se) {
+  fuse_out_header h{};
+  h.len = sizeof h;
+  h.error = kNotifyIncEpoch;
+  return ::write(fuse_session_fd(se), &h, sizeof h) == static_cast<ssize_t>(sizeof h);
+}
+
+// Mailbox names may be cached only if the kernel can be told to drop them:
+// the first call asks it to once (harmless) and remembers whether it could.
+bool epoch_supported(Fs& f) {
+  int known = f.epoch.load(std::memory_order_relaxed);  // a hint: a race only probes twice
+  if (known == 0) {
+    known = f.se && notify_inc_epoch(f.se) ? 1 : -1;
+    f.epoch.store(known, std::memory_order_relaxed);
+  }
+  return known > 0;
+}
+
+// Drops every name the kernel cached (a mailbox stopped being cacheable).
+void forget_cached_names(Fs& f) {
+  if (epoch_supported(f) && !notify_inc_epoch(f.se)) f.epoch.store(-1, std::memory_order_relaxed);
+}
+
+double entry_timeout(fuse_req_t req, const struct stat& st) {
+  if (S_ISDIR(st.st_mode)) return kEntryTimeout;
+  auto box = fs(req).router->mailbox(st.st_ino);  // null under pid/: names the caller's own link
+  return box && epoch_supported(fs(req)) && box->name_cacheable() ? kMailboxEntryTimeout : 0.0;
+}
 
 void reply_entry(fuse_req_t req, const Result<struct stat>& st) {
   if (!st) return reply_err(req, st.error());
@@ -47,7 +91,7 @@ void reply_entry(fuse_req_t req, const Result<struct stat>& st) {
   e.ino = st->st_ino;
   e.attr = *st;
   e.attr_timeout = attr_timeout(*st);
-  e.entry_timeout = S_ISDIR(st->st_mode) ? kEntryTimeout : kMailboxEntryTimeout;
+  e.entry_timeout = entry_timeout(req, *st);
   fuse_reply_entry(req, &e);
 }
 
@@ -68,10 +112,10 @@ void fill_attr(fuse_attr& a, const struct stat& st) {
   a.blksize = static_cast<uint32_t>(st.st_blksize);
 }
 
-fuse_open_out open_out(Handle* h) {
+fuse_open_out open_out(Handle* h, int flags) {
   fuse_open_out o{};
   o.fh = reinterpret_cast<uintptr_t>(h);
-  o.open_flags = kOpenFlags;
+  o.open_flags = kOpenFlags | ((flags & O_ACCMODE) == O_RDONLY ? FOPEN_NOFLUSH : 0);
   return o;
 }
 
@@ -241,7 +285,7 @@ void op_open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   auto opened = fs(req).router->open(ino, acc != O_WRONLY, acc != O_RDONLY, fi->flags & O_NONBLOCK, caller(req));
   if (!opened) return reply_err(req, opened.error());
   Handle* h = opened->release();
-  fuse_open_out o = open_out(h);
+  fuse_open_out o = open_out(h, fi->flags);
   iovec iov{&o, sizeof o};
   if (fuse_reply_iov(req, &iov, 1) != 0) drop_handle(h);
 }
@@ -256,9 +300,9 @@ void op_create(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode,
   Handle* h = box->open(acc != O_WRONLY, acc != O_RDONLY, fi->flags & O_NONBLOCK).release();
   fuse_entry_out e{};
   e.nodeid = st->st_ino;
-  e.entry_valid = static_cast<uint64_t>(kMailboxEntryTimeout);
+  e.entry_valid = static_cast<uint64_t>(entry_timeout(req, *st));
   fill_attr(e.attr, *st);
-  fuse_open_out o = open_out(h);
+  fuse_open_out o = open_out(h, fi->flags);
   iovec iov[2] = {{&e, sizeof e}, {&o, sizeof o}};
   if (fuse_reply_iov(req, iov, 2) != 0) {
     drop_handle(h);
@@ -354,7 +398,11 @@ void op_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size) {
 }
 
 void op_setxattr(fuse_req_t req, fuse_ino_t ino, const char* name, const char* value, size_t size, int) {
-  reply_err(req, fs(req).router->setxattr(ino, name, std::string_view(value, size), caller(req)));
+  const Errc e = fs(req).router->setxattr(ino, name, std::string_view(value, size), caller(req));
+  // A framing that parks writers in write(2) needs every later rm, mv or chmod of
+  // the mailbox to be looked up first; do it before the caller can open it.
+  if (e == Errc::ok && std::string_view(name) == mailbox::attr::kFraming) forget_cached_names(fs(req));
+  reply_err(req, e);
 }
 
 void op_removexattr(fuse_req_t req, fuse_ino_t ino, const char* name) {

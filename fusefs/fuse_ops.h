@@ -4,6 +4,8 @@
 #define FUSE_USE_VERSION 312
 #include <fuse_lowlevel.h>
 
+#include <atomic>
+
 #include "core/router.h"
 
 namespace mbx {
@@ -11,6 +13,11 @@ namespace mbx {
 // What every callback reaches through fuse_req_userdata().
 struct Fs {
   Router* router = nullptr;
+  fuse_session* se = nullptr;  // set once the session exists: for notifications
+  // Whether the kernel can be told to drop every cached name at once
+  // (FUSE_NOTIFY_INC_EPOCH, Linux 6.16): 0 not yet known, 1 yes, -1 no.
+  // Mailbox names are cached only if it can (op_lookup).
+  std::atomic<int> epoch{0};
 };
 
 const fuse_lowlevel_ops& fuse_operations();

@@ -139,6 +139,7 @@ int main(int argc, char* argv[]) {
     if (mount.restored()) mount.keep_state();
     return 2;
   }
+  fs.se = se;
   mbx::FuseKernelCache kernel(se);
   mount.set_kernel(&kernel);
   int status = 1;  // until mounted

@@ -49,13 +49,20 @@ std::unique_ptr<Handle> Mailbox::open(bool can_read, bool can_write, bool nonblo
   h->can_read = can_read;
   h->can_write = can_write;
   h->nonblock = nonblock;
+  if (can_write && h->framing != Framing::file) parkable_writers_++;
   return h;
+}
+
+bool Mailbox::name_cacheable() {
+  Guard g(mu_);
+  return settings_.framing == Framing::file && parkable_writers_ == 0;
 }
 
 void Mailbox::release(Handle& h) {
   std::unique_ptr<PollToken> old;
   {
     Op op(*this, /*settle=*/false);
+    if (h.can_write && h.framing != Framing::file) parkable_writers_--;
     if (h.poll) {
       handles_.remove(&h);
       old = std::move(h.poll);

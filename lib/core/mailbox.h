@@ -148,6 +148,10 @@ class Mailbox final : public std::enable_shared_from_this<Mailbox>, public Store
   std::unique_ptr<Handle> open(bool can_read, bool can_write, bool nonblock);
   // Last close of an open file: drops its poll token and any unsent partial message.
   void release(Handle& h);
+  // True while no write can park inside write(2), where the kernel holds the
+  // inode lock (clear_for): file framing, and no open file of another framing
+  // may write. The front end lets the kernel cache the name only then.
+  bool name_cacheable();
 
   // Each call either completes now (returns the outcome) or, when it would
   // block: with w == nullptr returns nullopt and changes nothing (the caller
@@ -314,7 +318,8 @@ class Mailbox final : public std::enable_shared_from_this<Mailbox>, public Store
   std::list<Waiter*> writers_ GUARDED_BY(mu_);
   std::list<Waiter*> acks_ GUARDED_BY(mu_);
   std::unordered_map<uint64_t, Waiter*> parked_ GUARDED_BY(mu_);
-  std::list<Handle*> handles_ GUARDED_BY(mu_);  // open files with an armed poll token
+  std::list<Handle*> handles_ GUARDED_BY(mu_);     // open files with an armed poll token
+  uint32_t parkable_writers_ GUARDED_BY(mu_) = 0;  // open files that may write and are not file framing
   uint64_t next_waiter_id_ GUARDED_BY(mu_) = 1;
   uint32_t unresponsive_sleepers_ GUARDED_BY(mu_) = 0;  // see library_receiver_sleeping()
   uint32_t watch_ GUARDED_BY(mu_) = 0;

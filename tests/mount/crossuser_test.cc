@@ -57,6 +57,34 @@ TEST(CrossUser, OwnersRmDoesNotWaitForAnotherUsersParkedWrite) {
   EXPECT_EQ(m.sh("ls").out, "");
 }
 
+// A file-framed mailbox's name is cached by the kernel (no write can park
+// there holding the inode lock). A datagram writer opened before the framing
+// went back to file can still park: the name must then be looked up at each
+// use again, or the owner's rm would wait for that write in the kernel.
+TEST(CrossUser, OwnersRmDoesNotWaitForAWriterOpenedUnderAnotherFraming) {
+  if (geteuid() != 0) GTEST_SKIP() << "needs root to act as another user";
+  mt::Mount m("allow_other,root_mode=1777");
+  ASSERT_TRUE(m.ok()) << m.daemon_stderr();
+  open_up(m);
+  full_datagram_box(m, "dg");
+  ASSERT_EQ(m.sh("touch go && chmod 666 go").status, 0);  // file framing: the writer's go-ahead
+
+  // Opened as datagram; writes (and parks) only once the framing is file again.
+  mt::Proc writer(std::string(kNobody) + "bash -c 'exec 3>dg; " + mt::kReadySh +
+                      "cat go >/dev/null; echo b >&3; echo rc=$?'",
+                  m.dir());
+  ASSERT_TRUE(writer.wait_ready()) << "the writer never opened";
+  ASSERT_EQ(m.sh("setfattr -n user.mailbox.framing -v file dg && stat dg >/dev/null && echo go > go").status, 0);
+  ASSERT_TRUE(m.wait_words("dg", "blocked_senders", 1, kHangGuardMs)) << "the write never parked";
+
+  mt::Run rm = m.sh("rm dg", kHangGuardMs);
+  EXPECT_FALSE(rm.timed_out) << "rm waited for another user's parked write";
+  EXPECT_EQ(rm.status, 0) << rm.err;
+  mt::Run w = writer.finish(kHangGuardMs);
+  EXPECT_FALSE(w.timed_out);
+  EXPECT_EQ(w.out, "rc=1\n") << w.err;
+}
+
 TEST(CrossUser, OwnersChmodAndMvDoNotWaitForARetryingWriter) {
   if (geteuid() != 0) GTEST_SKIP() << "needs root to act as another user";
   mt::Mount m("allow_other,root_mode=1777");
