@@ -53,6 +53,7 @@ std::vector<Mechanism> mechanisms();
 std::vector<Mechanism> kernel_mechanisms();  // channels.cc
 std::vector<Mechanism> boost_mechanisms();   // channels_boost.cc
 std::vector<Mechanism> fs_mechanisms();      // channels_fs.cc
+std::vector<Mechanism> mq_mechanisms();      // channels_mq.cc
 
 [[noreturn]] void die(const char* what);
 void write_all(int fd, const char* p, size_t n);
