@@ -942,10 +942,6 @@ unsigned Mailbox::poll(Handle& h, std::unique_ptr<PollToken> token) {
       if (!h.poll) handles_.push_back(&h);
       old = std::move(h.poll);
       h.poll = std::move(token);
-    } else if (store_ && !quarantined_ && store_->take_kick()) {
-      // A probe after a library change (mq_send's nudge) notifies the armed
-      // polls before its reply, not after the doorbell's round trip.
-      op.b.changed = true;
     }
     // Arming may set watch bits and re-check the ring, finishing parked calls.
     op.settle();

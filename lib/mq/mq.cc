@@ -8,10 +8,10 @@
 #include <dlfcn.h>
 #include <fcntl.h>
 #include <limits.h>
-#include <poll.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/xattr.h>
@@ -31,6 +31,7 @@
 #include <vector>
 
 #include "base/mutex.h"
+#include "base/unique_fd.h"
 #include "client/access.h"
 #include "mailbox/mailbox.hpp"
 #include "mailbox/mqueue.h"
@@ -68,6 +69,11 @@ struct Queue {
   std::string path;
   int acc = O_RDWR;
   uint64_t capacity = 0, max_message = 0;
+  // O_NONBLOCK of the open description: a word in a MAP_SHARED anonymous
+  // page, so a forked child shares it (as POSIX's fork shares the
+  // description) and a call reads it without a system call.
+  Mapping flags;
+  std::atomic<int>* nonblock = nullptr;  // relaxed: a flag, no data behind it
   Mutex mu;
   std::vector<Mailbox> pool GUARDED_BY(mu);  // idle Mailbox objects
   std::unique_ptr<Notifier> notifier GUARDED_BY(mu);
@@ -103,9 +109,7 @@ int fail(int e) {
   return -1;
 }
 
-// O_NONBLOCK lives in the open file description, as POSIX has it: shared
-// with a forked child and every dup.
-bool nonblocking(const Queue& q) { return (::fcntl(q.fd, F_GETFL) & O_NONBLOCK) != 0; }
+bool nonblocking(const Queue& q) { return q.nonblock->load(std::memory_order_relaxed) != 0; }
 
 // Linux's rules for a queue name: "/" then 1..NAME_MAX bytes with no "/"
 // (EINVAL without the leading slash; ENOENT for "/" alone; EACCES for a
@@ -172,17 +176,6 @@ int deadline_of(const timespec* abs, std::optional<Clock::time_point>* out) {
   return 0;
 }
 
-// After a send or receive the daemon was rung for (it has polls armed or
-// calls parked): a poll(2) probe has it notify the armed polls before this
-// call returns, as the kernel's queue wakes an epoll at once.
-void nudge(const Queue& q, Mailbox& m) {
-  Segment* s = mailbox::detail::Access::segment(m);
-  // Relaxed: a hint; the probe itself takes the kick with acq_rel (ShmStore::take_kick).
-  if (!s || s->header()->kick.load(std::memory_order_relaxed) == 0) return;
-  pollfd p{q.fd, POLLIN, 0};
-  ::poll(&p, 1, 0);
-}
-
 // After EINTR: Linux restarts an mq wait whose handler has SA_RESTART
 // (signal(7)). The wait does not say which signal it was, so restart only
 // when every handler installed has SA_RESTART (glibc's signal(2) sets it).
@@ -220,9 +213,7 @@ int send_impl(int fd, const char* msg, size_t len, unsigned prio, const timespec
     do e = prio_send(l.box(), v, prio, false, d);
     while (e == EINTR && restart_after_signal());
   }
-  if (e) return fail(mq_errno(e));
-  nudge(*q, l.box());
-  return 0;
+  return e ? fail(mq_errno(e)) : 0;
 }
 
 ssize_t receive_impl(int fd, char* buf, size_t len, unsigned* prio, const timespec* abs, bool timed) {
@@ -239,7 +230,6 @@ ssize_t receive_impl(int fd, char* buf, size_t len, unsigned* prio, const timesp
   auto r = prio_receive(l.box(), buf, len, prio, nb, nb ? std::nullopt : d);
   while (!nb && !r && r.error() == EINTR && restart_after_signal()) r = prio_receive(l.box(), buf, len, prio, nb, d);
   if (!r) return fail(mq_errno(r.error()));
-  nudge(*q, l.box());
   return static_cast<ssize_t>(*r);
 }
 
@@ -410,6 +400,13 @@ mqd_t open_impl(const char* name, int oflag, mode_t mode, const mq_attr* attr) {
   }
   mailbox::detail::Access::set_interruptible(*m, true);
   auto q = std::make_shared<Queue>();
+  void* page = ::mmap(nullptr, sizeof(std::atomic<int>), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+  if (page == MAP_FAILED) {
+    ::close(fd);
+    return fail(ENOMEM);
+  }
+  q->flags = Mapping(page, sizeof(std::atomic<int>));
+  q->nonblock = new (page) std::atomic<int>((oflag & O_NONBLOCK) ? 1 : 0);
   q->fd = fd;
   q->path = path;
   q->acc = acc;
@@ -574,7 +571,8 @@ int mbx_mq_setattr(mqd_t fd, const struct mq_attr* n, struct mq_attr* old) {
   if (n) {
     const int fl = ::fcntl(q->fd, F_GETFL);
     if (fl < 0 || ::fcntl(q->fd, F_SETFL, (n->mq_flags & O_NONBLOCK) ? fl | O_NONBLOCK : fl & ~O_NONBLOCK) != 0)
-      return -1;
+      return -1;  // the file's flag too, for F_GETFL
+    q->nonblock->store((n->mq_flags & O_NONBLOCK) ? 1 : 0, std::memory_order_relaxed);
   }
   return 0;
 }
