@@ -958,8 +958,8 @@ unsigned Mailbox::poll(Handle& h, std::unique_ptr<PollToken> token) {
     } else {
       const bool readable = h.roff < h.rbuf.size() || (h.framing == Framing::file && h.got_message) ||
                             (readers_.empty() && store_->stats().count > 0);
-      const bool writable = h.framing == Framing::file ||
-                            (writers_.empty() && acks_.empty() && !store_->full() &&
+      // File framing too: its close sends, and waits while the mailbox is full.
+      const bool writable = (writers_.empty() && acks_.empty() && !store_->full() &&
                              (store_->capacity() != 0 || !readers_.empty() || library_receiver_sleeping()));
       if (h.can_read && readable) ev |= POLLIN | POLLRDNORM;
       if (h.can_write && writable) ev |= POLLOUT | POLLWRNORM;

@@ -11,6 +11,7 @@
 #include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/xattr.h>
@@ -30,6 +31,7 @@
 #include <vector>
 
 #include "base/mutex.h"
+#include "base/unique_fd.h"
 #include "client/access.h"
 #include "mailbox/mailbox.hpp"
 #include "mailbox/mqueue.h"
@@ -67,7 +69,11 @@ struct Queue {
   std::string path;
   int acc = O_RDWR;
   uint64_t capacity = 0, max_message = 0;
-  std::atomic<bool> nonblock{false};  // relaxed: a flag of the descriptor, no data behind it
+  // O_NONBLOCK of the open description: a word in a MAP_SHARED anonymous
+  // page, so a forked child shares it (as POSIX's fork shares the
+  // description) and a call reads it without a system call.
+  Mapping flags;
+  std::atomic<int>* nonblock = nullptr;  // relaxed: a flag, no data behind it
   Mutex mu;
   std::vector<Mailbox> pool GUARDED_BY(mu);  // idle Mailbox objects
   std::unique_ptr<Notifier> notifier GUARDED_BY(mu);
@@ -103,15 +109,18 @@ int fail(int e) {
   return -1;
 }
 
+bool nonblocking(const Queue& q) { return q.nonblock->load(std::memory_order_relaxed) != 0; }
+
 // Linux's rules for a queue name: "/" then 1..NAME_MAX bytes with no "/"
-// (EINVAL without the leading slash; EACCES for a further slash, an empty
-// name, "." or ".."; ENAMETOOLONG).
+// (EINVAL without the leading slash; ENOENT for "/" alone; EACCES for a
+// further slash, "." or ".."; ENAMETOOLONG).
 int check_name(const char* name) {
   if (!name || name[0] != '/') return EINVAL;
   const char* n = name + 1;
   const size_t len = std::strlen(n);
   if (len > NAME_MAX) return ENAMETOOLONG;
-  if (len == 0 || std::strchr(n, '/') || std::strcmp(n, ".") == 0 || std::strcmp(n, "..") == 0) return EACCES;
+  if (len == 0) return ENOENT;
+  if (std::strchr(n, '/') || std::strcmp(n, ".") == 0 || std::strcmp(n, "..") == 0) return EACCES;
   return 0;
 }
 
@@ -167,6 +176,21 @@ int deadline_of(const timespec* abs, std::optional<Clock::time_point>* out) {
   return 0;
 }
 
+// After EINTR: Linux restarts an mq wait whose handler has SA_RESTART
+// (signal(7)). The wait does not say which signal it was, so restart only
+// when every handler installed has SA_RESTART (glibc's signal(2) sets it).
+bool restart_after_signal() {
+  bool any = false;
+  for (int sig = 1; sig < NSIG; sig++) {
+    struct sigaction sa;
+    if (::sigaction(sig, nullptr, &sa) != 0) continue;
+    if (!(sa.sa_flags & SA_SIGINFO) && (sa.sa_handler == SIG_DFL || sa.sa_handler == SIG_IGN)) continue;
+    if (!(sa.sa_flags & SA_RESTART)) return false;
+    any = true;
+  }
+  return any;
+}
+
 // libmailbox's errors as mq's: a deleted mailbox is a descriptor that no
 // longer names a queue.
 int mq_errno(int e) { return e == EIDRM ? EBADF : e; }
@@ -184,8 +208,11 @@ int send_impl(int fd, const char* msg, size_t len, unsigned prio, const timespec
   if (l.error()) return fail(l.error());
   const std::string_view v(msg, len);
   int e;
-  if (q->nonblock.load(std::memory_order_relaxed)) e = prio_send(l.box(), v, prio, true, std::nullopt);
-  else e = prio_send(l.box(), v, prio, false, d);
+  if (nonblocking(*q)) e = prio_send(l.box(), v, prio, true, std::nullopt);
+  else {
+    do e = prio_send(l.box(), v, prio, false, d);
+    while (e == EINTR && restart_after_signal());
+  }
   return e ? fail(mq_errno(e)) : 0;
 }
 
@@ -199,8 +226,9 @@ ssize_t receive_impl(int fd, char* buf, size_t len, unsigned* prio, const timesp
   if (len < q->max_message) return fail(EMSGSIZE);
   Lease l(*q);
   if (l.error()) return fail(l.error());
-  const bool nb = q->nonblock.load(std::memory_order_relaxed);
+  const bool nb = nonblocking(*q);
   auto r = prio_receive(l.box(), buf, len, prio, nb, nb ? std::nullopt : d);
+  while (!nb && !r && r.error() == EINTR && restart_after_signal()) r = prio_receive(l.box(), buf, len, prio, nb, d);
   if (!r) return fail(mq_errno(r.error()));
   return static_cast<ssize_t>(*r);
 }
@@ -252,14 +280,16 @@ void notifier_run(Notifier* n) {
     // SYNC POINT: acquire; pairs with the release increments in
     // Segment::notify_after_push_locked() and notify_disarm().
     const uint32_t seen = h->notify_seq.load(std::memory_order_acquire);
-    if (n->stop.load(std::memory_order_acquire)) break;
-    if (h->notify_owner.load(std::memory_order_acquire) != n->token) {
-      // Fired by a send, or cleared by a scribble: only the first notifies.
-      if (h->notify_fired.load(std::memory_order_acquire) == n->token)
-        deliver(*n, static_cast<pid_t>(h->notify_pid.load(std::memory_order_relaxed)),
-                h->notify_uid.load(std::memory_order_relaxed));
+    // Fired first: a fired registration is delivered even when mq_notify
+    // ends it before this thread woke (end_notifier joins this thread).
+    if (h->notify_fired.load(std::memory_order_acquire) == n->token) {
+      deliver(*n, static_cast<pid_t>(h->notify_pid.load(std::memory_order_relaxed)),
+              h->notify_uid.load(std::memory_order_relaxed));
       break;
     }
+    if (n->stop.load(std::memory_order_acquire)) break;
+    // Not ours and not fired for us: a firing in progress moves notify_seq
+    // next; a scribble waits for end_notifier's disarm.
     futex_wait(&h->notify_seq, seen, nullptr);
   }
   n->finished.store(true, std::memory_order_release);
@@ -279,7 +309,11 @@ int notify_impl(int fd, const sigevent* ev) {
   std::unique_ptr<Notifier> old;
   {
     MutexLock l(q->mu);
-    if (q->notifier && (!ev || q->notifier->finished.load(std::memory_order_acquire))) old = std::move(q->notifier);
+    // Gone once fired (the segment no longer names it), even if its thread
+    // has not delivered yet: a handler may register again at once.
+    if (q->notifier && (!ev || q->notifier->finished.load(std::memory_order_acquire) ||
+                        q->notifier->seg->header()->notify_owner.load(std::memory_order_acquire) != q->notifier->token))
+      old = std::move(q->notifier);
   }
   end_notifier(std::move(old));
   if (!ev) return 0;
@@ -333,7 +367,7 @@ mqd_t open_impl(const char* name, int oflag, mode_t mode, const mq_attr* attr) {
   if (acc == O_ACCMODE) return fail(EINVAL);
   if (!root_mounted()) return fail(ENOENT);  // not a mailboxfs root: no queue can exist there
   const std::string path = root() + name;
-  const int fl = acc | O_CLOEXEC | O_NOCTTY;
+  const int fl = acc | O_CLOEXEC | O_NOCTTY | (oflag & O_NONBLOCK);
   int fd = -1;
   if (oflag & O_CREAT) {
     mq_attr a{};
@@ -366,13 +400,19 @@ mqd_t open_impl(const char* name, int oflag, mode_t mode, const mq_attr* attr) {
   }
   mailbox::detail::Access::set_interruptible(*m, true);
   auto q = std::make_shared<Queue>();
+  void* page = ::mmap(nullptr, sizeof(std::atomic<int>), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+  if (page == MAP_FAILED) {
+    ::close(fd);
+    return fail(ENOMEM);
+  }
+  q->flags = Mapping(page, sizeof(std::atomic<int>));
+  q->nonblock = new (page) std::atomic<int>((oflag & O_NONBLOCK) ? 1 : 0);
   q->fd = fd;
   q->path = path;
   q->acc = acc;
   const mailbox::Stats s = m->stats();
   q->capacity = s.capacity;
   q->max_message = s.max_message;
-  q->nonblock.store((oflag & O_NONBLOCK) != 0, std::memory_order_relaxed);
   {
     MutexLock l(q->mu);
     q->pool.push_back(std::move(m.value()));
@@ -516,7 +556,7 @@ int mbx_mq_getattr(mqd_t fd, struct mq_attr* a) {
   if (l.error()) return fail(l.error());
   const mailbox::Stats s = l.box().stats();
   std::memset(a, 0, sizeof *a);
-  a->mq_flags = q->nonblock.load(std::memory_order_relaxed) ? O_NONBLOCK : 0;
+  a->mq_flags = nonblocking(*q) ? O_NONBLOCK : 0;
   a->mq_maxmsg = s.capacity > static_cast<uint64_t>(LONG_MAX) ? LONG_MAX : static_cast<long>(s.capacity);
   a->mq_msgsize = s.max_message > static_cast<uint64_t>(LONG_MAX) ? LONG_MAX : static_cast<long>(s.max_message);
   a->mq_curmsgs = static_cast<long>(s.messages);
@@ -528,7 +568,12 @@ int mbx_mq_setattr(mqd_t fd, const struct mq_attr* n, struct mq_attr* old) {
   if (!q) return fail(EBADF);
   if (n && (n->mq_flags & ~static_cast<long>(O_NONBLOCK))) return fail(EINVAL);
   if (old && mbx_mq_getattr(fd, old) != 0) return -1;
-  if (n) q->nonblock.store((n->mq_flags & O_NONBLOCK) != 0, std::memory_order_relaxed);
+  if (n) {
+    const int fl = ::fcntl(q->fd, F_GETFL);
+    if (fl < 0 || ::fcntl(q->fd, F_SETFL, (n->mq_flags & O_NONBLOCK) ? fl | O_NONBLOCK : fl & ~O_NONBLOCK) != 0)
+      return -1;  // the file's flag too, for F_GETFL
+    q->nonblock->store((n->mq_flags & O_NONBLOCK) ? 1 : 0, std::memory_order_relaxed);
+  }
   return 0;
 }
 

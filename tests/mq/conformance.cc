@@ -150,6 +150,7 @@ class Ready {
     close(fd_[0]);
     close(fd_[1]);
   }
+  int writer() const { return fd_[1]; }
   void say() {
     char c = 1;
     (void)!write(fd_[1], &c, 1);
@@ -884,6 +885,39 @@ TEST_F(MqReceive, BlockedReceiveInterruptedBySignalIsEINTR) {
   EXPECT_EQ(reap(p), 0) << "1: received, 2: another errno";
   ASSERT_EQ(mq_send(d, "x", 1, 0), 0);
   EXPECT_EQ(curmsgs(d), 1) << "the interrupted receive took nothing";
+}
+
+// signal(7): mq_receive is restarted after a handler installed with SA_RESTART.
+int restart_pipe = -1;
+void say_handled(int) {
+  char c = 1;
+  (void)!write(restart_pipe, &c, 1);
+}
+
+TEST_F(MqReceive, BlockedReceiveRestartsAfterAnSaRestartHandler) {
+  mqd_t d = create(4, 64);
+  ASSERT_NE(d, kBad) << strerror(errno);
+  Ready ready, handled;
+  pid_t p = spawn([&] {
+    restart_pipe = handled.writer();
+    struct sigaction sa {};
+    sa.sa_handler = say_handled;
+    sigemptyset(&sa.sa_mask);
+    sa.sa_flags = SA_RESTART;
+    sigaction(SIGUSR1, &sa, nullptr);
+    ready.say();
+    char buf[64];
+    ssize_t n = mq_receive(d, buf, sizeof buf, nullptr);
+    if (n < 0) return errno == EINTR ? 1 : 2;
+    return n == 1 && buf[0] == 'x' ? 0 : 3;
+  });
+  ASSERT_TRUE(ready.wait());
+  ASSERT_TRUE(wait_asleep(p)) << "the receiver never blocked";
+  kill(p, SIGUSR1);
+  ASSERT_TRUE(handled.wait()) << "the handler never ran";
+  ASSERT_TRUE(wait_asleep(p)) << "the receive was not restarted";
+  ASSERT_EQ(mq_send(d, "x", 1, 0), 0);
+  EXPECT_EQ(reap(p), 0) << "1: EINTR, 2: another errno, 3: another message";
 }
 
 TEST_F(MqReceive, TimedreceiveOnAnEmptyQueuePastTheDeadlineIsETIMEDOUT) {

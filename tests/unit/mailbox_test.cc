@@ -236,10 +236,13 @@ TEST_F(MailboxCore, PollBits) {
   EXPECT_EQ(z->poll(zw, nullptr) & POLLOUT, 0u);
   ASSERT_FALSE(z->read(zr, 10, false, waiter(1)).has_value());
   EXPECT_EQ(z->poll(zw, nullptr) & POLLOUT, unsigned{POLLOUT});
-  // A file-framed writer can always write (it blocks at close).
+  // A file-framed writer is writable while not full (its close sends, and waits when full).
   auto f = box(framed(F::file, 1));
   auto& fw = open(f, false, true);
   EXPECT_EQ(f->poll(fw, nullptr) & POLLOUT, unsigned{POLLOUT});
+  ASSERT_EQ(wr(*f, fw, "m")->err, Errc::ok);
+  ASSERT_EQ(f->flush(fw, Sender{}, nullptr)->err, Errc::ok);
+  EXPECT_EQ(f->poll(fw, nullptr) & POLLOUT, 0u);  // full
   // Deleted: error and hang-up.
   b->remove();
   EXPECT_EQ(b->poll(r, nullptr) & (POLLERR | POLLHUP), unsigned{POLLERR | POLLHUP});
