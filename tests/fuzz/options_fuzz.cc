@@ -98,8 +98,8 @@ void check_value(std::string_view v) {
 
 // What a plain comma split of the -o string gives for each of our options
 // (the last value wins); only for strings without libfuse's '\' escapes.
-const char* const kOurs[] = {"capacity",  "max_message",    "framing",   "timeout_ms",
-                             "max_bytes", "user_max_bytes", "state_dir", "root_mode"};
+const char* const kOurs[] = {"capacity",       "max_message", "framing",   "timeout_ms", "max_bytes",
+                             "user_max_bytes", "state_dir",   "root_mode", "backend",    "namespace"};
 std::map<std::string, std::string> ref_split(const std::string& opts) {
   std::map<std::string, std::string> m;
   size_t start = 0;
@@ -149,6 +149,9 @@ void check_refused(const mbx::OptionError& e, const std::map<std::string, std::s
   for (const auto& [name, value] : ref)
     if (e.message.rfind("mailboxfs: invalid value '" + value + "' for -o " + name + " (expected ", 0) == 0) return;
   if (e.message.find("exceeds max_bytes") != std::string::npos && ref.count("max_message")) return;
+  if (e.message == "mailboxfs: -o namespace needs -o backend=redis://..." && ref.count("namespace") &&
+      !ref.count("backend"))
+    return;
   fail("refused with a message naming no value given", opts);
 }
 
