@@ -614,6 +614,10 @@ Result<Segment::Room> Segment::room_locked(uint64_t rec, bool force) {
     restart_if_empty_locked();
   }
   const uint64_t tail = h->send.tail;
+  if (tail % 8 != 0) {  // every record starts 8-aligned (written in place): a scribbled tail
+    h->state.store(layout::kCorrupt, std::memory_order_release);
+    return Errc::bad_message;
+  }
   // First with the receivers' position as last seen (a line they write on
   // every message: re-read only when it does not leave room, as an SPSC ring
   // caches the other side's index), then as it is now.
