@@ -891,6 +891,10 @@ Result<Segment::Found> Segment::oldest_locked() {
     }
     const uint64_t rec = layout::record_size(r.len);
     if (r.len > max_message_ || rec > data_size_ - off || rec > tail - pos) goto corrupt;
+    // Version 6, reached only while nothing of priority > 0 was counted:
+    // sent since the count was read, or a scribble; pick_locked() tells them apart.
+    if (version_ >= 6 && r.flags != 0) [[unlikely]]
+      return pick_locked();
     return Found{pos, r};
   }
 corrupt:
@@ -1072,10 +1076,7 @@ inline Result<Segment::Found> Segment::next_locked() {
   const uint64_t pushed = hdr_->prio_pushed.load(std::memory_order_relaxed);
   const uint64_t popped = load_word(hdr_->prio_popped);
   if (pushed != popped || load_word(hdr_->tombs) != 0) return pick_locked();
-  auto f = oldest_locked();
-  // Sent since the count was read, or a scribble: pick_locked() tells them apart.
-  if (f && f->r.flags != 0) return pick_locked();
-  return f;
+  return oldest_locked();  // returned as it is: a copy of the result stalled on its stores
 }
 
 // Walks the queue for the oldest record of the highest priority; recounts
