@@ -897,6 +897,10 @@ Result<Segment::Found> Segment::oldest_locked() {
     }
     const uint64_t rec = layout::record_size(r.len);
     if (r.len > max_message_ || rec > data_size_ - off || rec > tail - pos) goto corrupt;
+    // Version 6, reached only while nothing of priority > 0 was counted:
+    // sent since the count was read, or a scribble; pick_locked() tells them apart.
+    if (version_ >= 6 && r.flags != 0) [[unlikely]]
+      return pick_locked();
     return Found{pos, r};
   }
 corrupt:
@@ -942,6 +946,34 @@ void Segment::release_passed_locked(uint64_t old_head, uint64_t new_head) {
   }
 }
 
+// The position after the tombstones that start at `pos` (up to tail_pub),
+// counting them in *passed and noting the last one's seq. Out of line: only
+// rings with tombstones come here.
+uint64_t Segment::pass_tombs_locked(uint64_t pos, uint64_t* last_seq, uint64_t* passed) const {
+  const uint64_t tail = hdr_->tail_pub.load(std::memory_order_acquire);
+  uint64_t head = pos;
+  while (pos != tail && tail - pos <= data_size_) {
+    uint64_t off = pos % data_size_;
+    RecordHeader r;
+    if (data_size_ - off >= kRecHdr) std::memcpy(&r, data_ + off, kRecHdr);
+    if (data_size_ - off < kRecHdr || r.len == layout::kWrapMarker) {
+      if (off == 0 || tail - pos <= data_size_ - off) break;  // nothing after the gap: the head stops at it
+      pos += data_size_ - off;
+      off = 0;
+      if (tail - pos < kRecHdr) break;
+      std::memcpy(&r, data_, kRecHdr);
+    }
+    const uint64_t rr = layout::record_size(r.len);
+    // Anything odd is left for the next walk to judge.
+    if (!(r.flags & layout::kTaken) || r.len > max_message_ || rr > data_size_ - off || rr > tail - pos) break;
+    pos += rr;
+    head = pos;
+    *last_seq = r.seq;
+    (*passed)++;
+  }
+  return head;
+}
+
 // Removes the record `f`, the first queued, and publishes the new head, past
 // the tombstones right after it (received: false for a withdrawn offer).
 Errc Segment::remove_oldest_locked(const Found& f, int64_t now_ns, bool received) {
@@ -958,28 +990,8 @@ Errc Segment::remove_oldest_locked(const Found& f, int64_t now_ns, bool received
   uint64_t last_seq = f.r.seq, passed = 0;
   // Version 6: tombstones are passed in the same commit (the head's record
   // is never one). tombs is never below the truth: 0 means there are none.
-  if (version_ >= 6 && load_word(h->tombs) != 0) {
-    const uint64_t tail = h->tail_pub.load(std::memory_order_acquire);
-    for (uint64_t pos = n.head; pos != tail && tail - pos <= data_size_;) {
-      uint64_t off = pos % data_size_;
-      RecordHeader r;
-      if (data_size_ - off >= kRecHdr) std::memcpy(&r, data_ + off, kRecHdr);
-      if (data_size_ - off < kRecHdr || r.len == layout::kWrapMarker) {
-        if (off == 0 || tail - pos <= data_size_ - off) break;  // nothing after the gap: the head stops at it
-        pos += data_size_ - off;
-        off = 0;
-        if (tail - pos < kRecHdr) break;
-        std::memcpy(&r, data_, kRecHdr);
-      }
-      const uint64_t rr = layout::record_size(r.len);
-      // Anything odd is left for the next walk to judge.
-      if (!(r.flags & layout::kTaken) || r.len > max_message_ || rr > data_size_ - off || rr > tail - pos) break;
-      pos += rr;
-      n.head = pos;
-      last_seq = r.seq;
-      passed++;
-    }
-  }
+  if (version_ >= 6 && load_word(h->tombs) != 0) [[unlikely]]
+    n.head = pass_tombs_locked(n.head, &last_seq, &passed);
   n.popped++;
   n.popped_bytes += f.r.len;
   n.popped_record_bytes += rec;
@@ -1053,7 +1065,7 @@ Errc Segment::take_locked(const Found& f, int64_t now_ns) {
   return Errc::ok;
 }
 
-Errc Segment::remove_found_locked(const Found& f, int64_t now_ns, bool received) {
+inline Errc Segment::remove_found_locked(const Found& f, int64_t now_ns, bool received) {
   return f.first ? remove_oldest_locked(f, now_ns, received) : take_locked(f, now_ns);
 }
 
@@ -1063,17 +1075,14 @@ Errc Segment::remove_found_locked(const Found& f, int64_t now_ns, bool received)
 // of lines this side owns and one of the line after_pop() reads anyway.
 // prio_pushed is read afresh, not with the cached tail: a message of higher
 // priority sent after that tail was read must still come first.
-Result<Segment::Found> Segment::next_locked() {
+inline Result<Segment::Found> Segment::next_locked() {
   if (version_ < 6) return oldest_locked();
   // SYNC POINT: relaxed; counted before its record was published, so a
   // record this receive can see was counted (write_record_locked()).
   const uint64_t pushed = hdr_->prio_pushed.load(std::memory_order_relaxed);
   const uint64_t popped = load_word(hdr_->prio_popped);
   if (pushed != popped || load_word(hdr_->tombs) != 0) return pick_locked();
-  auto f = oldest_locked();
-  // Sent since the count was read, or a scribble: pick_locked() tells them apart.
-  if (f && f->r.flags != 0) return pick_locked();
-  return f;
+  return oldest_locked();  // returned as it is: a copy of the result stalled on its stores
 }
 
 // Walks the queue for the oldest record of the highest priority; recounts
