@@ -50,6 +50,7 @@ std::unique_ptr<Handle> Mailbox::open(bool can_read, bool can_write, bool nonblo
   h->can_write = can_write;
   h->nonblock = nonblock;
   if (can_write && h->framing != Framing::file) parkable_writers_++;
+  open_files_++;
   return h;
 }
 
@@ -60,6 +61,7 @@ bool Mailbox::name_cacheable() {
 
 void Mailbox::release(Handle& h) {
   std::unique_ptr<PollToken> old;
+  bool last;
   {
     Op op(*this, /*settle=*/false);
     if (h.can_write && h.framing != Framing::file) parkable_writers_--;
@@ -69,7 +71,9 @@ void Mailbox::release(Handle& h) {
       op.settle();
     }
     drop_wbuf_locked(h);
+    last = --open_files_ == 0 && remove_at_last_close_;
   }
+  if (last) remove();
 }
 
 void Mailbox::discard_unsent(Handle& h) {
@@ -840,6 +844,15 @@ void Mailbox::remove(Errc why, bool discard) {
     store_.reset();      // frees the memory now, not at the last close
     reconcile_locked();  // nothing queued is left
   }
+}
+
+void Mailbox::remove_at_last_close() {
+  {
+    Guard g(mu_);
+    remove_at_last_close_ = true;
+    if (open_files_ > 0) return;  // the last release() removes it
+  }
+  remove();
 }
 
 // ---- direct communication ---------------------------------------------------

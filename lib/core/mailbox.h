@@ -201,6 +201,9 @@ class Mailbox final : public std::enable_shared_from_this<Mailbox>, public Store
   // lets go of a store others share (it stops, or another daemon removed or
   // moved the name): parked calls end the same, the store is left as it is.
   void remove(Errc why = Errc::removed, bool discard = true);
+  // remove() once the last open file is released, now if none is open
+  // (mq_unlink: open descriptors keep the mailbox until they close).
+  void remove_at_last_close();
 
   // Direct communication. The only sender is gone: receivers that would wait
   // (parked now or later) fail with `why` instead; queued messages stay.
@@ -320,6 +323,8 @@ class Mailbox final : public std::enable_shared_from_this<Mailbox>, public Store
   std::unordered_map<uint64_t, Waiter*> parked_ GUARDED_BY(mu_);
   std::list<Handle*> handles_ GUARDED_BY(mu_);     // open files with an armed poll token
   uint32_t parkable_writers_ GUARDED_BY(mu_) = 0;  // open files that may write and are not file framing
+  uint64_t open_files_ GUARDED_BY(mu_) = 0;        // Handles open() made and release() has not ended
+  bool remove_at_last_close_ GUARDED_BY(mu_) = false;
   uint64_t next_waiter_id_ GUARDED_BY(mu_) = 1;
   uint32_t unresponsive_sleepers_ GUARDED_BY(mu_) = 0;  // see library_receiver_sleeping()
   uint32_t watch_ GUARDED_BY(mu_) = 0;

@@ -17,6 +17,7 @@
 #include "base/proc.h"
 #include "core/attributes.h"
 #include "core/persist.h"
+#include "mailbox/protocol.h"
 
 namespace mbx {
 
@@ -412,7 +413,9 @@ void Tree::detach_locked(Node& n) {
   remove_meta(mount_.state().dir(), n.ino);
 }
 
-Errc Tree::unlink(uint64_t parent, std::string_view name) {
+Errc Tree::unlink(uint64_t parent, std::string_view name) { return remove_name(parent, name, false); }
+
+Errc Tree::remove_name(uint64_t parent, std::string_view name, bool at_last_close) {
   if (parent == kRootIno && reserved_.count(name)) return Errc::is_dir;
   std::shared_ptr<Mailbox> box;
   std::string other;  // the store the catalog named, if not this daemon's node's
@@ -433,7 +436,9 @@ Errc Tree::unlink(uint64_t parent, std::string_view name) {
     detach_locked(*n);
     maybe_drop_locked(*n);
   }
-  box->remove();  // wakes its parked calls with EIDRM (on every daemon) and frees its segment
+  // remove() wakes its parked calls with EIDRM (on every daemon) and frees its segment.
+  if (at_last_close) box->remove_at_last_close();
+  else box->remove();
   discard_store(other);
   return Errc::ok;
 }
@@ -461,6 +466,7 @@ Errc Tree::rmdir(uint64_t parent, std::string_view name) {
 
 Errc Tree::rename(uint64_t parent, std::string_view name, uint64_t newparent, std::string_view newname,
                   bool noreplace) {
+  if (mailbox::is_unlink_at_last_close(newname)) return remove_name(parent, name, true);  // mq_unlink
   std::shared_ptr<Mailbox> replaced;
   if (parent == kRootIno && reserved_.count(name)) return Errc::busy;
   if (newparent == kRootIno && reserved_.count(newname)) return Errc::exists;

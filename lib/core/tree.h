@@ -58,8 +58,11 @@ class Tree final : public Namespace {
   Result<struct stat> setattr(uint64_t ino, const struct stat& in, unsigned what, const Sender& c);
   Result<struct stat> create(uint64_t parent, std::string_view name, mode_t mode, const Sender& c);
   Result<struct stat> mkdir(uint64_t parent, std::string_view name, mode_t mode, const Sender& c);
+  // Removes the name and deletes the mailbox at once: its parked calls end (EIDRM).
   Errc unlink(uint64_t parent, std::string_view name);
   Errc rmdir(uint64_t parent, std::string_view name);
+  // A new name that is_unlink_at_last_close() (protocol.h) is not a rename:
+  // the name goes as with unlink, the mailbox at its last close (mq_unlink).
   Errc rename(uint64_t parent, std::string_view name, uint64_t newparent, std::string_view newname, bool noreplace);
   Result<std::vector<DirEntry>> list(uint64_t ino, const Sender& c = {}) override;
   std::shared_ptr<Mailbox> mailbox(uint64_t ino);
@@ -123,6 +126,8 @@ class Tree final : public Namespace {
   void detach_subtree_locked(Node& n, LetGo& lg) REQUIRES(mu_);
   // A store the catalog no longer names (a replaced or raced entry): deleted.
   void discard_store(const std::string& rid);
+  // unlink, or (at_last_close) mq_unlink's removal through rename.
+  Errc remove_name(uint64_t parent, std::string_view name, bool at_last_close);
   Node* find_locked(uint64_t ino) REQUIRES(mu_);
   Result<Node*> child_locked(uint64_t parent, std::string_view name) REQUIRES(mu_);
   Result<Node*> add_locked(uint64_t parent, std::string_view name, mode_t mode, const Sender& c) REQUIRES(mu_);

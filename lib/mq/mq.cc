@@ -20,6 +20,7 @@
 #include <atomic>
 #include <cerrno>
 #include <climits>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
@@ -111,18 +112,24 @@ int fail(int e) {
 
 bool nonblocking(const Queue& q) { return q.nonblock->load(std::memory_order_relaxed) != 0; }
 
-// Linux's rules for a queue name: "/" then 1..NAME_MAX bytes with no "/"
-// (EINVAL without the leading slash; ENOENT for "/" alone; EACCES for a
-// further slash, "." or ".."; ENAMETOOLONG).
+// Linux's rules for a queue name, in its order: a leading "/" (EINVAL,
+// glibc); then the rest as the kernel copies it (ENAMETOOLONG from PATH_MAX
+// bytes, ENOENT if empty), looks at its characters (EACCES for a "/", "." or
+// ".."), and looks it up (ENAMETOOLONG over NAME_MAX).
 int check_name(const char* name) {
   if (!name || name[0] != '/') return EINVAL;
   const char* n = name + 1;
-  const size_t len = std::strlen(n);
-  if (len > NAME_MAX) return ENAMETOOLONG;
+  const size_t len = ::strnlen(n, PATH_MAX);
+  if (len >= PATH_MAX) return ENAMETOOLONG;
   if (len == 0) return ENOENT;
-  if (std::strchr(n, '/') || std::strcmp(n, ".") == 0 || std::strcmp(n, "..") == 0) return EACCES;
+  if (std::memchr(n, '/', len) || std::strcmp(n, ".") == 0 || std::strcmp(n, "..") == 0) return EACCES;
+  if (len > NAME_MAX) return ENAMETOOLONG;
   return 0;
 }
+
+// The descriptor's file, whatever has become of its name since: the path
+// libmailbox opens for another Mailbox of the same queue.
+std::string fd_path(int fd) { return "/proc/self/fd/" + std::to_string(fd); }
 
 OpenOptions open_options(int acc) { return OpenOptions{acc != O_RDONLY, acc != O_WRONLY, /*fallback=*/true}; }
 
@@ -140,7 +147,7 @@ class Lease {
     }
     auto r = Mailbox::open(q.path, open_options(q.acc));
     if (!r) {
-      err_ = r.error() == ENOENT ? EBADF : r.error();  // removed (mq_unlink) since it was opened
+      err_ = r.error() == ENOENT ? EBADF : r.error();  // closed meanwhile by another thread
       return;
     }
     mailbox::detail::Access::set_interruptible(*r, true);
@@ -352,31 +359,39 @@ int notify_impl(int fd, const sigevent* ev) {
 
 // ---- open, close, unlink --------------------------------------------------------
 
-// Sets a new mailbox's limits, as libmailbox's create does: max_message first.
-int apply_attr(const std::string& path, const mq_attr& a) {
+// Sets a new mailbox's limits, as libmailbox's create does: max_message
+// first. Through the descriptor: the name may name another queue by now.
+int apply_attr(int fd, const mq_attr& a) {
   const std::string max = std::to_string(a.mq_msgsize), cap = std::to_string(a.mq_maxmsg);
-  if (::setxattr(path.c_str(), mailbox::attr::kMaxMessage, max.data(), max.size(), 0) != 0 ||
-      ::setxattr(path.c_str(), mailbox::attr::kCapacity, cap.data(), cap.size(), 0) != 0)
+  if (::fsetxattr(fd, mailbox::attr::kMaxMessage, max.data(), max.size(), 0) != 0 ||
+      ::fsetxattr(fd, mailbox::attr::kCapacity, cap.data(), cap.size(), 0) != 0)
     return errno == ERANGE || errno == ENOSPC ? ENOMEM : errno == EPERM ? EACCES : EINVAL;
   return 0;
 }
 
-mqd_t open_impl(const char* name, int oflag, mode_t mode, const mq_attr* attr) {
-  if (int e = check_name(name)) return fail(e);
+}  // namespace
+
+mqd_t open_queue(const Place& where, int oflag, mode_t mode, const mq_attr* attr) {
+  if (where.err) return fail(where.err);
   const int acc = oflag & O_ACCMODE;
   if (acc == O_ACCMODE) return fail(EINVAL);
-  if (!root_mounted()) return fail(ENOENT);  // not a mailboxfs root: no queue can exist there
-  const std::string path = root() + name;
+  if (where.kernel) return fail(ENOENT);  // not a mailboxfs root: no queue can exist there
+  const std::string& path = where.path;
   const int fl = acc | O_CLOEXEC | O_NOCTTY | (oflag & O_NONBLOCK);
   int fd = -1;
+  // Owner bits a new queue gets until its creator has set its limits and
+  // mapped it (a mode may deny the creator what POSIX lets it do), then loses.
+  mode_t lent = 0;
   if (oflag & O_CREAT) {
     mq_attr a{};
     a.mq_maxmsg = attr ? attr->mq_maxmsg : kDefaultMaxMsg;
     a.mq_msgsize = attr ? attr->mq_msgsize : kDefaultMsgSize;
     const bool bad = a.mq_maxmsg <= 0 || a.mq_msgsize <= 0;
-    fd = bad ? -1 : ::open(path.c_str(), fl | O_CREAT | O_EXCL, mode);
+    lent = (S_IRUSR | S_IWUSR) & ~mode;
+    fd = bad ? -1 : ::open(path.c_str(), fl | O_CREAT | O_EXCL, mode | lent);
+    if (fd < 0) lent = 0;
     if (fd >= 0) {
-      if (int e = apply_attr(path, a)) {
+      if (int e = apply_attr(fd, a)) {
         ::close(fd);
         ::unlink(path.c_str());
         return fail(e);
@@ -393,7 +408,12 @@ mqd_t open_impl(const char* name, int oflag, mode_t mode, const mq_attr* attr) {
     fd = ::open(path.c_str(), fl);
   }
   if (fd < 0) return fail(errno == EISDIR ? EACCES : errno);
-  auto m = Mailbox::open(path, open_options(acc));
+  // Every Mailbox of the descriptor goes through it: after mq_unlink the
+  // name is gone (or another queue's) while the descriptor keeps its queue.
+  const std::string own = fd_path(fd);
+  auto m = Mailbox::open(own, open_options(acc));
+  struct stat made;
+  if (lent && ::fstat(fd, &made) == 0) ::fchmod(fd, made.st_mode & 07777 & ~lent);  // the umask stays applied
   if (!m) {
     ::close(fd);
     return fail(m.error() == EISDIR || m.error() == ENOTSUP ? EACCES : mq_errno(m.error()));
@@ -408,7 +428,7 @@ mqd_t open_impl(const char* name, int oflag, mode_t mode, const mq_attr* attr) {
   q->flags = Mapping(page, sizeof(std::atomic<int>));
   q->nonblock = new (page) std::atomic<int>((oflag & O_NONBLOCK) ? 1 : 0);
   q->fd = fd;
-  q->path = path;
+  q->path = own;
   q->acc = acc;
   const mailbox::Stats s = m->stats();
   q->capacity = s.capacity;
@@ -424,7 +444,38 @@ mqd_t open_impl(const char* name, int oflag, mode_t mode, const mq_attr* attr) {
   return fd;
 }
 
-}  // namespace
+// mq_unlink: a rename to an unlink-at-last-close name (protocol.h) removes
+// the name now and leaves the queue to the daemon, which deletes it when its
+// last descriptor closes, however its holders end. The rename checks what
+// unlink(2) would (the directory's write permission, its sticky bit).
+int unlink_queue(const Place& where) {
+  if (where.err) return fail(where.err);
+  if (where.kernel) return fail(ENOENT);
+  static std::atomic<uint64_t> serial{0};  // relaxed: only uniqueness matters
+  const std::string dir = where.path.substr(0, where.path.rfind('/') + 1);
+  for (int i = 0; i < 16; i++) {
+    const std::string to = dir + std::string(mailbox::kUnlinkAtLastClose) + std::to_string(::getpid()) + "." +
+                           std::to_string(serial.fetch_add(1, std::memory_order_relaxed));
+    if (::renameat2(AT_FDCWD, where.path.c_str(), AT_FDCWD, to.c_str(), RENAME_NOREPLACE) == 0) {
+      // The kernel keeps the new name cached for the moved file; the daemon
+      // has no such name: this unlink fails (ENOENT) and drops the entry.
+      ::unlink(to.c_str());
+      return 0;
+    }
+    if (errno != EEXIST) return fail(errno == EPERM || errno == EISDIR ? EACCES : errno);
+    // EEXIST: a stale cached entry of an earlier unlink by a reused pid; try the next name.
+  }
+  return fail(EBUSY);
+}
+
+Place place(const char* name) {
+  Place p;
+  if ((p.err = check_name(name))) return p;
+  const std::string r = root();
+  if (!root_mounted(r)) p.kernel = true;
+  else p.path = r + name;
+  return p;
+}
 
 std::string root() {
   const char* e = std::getenv("MAILBOXFS_MQ_ROOT");
@@ -449,9 +500,9 @@ std::string unescape(const std::string& s) {
 }
 }  // namespace
 
-bool root_mounted() {
+bool root_mounted(const std::string& root) {
   char buf[PATH_MAX];
-  if (!::realpath(root().c_str(), buf)) return false;
+  if (!::realpath(root.c_str(), buf)) return false;
   const std::string rp = buf;
   std::ifstream in("/proc/self/mountinfo");
   std::string line, best_type;
@@ -501,7 +552,7 @@ mqd_t mbx_mq_open(const char* name, int oflag, ...) {
     attr = va_arg(ap, mq_attr*);
     va_end(ap);
   }
-  return open_impl(name, oflag, mode, attr);
+  return open_queue(place(name), oflag, mode, attr);
 }
 
 int mbx_mq_close(mqd_t fd) {
@@ -525,13 +576,7 @@ int mbx_mq_close(mqd_t fd) {
   return ::close(fd);
 }
 
-int mbx_mq_unlink(const char* name) {
-  if (int e = check_name(name)) return fail(e);
-  if (!root_mounted()) return fail(ENOENT);
-  const std::string path = root() + name;
-  if (::unlink(path.c_str()) != 0) return fail(errno == EPERM || errno == EISDIR ? EACCES : errno);
-  return 0;
-}
+int mbx_mq_unlink(const char* name) { return unlink_queue(place(name)); }
 
 int mbx_mq_send(mqd_t fd, const char* msg, size_t len, unsigned prio) {
   return send_impl(fd, msg, len, prio, nullptr, false);
@@ -585,7 +630,7 @@ const char* mbx_mq_root(void) {
   return r.c_str();
 }
 
-int mbx_mq_root_mounted(void) { return root_mounted() ? 1 : 0; }
+int mbx_mq_root_mounted(void) { return root_mounted(root()) ? 1 : 0; }
 
 int mbx_mq_owns(mqd_t fd) { return owns(fd) ? 1 : 0; }
 

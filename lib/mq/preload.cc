@@ -41,7 +41,8 @@ std::atomic<int (*)(mqd_t, const sigevent*)> real_mq_notify{nullptr};
 std::atomic<int (*)(int)> real_close{nullptr};
 
 mqd_t route_open(const char* name, int oflag, mode_t mode, mq_attr* attr) {
-  if (mbx::mq::root_mounted()) return oflag & O_CREAT ? mbx_mq_open(name, oflag, mode, attr) : mbx_mq_open(name, oflag);
+  const mbx::mq::Place p = mbx::mq::place(name);
+  if (!p.kernel) return mbx::mq::open_queue(p, oflag, mode, attr);
   return oflag & O_CREAT ? REAL(mq_open)(name, oflag, mode, attr) : REAL(mq_open)(name, oflag);
 }
 
@@ -72,7 +73,8 @@ __attribute__((visibility("default"))) int mq_close(mqd_t d) {
 }
 
 __attribute__((visibility("default"))) int mq_unlink(const char* name) {
-  return mbx::mq::root_mounted() ? mbx_mq_unlink(name) : REAL(mq_unlink)(name);
+  const mbx::mq::Place p = mbx::mq::place(name);
+  return p.kernel ? REAL(mq_unlink)(name) : mbx::mq::unlink_queue(p);
 }
 
 __attribute__((visibility("default"))) int mq_send(mqd_t d, const char* p, size_t n, unsigned prio) {

@@ -380,6 +380,54 @@ TEST_F(MqOpen, SecondSlashIsEACCES) {
   EXPECT_EQ(errno, EACCES);
 }
 
+// Linux: "." and ".." name no queue (the lookup refuses them, EACCES).
+TEST_F(MqOpen, DotAndDotDotAreEACCES) {
+  mq_attr a = make_attr(4, 64);
+  for (const char* n : {"/.", "/.."}) {
+    EXPECT_EQ(open(n, O_CREAT | O_RDWR, 0600, &a), kBad) << n;
+    EXPECT_EQ(errno, EACCES) << n;
+  }
+}
+
+// Linux: the characters are checked before the length, so a further slash
+// in a name over NAME_MAX is still EACCES.
+TEST_F(MqOpen, SecondSlashInANameOverNameMaxIsEACCES) {
+  mq_attr a = make_attr(4, 64);
+  std::string n = fresh() + "/" + std::string(NAME_MAX, 'n');
+  EXPECT_EQ(open(n, O_CREAT | O_RDWR, 0600, &a), kBad);
+  EXPECT_EQ(errno, EACCES);
+}
+
+// Linux: a name of PATH_MAX bytes or more after the slash is refused whole
+// (the kernel will not copy it), before its characters are looked at.
+TEST_F(MqOpen, NameOfPathMaxBytesIsENAMETOOLONGEvenWithASlash) {
+  mq_attr a = make_attr(4, 64);
+  std::string n = fresh() + "/" + std::string(PATH_MAX, 'n');
+  EXPECT_EQ(open(n, O_CREAT | O_RDWR, 0600, &a), kBad);
+  EXPECT_EQ(errno, ENAMETOOLONG);
+}
+
+// POSIX: the mode is applied to the new queue, whatever it allows its
+// owner; a queue its creator may not even write is still created (and
+// opened for writing by that call, as open(2) does with O_CREAT).
+TEST_F(MqOpen, CreateWithAModeDenyingTheOwnerSucceeds) {
+  name_ = fresh();
+  pid_t p = spawn([&] {
+    if (!drop_root()) return 100;
+    mq_attr a = make_attr(3, 48);
+    mqd_t d = mq_open(name_.c_str(), O_CREAT | O_EXCL | O_RDWR, 0, &a);
+    if (d == kBad) return 1;
+    int r = 0;
+    mq_attr got{};
+    if (mq_getattr(d, &got) != 0 || got.mq_maxmsg != 3 || got.mq_msgsize != 48) r |= 2;
+    if (mq_send(d, "x", 1, 0) != 0) r |= 4;
+    if (mq_open(name_.c_str(), O_RDONLY) != kBad || errno != EACCES) r |= 8;
+    if (mq_unlink(name_.c_str()) != 0) r |= 16;
+    return r;
+  });
+  EXPECT_EQ(reap(p), 0) << "1: create failed; 2: attributes; 4: send; 8: reopen not EACCES; 16: unlink";
+}
+
 TEST_F(MqOpen, NameLongerThanNameMaxIsENAMETOOLONG) {
   mq_attr a = make_attr(4, 64);
   std::string n = "/" + std::string(NAME_MAX + 1, 'n');
@@ -544,6 +592,85 @@ TEST_F(MqUnlink, RecreatedNameIsANewQueue) {
   EXPECT_EQ(recv(d, nullptr, 32), "new");
 }
 
+// The old queue lives on for a descriptor another process opened before the unlink.
+TEST_F(MqUnlink, AnotherProcessKeepsUsingTheUnlinkedQueue) {
+  mqd_t d = create();
+  ASSERT_NE(d, kBad) << strerror(errno);
+  Ready opened;
+  int go[2];
+  ASSERT_EQ(pipe(go), 0);
+  pid_t p = spawn([&] {
+    close(go[1]);
+    mqd_t w = mq_open(name_.c_str(), O_RDWR);
+    if (w == kBad) return 100;
+    opened.say();
+    char c;
+    if (read(go[0], &c, 1) != 1) return 101;
+    int r = 0;
+    if (mq_send(w, "child", 5, 5) != 0) r |= 1;
+    mq_attr a{};
+    if (mq_getattr(w, &a) != 0 || a.mq_curmsgs != 2) r |= 2;
+    char buf[64];
+    unsigned prio = 0;
+    if (mq_receive(w, buf, sizeof buf, &prio) != 5 || prio != 5) r |= 4;
+    if (mq_send(w, "child", 5, 5) != 0) r |= 8;
+    if (mq_close(w) != 0) r |= 16;
+    return r;
+  });
+  close(go[0]);
+  ASSERT_TRUE(opened.wait());
+  ASSERT_EQ(mq_send(d, "parent", 6, 1), 0);
+  ASSERT_EQ(mq_unlink(name_.c_str()), 0);
+  ASSERT_EQ(write(go[1], "g", 1), 1);
+  close(go[1]);
+  EXPECT_EQ(reap(p), 0) << "1: send, 2: getattr, 4: receive, 8: send, 16: close (100+: setup)";
+  unsigned prio = 0;
+  EXPECT_EQ(recv(d, &prio), "child");
+  EXPECT_EQ(prio, 5u);
+  EXPECT_EQ(recv(d), "parent");
+}
+
+// A receive blocked on the queue when it is unlinked goes on waiting, and
+// gets the next message sent to the old queue.
+TEST_F(MqUnlink, BlockedReceiverGetsTheNextSendToTheUnlinkedQueue) {
+  mqd_t d = create();
+  ASSERT_NE(d, kBad) << strerror(errno);
+  Ready ready;
+  pid_t p = spawn([&] {
+    char buf[64];
+    ready.say();
+    ssize_t n = mq_receive(d, buf, sizeof buf, nullptr);
+    return n == 4 && memcmp(buf, "late", 4) == 0 ? 0 : 1;
+  });
+  ASSERT_TRUE(ready.wait());
+  ASSERT_TRUE(wait_asleep(p));
+  ASSERT_EQ(mq_unlink(name_.c_str()), 0);
+  ASSERT_EQ(mq_send(d, "late", 4, 0), 0);
+  EXPECT_EQ(reap(p), 0) << "the receiver did not get the message";
+  EXPECT_EQ(curmsgs(d), 0);
+}
+
+// mq_notify and poll keep working on an unlinked queue's descriptor.
+TEST_F(MqUnlink, NotifyAndPollWorkOnTheUnlinkedQueue) {
+  mqd_t d = create();
+  ASSERT_NE(d, kBad) << strerror(errno);
+  ASSERT_EQ(mq_unlink(name_.c_str()), 0);
+  SigBlock sig(kNotifySig);
+  sigevent ev = signal_event(kNotifySig, 77);
+  ASSERT_EQ(mq_notify(d, &ev), 0) << strerror(errno);
+  pollfd pfd{d, POLLIN, 0};
+  EXPECT_EQ(poll(&pfd, 1, 0), 0);
+  pid_t p = spawn([&] { return mq_send(d, "x", 1, 0) == 0 ? 0 : 1; });  // the child's copy of the descriptor
+  ASSERT_EQ(reap(p), 0);
+  siginfo_t si{};
+  ASSERT_TRUE(sig.take(&si)) << "no notification";
+  EXPECT_EQ(si.si_value.sival_int, 77);
+  EXPECT_EQ(si.si_pid, p);
+  EXPECT_EQ(poll(&pfd, 1, kHangMs), 1);
+  EXPECT_TRUE(pfd.revents & POLLIN);
+  EXPECT_EQ(recv(d), "x");
+}
+
 TEST_F(MqUnlink, MissingQueueIsENOENT) {
   name_ = fresh();
   EXPECT_EQ(mq_unlink(name_.c_str()), -1);
@@ -554,6 +681,67 @@ TEST_F(MqUnlink, NameLongerThanNameMaxIsENAMETOOLONG) {
   std::string n = "/" + std::string(NAME_MAX + 1, 'n');
   EXPECT_EQ(mq_unlink(n.c_str()), -1);
   EXPECT_EQ(errno, ENAMETOOLONG);
+}
+
+// Linux (glibc): a name must start with '/'.
+TEST_F(MqUnlink, NameWithoutLeadingSlashIsEINVAL) {
+  ASSERT_NE(create(), kBad) << strerror(errno);
+  EXPECT_EQ(mq_unlink(name_.c_str() + 1), -1);
+  EXPECT_EQ(errno, EINVAL);
+  EXPECT_NE(open(name_, O_RDWR), kBad) << "the queue was removed";
+}
+
+// Linux: "/" alone names nothing (ENOENT, as for mq_open).
+TEST_F(MqUnlink, SlashAloneIsENOENT) {
+  EXPECT_EQ(mq_unlink("/"), -1);
+  EXPECT_EQ(errno, ENOENT);
+}
+
+// Linux: a further slash, ".", or ".." is EACCES, even over NAME_MAX.
+TEST_F(MqUnlink, SecondSlashOrDotNameIsEACCES) {
+  std::string base = fresh();
+  for (std::string n :
+       {base + "/sub", std::string("/."), std::string("/.."), base + "/" + std::string(NAME_MAX, 'n')}) {
+    EXPECT_EQ(mq_unlink(n.c_str()), -1) << n.substr(0, 20);
+    EXPECT_EQ(errno, EACCES) << n.substr(0, 20);
+  }
+}
+
+// POSIX: EACCES when the caller may not remove the queue. On Linux the queue
+// directory is sticky (1777): only the queue's owner (or a privileged
+// caller) removes it, whatever the queue's own mode says.
+TEST_F(MqUnlink, AnotherUsersQueueIsEACCES) {
+  if (geteuid() != 0) GTEST_SKIP() << "needs root to act as another user";
+  name_ = fresh();
+  mq_attr a = make_attr(4, 64);
+  mode_t old = umask(0);
+  mqd_t d = open(name_, O_CREAT | O_EXCL | O_RDWR, 0666, &a);
+  umask(old);
+  ASSERT_NE(d, kBad) << strerror(errno);
+  pid_t p = spawn([&] {
+    if (!drop_root()) return 100;
+    if (mq_unlink(name_.c_str()) == 0) return 1;
+    return errno == EACCES ? 0 : 2;
+  });
+  EXPECT_EQ(reap(p), 0) << "1: removed, 2: not EACCES";
+  mqd_t e = open(name_, O_RDWR);
+  EXPECT_NE(e, kBad) << "the queue is gone";
+}
+
+// The mode of the queue does not matter to its owner: a queue of mode 0 is
+// removed by the user who made it.
+TEST_F(MqUnlink, OwnerRemovesAQueueItCannotOpen) {
+  name_ = fresh();
+  pid_t p = spawn([&] {
+    if (!drop_root()) return 100;
+    mq_attr a = make_attr(4, 64);
+    mqd_t d = mq_open(name_.c_str(), O_CREAT | O_EXCL | O_WRONLY, 0, &a);
+    if (d == kBad) return 101;
+    mq_close(d);
+    if (mq_unlink(name_.c_str()) != 0) return 1;
+    return mq_open(name_.c_str(), O_RDONLY) == kBad && errno == ENOENT ? 0 : 2;
+  });
+  EXPECT_EQ(reap(p), 0) << "1: unlink failed, 2: the name is still there (100+: setup)";
 }
 
 // ---- mq_send ---------------------------------------------------------------

@@ -229,6 +229,50 @@ TEST_F(TreeTest, RenameMovesAndReplaces) {
   EXPECT_EQ(entries->at(1).ino, kRootIno);  // ".." follows the move
 }
 
+// mq_unlink's removal: a rename to an unlink-at-last-close name removes the
+// name at once, as unlink does, but the mailbox (its segment, its parked
+// calls) lives on for its open files until the last is released.
+TEST_F(TreeTest, RenameToUnlinkAtLastCloseKeepsTheMailboxForItsOpenFiles) {
+  const uint64_t dir = mk(kRootIno, "dir");
+  const std::string gone = std::string(mailbox::kUnlinkAtLastClose) + "1";
+  EXPECT_EQ(tree_->rename(kRootIno, "none", kRootIno, gone, true), Errc::not_found);
+  EXPECT_EQ(tree_->rename(kRootIno, "dir", kRootIno, gone, true), Errc::is_dir);
+  const uint64_t q = touch(kRootIno, "q");
+  auto box = tree_->mailbox(q);
+  auto w = box->open(false, true, true), r = box->open(true, false, false);
+  ASSERT_FALSE(box->read(*r, 10, false, waiter(1)).has_value());
+  EXPECT_EQ(tree_->rename(kRootIno, "q", dir, gone, true), Errc::ok);
+  EXPECT_EQ(tree_->lookup(kRootIno, "q").error(), Errc::not_found);
+  EXPECT_EQ(tree_->lookup(dir, gone).error(), Errc::not_found);
+  EXPECT_EQ(names(kRootIno), (std::vector<std::string>{".", "..", "dir"}));
+  EXPECT_EQ(names(dir), (std::vector<std::string>{".", ".."}));
+  EXPECT_EQ(nlink(q), 0u);
+  EXPECT_EQ(segments(), 1);
+  // The name makes a new mailbox with a segment of its own.
+  const uint64_t q2 = touch(kRootIno, "q");
+  EXPECT_NE(q2, q);
+  EXPECT_EQ(segments(), 2);
+  // The old one still works for its open files: the parked reader gets the message.
+  ASSERT_EQ(box->write(*w, "old", 3, true, Sender{}, nullptr)->err, Errc::ok);
+  ASSERT_EQ(box->flush(*w, Sender{}, nullptr)->err, Errc::ok);
+  auto e = board_.wait(1);
+  ASSERT_TRUE(e);
+  EXPECT_EQ(e->out.err, Errc::ok);
+  EXPECT_EQ(e->out.data, "old");
+  box->release(*w);
+  EXPECT_EQ(segments(), 2);
+  EXPECT_FALSE(box->info().removed);
+  box->release(*r);  // the last close deletes it
+  EXPECT_TRUE(box->info().removed);
+  EXPECT_EQ(segments(), 1);
+  EXPECT_EQ(mount_->quota_used(), 0u);
+  // Without an open file, the mailbox goes at once.
+  EXPECT_EQ(tree_->rename(kRootIno, "q", kRootIno, gone, false), Errc::ok);
+  EXPECT_EQ(segments(), 0);
+  tree_->forget(q, 1);
+  EXPECT_EQ(tree_->getattr(q).error(), Errc::not_found);
+}
+
 TEST_F(TreeTest, Xattrs) {
   const uint64_t f = touch(kRootIno, "box");
   const uint64_t d = mk(kRootIno, "dir");

@@ -69,6 +69,15 @@ class Result {
 // priority (as mq_receive). 0 is the default and the lowest; above this, EINVAL.
 inline constexpr unsigned kMaxPriority = 32767;
 
+// mq_unlink's removal (mailbox_mq(3)): a rename(2) of a mailbox to a name
+// that starts with this removes its name at once, as unlink does, but
+// deletes the mailbox only when its last open file is closed. The new name
+// is not kept (no mailbox name can hold the control character it starts with).
+inline constexpr std::string_view kUnlinkAtLastClose = "\001unlink-at-last-close.";
+inline constexpr bool is_unlink_at_last_close(std::string_view name) {
+  return name.substr(0, kUnlinkAtLastClose.size()) == kUnlinkAtLastClose;
+}
+
 // The control segment: one per mount, file "control" in its state directory.
 inline constexpr uint64_t kControlSize = 4096;
 
