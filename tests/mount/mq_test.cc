@@ -7,7 +7,9 @@
 #include <mqueue.h>
 #include <poll.h>
 #include <signal.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
+#include <sys/xattr.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -345,6 +347,67 @@ TEST(Mq, SignalInterruptsABlockedReceive) {
   ::kill(receiver, SIGUSR2);
   EXPECT_EQ(finish(receiver), 0);
   mbx_mq_close(q);
+}
+
+// The shared-memory segment of a queue's mailbox, through its descriptor.
+std::string segment_of(mqd_t q) {
+  char buf[4096];
+  const ssize_t n = ::fgetxattr(q, "user.mailbox.segment", buf, sizeof buf);
+  return n > 0 ? std::string(buf, static_cast<size_t>(n)) : "";
+}
+
+bool exists(const std::string& p) {
+  struct stat st;
+  return ::stat(p.c_str(), &st) == 0;
+}
+
+// mq_unlink: the name goes at once; the queue (its segment) stays while a
+// descriptor is open anywhere, a queue made again under the name is another
+// one with a segment of its own, and the last close, here a holder killed,
+// deletes the old queue. `rm` still deletes a queue at once.
+TEST(Mq, UnlinkedQueueLastsUntilItsLastDescriptorCloses) {
+  Mount m;
+  ASSERT_TRUE(m.ok());
+  Root r(m);
+  mqd_t q = create("/old", 4, 64);
+  ASSERT_GE(q, 0) << strerror(errno);
+  const std::string seg = segment_of(q);
+  ASSERT_TRUE(exists(seg)) << seg;
+  ASSERT_EQ(mbx_mq_send(q, "kept", 4, 0), 0);
+  mt::Ready ready;
+  const pid_t holder = child([&] {  // holds the inherited descriptor until killed
+    ready.say();
+    for (;;) ::pause();
+    return 0;
+  });
+  ASSERT_TRUE(ready.wait());
+  ASSERT_EQ(mbx_mq_unlink("/old"), 0) << strerror(errno);
+  EXPECT_EQ(m.sh("ls -A").out, "");
+  EXPECT_EQ(mbx_mq_open("/old", O_RDWR), -1);
+  EXPECT_EQ(errno, ENOENT);
+  mqd_t again = create("/old", 2, 32);
+  ASSERT_GE(again, 0) << strerror(errno);
+  const std::string seg2 = segment_of(again);
+  EXPECT_NE(seg2, seg);
+  EXPECT_TRUE(exists(seg));
+  char buf[64];
+  EXPECT_EQ(mbx_mq_receive(q, buf, sizeof buf, nullptr), 4) << strerror(errno);
+  EXPECT_EQ(mbx_mq_close(q), 0);
+  EXPECT_TRUE(exists(seg)) << "the holder still has it open";
+  ::kill(holder, SIGKILL);
+  EXPECT_EQ(finish(holder), 128 + SIGKILL);
+  // The daemon hears of the last close after the holder is gone (an
+  // asynchronous release): waited for, with the hang guard only.
+  EXPECT_TRUE(mt::wait_until([&] { return !exists(seg); })) << seg << " left behind";
+  EXPECT_EQ(mbx_mq_send(again, "new", 3, 0), 0);
+  EXPECT_EQ(mbx_mq_receive(again, buf, sizeof buf, nullptr), 3);
+  // rm is not mq_unlink: it deletes the queue under its open descriptor.
+  ASSERT_EQ(m.sh("rm old").status, 0);
+  EXPECT_FALSE(exists(seg2));
+  EXPECT_EQ(mbx_mq_send(again, "x", 1, 0), -1);
+  EXPECT_EQ(errno, EBADF);
+  EXPECT_EQ(mbx_mq_close(again), 0);
+  EXPECT_EQ(m.sh("ls -A").out, "");
 }
 
 // The preload: an unmodified program's mq_* (here Python's ctypes calls into
