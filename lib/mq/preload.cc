@@ -2,9 +2,10 @@
 // libmailbox-mq.so: LD_PRELOAD it to run an unmodified mq_* program on
 // mailboxfs. The rule (mailbox_mq(3)): while the root ($MAILBOXFS_MQ_ROOT,
 // else /mnt/mbx) is a mounted mailboxfs, mq_open and mq_unlink go to it; else
-// they go to the kernel. Every other call goes where its descriptor came
-// from: one mq_open returned here is in lib/mq's table, any other is the
-// kernel's. close(2) on one of ours is mq_close.
+// they go to the kernel (a name breaking Linux's rules fails first, with
+// Linux's errno: mbx::mq::place decides both). Every other call goes where
+// its descriptor came from: one mq_open returned here is in lib/mq's table,
+// any other is the kernel's. close(2) on one of ours is mq_close.
 #include <dlfcn.h>
 #include <fcntl.h>
 #include <stdarg.h>
