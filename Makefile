@@ -151,7 +151,7 @@ $(OUT)/mq_prodcons: tests/mq/prodcons.c
 
 # Boost.Interprocess is header-only; its message_queue needs -lrt -pthread.
 $(OUT)/bench: $(BENCH_OBJS) $(OUT)/libmailbox.a
-	$(CXX) -o $@ $(BENCH_OBJS) $(OUT)/libmailbox.a $(LDFLAGS) -lrt
+	$(CXX) -o $@ $(BENCH_OBJS) $(OUT)/libmailbox.a $(LDFLAGS) -lrt $(HIREDIS_LIBS)
 
 # The FUSE floor: a minimal FUSE queue daemon, built only for the benchmark.
 $(OUT)/bench-floor: $(OUT)/tests/bench/floor/floor.o

@@ -85,6 +85,7 @@ int main(int argc, char* argv[]) {
     cfg.redis.emplace();
     cfg.redis->endpoint = *opt.backend;
     cfg.redis->ns = opt.ns;
+    cfg.redis->lease = std::chrono::milliseconds(opt.lease_ms);
   }
   const char* mountpoint = opt.mountpoint.c_str();
   if (!recover_dead_mount(mountpoint)) {

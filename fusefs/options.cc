@@ -4,6 +4,8 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cctype>
+#include <cerrno>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -29,25 +31,22 @@ enum Key : int {
   kRootMode,
   kBackend,
   kNamespace,
+  kLeaseMs,
   kKeys
 };
-constexpr const char* kNames[kKeys] = {"capacity",       "max_message", "framing",   "timeout_ms", "max_bytes",
-                                       "user_max_bytes", "state_dir",   "root_mode", "backend",    "namespace"};
+constexpr const char* kNames[kKeys] = {"capacity",  "max_message",    "framing",   "timeout_ms",
+                                       "max_bytes", "user_max_bytes", "state_dir", "root_mode",
+                                       "backend",   "namespace",      "lease_ms"};
 
 // Keys rather than offsets: the value is copied into a std::string, and a
 // repeated option replaces the earlier value instead of leaking its strdup().
 const fuse_opt kSpecs[] = {
-    FUSE_OPT_KEY("capacity=", kCapacity),
-    FUSE_OPT_KEY("max_message=", kMaxMessage),
-    FUSE_OPT_KEY("framing=", kFraming),
-    FUSE_OPT_KEY("timeout_ms=", kTimeoutMs),
-    FUSE_OPT_KEY("max_bytes=", kMaxBytes),
-    FUSE_OPT_KEY("user_max_bytes=", kUserMaxBytes),
-    FUSE_OPT_KEY("state_dir=", kStateDir),
-    FUSE_OPT_KEY("root_mode=", kRootMode),
-    FUSE_OPT_KEY("backend=", kBackend),
-    FUSE_OPT_KEY("namespace=", kNamespace),
-    FUSE_OPT_END,
+    FUSE_OPT_KEY("capacity=", kCapacity),  FUSE_OPT_KEY("max_message=", kMaxMessage),
+    FUSE_OPT_KEY("framing=", kFraming),    FUSE_OPT_KEY("timeout_ms=", kTimeoutMs),
+    FUSE_OPT_KEY("max_bytes=", kMaxBytes), FUSE_OPT_KEY("user_max_bytes=", kUserMaxBytes),
+    FUSE_OPT_KEY("state_dir=", kStateDir), FUSE_OPT_KEY("root_mode=", kRootMode),
+    FUSE_OPT_KEY("backend=", kBackend),    FUSE_OPT_KEY("namespace=", kNamespace),
+    FUSE_OPT_KEY("lease_ms=", kLeaseMs),   FUSE_OPT_END,
 };
 
 // What the command line says, before any value is checked.
@@ -127,6 +126,22 @@ std::optional<OptionError> check(const Raw& raw, DaemonOptions& d) {
     if (!d.backend) return OptionError{"mailboxfs: -o namespace needs -o backend=redis://..."};
     d.ns = *v;
   }
+  if (const auto& v = raw.value[kLeaseMs]) {
+    // At least 1 s: a renewal is made on the re-check tick and may take the 1 s command timeout.
+    char* end = nullptr;
+    errno = 0;
+    const unsigned long long ms = std::strtoull(v->c_str(), &end, 10);
+    if (v->empty() || !std::isdigit(static_cast<unsigned char>((*v)[0])) || *end || errno || ms < 1000 || ms > 3600000)
+      return bad_option(kLeaseMs, *v, "milliseconds from 1000 to 3600000");
+    if (!d.backend) return OptionError{"mailboxfs: -o lease_ms needs -o backend=redis://..."};
+    d.lease_ms = ms;
+  }
+  // A per-user total spans mailboxes in different hash slots: no one
+  // server-side step can check and charge it, so a Redis mount refuses it.
+  if (d.backend && d.user_max_bytes)
+    return OptionError{
+        "mailboxfs: -o user_max_bytes cannot be enforced across the daemons of a Redis mount "
+        "(-o backend=...): not supported"};
   if (raw.value[kMaxMessage] && d.defaults.max_message > d.max_bytes) {
     return OptionError{"mailboxfs: max_message (" + std::to_string(d.defaults.max_message) + ") exceeds max_bytes (" +
                        std::to_string(d.max_bytes) + ")"};
@@ -189,6 +204,8 @@ void print_help(const char* prog) {
       "                             redis://HOST[:PORT][/DB] or redis+unix:///PATH\n"
       "    -o namespace=NAME        which tree of mailboxes on that server (default\n"
       "                             'default')\n"
+      "    -o lease_ms=MS           a daemon silent for MS is dead: the others put back\n"
+      "                             the messages it was delivering (default 10000)\n"
       "    -o allow_other           let other users use the mount (their access is\n"
       "                             decided by mode bits: default_permissions is always on)\n"
       "\n"

@@ -26,6 +26,7 @@ struct DaemonOptions {
   std::optional<std::string> state_dir;    // unset: the default for the mountpoint
   std::optional<redis::Endpoint> backend;  // -o backend=redis://...; unset: shared memory
   std::string ns = "default";              // -o namespace (Redis mounts)
+  uint64_t lease_ms = 10000;               // -o lease_ms (Redis mounts): RedisConfig::lease
   // From libfuse's fuse_parse_cmdline().
   std::string mountpoint;  // absolute (libfuse resolved it); empty only with help or version
   bool show_help = false;

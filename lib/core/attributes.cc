@@ -45,6 +45,7 @@ Result<std::string> mailbox_xattr(Mailbox& box, std::string_view name, pid_t rea
   if (is(name, attr::kSent)) return std::to_string(i.seg.total_sent);
   if (is(name, attr::kReceived)) return std::to_string(i.seg.total_received);
   if (is(name, attr::kLost)) return std::to_string(i.seg.lost);
+  if (is(name, attr::kReturned)) return std::to_string(i.seg.returned);
   if (is(name, attr::kBlockedSenders)) return pids(i.blocked_senders);
   if (is(name, attr::kBlockedReceivers)) return pids(i.blocked_receivers);
   if (is(name, attr::kSegment)) return i.locator;

@@ -20,7 +20,7 @@ namespace mbx::redis_scripts {
 inline constexpr redis::Script kInit{"init", R"lua(
 if redis.call('EXISTS', KEYS[1]) == 0 then
   redis.call('HSET', KEYS[1], 'capacity', ARGV[1], 'max_message', ARGV[2], 'next_seq', 0, 'popped', 0,
-    'total_sent', 0, 'total_received', 0, 'bytes', 0, 'lost', 0, 'last_send', 0, 'last_recv', 0)
+    'consumed', 0, 'returned', 0, 'total_sent', 0, 'total_received', 0, 'bytes', 0, 'lost', 0, 'last_send', 0, 'last_recv', 0)
   return {1, ARGV[1], ARGV[2]}
 end
 local g = redis.call('HMGET', KEYS[1], 'capacity', 'max_message')
@@ -46,13 +46,17 @@ redis.call('PUBLISH', ARGV[5], ARGV[6])
 return {'OK', seq}
 )lua"};
 
-// ARGV: now (ns), channel, event. Moves the oldest record to the in-flight hash.
+// ARGV: now (ns), channel, event. Moves the oldest record to the in-flight
+// hash; `consumed` (one past the highest seq ever taken) only grows.
 inline constexpr redis::Script kPop{"pop", R"lua(
 if redis.call('EXISTS', KEYS[1]) == 0 then return {'GONE'} end
 local rec = redis.call('LPOP', KEYS[2])
 if not rec then return {'EMPTY'} end
 local seq, len = string.match(rec, '^(%d+) (%d+) ')
 redis.call('HSET', KEYS[3], seq, rec)
+if tonumber(seq) >= tonumber(redis.call('HGET', KEYS[1], 'consumed') or 0) then
+  redis.call('HSET', KEYS[1], 'consumed', tonumber(seq) + 1)
+end
 redis.call('HINCRBY', KEYS[1], 'popped', 1)
 redis.call('HINCRBY', KEYS[1], 'total_received', 1)
 redis.call('HINCRBY', KEYS[1], 'bytes', -tonumber(len))
@@ -68,7 +72,8 @@ return {'OK'}
 )lua"};
 
 // ARGV: seq, channel, event. The reply was not sent (an interrupt): the
-// in-flight message goes back to the front, as if never received.
+// in-flight message goes back to the front, as if never received (but
+// `consumed` stays: a rendezvous sender may have seen it taken).
 inline constexpr redis::Script kUnpop{"unpop", R"lua(
 local rec = redis.call('HGET', KEYS[3], ARGV[1])
 if not rec then return {'RECEIVED'} end
@@ -92,6 +97,9 @@ local rec = redis.call('LINDEX', KEYS[2], 0)
 local seq, len = string.match(rec, '^(%d+) (%d+) ')
 if seq ~= ARGV[1] then return {'RECEIVED'} end
 redis.call('LPOP', KEYS[2])
+if tonumber(seq) >= tonumber(redis.call('HGET', KEYS[1], 'consumed') or 0) then
+  redis.call('HSET', KEYS[1], 'consumed', tonumber(seq) + 1)
+end
 redis.call('HINCRBY', KEYS[1], 'popped', 1)
 redis.call('HINCRBY', KEYS[1], 'total_sent', -1)
 redis.call('HINCRBY', KEYS[1], 'bytes', -tonumber(len))
@@ -107,14 +115,17 @@ local seq, len = string.match(rec, '^(%d+) (%d+) ')
 return {'OK', tonumber(len)}
 )lua"};
 
-// The counters: {OK, count, capacity, next_seq, popped, total_sent,
-// total_received, bytes, lost, last_send, last_recv}.
+// The counters: {OK, count, capacity, next_seq, consumed, total_sent,
+// total_received, bytes, lost, last_send, last_recv, returned}. `consumed`
+// falls back to `popped` in a mailbox made before it was kept.
 inline constexpr redis::Script kStats{"stats", R"lua(
-local g = redis.call('HMGET', KEYS[1], 'capacity', 'next_seq', 'popped', 'total_sent', 'total_received', 'bytes',
-  'lost', 'last_send', 'last_recv')
+local g = redis.call('HMGET', KEYS[1], 'capacity', 'next_seq', 'consumed', 'total_sent', 'total_received', 'bytes',
+  'lost', 'last_send', 'last_recv', 'returned', 'popped')
 if not g[1] then return {'GONE'} end
 local r = {'OK', redis.call('LLEN', KEYS[2])}
-for i = 1, #g do r[#r + 1] = g[i] end
+g[3] = g[3] or g[11]
+g[10] = g[10] or 0
+for i = 1, 10 do r[#r + 1] = g[i] end
 return r
 )lua"};
 
@@ -144,12 +155,22 @@ return {'OK'}
 
 // ---- leases (KEYS[1] the namespace's daemons hash: daemon id -> lease end, server ms) ----
 
-// ARGV: daemon id, lease (ms). Renews this daemon's lease; answers the server's time.
+// ARGV: daemon id, lease (ms). Renews this daemon's lease; answers the
+// server's time and 1 if the lease was not there (first, or claimed as dead).
 inline constexpr redis::Script kRenew{"renew", R"lua(
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-redis.call('HSET', KEYS[1], ARGV[1], now + tonumber(ARGV[2]))
-return {'OK', now}
+local new = redis.call('HSET', KEYS[1], ARGV[1], now + tonumber(ARGV[2]))
+return {'OK', now, new}
+)lua"};
+
+// KEYS: the daemons hash, daemon ARGV[1]'s set of mailboxes. Deletes the
+// set once its records were returned, unless the daemon renewed meanwhile
+// (it was slow, not dead): then the set still covers what it receives next.
+inline constexpr redis::Script kDropSet{"drop_set", R"lua(
+if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 then return {'OK', 0} end
+redis.call('DEL', KEYS[2])
+return {'OK', 1}
 )lua"};
 
 // ARGV: this daemon's id. Claims every other daemon whose lease ended (they
@@ -171,6 +192,7 @@ return dead
 // KEYS: meta, queue, the dead daemon's in-flight hash of this mailbox.
 // ARGV: channel, event. Returns its in-flight records to the front of the
 // queue in seq order, as if never received; counts them in `returned`.
+// `consumed` stays where it is: it never steps back.
 inline constexpr redis::Script kReturn{"return", R"lua(
 local all = redis.call('HGETALL', KEYS[3])
 redis.call('DEL', KEYS[3])

@@ -68,7 +68,26 @@ std::string RedisBackend::inflight_set(const std::string& daemon) const {
 
 Errc RedisBackend::renew_lease() {
   auto r = eval(rs::kRenew, {daemons_}, {daemon_id_, std::to_string(cfg_.lease.count())});
-  return !r ? r.error() : r->is_error() ? Errc::io : Errc::ok;
+  if (!r) return r.error();
+  if (r->is_error() || r->elements.size() != 3) return Errc::io;
+  const bool was_claimed = num(r->elements[2]) == 1 && renewed_;
+  renewed_ = true;
+  if (was_claimed) {
+    // Thought dead and claimed: the claimer dropped the set of our mailboxes
+    // (kDropSet saw no lease), so what we receive from now on needs it again.
+    log(LogLevel::warning, "redis: this daemon's lease had ended; the messages it was delivering were returned");
+    std::vector<std::string> rids;
+    {
+      MutexLock g(watch_mu_);
+      for (auto& [rid, n] : open_) rids.push_back(rid);
+    }
+    const std::string set = inflight_set(daemon_id_);
+    std::vector<std::string_view> argv{"SADD", set};
+    for (auto& rid : rids) argv.push_back(rid);
+    if (!rids.empty())
+      if (auto a = command(argv); !a) return a.error();
+  }
+  return Errc::ok;
 }
 
 Result<uint64_t> RedisBackend::return_in_flight(const std::string& id) {
@@ -81,7 +100,7 @@ Result<uint64_t> RedisBackend::return_in_flight(const std::string& id) {
     if (!r) return r.error();
     if (r->type == Reply::Type::array && r->elements.size() == 2) n += static_cast<uint64_t>(num(r->elements[1]));
   }
-  if (auto d = command({"DEL", inflight_set(id)}); !d) return d.error();
+  if (auto d = eval(rs::kDropSet, {daemons_, inflight_set(id)}, {id}); !d) return d.error();
   return n;
 }
 
@@ -131,9 +150,10 @@ void RedisBackend::start() {
 RedisBackend::~RedisBackend() {
   sub_.reset();
   if (!sub_started_) return;
-  // A clean stop: what this daemon still had in flight goes back, and its lease ends.
-  (void)return_in_flight(daemon_id_);
+  // A clean stop: its lease ends (first: kDropSet then drops its set), and
+  // what it still had in flight goes back.
   (void)command({"HDEL", daemons_, daemon_id_});
+  (void)return_in_flight(daemon_id_);
 }
 
 Result<Reply> RedisBackend::eval(const redis::Script& s, const std::vector<std::string_view>& keys,
@@ -154,6 +174,10 @@ std::string RedisBackend::event(char op, const std::string& rid) const {
 Result<std::unique_ptr<Store>> RedisBackend::open_store(const std::string& rid, Settings* s) {
   if (rid.empty() || rid.find_first_of(" {}") != std::string::npos) return Errc::invalid;
   auto store = std::make_unique<RedisStore>(*this, rid, *s);
+  {
+    MutexLock g(watch_mu_);
+    open_[rid]++;  // forgotten by ~RedisStore
+  }
   // Recorded before any receive can leave records in flight here.
   if (auto a = command({"SADD", inflight_set(daemon_id_), rid}); !a) return a.error();
   const std::string cap = capacity_text(s->capacity), maxm = std::to_string(s->max_message);
@@ -221,6 +245,8 @@ RedisStore::RedisStore(RedisBackend& b, std::string rid, const Settings& s)
 
 RedisStore::~RedisStore() {
   if (watching_) b_.watch(this, {}, false);
+  MutexLock g(b_.watch_mu_);
+  if (auto it = b_.open_.find(rid_); it != b_.open_.end() && --it->second == 0) b_.open_.erase(it);
 }
 
 Result<Reply> RedisStore::run(const redis::Script& s, std::vector<std::string_view> args, std::string* status) {
@@ -301,8 +327,9 @@ Store::Withdrawn RedisStore::try_withdraw(uint64_t seq) {
 }
 
 uint64_t RedisStore::consumed_seq() {
-  // Every pop and withdrawal counts one in `popped`, and messages leave in
-  // seq order: those below it are gone.
+  // `consumed`: one past the highest seq a pop or withdrawal ever took;
+  // messages leave in seq order, so those below it were received (at least
+  // once). A return or unpop leaves it: it never steps back.
   return stats().consumed_seq;
 }
 
@@ -321,7 +348,7 @@ uint64_t RedisStore::max_queued_len() {
 QueueStats RedisStore::stats() {
   std::string st;
   auto r = run(rs::kStats, {}, &st);
-  if (!r || st != "OK" || r->elements.size() != 11) return last_;  // away or deleted: as last read
+  if (!r || st != "OK" || r->elements.size() != 12) return last_;  // away or deleted: as last read
   const auto& e = r->elements;
   QueueStats q;
   q.count = static_cast<uint64_t>(num(e[1]));
@@ -334,6 +361,7 @@ QueueStats RedisStore::stats() {
   q.lost = static_cast<uint64_t>(num(e[8]));
   q.last_send_ns = num(e[9]);
   q.last_recv_ns = num(e[10]);
+  q.returned = static_cast<uint64_t>(num(e[11]));
   last_ = q;
   return q;
 }

@@ -60,7 +60,9 @@ class RedisBackend {
   const std::string& channel() const { return channel_; }
   std::string event(char op, const std::string& rid) const;
   // Renews this daemon's lease (the subscriber thread does it every lease/3).
-  Errc renew_lease() EXCLUDES(conn_mu_);
+  // A lease found claimed (the daemon was thought dead) registers its open
+  // mailboxes again, so later in-flight records are still recovered.
+  Errc renew_lease() EXCLUDES(conn_mu_, watch_mu_);
   // Returns the in-flight messages of every daemon whose lease ended to the
   // front of their mailboxes (the subscriber thread does it every lease/2);
   // how many. Each dead daemon is claimed by one recoverer.
@@ -91,8 +93,11 @@ class RedisBackend {
     std::weak_ptr<StoreListener> listener;
     std::atomic<bool>* kick;
   };
-  Mutex watch_mu_;  // leaf lock: guards watched_ only; listeners are called after release
+  Mutex watch_mu_;  // leaf lock: guards watched_ and open_; listeners are called after release
   std::unordered_multimap<std::string, std::pair<RedisStore*, Watched>> watched_ GUARDED_BY(watch_mu_);
+  // rid -> stores open on it: what a renewal after a lease claimed as dead registers again.
+  std::unordered_map<std::string, int> open_ GUARDED_BY(watch_mu_);
+  bool renewed_ = false;  // the renewing thread's only (the opener before start(), then the subscriber)
   bool sub_started_ = false;
   std::unique_ptr<redis::Subscriber> sub_;  // last member: stopped first
 };

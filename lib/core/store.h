@@ -30,6 +30,7 @@ struct QueueStats {
   uint64_t total_sent = 0, total_received = 0, lost = 0;
   uint64_t next_seq = 0, consumed_seq = 0;
   int64_t last_send_ns = 0, last_recv_ns = 0;
+  uint64_t returned = 0;  // received through a daemon that died, queued again (Redis; 0 elsewhere)
 };
 
 // Told when another participant changed a watched store (see Store::watch).

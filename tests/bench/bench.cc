@@ -38,7 +38,8 @@ struct Options {
 long scaled(const std::string& mech, long n, long floor = 50) {
   auto is = [&](const char* prefix) { return mech.rfind(prefix, 0) == 0; };  // fs_file_default too
   if (is("fs_file") || mech == "lib_to_file" || mech == "file_to_lib") return std::max(floor, n / 100);
-  if (is("fs_datagram") || mech == "fuse_floor") return std::max(2 * floor, n / 10);
+  if (is("fs_datagram") || mech == "fuse_floor" || is("fs_redis") || mech == "redis_raw")
+    return std::max(2 * floor, n / 10);
   return n;
 }
 
@@ -106,7 +107,14 @@ std::string intro(const Options& o, long n_small, long n_large, long n_huge, lon
       "exactly as `fuse_floor` is used, so `fs_datagram / fuse_floor` is what our daemon adds to FUSE; "
       "`fs_file` opens, writes and closes per message and opens, reads to end of file and closes per message "
       "(`echo` and `cat`); `libmailbox` is the library's shared-memory path; `lib_to_file` is a library "
-      "sender and a `cat`-style reader, `file_to_lib` an `echo`-style writer and a library receiver.\n\n"
+      "sender and a `cat`-style reader, `file_to_lib` an `echo`-style writer and a library receiver. "
+      "Redis rows (only when `redis-server` is installed; run.sh starts one on a unix socket in a temporary "
+      "directory, with no persistence, and two mailboxfs daemons on it with `-o backend=`): `fs_redis` is "
+      "`fs_datagram` on a Redis mount, both ends through one daemon; `fs_redis_2d` sends through one daemon "
+      "and receives through the other (the two-host case); `redis_raw` is the same server used directly "
+      "with hiredis, `LPUSH` to send and `BRPOP` to receive, one connection per process. The target "
+      "`a / (fuse_floor + 1.5×redis_raw)` is a's round trip over the floor's plus 1.5 raw Redis round trips "
+      "(for msgs/s: the same with the time per message, 1/rate), per repetition; at most 1.\n\n"
       "**Metrics.**\n"
       "- `msgs/s 64 B`, `msgs/s 4 KiB`, `msgs/s 1 MiB`: one producer, one consumer; " +
       s(n_small) + ", " + s(n_large) + " and " + s(n_huge) +
@@ -146,6 +154,9 @@ int main(int argc, char** argv) {
     if (a == "--quick") o.quick = true;
     else if (a == "--mount" && more) o.env.mount = argv[++i];
     else if (a == "--floor" && more) o.env.floor = argv[++i];
+    else if (a == "--redis-socket" && more) o.env.redis_socket = argv[++i];
+    else if (a == "--redis-mount" && more) o.env.redis_mount = argv[++i];
+    else if (a == "--redis-mount2" && more) o.env.redis_mount2 = argv[++i];
     else if (a == "--daemon-pid" && more) o.daemon = std::atoi(argv[++i]);
     else if (a == "--floor-pid" && more) o.floor_daemon = std::atoi(argv[++i]);
     else if (a == "--state" && more) o.state = argv[++i];
@@ -159,6 +170,7 @@ int main(int argc, char** argv) {
     else {
       std::fprintf(stderr,
                    "usage: %s [--quick] [--mount DIR] [--floor DIR] [--daemon-pid PID --state DIR] [--floor-pid PID] "
+                   "[--redis-socket SOCK --redis-mount DIR --redis-mount2 DIR] "
                    "[--csv FILE] [--md FILE] [--chart-data FILE] [--only NAME,...] [--reps N]\n",
                    argv[0]);
       return 2;
@@ -182,6 +194,7 @@ int main(int argc, char** argv) {
   for (auto& m : bench::mechanisms())
     if ((m.needs != bench::Needs::mount || !o.env.mount.empty()) &&
         (m.needs != bench::Needs::floor || !o.env.floor.empty()) &&
+        (m.needs != bench::Needs::redis || !o.env.redis_mount2.empty()) &&
         (o.only.empty() || std::find(o.only.begin(), o.only.end(), m.name) != o.only.end()))
       mechs.push_back(m);
   const std::string release_metric = "release " + std::to_string(receivers) + " ms";
@@ -286,6 +299,15 @@ int main(int argc, char** argv) {
       {"msgs/s 64 B", "mq_mailboxfs", "posix_mq", 5},
       {"msgs/s 4 KiB", "mq_mailboxfs", "posix_mq", 0},
       {"RTT median us 64 B", "mq_mailboxfs", "posix_mq", 1},
+      // Issue 16: the filesystem on Redis costs at most the FUSE floor plus
+      // 1.5x the raw Redis round trip (per message for msgs/s).
+      {"RTT median us 64 B", "fs_redis", "fuse_floor", 1, "redis_raw", 1.5},
+      {"RTT median us 64 B", "fs_redis_2d", "fuse_floor", 1, "redis_raw", 1.5},
+      {"msgs/s 64 B", "fs_redis", "fuse_floor", 1, "redis_raw", 1.5},
+      {"msgs/s 64 B", "fs_redis_2d", "fuse_floor", 1, "redis_raw", 1.5},
+      {"RTT median us 64 B", "fs_redis", "redis_raw", 0},
+      {"RTT median us 64 B", "fs_redis_2d", "redis_raw", 0},
+      {"msgs/s 64 B", "fs_redis", "redis_raw", 0},
   };
   const std::string md = res.markdown(intro(o, n_small, n_large, n_huge, n_rtt, n_mpmc, receivers), targets);
   std::fputs(md.c_str(), stdout);

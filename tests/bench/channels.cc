@@ -374,7 +374,7 @@ std::vector<Mechanism> kernel_mechanisms() {
 
 std::vector<Mechanism> mechanisms() {
   std::vector<Mechanism> all = kernel_mechanisms();
-  for (auto part : {boost_mechanisms, fs_mechanisms, mq_mechanisms})
+  for (auto part : {boost_mechanisms, fs_mechanisms, mq_mechanisms, redis_mechanisms})
     for (auto& m : part()) all.push_back(m);
   return all;
 }

@@ -24,6 +24,8 @@ class Channel {
 struct Env {
   std::string mount;  // mailboxfs
   std::string floor;  // bench-floor, the minimal FUSE daemon
+  // A redis-server (its unix socket) and two mailboxfs daemons mounted on it.
+  std::string redis_socket, redis_mount, redis_mount2;
 };
 
 struct Spec {
@@ -33,7 +35,7 @@ struct Spec {
   bool mpmc() const { return producers > 1 || consumers > 1; }
 };
 
-enum class Needs { nothing, mount, floor };
+enum class Needs { nothing, mount, floor, redis };
 
 struct Mechanism {
   std::string name;
@@ -54,6 +56,7 @@ std::vector<Mechanism> kernel_mechanisms();  // channels.cc
 std::vector<Mechanism> boost_mechanisms();   // channels_boost.cc
 std::vector<Mechanism> fs_mechanisms();      // channels_fs.cc
 std::vector<Mechanism> mq_mechanisms();      // channels_mq.cc
+std::vector<Mechanism> redis_mechanisms();   // channels_redis.cc
 
 [[noreturn]] void die(const char* what);
 void write_all(int fd, const char* p, size_t n);

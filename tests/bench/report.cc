@@ -64,6 +64,19 @@ std::vector<double> Results::ratios(const std::string& metric, const std::string
   return r;
 }
 
+std::vector<double> Results::sum_ratios(const Target& t, bool lower_better) const {
+  const auto *va = values(t.metric, t.a), *vb = values(t.metric, t.b), *vc = values(t.metric, t.c);
+  std::vector<double> r;
+  if (!va || !vb || !vc) return r;
+  auto cost = [&](double x) { return lower_better ? x : 1 / x; };
+  for (size_t i = 0; i < va->size() && i < vb->size() && i < vc->size(); i++) {
+    const double a = (*va)[i], b = (*vb)[i], c = (*vc)[i];
+    if (std::isnan(a) || std::isnan(b) || std::isnan(c) || a == 0 || b == 0 || c == 0) continue;
+    r.push_back(cost(a) / (cost(b) + t.c_weight * cost(c)));
+  }
+  return r;
+}
+
 std::string Results::csv() const {
   std::string out = "metric,mechanism,median,min,max,MB_per_s,vs_pipe,vs_ref_ring\n";
   for (auto& m : metrics_)
@@ -112,10 +125,12 @@ std::string Results::markdown(const std::string& intro, const std::vector<Target
                    "| ratio | metric | median | min | max | target | met |\n|---|---|---:|---:|---:|---:|---|\n";
   std::string missed;
   for (auto& t : targets) {
-    const auto r = ratios(t.metric, t.a, t.b);
     bool lower = false;
     for (auto& m : metrics_)
       if (m.name == t.metric) lower = m.lower_better;
+    const bool sum = !t.c.empty();
+    const auto r = sum ? sum_ratios(t, lower) : ratios(t.metric, t.a, t.b);
+    if (sum) lower = true;  // a cost against a cost
     const double med = median(r);
     std::string met = "–", bound = "–";
     if (t.bound > 0 && !r.empty()) {
@@ -123,12 +138,14 @@ std::string Results::markdown(const std::string& intro, const std::vector<Target
       met = ok ? "yes" : "**no**";
       bound = (lower ? "≤ " : "≥ ") + fmt("%.2f", t.bound);
       if (!ok)
-        missed += "- `" + t.a + " / " + t.b + "`, " + t.metric + ": " + fmt("%.3f", med) + " against " + bound + " (" +
+        missed += "- `" + t.a + " / " + (sum ? "(" + t.b + " + " + fmt("%g", t.c_weight) + "×" + t.c + ")" : t.b) +
+                  "`, " + t.metric + ": " + fmt("%.3f", med) + " against " + bound + " (" +
                   fmt("%.0f", lower ? (med / t.bound - 1) * 100 : (1 - med / t.bound) * 100) +
                   (lower ? " % over" : " % short") + "). Per message of the 64-byte one-to-one run, " + profile(t.a) +
                   "; " + profile(t.b) + ".\n";
     }
-    md += "| " + t.a + " / " + t.b + " | " + t.metric + " | " + md_or_na(fmt("%.3f", med)) + " | " +
+    const std::string of = sum ? "(" + t.b + " + " + fmt("%g", t.c_weight) + "×" + t.c + ")" : t.b;
+    md += "| " + t.a + " / " + of + " | " + t.metric + " | " + md_or_na(fmt("%.3f", med)) + " | " +
           md_or_na(fmt("%.3f", lo(r))) + " | " + md_or_na(fmt("%.3f", hi(r))) + " | " + bound + " | " + met + " |\n";
   }
   if (!missed.empty()) md += "\nMissed in this run, with the profile of each side:\n\n" + missed;

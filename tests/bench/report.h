@@ -22,6 +22,10 @@ struct Metric {
 struct Target {
   std::string metric, a, b;
   double bound;  // a/b >= bound (throughput) or <= bound (lower_better)
+  // With c: a cost against a sum, a / (b + c_weight * c), always <= bound;
+  // for a throughput the costs are times per message (1/rate).
+  std::string c = {};
+  double c_weight = 0;
 };
 
 class Results {
@@ -46,6 +50,8 @@ class Results {
  private:
   // The per-repetition ratios of a to b; empty if either is missing.
   std::vector<double> ratios(const std::string& metric, const std::string& a, const std::string& b) const;
+  // The per-repetition a / (b + w*c) of a composite target (see Target).
+  std::vector<double> sum_ratios(const Target& t, bool lower_better) const;
   // One mechanism's per-message costs at 64 B, as a phrase.
   std::string profile(const std::string& mech) const;
   const std::vector<double>* values(const std::string& metric, const std::string& mech) const;

@@ -2,7 +2,9 @@
 # SPDX-License-Identifier: MIT
 # Mounts mailboxfs and the FUSE floor (bench-floor) on temporary directories,
 # runs OUTDIR/bench against them and every peer, writes the CSV, the Markdown
-# page and the chart, and always unmounts and stops what it started.
+# page and the chart, and always unmounts and stops what it started. With
+# redis-server installed, also a private redis-server on a unix socket in a
+# temporary directory and two mailboxfs daemons on it (the Redis rows).
 # Usage: run.sh OUTDIR [--quick] [--only NAME,...] [--reps N]
 # Full run: out/bench.csv, docs/benchmarks.md, docs/benchmarks.png.
 # Quick or partial (--only) run: everything under OUTDIR (bench-quick.* or
@@ -23,6 +25,7 @@ mnt=$(mktemp -d /tmp/mbxbench.XXXXXX)
 flr=$(mktemp -d /tmp/mbxfloor.XXXXXX)
 state=/dev/shm/mbxbench-$$
 daemon= floor= bench= names=
+rdir= redis= r1= r2= rmnt1= rmnt2=
 
 # Unmounts (lazily if something still holds the mount) and stops only the
 # daemons this script started, by pid.
@@ -47,6 +50,13 @@ cleanup() {
   stop "$mnt" "$daemon"
   stop "$flr" "$floor"
   rm -rf "$state"
+  if [ -n "$rdir" ]; then  # the daemons go before the server they use
+    stop "$rmnt1" "$r1"
+    stop "$rmnt2" "$r2"
+    rm -rf "$state-r1" "$state-r2"
+    if [ -n "$redis" ]; then kill "$redis" 2>/dev/null; wait "$redis" 2>/dev/null; fi
+    rm -rf "$rdir"
+  fi
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
@@ -61,6 +71,25 @@ wait_mount() {  # wait_mount DIR TYPE
 wait_mount "$mnt" fuse.mailboxfs || exit 1
 wait_mount "$flr" fuse.floor || exit 1
 
+# The Redis rows: skipped, with the reason, without redis-server.
+redis_args=()
+if command -v redis-server >/dev/null && command -v redis-cli >/dev/null; then
+  rdir=$(mktemp -d /tmp/mbxbench-redis.XXXXXX)
+  rmnt1=$rdir/m1 rmnt2=$rdir/m2
+  mkdir "$rmnt1" "$rmnt2"
+  redis-server --port 0 --unixsocket "$rdir/sock" --dir "$rdir" --save '' --appendonly no \
+    --daemonize no --logfile "$rdir/log" & redis=$!
+  for _ in $(seq 200); do [ "$(redis-cli -s "$rdir/sock" ping 2>/dev/null)" = PONG ] && break; sleep 0.05; done
+  be="backend=redis+unix://$rdir/sock,namespace=bench"
+  "$out/mailboxfs" -f -o "state_dir=$state-r1,$be" "$rmnt1" 2>"$out/bench-redis1.log" & r1=$!
+  "$out/mailboxfs" -f -o "state_dir=$state-r2,$be" "$rmnt2" 2>"$out/bench-redis2.log" & r2=$!
+  wait_mount "$rmnt1" fuse.mailboxfs || exit 1
+  wait_mount "$rmnt2" fuse.mailboxfs || exit 1
+  redis_args=(--redis-socket "$rdir/sock" --redis-mount "$rmnt1" --redis-mount2 "$rmnt2")
+else
+  echo "bench: redis-server (or redis-cli) is not installed: the Redis rows are skipped" >&2
+fi
+
 if [ "$quick" = --quick ]; then
   csv=$out/bench-quick.csv md=$out/bench-quick.md chart=$out/bench-quick.png limit=300
 elif [ ${#extra[@]} -gt 0 ]; then
@@ -70,7 +99,8 @@ else
 fi
 data=$out/bench-chart.dat
 "$out/bench" ${quick:+--quick} --mount "$mnt" --floor "$flr" --daemon-pid "$daemon" \
-  --floor-pid "$floor" --state "$state" --csv "$csv" --md "$md" --chart-data "$data" "${extra[@]}" & bench=$!
+  --floor-pid "$floor" --state "$state" "${redis_args[@]}" --csv "$csv" --md "$md" --chart-data "$data" \
+  "${extra[@]}" & bench=$!
 names=$bench
 sleep "$limit" & timer=$!
 wait -n -p done "$bench" "$timer"; rc=$?

@@ -98,8 +98,8 @@ void check_value(std::string_view v) {
 
 // What a plain comma split of the -o string gives for each of our options
 // (the last value wins); only for strings without libfuse's '\' escapes.
-const char* const kOurs[] = {"capacity",       "max_message", "framing",   "timeout_ms", "max_bytes",
-                             "user_max_bytes", "state_dir",   "root_mode", "backend",    "namespace"};
+const char* const kOurs[] = {"capacity",  "max_message", "framing", "timeout_ms", "max_bytes", "user_max_bytes",
+                             "state_dir", "root_mode",   "backend", "namespace",  "lease_ms"};
 std::map<std::string, std::string> ref_split(const std::string& opts) {
   std::map<std::string, std::string> m;
   size_t start = 0;
@@ -151,6 +151,12 @@ void check_refused(const mbx::OptionError& e, const std::map<std::string, std::s
   if (e.message.find("exceeds max_bytes") != std::string::npos && ref.count("max_message")) return;
   if (e.message == "mailboxfs: -o namespace needs -o backend=redis://..." && ref.count("namespace") &&
       !ref.count("backend"))
+    return;
+  if (e.message == "mailboxfs: -o lease_ms needs -o backend=redis://..." && ref.count("lease_ms") &&
+      !ref.count("backend"))
+    return;
+  if (e.message.rfind("mailboxfs: -o user_max_bytes cannot be enforced", 0) == 0 && ref.count("user_max_bytes") &&
+      ref.count("backend"))
     return;
   fail("refused with a message naming no value given", opts);
 }

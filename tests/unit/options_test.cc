@@ -127,6 +127,25 @@ TEST(Options, RedisBackendAndNamespace) {
   EXPECT_EQ(refusal("namespace=x"), "mailboxfs: -o namespace needs -o backend=redis://...");
 }
 
+TEST(Options, RedisLeaseIsValidatedAndNeedsABackend) {
+  EXPECT_EQ(with("backend=redis://h").lease_ms, 10000u);  // the documented default
+  EXPECT_EQ(with("backend=redis://h,lease_ms=1000").lease_ms, 1000u);
+  EXPECT_EQ(with("backend=redis://h,lease_ms=3600000").lease_ms, 3600000u);
+  for (const char* bad : {"999", "0", "3600001", "-5", "+2000", "2s", "", "99999999999999999999999"})
+    EXPECT_EQ(refusal(std::string("backend=redis://h,lease_ms=") + bad),
+              std::string("mailboxfs: invalid value '") + bad +
+                  "' for -o lease_ms (expected milliseconds from 1000 to 3600000)")
+        << bad;
+  EXPECT_EQ(refusal("lease_ms=2000"), "mailboxfs: -o lease_ms needs -o backend=redis://...");
+}
+
+TEST(Options, APerUserQuotaIsRefusedOnARedisMount) {
+  EXPECT_EQ(with("user_max_bytes=1M").user_max_bytes, 1u << 20);  // a local mount keeps it
+  EXPECT_EQ(refusal("backend=redis://h,user_max_bytes=1M"),
+            "mailboxfs: -o user_max_bytes cannot be enforced across the daemons of a Redis mount (-o backend=...): "
+            "not supported");
+}
+
 TEST(Options, BadValuesAreRefusedWithTheMessageTheyAlwaysHad) {
   const struct {
     const char* option;
@@ -221,9 +240,9 @@ TEST(Options, HelpNamesEveryOption) {
   print_help("mailboxfs");
   const std::string help = testing::internal::GetCapturedStdout();
   EXPECT_EQ(help.rfind("usage: mailboxfs [options] [SOURCE] MOUNTPOINT\n", 0), 0u) << help;
-  for (const char* o :
-       {"-o capacity=", "-o max_message=", "-o framing=", "-o timeout_ms=", "-o max_bytes=", "-o user_max_bytes=",
-        "-o state_dir=", "-o root_mode=", "-o backend=", "-o namespace=", "-o allow_other", "FUSE options:"})
+  for (const char* o : {"-o capacity=", "-o max_message=", "-o framing=", "-o timeout_ms=", "-o max_bytes=",
+                        "-o user_max_bytes=", "-o state_dir=", "-o root_mode=", "-o backend=", "-o namespace=",
+                        "-o lease_ms=", "-o allow_other", "FUSE options:"})
     EXPECT_NE(help.find(o), std::string::npos) << o;
   testing::internal::CaptureStdout();
   print_version();

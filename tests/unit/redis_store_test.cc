@@ -335,6 +335,60 @@ TEST_F(RedisLeaseTest, ADeadDaemonsInFlightMessagesReturnToTheFrontOnce) {
   EXPECT_EQ(st.total_received, 3u);
   EXPECT_EQ(st.total_sent, st.total_received + st.count + st.lost);
   EXPECT_EQ(y->command({"HGET", "mbx:{t:l}:m", "returned"})->str, "2");
+  EXPECT_EQ(st.returned, 2u);  // user.mailbox.returned
+}
+
+TEST_F(RedisLeaseTest, AReturnNeverStepsTheConsumedSeqBack) {
+  auto x = open(), y = open();
+  ASSERT_EQ(x->renew_lease(), Errc::ok);
+  auto sx = store(*x), sy = store(*y);
+  for (const char* m : {"one", "two", "three"}) ASSERT_TRUE(sy->push(m, {}, false).ok());
+  std::string out;
+  ASSERT_TRUE(sx->pop(out).ok());
+  ASSERT_TRUE(sx->pop(out).ok());
+  EXPECT_EQ(sy->consumed_seq(), 2u);  // seqs 0 and 1 were taken
+  ASSERT_TRUE(y->command({"HSET", "mbx:{t}:daemons", x->daemon_id(), "0"}).ok());
+  EXPECT_EQ(y->recover().value(), 2u);
+  EXPECT_EQ(sy->consumed_seq(), 2u);  // returned, but they had been received: it never steps back
+  EXPECT_EQ(sy->stats().count, 3u);
+  for (uint64_t want : {2u, 2u, 3u}) {  // taking the returned ones again does not move it either
+    out.clear();
+    auto p = sy->pop(out);
+    ASSERT_TRUE(p.ok());
+    EXPECT_EQ(sy->consumed_seq(), want);
+    EXPECT_EQ(sy->ack(p->seq), Errc::ok);
+  }
+  // An interrupted reply's unpop leaves it too: a rendezvous sender may already have seen it taken.
+  ASSERT_TRUE(sy->push("four", {}, false).ok());
+  auto p = sy->pop(out);
+  ASSERT_TRUE(p.ok());
+  EXPECT_EQ(sy->consumed_seq(), 4u);
+  EXPECT_EQ(sy->unpop(p->seq), Errc::ok);
+  EXPECT_EQ(sy->consumed_seq(), 4u);
+  EXPECT_EQ(sy->stats().returned, 2u);
+}
+
+TEST_F(RedisLeaseTest, ADaemonThoughtDeadThatRenewsIsStillCovered) {
+  auto x = open(), y = open();
+  ASSERT_EQ(x->renew_lease(), Errc::ok);
+  auto sx = store(*x), sy = store(*y);
+  for (const char* m : {"one", "two"}) ASSERT_TRUE(sy->push(m, {}, false).ok());
+  std::string out;
+  ASSERT_TRUE(sx->pop(out).ok());
+  // x was only slow: its lease ends, y returns what it had in flight...
+  ASSERT_TRUE(y->command({"HSET", "mbx:{t}:daemons", x->daemon_id(), "0"}).ok());
+  EXPECT_EQ(y->recover().value(), 1u);
+  // ...and x renews, registering its mailboxes again, then receives once more.
+  ASSERT_EQ(x->renew_lease(), Errc::ok);
+  out.clear();
+  auto p = sx->pop(out);
+  ASSERT_TRUE(p.ok());
+  EXPECT_EQ(out, "one");
+  // Now x dies for good: that record too goes back.
+  ASSERT_TRUE(y->command({"HSET", "mbx:{t}:daemons", x->daemon_id(), "0"}).ok());
+  EXPECT_EQ(y->recover().value(), 1u);
+  EXPECT_EQ(sy->stats().count, 2u);
+  EXPECT_EQ(sy->stats().returned, 2u);
 }
 
 TEST_F(RedisLeaseTest, ACleanStopGivesBackWhatItHadInFlight) {

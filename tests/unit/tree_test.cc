@@ -299,7 +299,7 @@ TEST_F(TreeTest, Xattrs) {
   EXPECT_EQ(*tree_->getxattr(f, "user.mailbox.framing"), "file");
   EXPECT_EQ(*tree_->getxattr(f, "user.mailbox.timeout_ms"), "0");
   for (const char* ro :
-       {"messages", "bytes", "sent", "received", "lost", "blocked_senders", "blocked_receivers", "segment"})
+       {"messages", "bytes", "sent", "received", "lost", "returned", "blocked_senders", "blocked_receivers", "segment"})
     EXPECT_EQ(tree_->setxattr(f, std::string("user.mailbox.") + ro, "1", kAlice), Errc::perm) << ro;
   EXPECT_EQ(*tree_->getxattr(f, "user.mailbox.messages"), "0");
   // Settings belong to the owner (and root).

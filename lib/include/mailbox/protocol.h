@@ -97,6 +97,9 @@ inline constexpr const char* kBytes = "user.mailbox.bytes";
 inline constexpr const char* kSent = "user.mailbox.sent";
 inline constexpr const char* kReceived = "user.mailbox.received";
 inline constexpr const char* kLost = "user.mailbox.lost";
+// Received through a daemon that died before the reply was acknowledged, and
+// queued again (Redis mounts): each may have been received twice.
+inline constexpr const char* kReturned = "user.mailbox.returned";
 inline constexpr const char* kBlockedSenders = "user.mailbox.blocked_senders";
 inline constexpr const char* kBlockedReceivers = "user.mailbox.blocked_receivers";
 inline constexpr const char* kSegment = "user.mailbox.segment";
@@ -109,8 +112,8 @@ inline constexpr const char* kLinks = "user.mailbox.links";
 inline constexpr const char* kDiscarded = "user.mailbox.discarded";
 
 inline constexpr const char* kSettings[] = {kCapacity, kMaxMessage, kFraming, kTimeoutMs, kSendPriority};
-inline constexpr const char* kCounters[] = {kMessages,         kBytes,   kSent,      kReceived, kLost, kBlockedSenders,
-                                            kBlockedReceivers, kSegment, kPriorities};
+inline constexpr const char* kCounters[] = {
+    kMessages, kBytes, kSent, kReceived, kLost, kReturned, kBlockedSenders, kBlockedReceivers, kSegment, kPriorities};
 inline constexpr const char* kDirectory[] = {kLinks, kDiscarded};
 
 // True for a name in the user.mailbox. namespace (the prefix alone included).
