@@ -332,10 +332,9 @@ $(OUT)/soak_peer: $(OUT)/tests/soak/soak_peer.o $(OUT)/libmailbox.a
 TSA_CXX ?= clang++
 TSA_SRCS := $(CORE_SRCS) $(LIB_SRCS) lib/mq/preload.cc $(FUSE_SRCS)
 thread-safety:
-	@for f in $(TSA_SRCS); do \
-	  $(TSA_CXX) -std=c++20 -fsyntax-only -Wthread-safety -Wthread-safety-beta -Werror -Ilib -Ilib/include \
-	    $(FUSE_CFLAGS) $$f || exit 1; \
-	done; echo "thread-safety: $(words $(TSA_SRCS)) files clean"
+	@printf '%s\n' $(TSA_SRCS) | xargs -P "$$(nproc)" -n 4 $(TSA_CXX) -std=c++20 -fsyntax-only -Wthread-safety \
+	  -Wthread-safety-beta -Werror -Ilib -Ilib/include $(FUSE_CFLAGS) && \
+	  echo "thread-safety: $(words $(TSA_SRCS)) files clean"
 
 .PHONY: build-fuzz fuzz fuzz-smoke sanitize-check soak thread-safety
 -include $(FUZZ_CORE_OBJS:.o=.d) $(FUZZ_OUT)/fusefs/options.d $(addsuffix .d,$(addprefix $(FUZZ_OUT)/,$(FUZZ_TARGETS))) \
