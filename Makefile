@@ -120,6 +120,13 @@ $(OUT)/%.o: %.cc
 	@mkdir -p $(dir $@)
 	$(CXX) $(CXXFLAGS) -c $< -o $@
 
+# The suites' own code at -O1: gtest-heavy files are most of the build, -O1
+# compiles them ~25% faster than -O2 and keeps the warnings that need the
+# optimiser; what they test (the core, the daemon, libmailbox) stays at CXXFLAGS.
+ifneq ($(DEBUG),1)
+$(UNIT_OBJS) $(MOUNT_OBJS): CXXFLAGS += -O1
+endif
+
 # The unit tests also cover the daemon's command-line parser (fusefs/options.cc, libfuse's fuse_opt).
 $(OUT)/unit_tests: $(UNIT_OBJS) $(OUT)/fusefs/options.o $(OUT)/libmailbox_core.a
 	$(CXX) -o $@ $(UNIT_OBJS) $(OUT)/fusefs/options.o $(OUT)/libmailbox_core.a $(LDFLAGS) $(GTEST_LIBS) $(FUSE_LIBS) $(HIREDIS_LIBS)
