@@ -48,7 +48,11 @@ CORE_OBJS := $(CORE_SRCS:%.cc=$(OUT)/%.o)
 FUSE_SRCS := $(wildcard fusefs/*.cc)
 FUSE_OBJS := $(FUSE_SRCS:%.cc=$(OUT)/%.o)
 UNIT_SRCS := $(wildcard tests/unit/*.cc)
-UNIT_OBJS := $(UNIT_SRCS:%.cc=$(OUT)/%.o)
+# The unit tests' own objects come from UNIT_OBJ_OUT (this build's by default).
+# The sanitizer build links the normal build's (scripts/ci-sanitizers.sh):
+# what it checks is the core, which it builds instrumented.
+UNIT_OBJ_OUT ?= $(OUT)
+UNIT_OBJS := $(UNIT_SRCS:%.cc=$(UNIT_OBJ_OUT)/%.o)
 MOUNT_SRCS := $(wildcard tests/mount/*.cc)
 MOUNT_OBJS := $(MOUNT_SRCS:%.cc=$(OUT)/%.o)
 BENCH_SRCS := $(wildcard tests/bench/*.cc)
