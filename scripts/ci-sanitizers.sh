@@ -27,6 +27,11 @@ ASAN_MOUNT_FILTER=${ASAN_MOUNT_FILTER:-*}
 # spares compiling the whole mount suite a second time; without one it is
 # built under ASan too.
 MOUNT_TESTS=${MOUNT_TESTS:-}
+# Likewise the unit tests: given a normal build's OUT (UNIT_OBJS_FROM), its
+# test objects are linked with the instrumented core, fusefs/options.o and the
+# sanitizer runtimes, so the 21 test files are not compiled again under ASan;
+# every core and daemon source still is.
+UNIT_OBJS_FROM=${UNIT_OBJS_FROM:-}
 # The unit tests under ASan: all by default. SegmentKill single-steps a child
 # through every instruction with ptrace: minutes under ASan, and it checks the
 # ring, not memory safety; CI leaves it to the normal run.
@@ -45,7 +50,9 @@ piece() {  # piece NAME SECONDS
   echo "sanitizers: $1 took $2 s"
 }
 
-# run NAME COMMAND...: a gtest binary with a deadline; its counts are added.
+# run NAME COMMAND...: a gtest binary with a deadline; prints its failures
+# and time, and leaves its counts in $logs/NAME.counts for tally (so that it
+# may run in the background).
 run() {
   local name=$1 log="$logs/$1.log" t0 rc p f s
   shift
@@ -55,14 +62,22 @@ run() {
   p=$(sed -n 's/^\[  PASSED  \] \([0-9]*\) test.*/\1/p' "$log" | tail -1)
   f=$(sed -n 's/^\[  FAILED  \] \([0-9]*\) test.*/\1/p' "$log" | tail -1)
   s=$(sed -n 's/^\[  SKIPPED \] \([0-9]*\) test.*/\1/p' "$log" | tail -1)
-  pass=$((pass + ${p:-0})); fail=$((fail + ${f:-0})); skip=$((skip + ${s:-0}))
+  f=${f:-0}
   grep -E '^\[  FAILED  \] [^ ]+ \([0-9]+ ms\)' "$log" | sed 's/^/    /'
-  if [ "$rc" -ne 0 ] && [ "${f:-0}" -eq 0 ]; then
+  if [ "$rc" -ne 0 ] && [ "$f" -eq 0 ]; then
     echo "sanitizers: $name exited with status $rc before reporting (a sanitizer report, crash or deadline):"
     grep -E 'ERROR: .*Sanitizer|WARNING: ThreadSanitizer|runtime error|SUMMARY' "$log" | head -5 | sed 's/^/    /'
-    fail=$((fail + 1))
+    f=1
   fi
-  piece "$name (${p:-0} passed, ${f:-0} failed)" $(($(stamp) - t0))
+  echo "${p:-0} $f ${s:-0}" >"$logs/$name.counts"
+  piece "$name (${p:-0} passed, $f failed)" $(($(stamp) - t0))
+}
+
+# tally NAME: adds a finished run's counts (none left: it did not finish, a failure).
+tally() {
+  local p=0 f=1 s=0
+  [ -s "$logs/$1.counts" ] && read -r p f s <"$logs/$1.counts"
+  pass=$((pass + p)); fail=$((fail + f)); skip=$((skip + s))
 }
 
 # reports DIR: sanitizer report files left by any process (daemons included).
@@ -84,7 +99,8 @@ if [ $build -eq 1 ]; then
   targets="$ASAN_OUT/unit_tests"
   [ $mount -eq 1 ] && targets="$targets $ASAN_OUT/mailboxfs"
   [ $mount -eq 1 ] && [ -z "$MOUNT_TESTS" ] && targets="$targets $ASAN_OUT/mount_tests"
-  if ! make -s -j"$JOBS" OUT="$ASAN_OUT" ASAN=1 UBSAN=1 $targets >"$logs/build-asan.log" 2>&1; then
+  if ! make -s -j"$JOBS" OUT="$ASAN_OUT" ASAN=1 UBSAN=1 ${UNIT_OBJS_FROM:+UNIT_OBJ_OUT="$UNIT_OBJS_FROM"} $targets \
+    >"$logs/build-asan.log" 2>&1; then
     tail -20 "$logs/build-asan.log"; echo "0 passed, 1 failed, 0 skipped"; exit 1
   fi
   piece "ASan+UBSan build" $(($(stamp) - t0))
@@ -108,22 +124,35 @@ export ASAN_OPTIONS="log_path=$logs/asan/asan:detect_leaks=1:abort_on_error=0"
 export UBSAN_OPTIONS="log_path=$logs/asan/ubsan:print_stacktrace=1:halt_on_error=1"
 # Suppressions, each with its reason: tests/lsan.supp.
 export LSAN_OPTIONS="suppressions=$PWD/tests/lsan.supp:print_suppressions=0"
-run asan-unit "$ASAN_OUT/unit_tests" --gtest_filter="$ASAN_UNIT_FILTER"
+# The ASan mount suite mostly waits (on its daemons and child processes):
+# it runs in the background, beside the CPU-bound ASan unit and TSan runs,
+# which yield to it (nice 10). Every run keeps its own options and report directory.
+mount_bg=
 if [ $mount -eq 1 ]; then
   MAILBOXFS_BIN="$(cd "$ASAN_OUT" && pwd)/mailboxfs" run asan-mount "${MOUNT_TESTS:-$ASAN_OUT/mount_tests}" \
-    --gtest_filter="$ASAN_MOUNT_FILTER"
+    --gtest_filter="$ASAN_MOUNT_FILTER" >"$logs/asan-mount.out" 2>&1 &
+  mount_bg=$!
 fi
-reports "$logs/asan"
+run asan-unit nice -n 10 "$ASAN_OUT/unit_tests" --gtest_filter="$ASAN_UNIT_FILTER"
+tally asan-unit
 unset ASAN_OPTIONS UBSAN_OPTIONS LSAN_OPTIONS
 
 if [ $tsan -eq 1 ]; then
   # Suppressions, each with its reason: tests/tsan.supp.
   mkdir -p "$logs/tsan"
   export TSAN_OPTIONS="log_path=$logs/tsan/tsan:suppressions=$PWD/tests/tsan.supp:halt_on_error=0:second_deadlock_stack=1"
-  run tsan-concurrency "$TSAN_OUT/concurrency_tests"
+  run tsan-concurrency nice -n 10 "$TSAN_OUT/concurrency_tests"
+  tally tsan-concurrency
   reports "$logs/tsan"
   unset TSAN_OPTIONS
 fi
+
+if [ -n "$mount_bg" ]; then
+  wait "$mount_bg"
+  cat "$logs/asan-mount.out"
+  tally asan-mount
+fi
+reports "$logs/asan"
 
 echo "$pass passed, $fail failed, $skip skipped"
 [ "$fail" -eq 0 ]

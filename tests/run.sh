@@ -70,8 +70,8 @@ run() {
 # they overlap in time, and the mount suite meets a real compile load too.
 bg_build=
 if [ "$extras" -eq 1 ]; then
-  MOUNT_TESTS="$(cd "$out" && pwd)/mount_tests" \
-    nice -n 19 sh -c 'scripts/ci-sanitizers.sh --build-only && make --no-print-directory -s build-fuzz' \
+  MOUNT_TESTS="$(cd "$out" && pwd)/mount_tests" UNIT_OBJS_FROM="$out" \
+    nice -n 19 sh -c 'scripts/ci-sanitizers.sh --build-only && make --no-print-directory -s -j"$(nproc)" build-fuzz' \
     >"$results/background-build.log" 2>&1 &
   bg_build=$!
   echo "== background: sanitizer and fuzz builds at nice 19 (pid $bg_build)"

@@ -824,6 +824,11 @@ void Mailbox::notify_polls() {
   }
 }
 
+void Mailbox::trim_if_idle() {
+  Guard g(mu_);  // changes no waiter, no queue: nothing to settle
+  if (store_ && !removed_ && !quarantined_) store_->trim_if_idle();
+}
+
 void Mailbox::remove(Errc why, bool discard) {
   {
     Op op(*this);

@@ -23,9 +23,15 @@ void Mount::start() {
   timers_ = std::make_unique<Timers>();
   backend_->start(*timers_);
   if (redis_) redis_->start();
+  MutexLock g(sweep_mu_);
+  schedule_sweep();
 }
 
 Mount::~Mount() {
+  {
+    MutexLock g(sweep_mu_);  // a sweep under way ends (and drops its references) first
+    stopped_ = true;
+  }
   catalog_.reset();
   redis_.reset();
   backend_.reset();
@@ -35,7 +41,7 @@ Mount::~Mount() {
 Result<std::shared_ptr<Mailbox>> Mount::create_mailbox(uint64_t id, const Settings& s) {
   auto store = backend_->create(id, s);
   if (!store) return store.error();
-  return std::make_shared<Mailbox>(*this, id, s, std::move(store.value()));
+  return made(std::make_shared<Mailbox>(*this, id, s, std::move(store.value())));
 }
 
 Result<std::shared_ptr<Mailbox>> Mount::shared_mailbox(uint64_t id, const std::string& rid, Settings s) {
@@ -48,7 +54,34 @@ Result<std::shared_ptr<Mailbox>> Mount::shared_mailbox(uint64_t id, const std::s
 Result<std::shared_ptr<Mailbox>> Mount::adopt_mailbox(uint64_t id, Settings s) {
   auto store = backend_->adopt(id, &s);
   if (!store) return store.error();
-  return std::make_shared<Mailbox>(*this, id, s, std::move(store.value()));
+  return made(std::make_shared<Mailbox>(*this, id, s, std::move(store.value())));
+}
+
+std::shared_ptr<Mailbox> Mount::made(std::shared_ptr<Mailbox> box) {
+  MutexLock g(boxes_mu_);
+  boxes_.push_back(box);
+  return box;
+}
+
+void Mount::schedule_sweep() {
+  if (stopped_ || cfg_.idle_sweep.count() <= 0 || !timers_) return;
+  // The callback runs before ~Mount's timers_.reset() returns, so `this` is alive.
+  timers_->add(Timers::Clock::now() + cfg_.idle_sweep, [this] { sweep_idle(); });
+}
+
+void Mount::sweep_idle() {
+  MutexLock s(sweep_mu_);
+  if (stopped_) return;
+  std::vector<std::weak_ptr<Mailbox>> boxes;
+  {
+    MutexLock g(boxes_mu_);
+    std::erase_if(boxes_, [](const std::weak_ptr<Mailbox>& w) { return w.expired(); });
+    boxes = boxes_;
+  }
+  // One reference at a time: a mailbox removed meanwhile is freed here at the latest.
+  for (const auto& w : boxes)
+    if (auto box = w.lock()) box->trim_if_idle();
+  schedule_sweep();
 }
 
 }  // namespace mbx

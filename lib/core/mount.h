@@ -5,10 +5,12 @@
 #pragma once
 #include <sys/types.h>
 
+#include <chrono>
 #include <memory>
 #include <optional>
 #include <set>
 #include <string>
+#include <vector>
 
 #include "base/errc.h"
 #include "base/proc.h"
@@ -31,6 +33,9 @@ struct MountConfig {
   // -o backend=redis://...: the tree's mailboxes and names live there, shared
   // with every daemon of the same namespace; pid/ stays in shared memory.
   std::optional<RedisConfig> redis;
+  // Every this often, each mailbox that stayed empty and untouched since the
+  // previous sweep gives its memory back (Mailbox::trim_if_idle); 0: never.
+  std::chrono::milliseconds idle_sweep{1000};
 };
 
 class Mount final : public Host, public MailboxFactory {
@@ -74,8 +79,14 @@ class Mount final : public Host, public MailboxFactory {
   bool restore_state_dir() { return backend_->restore_state_dir(); }
   uint64_t state_rebuilds() const { return backend_->state_rebuilds(); }
 
+  // One idle sweep now (the timer thread runs it every cfg.idle_sweep):
+  // Mailbox::trim_if_idle on every mailbox this mount made.
+  void sweep_idle() EXCLUDES(sweep_mu_, boxes_mu_);
+
  private:
   Mount() = default;
+  std::shared_ptr<Mailbox> made(std::shared_ptr<Mailbox> box) EXCLUDES(boxes_mu_);
+  void schedule_sweep() REQUIRES(sweep_mu_);
 
   MountConfig cfg_;
   proc::ThreadProbe probe_;
@@ -85,6 +96,14 @@ class Mount final : public Host, public MailboxFactory {
   std::unique_ptr<ShmBackend> backend_;  // stopped before the timers its graves use
   std::unique_ptr<RedisBackend> redis_;  // -o backend=redis://...
   std::unique_ptr<RedisCatalog> catalog_;
+  // Held for a whole sweep, taken before any Mailbox::mu_: ~Mount takes it
+  // to stop the sweeps before the stores' backend goes (a sweep may hold a
+  // mailbox's last reference).
+  Mutex sweep_mu_;
+  bool stopped_ GUARDED_BY(sweep_mu_) = false;
+  // Leaf lock: every mailbox made, for the sweep (expired ones dropped by it).
+  Mutex boxes_mu_;
+  std::vector<std::weak_ptr<Mailbox>> boxes_ GUARDED_BY(boxes_mu_);
 };
 
 }  // namespace mbx

@@ -275,6 +275,8 @@ Errc ShmStore::reshape(const Settings& n, uint64_t* first) {
   seg_.wake_all();  // sleepers on the old segment re-check and see it retired
   seg_ = std::move(fresh.value());
   generation_++;
+  idle_tail_ = idle_head_ = UINT64_MAX;  // a new ring: its positions start again
+  trimmed_ = false;
   return Errc::ok;
 }
 
@@ -290,6 +292,26 @@ void ShmStore::destroy(bool trust_counters) {
   seg_.unlink_file();
   if (held) backend_.bury(std::move(seg_));
   seg_ = Segment();  // frees the shared memory now, not at the last close
+}
+
+void ShmStore::trim_if_idle() {
+  if (!seg_.valid()) return;
+  const layout::SegmentHeader* h = seg_.header();
+  // Relaxed: only a sign of activity (both positions only grow, and every
+  // send or receive moves one); trim() re-checks emptiness under both locks.
+  const uint64_t tail = h->tail_pub.load(std::memory_order_relaxed);
+  const uint64_t head = h->head_pub.load(std::memory_order_relaxed);
+  const bool still = tail == idle_tail_ && head == idle_head_;
+  idle_tail_ = tail;
+  idle_head_ = head;
+  if (!still) trimmed_ = false;
+  if (!still || trimmed_ || tail != head) return;
+  // Contended (a participant holds a lock: not idle after all), busy (queued)
+  // or corrupt: left as it is, looked at again at the next sweep.
+  if (seg_.trim() != Errc::ok) return;
+  trimmed_ = true;
+  idle_tail_ = h->tail_pub.load(std::memory_order_relaxed);  // trim() moved both to the next lap
+  idle_head_ = h->head_pub.load(std::memory_order_relaxed);
 }
 
 Result<std::string> ShmStore::locator() const {

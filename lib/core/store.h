@@ -123,6 +123,11 @@ class Store {
   virtual void destroy(bool trust_counters) = 0;
   // Where other participants find it (user.mailbox.segment); io if it is gone.
   virtual Result<std::string> locator() const = 0;
+  // Called every Mount idle sweep: a store that nobody (daemon or other
+  // participant) has changed since the previous call and that is empty gives
+  // its memory back; the next message allocates again. A store with nothing
+  // to give back ignores it.
+  virtual void trim_if_idle() {}
 };
 
 }  // namespace mbx

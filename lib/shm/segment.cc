@@ -1360,6 +1360,9 @@ Errc Segment::trim() {
   SegmentHeader* h = hdr_;
   const uint64_t tail = h->send.tail, off = tail % data_size_;
   if (h->recv.head != tail || h->recv.popped != h->send.next_seq) return Errc::busy;
+  // Fresh, or trimmed with nothing sent since (every send raises populated
+  // first): nothing to give back, no system call.
+  if (off == 0 && load_word(h->populated) == 0) return Errc::ok;
   if (off != 0) {  // to offset 0 of the next lap, as restart_if_empty_locked()
     if (data_size_ - off >= kRecHdr) {
       if (Errc e = populate_locked(tail, tail + kRecHdr); e != Errc::ok) return e;

@@ -20,9 +20,13 @@ struct IdleCost {
   double create_ms;                                  // creating all of them, one open(O_CREAT) each
   std::vector<double> ls_mailboxfs_ms, ls_tmpfs_ms;  // one per repetition, interleaved
   // Then `used` of them each carry one 64-byte message through libmailbox
-  // (sent, received, closed) and sit idle again: what they hold now.
+  // (sent, received, closed) and sit idle again: what they hold just after
+  // (segments_busy_kib), and once the daemon's idle sweep has given their
+  // memory back (waited for up to 30 s: sweep_wait_s).
   int used;
+  double segments_busy_kib;
   double anon_used_kib, segments_used_kib;
+  double sweep_wait_s;
 
   // Resident memory per idle mailbox, never used: its segment pages plus
   // the daemon's heap for it (VmRSS would count mapped segment pages twice).

@@ -2,7 +2,11 @@
 // framing's message until close) count toward the mount's quota and toward
 // the writing user's -o user_max_bytes, so an unprivileged user cannot grow
 // the daemon without bound. Writers run as `nobody`.
+#include <fcntl.h>
 #include <gtest/gtest.h>
+#include <poll.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <unistd.h>
 
@@ -10,6 +14,9 @@
 #include <memory>
 #include <sstream>
 #include <string>
+#include <vector>
+
+#include <mailbox/mailbox.hpp>
 
 #include "harness.h"
 
@@ -188,6 +195,79 @@ TEST(MemoryBound, WhatADeadDaemonHeldIsGivenBackToTheQuota) {
   EXPECT_EQ(used_bytes(m), 0);
   mt::sh("fusermount3 -u " + q(m.dir()));
   EXPECT_TRUE(second.exits_within(10000));
+}
+
+// Pages of segment file `path` in memory, looked at through a mapping of
+// our own (mincore: the file's pages, whoever touched them); -1 if unreadable.
+long resident_pages(const std::string& path) {
+  const int fd = ::open(path.c_str(), O_RDONLY);
+  if (fd < 0) return -1;
+  struct stat st {};
+  void* p = ::fstat(fd, &st) == 0 ? ::mmap(nullptr, st.st_size, PROT_READ, MAP_SHARED, fd, 0) : MAP_FAILED;
+  ::close(fd);
+  if (p == MAP_FAILED) return -1;
+  std::vector<unsigned char> v((st.st_size + 4095) / 4096);
+  long n = ::mincore(p, st.st_size, v.data()) == 0 ? 0 : -1;
+  for (unsigned char c : v) n += n >= 0 ? (c & 1) : 0;
+  ::munmap(p, st.st_size);
+  return n;
+}
+
+// Message i of the idle test: its length and bytes follow from i alone.
+std::string idle_msg(int i) {
+  std::string m(8 + (i * 7919) % 4000, '\0');
+  for (size_t k = 0; k < m.size(); k++) m[k] = static_cast<char>('a' + (i * 31 + k * 7) % 26);
+  return m;
+}
+
+// Reads one byte from `fd`, or fails at the hang guard.
+bool read_byte(int fd) {
+  pollfd p{fd, POLLIN, 0};
+  char c;
+  return ::poll(&p, 1, mt::kHang) == 1 && ::read(fd, &c, 1) == 1;
+}
+
+// A default mailbox left empty gives its memory back on the daemon's own (its
+// idle sweep), while a library producer and consumer keep it mapped and wait
+// idle; then they go on, and every message arrives whole and in order.
+TEST(MemoryIdle, AnIdleMailboxGivesItsMemoryBackWhileClientsKeepItMapped) {
+  mt::Mount m;
+  ASSERT_TRUE(m.ok()) << m.daemon_stderr();
+  ASSERT_EQ(m.sh("touch box").status, 0);  // the defaults: capacity 64, max_message 1 MiB
+  const std::string seg = m.xattr("box", "segment");
+  ASSERT_FALSE(seg.empty());
+  constexpr int kRounds = 2, kPer = 2000;
+  int idle[2], go[2];
+  ASSERT_EQ(::pipe(idle), 0);
+  ASSERT_EQ(::pipe(go), 0);
+  auto client = [&](bool producer) {
+    return mt::child([&] {
+      auto b = mailbox::Mailbox::open(m.path("box"), {.send = producer, .receive = !producer});
+      if (!b) return 10;
+      std::string msg;
+      for (int r = 0, i = 0; r < kRounds; r++) {
+        for (const int end = i + kPer; i < end; i++) {
+          if (producer ? b->send(idle_msg(i)) != 0 : b->receive(msg) != 0 || msg != idle_msg(i)) return 11;
+        }
+        // Idle, still mapped, until the test has seen the memory go.
+        if (::write(idle[1], "i", 1) != 1 || !read_byte(go[0])) return 12;
+      }
+      return 0;
+    });
+  };
+  const pid_t producer = client(true), consumer = client(false);
+  for (int r = 0; r < kRounds; r++) {
+    ASSERT_TRUE(read_byte(idle[0]) && read_byte(idle[0])) << "round " << r;
+    EXPECT_TRUE(mt::wait_until([&] { return resident_pages(seg) == 1; }))
+        << "round " << r << ": " << resident_pages(seg) << " pages";
+    ASSERT_EQ(::write(go[1], "gg", 2), 2);
+  }
+  EXPECT_EQ(mt::finish(producer), 0);
+  EXPECT_EQ(mt::finish(consumer), 0);
+  for (int fd : {idle[0], idle[1], go[0], go[1]}) ::close(fd);
+  EXPECT_EQ(m.xattr("box", "sent"), std::to_string(kRounds * kPer));
+  EXPECT_EQ(m.xattr("box", "received"), std::to_string(kRounds * kPer));
+  EXPECT_EQ(m.xattr("box", "lost"), "0");
 }
 
 }  // namespace

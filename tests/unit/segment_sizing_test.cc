@@ -1,10 +1,13 @@
 // SPDX-License-Identifier: MIT
 // Segment sizing (layout version 5): a default mailbox's ring is sized by what
 // traffic needs, not by capacity x max_message; version 4 segments still work.
+#include <fcntl.h>
 #include <gtest/gtest.h>
 #include <sched.h>
 #include <sys/mman.h>
 #include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <atomic>
 #include <chrono>
@@ -180,6 +183,128 @@ TEST(SegmentSizing, IdleMailboxesHoldLittleMemory) {
     ASSERT_TRUE(s.pop(out, 0).ok());
     ASSERT_EQ(out, msg);
   }
+}
+
+// A client of a segment being trimmed: attaches `path` and for each of
+// `rounds` rounds sends (producer) or receives and checks (consumer) `per`
+// make_msg() messages, sleeping on the futex words while it must wait; then
+// says it is idle (a byte on `up`) and waits for a byte on `down`. Exit 0:
+// every message went through whole and in order.
+[[noreturn]] void trim_client(const std::string& path, SharedControl& ctl, bool producer, int rounds, uint32_t per,
+                              int up, int down) {
+  auto seg = Segment::attach(path);
+  if (!seg) ::_exit(10);
+  seg->set_control(ctl.get(), true);
+  layout::SegmentHeader* h = seg->header();
+  const int64_t give_up = realtime_ns() + 60'000'000'000;  // hang guard only
+  const timespec step{0, 50 * 1000 * 1000};
+  uint32_t i = 0;
+  for (int r = 0; r < rounds; r++) {
+    for (const uint32_t end = i + per; i < end;) {
+      if (realtime_ns() > give_up) ::_exit(11);
+      if (producer) {
+        const std::string m = ut::make_msg(0, i);
+        const uint32_t seen = h->popped.load(std::memory_order_acquire);
+        auto p = seg->push(m.data(), m.size(), {}, realtime_ns());
+        if (p) {
+          seg->after_push(false);
+          i++;
+          continue;
+        }
+        if (p.error() != Errc::again) ::_exit(12);
+        h->sleeping_senders.fetch_add(1);
+        futex_wait(&h->popped, seen, &step);
+        h->sleeping_senders.fetch_sub(1);
+      } else {
+        h->sleeping_receivers.fetch_add(1);
+        const uint32_t seen = h->pushed.load(std::memory_order_acquire);
+        std::string out;
+        auto p = seg->pop(out, realtime_ns());
+        if (!p) {
+          if (p.error() != Errc::again) ::_exit(13);
+          futex_wait(&h->pushed, seen, &step);
+          h->sleeping_receivers.fetch_sub(1);
+          continue;
+        }
+        h->sleeping_receivers.fetch_sub(1);
+        seg->after_pop(false);
+        auto id = ut::check_msg(out);
+        if (!id || id->first != 0 || id->second != i) ::_exit(14);  // damaged, lost, duplicated or reordered
+        i++;
+      }
+    }
+    char c = 'i';
+    if (::write(up, &c, 1) != 1 || ::read(down, &c, 1) != 1) ::_exit(15);
+  }
+  ::_exit(0);
+}
+
+// The daemon trims an idle mailbox while library clients have it mapped:
+// trims made as often as possible during their traffic (each one that finds
+// the ring empty moves it to the next lap and drops its memory) and one
+// between rounds, while both clients sit idle, which leaves only the header
+// resident. The clients see every message whole and in order.
+TEST(SegmentSizing, TrimWhileClientsMapItLosesNothing) {
+  TempDir d;
+  SharedControl ctl;
+  Segment s = default_segment(d.file("s"), ctl);
+  s.set_no_wait(true);  // as the daemon: never waits for a client's lock
+  constexpr int kRounds = 8;
+  constexpr uint32_t kPer = 600;
+  int up[2], down[2];
+  ASSERT_EQ(::pipe(up), 0);
+  ASSERT_EQ(::pipe(down), 0);
+  std::vector<pid_t> kids;
+  struct Reaper {  // an assertion that returns early leaves no client behind
+    std::vector<pid_t>& kids;
+    ~Reaper() {
+      for (pid_t k : kids) ::kill(k, SIGKILL), ::waitpid(k, nullptr, 0);
+    }
+  } reaper{kids};
+  for (bool producer : {true, false}) {
+    const pid_t pid = ::fork();
+    ASSERT_GE(pid, 0);
+    if (pid == 0) trim_client(s.path(), ctl, producer, kRounds, kPer, up[1], down[0]);
+    kids.push_back(pid);
+  }
+  ::close(up[1]);
+  ::close(down[0]);
+  ASSERT_EQ(::fcntl(up[0], F_SETFL, O_NONBLOCK), 0);
+  uint64_t trimmed_during = 0;
+  const auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(60);  // hang guard only
+  for (int r = 0; r < kRounds; r++) {
+    for (int idle = 0; idle < 2;) {
+      char c;
+      const ssize_t n = ::read(up[0], &c, 1);
+      if (n == 1) {
+        idle++;
+        continue;
+      }
+      ASSERT_TRUE(n < 0 && errno == EAGAIN) << "a client ended early";
+      ASSERT_LT(std::chrono::steady_clock::now(), give_up);
+      const Errc e = s.trim();
+      ASSERT_TRUE(e == Errc::ok || e == Errc::busy || e == Errc::contended) << to_errno(e);
+      trimmed_during += e == Errc::ok;
+    }
+    ASSERT_EQ(s.trim(), Errc::ok);
+    EXPECT_EQ(resident_pages(s), 1u) << "round " << r;
+    const char go[2] = {'g', 'g'};
+    ASSERT_EQ(::write(down[1], go, 2), 2);
+  }
+  for (pid_t k : kids) {
+    const int st = ut::wait_child(k, std::chrono::seconds(60));
+    EXPECT_TRUE(WIFEXITED(st) && WEXITSTATUS(st) == 0) << "client status " << st;
+  }
+  kids.clear();
+  ::close(up[0]);
+  ::close(down[1]);
+  const SegmentStats st = s.stats();
+  EXPECT_EQ(st.total_sent, uint64_t{kRounds} * kPer);
+  EXPECT_EQ(st.total_received, uint64_t{kRounds} * kPer);
+  EXPECT_EQ(st.lost, 0u);
+  EXPECT_EQ(s.header()->state.load(), layout::kLive);
+  EXPECT_EQ(ctl.used(), 0u);  // stats() settled what the receives and the credit held
+  RecordProperty("trims_during_traffic", std::to_string(trimmed_during));
 }
 
 // The sizing words are the senders' policy, but out of range they are a
