@@ -276,6 +276,7 @@ void Mailbox::deliver_locked(Batch& b) {
     }
     auto o = take_locked(*r->handle_, r->want_, b);
     if (!o) break;
+    if (o->err == Errc::io) break;  // the store is unreachable: it stays parked (Store: io)
     note_sender_locked(r->pid, *o);
     unpark_locked(r);
     b.done.emplace_back(r, std::move(*o));
@@ -643,12 +644,19 @@ void Mailbox::end_locked(Waiter* w, Errc err, Batch& b) {
 // Finishes every parked call the ring can now satisfy, in FIFO order.
 void Mailbox::drain_locked(Batch& b) {
   if (removed_) return;
+  // A parked send that finds the store unreachable stays parked (Store: io).
+  auto run = [&](Waiter* s) REQUIRES(mu_) {
+    const Step st = run_send_locked(s->job_, true, b);
+    if (st != Step::failed || s->job_.err != Errc::io) return st;
+    s->job_.err = Errc::ok;
+    return Step::need_space;
+  };
   for (size_t before = SIZE_MAX; before != b.done.size();) {
     before = b.done.size();
     deliver_locked(b);
     for (auto it = acks_.begin(); it != acks_.end();) {
       Waiter* s = *it++;
-      Step st = run_send_locked(s->job_, true, b);
+      Step st = run(s);
       if (st == Step::need_ack) continue;
       if (st == Step::need_space) {
         unlist_locked(s);
@@ -660,7 +668,7 @@ void Mailbox::drain_locked(Batch& b) {
     }
     while (!writers_.empty()) {
       Waiter* s = writers_.front();
-      Step st = run_send_locked(s->job_, true, b);
+      Step st = run(s);
       if (st == Step::need_space) break;
       if (st == Step::need_ack) {
         unlist_locked(s);

@@ -122,9 +122,14 @@ Result<uint64_t> RedisBackend::recover() {
   return n;
 }
 
-void RedisBackend::tick() {
-  kick_all();
+void RedisBackend::tick(bool fresh) {
+  if (fresh) {
+    MutexLock g(conn_mu_);
+    (void)conn_.connect(/*now=*/true);  // no waiting out the backoff: the subscriber reached the server
+  }
+  kick_all();  // parked calls that met the outage try again
   const auto now = std::chrono::steady_clock::now();
+  if (fresh) next_renew_ = now;  // the lease may have run low while the server was away
   if (now >= next_renew_ && renew_lease() == Errc::ok) next_renew_ = now + cfg_.lease / 3;
   if (now >= next_recover_ && recover().ok()) next_recover_ = now + cfg_.lease / 2;
 }
@@ -144,7 +149,8 @@ void RedisBackend::start() {
   sub_started_ = true;
   (void)renew_lease();  // registered before any receive: a death is noticed
   sub_ = std::make_unique<redis::Subscriber>(
-      cfg_.endpoint, channel_, cfg_.recheck, [this](std::string_view ev) { on_event(ev); }, [this] { tick(); });
+      cfg_.endpoint, channel_, cfg_.recheck, [this](std::string_view ev) { on_event(ev); },
+      [this](bool fresh) { tick(fresh); });
 }
 
 RedisBackend::~RedisBackend() {

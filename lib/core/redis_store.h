@@ -71,6 +71,12 @@ class RedisBackend {
   Result<uint64_t> return_in_flight(const std::string& id) EXCLUDES(conn_mu_);
   // True once the subscription holds (tests wait for it before counting on wake-ups).
   bool subscribed() const { return sub_ && sub_->subscribed(); }
+  // Waits until the subscription was made `n` times (1: started; 2: back
+  // after the first outage, with the command connection tried again and
+  // every watched store kicked); false at the hang guard `limit`.
+  bool wait_subscriptions(uint64_t n, std::chrono::milliseconds limit) {
+    return sub_ && sub_->wait_subscriptions(n, limit);
+  }
 
  private:
   friend class RedisStore;
@@ -80,8 +86,10 @@ class RedisBackend {
   void on_event(std::string_view ev) EXCLUDES(watch_mu_);
   // Every watched store is kicked (a re-check: notifications may be lost).
   void kick_all() EXCLUDES(watch_mu_);
-  // The subscriber's tick: kick_all, and the lease's renewal and recovery when due.
-  void tick();
+  // The subscriber's tick: kick_all, and the lease's renewal and recovery
+  // when due. `fresh`: the subscription was just made (again): the server is
+  // back, so the command connection is tried now, before the kick.
+  void tick(bool fresh) EXCLUDES(conn_mu_);
   std::string inflight_set(const std::string& daemon) const;  // the mailboxes a daemon may hold records of
 
   const RedisConfig cfg_;

@@ -9,8 +9,10 @@
 // Every call returns at once. A call that cannot proceed because another
 // participant holds the storage returns Errc::contended having changed
 // nothing (the mailbox parks its caller and tries again); bad_message means
-// the storage is corrupt (the mailbox quarantines itself). Calls on one
-// Store are serialised by its mailbox's lock.
+// the storage is corrupt (the mailbox quarantines itself); io means it
+// cannot be reached now (a server away): a new call fails with EIO, a
+// parked one stays parked and is tried again at the store's next kick.
+// Calls on one Store are serialised by its mailbox's lock.
 #pragma once
 #include <cstdint>
 #include <memory>

@@ -2,6 +2,7 @@
 #include "redis/conn.h"
 
 #include <hiredis/hiredis.h>
+#include <poll.h>
 #include <signal.h>
 #include <sys/time.h>
 
@@ -46,6 +47,13 @@ class NoSigpipe {
   sigset_t pipe_, old_;
   bool was_pending_ = false;
 };
+
+// An idle request/reply connection has nothing to read: readable means the
+// server closed it (EOF) or it broke.
+bool closed_by_server(const redisContext* c) {
+  pollfd pf{c->fd, POLLIN, 0};
+  return ::poll(&pf, 1, 0) > 0;
+}
 }  // namespace
 
 void ContextFree::operator()(redisContext* c) const { redisFree(c); }
@@ -99,9 +107,15 @@ void Conn::drop(const char* why) {
   said_down_ = true;
 }
 
-Errc Conn::connect() {
-  if (ctx_) return Errc::ok;
-  if (std::chrono::steady_clock::now() < next_try_) return Errc::io;  // backing off
+Errc Conn::connect(bool now) {
+  if (ctx_ && !closed_by_server(ctx_.get())) return Errc::ok;
+  const bool replaced = ctx_ != nullptr;
+  if (replaced) {  // it restarted (or went away): nothing was sent on it, so try at once
+    ctx_.reset();
+    shas_.clear();
+    now = true;
+  }
+  if (!now && std::chrono::steady_clock::now() < next_try_) return Errc::io;  // backing off
   std::string why;
   auto c = open_context(ep_, opt_.connect_timeout, &why);
   if (!c) {
@@ -118,7 +132,9 @@ Errc Conn::connect() {
       return Errc::io;
     }
   }
-  if (said_down_) log(LogLevel::warning, "redis %s: connected again", ep_.text().c_str());
+  if (said_down_ || replaced)
+    log(LogLevel::warning, "redis %s: connected again%s", ep_.text().c_str(),
+        said_down_ ? "" : " (the server had closed the connection)");
   said_down_ = false;
   backoff_ = std::chrono::milliseconds(0);
   return Errc::ok;

@@ -3,8 +3,10 @@
 // cannot reach the server returns Errc::io at once (after at most the
 // command timeout), and the next call reconnects, no sooner than the backoff
 // allows (doubling from kBackoffFirst to kBackoffMax), so an outage costs
-// each call one failed attempt at most, never a wait. Not thread-safe: its
-// owner serialises the calls.
+// each call one failed attempt at most, never a wait. A connection the
+// server closed while idle (it restarted) is replaced before the next
+// command is sent, so a restart between two calls costs no call. Not
+// thread-safe: its owner serialises the calls.
 #pragma once
 #include <chrono>
 #include <map>
@@ -58,8 +60,9 @@ class Conn {
   // EVALSHA with `keys` and `args`, loading the script when the server lacks it.
   Result<Reply> eval(const Script& s, const std::vector<std::string_view>& keys,
                      const std::vector<std::string_view>& args);
-  // Connects now if not connected (and the backoff allows): ok or io.
-  Errc connect();
+  // Connects now if not connected (and the backoff allows, unless `now`:
+  // the caller knows the server is back): ok or io.
+  Errc connect(bool now = false);
   bool connected() const { return ctx_ != nullptr; }
   const Endpoint& endpoint() const { return ep_; }
   static constexpr std::chrono::milliseconds kBackoffFirst{50}, kBackoffMax{2000};

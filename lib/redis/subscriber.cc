@@ -32,6 +32,16 @@ Subscriber::Subscriber(Endpoint ep, std::string channel, std::chrono::millisecon
   thread_ = std::thread([this] { run(); });
 }
 
+uint64_t Subscriber::subscriptions() {
+  std::lock_guard g(count_mu_);
+  return count_;
+}
+
+bool Subscriber::wait_subscriptions(uint64_t n, std::chrono::milliseconds limit) {
+  std::unique_lock g(count_mu_);
+  return count_cv_.wait_for(g, limit, [&] { return count_ >= n; });
+}
+
 Subscriber::~Subscriber() {
   if (stop_w_.valid()) (void)!::write(stop_w_.get(), "x", 1);
   if (thread_.joinable()) thread_.join();
@@ -43,7 +53,7 @@ void Subscriber::run() {
   for (;;) {
     const bool served = subscribed_.load(std::memory_order_relaxed);
     if (!serve_once()) return;
-    if (served) backoff = Conn::kBackoffFirst;  // it had worked: start the backoff again
+    if (served) backoff = Conn::kBackoffFirst, said = false;  // it had worked: a new outage
     if (!said) log(LogLevel::warning, "redis %s: no subscription; trying again", ep_.text().c_str());
     said = true;
     pollfd pf{stop_r_.get(), POLLIN, 0};
@@ -67,7 +77,14 @@ bool Subscriber::serve_once() {
   if (!r) return true;
   freeReplyObject(r);
   subscribed_.store(true, std::memory_order_release);  // pairs with the acquire in subscribed()
-  on_missed_();  // what was published before the subscription held may have been missed
+  on_missed_(true);  // what was published before the subscription held may have been missed
+  bool again = false;
+  {
+    std::lock_guard g(count_mu_);
+    again = count_++ > 0;
+  }
+  count_cv_.notify_all();
+  if (again) log(LogLevel::warning, "redis %s: subscribed again", ep_.text().c_str());
   auto next_tick = Clock::now() + period_;
   bool broken = false;
   while (!broken) {
@@ -76,7 +93,7 @@ bool Subscriber::serve_once() {
     if (n < 0 && errno != EINTR) break;
     if (pf[1].revents) return false;
     if (Clock::now() >= next_tick) {
-      on_missed_();
+      on_missed_(false);
       next_tick = Clock::now() + period_;
     }
     if (n <= 0 || !pf[0].revents) continue;

@@ -1,14 +1,19 @@
 // SPDX-License-Identifier: MIT
 // A thread with its own connection subscribed to one channel: each message
 // published on it is handed to `on_message`, and `on_missed` is called each
-// time the subscription is made (messages published before may have been
-// missed) and every `period` (a notification lost in between is recovered
-// by that re-check). Reconnects with backoff. Both callbacks run on the
-// subscriber's thread with no lock of its own held.
+// time the subscription is made (`fresh`: messages published before may have
+// been missed, and the server may have been away) and every `period` (a
+// notification lost in between is recovered by that re-check). Reconnects
+// with backoff, logging one line when the subscription is lost and one when
+// it is back. Both callbacks run on the subscriber's thread with no lock of
+// its own held.
 #pragma once
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
+#include <cstdint>
 #include <functional>
+#include <mutex>
 #include <string>
 #include <string_view>
 #include <thread>
@@ -22,7 +27,7 @@ namespace mbx::redis {
 class Subscriber {
  public:
   using OnMessage = std::function<void(std::string_view payload)>;
-  using OnMissed = std::function<void()>;
+  using OnMissed = std::function<void(bool fresh)>;
   Subscriber(Endpoint ep, std::string channel, std::chrono::milliseconds period, OnMessage on_message,
              OnMissed on_missed);
   ~Subscriber();  // stops and joins the thread
@@ -31,6 +36,11 @@ class Subscriber {
 
   // True once the first SUBSCRIBE was confirmed and while it holds.
   bool subscribed() const { return subscribed_.load(std::memory_order_acquire); }
+  // How many times the subscription was made, each counted once its fresh
+  // on_missed returned (the first is 1; 2 is the first after an outage).
+  uint64_t subscriptions();
+  // Waits until subscriptions() >= n; false at the hang guard `limit`.
+  bool wait_subscriptions(uint64_t n, std::chrono::milliseconds limit);
 
  private:
   void run();
@@ -43,6 +53,9 @@ class Subscriber {
   OnMissed on_missed_;
   UniqueFd stop_r_, stop_w_;             // the destructor writes a byte: poll() returns
   std::atomic<bool> subscribed_{false};  // release in run(), acquire in subscribed()
+  std::mutex count_mu_;                  // leaf lock: guards count_ for the waiters
+  std::condition_variable count_cv_;
+  uint64_t count_ = 0;
   std::thread thread_;
 };
 

@@ -2,17 +2,24 @@
 // A private redis-server for a test: on a unix socket in its own temporary
 // directory (never a shared one), no persistence unless asked, stopped by
 // its pid at the end. Header-only, for the unit and mount suites alike.
+//
+// Readiness is redis-server's own signal: it runs `--supervised systemd`
+// with NOTIFY_SOCKET set to a datagram socket of the test, and sends
+// "READY=1" there once it accepts connections (after loading its data).
 #pragma once
+#include <poll.h>
 #include <signal.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <chrono>
-#include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <string>
-#include <thread>
 #include <vector>
 
 namespace testredis {
@@ -34,44 +41,66 @@ class Server {
   Server& operator=(const Server&) = delete;
 
   // Starts it (again, after stop(): same directory, same data when persisted).
-  // True once `redis-cli -s SOCK ping` answered PONG (a readiness poll, with
-  // a hang guard of 20 s).
+  // True once it said READY=1 (hang guard 20 s); false if it exited first
+  // (not installed, or it refused the arguments).
   bool start() {
     if (pid_ > 0 || dir_.empty()) return ready_;
-    std::vector<std::string> args{"redis-server", "--port",    "0",          "--unixsocket", socket(), "--dir",
-                                  dir_,           "--save",    "",           "--appendonly", "no",     "--daemonize",
-                                  "no",           "--logfile", dir_ + "/log"};
+    const std::string notify = dir_ + "/notify";
+    ::unlink(notify.c_str());
+    const int sock = ::socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    sockaddr_un sa{};
+    sa.sun_family = AF_UNIX;
+    std::strncpy(sa.sun_path, notify.c_str(), sizeof sa.sun_path - 1);
+    if (sock < 0 || ::bind(sock, reinterpret_cast<sockaddr*>(&sa), sizeof sa) != 0) {
+      if (sock >= 0) ::close(sock);
+      return ready_ = false;
+    }
+    std::vector<std::string> args{"redis-server", "--port",    "0",
+                                  "--unixsocket", socket(),    "--dir",
+                                  dir_,           "--save",    "",
+                                  "--appendonly", "no",        "--daemonize",
+                                  "no",           "--logfile", dir_ + "/log",
+                                  "--supervised", "systemd"};
     for (auto& a : extra_) args.push_back(a);
+    std::vector<std::string> env{"NOTIFY_SOCKET=" + notify};
+    for (char** e = environ; *e; e++)
+      if (!std::string_view(*e).starts_with("NOTIFY_SOCKET=")) env.emplace_back(*e);
+    std::vector<char*> argv, envp;  // built before fork: the child only execs
+    for (auto& a : args) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    for (auto& e : env) envp.push_back(e.data());
+    envp.push_back(nullptr);
     pid_ = ::fork();
     if (pid_ == 0) {
-      std::vector<char*> argv;
-      for (auto& a : args) argv.push_back(a.data());
-      argv.push_back(nullptr);
-      ::execvp("redis-server", argv.data());
+      ::execvpe("redis-server", argv.data(), envp.data());
       ::_exit(127);
     }
-    const std::string ping = "redis-cli -s " + socket() + " ping 2>/dev/null";
+    const int pidfd = pid_ > 0 ? static_cast<int>(::syscall(SYS_pidfd_open, pid_, 0)) : -1;
+    ready_ = false;
     for (auto end = std::chrono::steady_clock::now() + std::chrono::seconds(20);
-         std::chrono::steady_clock::now() < end;) {
-      if (FILE* f = ::popen(ping.c_str(), "r")) {
-        char buf[16] = {};
-        const bool pong = std::fgets(buf, sizeof buf, f) && std::string(buf).starts_with("PONG");
-        ::pclose(f);
-        if (pong) return ready_ = true;
-      }
-      int st;
-      if (::waitpid(pid_, &st, WNOHANG) == pid_) {  // it exited: not installed, or refused the arguments
+         pid_ > 0 && !ready_ && std::chrono::steady_clock::now() < end;) {
+      pollfd pf[2] = {{sock, POLLIN, 0}, {pidfd, POLLIN, 0}};
+      if (::poll(pf, pidfd >= 0 ? 2 : 1, 1000) <= 0) continue;  // the deadline is a hang guard only
+      if (pf[0].revents & POLLIN) {
+        char buf[512];
+        const ssize_t n = ::recv(sock, buf, sizeof buf - 1, 0);
+        if (n > 0 && std::string_view(buf, size_t(n)).find("READY=1") != std::string_view::npos) ready_ = true;
+      } else if (pf[1].revents & POLLIN) {  // it exited
+        int st;
+        ::waitpid(pid_, &st, 0);
         pid_ = -1;
-        return ready_ = false;
       }
-      std::this_thread::sleep_for(std::chrono::milliseconds(20));  // readiness poll, not ordering
     }
-    return ready_ = false;
+    if (pidfd >= 0) ::close(pidfd);
+    ::close(sock);
+    return ready_;
   }
-  // Stops it by its pid (SIGTERM: an AOF is flushed) and reaps it.
-  void stop() {
+  // Stops it by its pid and reaps it. SIGTERM flushes an AOF; SIGKILL
+  // leaves only what was written (with appendfsync always: every write it
+  // acknowledged).
+  void stop(int sig = SIGTERM) {
     if (pid_ <= 0) return;
-    ::kill(pid_, SIGTERM);
+    ::kill(pid_, sig);
     int st;
     ::waitpid(pid_, &st, 0);
     pid_ = -1;

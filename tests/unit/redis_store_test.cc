@@ -75,10 +75,23 @@ TEST_F(RedisStoreTest, ConnectionFailsWithEioAndComesBack) {
   EXPECT_FALSE(c.connected());
   EXPECT_EQ(c.command({"PING"}).error(), Errc::io);  // backing off, or refused: at once either way
   ASSERT_TRUE(server_.start());
-  bool back = false;  // reconnects by itself once the backoff has passed (hang guard only)
-  for (auto end = ut::Clock::now() + 20s; !back && ut::Clock::now() < end; std::this_thread::sleep_for(10ms))
-    back = c.command({"PING"}).ok();
-  EXPECT_TRUE(back);
+  // The caller that knows the server is back (the daemon's subscriber) need
+  // not wait out the backoff.
+  EXPECT_EQ(c.connect(/*now=*/true), Errc::ok);
+  auto again = c.command({"PING"});
+  ASSERT_TRUE(again.ok());
+  EXPECT_EQ(again->str, "PONG");
+}
+
+TEST_F(RedisStoreTest, ARestartBetweenTwoCallsCostsNoCall) {
+  redis::Conn c(redis::parse_url(server_.url()).value(), redis::Options{});
+  ASSERT_TRUE(c.command({"SET", "k", "v"}).ok());
+  server_.stop();
+  ASSERT_TRUE(server_.start());  // no call while it was away: the connection is stale, not known broken
+  auto r = c.command({"PING"});  // nothing was sent on the closed one: replaced at once
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(r->str, "PONG");
+  EXPECT_TRUE(c.connected());
 }
 
 TEST_F(RedisStoreTest, UnreachableServerIsEio) {
@@ -236,8 +249,7 @@ TEST_F(RedisStoreTest, AnotherDaemonsChangesAreNotified) {
   auto sa = store(*a, "w"), sb = store(*b, "w");
   auto l = std::make_shared<Listener>();
   sb->watch(kWatchReadable, l);
-  for (auto end = ut::Clock::now() + 20s; !b->subscribed() && ut::Clock::now() < end;)
-    std::this_thread::sleep_for(1ms);  // readiness: the subscription holds
+  ASSERT_TRUE(b->wait_subscriptions(1, 20s));  // readiness: the subscription holds (hang guard only)
   ASSERT_TRUE(b->subscribed());
   {
     std::lock_guard g(l->m);
@@ -252,6 +264,28 @@ TEST_F(RedisStoreTest, AnotherDaemonsChangesAreNotified) {
   std::string out;
   EXPECT_EQ(sb->pop(out).error(), Errc::removed);
   EXPECT_EQ(sb->push("y", {}, false).error(), Errc::removed);
+  sb->watch(0, {});
+}
+
+TEST_F(RedisStoreTest, BackAfterAnOutageTheSubscriptionReconnectsAndKicks) {
+  auto b = backend(server_);
+  b->start();
+  ASSERT_TRUE(b->wait_subscriptions(1, 20s));  // hang guard only
+  auto sb = store(*b, "o");
+  auto l = std::make_shared<Listener>();
+  sb->watch(kWatchReadable, l);
+  server_.stop();
+  EXPECT_EQ(sb->push("lost", {}, false).error(), Errc::io);  // noticed: the connection backs off
+  {
+    std::lock_guard g(l->m);
+    l->calls = 0;
+  }
+  ASSERT_TRUE(server_.start());
+  // The subscriber reaches it again: the command connection is tried at
+  // once (not after the backoff) and every watched store is kicked.
+  ASSERT_TRUE(b->wait_subscriptions(2, 20s));
+  EXPECT_TRUE(l->wait_for(1));
+  EXPECT_TRUE(b->command({"PING"}).ok());
   sb->watch(0, {});
 }
 
