@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: MIT
 #include "redis/client.h"
 
+#include <algorithm>
 #include <charconv>
 
 #include "base/log.h"
