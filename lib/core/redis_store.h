@@ -19,6 +19,7 @@
 
 #include "base/mutex.h"
 #include "core/store.h"
+#include "redis/client.h"
 #include "redis/conn.h"
 #include "redis/subscriber.h"
 #include "redis/url.h"
@@ -95,8 +96,8 @@ class RedisBackend {
   const RedisConfig cfg_;
   std::string daemon_id_, host_, channel_, daemons_;
   std::chrono::steady_clock::time_point next_renew_{}, next_recover_{};  // the subscriber thread's only
-  Mutex conn_mu_;  // leaf lock: one round trip at a time on the shared connection
-  redis::Conn conn_ GUARDED_BY(conn_mu_);
+  Mutex conn_mu_;                            // leaf lock: one round trip at a time on the shared connection
+  redis::Client conn_ GUARDED_BY(conn_mu_);  // one server, or a cluster (a connection per node)
   struct Watched {
     std::weak_ptr<StoreListener> listener;
     std::atomic<bool>* kick;

@@ -64,12 +64,14 @@ class Conn {
   // the caller knows the server is back): ok or io.
   Errc connect(bool now = false);
   bool connected() const { return ctx_ != nullptr; }
+  // The script's SHA1 on this server, loaded unless known (so that an
+  // ASKING before an EVALSHA is not spent on a SCRIPT LOAD).
+  Result<std::string> load(const Script& s);
   const Endpoint& endpoint() const { return ep_; }
   static constexpr std::chrono::milliseconds kBackoffFirst{50}, kBackoffMax{2000};
 
  private:
   void drop(const char* why);
-  Result<std::string> load(const Script& s);
 
   struct Free {
     void operator()(redisContext* c) const;

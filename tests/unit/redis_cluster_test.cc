@@ -1,0 +1,261 @@
+// SPDX-License-Identifier: MIT
+// Redis Cluster support: the slot function against the values Redis
+// documents, the key layout and scripts staying in one slot, and the client
+// (routing, MOVED, ASK) and the store against a real three-master cluster
+// that each test starts on 127.0.0.1 (tests/common/redis_cluster.h).
+#include "../common/redis_cluster.h"
+
+#include <gtest/gtest.h>
+
+#include <regex>
+#include <set>
+#include <thread>
+
+#include "../common/redis_server.h"
+#include "core/redis_scripts.h"
+#include "core/redis_store.h"
+#include "redis/client.h"
+#include "redis/slot.h"
+#include "test_util.h"
+
+namespace {
+using namespace mbx;
+using namespace std::chrono_literals;
+
+TEST(RedisSlot, Crc16IsTheOneRedisDocuments) {
+  EXPECT_EQ(redis::crc16("123456789"), 0x31C3);  // the cluster spec's check value
+  EXPECT_EQ(redis::crc16(""), 0);
+}
+
+TEST(RedisSlot, HashTagRules) {
+  // The cluster spec's examples.
+  EXPECT_EQ(redis::hash_tag("{user1000}.following"), "user1000");
+  EXPECT_EQ(redis::key_slot("{user1000}.following"), redis::key_slot("{user1000}.followers"));
+  EXPECT_EQ(redis::hash_tag("foo{}{bar}"), "foo{}{bar}");  // an empty tag: the whole key
+  EXPECT_EQ(redis::hash_tag("foo{{bar}}zap"), "{bar");
+  EXPECT_EQ(redis::hash_tag("foo{bar}{zap}"), "bar");
+  EXPECT_EQ(redis::hash_tag("foo{bar"), "foo{bar");  // no '}'
+  EXPECT_EQ(redis::hash_tag("plain"), "plain");
+  EXPECT_EQ(redis::key_slot("{bar}x"), redis::key_slot("bar"));
+  // Slots redis-cli -c names when redirecting.
+  EXPECT_EQ(redis::key_slot("foo"), 12182);
+  EXPECT_EQ(redis::key_slot("bar"), 5061);
+  EXPECT_EQ(redis::key_slot("hello"), 866);
+  for (const char* k : {"a", "mbx:{t:1}:m", "\xff\xfe", "{", "}{"}) {
+    EXPECT_GE(redis::key_slot(k), 0);
+    EXPECT_LT(redis::key_slot(k), redis::kSlots);
+  }
+}
+
+TEST(RedisSlot, EachMailboxsKeysShareOneSlotAndTheCatalogsAnother) {
+  // The layout of docs/design.md §14 (core/redis_store.cc, redis_catalog.cc).
+  const int box = redis::key_slot("mbx:{ns:17}:m");
+  EXPECT_EQ(redis::key_slot("mbx:{ns:17}:q"), box);
+  EXPECT_EQ(redis::key_slot("mbx:{ns:17}:f:host:123:456"), box);
+  const int names = redis::key_slot("mbx:{ns}:tree");
+  for (const char* k : {"mbx:{ns}:rid", "mbx:{ns}:daemons", "mbx:{ns}:inflight:host:1:2"})
+    EXPECT_EQ(redis::key_slot(k), names) << k;
+  std::set<int> slots;  // mailboxes spread: 64 ids fall in many slots
+  for (int rid = 1; rid <= 64; rid++) slots.insert(redis::key_slot("mbx:{ns:" + std::to_string(rid) + "}:m"));
+  EXPECT_GT(slots.size(), 60u);
+}
+
+// A script may touch only the keys it is given (KEYS, one slot by the
+// client's check): a key named from ARGV would escape the check.
+TEST(RedisScripts, TouchOnlyTheKeysTheyAreGiven) {
+  namespace rs = redis_scripts;
+  const std::regex call(R"(redis\.call\('(\w+)'(?:,\s*([^,)]+))?)");
+  for (const redis::Script* s :
+       {&rs::kInit, &rs::kPush, &rs::kPop, &rs::kAck, &rs::kUnpop, &rs::kWithdraw, &rs::kPeek, &rs::kStats,
+        &rs::kMaxLen, &rs::kReshape, &rs::kDestroy, &rs::kRenew, &rs::kClaimDead, &rs::kReturn}) {
+    const std::string text(s->text);
+    int calls = 0;
+    for (auto it = std::sregex_iterator(text.begin(), text.end(), call); it != std::sregex_iterator(); ++it) {
+      calls++;
+      const std::string cmd = (*it)[1], first = (*it)[2];
+      if (cmd == "PUBLISH" || cmd == "TIME") continue;  // no key
+      EXPECT_TRUE(first.starts_with("KEYS[")) << s->name << ": " << it->str();
+    }
+    EXPECT_GT(calls, 0) << s->name;
+  }
+}
+
+TEST(RedisClient, ScriptKeysOfTwoSlotsAreRefusedOnASingleServerToo) {
+  testredis::Server server;
+  ASSERT_TRUE(server.ready()) << "redis-server did not start (scripts/deps.sh test)";
+  redis::Client c(redis::parse_url(server.url()).value(), redis::Options{});
+  const redis::Script s{"t", "redis.call('SET', KEYS[1], ARGV[1]) return redis.call('GET', KEYS[2]) or 'none'"};
+  auto same = c.eval(s, {"a{1}", "b{1}"}, {"x"});
+  ASSERT_TRUE(same.ok());
+  EXPECT_EQ(same->str, "none");
+  EXPECT_FALSE(c.cluster());
+  auto cross = c.eval(s, {"a{1}", "b{2}"}, {"x"});
+  ASSERT_TRUE(cross.ok());
+  EXPECT_TRUE(cross->is_error());
+  EXPECT_TRUE(cross->str.starts_with("CROSSSLOT")) << cross->str;
+  EXPECT_EQ(c.command({"EXISTS", "b{2}"})->integer, 0);  // nothing ran
+}
+
+class RedisCluster : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (!cluster_.skip_reason().empty()) GTEST_SKIP() << cluster_.skip_reason();
+    ASSERT_TRUE(cluster_.ready()) << cluster_.error();
+  }
+  redis::Endpoint endpoint(size_t i) const { return redis::parse_url(cluster_.url(i)).value(); }
+  // The index of the node whose port is in `addr` ("host:port").
+  size_t index_of(const std::string& addr) const {
+    for (size_t i = 0; i < cluster_.size(); i++)
+      if (addr.ends_with(":" + std::to_string(cluster_.port(i)))) return i;
+    ADD_FAILURE() << "not a node of the cluster: " << addr;
+    return 0;
+  }
+  testredis::Cluster cluster_;
+};
+
+TEST_F(RedisCluster, SlotsAgreeWithTheServers) {
+  redis::Client c(endpoint(0), redis::Options{});
+  std::vector<std::string> keys{"foo",        "bar",           "hello",       "123456789",   "{user1000}.following",
+                                "foo{}{bar}", "foo{{bar}}zap", "mbx:{t:1}:m", "mbx:{t}:tree"};
+  for (int i = 0; i < 40; i++) keys.push_back("k" + std::to_string(i * 7919));
+  for (const auto& k : keys) {
+    auto r = c.command({"CLUSTER", "KEYSLOT", k});
+    ASSERT_TRUE(r.ok());
+    EXPECT_EQ(r->integer, redis::key_slot(k)) << k;
+  }
+  EXPECT_TRUE(c.cluster());
+}
+
+TEST_F(RedisCluster, CommandsAndScriptsGoToTheMasterOfTheirSlot) {
+  redis::Client c(endpoint(1), redis::Options{});
+  const redis::Script s{"t", "redis.call('INCR', KEYS[2]) return redis.call('GET', KEYS[1])"};
+  constexpr int kKeys = 60;
+  for (int i = 0; i < kKeys; i++) {
+    const std::string k = "k" + std::to_string(i), n = "{k" + std::to_string(i) + "}:n";
+    auto set = c.command({"SET", "{" + k + "}", "v" + std::to_string(i)});
+    ASSERT_TRUE(set.ok());
+    ASSERT_FALSE(set->is_error()) << set->str;
+    auto r = c.eval(s, {"{" + k + "}", n}, {});
+    ASSERT_TRUE(r.ok());
+    ASSERT_FALSE(r->is_error()) << r->str;
+    EXPECT_EQ(r->str, "v" + std::to_string(i));
+  }
+  // Each key is on the master the map names, and every master holds some.
+  long total = 0;
+  for (size_t i = 0; i < cluster_.size(); i++) {
+    const long n = std::stol(cluster_.cli(i, "DBSIZE"));
+    EXPECT_GT(n, 0) << "node " << i;
+    total += n;
+  }
+  EXPECT_EQ(total, 2 * kKeys);
+  for (int i = 0; i < kKeys; i++) {
+    const std::string k = "{k" + std::to_string(i) + "}";
+    const size_t at = index_of(c.node_of(redis::key_slot(k)));
+    EXPECT_EQ(cluster_.cli(at, "EXISTS " + k), "1") << k;
+  }
+}
+
+TEST_F(RedisCluster, FollowsAskDuringAMigrationAndMovedAfterIt) {
+  redis::Client c(endpoint(0), redis::Options{});
+  const std::string key = "{migrating}";
+  const int slot = redis::key_slot(key);
+  ASSERT_TRUE(c.command({"SET", key, "v"}).ok());
+  const size_t src = index_of(c.node_of(slot)), dst = (src + 1) % cluster_.size();
+  const std::string p = std::to_string(slot);
+  ASSERT_EQ(cluster_.cli(dst, "CLUSTER SETSLOT " + p + " IMPORTING " + cluster_.id(src)), "OK");
+  ASSERT_EQ(cluster_.cli(src, "CLUSTER SETSLOT " + p + " MIGRATING " + cluster_.id(dst)), "OK");
+  ASSERT_EQ(cluster_.cli(src, "MIGRATE 127.0.0.1 " + std::to_string(cluster_.port(dst)) + " '" + key + "' 0 5000"),
+            "OK");
+  // Mid-migration: the source answers ASK; the value is only on the target.
+  auto got = c.command({"GET", key});
+  ASSERT_TRUE(got.ok());
+  EXPECT_EQ(got->str, "v");
+  const redis::Script s{"t", "return redis.call('GET', KEYS[1])"};  // not yet loaded on the target
+  auto ran = c.eval(s, {key}, {});
+  ASSERT_TRUE(ran.ok());
+  EXPECT_EQ(ran->str, "v");
+  EXPECT_EQ(index_of(c.node_of(slot)), src);  // ASK changes no map
+  // The slot moves for good: the old owner answers MOVED, the map follows.
+  const std::string node = "CLUSTER SETSLOT " + p + " NODE " + cluster_.id(dst);
+  for (size_t i : {dst, src, (dst + 1) % cluster_.size()}) ASSERT_EQ(cluster_.cli(i, node), "OK");
+  auto set = c.command({"SET", key, "w"});
+  ASSERT_TRUE(set.ok());
+  EXPECT_FALSE(set->is_error()) << set->str;
+  EXPECT_EQ(index_of(c.node_of(slot)), dst);
+  EXPECT_EQ(cluster_.cli(dst, "GET '" + key + "'"), "w");
+  ran = c.eval(s, {key}, {});
+  ASSERT_TRUE(ran.ok());
+  EXPECT_EQ(ran->str, "w");
+}
+
+// Records service() calls.
+struct Listener : StoreListener {
+  std::mutex m;
+  std::condition_variable cv;
+  int calls = 0;
+  void service() override {
+    std::lock_guard g(m);
+    calls++;
+    cv.notify_all();
+  }
+  bool wait_for(int n) {
+    std::unique_lock g(m);
+    return cv.wait_for(g, 20s, [&] { return calls >= n; });  // hang guard only
+  }
+};
+
+TEST_F(RedisCluster, StoresOnEveryMasterAcrossTwoDaemons) {
+  RedisConfig ca, cb;
+  ca.endpoint = endpoint(0);
+  cb.endpoint = endpoint(2);  // another seed node: the same cluster
+  ca.ns = cb.ns = "t";
+  cb.recheck = std::chrono::hours(1);  // no periodic re-check: only notifications wake b
+  auto a = std::move(RedisBackend::open(ca).value());
+  auto b = std::move(RedisBackend::open(cb).value());
+  a->start();
+  b->start();
+  redis::Client probe(endpoint(0), redis::Options{});
+  ASSERT_EQ(probe.refresh(), Errc::ok);
+  std::set<std::string> masters;
+  constexpr int kBoxes = 12;
+  std::vector<std::unique_ptr<Store>> sa, sb;
+  for (int i = 1; i <= kBoxes; i++) {
+    const std::string rid = std::to_string(i);
+    masters.insert(probe.node_of(redis::key_slot("mbx:{t:" + rid + "}:m")));
+    Settings s;
+    s.capacity = 4;
+    s.max_message = 1024;
+    auto x = a->open_store(rid, &s);
+    auto y = b->open_store(rid, &s);
+    ASSERT_TRUE(x.ok() && y.ok());
+    sa.push_back(std::move(x.value()));
+    sb.push_back(std::move(y.value()));
+  }
+  EXPECT_EQ(masters.size(), cluster_.size());  // the mailboxes are spread over every master
+  for (auto end = ut::Clock::now() + 20s; !b->subscribed() && ut::Clock::now() < end;)
+    std::this_thread::sleep_for(1ms);  // readiness: the subscription holds
+  ASSERT_TRUE(b->subscribed());
+  for (int i = 0; i < kBoxes; i++) {
+    auto l = std::make_shared<Listener>();
+    sb[i]->watch(kWatchReadable, l);
+    (void)sb[i]->take_kick();
+    for (int k = 0; k < 4; k++)
+      ASSERT_TRUE(sa[i]->push("m" + std::to_string(i) + "." + std::to_string(k), {}, false).ok());
+    EXPECT_EQ(sa[i]->push("over", {}, false).error(), Errc::again);  // capacity, on the master of its slot
+    ASSERT_TRUE(l->wait_for(1)) << "mailbox " << i + 1;              // PUBLISH on its master reached b's node
+    EXPECT_TRUE(sb[i]->take_kick());
+    sb[i]->watch(0, {});
+    for (int k = 0; k < 4; k++) {
+      std::string out;
+      auto p = sb[i]->pop(out);
+      ASSERT_TRUE(p.ok());
+      EXPECT_EQ(out, "m" + std::to_string(i) + "." + std::to_string(k));
+      EXPECT_EQ(sb[i]->ack(p->seq), Errc::ok);
+    }
+    std::string out;
+    EXPECT_EQ(sb[i]->pop(out).error(), Errc::again);
+    EXPECT_EQ(sa[i]->stats().total_received, 4u);
+  }
+}
+
+}  // namespace
