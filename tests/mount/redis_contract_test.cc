@@ -172,6 +172,37 @@ TEST_F(RedisContract, RendezvousReceiverOnOneDaemonSenderOnTheOther) {
   EXPECT_EQ(b_->xattr("box", "messages"), "0");
 }
 
+// A non-blocking rendezvous send is taken only by a receiver waiting through
+// its own daemon (mailboxfs.8): with the receiver on the other daemon it is
+// all or nothing: EAGAIN with nothing sent and the receiver still waiting,
+// or (the receiver took the offer before it was withdrawn) delivered.
+TEST_F(RedisContract, ANonblockingRendezvousSendIsAllOrNothingAcrossDaemons) {
+  two();
+  ASSERT_EQ(a_->sh("touch box && setfattr -n user.mailbox.capacity -v 0 box && "
+                   "setfattr -n user.mailbox.framing -v datagram box")
+                .status,
+            0);
+  Proc reader("dd if=box bs=64K count=1 status=none", a_->dir());
+  ASSERT_TRUE(a_->wait_listed("box", "blocked_receivers", reader.pid()));
+  const mt::Run s = b_->sh(
+      "python3 -c \"\nimport os\nfd = os.open('box', os.O_WRONLY | os.O_NONBLOCK)\n"
+      "try: os.write(fd, b'offer'); print('sent')\nexcept BlockingIOError: print('EAGAIN')\"");
+  if (s.out == "EAGAIN\n") {
+    EXPECT_EQ(b_->xattr("box", "sent"), "0");
+    EXPECT_EQ(a_->xattr("box", "messages"), "0");
+    EXPECT_TRUE(a_->wait_listed("box", "blocked_receivers", reader.pid(), 0));  // still waiting
+    ASSERT_EQ(b_->sh("printf late > box").status, 0);                           // a blocking send reaches it
+    EXPECT_TRUE(reader.exits());
+    EXPECT_EQ(reader.finish().out, "late");
+  } else {
+    ASSERT_EQ(s.out, "sent\n") << s.err;
+    EXPECT_TRUE(reader.exits());
+    EXPECT_EQ(reader.finish().out, "offer");
+    EXPECT_EQ(b_->xattr("box", "sent"), "1");
+  }
+  EXPECT_EQ(a_->xattr("box", "received"), b_->xattr("box", "sent"));
+}
+
 // ---- O_NONBLOCK, timeout_ms, EINTR ------------------------------------------------
 
 TEST_F(RedisContract, NonblockingReceiveOfAnEmptyMailboxGivesEagain) {
