@@ -24,7 +24,9 @@ namespace {
 // again at every use: the lookup that precedes rm, mv or chmod is then how
 // the daemon learns of it in time to free the inode lock (clear_for_owner).
 // A framing change that ends the caching drops every cached name at once
-// (forget_cached_names) before it is answered.
+// (forget_cached_names) before it is answered. On a mount whose names other
+// daemons change (Fs::shared_names) nothing is cached: an rm or mv made
+// elsewhere must be seen at the next open here.
 constexpr double kEntryTimeout = 1.0;
 constexpr double kMailboxEntryTimeout = 1.0;
 // FOPEN_STREAM: no file position, so a read parked here does not hold the
@@ -45,8 +47,11 @@ Sender caller(fuse_req_t req) {
 Handle* handle(fuse_file_info* fi) { return reinterpret_cast<Handle*>(fi->fh); }
 
 // A mailbox's attributes are never cached: st_size changes with every
-// receive, and the kernel drops only the atime it cached after a read.
-double attr_timeout(const struct stat& st) { return S_ISDIR(st.st_mode) ? 1.0 : 0.0; }
+// receive, and the kernel drops only the atime it cached after a read. A
+// directory's are, unless another daemon may chmod it.
+double attr_timeout(fuse_req_t req, const struct stat& st) {
+  return S_ISDIR(st.st_mode) && !fs(req).shared_names ? 1.0 : 0.0;
+}
 
 void reply_err(fuse_req_t req, Errc e) { fuse_reply_err(req, to_errno(e)); }
 
@@ -80,6 +85,7 @@ void forget_cached_names(Fs& f) {
 }
 
 double entry_timeout(fuse_req_t req, const struct stat& st) {
+  if (fs(req).shared_names) return 0.0;
   if (S_ISDIR(st.st_mode)) return kEntryTimeout;
   auto box = fs(req).router->mailbox(st.st_ino);  // null under pid/: names the caller's own link
   return box && epoch_supported(fs(req)) && box->name_cacheable() ? kMailboxEntryTimeout : 0.0;
@@ -90,7 +96,7 @@ void reply_entry(fuse_req_t req, const Result<struct stat>& st) {
   fuse_entry_param e{};
   e.ino = st->st_ino;
   e.attr = *st;
-  e.attr_timeout = attr_timeout(*st);
+  e.attr_timeout = attr_timeout(req, *st);
   e.entry_timeout = entry_timeout(req, *st);
   fuse_reply_entry(req, &e);
 }
@@ -233,7 +239,7 @@ void op_forget_multi(fuse_req_t req, size_t count, fuse_forget_data* list) {
 void op_getattr(fuse_req_t req, fuse_ino_t ino, fuse_file_info*) {
   auto st = fs(req).router->getattr(ino, caller(req));
   if (!st) return reply_err(req, st.error());
-  fuse_reply_attr(req, &*st, attr_timeout(*st));
+  fuse_reply_attr(req, &*st, attr_timeout(req, *st));
 }
 
 void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat* in, int to_set, fuse_file_info*) {
@@ -248,7 +254,7 @@ void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat* in, int to_set, fus
   if (to_set & FUSE_SET_ATTR_SIZE) what |= kSetSize;
   auto st = fs(req).router->setattr(ino, *in, what, caller(req));
   if (!st) return reply_err(req, st.error());
-  fuse_reply_attr(req, &*st, attr_timeout(*st));
+  fuse_reply_attr(req, &*st, attr_timeout(req, *st));
 }
 
 void op_mknod(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode, dev_t) {

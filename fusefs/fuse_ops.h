@@ -18,6 +18,9 @@ struct Fs {
   // (FUSE_NOTIFY_INC_EPOCH, Linux 6.16): 0 not yet known, 1 yes, -1 no.
   // Mailbox names are cached only if it can (op_lookup).
   std::atomic<int> epoch{0};
+  // Names and modes live on a server other daemons change (-o backend=redis):
+  // the kernel caches no name and no attribute, so every path is looked up here.
+  bool shared_names = false;
 };
 
 const fuse_lowlevel_ops& fuse_operations();

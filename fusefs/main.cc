@@ -132,6 +132,7 @@ int main(int argc, char* argv[]) {
   mbx::install_segment_fault_handler(cfg.state_dir);  // a truncated or unbacked segment page
   mbx::Mount& mount = (*daemon)->mount();
   mbx::Fs fs{&(*daemon)->router()};
+  fs.shared_names = cfg.redis.has_value();
 
   fuse_opt_add_arg(&args, "-odefault_permissions,fsname=mailboxfs,subtype=mailboxfs");
   const fuse_lowlevel_ops& ops = mbx::fuse_operations();

@@ -23,9 +23,9 @@ bool is(std::string_view name, const char* a) { return name == a; }
 
 Result<std::string> mailbox_xattr(Mailbox& box, std::string_view name, pid_t reader) {
   if (is(name, attr::kSender)) {  // per reading thread: FUSE's getxattr carries no file handle
-    auto s = box.last_sender(reader);
+    auto s = box.last_sender_text(reader);
     if (!s) return Errc::no_data;
-    return mailbox::format_sender(*s);
+    return *s;
   }
   if (is(name, attr::kPriorities)) {  // "5:2 0:10", highest first; empty when nothing is queued
     auto p = box.priorities();

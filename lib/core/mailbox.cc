@@ -44,6 +44,7 @@ std::unique_ptr<Handle> Mailbox::open(bool can_read, bool can_write, bool nonblo
   auto h = std::make_unique<Handle>();
   Guard g(mu_);
   h->box = shared_from_this();
+  if (store_) store_->load_settings(&settings_);  // another daemon may have changed them
   h->framing = settings_.framing;
   h->prio = settings_.send_priority;
   h->can_read = can_read;
@@ -185,7 +186,7 @@ std::optional<Outcome> Mailbox::take_locked(Handle& h, size_t want, Batch& b) {
       }
       b.popped = b.changed = true;
       if (store_->keeps_in_flight()) out.in_flight.push_back(p->seq);
-      if (!out.has_from) out.from = p->from, out.has_from = true;
+      if (!out.has_from) out.from = p->from, out.from_host = p->host, out.has_from = true;
       if (out.data.empty()) {
         keep_rest(msg);
         if (!h.rbuf.empty()) break;
@@ -206,6 +207,7 @@ std::optional<Outcome> Mailbox::take_locked(Handle& h, size_t want, Batch& b) {
   b.popped = b.changed = true;
   if (store_->keeps_in_flight()) out.in_flight.push_back(p->seq);
   out.from = p->from;
+  out.from_host = std::move(p->host);
   out.has_from = true;
   if (h.framing == Framing::file) h.got_message = true;
   keep_rest(msg);
@@ -257,14 +259,23 @@ void Mailbox::note_sender_locked(pid_t reader, const Outcome& o) {
   // Bounded: a reader asks right after its receive, so forgetting old
   // entries of long-gone threads loses nothing that matters.
   if (last_from_.size() >= 1024 && !last_from_.count(reader)) last_from_.clear();
-  last_from_[reader] = o.from;
+  From& f = last_from_[reader];
+  f.s = o.from;
+  f.host = o.from_host;
 }
 
 std::optional<Sender> Mailbox::last_sender(pid_t reader) {
   Guard g(mu_);
   auto it = last_from_.find(reader);
   if (it == last_from_.end()) return std::nullopt;
-  return it->second;
+  return it->second.s;
+}
+
+std::optional<std::string> Mailbox::last_sender_text(pid_t reader) {
+  Guard g(mu_);
+  auto it = last_from_.find(reader);
+  if (it == last_from_.end()) return std::nullopt;
+  return format_sender(it->second.s) + (it->second.host.empty() ? "" : " host=" + it->second.host);
 }
 
 void Mailbox::deliver_locked(Batch& b) {
@@ -947,6 +958,8 @@ MailboxInfo Mailbox::info() {
     i.settings = settings_;
     i.removed = removed_;
     if (!store_) return i;
+    store_->load_settings(&settings_);  // as every daemon of a shared store has them
+    i.settings = settings_;
     // Never waits: with a lock held elsewhere these are the counters as last
     // written; a quarantined segment is not read at all.
     if (!quarantined_) {
@@ -1016,9 +1029,13 @@ Errc Mailbox::set_once(std::string_view name, std::string_view value) {
     Batch& b = op.b;
     if (removed_) return Errc::removed;
     if (quarantined_) return Errc::bad_message;
+    store_->load_settings(&settings_);  // compared with what every daemon has now
     Settings n = settings_;
     err = apply_setting(n, name, value);
     if (err != Errc::ok) return err;
+    if (n.framing != settings_.framing || n.timeout_ms != settings_.timeout_ms ||
+        n.send_priority != settings_.send_priority)
+      if (Errc e = store_->save_settings(n); e != Errc::ok) return e;  // not_supported: a store refusing it
     if (n.capacity != settings_.capacity || n.max_message != settings_.max_message) {
       // A new store of the new geometry, with the queued messages moved in order.
       if (!acks_.empty()) return Errc::busy;

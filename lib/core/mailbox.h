@@ -39,6 +39,7 @@ struct Outcome {
   size_t written = 0;
   bool has_from = false;  // a message was taken from the ring: `from` is its sender
   Sender from;
+  std::string from_host;  // and its host, from a store shared across hosts
   // Messages the store keeps in flight until the reply was sent (their seqs):
   // the front end calls Mailbox::settle_in_flight once it knows.
   std::vector<uint64_t> in_flight;
@@ -221,6 +222,9 @@ class Mailbox final : public std::enable_shared_from_this<Mailbox>, public Store
   void set_feeder(std::shared_ptr<Feeder> f) { feeder_ = std::move(f); }
   // Sender of the last message thread `reader` received here, if any.
   std::optional<Sender> last_sender(pid_t reader);
+  // The same as user.mailbox.sender shows it: "pid=P uid=U gid=G", and
+  // " host=H" when the store is shared across hosts.
+  std::optional<std::string> last_sender_text(pid_t reader);
 
   MailboxInfo info();
   // Queued messages per priority, highest first (user.mailbox.priorities):
@@ -336,9 +340,13 @@ class Mailbox final : public std::enable_shared_from_this<Mailbox>, public Store
   uint64_t retry_timer_ GUARDED_BY(mu_) = 0;
   std::chrono::milliseconds retry_delay_ GUARDED_BY(mu_) = kRetryFirst;
   bool quarantined_ GUARDED_BY(mu_) = false;
-  QueueStats last_stats_ GUARDED_BY(mu_);                        // as last read: what a quarantined mailbox reports
-  std::unordered_map<pid_t, Sender> last_from_ GUARDED_BY(mu_);  // reading thread -> sender of its last message
-  std::shared_ptr<Feeder> feeder_;                               // immutable once shared
+  QueueStats last_stats_ GUARDED_BY(mu_);  // as last read: what a quarantined mailbox reports
+  struct From {
+    Sender s;
+    std::string host;  // empty unless the store is shared across hosts
+  };
+  std::unordered_map<pid_t, From> last_from_ GUARDED_BY(mu_);  // reading thread -> sender of its last message
+  std::shared_ptr<Feeder> feeder_;                             // immutable once shared
   // Per-user quota: messages users queued through the daemon, oldest first,
   // until receivers take them (seq below the segment's popped count).
   struct Queued {

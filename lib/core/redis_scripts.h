@@ -15,16 +15,19 @@
 
 namespace mbx::redis_scripts {
 
-// ARGV: capacity, max_message. Makes the mailbox unless it exists; answers
-// {created (0/1), capacity, max_message} as they are now.
+// ARGV: capacity, max_message, framing, timeout_ms. Makes the mailbox unless
+// it exists; answers {created (0/1), capacity, max_message, framing,
+// timeout_ms} as they are now (the last two nil in a mailbox made before
+// they were shared).
 inline constexpr redis::Script kInit{"init", R"lua(
 if redis.call('EXISTS', KEYS[1]) == 0 then
   redis.call('HSET', KEYS[1], 'capacity', ARGV[1], 'max_message', ARGV[2], 'next_seq', 0, 'popped', 0,
-    'consumed', 0, 'returned', 0, 'total_sent', 0, 'total_received', 0, 'bytes', 0, 'lost', 0, 'last_send', 0, 'last_recv', 0)
-  return {1, ARGV[1], ARGV[2]}
+    'consumed', 0, 'returned', 0, 'total_sent', 0, 'total_received', 0, 'bytes', 0, 'lost', 0, 'last_send', 0,
+    'last_recv', 0, 'framing', ARGV[3], 'timeout_ms', ARGV[4])
+  return {1, ARGV[1], ARGV[2], ARGV[3], ARGV[4]}
 end
-local g = redis.call('HMGET', KEYS[1], 'capacity', 'max_message')
-return {0, g[1], g[2]}
+local g = redis.call('HMGET', KEYS[1], 'capacity', 'max_message', 'framing', 'timeout_ms')
+return {0, g[1], g[2], g[3], g[4]}
 )lua"};
 
 // ARGV: payload, sender text, now (ns), force (1: ignore capacity), channel, event.
@@ -115,17 +118,19 @@ local seq, len = string.match(rec, '^(%d+) (%d+) ')
 return {'OK', tonumber(len)}
 )lua"};
 
-// The counters: {OK, count, capacity, next_seq, consumed, total_sent,
-// total_received, bytes, lost, last_send, last_recv, returned}. `consumed`
-// falls back to `popped` in a mailbox made before it was kept.
+// The counters and the shared settings: {OK, count, capacity, next_seq,
+// consumed, total_sent, total_received, bytes, lost, last_send, last_recv,
+// returned, max_message, framing, timeout_ms}. `consumed` falls back to
+// `popped` in a mailbox made before it was kept.
 inline constexpr redis::Script kStats{"stats", R"lua(
 local g = redis.call('HMGET', KEYS[1], 'capacity', 'next_seq', 'consumed', 'total_sent', 'total_received', 'bytes',
-  'lost', 'last_send', 'last_recv', 'returned', 'popped')
+  'lost', 'last_send', 'last_recv', 'returned', 'popped', 'max_message', 'framing', 'timeout_ms')
 if not g[1] then return {'GONE'} end
 local r = {'OK', redis.call('LLEN', KEYS[2])}
 g[3] = g[3] or g[11]
 g[10] = g[10] or 0
 for i = 1, 10 do r[#r + 1] = g[i] end
+for i = 12, 14 do r[#r + 1] = g[i] end
 return r
 )lua"};
 
@@ -139,10 +144,21 @@ end
 return {'OK', m}
 )lua"};
 
-// ARGV: capacity, max_message. Queued messages stay as they are.
+// ARGV: capacity, max_message, channel, event. Queued messages stay as they
+// are; the other daemons look again (a larger capacity frees their senders).
 inline constexpr redis::Script kReshape{"reshape", R"lua(
 if redis.call('EXISTS', KEYS[1]) == 0 then return {'GONE'} end
 redis.call('HSET', KEYS[1], 'capacity', ARGV[1], 'max_message', ARGV[2])
+redis.call('PUBLISH', ARGV[3], ARGV[4])
+return {'OK'}
+)lua"};
+
+// ARGV: framing, timeout_ms, channel, event. The settings every daemon's
+// open files of the mailbox take from now on.
+inline constexpr redis::Script kSettings{"settings", R"lua(
+if redis.call('EXISTS', KEYS[1]) == 0 then return {'GONE'} end
+redis.call('HSET', KEYS[1], 'framing', ARGV[1], 'timeout_ms', ARGV[2])
+redis.call('PUBLISH', ARGV[3], ARGV[4])
 return {'OK'}
 )lua"};
 

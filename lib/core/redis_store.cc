@@ -39,7 +39,7 @@ std::string hostname() {
   return s;
 }
 // A queued record: "<seq> <len> <sender>\n<payload>". False if malformed.
-bool parse_record(std::string_view rec, uint64_t* seq, Sender* from, std::string& out) {
+bool parse_record(std::string_view rec, uint64_t* seq, Sender* from, std::string* host, std::string& out) {
   const size_t nl = rec.find('\n');
   if (nl == std::string_view::npos) return false;
   std::string head(rec.substr(0, nl));
@@ -47,6 +47,7 @@ bool parse_record(std::string_view rec, uint64_t* seq, Sender* from, std::string
   int used = 0;
   if (std::sscanf(head.c_str(), "%llu %llu %n", &s, &len, &used) != 2) return false;
   if (len != rec.size() - nl - 1 || !parse_sender(std::string_view(head).substr(used), from)) return false;
+  if (const size_t h = head.find(" host="); h != std::string::npos) *host = head.substr(h + 6);
   *seq = s;
   out.append(rec.substr(nl + 1));
   return true;
@@ -186,13 +187,19 @@ Result<std::unique_ptr<Store>> RedisBackend::open_store(const std::string& rid, 
   }
   // Recorded before any receive can leave records in flight here.
   if (auto a = command({"SADD", inflight_set(daemon_id_), rid}); !a) return a.error();
-  const std::string cap = capacity_text(s->capacity), maxm = std::to_string(s->max_message);
-  auto r = eval(rs::kInit, {store->meta_, store->queue_, store->inflight_}, {cap, maxm});
+  const std::string cap = capacity_text(s->capacity), maxm = std::to_string(s->max_message),
+                    tmo = std::to_string(s->timeout_ms);
+  auto r = eval(rs::kInit, {store->meta_, store->queue_, store->inflight_}, {cap, maxm, framing_name(s->framing), tmo});
   if (!r) return r.error();
-  if (r->type != Reply::Type::array || r->elements.size() != 3) return Errc::io;
+  if (r->type != Reply::Type::array || r->elements.size() != 5) return Errc::io;
   s->capacity = capacity_of(r->elements[1].str);
   s->max_message = static_cast<uint64_t>(num(r->elements[2]));
   store->capacity_ = s->capacity;
+  store->max_message_ = s->max_message;
+  if (auto f = parse_framing(r->elements[3].str)) store->framing_ = *f;
+  if (r->elements[4].type != Reply::Type::nil) store->timeout_ms_ = static_cast<uint64_t>(num(r->elements[4]));
+  if (store->framing_) s->framing = *store->framing_;
+  if (store->timeout_ms_) s->timeout_ms = *store->timeout_ms_;
   return std::unique_ptr<Store>(std::move(store));
 }
 
@@ -247,7 +254,8 @@ RedisStore::RedisStore(RedisBackend& b, std::string rid, const Settings& s)
       meta_("mbx:{" + b.config().ns + ":" + rid_ + "}:m"),
       queue_("mbx:{" + b.config().ns + ":" + rid_ + "}:q"),
       inflight_("mbx:{" + b.config().ns + ":" + rid_ + "}:f:" + b.daemon_id()),
-      capacity_(s.capacity) {}
+      capacity_(s.capacity),
+      max_message_(s.max_message) {}
 
 RedisStore::~RedisStore() {
   if (watching_) b_.watch(this, {}, false);
@@ -287,7 +295,7 @@ Result<Store::Popped> RedisStore::pop(std::string& out) {
   if (st == "GONE") return Errc::removed;
   if (st != "OK" || r->elements.size() != 2) return Errc::io;
   Popped p{};
-  if (!parse_record(r->elements[1].str, &p.seq, &p.from, out)) {
+  if (!parse_record(r->elements[1].str, &p.seq, &p.from, &p.host, out)) {
     log(LogLevel::error, "redis: mailbox %s holds a malformed record", rid_.c_str());
     corrupt_ = true;
     return Errc::bad_message;
@@ -354,8 +362,11 @@ uint64_t RedisStore::max_queued_len() {
 QueueStats RedisStore::stats() {
   std::string st;
   auto r = run(rs::kStats, {}, &st);
-  if (!r || st != "OK" || r->elements.size() != 12) return last_;  // away or deleted: as last read
+  if (!r || st != "OK" || r->elements.size() != 15) return last_;  // away or deleted: as last read
   const auto& e = r->elements;
+  max_message_ = static_cast<uint64_t>(num(e[12]));  // settings other daemons may have changed
+  if (auto f = parse_framing(e[13].str)) framing_ = *f;
+  if (e[14].type != Reply::Type::nil) timeout_ms_ = static_cast<uint64_t>(num(e[14]));
   QueueStats q;
   q.count = static_cast<uint64_t>(num(e[1]));
   capacity_ = capacity_of(e[2].str);  // another daemon may have changed it
@@ -385,13 +396,36 @@ bool RedisStore::take_kick() {
 }
 
 Errc RedisStore::reshape(const Settings& s, uint64_t* first) {
+  const std::string ev = b_.event('s', rid_);
   std::string st;
-  auto r = run(rs::kReshape, {capacity_text(s.capacity), std::to_string(s.max_message)}, &st);
+  auto r = run(rs::kReshape, {capacity_text(s.capacity), std::to_string(s.max_message), b_.channel(), ev}, &st);
   if (!r) return r.error();
   if (st == "GONE") return Errc::removed;
   capacity_ = s.capacity;
+  max_message_ = s.max_message;
   *first = 0;  // the queued messages keep their place and numbers
   return Errc::ok;
+}
+
+Errc RedisStore::save_settings(const Settings& s) {
+  // One list in send order: a priority could not be kept (mailboxfs.8).
+  if (s.send_priority != 0) return Errc::not_supported;
+  const std::string ev = b_.event('s', rid_), tmo = std::to_string(s.timeout_ms);
+  std::string st;
+  auto r = run(rs::kSettings, {framing_name(s.framing), tmo, b_.channel(), ev}, &st);
+  if (!r) return r.error();
+  if (st == "GONE") return Errc::removed;
+  framing_ = s.framing;
+  timeout_ms_ = s.timeout_ms;
+  return Errc::ok;
+}
+
+void RedisStore::load_settings(Settings* s) {
+  (void)stats();  // the server away: the settings as last read
+  s->capacity = capacity_;
+  s->max_message = max_message_;
+  if (framing_) s->framing = *framing_;
+  if (timeout_ms_) s->timeout_ms = *timeout_ms_;
 }
 
 void RedisStore::destroy(bool) {

@@ -14,6 +14,7 @@
 #pragma once
 #include <atomic>
 #include <memory>
+#include <optional>
 #include <string>
 #include <unordered_map>
 
@@ -138,6 +139,8 @@ class RedisStore final : public Store {
   void after_change(bool, bool) override {}  // the scripts publish
   uint32_t sleeping_receivers() override { return 0; }
   Errc reshape(const Settings& s, uint64_t* first) override;
+  Errc save_settings(const Settings& s) override;
+  void load_settings(Settings* s) override;
   void destroy(bool trust_counters) override;
   // No segment to map: libmailbox uses the file (user.mailbox.segment fails with EREMOTE).
   Result<std::string> locator() const override { return Errc::remote; }
@@ -153,6 +156,11 @@ class RedisStore final : public Store {
   const std::string rid_;
   const std::string meta_, queue_, inflight_;  // the keys (core/redis_scripts.h)
   uint64_t capacity_;
+  // The other shared settings as last read (stats(), open_store); unset:
+  // not on the server (a mailbox made before they were shared).
+  uint64_t max_message_;
+  std::optional<Framing> framing_;
+  std::optional<uint64_t> timeout_ms_;
   bool corrupt_ = false;
   bool watching_ = false;
   QueueStats last_{};  // as last read: what stats() answers while the server is away

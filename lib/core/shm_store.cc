@@ -193,7 +193,7 @@ Result<uint64_t> ShmStore::push(std::string_view msg, const Sender& from, bool f
 Result<Store::Popped> ShmStore::pop(std::string& out) {
   auto p = seg_.pop(out, realtime_ns());
   if (!p) return p.error();
-  return Popped{p->seq, p->from, p->prio};
+  return Popped{p->seq, p->from, p->prio, {}};
 }
 
 Store::Withdrawn ShmStore::try_withdraw(uint64_t seq) {

@@ -62,6 +62,7 @@ class Store {
     uint64_t seq;
     Sender from;
     unsigned prio = 0;
+    std::string host;  // the sending host, for a store shared across hosts; empty otherwise
   };
   // Removes the next message: the oldest of the highest priority (FIFO
   // within a priority), appending its payload to `out`. again: empty.
@@ -112,6 +113,15 @@ class Store {
   // Other participants asleep waiting for a message (a rendezvous send
   // offers to them); 0 for stores without such participants.
   virtual uint32_t sleeping_receivers() = 0;
+
+  // ---- settings several daemons share ----
+  // A store other daemons use keeps the settings they all obey: save_settings
+  // records the framing and timeout_ms (capacity and max_message go with
+  // reshape); not_supported for one it cannot keep (a send priority).
+  // load_settings overwrites `*s` with the shared settings (one look at the
+  // store). Stores of one daemon keep none: the daemon's own are the truth.
+  virtual Errc save_settings(const Settings&) { return Errc::ok; }
+  virtual void load_settings(Settings*) {}
 
   // ---- lifecycle ----
   // New capacity/max_message with the queued messages kept in order (and

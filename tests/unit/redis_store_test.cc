@@ -320,6 +320,39 @@ TEST_F(RedisStoreTest, ServerAwayIsEioAndStatsAsLastRead) {
   EXPECT_EQ(s->stats().total_sent, before.total_sent);
   EXPECT_EQ(s->try_withdraw(0), Store::Withdrawn::contended);
 }
+
+// Every setting is the mailbox's: saved through one daemon, another daemon's
+// open gets it and an opened store reads it back; a priority is refused.
+TEST_F(RedisStoreTest, SettingsAreSharedByEveryDaemon) {
+  auto a = backend(server_), b = backend(server_);
+  ASSERT_TRUE(a && b);
+  Settings sa;
+  sa.framing = Framing::datagram;
+  sa.timeout_ms = 250;
+  auto on_a = a->open_store("7", &sa);
+  ASSERT_TRUE(on_a.ok());
+  Settings sb;  // b's defaults lose to the mailbox's
+  auto on_b = b->open_store("7", &sb);
+  ASSERT_TRUE(on_b.ok());
+  EXPECT_EQ(sb.framing, Framing::datagram);
+  EXPECT_EQ(sb.timeout_ms, 250u);
+  Settings n = sa;
+  n.framing = Framing::line;
+  n.timeout_ms = 9;
+  ASSERT_EQ((*on_a)->save_settings(n), Errc::ok);
+  n.capacity = 3;
+  n.max_message = 77;
+  uint64_t first = 0;
+  ASSERT_EQ((*on_a)->reshape(n, &first), Errc::ok);
+  (*on_b)->load_settings(&sb);
+  EXPECT_EQ(sb.framing, Framing::line);
+  EXPECT_EQ(sb.timeout_ms, 9u);
+  EXPECT_EQ(sb.capacity, 3u);
+  EXPECT_EQ(sb.max_message, 77u);
+  n.send_priority = 2;
+  EXPECT_EQ((*on_b)->save_settings(n), Errc::not_supported);
+}
+
 }  // namespace
 
 namespace {

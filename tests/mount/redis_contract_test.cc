@@ -1,0 +1,412 @@
+// SPDX-License-Identifier: MIT
+// The contract of a local mount, across daemons: two daemons on separate
+// mount points (two hosts' stand-ins) on one private redis-server, started
+// by each test on a unix socket in its own temporary directory. Each check
+// makes a change through one daemon and looks, or is blocked, through the
+// other. No timing: readiness is a blocked_* list or a sleeping task.
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <unistd.h>
+
+#include <memory>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "../common/redis_server.h"
+#include "harness.h"
+
+namespace {
+
+using mt::Mount;
+using mt::Proc;
+using mt::q;
+
+constexpr const char* kNobody = "setpriv --reuid=65534 --regid=65534 --clear-groups ";
+
+class RedisContract : public ::testing::Test {
+ protected:
+  // Two daemons on the same server and namespace; `extra` -o options for both.
+  void two(const std::string& extra = "") {
+    ASSERT_TRUE(server_.ready()) << "redis-server did not start (scripts/deps.sh test installs it)";
+    const std::string o = "backend=" + server_.url() + ",namespace=c" + (extra.empty() ? "" : "," + extra);
+    a_ = std::make_unique<Mount>(o);
+    b_ = std::make_unique<Mount>(o);
+    ASSERT_TRUE(a_->ok()) << a_->daemon_stderr();
+    ASSERT_TRUE(b_->ok()) << b_->daemon_stderr();
+  }
+  void TearDown() override {  // the daemons go before the server they use
+    a_.reset();
+    b_.reset();
+  }
+  testredis::Server server_;
+  std::unique_ptr<Mount> a_, b_;
+};
+
+bool has(const std::string& hay, const std::string& needle) { return hay.find(needle) != std::string::npos; }
+
+std::vector<std::string> lines(const std::string& s) {
+  std::vector<std::string> out;
+  std::istringstream in(s);
+  for (std::string l; std::getline(in, l);) out.push_back(l);
+  return out;
+}
+
+// One message (one read(2)) of `box`, or the error dd printed.
+const char* kReadOne = "dd if=box bs=64K count=1 status=none";
+
+// ---- names ----------------------------------------------------------------------
+
+// A name another daemon removed or moved is gone here at once: no daemon
+// lets the kernel cache a name the others can change.
+TEST_F(RedisContract, ANameRemovedOnOneDaemonIsGoneOnTheOtherAtOnce) {
+  two();
+  ASSERT_EQ(a_->sh("touch box && echo kept > moved_src && mkdir dir && touch dir/inner").status, 0);
+  // Daemon a looks each name up (the kernel may remember the answer)...
+  ASSERT_EQ(a_->sh("stat box moved_src dir dir/inner > /dev/null").status, 0);
+  // ...and daemon b changes them.
+  ASSERT_EQ(b_->sh("rm box && mv moved_src moved && rm dir/inner && rmdir dir").status, 0);
+  const mt::Run r = a_->sh("cat box; cat moved_src; ls dir; stat -c %s moved");
+  EXPECT_EQ(r.out, "5\n");
+  EXPECT_EQ(lines(r.err).size(), 3u) << r.err;
+  for (const char* n : {"cat: box", "cat: moved_src", "cannot access 'dir'"}) {
+    EXPECT_TRUE(has(r.err, std::string(n) + ": No such file or directory")) << n << ": " << r.err;
+  }
+  EXPECT_EQ(a_->sh("cat moved").out, "kept\n");
+}
+
+TEST_F(RedisContract, TouchLsRmMvMkdirAndSizesAcrossDaemons) {
+  two();
+  ASSERT_EQ(a_->sh("mkdir d && touch d/box && printf hello > d/box && printf again > d/box").status, 0);
+  // The backlog and its size, as daemon b sees them.
+  EXPECT_EQ(b_->sh("stat -c '%n %s %F' d/box").out, "d/box 10 regular file\n");
+  EXPECT_EQ(b_->xattr("d/box", "messages"), "2");
+  EXPECT_EQ(b_->sh("ls -l d | awk 'NR > 1 { print $5, $9 }'").out, "10 box\n");
+  EXPECT_EQ(b_->sh("cat d/box").out, "hello");
+  EXPECT_EQ(a_->sh("stat -c %s d/box").out, "5\n");
+  ASSERT_EQ(b_->sh("mkdir d/e && mv d/box d/e/box2").status, 0);
+  EXPECT_EQ(a_->sh("find . -mindepth 1 | sort").out, "./d\n./d/e\n./d/e/box2\n");
+  EXPECT_EQ(a_->sh("cat d/e/box2").out, "again");
+  ASSERT_EQ(a_->sh("rm d/e/box2 && rmdir d/e").status, 0);
+  EXPECT_EQ(b_->sh("ls -A d").out, "");
+}
+
+// ---- framings -------------------------------------------------------------------
+
+TEST_F(RedisContract, TheFramingSetOnOneDaemonIsTheOthersToo) {
+  two();
+  ASSERT_EQ(a_->sh("touch lines dgrams && setfattr -n user.mailbox.framing -v line lines && "
+                   "setfattr -n user.mailbox.framing -v datagram dgrams")
+                .status,
+            0);
+  EXPECT_EQ(b_->xattr("lines", "framing"), "line");
+  EXPECT_EQ(b_->xattr("dgrams", "framing"), "datagram");
+  // Line: one message per line written through b.
+  ASSERT_EQ(b_->sh("printf 'one\\ntwo\\n' > lines").status, 0);
+  EXPECT_EQ(a_->xattr("lines", "messages"), "2");
+  EXPECT_EQ(a_->sh("dd if=lines bs=64K count=1 status=none").out, "one\n");
+  // Datagram: one message per write(2) through b.
+  ASSERT_EQ(b_->sh("python3 -c \"import os\nfd = os.open('dgrams', os.O_WRONLY)\nos.write(fd, b'x')\n"
+                   "os.write(fd, b'yz')\"")
+                .status,
+            0);
+  EXPECT_EQ(a_->xattr("dgrams", "messages"), "2");
+  EXPECT_EQ(a_->sh("dd if=dgrams bs=64K count=1 status=none").out, "x");
+  EXPECT_EQ(a_->sh("dd if=dgrams bs=64K count=1 status=none").out, "yz");
+  // File (the default): one message per open-write-close, whatever was written.
+  ASSERT_EQ(b_->sh("touch whole && printf 'a\\nb\\n' > whole").status, 0);
+  EXPECT_EQ(a_->xattr("whole", "messages"), "1");
+  EXPECT_EQ(a_->sh("cat whole").out, "a\nb\n");
+}
+
+// ---- capacities -----------------------------------------------------------------
+
+TEST_F(RedisContract, ACapacitySetOnOneDaemonBoundsSendsThroughTheOther) {
+  two();
+  ASSERT_EQ(a_->sh("touch box && setfattr -n user.mailbox.framing -v datagram box && "
+                   "setfattr -n user.mailbox.capacity -v 2 box && echo 1 > box")
+                .status,
+            0);
+  EXPECT_EQ(b_->xattr("box", "capacity"), "2");
+  // b fills it, then a non-blocking send there finds it full.
+  const mt::Run r = b_->sh(
+      "echo 2 > box && python3 -c \"\nimport os\nfd = os.open('box', os.O_WRONLY | os.O_NONBLOCK)\n"
+      "try: os.write(fd, b'3')\nexcept BlockingIOError: print('EAGAIN')\"");
+  EXPECT_EQ(r.out, "EAGAIN\n") << r.err;
+  // A blocked send through b is released by a receive through a.
+  Proc sender("echo 3 > box; echo sent", b_->dir());
+  ASSERT_TRUE(b_->wait_listed("box", "blocked_senders", sender.pid()));
+  EXPECT_EQ(a_->sh(kReadOne).out, "1\n");
+  EXPECT_TRUE(sender.exits());
+  EXPECT_EQ(sender.finish().out, "sent\n");
+  EXPECT_EQ(a_->xattr("box", "messages"), "2");
+}
+
+TEST_F(RedisContract, UnboundedTakesMoreThanTheDefaultThroughEitherDaemon) {
+  two();
+  ASSERT_EQ(a_->sh("touch box && setfattr -n user.mailbox.capacity -v unbounded box").status, 0);
+  EXPECT_EQ(b_->xattr("box", "capacity"), "unbounded");
+  ASSERT_EQ(b_->sh("for i in $(seq 100); do echo $i > box || exit 1; done").status, 0);  // never blocks
+  EXPECT_EQ(a_->xattr("box", "messages"), "100");
+  EXPECT_EQ(a_->sh("for i in $(seq 100); do cat box; done | tail -n1").out, "100\n");
+}
+
+TEST_F(RedisContract, RendezvousReceiverOnOneDaemonSenderOnTheOther) {
+  two();
+  ASSERT_EQ(a_->sh("touch box && setfattr -n user.mailbox.capacity -v 0 box").status, 0);
+  EXPECT_EQ(b_->xattr("box", "capacity"), "0");
+  // Receiver first, on a.
+  Proc reader("cat box", a_->dir());
+  ASSERT_TRUE(a_->wait_listed("box", "blocked_receivers", reader.pid()));
+  const mt::Run s = b_->sh("echo baton > box; echo rc=$?");
+  EXPECT_EQ(s.out, "rc=0\n") << s.err;
+  EXPECT_TRUE(reader.exits());
+  EXPECT_EQ(reader.finish().out, "baton\n");
+  // Sender first, on b: it waits until a receives.
+  Proc sender("echo second > box; echo delivered", b_->dir());
+  ASSERT_TRUE(b_->wait_listed("box", "blocked_senders", sender.pid()));
+  EXPECT_EQ(a_->sh("cat box").out, "second\n");
+  EXPECT_TRUE(sender.exits());
+  EXPECT_EQ(sender.finish().out, "delivered\n");
+  EXPECT_EQ(b_->xattr("box", "sent"), "2");
+  EXPECT_EQ(b_->xattr("box", "messages"), "0");
+}
+
+// A non-blocking rendezvous send is taken only by a receiver waiting through
+// its own daemon (mailboxfs.8): with the receiver on the other daemon it is
+// all or nothing: EAGAIN with nothing sent and the receiver still waiting,
+// or (the receiver took the offer before it was withdrawn) delivered.
+TEST_F(RedisContract, ANonblockingRendezvousSendIsAllOrNothingAcrossDaemons) {
+  two();
+  ASSERT_EQ(a_->sh("touch box && setfattr -n user.mailbox.capacity -v 0 box && "
+                   "setfattr -n user.mailbox.framing -v datagram box")
+                .status,
+            0);
+  Proc reader("dd if=box bs=64K count=1 status=none", a_->dir());
+  ASSERT_TRUE(a_->wait_listed("box", "blocked_receivers", reader.pid()));
+  const mt::Run s = b_->sh(
+      "python3 -c \"\nimport os\nfd = os.open('box', os.O_WRONLY | os.O_NONBLOCK)\n"
+      "try: os.write(fd, b'offer'); print('sent')\nexcept BlockingIOError: print('EAGAIN')\"");
+  if (s.out == "EAGAIN\n") {
+    EXPECT_EQ(b_->xattr("box", "sent"), "0");
+    EXPECT_EQ(a_->xattr("box", "messages"), "0");
+    EXPECT_TRUE(a_->wait_listed("box", "blocked_receivers", reader.pid(), 0));  // still waiting
+    ASSERT_EQ(b_->sh("printf late > box").status, 0);                           // a blocking send reaches it
+    EXPECT_TRUE(reader.exits());
+    EXPECT_EQ(reader.finish().out, "late");
+  } else {
+    ASSERT_EQ(s.out, "sent\n") << s.err;
+    EXPECT_TRUE(reader.exits());
+    EXPECT_EQ(reader.finish().out, "offer");
+    EXPECT_EQ(b_->xattr("box", "sent"), "1");
+  }
+  EXPECT_EQ(a_->xattr("box", "received"), b_->xattr("box", "sent"));
+}
+
+// ---- O_NONBLOCK, timeout_ms, EINTR ------------------------------------------------
+
+TEST_F(RedisContract, NonblockingReceiveOfAnEmptyMailboxGivesEagain) {
+  two();
+  ASSERT_EQ(a_->sh("touch box").status, 0);
+  const mt::Run r = b_->sh("dd if=box iflag=nonblock bs=64K count=1 status=none; echo rc=$?");
+  EXPECT_EQ(r.out, "rc=1\n");
+  EXPECT_TRUE(has(r.err, "Resource temporarily unavailable")) << r.err;
+  ASSERT_EQ(a_->sh("echo now > box").status, 0);
+  EXPECT_EQ(b_->sh("dd if=box iflag=nonblock bs=64K count=1 status=none").out, "now\n");
+}
+
+TEST_F(RedisContract, ATimeoutSetOnOneDaemonEndsCallsOnTheOther) {
+  two();
+  ASSERT_EQ(a_->sh("touch box && setfattr -n user.mailbox.timeout_ms -v 100 box").status, 0);
+  EXPECT_EQ(b_->xattr("box", "timeout_ms"), "100");
+  Proc reader("cat box; echo rc=$?", b_->dir());
+  EXPECT_TRUE(reader.exits());
+  const mt::Run r = reader.finish();
+  EXPECT_EQ(r.out, "rc=1\n");
+  EXPECT_TRUE(has(r.err, "Connection timed out")) << r.err;
+  EXPECT_EQ(a_->xattr("box", "received"), "0");
+}
+
+TEST_F(RedisContract, AnInterruptedReceiveConsumesNothing) {
+  two();
+  ASSERT_EQ(a_->sh("touch box").status, 0);
+  // Python retries a read a handled signal interrupted unless the handler raises.
+  Proc reader(
+      "python3 -c \"\n"
+      "import os, signal, sys\n"
+      "class Woke(Exception): pass\n"
+      "def h(s, f): raise Woke()\n"
+      "signal.signal(signal.SIGUSR1, h)\n"
+      "fd = os.open('box', os.O_RDONLY)\n"
+      "try: os.read(fd, 100)\n"
+      "except Woke: print('interrupted', flush=True)\n"
+      "print('@ready', file=sys.stderr, flush=True)\n"
+      "signal.pause()\n\"",
+      b_->dir());
+  ASSERT_TRUE(b_->wait_listed("box", "blocked_receivers", reader.pid()));
+  reader.signal(SIGUSR1);
+  ASSERT_TRUE(reader.wait_ready(1));  // the read ended
+  ASSERT_EQ(a_->sh("echo kept > box").status, 0);
+  EXPECT_EQ(a_->sh("cat box").out, "kept\n");  // nobody took it
+  EXPECT_EQ(b_->xattr("box", "received"), "1");
+  reader.signal(SIGKILL);
+  EXPECT_EQ(reader.finish().out, "interrupted\n");
+  // SIGINT of a blocked cat on b: what a then sends stays for a.
+  Proc cat("exec cat box", b_->dir());
+  ASSERT_TRUE(b_->wait_listed("box", "blocked_receivers", cat.pid()));
+  cat.signal_group(SIGINT);
+  EXPECT_TRUE(cat.exits());
+  EXPECT_EQ(cat.finish().out, "");
+  ASSERT_EQ(a_->sh("echo again > box").status, 0);
+  EXPECT_EQ(a_->sh("cat box").out, "again\n");
+}
+
+// ---- poll and select ------------------------------------------------------------------
+
+TEST_F(RedisContract, PollIsWokenByASendThroughTheOtherDaemon) {
+  two();
+  ASSERT_EQ(a_->sh("touch box").status, 0);
+  Proc poller(
+      "python3 -c \"\n"
+      "import os, select, sys\n"
+      "fd = os.open('box', os.O_RDONLY | os.O_NONBLOCK)\n"
+      "p = select.poll(); p.register(fd, select.POLLIN)\n"
+      "print('@ready', file=sys.stderr, flush=True)\n"
+      "ev = p.poll()\n"
+      "print('readable' if ev and ev[0][1] & select.POLLIN else ev)\n"
+      "print(os.read(fd, 100))\n\"",
+      b_->dir());
+  ASSERT_TRUE(poller.wait_blocked(mt::Sleep::poll)) << poller.finish(0).err;
+  ASSERT_EQ(a_->sh("echo ping > box").status, 0);
+  EXPECT_TRUE(poller.exits());
+  const mt::Run r = poller.finish();
+  EXPECT_EQ(r.out, "readable\nb'ping\\n'\n") << r.err;
+}
+
+TEST_F(RedisContract, SelectForWritingIsWokenByAReceiveThroughTheOtherDaemon) {
+  two();
+  ASSERT_EQ(a_->sh("touch box && setfattr -n user.mailbox.framing -v datagram box && "
+                   "setfattr -n user.mailbox.capacity -v 1 box && echo full > box")
+                .status,
+            0);
+  Proc selector(
+      "python3 -c \"\n"
+      "import os, select, sys\n"
+      "fd = os.open('box', os.O_WRONLY | os.O_NONBLOCK)\n"
+      "r, w, x = select.select([], [fd], [], 0)\n"
+      "print('full' if not w else 'writable?')\n"
+      "print('@ready', file=sys.stderr, flush=True)\n"
+      "r, w, x = select.select([], [fd], [])\n"
+      "print('writable' if w else 'no')\n"
+      "os.write(fd, b'next')\n\"",
+      b_->dir());
+  ASSERT_TRUE(selector.wait_blocked(mt::Sleep::poll)) << selector.finish(0).err;
+  EXPECT_EQ(a_->sh(kReadOne).out, "full\n");
+  EXPECT_TRUE(selector.exits());
+  const mt::Run r = selector.finish();
+  EXPECT_EQ(r.out, "full\nwritable\n") << r.err;
+  EXPECT_EQ(a_->sh(kReadOne).out, "next");
+}
+
+// ---- rm wakes every daemon's blocked callers ------------------------------------------
+
+TEST_F(RedisContract, RemoveWakesBlockedCallersOnEveryDaemon) {
+  two();
+  ASSERT_EQ(a_->sh("touch empty full && setfattr -n user.mailbox.capacity -v 1 full && echo x > full").status, 0);
+  const std::string send = "python3 -c \"f = open('full', 'w'); f.write('y'); f.close()\"";
+  Proc read_a("cat empty", a_->dir()), read_b("cat empty", b_->dir());
+  Proc send_a(send, a_->dir()), send_b(send, b_->dir());
+  ASSERT_TRUE(a_->wait_listed("empty", "blocked_receivers", read_a.pid()));
+  ASSERT_TRUE(b_->wait_listed("empty", "blocked_receivers", read_b.pid()));
+  ASSERT_TRUE(a_->wait_listed("full", "blocked_senders", send_a.pid()));
+  ASSERT_TRUE(b_->wait_listed("full", "blocked_senders", send_b.pid()));
+  ASSERT_EQ(a_->sh("rm empty full").status, 0);
+  for (Proc* p : {&read_a, &read_b, &send_a, &send_b}) {
+    EXPECT_TRUE(p->exits());
+    const mt::Run r = p->finish();
+    EXPECT_NE(r.status, 0);
+    EXPECT_TRUE(has(r.err, "Identifier removed")) << r.err;
+  }
+  EXPECT_EQ(b_->sh("ls").out, "");
+}
+
+// ---- settings and counters --------------------------------------------------------------
+
+TEST_F(RedisContract, SettingsAndCountersAreTheSameOnEveryDaemon) {
+  two();
+  ASSERT_EQ(a_->sh("touch box && setfattr -n user.mailbox.max_message -v 8 box").status, 0);
+  EXPECT_EQ(b_->xattr("box", "max_message"), "8");
+  const mt::Run big = b_->sh("python3 -c \"f = open('box', 'w'); f.write('123456789'); f.close()\"");
+  EXPECT_TRUE(has(big.err, "Message too long")) << big.err;
+  ASSERT_EQ(b_->sh("printf 1234 > box && printf 12345678 > box").status, 0);
+  for (Mount* m : {a_.get(), b_.get()}) {
+    EXPECT_EQ(m->xattr("box", "messages"), "2");
+    EXPECT_EQ(m->xattr("box", "bytes"), "12");
+    EXPECT_EQ(m->xattr("box", "sent"), "2");
+    EXPECT_EQ(m->xattr("box", "received"), "0");
+  }
+  EXPECT_EQ(a_->sh("cat box").out, "1234");
+  for (Mount* m : {a_.get(), b_.get()}) {
+    EXPECT_EQ(m->xattr("box", "messages"), "1");
+    EXPECT_EQ(m->xattr("box", "received"), "1");
+  }
+  // Every setting, set on b, read on a.
+  ASSERT_EQ(b_->sh("setfattr -n user.mailbox.capacity -v 5 box && setfattr -n user.mailbox.framing -v line box && "
+                   "setfattr -n user.mailbox.timeout_ms -v 7000 box && setfattr -n user.mailbox.max_message -v 1K box")
+                .status,
+            0);
+  const mt::Run all = a_->sh(
+      "for k in capacity framing timeout_ms max_message; do "
+      "getfattr --only-values -n user.mailbox.$k box; echo; done");
+  EXPECT_EQ(all.out, "5\nline\n7000\n1024\n") << all.err;
+}
+
+// Priorities need a store that orders by them: a Redis mailbox is one list,
+// so the setting is refused where it is made.
+TEST_F(RedisContract, ASendPriorityIsRefused) {
+  two();
+  ASSERT_EQ(a_->sh("touch box").status, 0);
+  const mt::Run r = a_->sh("setfattr -n user.mailbox.send_priority -v 3 box");
+  EXPECT_NE(r.status, 0);
+  EXPECT_TRUE(has(r.err, "Operation not supported")) << r.err;
+  EXPECT_EQ(b_->xattr("box", "send_priority"), "0");
+}
+
+// ---- mode bits and owners ---------------------------------------------------------------
+
+TEST_F(RedisContract, ModeBitsSetOnOneDaemonAreEnforcedOnTheOther) {
+  if (geteuid() != 0) GTEST_SKIP() << "needs root to act as another user";
+  two("allow_other,root_mode=1777");
+  for (Mount* m : {a_.get(), b_.get()}) {
+    const std::string tmp = m->dir().substr(0, m->dir().rfind('/'));
+    ASSERT_EQ(mt::sh("chmod 0755 " + q(tmp)).status, 0);
+  }
+  ASSERT_EQ(a_->sh("touch box && chmod 600 box && mkdir d && chmod 700 d && touch d/in && chmod 666 d/in").status, 0);
+  EXPECT_EQ(b_->sh("stat -c '%a %u' box").out, "600 0\n");
+  const mt::Run denied = b_->sh(std::string(kNobody) + "bash -c 'echo no > box; cat d/in'");
+  EXPECT_TRUE(has(denied.err, "box: Permission denied")) << denied.err;
+  EXPECT_TRUE(has(denied.err, "d/in: Permission denied")) << denied.err;
+  // Opened up on b, allowed on a.
+  ASSERT_EQ(b_->sh("chmod 622 box && chmod 755 d").status, 0);
+  EXPECT_EQ(a_->sh(std::string(kNobody) + "bash -c 'echo yes > box && echo in > d/in'").status, 0);
+  EXPECT_EQ(b_->sh("cat box d/in").out, "yes\nin\n");
+  // A name made by another uid keeps its number on the other daemon.
+  ASSERT_EQ(a_->sh(std::string(kNobody) + "touch theirs").status, 0);
+  EXPECT_EQ(b_->sh("stat -c '%u %g' theirs").out, "65534 65534\n");
+}
+
+// ---- sender identity --------------------------------------------------------------------
+
+TEST_F(RedisContract, TheSenderCarriesItsHost) {
+  two();
+  char host[256] = {};
+  ASSERT_EQ(::gethostname(host, sizeof host - 1), 0);
+  ASSERT_EQ(a_->sh("touch box").status, 0);
+  const std::string pid = a_->sh("bash -c 'echo $$; echo hi > box'").out;
+  const mt::Run r = b_->sh(
+      "python3 -c \"\nimport os\nwith open('box', 'rb') as f: f.read()\n"
+      "print(os.getxattr('box', 'user.mailbox.sender').decode())\"");
+  EXPECT_EQ(r.out, "pid=" + lines(pid).at(0) + " uid=0 gid=0 host=" + host + "\n") << r.err;
+}
+
+}  // namespace
