@@ -89,6 +89,11 @@ bool Client::read_map(const Reply& slots, const std::string& asked_host) {
   return true;
 }
 
+Errc Client::connect(bool now) {
+  for (size_t i = 1; i < nodes_.size(); i++) (void)nodes_[i].conn.connect(now);
+  return nodes_[0].conn.connect(now);
+}
+
 Errc Client::refresh() {
   for (size_t i = 0; i < nodes_.size(); i++) {
     auto r = nodes_[i].conn.command({"CLUSTER", "SLOTS"});

@@ -40,6 +40,9 @@ class Client {
   // EVALSHA on the node of `keys` (all in one slot), loading the script there when it lacks it.
   Result<Reply> eval(const Script& s, const std::vector<std::string_view>& keys,
                      const std::vector<std::string_view>& args);
+  // Connects every known node at once (`now`: without waiting out a
+  // backoff, e.g. the subscriber just reached the server); the URL node's result.
+  Errc connect(bool now = false);
   // Learns the deployment now (CLUSTER SLOTS on the known nodes): ok or io.
   Errc refresh();
   bool cluster() const { return mode_ == Mode::cluster; }
