@@ -104,6 +104,28 @@ int futex_wait(std::atomic<uint32_t>* word, uint32_t expected, const timespec* r
   return static_cast<int>(syscall(SYS_futex, reinterpret_cast<uint32_t*>(word), FUTEX_WAIT, expected, rel, nullptr, 0));
 }
 
+int futex_wait_until(std::atomic<uint32_t>* word, uint32_t expected, const timespec& abs_monotonic) {
+#ifdef SYS_futex_waitv
+  static std::atomic<bool> no_waitv{false};  // relaxed: a hint, set once by an ENOSYS
+  if (!no_waitv.load(std::memory_order_relaxed)) {
+    futex_waitv w{};
+    w.val = expected;
+    w.uaddr = reinterpret_cast<uintptr_t>(word);
+    w.flags = FUTEX_32;  // shared: no FUTEX_PRIVATE_FLAG
+    const long r = syscall(SYS_futex_waitv, &w, 1u, 0u, &abs_monotonic, CLOCK_MONOTONIC);
+    if (r >= 0) return 0;
+    if (errno != ENOSYS) return -1;
+    no_waitv.store(true, std::memory_order_relaxed);
+  }
+#endif
+  timespec now;
+  ::clock_gettime(CLOCK_MONOTONIC, &now);
+  int64_t left = (int64_t{abs_monotonic.tv_sec} - now.tv_sec) * 1000000000 + (abs_monotonic.tv_nsec - now.tv_nsec);
+  if (left < 0) left = 0;
+  const timespec rel{static_cast<time_t>(left / 1000000000), static_cast<long>(left % 1000000000)};
+  return futex_wait(word, expected, &rel);
+}
+
 int futex_wake(std::atomic<uint32_t>* word, int n) {
   return static_cast<int>(syscall(SYS_futex, reinterpret_cast<uint32_t*>(word), FUTEX_WAKE, n, nullptr, nullptr, 0));
 }

@@ -354,6 +354,12 @@ class Segment {
 // futex(2) on a 32-bit word in shared memory (not FUTEX_PRIVATE: other
 // processes map the same page).
 int futex_wait(std::atomic<uint32_t>* word, uint32_t expected, const struct timespec* rel);
+// The same until an absolute CLOCK_MONOTONIC time, through futex_waitv(2):
+// a signal whose handler has SA_RESTART restarts the wait in the kernel
+// (-ERESTARTSYS), one without fails it with EINTR, as signal(7) has it for
+// mq_receive; a timed FUTEX_WAIT fails with EINTR after any handler.
+// Kernels before 5.16: FUTEX_WAIT with the time left.
+int futex_wait_until(std::atomic<uint32_t>* word, uint32_t expected, const struct timespec& abs_monotonic);
 int futex_wake(std::atomic<uint32_t>* word, int n);
 
 int64_t realtime_ns();
