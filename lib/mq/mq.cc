@@ -8,6 +8,7 @@
 #include <dlfcn.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <poll.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -178,6 +179,15 @@ int deadline_of(const timespec* abs, std::optional<Clock::time_point>* out) {
 // longer names a queue.
 int mq_errno(int e) { return e == EIDRM ? EBADF : e; }
 
+// After a send or receive that kicked a daemon with polls armed: a poll(2)
+// probe of the file has the daemon fire them before this call returns, as
+// Linux's queue wakes an epoll at once (Mailbox::poll takes the kick).
+void probe_polls(const Queue& q) {
+  if (!Segment::take_polled_kick()) return;
+  pollfd p{q.fd, 0, 0};
+  ::poll(&p, 1, 0);
+}
+
 int send_impl(int fd, const char* msg, size_t len, unsigned prio, const timespec* abs, bool timed) {
   if (prio >= kPrioMax) return fail(EINVAL);
   std::optional<Clock::time_point> d;
@@ -193,8 +203,10 @@ int send_impl(int fd, const char* msg, size_t len, unsigned prio, const timespec
   // A signal ends the wait with EINTR only when its handler lacks
   // SA_RESTART: the library sleeps in FUTEX_WAIT, which the kernel restarts
   // for such handlers (signal(7)), as it restarts mq_send.
+  (void)Segment::take_polled_kick();  // a stale one from an earlier call
   int e = prio_send(l.box(), v, prio, true, std::nullopt);
   if (e == EAGAIN && !nonblocking(*q)) e = prio_send(l.box(), v, prio, false, d);
+  probe_polls(*q);
   return e ? fail(mq_errno(e)) : 0;
 }
 
@@ -209,8 +221,10 @@ ssize_t receive_impl(int fd, char* buf, size_t len, unsigned* prio, const timesp
   Lease l(*q);
   if (l.error()) return fail(l.error());
   // As in send_impl: nothing is consumed unless a message is returned.
+  (void)Segment::take_polled_kick();
   auto r = prio_receive(l.box(), buf, len, prio, true, std::nullopt);
   if (!r && r.error() == EAGAIN && !nonblocking(*q)) r = prio_receive(l.box(), buf, len, prio, false, d);
+  probe_polls(*q);
   if (!r) return fail(mq_errno(r.error()));
   return static_cast<ssize_t>(*r);
 }

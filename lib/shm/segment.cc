@@ -1509,8 +1509,16 @@ bool Segment::recover_recv_locked() const {
 }
 
 // Needs the fence of after_push()/after_pop() before it.
+namespace {
+thread_local bool polled_kick = false;  // this thread kicked a daemon with polls armed
+}
+
+bool Segment::take_polled_kick() { return std::exchange(polled_kick, false); }
+
 void Segment::kick_daemon(uint32_t watch_bit) {
-  if (!ctl_ || !(hdr_->daemon_watch.load(std::memory_order_relaxed) & watch_bit)) return;
+  const uint32_t watch = ctl_ ? hdr_->daemon_watch.load(std::memory_order_relaxed) : 0;
+  if (!(watch & watch_bit)) return;
+  if (watch & layout::kWatchPolled) polled_kick = true;
   hdr_->kick.store(1, std::memory_order_release);
   ctl_->doorbell.fetch_add(1, std::memory_order_release);
   futex_wake(&ctl_->doorbell, 1);

@@ -200,6 +200,9 @@ class Segment {
   // rendezvous mailbox that makes it writable for the daemon's non-blocking
   // senders and pollers, so the daemon is kicked if it watches for that.
   void receiver_sleeping();
+  // True once after this thread kicked a daemon that has polls armed
+  // (kWatchPolled): lib/mq then probes the file so the polls fire now.
+  static bool take_polled_kick();
 
   // mq_notify's registration (layout.h, notify_owner). notify_arm: arms
   // `token` ((generation << 32) | pid of the caller); busy if another live

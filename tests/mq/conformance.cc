@@ -1453,6 +1453,37 @@ TEST_F(MqPoll, EpollSeesReadiness) {
   close(ep);
 }
 
+// Edge-triggered, both directions: each change made by another process is
+// one event, seen as soon as that process's call has returned.
+TEST_F(MqPoll, EdgeTriggeredEpollSeesEachChangeByAnotherProcess) {
+  mqd_t d = create(1, 64);
+  ASSERT_NE(d, kBad) << strerror(errno);
+  int ep = epoll_create1(EPOLL_CLOEXEC);
+  ASSERT_GE(ep, 0);
+  epoll_event ev{};
+  ev.events = EPOLLIN | EPOLLOUT | EPOLLET;
+  ev.data.fd = d;
+  ASSERT_EQ(epoll_ctl(ep, EPOLL_CTL_ADD, d, &ev), 0) << strerror(errno);
+  epoll_event out{};
+  ASSERT_EQ(epoll_wait(ep, &out, 1, 0), 1);
+  EXPECT_EQ(out.events & (EPOLLIN | EPOLLOUT), static_cast<uint32_t>(EPOLLOUT)) << "empty: writable only";
+  EXPECT_EQ(epoll_wait(ep, &out, 1, 0), 0) << "no new edge";
+  for (int round = 0; round < 3; round++) {
+    pid_t p = spawn([&] { return mq_send(d, "x", 1, 0) == 0 ? 0 : 1; });
+    ASSERT_EQ(reap(p), 0);
+    ASSERT_EQ(epoll_wait(ep, &out, 1, 0), 1) << "round " << round << ": the send";
+    EXPECT_EQ(out.events & (EPOLLIN | EPOLLOUT), static_cast<uint32_t>(EPOLLIN)) << "full: readable only";
+    p = spawn([&] {
+      char buf[64];
+      return mq_receive(d, buf, sizeof buf, nullptr) == 1 ? 0 : 1;
+    });
+    ASSERT_EQ(reap(p), 0);
+    ASSERT_EQ(epoll_wait(ep, &out, 1, 0), 1) << "round " << round << ": the receive";
+    EXPECT_EQ(out.events & (EPOLLIN | EPOLLOUT), static_cast<uint32_t>(EPOLLOUT)) << "empty: writable only";
+  }
+  close(ep);
+}
+
 // A poll blocked on an empty queue wakes when another process sends.
 TEST_F(MqPoll, BlockedPollWakesOnASendFromAnotherProcess) {
   mqd_t d = create(2, 64);
