@@ -60,19 +60,17 @@ int wait_change(std::atomic<uint32_t>& word, std::atomic<uint32_t>& sleepers, ui
   // FUTEX_WAIT finds it moved), or we see their position and do not sleep.
   sleepers.fetch_add(1, std::memory_order_seq_cst);
   if (announce) announce->receiver_sleeping();
-  timespec rel{}, *relp = nullptr;
   // Wakes are handed to one sleeper each; should the one woken die before
-  // acting on it, the others still re-check within kRecheck.
-  auto left = std::chrono::duration_cast<std::chrono::nanoseconds>(kRecheck);
-  if (deadline)
-    left = std::min(left, std::max(std::chrono::nanoseconds::zero(),
-                                   std::chrono::duration_cast<std::chrono::nanoseconds>(*deadline - Clock::now())));
-  rel.tv_sec = left.count() / 1000000000;
-  rel.tv_nsec = left.count() % 1000000000;
-  relp = &rel;
+  // acting on it, the others still re-check within kRecheck. An absolute
+  // time: a wait a handler with SA_RESTART interrupts is restarted by the
+  // kernel (futex_wait_until), one without ends with EINTR.
+  auto until = Clock::now() + kRecheck;
+  if (deadline) until = std::min(until, *deadline);
+  const auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(until.time_since_epoch()).count();
+  const timespec abs{static_cast<time_t>(ns / 1000000000), static_cast<long>(ns % 1000000000)};
   int r = 0;
   if (pos.load(std::memory_order_seq_cst) == pos_seen && word.load(std::memory_order_seq_cst) == seen)
-    r = mbx::futex_wait(&word, seen, relp) < 0 && errno == EINTR ? EINTR : 0;
+    r = mbx::futex_wait_until(&word, seen, abs) < 0 && errno == EINTR ? EINTR : 0;
   sleepers.fetch_sub(1, std::memory_order_seq_cst);
   return r;
 }

@@ -707,7 +707,7 @@ void Mailbox::settle_locked(Batch& b) {
     const bool any = contended_ || polls;
     const uint32_t want = (readers_.empty() && !any ? 0u : kWatchReadable) |
                           (writers_.empty() && acks_.empty() && !any ? 0u : kWatchWritable) |
-                          (readers_.empty() ? 0u : kWatchParkedReceivers);
+                          (readers_.empty() ? 0u : kWatchParkedReceivers) | (polls ? kWatchPolled : 0u);
     if (want == watch_) break;
     // Made visible (seq_cst) before the re-check below: either it sees the
     // other participant's change, or the store tells us (Store::watch).
@@ -984,6 +984,9 @@ unsigned Mailbox::poll(Handle& h, std::unique_ptr<PollToken> token) {
   unsigned ev = 0;
   {
     Op op(*this);
+    // A probe after a library change (kWatchPolled): the armed polls fire
+    // before this reply, so an epoll sees the change when the call returns.
+    if (store_ && !quarantined_ && store_->take_kick()) op.b.changed = true;
     if (token) {
       if (!h.poll) handles_.push_back(&h);
       old = std::move(h.poll);

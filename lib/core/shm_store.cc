@@ -220,7 +220,8 @@ QueueStats ShmStore::stats() {
 void ShmStore::watch(uint32_t bits, const std::weak_ptr<StoreListener>& listener) {
   static_assert(uint32_t{kWatchReadable} == layout::kWatchReadable &&
                 uint32_t{kWatchWritable} == layout::kWatchWritable &&
-                uint32_t{kWatchParkedReceivers} == layout::kWatchParkedReceivers);
+                uint32_t{kWatchParkedReceivers} == layout::kWatchParkedReceivers &&
+                uint32_t{kWatchPolled} == layout::kWatchPolled);
   // SYNC POINT: seq_cst store, then the caller's re-check; pairs with the
   // fence and load in Segment::kick_daemon (a Dekker pair: either the
   // re-check sees the other participant's change, or it sees the bit and kicks).

@@ -45,7 +45,8 @@ class StoreListener {
 
 // Bits of Store::watch(): which changes by other participants to be told of.
 // kWatchParkedReceivers: receive calls are parked (no kick; see layout.h, mq_notify).
-enum : uint32_t { kWatchReadable = 1, kWatchWritable = 2, kWatchParkedReceivers = 4 };
+// kWatchPolled: poll handles are armed (a participant may probe the file).
+enum : uint32_t { kWatchReadable = 1, kWatchWritable = 2, kWatchParkedReceivers = 4, kWatchPolled = 8 };
 
 class Store {
  public:

@@ -8,6 +8,7 @@
 #include <dlfcn.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <poll.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -70,11 +71,6 @@ struct Queue {
   std::string path;
   int acc = O_RDWR;
   uint64_t capacity = 0, max_message = 0;
-  // O_NONBLOCK of the open description: a word in a MAP_SHARED anonymous
-  // page, so a forked child shares it (as POSIX's fork shares the
-  // description) and a call reads it without a system call.
-  Mapping flags;
-  std::atomic<int>* nonblock = nullptr;  // relaxed: a flag, no data behind it
   Mutex mu;
   std::vector<Mailbox> pool GUARDED_BY(mu);  // idle Mailbox objects
   std::unique_ptr<Notifier> notifier GUARDED_BY(mu);
@@ -110,7 +106,10 @@ int fail(int e) {
   return -1;
 }
 
-bool nonblocking(const Queue& q) { return q.nonblock->load(std::memory_order_relaxed) != 0; }
+// O_NONBLOCK is the descriptor's file status flag, as Linux's mq reads it:
+// shared with a forked child and every dup, and set by fcntl(F_SETFL) as by
+// mq_setattr. Asked only when a call would block (a system call).
+bool nonblocking(const Queue& q) { return (::fcntl(q.fd, F_GETFL) & O_NONBLOCK) != 0; }
 
 // Linux's rules for a queue name, in its order: a leading "/" (EINVAL,
 // glibc); then the rest as the kernel copies it (ENAMETOOLONG from PATH_MAX
@@ -183,24 +182,18 @@ int deadline_of(const timespec* abs, std::optional<Clock::time_point>* out) {
   return 0;
 }
 
-// After EINTR: Linux restarts an mq wait whose handler has SA_RESTART
-// (signal(7)). The wait does not say which signal it was, so restart only
-// when every handler installed has SA_RESTART (glibc's signal(2) sets it).
-bool restart_after_signal() {
-  bool any = false;
-  for (int sig = 1; sig < NSIG; sig++) {
-    struct sigaction sa;
-    if (::sigaction(sig, nullptr, &sa) != 0) continue;
-    if (!(sa.sa_flags & SA_SIGINFO) && (sa.sa_handler == SIG_DFL || sa.sa_handler == SIG_IGN)) continue;
-    if (!(sa.sa_flags & SA_RESTART)) return false;
-    any = true;
-  }
-  return any;
-}
-
 // libmailbox's errors as mq's: a deleted mailbox is a descriptor that no
 // longer names a queue.
 int mq_errno(int e) { return e == EIDRM ? EBADF : e; }
+
+// After a send or receive that kicked a daemon with polls armed: a poll(2)
+// probe of the file has the daemon fire them before this call returns, as
+// Linux's queue wakes an epoll at once (Mailbox::poll takes the kick).
+void probe_polls(const Queue& q) {
+  if (!Segment::take_polled_kick()) return;
+  pollfd p{q.fd, 0, 0};
+  ::poll(&p, 1, 0);
+}
 
 int send_impl(int fd, const char* msg, size_t len, unsigned prio, const timespec* abs, bool timed) {
   if (prio >= kPrioMax) return fail(EINVAL);
@@ -214,12 +207,13 @@ int send_impl(int fd, const char* msg, size_t len, unsigned prio, const timespec
   Lease l(*q);
   if (l.error()) return fail(l.error());
   const std::string_view v(msg, len);
-  int e;
-  if (nonblocking(*q)) e = prio_send(l.box(), v, prio, true, std::nullopt);
-  else {
-    do e = prio_send(l.box(), v, prio, false, d);
-    while (e == EINTR && restart_after_signal());
-  }
+  // A signal ends the wait with EINTR only when its handler lacks
+  // SA_RESTART: the library sleeps in FUTEX_WAIT, which the kernel restarts
+  // for such handlers (signal(7)), as it restarts mq_send.
+  (void)Segment::take_polled_kick();  // a stale one from an earlier call
+  int e = prio_send(l.box(), v, prio, true, std::nullopt);
+  if (e == EAGAIN && !nonblocking(*q)) e = prio_send(l.box(), v, prio, false, d);
+  probe_polls(*q);
   return e ? fail(mq_errno(e)) : 0;
 }
 
@@ -233,9 +227,11 @@ ssize_t receive_impl(int fd, char* buf, size_t len, unsigned* prio, const timesp
   if (len < q->max_message) return fail(EMSGSIZE);
   Lease l(*q);
   if (l.error()) return fail(l.error());
-  const bool nb = nonblocking(*q);
-  auto r = prio_receive(l.box(), buf, len, prio, nb, nb ? std::nullopt : d);
-  while (!nb && !r && r.error() == EINTR && restart_after_signal()) r = prio_receive(l.box(), buf, len, prio, nb, d);
+  // As in send_impl: nothing is consumed unless a message is returned.
+  (void)Segment::take_polled_kick();
+  auto r = prio_receive(l.box(), buf, len, prio, true, std::nullopt);
+  if (!r && r.error() == EAGAIN && !nonblocking(*q)) r = prio_receive(l.box(), buf, len, prio, false, d);
+  probe_polls(*q);
   if (!r) return fail(mq_errno(r.error()));
   return static_cast<ssize_t>(*r);
 }
@@ -420,13 +416,6 @@ mqd_t open_queue(const Place& where, int oflag, mode_t mode, const mq_attr* attr
   }
   mailbox::detail::Access::set_interruptible(*m, true);
   auto q = std::make_shared<Queue>();
-  void* page = ::mmap(nullptr, sizeof(std::atomic<int>), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-  if (page == MAP_FAILED) {
-    ::close(fd);
-    return fail(ENOMEM);
-  }
-  q->flags = Mapping(page, sizeof(std::atomic<int>));
-  q->nonblock = new (page) std::atomic<int>((oflag & O_NONBLOCK) ? 1 : 0);
   q->fd = fd;
   q->path = own;
   q->acc = acc;
@@ -613,11 +602,10 @@ int mbx_mq_setattr(mqd_t fd, const struct mq_attr* n, struct mq_attr* old) {
   if (!q) return fail(EBADF);
   if (n && (n->mq_flags & ~static_cast<long>(O_NONBLOCK))) return fail(EINVAL);
   if (old && mbx_mq_getattr(fd, old) != 0) return -1;
-  if (n) {
+  if (n) {  // the file's status flag, which every call reads (nonblocking())
     const int fl = ::fcntl(q->fd, F_GETFL);
     if (fl < 0 || ::fcntl(q->fd, F_SETFL, (n->mq_flags & O_NONBLOCK) ? fl | O_NONBLOCK : fl & ~O_NONBLOCK) != 0)
-      return -1;  // the file's flag too, for F_GETFL
-    q->nonblock->store((n->mq_flags & O_NONBLOCK) ? 1 : 0, std::memory_order_relaxed);
+      return -1;
   }
   return 0;
 }

@@ -104,6 +104,28 @@ int futex_wait(std::atomic<uint32_t>* word, uint32_t expected, const timespec* r
   return static_cast<int>(syscall(SYS_futex, reinterpret_cast<uint32_t*>(word), FUTEX_WAIT, expected, rel, nullptr, 0));
 }
 
+int futex_wait_until(std::atomic<uint32_t>* word, uint32_t expected, const timespec& abs_monotonic) {
+#ifdef SYS_futex_waitv
+  static std::atomic<bool> no_waitv{false};  // relaxed: a hint, set once by an ENOSYS
+  if (!no_waitv.load(std::memory_order_relaxed)) {
+    futex_waitv w{};
+    w.val = expected;
+    w.uaddr = reinterpret_cast<uintptr_t>(word);
+    w.flags = FUTEX_32;  // shared: no FUTEX_PRIVATE_FLAG
+    const long r = syscall(SYS_futex_waitv, &w, 1u, 0u, &abs_monotonic, CLOCK_MONOTONIC);
+    if (r >= 0) return 0;
+    if (errno != ENOSYS) return -1;
+    no_waitv.store(true, std::memory_order_relaxed);
+  }
+#endif
+  timespec now;
+  ::clock_gettime(CLOCK_MONOTONIC, &now);
+  int64_t left = (int64_t{abs_monotonic.tv_sec} - now.tv_sec) * 1000000000 + (abs_monotonic.tv_nsec - now.tv_nsec);
+  if (left < 0) left = 0;
+  const timespec rel{static_cast<time_t>(left / 1000000000), static_cast<long>(left % 1000000000)};
+  return futex_wait(word, expected, &rel);
+}
+
 int futex_wake(std::atomic<uint32_t>* word, int n) {
   return static_cast<int>(syscall(SYS_futex, reinterpret_cast<uint32_t*>(word), FUTEX_WAKE, n, nullptr, nullptr, 0));
 }
@@ -1490,8 +1512,16 @@ bool Segment::recover_recv_locked() const {
 }
 
 // Needs the fence of after_push()/after_pop() before it.
+namespace {
+thread_local bool polled_kick = false;  // this thread kicked a daemon with polls armed
+}
+
+bool Segment::take_polled_kick() { return std::exchange(polled_kick, false); }
+
 void Segment::kick_daemon(uint32_t watch_bit) {
-  if (!ctl_ || !(hdr_->daemon_watch.load(std::memory_order_relaxed) & watch_bit)) return;
+  const uint32_t watch = ctl_ ? hdr_->daemon_watch.load(std::memory_order_relaxed) : 0;
+  if (!(watch & watch_bit)) return;
+  if (watch & layout::kWatchPolled) polled_kick = true;
   hdr_->kick.store(1, std::memory_order_release);
   ctl_->doorbell.fetch_add(1, std::memory_order_release);
   futex_wake(&ctl_->doorbell, 1);

@@ -200,6 +200,9 @@ class Segment {
   // rendezvous mailbox that makes it writable for the daemon's non-blocking
   // senders and pollers, so the daemon is kicked if it watches for that.
   void receiver_sleeping();
+  // True once after this thread kicked a daemon that has polls armed
+  // (kWatchPolled): lib/mq then probes the file so the polls fire now.
+  static bool take_polled_kick();
 
   // mq_notify's registration (layout.h, notify_owner). notify_arm: arms
   // `token` ((generation << 32) | pid of the caller); busy if another live
@@ -354,6 +357,12 @@ class Segment {
 // futex(2) on a 32-bit word in shared memory (not FUTEX_PRIVATE: other
 // processes map the same page).
 int futex_wait(std::atomic<uint32_t>* word, uint32_t expected, const struct timespec* rel);
+// The same until an absolute CLOCK_MONOTONIC time, through futex_waitv(2):
+// a signal whose handler has SA_RESTART restarts the wait in the kernel
+// (-ERESTARTSYS), one without fails it with EINTR, as signal(7) has it for
+// mq_receive; a timed FUTEX_WAIT fails with EINTR after any handler.
+// Kernels before 5.16: FUTEX_WAIT with the time left.
+int futex_wait_until(std::atomic<uint32_t>* word, uint32_t expected, const struct timespec& abs_monotonic);
 int futex_wake(std::atomic<uint32_t>* word, int n);
 
 int64_t realtime_ns();

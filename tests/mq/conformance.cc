@@ -1108,6 +1108,99 @@ TEST_F(MqReceive, BlockedReceiveRestartsAfterAnSaRestartHandler) {
   EXPECT_EQ(reap(p), 0) << "1: EINTR, 2: another errno, 3: another message";
 }
 
+// signal(7): whether a blocked call restarts depends on the handler of the
+// signal that interrupted it, not on the other handlers installed. Each case
+// installs SIGUSR1 and SIGUSR2 (one with SA_RESTART, one without), blocks in
+// one call, and is interrupted by one of them.
+enum class Blocking { receive, timedreceive, send, timedsend };
+
+void install_handler(int sig, bool restart) {
+  struct sigaction sa {};
+  sa.sa_handler = say_handled;
+  sigemptyset(&sa.sa_mask);
+  sa.sa_flags = restart ? SA_RESTART : 0;
+  sigaction(sig, &sa, nullptr);
+}
+
+class MqSignal : public MqTest {
+ protected:
+  // A child blocks in `call` (on an empty queue for a receive, a full one for
+  // a send) and `sig` interrupts it; its status: 0 the call completed with
+  // the expected message, 1 EINTR, 2 another errno.
+  void run(Blocking call, bool usr1_restarts, bool usr2_restarts, int sig) {
+    const bool sending = call == Blocking::send || call == Blocking::timedsend;
+    mqd_t d = create(1, 64);
+    ASSERT_NE(d, kBad) << strerror(errno);
+    if (sending) {
+      ASSERT_EQ(mq_send(d, "full", 4, 0), 0);
+    }
+    Ready ready, handled;
+    pid_t p = spawn([&] {
+      restart_pipe = handled.writer();
+      install_handler(SIGUSR1, usr1_restarts);
+      install_handler(SIGUSR2, usr2_restarts);
+      timespec far;
+      clock_gettime(CLOCK_REALTIME, &far);
+      far.tv_sec += 3600;
+      ready.say();
+      char buf[64];
+      ssize_t n = -1;
+      switch (call) {
+        case Blocking::receive: n = mq_receive(d, buf, sizeof buf, nullptr); break;
+        case Blocking::timedreceive: n = mq_timedreceive(d, buf, sizeof buf, nullptr, &far); break;
+        case Blocking::send: n = mq_send(d, "x", 1, 0); break;
+        case Blocking::timedsend: n = mq_timedsend(d, "x", 1, 0, &far); break;
+      }
+      if (n < 0) return errno == EINTR ? 1 : 2;
+      return sending || (n == 1 && buf[0] == 'x') ? 0 : 3;
+    });
+    ASSERT_TRUE(ready.wait());
+    ASSERT_TRUE(wait_asleep(p)) << "never blocked";
+    kill(p, sig);
+    ASSERT_TRUE(handled.wait()) << "the handler never ran";
+    const bool restarts = sig == SIGUSR1 ? usr1_restarts : usr2_restarts;
+    if (restarts) {
+      ASSERT_TRUE(wait_asleep(p)) << "not restarted";
+      if (sending) {
+        EXPECT_EQ(recv(d), "full");
+      } else {
+        ASSERT_EQ(mq_send(d, "x", 1, 0), 0);
+      }
+      EXPECT_EQ(reap(p), 0) << "1: EINTR, 2: another errno, 3: another message";
+      if (sending) {
+        EXPECT_EQ(recv(d), "x") << "the restarted send's message";
+      }
+      EXPECT_EQ(curmsgs(d), 0);
+    } else {
+      EXPECT_EQ(reap(p), 1) << "0: restarted and completed, 2: another errno";
+      if (!sending) {
+        ASSERT_EQ(mq_send(d, "x", 1, 0), 0);
+      }
+      EXPECT_EQ(curmsgs(d), 1) << "the interrupted call took or sent nothing";
+      EXPECT_EQ(recv(d), sending ? "full" : "x");
+    }
+  }
+};
+
+TEST_F(MqSignal, ReceiveRestartsAfterItsSaRestartHandlerBesideAnotherWithout) {
+  run(Blocking::receive, true, false, SIGUSR1);
+}
+TEST_F(MqSignal, ReceiveIsEINTRAfterItsHandlerWithoutSaRestartBesideAnotherWith) {
+  run(Blocking::receive, true, false, SIGUSR2);
+}
+TEST_F(MqSignal, TimedreceiveRestartsAfterAnSaRestartHandler) { run(Blocking::timedreceive, true, true, SIGUSR1); }
+TEST_F(MqSignal, TimedreceiveIsEINTRAfterAHandlerWithoutSaRestart) {
+  run(Blocking::timedreceive, false, true, SIGUSR1);
+}
+TEST_F(MqSignal, SendRestartsAfterItsSaRestartHandlerBesideAnotherWithout) {
+  run(Blocking::send, false, true, SIGUSR2);
+}
+TEST_F(MqSignal, SendIsEINTRAfterItsHandlerWithoutSaRestartBesideAnotherWith) {
+  run(Blocking::send, false, true, SIGUSR1);
+}
+TEST_F(MqSignal, TimedsendRestartsAfterAnSaRestartHandler) { run(Blocking::timedsend, true, true, SIGUSR2); }
+TEST_F(MqSignal, TimedsendIsEINTRAfterAHandlerWithoutSaRestart) { run(Blocking::timedsend, false, false, SIGUSR1); }
+
 TEST_F(MqReceive, TimedreceiveOnAnEmptyQueuePastTheDeadlineIsETIMEDOUT) {
   mqd_t d = create(4, 64);
   ASSERT_NE(d, kBad) << strerror(errno);
@@ -1235,6 +1328,31 @@ TEST_F(MqSetattr, OtherFlagBitsAreEINVAL) {
   mq_attr a{};
   ASSERT_EQ(mq_getattr(d, &a), 0);
   EXPECT_EQ(a.mq_flags & O_NONBLOCK, 0) << "nothing changed";
+}
+
+// Linux: O_NONBLOCK is the descriptor's file status flag, so fcntl(F_SETFL)
+// sets it for mq_send, mq_receive and mq_getattr, and mq_setattr shows in F_GETFL.
+TEST_F(MqSetattr, FcntlNonblockIsTheSameFlag) {
+  mqd_t d = create(1, 64);
+  ASSERT_NE(d, kBad) << strerror(errno);
+  const int fl = fcntl(d, F_GETFL);
+  ASSERT_GE(fl, 0) << strerror(errno);
+  ASSERT_EQ(fcntl(d, F_SETFL, fl | O_NONBLOCK), 0) << strerror(errno);
+  mq_attr a{};
+  ASSERT_EQ(mq_getattr(d, &a), 0);
+  EXPECT_EQ(a.mq_flags & O_NONBLOCK, O_NONBLOCK);
+  char buf[64];
+  EXPECT_EQ(mq_receive(d, buf, sizeof buf, nullptr), -1) << "empty, and now non-blocking";
+  EXPECT_EQ(errno, EAGAIN);
+  ASSERT_EQ(mq_send(d, "a", 1, 0), 0);
+  EXPECT_EQ(mq_send(d, "b", 1, 0), -1) << "full, and now non-blocking";
+  EXPECT_EQ(errno, EAGAIN);
+  mq_attr n{};
+  ASSERT_EQ(mq_setattr(d, &n, nullptr), 0);
+  EXPECT_EQ(fcntl(d, F_GETFL) & O_NONBLOCK, 0) << "mq_setattr cleared the file's flag";
+  n.mq_flags = O_NONBLOCK;
+  ASSERT_EQ(mq_setattr(d, &n, nullptr), 0);
+  EXPECT_EQ(fcntl(d, F_GETFL) & O_NONBLOCK, O_NONBLOCK) << "mq_setattr set the file's flag";
 }
 
 TEST_F(MqSetattr, InvalidDescriptorIsEBADF) {
@@ -1520,6 +1638,37 @@ TEST_F(MqPoll, EpollSeesReadiness) {
   EXPECT_EQ(epoll_wait(ep, &out, 1, 0), 1);
   EXPECT_TRUE(out.events & EPOLLIN);
   EXPECT_EQ(out.data.fd, d);
+  close(ep);
+}
+
+// Edge-triggered, both directions: each change made by another process is
+// one event, seen as soon as that process's call has returned.
+TEST_F(MqPoll, EdgeTriggeredEpollSeesEachChangeByAnotherProcess) {
+  mqd_t d = create(1, 64);
+  ASSERT_NE(d, kBad) << strerror(errno);
+  int ep = epoll_create1(EPOLL_CLOEXEC);
+  ASSERT_GE(ep, 0);
+  epoll_event ev{};
+  ev.events = EPOLLIN | EPOLLOUT | EPOLLET;
+  ev.data.fd = d;
+  ASSERT_EQ(epoll_ctl(ep, EPOLL_CTL_ADD, d, &ev), 0) << strerror(errno);
+  epoll_event out{};
+  ASSERT_EQ(epoll_wait(ep, &out, 1, 0), 1);
+  EXPECT_EQ(out.events & (EPOLLIN | EPOLLOUT), static_cast<uint32_t>(EPOLLOUT)) << "empty: writable only";
+  EXPECT_EQ(epoll_wait(ep, &out, 1, 0), 0) << "no new edge";
+  for (int round = 0; round < 3; round++) {
+    pid_t p = spawn([&] { return mq_send(d, "x", 1, 0) == 0 ? 0 : 1; });
+    ASSERT_EQ(reap(p), 0);
+    ASSERT_EQ(epoll_wait(ep, &out, 1, 0), 1) << "round " << round << ": the send";
+    EXPECT_EQ(out.events & (EPOLLIN | EPOLLOUT), static_cast<uint32_t>(EPOLLIN)) << "full: readable only";
+    p = spawn([&] {
+      char buf[64];
+      return mq_receive(d, buf, sizeof buf, nullptr) == 1 ? 0 : 1;
+    });
+    ASSERT_EQ(reap(p), 0);
+    ASSERT_EQ(epoll_wait(ep, &out, 1, 0), 1) << "round " << round << ": the receive";
+    EXPECT_EQ(out.events & (EPOLLIN | EPOLLOUT), static_cast<uint32_t>(EPOLLOUT)) << "empty: writable only";
+  }
   close(ep);
 }
 

@@ -49,7 +49,10 @@ enum : uint32_t { kLive = 0, kRetired = 1, kDeleted = 2, kCorrupt = 3 };
 // SegmentHeader::daemon_watch bits
 // kWatchParkedReceivers: the daemon has receive calls parked (a blocked
 // `cat`); it only tells mq_notify's check that a receiver waits (no kick).
-enum : uint32_t { kWatchReadable = 1, kWatchWritable = 2, kWatchParkedReceivers = 4 };
+// kWatchPolled: poll handles are armed; a participant that kicked the
+// daemon then asks it through the file (a poll(2) probe) before its call
+// returns, so that an epoll sees the change at once (lib/mq).
+enum : uint32_t { kWatchReadable = 1, kWatchWritable = 2, kWatchParkedReceivers = 4, kWatchPolled = 8 };
 
 // RecordHeader::flags (version 6): the priority in the low 15 bits, and
 // kTaken once a receiver took the record out of order (a tombstone: its
