@@ -105,6 +105,7 @@ struct detail::MailboxImpl {
   mbx::Sender last_from;         // of the last message received
   unsigned last_prio = 0;        // and its priority
   std::optional<FilePath> file;  // the fallback: no segment mapped
+  mbx::UniqueFd base;            // a dup of the descriptor opened through (detail::Access::open_through)
   // The fallback's zero-copy buffers: a reservation is staged here until
   // commit(), a view is a private copy (see reserve(), view()).
   std::string staging, viewed;
@@ -117,9 +118,11 @@ struct detail::MailboxImpl {
   // it with the mount's control segment (quota counter, doorbell).
   int attach() {
     auto sp = get_xattr(path, mailbox::attr::kSegment);
-    if (!sp && sp.error() == EACCES && !can_receive) {  // write-only for us: ask an open file
+    // Write-only for us, or a mode that denies what our descriptor allows: ask an open file.
+    if (!sp && sp.error() == EACCES && (!can_receive || base.valid())) {
       mbx::layout::FileInfo fi;
-      const int e = FilePath::info(path, &fi);
+      int e = can_receive ? EACCES : FilePath::info(path, &fi);
+      if (e == EACCES && base.valid()) e = FilePath::info(base.get(), &fi);
       sp = e ? Result<std::string>::failure(e) : Result<std::string>(std::string(fi.segment));
     }
     if (!sp) return sp.error() == ENOENT ? EIDRM : sp.error();  // the mailbox file is gone
@@ -410,15 +413,27 @@ struct detail::MailboxImpl {
   }
 };
 
-Result<Mailbox> Mailbox::open(const std::string& path, OpenOptions opts) {
+namespace {
+// Mailbox::open, or (base >= 0) open_through: the descriptor's access mode
+// decides, as the kernel checks an open file's mode only at its open.
+Result<Mailbox> open_impl(const std::string& path, OpenOptions opts, int base,
+                          std::unique_ptr<detail::MailboxImpl> impl) {
   struct stat st;
   if (::stat(path.c_str(), &st) != 0) return Result<Mailbox>::failure(errno);
   if (S_ISDIR(st.st_mode)) return Result<Mailbox>::failure(EISDIR);
-  // The mode bits decide, as they do for open(2).
-  if (opts.send && ::faccessat(AT_FDCWD, path.c_str(), W_OK, AT_EACCESS) != 0) return Result<Mailbox>::failure(errno);
-  if (opts.receive && ::faccessat(AT_FDCWD, path.c_str(), R_OK, AT_EACCESS) != 0)
-    return Result<Mailbox>::failure(errno);
-  auto impl = std::make_unique<Impl>();
+  if (base >= 0) {
+    const int acc = ::fcntl(base, F_GETFL);
+    if (acc < 0) return Result<Mailbox>::failure(errno);
+    if ((opts.send && (acc & O_ACCMODE) == O_RDONLY) || (opts.receive && (acc & O_ACCMODE) == O_WRONLY))
+      return Result<Mailbox>::failure(EBADF);
+    impl->base.reset(::fcntl(base, F_DUPFD_CLOEXEC, 0));
+    if (!impl->base.valid()) return Result<Mailbox>::failure(errno);
+  } else {
+    // The mode bits decide, as they do for open(2).
+    if (opts.send && ::faccessat(AT_FDCWD, path.c_str(), W_OK, AT_EACCESS) != 0) return Result<Mailbox>::failure(errno);
+    if (opts.receive && ::faccessat(AT_FDCWD, path.c_str(), R_OK, AT_EACCESS) != 0)
+      return Result<Mailbox>::failure(errno);
+  }
   impl->path = path;
   impl->can_send = opts.send;
   impl->can_receive = opts.receive;
@@ -427,11 +442,23 @@ Result<Mailbox> Mailbox::open(const std::string& path, OpenOptions opts) {
     // EREMOTE: the mailbox lives on a server (a Redis mount): always the file.
     if (e != EREMOTE && ((e != EACCES && e != EIO) || !opts.fallback)) return Result<Mailbox>::failure(e);
     FilePath f;
-    if (int fe = FilePath::open(path, &f)) return Result<Mailbox>::failure(fe);
+    if (int fe = FilePath::open(path, &f, impl->base.get())) return Result<Mailbox>::failure(fe);
     impl->file = std::move(f);
   }
-  return Mailbox(std::move(impl));
+  return detail::Access::make(std::move(impl));
 }
+}  // namespace
+
+Result<Mailbox> Mailbox::open(const std::string& path, OpenOptions opts) {
+  return open_impl(path, opts, -1, std::make_unique<Impl>());
+}
+
+Result<Mailbox> detail::Access::open_through(int fd, const std::string& path, OpenOptions opts) {
+  if (fd < 0) return Result<Mailbox>::failure(EBADF);
+  return open_impl(path, opts, fd, std::make_unique<MailboxImpl>());
+}
+
+Mailbox detail::Access::make(std::unique_ptr<MailboxImpl> impl) { return Mailbox(std::move(impl)); }
 
 Result<Mailbox> Mailbox::create(const std::string& path, const CreateOptions& c, OpenOptions o) {
   int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, c.mode);

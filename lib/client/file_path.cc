@@ -38,18 +38,28 @@ int FilePath::info(const std::string& path, mbx::layout::FileInfo* out) {
   // Opening to write sends nothing by itself, in any framing.
   mbx::UniqueFd fd(::open(path.c_str(), O_WRONLY | O_NONBLOCK | O_CLOEXEC));
   if (!fd.valid()) return errno;
-  if (::ioctl(fd.get(), mbx::layout::kInfoIoctl, out) != 0) return errno == ENOTTY ? ENOTSUP : errno;
+  return info(fd.get(), out);
+}
+
+int FilePath::info(int fd, mbx::layout::FileInfo* out) {
+  if (::ioctl(fd, mbx::layout::kInfoIoctl, out) != 0) return errno == ENOTTY ? ENOTSUP : errno;
   out->framing[sizeof out->framing - 1] = out->segment[sizeof out->segment - 1] = '\0';
   return 0;
 }
 
-int FilePath::open(const std::string& path, FilePath* out) {
+int FilePath::open(const std::string& path, FilePath* out, int base) {
+  if (base >= 0) {
+    out->base_.reset(::fcntl(base, F_DUPFD_CLOEXEC, 0));
+    if (!out->base_.valid()) return errno;
+  }
   std::string framing, max;
   int e = get_text(path, attr::kFraming, &framing);
   if (!e) e = get_text(path, attr::kMaxMessage, &max);
   if (e == EACCES) {  // no read permission: a sender may still ask the open file
     mbx::layout::FileInfo fi;
-    if ((e = info(path, &fi))) return e;
+    e = info(path, &fi);
+    if (e == EACCES && out->base_.valid()) e = info(out->base_.get(), &fi);
+    if (e) return e;
     framing = fi.framing;
     max = std::to_string(fi.max_message);
   }
@@ -80,8 +90,19 @@ int FilePath::wait_fd(int fd, short events, Deadline deadline) {
   return 0;
 }
 
-int FilePath::open_once(mbx::UniqueFd& fd, const std::string& path, int flags) {
-  if (!fd.valid()) fd.reset(::open(path.c_str(), flags | O_CLOEXEC));
+int FilePath::open_file(int flags) {
+  const int fd = ::open(path_.c_str(), flags | O_CLOEXEC);
+  if (fd >= 0 || errno != EACCES || !base_.valid()) return fd;
+  const int have = ::fcntl(base_.get(), F_GETFL) & O_ACCMODE, want = flags & O_ACCMODE;
+  if (have != O_RDWR && have != want) {
+    errno = EACCES;
+    return -1;
+  }
+  return ::fcntl(base_.get(), F_DUPFD_CLOEXEC, 0);
+}
+
+int FilePath::open_once(mbx::UniqueFd& fd, int flags) {
+  if (!fd.valid()) fd.reset(open_file(flags));
   return fd.valid() ? 0 : errno;
 }
 
@@ -105,7 +126,7 @@ int FilePath::send(std::string_view msg, bool nonblock, Deadline deadline) {
     }
   }
   if (!nonblock && !deadline) {  // waits in the daemon, as a committed sender
-    if (int e = open_once(wb_, path_, O_WRONLY)) return e;
+    if (int e = open_once(wb_, O_WRONLY)) return e;
     for (;;) {
       const ssize_t n = ::write(wb_.get(), msg.data(), msg.size());
       if (n == static_cast<ssize_t>(msg.size())) return 0;
@@ -113,7 +134,7 @@ int FilePath::send(std::string_view msg, bool nonblock, Deadline deadline) {
       if (!resumable(errno)) return errno;
     }
   }
-  if (int e = open_once(w_, path_, O_WRONLY | O_NONBLOCK)) return e;
+  if (int e = open_once(w_, O_WRONLY | O_NONBLOCK)) return e;
   for (;;) {
     const ssize_t n = ::write(w_.get(), msg.data(), msg.size());
     if (n == static_cast<ssize_t>(msg.size())) return 0;
@@ -130,7 +151,7 @@ int FilePath::send_file(std::string_view msg, bool nonblock, Deadline deadline) 
   auto pause = std::chrono::microseconds(200);
   for (;;) {
     const bool try_only = nonblock || deadline.has_value();
-    mbx::UniqueFd fd(::open(path_.c_str(), O_WRONLY | O_CLOEXEC | (try_only ? O_NONBLOCK : 0)));
+    mbx::UniqueFd fd(open_file(O_WRONLY | (try_only ? O_NONBLOCK : 0)));
     if (!fd.valid()) return errno;
     if (::write(fd.get(), msg.data(), msg.size()) != static_cast<ssize_t>(msg.size())) return errno;
     const int e = ::close(fd.release()) == 0 ? 0 : errno;  // the commit, and its verdict
@@ -146,7 +167,7 @@ int FilePath::send_file(std::string_view msg, bool nonblock, Deadline deadline) 
 // File framing: one open-read-close receives one message, whole.
 int FilePath::read_file_message(bool nonblock, Deadline deadline) {
   const bool waits_in_daemon = !nonblock && !deadline;  // see rb_
-  mbx::UniqueFd fd(::open(path_.c_str(), O_RDONLY | O_CLOEXEC | (waits_in_daemon ? 0 : O_NONBLOCK)));
+  mbx::UniqueFd fd(open_file(O_RDONLY | (waits_in_daemon ? 0 : O_NONBLOCK)));
   if (!fd.valid()) return errno;
   std::string msg;
   std::string buf(std::max<size_t>(max_message_, 1) + 1, '\0');
@@ -174,7 +195,7 @@ int FilePath::next_message(bool nonblock, Deadline deadline) {
   if (framing_ == Framing::file) return read_file_message(nonblock, deadline);
   const bool waits_in_daemon = !nonblock && !deadline;
   mbx::UniqueFd& fd = waits_in_daemon ? rb_ : r_;
-  if (int e = open_once(fd, path_, O_RDONLY | (waits_in_daemon ? 0 : O_NONBLOCK))) return e;
+  if (int e = open_once(fd, O_RDONLY | (waits_in_daemon ? 0 : O_NONBLOCK))) return e;
   std::string buf(std::max<size_t>(max_message_, 1) + 1, '\0');
   for (;;) {
     const ssize_t n = ::read(fd.get(), buf.data(), buf.size());

@@ -19,10 +19,12 @@ class FilePath {
  public:
   using Deadline = std::optional<Clock::time_point>;
   // Reads the mailbox's framing and max_message; errno on failure.
-  static int open(const std::string& path, FilePath* out);
+  // `base`, if not -1, is an open descriptor of the file (see open_file()).
+  static int open(const std::string& path, FilePath* out, int base = -1);
   // What the daemon answers through an open file (ioctl kInfoIoctl), for a
   // caller that may write but not read the mailbox, so not read its xattrs.
   static int info(const std::string& path, mbx::layout::FileInfo* out);
+  static int info(int fd, mbx::layout::FileInfo* out);
 
   int send(std::string_view msg, bool nonblock, Deadline deadline);
   // A message longer than `cap` is kept here (EMSGSIZE), as the fast path
@@ -41,9 +43,14 @@ class FilePath {
   int next_message(bool nonblock, Deadline deadline);
   int read_file_message(bool nonblock, Deadline deadline);
   int wait_fd(int fd, short events, Deadline deadline);
-  static int open_once(mbx::UniqueFd& fd, const std::string& path, int flags);
+  int open_once(mbx::UniqueFd& fd, int flags);
+  // open(path_) or, where the mode refuses it (EACCES) and base_'s access
+  // mode allows `flags`, a dup of base_: then the descriptor's own O_NONBLOCK
+  // holds (a deadline may be overrun by a blocking one).
+  int open_file(int flags);
 
   std::string path_;
+  mbx::UniqueFd base_;  // a dup of the descriptor the caller opened through, if any
   Framing framing_ = Framing::file;
   size_t max_message_ = 0;
   // datagram/line: opened once each. A call without a deadline blocks in

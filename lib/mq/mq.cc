@@ -132,6 +132,12 @@ std::string fd_path(int fd) { return "/proc/self/fd/" + std::to_string(fd); }
 
 OpenOptions open_options(int acc) { return OpenOptions{acc != O_RDONLY, acc != O_WRONLY, /*fallback=*/true}; }
 
+// Another Mailbox of the queue, judged by the descriptor's access mode: the
+// kernel checks a queue's mode only at mq_open (a creator's mode may deny it).
+auto open_box(int fd, const std::string& path, int acc) {
+  return mailbox::detail::Access::open_through(fd, path, open_options(acc));
+}
+
 // One Mailbox for the calling thread, handed back to the queue's pool when done.
 class Lease {
  public:
@@ -144,7 +150,7 @@ class Lease {
         return;
       }
     }
-    auto r = Mailbox::open(q.path, open_options(q.acc));
+    auto r = open_box(q.fd, q.path, q.acc);
     if (!r) {
       err_ = r.error() == ENOENT ? EBADF : r.error();  // closed meanwhile by another thread
       return;
@@ -327,7 +333,7 @@ int notify_impl(int fd, const sigevent* ev) {
   n->ev = *ev;
   if (ev->sigev_notify == SIGEV_THREAD && ev->sigev_notify_attributes)
     pthread_attr_getstacksize(ev->sigev_notify_attributes, &n->stack);
-  auto b = Mailbox::open(q->path, open_options(q->acc));
+  auto b = open_box(q->fd, q->path, q->acc);
   if (!b) return fail(mq_errno(b.error() == ENOENT ? EIDRM : b.error()));
   n->box.emplace(std::move(b.value()));
   n->seg = mailbox::detail::Access::segment(*n->box);
@@ -407,7 +413,8 @@ mqd_t open_queue(const Place& where, int oflag, mode_t mode, const mq_attr* attr
   // Every Mailbox of the descriptor goes through it: after mq_unlink the
   // name is gone (or another queue's) while the descriptor keeps its queue.
   const std::string own = fd_path(fd);
-  auto m = Mailbox::open(own, open_options(acc));
+  auto m = open_box(fd, own, acc);
+  const mailbox::Stats s = m ? m->stats() : mailbox::Stats{};  // while the mode still lets the owner read them
   struct stat made;
   if (lent && ::fstat(fd, &made) == 0) ::fchmod(fd, made.st_mode & 07777 & ~lent);  // the umask stays applied
   if (!m) {
@@ -419,7 +426,6 @@ mqd_t open_queue(const Place& where, int oflag, mode_t mode, const mq_attr* attr
   q->fd = fd;
   q->path = own;
   q->acc = acc;
-  const mailbox::Stats s = m->stats();
   q->capacity = s.capacity;
   q->max_message = s.max_message;
   {
@@ -588,7 +594,11 @@ int mbx_mq_getattr(mqd_t fd, struct mq_attr* a) {
   if (!q) return fail(EBADF);
   Lease l(*q);
   if (l.error()) return fail(l.error());
-  const mailbox::Stats s = l.box().stats();
+  mailbox::Stats s = l.box().stats();
+  if (s.max_message == 0) {  // through the file, with xattrs the mode hides: the limits seen at open
+    s.capacity = q->capacity;
+    s.max_message = q->max_message;
+  }
   std::memset(a, 0, sizeof *a);
   a->mq_flags = nonblocking(*q) ? O_NONBLOCK : 0;
   a->mq_maxmsg = s.capacity > static_cast<uint64_t>(LONG_MAX) ? LONG_MAX : static_cast<long>(s.capacity);

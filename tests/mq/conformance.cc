@@ -422,10 +422,12 @@ TEST_F(MqOpen, CreateWithAModeDenyingTheOwnerSucceeds) {
     if (mq_getattr(d, &got) != 0 || got.mq_maxmsg != 3 || got.mq_msgsize != 48) r |= 2;
     if (mq_send(d, "x", 1, 0) != 0) r |= 4;
     if (mq_open(name_.c_str(), O_RDONLY) != kBad || errno != EACCES) r |= 8;
+    char buf[48];
+    if (mq_receive(d, buf, sizeof buf, nullptr) != 1 || buf[0] != 'x') r |= 32;
     if (mq_unlink(name_.c_str()) != 0) r |= 16;
     return r;
   });
-  EXPECT_EQ(reap(p), 0) << "1: create failed; 2: attributes; 4: send; 8: reopen not EACCES; 16: unlink";
+  EXPECT_EQ(reap(p), 0) << "1: create failed; 2: attributes; 4: send; 8: reopen not EACCES; 16: unlink; 32: receive";
 }
 
 TEST_F(MqOpen, NameLongerThanNameMaxIsENAMETOOLONG) {
