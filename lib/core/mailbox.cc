@@ -845,6 +845,9 @@ void Mailbox::notify_polls() {
 
 void Mailbox::trim_if_idle() {
   Guard g(mu_);  // changes no waiter, no queue: nothing to settle
+  // Idle means nobody waits here either: a parked call or an armed poll (a
+  // rendezvous sender polling for a receiver) keeps the ring as it is.
+  if (!readers_.empty() || !writers_.empty() || !handles_.empty()) return;
   if (store_ && !removed_ && !quarantined_) store_->trim_if_idle();
 }
 

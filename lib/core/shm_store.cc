@@ -307,6 +307,11 @@ void ShmStore::trim_if_idle() {
   idle_head_ = head;
   if (!still) trimmed_ = false;
   if (!still || trimmed_ || tail != head) return;
+  // Relaxed: a hint only; a library participant asleep on the ring (a
+  // rendezvous receiver waiting for a sender) means the mailbox is in use.
+  if (h->sleeping_receivers.load(std::memory_order_relaxed) != 0 ||
+      h->sleeping_senders.load(std::memory_order_relaxed) != 0)
+    return;
   // Contended (a participant holds a lock: not idle after all), busy (queued)
   // or corrupt: left as it is, looked at again at the next sweep.
   if (seg_.trim() != Errc::ok) return;
