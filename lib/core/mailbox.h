@@ -285,8 +285,9 @@ class Mailbox final : public std::enable_shared_from_this<Mailbox>, public Store
       REQUIRES(mu_);
   // A non-blocking rendezvous send waits this long for a receiver that sleeps
   // in libmailbox (it cannot be handed the message at once, as one parked here
-  // is), as a library try_send does; then it is withdrawn (EAGAIN).
-  static constexpr std::chrono::milliseconds kRendezvousGrace{1};
+  // is); then it is withdrawn (EAGAIN). Longer than a library try_send waits:
+  // a woken thread beside busy CPUs (or under ASan) often needs more than 1 ms.
+  static constexpr std::chrono::milliseconds kRendezvousGrace{50};
   bool library_receiver_sleeping() REQUIRES(mu_);
   void list_locked(Waiter* w, Waiter::Where where, bool front) REQUIRES(mu_);
   void unlist_locked(Waiter* w) REQUIRES(mu_);
