@@ -82,17 +82,28 @@ void Router::clear_privs_on_write(uint64_t ino, const Sender& c) {
   if (!PidDir::owns(ino)) tree_.clear_privs_on_write(ino, c);
 }
 
+namespace {
+// Only the user.* namespace exists here. security.*, system.* and trusted.* answer EOPNOTSUPP,
+// which ls caches per device: ENODATA would cost every `ls -l` entry two more round trips.
+bool foreign_namespace(std::string_view name) { return !name.starts_with("user."); }
+}  // namespace
+
 Result<std::string> Router::getxattr(uint64_t ino, std::string_view name, const Sender& c) {
+  if (foreign_namespace(name)) return Errc::not_supported;
   return part(ino).getxattr(ino, name, c);
 }
 
 Result<std::string> Router::listxattr(uint64_t ino) { return part(ino).listxattr(ino); }
 
 Errc Router::setxattr(uint64_t ino, std::string_view name, std::string_view value, const Sender& c) {
+  if (foreign_namespace(name)) return Errc::not_supported;
   return part(ino).setxattr(ino, name, value, c);
 }
 
-Errc Router::removexattr(uint64_t ino, std::string_view name) { return part(ino).removexattr(ino, name); }
+Errc Router::removexattr(uint64_t ino, std::string_view name) {
+  if (foreign_namespace(name)) return Errc::not_supported;
+  return part(ino).removexattr(ino, name);
+}
 
 Result<layout::FileInfo> Router::file_info(uint64_t ino, const Sender& c) {
   layout::FileInfo fi{};

@@ -107,6 +107,28 @@ TEST(Files, XattrsShowSettingsAndCounters) {
     EXPECT_NE(r.out.find(want), std::string::npos) << want << " not in\n" << r.out;
 }
 
+// Only user.* exists: the other namespaces are unsupported (EOPNOTSUPP, which ls caches per
+// device; python names it ENOTSUP), not merely empty (ENODATA, which cost `ls -l` two round trips per entry).
+TEST(Files, ForeignXattrNamespacesAreUnsupported) {
+  Mount m;
+  ASSERT_TRUE(m.ok());
+  auto r = m.sh(
+      "touch box; mkdir dir; python3 -c \"\nimport errno, os\n"
+      "for f in ('box', 'dir', 'pid'):\n"
+      "  for n in ('security.selinux', 'system.posix_acl_access', 'trusted.x', 'user.other'):\n"
+      "    try: os.getxattr(f, n); print('data')\n"
+      "    except OSError as e: print(f, n, errno.errorcode[e.errno])\n"
+      "  try: os.removexattr(f, 'security.selinux')\n"
+      "  except OSError as e: print(f, 'remove', errno.errorcode[e.errno])\n\"; ls -l box | cut -c1-10");
+  std::string want;
+  for (const char* f : {"box", "dir", "pid"}) {
+    for (const char* n : {"security.selinux", "system.posix_acl_access", "trusted.x"})
+      want += std::string(f) + " " + n + " ENOTSUP\n";
+    want += std::string(f) + " user.other ENODATA\n" + f + " remove ENOTSUP\n";
+  }
+  EXPECT_EQ(r.out, want + "-rw-r--r--\n") << r.err;
+}
+
 TEST(Files, SetfattrChangesSettingsAndRejectsBadValues) {
   Mount m;
   ASSERT_TRUE(m.ok());
