@@ -24,6 +24,7 @@
 #include <mailbox/layout.h>
 #include <mailbox/mailbox.hpp>
 
+#include "../common/redis_server.h"
 #include "harness.h"
 
 namespace {
@@ -266,6 +267,35 @@ TEST(PriorityIoctl, RangeAndMisuse) {
   close(w);
   close(r);
   close(d);
+}
+
+// A Redis mailbox is one list in send order: a priority above 0 is refused
+// at the ioctl (as send_priority is), and libmailbox, which always goes
+// through the file there, says ENOTSUP as for a segment without priorities.
+TEST(PriorityIoctl, RedisMountRefusesAPriority) {
+  testredis::Server server;  // outlives the mount
+  ASSERT_TRUE(server.ready()) << "redis-server did not start (scripts/deps.sh test installs it)";
+  Mount m("backend=" + server.url() + ",namespace=p,framing=datagram");
+  ASSERT_TRUE(m.ok()) << m.daemon_stderr();
+  ASSERT_EQ(m.sh("touch dg").status, 0);
+  const int w = open(m.path("dg").c_str(), O_WRONLY);
+  ASSERT_GE(w, 0);
+  EXPECT_EQ(set_prio(w, 3), EOPNOTSUPP);
+  EXPECT_EQ(set_prio(w, 0), 0);
+  EXPECT_EQ(write(w, "a", 1), 1);
+  close(w);
+  auto b = Mailbox::open(m.path("dg"));
+  ASSERT_TRUE(b) << strerror(b.error());
+  EXPECT_TRUE(b->via_file());
+  EXPECT_EQ(b->send("b", 3), ENOTSUP);
+  EXPECT_EQ(b->send("c", 0), 0);
+  unsigned prio = 99;
+  char buf[8];
+  auto n = b->try_receive(buf, sizeof buf, &prio);
+  ASSERT_TRUE(n) << strerror(n.error());
+  EXPECT_EQ(std::string(buf, *n), "a");
+  EXPECT_EQ(prio, 0u);
+  EXPECT_EQ(m.xattr("dg", "messages"), "1");
 }
 
 // Two threads and a forked process share one descriptor and send
