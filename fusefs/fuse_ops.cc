@@ -415,14 +415,39 @@ void op_removexattr(fuse_req_t req, fuse_ino_t ino, const char* name) {
   reply_err(req, fs(req).router->removexattr(ino, name));
 }
 
-// The one ioctl: a write-only opener's way to what the xattrs say (layout.h).
-void op_ioctl(fuse_req_t req, fuse_ino_t ino, unsigned cmd, void*, fuse_file_info*, unsigned flags, const void*, size_t,
-              size_t out_size) {
-  if (cmd != layout::kInfoIoctl || (flags & FUSE_IOCTL_COMPAT) || out_size < sizeof(layout::FileInfo))
-    return (void)fuse_reply_err(req, ENOTTY);
-  auto fi = fs(req).router->file_info(ino, caller(req));
-  if (!fi) return reply_err(req, fi.error());
-  fuse_reply_ioctl(req, 0, &*fi, sizeof *fi);
+// Restricted ioctls (layout.h), sized by their numbers: kInfoIoctl, a
+// write-only opener's way to what the xattrs say; kSendPriorityIoctl and
+// kReceivedIoctl, priorities through the file, per open file and thread.
+void op_ioctl(fuse_req_t req, fuse_ino_t ino, unsigned cmd, void*, fuse_file_info* fi, unsigned flags, const void* in,
+              size_t in_size, size_t out_size) {
+  if (flags & FUSE_IOCTL_COMPAT) return (void)fuse_reply_err(req, ENOTTY);
+  const pid_t tid = fuse_req_ctx(req)->pid;
+  switch (cmd) {
+    case layout::kInfoIoctl: {
+      if (out_size < sizeof(layout::FileInfo)) break;
+      auto info = fs(req).router->file_info(ino, caller(req));
+      if (!info) return reply_err(req, info.error());
+      return (void)fuse_reply_ioctl(req, 0, &*info, sizeof *info);
+    }
+    case layout::kSendPriorityIoctl: {
+      if (in_size < sizeof(uint32_t) || (flags & FUSE_IOCTL_DIR)) break;  // a directory's fh is no Handle
+      uint32_t prio;
+      std::memcpy(&prio, in, sizeof prio);
+      Handle* h = handle(fi);
+      if (Errc e = h->box->set_send_priority(*h, tid, prio); e != Errc::ok) return reply_err(req, e);
+      return (void)fuse_reply_ioctl(req, 0, nullptr, 0);
+    }
+    case layout::kReceivedIoctl: {
+      if (out_size < sizeof(layout::ReceivedInfo) || (flags & FUSE_IOCTL_DIR)) break;
+      Handle* h = handle(fi);
+      auto r = h->box->received(*h, tid);
+      if (!r) return reply_err(req, r.error());
+      layout::ReceivedInfo out{r->prio, r->from.pid, r->from.uid, r->from.gid};
+      return (void)fuse_reply_ioctl(req, 0, &out, sizeof out);
+    }
+    default: break;
+  }
+  fuse_reply_err(req, ENOTTY);
 }
 
 fuse_lowlevel_ops make_ops() {

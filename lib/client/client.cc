@@ -109,6 +109,7 @@ struct detail::MailboxImpl {
   // The fallback's zero-copy buffers: a reservation is staged here until
   // commit(), a view is a private copy (see reserve(), view()).
   std::string staging, viewed;
+  unsigned staging_prio = 0;
   bool staged = false, viewing = false;  // a reservation or view is open (fallback)
   bool interruptible = false;            // a wait ended by a signal handler fails with EINTR (detail::Access)
 
@@ -215,10 +216,7 @@ struct detail::MailboxImpl {
   int send(std::string_view msg, unsigned prio, bool nonblock, std::optional<Clock::time_point> deadline) {
     if (!can_send) return EBADF;
     if (prio > kMaxPriority) return EINVAL;
-    if (file) {
-      if (prio) return ENOTSUP;                                                // the file carries no priority
-      return viewing || staged ? EBUSY : file->send(msg, nonblock, deadline);  // as the segment's rules
-    }
+    if (file) return viewing || staged ? EBUSY : file->send(msg, prio, nonblock, deadline);  // as the segment's rules
     uint64_t seq = 0;
     int e = until(
         kForRoom,
@@ -236,11 +234,11 @@ struct detail::MailboxImpl {
   Result<char*> reserve(size_t len, unsigned prio, bool nonblock, std::optional<Clock::time_point> deadline) {
     if (!can_send) return Result<char*>::failure(EBADF);
     if (prio > kMaxPriority) return Result<char*>::failure(EINVAL);
-    if (file && prio) return Result<char*>::failure(ENOTSUP);
     if (file) {                                                     // staged here, sent by commit()
       if (staged || viewing) return Result<char*>::failure(EBUSY);  // as the segment's rules
       if (len > file->max_message()) return Result<char*>::failure(EMSGSIZE);
       staging.assign(len, '\0');
+      staging_prio = prio;
       staged = true;
       return staging.data();
     }
@@ -260,7 +258,7 @@ struct detail::MailboxImpl {
   int commit() {
     if (file) {
       staged = false;
-      return file->send(staging, false, std::nullopt);
+      return file->send(staging, staging_prio, false, std::nullopt);
     }
     const uint64_t seq = seg.commit_reserved();
     seg.after_push(false);
@@ -366,7 +364,7 @@ struct detail::MailboxImpl {
       viewed = std::move(*r);
       viewing = true;
       note_file_sender();
-      return mbx::Segment::View{viewed.data(), viewed.size(), 0, last_from, 0};
+      return mbx::Segment::View{viewed.data(), viewed.size(), 0, last_from, last_prio};
     }
     mbx::Segment::View v{};
     int e = until(
@@ -386,7 +384,7 @@ struct detail::MailboxImpl {
   void note_file_sender() {
     const Sender s = file->last_sender();
     last_from = mbx::Sender{s.pid, s.uid, s.gid};
-    last_prio = 0;
+    last_prio = file->last_priority();
   }
 
   void release() {

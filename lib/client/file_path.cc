@@ -32,6 +32,24 @@ bool expired(const FilePath::Deadline& d) { return d && Clock::now() >= *d; }
 // by a signal, which does not end a call (as on the fast path). It is resumed.
 bool resumable(int err) { return err == ETIMEDOUT || err == EINTR; }
 
+// The priority of this thread's next send through `fd`; a daemon without
+// the ioctl (ENOTTY) has no priorities through the file.
+int set_priority(int fd, unsigned prio) {
+  if (prio == 0) return 0;  // a plain write: priority-0 traffic costs nothing more
+  const uint32_t p = prio;
+  if (::ioctl(fd, mbx::layout::kSendPriorityIoctl, &p) == 0) return 0;
+  return errno == ENOTTY ? ENOTSUP : errno;
+}
+
+// One write of `msg`, at `prio`, through `fd`: a short count is EIO (a
+// datagram or line is never written in part).
+int write_at(int fd, std::string_view msg, unsigned prio) {
+  if (int e = set_priority(fd, prio)) return e;
+  const ssize_t n = ::write(fd, msg.data(), msg.size());
+  if (n == static_cast<ssize_t>(msg.size())) return 0;
+  return n >= 0 ? EIO : errno;
+}
+
 }  // namespace
 
 int FilePath::info(const std::string& path, mbx::layout::FileInfo* out) {
@@ -106,13 +124,13 @@ int FilePath::open_once(mbx::UniqueFd& fd, int flags) {
   return fd.valid() ? 0 : errno;
 }
 
-int FilePath::send(std::string_view msg, bool nonblock, Deadline deadline) {
+int FilePath::send(std::string_view msg, unsigned prio, bool nonblock, Deadline deadline) {
   if (msg.size() > max_message_) return EMSGSIZE;
   // Through the file an empty message cannot be told from no message (an
   // open and close with nothing written sends nothing; an empty write is no
   // datagram), so it is refused rather than silently dropped.
   if (msg.empty()) return EINVAL;
-  if (framing_ == Framing::file) return send_file(msg, nonblock, deadline);
+  if (framing_ == Framing::file) return send_file(msg, prio, nonblock, deadline);
   std::string line;
   if (framing_ == Framing::line) {
     // One line is one message, stored with its newline (as a shell sends it):
@@ -127,33 +145,29 @@ int FilePath::send(std::string_view msg, bool nonblock, Deadline deadline) {
   }
   if (!nonblock && !deadline) {  // waits in the daemon, as a committed sender
     if (int e = open_once(wb_, O_WRONLY)) return e;
-    for (;;) {
-      const ssize_t n = ::write(wb_.get(), msg.data(), msg.size());
-      if (n == static_cast<ssize_t>(msg.size())) return 0;
-      if (n >= 0) return EIO;
-      if (!resumable(errno)) return errno;
+    for (;;) {  // every attempt sets the priority again: a write uses it, whatever its result
+      const int e = write_at(wb_.get(), msg, prio);
+      if (!resumable(e)) return e;
     }
   }
   if (int e = open_once(w_, O_WRONLY | O_NONBLOCK)) return e;
   for (;;) {
-    const ssize_t n = ::write(w_.get(), msg.data(), msg.size());
-    if (n == static_cast<ssize_t>(msg.size())) return 0;
-    if (n >= 0) return EIO;  // a datagram is never written in part
-    if (errno != EAGAIN) return errno;
+    const int e = write_at(w_.get(), msg, prio);
+    if (e != EAGAIN) return e;
     if (nonblock) return EAGAIN;
-    if (int e = wait_fd(w_.get(), POLLOUT, deadline)) return e;
+    if (int we = wait_fd(w_.get(), POLLOUT, deadline)) return we;
   }
 }
 
 // File framing: one open-write-close is one message. The commit at close()
 // is what blocks, so a deadline is kept by retrying non-blocking sends.
-int FilePath::send_file(std::string_view msg, bool nonblock, Deadline deadline) {
+int FilePath::send_file(std::string_view msg, unsigned prio, bool nonblock, Deadline deadline) {
   auto pause = std::chrono::microseconds(200);
   for (;;) {
     const bool try_only = nonblock || deadline.has_value();
     mbx::UniqueFd fd(open_file(O_WRONLY | (try_only ? O_NONBLOCK : 0)));
     if (!fd.valid()) return errno;
-    if (::write(fd.get(), msg.data(), msg.size()) != static_cast<ssize_t>(msg.size())) return errno;
+    if (int e = write_at(fd.get(), msg, prio)) return e;   // the priority of the message close() commits
     const int e = ::close(fd.release()) == 0 ? 0 : errno;  // the commit, and its verdict
     if (resumable(e) && !try_only) continue;
     if (e != EAGAIN || nonblock) return e;
@@ -183,11 +197,27 @@ int FilePath::read_file_message(bool nonblock, Deadline deadline) {
     if (nonblock) return EAGAIN;
     if (int e = wait_fd(fd.get(), POLLIN, deadline)) return e;
   }
-  held_.push_back(std::move(msg));
+  hold(fd.get(), msg);  // before the close: the open file knows what it received
   return 0;
 }
 
-void FilePath::put_back(std::string msg) { held_.push_front(std::move(msg)); }
+void FilePath::put_back(std::string msg) { held_.push_front(Held{std::move(msg), last_}); }
+
+void FilePath::hold(int fd, std::string_view got) {
+  mbx::layout::ReceivedInfo ri{};
+  std::optional<mbx::layout::ReceivedInfo> info;
+  if (::ioctl(fd, mbx::layout::kReceivedIoctl, &ri) == 0) info = ri;
+  if (framing_ != Framing::line) {
+    held_.push_back(Held{std::string(got), info});
+    return;
+  }
+  // A line read returns one line (line_batch: whole lines, as many as fit,
+  // all reported as its first); each keeps its newline, as the fast path
+  // returns a line sent through the file.
+  for (size_t nl; (nl = got.find('\n')) != std::string_view::npos; got.remove_prefix(nl + 1))
+    held_.push_back(Held{std::string(got.substr(0, nl + 1)), info});
+  if (!got.empty()) held_.push_back(Held{std::string(got), info});  // an unterminated last line
+}
 
 // Makes held_ non-empty.
 int FilePath::next_message(bool nonblock, Deadline deadline) {
@@ -200,17 +230,7 @@ int FilePath::next_message(bool nonblock, Deadline deadline) {
   for (;;) {
     const ssize_t n = ::read(fd.get(), buf.data(), buf.size());
     if (n > 0) {
-      std::string_view got(buf.data(), static_cast<size_t>(n));
-      if (framing_ == Framing::datagram) {
-        held_.emplace_back(got);
-      } else {
-        // A line read returns one line (line_batch: whole lines, as many as
-        // fit); each keeps its newline, as the fast path returns a line sent
-        // through the file.
-        for (size_t nl; (nl = got.find('\n')) != std::string_view::npos; got.remove_prefix(nl + 1))
-          held_.emplace_back(got.substr(0, nl + 1));
-        if (!got.empty()) held_.emplace_back(got);  // an unterminated last line
-      }
+      hold(fd.get(), std::string_view(buf.data(), static_cast<size_t>(n)));
       return 0;
     }
     if (n == 0) return EIO;  // datagram and line readers never see EOF
@@ -223,14 +243,17 @@ int FilePath::next_message(bool nonblock, Deadline deadline) {
 
 Result<std::string> FilePath::receive(bool nonblock, Deadline deadline) {
   if (int e = next_message(nonblock, deadline)) return Result<std::string>::failure(e);
-  std::string m = std::move(held_.front());
+  std::string m = std::move(held_.front().msg);
+  last_ = held_.front().info;
   held_.pop_front();
   return m;
 }
 
-// The daemon's user.mailbox.sender answers, for the calling thread, who sent
-// the last message it received from this file.
+// As the open file reported it (hold()); else the daemon's
+// user.mailbox.sender answers, for the calling thread, who sent the last
+// message it received from this file.
 Sender FilePath::last_sender() const {
+  if (last_) return Sender{last_->pid, last_->uid, last_->gid};
   char buf[128];
   const ssize_t n = ::getxattr(path_.c_str(), attr::kSender, buf, sizeof buf - 1);
   Sender s;
@@ -240,10 +263,11 @@ Sender FilePath::last_sender() const {
 
 Result<size_t> FilePath::receive(void* buf, size_t cap, bool nonblock, Deadline deadline) {
   if (int e = next_message(nonblock, deadline)) return Result<size_t>::failure(e);
-  const std::string& m = held_.front();
+  const std::string& m = held_.front().msg;
   if (m.size() > cap) return Result<size_t>::failure(EMSGSIZE);
   std::memcpy(buf, m.data(), m.size());
   const size_t n = m.size();
+  last_ = held_.front().info;
   held_.pop_front();
   return n;
 }

@@ -26,7 +26,10 @@ class FilePath {
   static int info(const std::string& path, mbx::layout::FileInfo* out);
   static int info(int fd, mbx::layout::FileInfo* out);
 
-  int send(std::string_view msg, bool nonblock, Deadline deadline);
+  // At a priority > 0, each write is preceded by ioctl(kSendPriorityIoctl)
+  // on the same descriptor (layout.h); at 0 it is a plain write, which takes
+  // the open file's send_priority (0 unless the mailbox's setting says).
+  int send(std::string_view msg, unsigned prio, bool nonblock, Deadline deadline);
   // A message longer than `cap` is kept here (EMSGSIZE), as the fast path
   // keeps it queued, and returned by the next call with a larger buffer.
   Result<size_t> receive(void* buf, size_t cap, bool nonblock, Deadline deadline);
@@ -34,12 +37,17 @@ class FilePath {
   // Makes `msg` the next message this object returns (a view put back).
   void put_back(std::string msg);
   size_t max_message() const { return max_message_; }
-  // Who sent the message this thread received last through the file.
+  // Who sent the message this object returned last, and its priority: from
+  // ioctl(kReceivedIoctl) after each read; from a daemon without it, the
+  // sender from user.mailbox.sender and priority 0.
   Sender last_sender() const;
+  unsigned last_priority() const { return last_ ? last_->priority : 0; }
 
  private:
   enum class Framing { file, datagram, line };
-  int send_file(std::string_view msg, bool nonblock, Deadline deadline);
+  int send_file(std::string_view msg, unsigned prio, bool nonblock, Deadline deadline);
+  // Holds `n` bytes read through `fd`, with what the daemon says of them.
+  void hold(int fd, std::string_view got);
   int next_message(bool nonblock, Deadline deadline);
   int read_file_message(bool nonblock, Deadline deadline);
   int wait_fd(int fd, short events, Deadline deadline);
@@ -58,7 +66,12 @@ class FilePath {
   // a rendezvous needs one side committed, and a caller waiting in poll() is
   // not. A call with a deadline uses the non-blocking ones and poll().
   mbx::UniqueFd w_, r_, wb_, rb_;
-  std::deque<std::string> held_;  // received, not yet returned (a line read can bring several)
+  struct Held {
+    std::string msg;
+    std::optional<mbx::layout::ReceivedInfo> info;  // none from a daemon without kReceivedIoctl
+  };
+  std::deque<Held> held_;                          // received, not yet returned (a line read can bring several)
+  std::optional<mbx::layout::ReceivedInfo> last_;  // of the message returned last
 };
 
 }  // namespace mailbox

@@ -186,7 +186,7 @@ std::optional<Outcome> Mailbox::take_locked(Handle& h, size_t want, Batch& b) {
       }
       b.popped = b.changed = true;
       if (store_->keeps_in_flight()) out.in_flight.push_back(p->seq);
-      if (!out.has_from) out.from = p->from, out.from_host = p->host, out.has_from = true;
+      if (!out.has_from) out.from = p->from, out.from_host = p->host, out.prio = p->prio, out.has_from = true;
       if (out.data.empty()) {
         keep_rest(msg);
         if (!h.rbuf.empty()) break;
@@ -208,6 +208,7 @@ std::optional<Outcome> Mailbox::take_locked(Handle& h, size_t want, Batch& b) {
   if (store_->keeps_in_flight()) out.in_flight.push_back(p->seq);
   out.from = p->from;
   out.from_host = std::move(p->host);
+  out.prio = p->prio;
   out.has_from = true;
   if (h.framing == Framing::file) h.got_message = true;
   keep_rest(msg);
@@ -237,7 +238,7 @@ std::optional<Outcome> Mailbox::read(Handle& h, size_t size, bool nonblock, Wait
     } else {
       const bool own = h.roff < h.rbuf.size() || (h.framing == Framing::file && h.got_message);
       if (own || readers_.empty()) out = take_locked(h, size, b);  // FIFO: no overtaking parked readers
-      if (out) note_sender_locked(w ? w->pid : reader, *out);
+      if (out) note_sender_locked(h, w ? w->pid : reader, *out);
       if (!out && hangup_ != Errc::ok) out = Outcome{hangup_};  // nothing will ever come
       if (!out && nonblock) out = Outcome{Errc::again};
       if (!out && w) {
@@ -254,7 +255,7 @@ std::optional<Outcome> Mailbox::read(Handle& h, size_t size, bool nonblock, Wait
   return out;
 }
 
-void Mailbox::note_sender_locked(pid_t reader, const Outcome& o) {
+void Mailbox::note_sender_locked(Handle& h, pid_t reader, const Outcome& o) {
   if (!o.has_from || reader <= 0) return;
   // Bounded: a reader asks right after its receive, so forgetting old
   // entries of long-gone threads loses nothing that matters.
@@ -262,6 +263,32 @@ void Mailbox::note_sender_locked(pid_t reader, const Outcome& o) {
   From& f = last_from_[reader];
   f.s = o.from;
   f.host = o.from_host;
+  if (h.received.size() >= 1024 && !h.received.count(reader)) h.received.clear();
+  h.received[reader] = Handle::Received{o.prio, o.from};
+}
+
+unsigned Mailbox::send_prio_locked(const Handle& h, pid_t tid) {
+  auto it = h.next_prio.find(tid);
+  return it == h.next_prio.end() ? h.prio : it->second;
+}
+
+Errc Mailbox::set_send_priority(Handle& h, pid_t tid, unsigned prio) {
+  if (prio > mailbox::kMaxPriority) return Errc::invalid;
+  Guard g(mu_);
+  if (!h.can_write) return Errc::bad_fd;
+  if (removed_) return removed_why_;
+  if (prio > 0 && store_ && !store_->has_priorities()) return Errc::not_supported;
+  // Bounded as `received`: a thread that set one and never sent holds an entry.
+  if (h.next_prio.size() >= 1024 && !h.next_prio.count(tid)) return Errc::no_space;
+  h.next_prio[tid] = prio;
+  return Errc::ok;
+}
+
+Result<Handle::Received> Mailbox::received(Handle& h, pid_t tid) {
+  Guard g(mu_);
+  auto it = h.received.find(tid);
+  if (it == h.received.end()) return Errc::no_data;
+  return it->second;
 }
 
 std::optional<Sender> Mailbox::last_sender(pid_t reader) {
@@ -288,7 +315,7 @@ void Mailbox::deliver_locked(Batch& b) {
     auto o = take_locked(*r->handle_, r->want_, b);
     if (!o) break;
     if (o->err == Errc::io) break;  // the store is unreachable: it stays parked (Store: io)
-    note_sender_locked(r->pid, *o);
+    note_sender_locked(*r->handle_, r->pid, *o);
     unpark_locked(r);
     b.done.emplace_back(r, std::move(*o));
   }
@@ -457,6 +484,7 @@ std::optional<Outcome> Mailbox::write(Handle& h, const char* p, size_t n, bool n
     Op op(*this);
     Batch& b = op.b;
     h.nonblock = nonblock;
+    bool keep_prio = false;
     if (w && w->interrupted_) {
       out = Outcome{Errc::interrupted};
     } else if (!h.can_write) {
@@ -466,6 +494,7 @@ std::optional<Outcome> Mailbox::write(Handle& h, const char* p, size_t n, bool n
     } else if (quarantined_) {
       out = Outcome{Errc::bad_message};
     } else if (h.framing == Framing::file) {
+      keep_prio = true;  // for the close that commits the message
       Errc e = h.wrefused;
       if (e == Errc::ok && h.wbuf.size() + n > settings_.max_message) e = Errc::msg_size;
       if (e == Errc::ok) e = held.hold(h.held ? h.held_uid : from.uid, n);
@@ -485,7 +514,7 @@ std::optional<Outcome> Mailbox::write(Handle& h, const char* p, size_t n, bool n
     } else {
       Waiter::SendJob job;
       job.from = from;
-      job.prio = h.prio;
+      job.prio = send_prio_locked(h, caller.pid);
       job.chunk = n;
       if (h.framing == Framing::datagram) {
         job.kind = Waiter::SendJob::Kind::datagram;
@@ -528,8 +557,15 @@ std::optional<Outcome> Mailbox::write(Handle& h, const char* p, size_t n, bool n
           }
         }
       }
+      // A line write that only kept a partial line leaves the thread's
+      // priority to the write or close that sends it.
+      keep_prio = out && out->err == Errc::ok && job.msgs.empty() && h.framing != Framing::datagram;
       if (!out) out = send_locked(h, std::move(job), nonblock, w, b);
     }
+    // Any other write through a datagram or line file uses the thread's
+    // priority, done or parked (a first pass that will come back with a
+    // waiter changed nothing): a failed send leaves nothing behind.
+    if (!keep_prio && (out || w)) h.next_prio.erase(caller.pid);
     if (out && w) w->state_ = Waiter::State::done;
   }
   return out;
@@ -550,11 +586,13 @@ std::optional<Outcome> Mailbox::flush(Handle& h, const Sender& caller, Waiter* w
   {
     Op op(*this);
     Batch& b = op.b;
+    bool keep_prio = false;  // the thread's priority is used by a commit, whatever its result
     if (w && w->interrupted_) {
       out = Outcome{Errc::interrupted};
     } else if (h.wrefused != Errc::ok) {  // the message was refused at a write: nothing to send
       out = Outcome{std::exchange(h.wrefused, Errc::ok)};
     } else if (!h.can_write || h.wbuf.empty() || h.framing == Framing::datagram) {
+      keep_prio = true;  // nothing to commit
       out = Outcome{};
     } else if (removed_) {
       drop_wbuf_locked(h);
@@ -566,7 +604,7 @@ std::optional<Outcome> Mailbox::flush(Handle& h, const Sender& caller, Waiter* w
       Waiter::SendJob job;
       job.kind = Waiter::SendJob::Kind::flush;
       job.from = from;
-      job.prio = h.prio;
+      job.prio = send_prio_locked(h, caller.pid);
       // The job owns the message and its charge: a concurrent close of the
       // same open file (fork, dup) finds nothing left to send. A send that
       // fails gives both back.
@@ -583,6 +621,7 @@ std::optional<Outcome> Mailbox::flush(Handle& h, const Sender& caller, Waiter* w
         h.held += charge;
       }
     }
+    if (!keep_prio && (out || w)) h.next_prio.erase(caller.pid);
     if (out && w) w->state_ = Waiter::State::done;
   }
   return out;

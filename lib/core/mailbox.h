@@ -40,6 +40,7 @@ struct Outcome {
   bool has_from = false;  // a message was taken from the ring: `from` is its sender
   Sender from;
   std::string from_host;  // and its host, from a store shared across hosts
+  unsigned prio = 0;      // and its priority
   // Messages the store keeps in flight until the reply was sent (their seqs):
   // the front end calls Mailbox::settle_in_flight once it knows.
   std::vector<uint64_t> in_flight;
@@ -88,6 +89,15 @@ struct Handle {
   // Direct communication: the sender recorded for every message this open file
   // sends (the opening process, not the writing thread). Fixed at open.
   std::optional<Sender> as;
+  // Priorities through the file (layout.h, kSendPriorityIoctl and
+  // kReceivedIoctl), keyed by the calling thread's id, so that threads and
+  // processes sharing the open file never use each other's. Freed with it.
+  std::unordered_map<pid_t, unsigned> next_prio;  // a thread's next send, until used
+  struct Received {
+    unsigned prio = 0;
+    Sender from;
+  };
+  std::unordered_map<pid_t, Received> received;  // a thread's last message taken here
 };
 
 // A call parked on a mailbox. Subclassed by the front end.
@@ -220,6 +230,12 @@ class Mailbox final : public std::enable_shared_from_this<Mailbox>, public Store
   Errc inject(std::string_view msg, const Sender& from);
   // Installs the feeder (before the mailbox is shared; never changed after).
   void set_feeder(std::shared_ptr<Feeder> f) { feeder_ = std::move(f); }
+  // ioctl(kSendPriorityIoctl) by thread `tid`: the priority of its next
+  // send through `h` (see Handle::next_prio). invalid above kMaxPriority;
+  // not_supported > 0 on a store without priorities (Redis).
+  Errc set_send_priority(Handle& h, pid_t tid, unsigned prio);
+  // ioctl(kReceivedIoctl): what thread `tid` last received through `h`; no_data if nothing.
+  Result<Handle::Received> received(Handle& h, pid_t tid);
   // Sender of the last message thread `reader` received here, if any.
   std::optional<Sender> last_sender(pid_t reader);
   // The same as user.mailbox.sender shows it: "pid=P uid=U gid=G", and
@@ -276,7 +292,9 @@ class Mailbox final : public std::enable_shared_from_this<Mailbox>, public Store
   Step run_send_locked(Waiter::SendJob& j, bool may_push, Batch& b) REQUIRES(mu_);
   Outcome send_outcome_locked(Handle& h, Waiter::SendJob& j, Errc err) REQUIRES(mu_);
   void deliver_locked(Batch& b) REQUIRES(mu_);
-  void note_sender_locked(pid_t reader, const Outcome& o) REQUIRES(mu_);
+  void note_sender_locked(Handle& h, pid_t reader, const Outcome& o) REQUIRES(mu_);
+  // The priority thread `tid` set for its next send through `h`, else the open file's.
+  static unsigned send_prio_locked(const Handle& h, pid_t tid);
   bool wants_feed(Handle& h);
   void drain_locked(Batch& b) REQUIRES(mu_);
   void settle_locked(Batch& b) REQUIRES(mu_);

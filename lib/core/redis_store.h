@@ -124,6 +124,7 @@ class RedisStore final : public Store {
   Errc ack(uint64_t seq) override;
   Errc unpop(uint64_t seq) override;
   bool keeps_in_flight() const override { return true; }
+  bool has_priorities() const override { return false; }
   Result<uint32_t> peek_len() override;
   Withdrawn try_withdraw(uint64_t seq) override;
   uint64_t consumed_seq() override;

@@ -77,6 +77,9 @@ class Store {
   virtual Errc unpop(uint64_t seq) = 0;
   // True if popped messages wait for ack/unpop (the mailbox then says which).
   virtual bool keeps_in_flight() const = 0;
+  // False if every push above priority 0 is refused (not_supported): a
+  // Redis mailbox is one list in send order.
+  virtual bool has_priorities() const { return true; }
   // Payload length of the next message. again: empty.
   virtual Result<uint32_t> peek_len() = 0;
   // Queued messages per priority, highest first; contended: ask again later.

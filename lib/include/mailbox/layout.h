@@ -261,4 +261,26 @@ inline constexpr unsigned kInfoIoctl =  // _IOR('M', 0x01, FileInfo), spelled ou
     (2u << 30) | (static_cast<unsigned>(sizeof(FileInfo)) << 16) | ('M' << 8) | 0x01;
 static_assert(sizeof(FileInfo) < (1u << 14));  // _IOC_SIZE has 14 bits
 
+// Priorities through the file, per open file and calling thread (the
+// thread id the kernel reports), so that threads and processes sharing one
+// descriptor never see each other's. ioctl(kSendPriorityIoctl, &prio):
+// the priority (0..kMaxPriority, EINVAL above) of what this thread's next
+// write on this open file sends (datagram, line), or of the message its next
+// close or fsync commits (file framing, or line framing's partial line);
+// used once, by the next call that sends something, whatever its result.
+inline constexpr unsigned kSendPriorityIoctl =  // _IOW('M', 0x02, uint32_t)
+    (1u << 30) | (static_cast<unsigned>(sizeof(uint32_t)) << 16) | ('M' << 8) | 0x02;
+
+// ioctl(kReceivedIoctl, &info): the message this thread last received
+// through this open file (its first line, for a batched line read); ENODATA
+// if none.
+struct ReceivedInfo {
+  uint32_t priority;
+  int32_t pid;  // its sender, as user.mailbox.sender names it
+  uint32_t uid;
+  uint32_t gid;
+};
+inline constexpr unsigned kReceivedIoctl =  // _IOR('M', 0x03, ReceivedInfo)
+    (2u << 30) | (static_cast<unsigned>(sizeof(ReceivedInfo)) << 16) | ('M' << 8) | 0x03;
+
 }  // namespace mbx::layout

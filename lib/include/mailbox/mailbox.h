@@ -40,8 +40,8 @@ ssize_t mbx_recv(mbx_t *m, void *buf, size_t cap, int timeout_ms);
 
 /* Priorities: 0 (the default, lowest) to MBX_PRIO_MAX (-EINVAL above). A
  * receive takes the oldest message of the highest priority, as mq_receive.
- * mbx_send_prio sends at prio (-ENOTSUP for prio > 0 through the file, or
- * into a segment that predates priorities); mbx_recv_prio is mbx_recv that
+ * mbx_send_prio sends at prio (-ENOTSUP for prio > 0 into a segment that
+ * predates priorities or on a Redis mount); mbx_recv_prio is mbx_recv that
  * also stores the message's priority in *prio (unless prio is NULL). */
 #define MBX_PRIO_MAX 32767u
 int mbx_send_prio(mbx_t *m, const void *data, size_t len, unsigned prio, int timeout_ms);

@@ -93,7 +93,7 @@ class View {
   size_t size() const { return n_; }
   std::string_view bytes() const { return {p_, n_}; }
   const Sender& sender() const { return from_; }
-  // The message's priority (0 through the file: see Mailbox::last_priority()).
+  // The message's priority (through the file too: see Mailbox::last_priority()).
   unsigned priority() const { return prio_; }
   void release();
   void put_back();
@@ -136,7 +136,8 @@ class Mailbox {
   // The same at a priority, 0 (the default, lowest) to kMaxPriority (EINVAL
   // above): a receive takes the oldest message of the highest priority, as
   // mq_receive does. ENOTSUP for a priority > 0 when the mailbox's segment
-  // predates priorities (until it is resized) or through the file (fallback).
+  // predates priorities (until it is resized), on a Redis mount, or through
+  // the file (fallback) of a daemon without kSendPriorityIoctl.
   int send(std::string_view msg, unsigned prio);
   int try_send(std::string_view msg, unsigned prio);
   int send_for(std::string_view msg, unsigned prio, Clock::duration timeout);
@@ -184,7 +185,8 @@ class Mailbox {
   // The sender of the last message this object received.
   Sender last_sender() const;
   // The priority of the last message this object received (through the
-  // file: always 0, the file does not carry it).
+  // file: as the daemon reports it, ioctl kReceivedIoctl; 0 from a daemon
+  // without it).
   unsigned last_priority() const;
 
   Stats stats() const;
