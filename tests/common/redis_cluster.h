@@ -2,10 +2,12 @@
 // A private Redis Cluster for a test: `masters` redis-server processes on
 // 127.0.0.1, on free TCP ports chosen now (each with its bus port, +10000),
 // each in its own temporary directory, joined by `redis-cli --cluster create
-// --cluster-replicas 0`; ready once every node's CLUSTER INFO says
-// cluster_state:ok (a readiness poll with a hang guard). Every node it
-// started is stopped by its pid at the end. When the machine cannot run
-// one (no cluster support, no TCP on 127.0.0.1) skip_reason() says why.
+// --cluster-replicas 0`. A node is up once it said READY=1 (start_ready(),
+// redis_server.h); the cluster is ready once every node's CLUSTER INFO says
+// cluster_state:ok (a readiness poll with a hang guard: the cluster gives no
+// other signal). Every node it started is stopped by its pid at the end.
+// When the machine cannot run one (no cluster support, no TCP on 127.0.0.1)
+// skip_reason() says why.
 // Header-only, for the unit and mount suites alike.
 #pragma once
 #include <arpa/inet.h>
@@ -25,6 +27,8 @@
 #include <string>
 #include <thread>
 #include <vector>
+
+#include "redis_server.h"
 
 namespace testredis {
 
@@ -131,7 +135,7 @@ class Cluster {
     return s.str();
   }
 
-  // Starts node n on a fresh free port: true once it answers PING.
+  // Starts node n on a fresh free port: true once it said READY=1.
   bool start_node(Node& n) {
     std::string why;
     n.port = free_port(&why);
@@ -139,47 +143,30 @@ class Cluster {
       skip_ = "TCP on 127.0.0.1 is unusable here: " + why;
       return false;
     }
-    std::vector<std::string> args{"redis-server",
-                                  "--bind",
-                                  "127.0.0.1",
-                                  "--port",
-                                  std::to_string(n.port),
-                                  "--cluster-enabled",
-                                  "yes",
-                                  "--cluster-config-file",
-                                  n.dir + "/nodes.conf",
-                                  "--cluster-node-timeout",
-                                  "5000",
-                                  "--dir",
-                                  n.dir,
-                                  "--save",
-                                  "",
-                                  "--appendonly",
-                                  "no",
-                                  "--daemonize",
-                                  "no",
-                                  "--logfile",
-                                  n.dir + "/log"};
-    n.pid = ::fork();
-    if (n.pid == 0) {
-      std::vector<char*> argv;
-      for (auto& a : args) argv.push_back(a.data());
-      argv.push_back(nullptr);
-      ::execvp("redis-server", argv.data());
-      ::_exit(127);
-    }
-    const std::string ping = "redis-cli -h 127.0.0.1 -p " + std::to_string(n.port) + " ping 2>/dev/null";
-    for (auto end = Clock::now() + std::chrono::seconds(20); Clock::now() < end;) {
-      if (run(ping) == "PONG") return true;
-      int st;
-      if (::waitpid(n.pid, &st, WNOHANG) == n.pid) {  // it exited: its log says why
-        n.pid = -1;
-        return false;
-      }
-      std::this_thread::sleep_for(std::chrono::milliseconds(20));  // readiness poll, not ordering
-    }
-    error_ = "redis-server on port " + std::to_string(n.port) + " did not answer PING";
-    return false;
+    const bool up = start_ready(n.dir,
+                                {"--bind",
+                                 "127.0.0.1",
+                                 "--port",
+                                 std::to_string(n.port),
+                                 "--cluster-enabled",
+                                 "yes",
+                                 "--cluster-config-file",
+                                 n.dir + "/nodes.conf",
+                                 "--cluster-node-timeout",
+                                 "5000",
+                                 "--dir",
+                                 n.dir,
+                                 "--save",
+                                 "",
+                                 "--appendonly",
+                                 "no",
+                                 "--daemonize",
+                                 "no",
+                                 "--logfile",
+                                 n.dir + "/log"},
+                                &n.pid);
+    if (!up && n.pid > 0) error_ = "redis-server on port " + std::to_string(n.port) + " did not say READY=1";
+    return up;  // if it exited (n.pid -1), its log says why
   }
 
   void start(int masters) {

@@ -4,8 +4,6 @@
 // different nodes. The mailboxes' slots land on all three masters; sends
 // through one daemon are received through the other. Skipped, with the
 // reason, where the machine cannot run a cluster.
-#include "../common/redis_cluster.h"
-
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -16,45 +14,29 @@
 #include <string>
 #include <vector>
 
+#include "../common/redis_mounts.h"
 #include "harness.h"
 
 namespace {
 
 using mt::Mount;
 using mt::Proc;
-
-std::vector<std::string> lines(const std::string& s) {
-  std::vector<std::string> out;
-  std::istringstream in(s);
-  for (std::string l; std::getline(in, l);) out.push_back(l);
-  return out;
-}
+using testredis::lines;
 
 std::string box(int i) { return "box" + std::string(i < 10 ? "0" : "") + std::to_string(i); }
 
-class RedisCluster : public ::testing::Test {
+// two(): a_ through node 0, b_ through node 1.
+class RedisCluster : public testredis::ClusterDaemons {
  protected:
-  void SetUp() override {
-    if (!cluster_.skip_reason().empty()) GTEST_SKIP() << cluster_.skip_reason();
-    ASSERT_TRUE(cluster_.ready()) << cluster_.error();
-  }
-  // Two daemons on the cluster, each through another node; `extra` -o options for both.
-  void two(const std::string& extra = "") {
-    const std::string o = ",namespace=t" + (extra.empty() ? "" : "," + extra);
-    a_ = std::make_unique<Mount>("backend=" + cluster_.url(0) + o);
-    b_ = std::make_unique<Mount>("backend=" + cluster_.url(1) + o);
-    ASSERT_TRUE(a_->ok()) << a_->daemon_stderr();
-    ASSERT_TRUE(b_->ok()) << b_->daemon_stderr();
-  }
-  void TearDown() override {  // the daemons go before the cluster they use
+  void TearDown() override {
     for (auto* m : {&a_, &b_})
       if (*m) {
         const std::string err = (*m)->daemon_stderr();  // no script refused (CROSSSLOT), no redirection left over
         EXPECT_EQ(err.find("CROSSSLOT"), std::string::npos) << err;
         EXPECT_EQ(err.find("MOVED"), std::string::npos) << err;
         EXPECT_EQ(err.find("script"), std::string::npos) << err;
-        m->reset();
       }
+    ClusterDaemons::TearDown();
   }
   // Which master holds each mailbox (name -> node index), read from the
   // nodes themselves: the catalog names each mailbox's store id, and each
@@ -83,8 +65,6 @@ class RedisCluster : public ::testing::Test {
     for (auto& [node, name] : pick) out.push_back(name);
     return out;
   }
-  testredis::Cluster cluster_;
-  std::unique_ptr<Mount> a_, b_;
 };
 
 TEST_F(RedisCluster, ManyMailboxesOnEveryMasterSentThroughOneReceivedThroughTheOther) {

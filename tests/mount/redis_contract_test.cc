@@ -9,11 +9,10 @@
 #include <unistd.h>
 
 #include <memory>
-#include <sstream>
 #include <string>
 #include <vector>
 
-#include "../common/redis_server.h"
+#include "../common/redis_mounts.h"
 #include "harness.h"
 
 namespace {
@@ -21,36 +20,19 @@ namespace {
 using mt::Mount;
 using mt::Proc;
 using mt::q;
+using testredis::asleep;
+using testredis::lines;
+using testredis::listed;
+using testredis::released;
 
 constexpr const char* kNobody = "setpriv --reuid=65534 --regid=65534 --clear-groups ";
 
-class RedisContract : public ::testing::Test {
+class RedisContract : public testredis::ServerDaemons {
  protected:
-  // Two daemons on the same server and namespace; `extra` -o options for both.
-  void two(const std::string& extra = "") {
-    ASSERT_TRUE(server_.ready()) << "redis-server did not start (scripts/deps.sh test installs it)";
-    const std::string o = "backend=" + server_.url() + ",namespace=c" + (extra.empty() ? "" : "," + extra);
-    a_ = std::make_unique<Mount>(o);
-    b_ = std::make_unique<Mount>(o);
-    ASSERT_TRUE(a_->ok()) << a_->daemon_stderr();
-    ASSERT_TRUE(b_->ok()) << b_->daemon_stderr();
-  }
-  void TearDown() override {  // the daemons go before the server they use
-    a_.reset();
-    b_.reset();
-  }
-  testredis::Server server_;
-  std::unique_ptr<Mount> a_, b_;
+  RedisContract() : ServerDaemons("c") {}
 };
 
 bool has(const std::string& hay, const std::string& needle) { return hay.find(needle) != std::string::npos; }
-
-std::vector<std::string> lines(const std::string& s) {
-  std::vector<std::string> out;
-  std::istringstream in(s);
-  for (std::string l; std::getline(in, l);) out.push_back(l);
-  return out;
-}
 
 // One message (one read(2)) of `box`, or the error dd printed.
 const char* kReadOne = "dd if=box bs=64K count=1 status=none";
@@ -135,10 +117,10 @@ TEST_F(RedisContract, ACapacitySetOnOneDaemonBoundsSendsThroughTheOther) {
   EXPECT_EQ(r.out, "EAGAIN\n") << r.err;
   // A blocked send through b is released by a receive through a.
   Proc sender("echo 3 > box; echo sent", b_->dir());
-  ASSERT_TRUE(b_->wait_listed("box", "blocked_senders", sender.pid()));
-  EXPECT_EQ(a_->sh(kReadOne).out, "1\n");
-  EXPECT_TRUE(sender.exits());
-  EXPECT_EQ(sender.finish().out, "sent\n");
+  const auto sent = released(sender, listed(*b_, "box", "blocked_senders"),
+                             [&] { EXPECT_EQ(a_->sh(kReadOne).out, "1\n"); });
+  ASSERT_TRUE(sent);
+  EXPECT_EQ(sent->out, "sent\n");
   EXPECT_EQ(a_->xattr("box", "messages"), "2");
 }
 
@@ -157,17 +139,18 @@ TEST_F(RedisContract, RendezvousReceiverOnOneDaemonSenderOnTheOther) {
   EXPECT_EQ(b_->xattr("box", "capacity"), "0");
   // Receiver first, on a.
   Proc reader("cat box", a_->dir());
-  ASSERT_TRUE(a_->wait_listed("box", "blocked_receivers", reader.pid()));
-  const mt::Run s = b_->sh("echo baton > box; echo rc=$?");
-  EXPECT_EQ(s.out, "rc=0\n") << s.err;
-  EXPECT_TRUE(reader.exits());
-  EXPECT_EQ(reader.finish().out, "baton\n");
+  const auto r = released(reader, listed(*a_, "box", "blocked_receivers"), [&] {
+    const mt::Run s = b_->sh("echo baton > box; echo rc=$?");
+    EXPECT_EQ(s.out, "rc=0\n") << s.err;
+  });
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->out, "baton\n");
   // Sender first, on b: it waits until a receives.
   Proc sender("echo second > box; echo delivered", b_->dir());
-  ASSERT_TRUE(b_->wait_listed("box", "blocked_senders", sender.pid()));
-  EXPECT_EQ(a_->sh("cat box").out, "second\n");
-  EXPECT_TRUE(sender.exits());
-  EXPECT_EQ(sender.finish().out, "delivered\n");
+  const auto s = released(sender, listed(*b_, "box", "blocked_senders"),
+                          [&] { EXPECT_EQ(a_->sh("cat box").out, "second\n"); });
+  ASSERT_TRUE(s);
+  EXPECT_EQ(s->out, "delivered\n");
   EXPECT_EQ(b_->xattr("box", "sent"), "2");
   EXPECT_EQ(b_->xattr("box", "messages"), "0");
 }
@@ -253,10 +236,9 @@ TEST_F(RedisContract, AnInterruptedReceiveConsumesNothing) {
   EXPECT_EQ(reader.finish().out, "interrupted\n");
   // SIGINT of a blocked cat on b: what a then sends stays for a.
   Proc cat("exec cat box", b_->dir());
-  ASSERT_TRUE(b_->wait_listed("box", "blocked_receivers", cat.pid()));
-  cat.signal_group(SIGINT);
-  EXPECT_TRUE(cat.exits());
-  EXPECT_EQ(cat.finish().out, "");
+  const auto c = released(cat, listed(*b_, "box", "blocked_receivers"), [&] { cat.signal_group(SIGINT); });
+  ASSERT_TRUE(c);
+  EXPECT_EQ(c->out, "");
   ASSERT_EQ(a_->sh("echo again > box").status, 0);
   EXPECT_EQ(a_->sh("cat box").out, "again\n");
 }
@@ -276,11 +258,9 @@ TEST_F(RedisContract, PollIsWokenByASendThroughTheOtherDaemon) {
       "print('readable' if ev and ev[0][1] & select.POLLIN else ev)\n"
       "print(os.read(fd, 100))\n\"",
       b_->dir());
-  ASSERT_TRUE(poller.wait_blocked(mt::Sleep::poll)) << poller.finish(0).err;
-  ASSERT_EQ(a_->sh("echo ping > box").status, 0);
-  EXPECT_TRUE(poller.exits());
-  const mt::Run r = poller.finish();
-  EXPECT_EQ(r.out, "readable\nb'ping\\n'\n") << r.err;
+  const auto r = released(poller, asleep(mt::Sleep::poll), [&] { EXPECT_EQ(a_->sh("echo ping > box").status, 0); });
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->out, "readable\nb'ping\\n'\n") << r->err;
 }
 
 TEST_F(RedisContract, SelectForWritingIsWokenByAReceiveThroughTheOtherDaemon) {
@@ -300,11 +280,9 @@ TEST_F(RedisContract, SelectForWritingIsWokenByAReceiveThroughTheOtherDaemon) {
       "print('writable' if w else 'no')\n"
       "os.write(fd, b'next')\n\"",
       b_->dir());
-  ASSERT_TRUE(selector.wait_blocked(mt::Sleep::poll)) << selector.finish(0).err;
-  EXPECT_EQ(a_->sh(kReadOne).out, "full\n");
-  EXPECT_TRUE(selector.exits());
-  const mt::Run r = selector.finish();
-  EXPECT_EQ(r.out, "full\nwritable\n") << r.err;
+  const auto r = released(selector, asleep(mt::Sleep::poll), [&] { EXPECT_EQ(a_->sh(kReadOne).out, "full\n"); });
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->out, "full\nwritable\n") << r->err;
   EXPECT_EQ(a_->sh(kReadOne).out, "next");
 }
 

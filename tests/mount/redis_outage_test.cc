@@ -20,32 +20,20 @@
 #include <string>
 #include <vector>
 
-#include "../common/redis_server.h"
+#include "../common/redis_mounts.h"
 #include "harness.h"
 
 namespace {
 
 using mt::Mount;
 using mt::Proc;
-
-std::vector<std::string> lines(const std::string& s) {
-  std::vector<std::string> out;
-  std::istringstream in(s);
-  for (std::string l; std::getline(in, l);) out.push_back(l);
-  return out;
-}
+using testredis::cli;
+using testredis::lines;
 
 size_t count_of(const std::string& text, const std::string& what) {
   size_t n = 0;
   for (size_t at = text.find(what); at != std::string::npos; at = text.find(what, at + 1)) n++;
   return n;
-}
-
-// The value of a redis-cli command on the test's server.
-std::string cli(const testredis::Server& s, const std::string& args) {
-  std::string out = mt::sh("redis-cli -s " + mt::q(s.socket()) + " " + args).out;
-  while (!out.empty() && out.back() == '\n') out.pop_back();
-  return out;
 }
 
 // user.mailbox.<name> through an open file: no lookup, so it answers while
@@ -65,23 +53,16 @@ bool lists(const std::string& words, pid_t pid) {
   return false;
 }
 
-class RedisOutage : public ::testing::Test {
+// Daemons from daemon() on a server with an append-only file: every write
+// it acknowledged is on disk before the reply (appendfsync always).
+class RedisOutage : public testredis::ServerDaemons {
  protected:
-  // Daemons on the same server and namespace, with `extra` -o options.
-  std::unique_ptr<Mount> daemon(const std::string& extra = "") {
-    const std::string o = "backend=" + server_.url() + ",namespace=t" + (extra.empty() ? "" : "," + extra);
-    auto m = std::make_unique<Mount>(o);
-    EXPECT_TRUE(m->ok()) << m->daemon_stderr();
-    return m;
-  }
-  void SetUp() override { ASSERT_TRUE(server_.ready()) << "redis-server did not start (scripts/deps.sh test)"; }
+  RedisOutage() : ServerDaemons("t", {"--appendonly", "yes", "--appendfsync", "always"}) {}
   // Readiness after a restart: the daemon's subscriber is back (it has then
   // also tried its command connection again), as its log says.
   static bool back(const Mount& m, size_t times = 1) {
     return mt::wait_until([&] { return count_of(m.daemon_stderr(), "subscribed again") >= times; });
   }
-  // Every write acknowledged is on disk before the reply (appendfsync always).
-  testredis::Server server_{{"--appendonly", "yes", "--appendfsync", "always"}};
 };
 
 TEST_F(RedisOutage, CallsFailWithEioAndAParkedReceiverWaitsForTheServer) {

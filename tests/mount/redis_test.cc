@@ -7,43 +7,22 @@
 #include <algorithm>
 #include <cstdio>
 #include <memory>
-#include <sstream>
 #include <string>
 #include <vector>
 
-#include "../common/redis_server.h"
+#include "../common/redis_mounts.h"
 #include "harness.h"
 
 namespace {
 
 using mt::Mount;
 using mt::Proc;
+using testredis::cli;
+using testredis::lines;
+using testredis::listed;
+using testredis::released;
 
-class Redis : public ::testing::Test {
- protected:
-  // Two daemons on the same server and namespace; `extra` -o options for both.
-  void two(const std::string& extra = "") {
-    ASSERT_TRUE(server_.ready()) << "redis-server did not start (scripts/deps.sh test installs it)";
-    const std::string o = "backend=" + server_.url() + ",namespace=t" + (extra.empty() ? "" : "," + extra);
-    a_ = std::make_unique<Mount>(o);
-    b_ = std::make_unique<Mount>(o);
-    ASSERT_TRUE(a_->ok()) << a_->daemon_stderr();
-    ASSERT_TRUE(b_->ok()) << b_->daemon_stderr();
-  }
-  void TearDown() override {  // the daemons go before the server they use
-    a_.reset();
-    b_.reset();
-  }
-  testredis::Server server_;
-  std::unique_ptr<Mount> a_, b_;
-};
-
-std::vector<std::string> lines(const std::string& s) {
-  std::vector<std::string> out;
-  std::istringstream in(s);
-  for (std::string l; std::getline(in, l);) out.push_back(l);
-  return out;
-}
+class Redis : public testredis::ServerDaemons {};
 
 TEST_F(Redis, SentThroughOneDaemonReceivedThroughTheOther) {
   two();
@@ -77,20 +56,19 @@ TEST_F(Redis, ABlockedReceiveIsReleasedByASendOnTheOtherDaemon) {
   two();
   ASSERT_EQ(a_->sh("touch box").status, 0);
   Proc reader("cat box", b_->dir());
-  ASSERT_TRUE(b_->wait_listed("box", "blocked_receivers", reader.pid()));  // parked in daemon b
-  a_->sh("echo wake > box");
-  EXPECT_TRUE(reader.exits());
-  EXPECT_EQ(reader.finish().out, "wake\n");
+  const auto r = released(reader, listed(*b_, "box", "blocked_receivers"), [&] { a_->sh("echo wake > box"); });
+  ASSERT_TRUE(r);  // parked in daemon b
+  EXPECT_EQ(r->out, "wake\n");
 }
 
 TEST_F(Redis, ABlockedSendIsReleasedByAReceiveOnTheOtherDaemon) {
   two("capacity=1");
   ASSERT_EQ(a_->sh("echo first > box").status, 0);
   Proc sender("echo second > box; echo sent", b_->dir());
-  ASSERT_TRUE(b_->wait_listed("box", "blocked_senders", sender.pid()));  // full: counted on the server
-  EXPECT_EQ(a_->sh("cat box").out, "first\n");
-  EXPECT_TRUE(sender.exits());
-  EXPECT_EQ(sender.finish().out, "sent\n");
+  const auto r = released(sender, listed(*b_, "box", "blocked_senders"),
+                          [&] { EXPECT_EQ(a_->sh("cat box").out, "first\n"); });
+  ASSERT_TRUE(r);  // full: counted on the server
+  EXPECT_EQ(r->out, "sent\n");
   EXPECT_EQ(a_->sh("cat box").out, "second\n");
 }
 
@@ -98,12 +76,11 @@ TEST_F(Redis, RemoveOnOneDaemonWakesAReceiverBlockedOnTheOther) {
   two();
   ASSERT_EQ(a_->sh("touch box").status, 0);
   Proc reader("cat box; echo rc=$?", b_->dir());
-  ASSERT_TRUE(b_->wait_listed("box", "blocked_receivers", reader.pid()));
-  ASSERT_EQ(a_->sh("rm box").status, 0);
-  EXPECT_TRUE(reader.exits());
-  const mt::Run r = reader.finish();
-  EXPECT_EQ(r.out, "rc=1\n");
-  EXPECT_NE(r.err.find("Identifier removed"), std::string::npos) << r.err;
+  const auto r = released(reader, listed(*b_, "box", "blocked_receivers"),
+                          [&] { EXPECT_EQ(a_->sh("rm box").status, 0); });
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->out, "rc=1\n");
+  EXPECT_NE(r->err.find("Identifier removed"), std::string::npos) << r->err;
   EXPECT_EQ(b_->sh("ls").out, "");
 }
 
@@ -164,21 +141,9 @@ TEST_F(Redis, DaemonsOfAnotherNamespaceSeeOtherMailboxes) {
 }
 
 TEST_F(Redis, UnreachableServerRefusesTheMount) {
-  ASSERT_TRUE(server_.ready());
   Mount m("backend=redis+unix://" + server_.dir() + "/no-such-socket");
   EXPECT_FALSE(m.ok());
   EXPECT_NE(m.daemon_stderr().find("does not answer"), std::string::npos) << m.daemon_stderr();
-}
-
-}  // namespace
-
-namespace {
-
-// The value of a redis-cli command on the test's server.
-std::string cli(const testredis::Server& s, const std::string& args) {
-  std::string out = mt::sh("redis-cli -s " + mt::q(s.socket()) + " " + args).out;
-  while (!out.empty() && out.back() == '\n') out.pop_back();
-  return out;
 }
 
 // b is killed -9 while its readers take messages, at a moment it holds
@@ -267,7 +232,6 @@ TEST_F(Redis, ADaemonKilledMidTrafficLosesNothing) {
 }
 
 TEST_F(Redis, LeaseAndPerUserQuotaOptionsAreCheckedAtMount) {
-  ASSERT_TRUE(server_.ready());
   const std::string be = "backend=" + server_.url();
   Mount shortlease(be + ",lease_ms=10");
   EXPECT_FALSE(shortlease.ok());

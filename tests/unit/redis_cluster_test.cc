@@ -11,7 +11,7 @@
 #include <set>
 #include <thread>
 
-#include "../common/redis_server.h"
+#include "../common/redis_backend.h"
 #include "core/redis_scripts.h"
 #include "core/redis_store.h"
 #include "redis/client.h"
@@ -83,7 +83,7 @@ TEST(RedisScripts, TouchOnlyTheKeysTheyAreGiven) {
 TEST(RedisClient, ScriptKeysOfTwoSlotsAreRefusedOnASingleServerToo) {
   testredis::Server server;
   ASSERT_TRUE(server.ready()) << "redis-server did not start (scripts/deps.sh test)";
-  redis::Client c(redis::parse_url(server.url()).value(), redis::Options{});
+  redis::Client c(testredis::endpoint(server.url()), redis::Options{});
   const redis::Script s{"t", "redis.call('SET', KEYS[1], ARGV[1]) return redis.call('GET', KEYS[2]) or 'none'"};
   auto same = c.eval(s, {"a{1}", "b{1}"}, {"x"});
   ASSERT_TRUE(same.ok());
@@ -102,7 +102,7 @@ class RedisCluster : public ::testing::Test {
     if (!cluster_.skip_reason().empty()) GTEST_SKIP() << cluster_.skip_reason();
     ASSERT_TRUE(cluster_.ready()) << cluster_.error();
   }
-  redis::Endpoint endpoint(size_t i) const { return redis::parse_url(cluster_.url(i)).value(); }
+  redis::Endpoint endpoint(size_t i) const { return testredis::endpoint(cluster_.url(i)); }
   // The index of the node whose port is in `addr` ("host:port").
   size_t index_of(const std::string& addr) const {
     for (size_t i = 0; i < cluster_.size(); i++)
@@ -188,30 +188,11 @@ TEST_F(RedisCluster, FollowsAskDuringAMigrationAndMovedAfterIt) {
   EXPECT_EQ(ran->str, "w");
 }
 
-// Records service() calls.
-struct Listener : StoreListener {
-  std::mutex m;
-  std::condition_variable cv;
-  int calls = 0;
-  void service() override {
-    std::lock_guard g(m);
-    calls++;
-    cv.notify_all();
-  }
-  bool wait_for(int n) {
-    std::unique_lock g(m);
-    return cv.wait_for(g, 20s, [&] { return calls >= n; });  // hang guard only
-  }
-};
-
 TEST_F(RedisCluster, StoresOnEveryMasterAcrossTwoDaemons) {
-  RedisConfig ca, cb;
-  ca.endpoint = endpoint(0);
-  cb.endpoint = endpoint(2);  // another seed node: the same cluster
-  ca.ns = cb.ns = "t";
-  cb.recheck = std::chrono::hours(1);  // no periodic re-check: only notifications wake b
-  auto a = std::move(RedisBackend::open(ca).value());
-  auto b = std::move(RedisBackend::open(cb).value());
+  RedisConfig cb = testredis::config(cluster_.url(2));  // another seed node: the same cluster
+  cb.recheck = std::chrono::hours(1);                   // no periodic re-check: only notifications wake b
+  auto a = testredis::backend(cluster_.url(0)), b = testredis::backend(cb);
+  ASSERT_TRUE(a && b);
   a->start();
   b->start();
   redis::Client probe(endpoint(0), redis::Options{});
@@ -222,19 +203,14 @@ TEST_F(RedisCluster, StoresOnEveryMasterAcrossTwoDaemons) {
   for (int i = 1; i <= kBoxes; i++) {
     const std::string rid = std::to_string(i);
     masters.insert(probe.node_of(redis::key_slot("mbx:{t:" + rid + "}:m")));
-    Settings s;
-    s.capacity = 4;
-    s.max_message = 1024;
-    auto x = a->open_store(rid, &s);
-    auto y = b->open_store(rid, &s);
-    ASSERT_TRUE(x.ok() && y.ok());
-    sa.push_back(std::move(x.value()));
-    sb.push_back(std::move(y.value()));
+    sa.push_back(testredis::store(*a, rid, 4));
+    sb.push_back(testredis::store(*b, rid, 4));
+    ASSERT_TRUE(sa.back() && sb.back());
   }
   EXPECT_EQ(masters.size(), cluster_.size());  // the mailboxes are spread over every master
   ASSERT_TRUE(b->wait_subscriptions(1, 20s));  // readiness: the subscription holds (hang guard only)
   for (int i = 0; i < kBoxes; i++) {
-    auto l = std::make_shared<Listener>();
+    auto l = std::make_shared<testredis::Listener>();
     sb[i]->watch(kWatchReadable, l);
     (void)sb[i]->take_kick();
     for (int k = 0; k < 4; k++)

@@ -11,7 +11,7 @@
 #include <mutex>
 #include <thread>
 
-#include "../common/redis_server.h"
+#include "../common/redis_backend.h"
 #include "core/redis_scripts.h"
 #include "mailbox/layout.h"
 #include "test_util.h"
@@ -19,54 +19,15 @@
 namespace {
 using namespace mbx;
 using namespace std::chrono_literals;
+using testredis::config;
+using testredis::endpoint;
+using testredis::Listener;
+using testredis::store;
 
-RedisConfig config(const testredis::Server& s, std::string ns = "t") {
-  RedisConfig c;
-  c.endpoint = redis::parse_url(s.url()).value();
-  c.ns = std::move(ns);
-  return c;
-}
-
-std::unique_ptr<RedisBackend> backend(const testredis::Server& s, std::string ns = "t") {
-  auto b = RedisBackend::open(config(s, std::move(ns)));
-  EXPECT_TRUE(b.ok());
-  return b.ok() ? std::move(b.value()) : nullptr;
-}
-
-std::unique_ptr<Store> store(RedisBackend& b, const std::string& rid, uint64_t capacity = 64,
-                             uint64_t max_message = 1024) {
-  Settings s;
-  s.capacity = capacity;
-  s.max_message = max_message;
-  auto st = b.open_store(rid, &s);
-  EXPECT_TRUE(st.ok());
-  return st.ok() ? std::move(st.value()) : nullptr;
-}
-
-// Records service() calls.
-struct Listener : StoreListener {
-  std::mutex m;
-  std::condition_variable cv;
-  int calls = 0;
-  void service() override {
-    std::lock_guard g(m);
-    calls++;
-    cv.notify_all();
-  }
-  bool wait_for(int n) {
-    std::unique_lock g(m);
-    return cv.wait_for(g, 20s, [&] { return calls >= n; });  // hang guard only
-  }
-};
-
-class RedisStoreTest : public ::testing::Test {
- protected:
-  void SetUp() override { ASSERT_TRUE(server_.ready()) << "redis-server did not start (scripts/deps.sh test)"; }
-  testredis::Server server_;
-};
+class RedisStoreTest : public testredis::ServerTest {};
 
 TEST_F(RedisStoreTest, ConnectionFailsWithEioAndComesBack) {
-  redis::Conn c(redis::parse_url(server_.url()).value(), redis::Options{});
+  redis::Conn c(endpoint(server_.url()), redis::Options{});
   auto r = c.command({"PING"});
   ASSERT_TRUE(r.ok());
   EXPECT_EQ(r->str, "PONG");
@@ -84,7 +45,7 @@ TEST_F(RedisStoreTest, ConnectionFailsWithEioAndComesBack) {
 }
 
 TEST_F(RedisStoreTest, ARestartBetweenTwoCallsCostsNoCall) {
-  redis::Conn c(redis::parse_url(server_.url()).value(), redis::Options{});
+  redis::Conn c(endpoint(server_.url()), redis::Options{});
   ASSERT_TRUE(c.command({"SET", "k", "v"}).ok());
   server_.stop();
   ASSERT_TRUE(server_.start());  // no call while it was away: the connection is stale, not known broken
@@ -95,7 +56,7 @@ TEST_F(RedisStoreTest, ARestartBetweenTwoCallsCostsNoCall) {
 }
 
 TEST_F(RedisStoreTest, UnreachableServerIsEio) {
-  RedisConfig c = config(server_);
+  RedisConfig c = config(server_.url());
   c.endpoint.path = server_.dir() + "/nothing-here";
   EXPECT_EQ(RedisBackend::open(c).error(), Errc::io);
   c.ns = "bad name";
@@ -103,7 +64,7 @@ TEST_F(RedisStoreTest, UnreachableServerIsEio) {
 }
 
 TEST_F(RedisStoreTest, ScriptsAreLoadedAgainAfterAFlush) {
-  redis::Conn c(redis::parse_url(server_.url()).value(), redis::Options{});
+  redis::Conn c(endpoint(server_.url()), redis::Options{});
   const redis::Script s{"t", "return {'OK', ARGV[1]}"};
   auto a = c.eval(s, {}, {"x"});
   ASSERT_TRUE(a.ok());
@@ -117,7 +78,7 @@ TEST_F(RedisStoreTest, ScriptsAreLoadedAgainAfterAFlush) {
 }
 
 TEST_F(RedisStoreTest, SentThroughOneReceivedThroughAnother) {
-  auto a = backend(server_), b = backend(server_);
+  auto a = backend(), b = backend();
   auto sa = store(*a, "7"), sb = store(*b, "7");
   const Sender from{42, 1000, 100};
   for (int i = 0; i < 3; i++) {
@@ -148,7 +109,7 @@ TEST_F(RedisStoreTest, SentThroughOneReceivedThroughAnother) {
 }
 
 TEST_F(RedisStoreTest, BinaryPayloadsAndSenderHost) {
-  auto a = backend(server_);
+  auto a = backend();
   auto s = store(*a, "bin");
   const std::string msg("a\0b\nc \xff", 7);
   ASSERT_TRUE(s->push(msg, Sender{1, 2, 3}, false).ok());
@@ -161,7 +122,7 @@ TEST_F(RedisStoreTest, BinaryPayloadsAndSenderHost) {
 }
 
 TEST_F(RedisStoreTest, CapacityAndSizeHoldAcrossDaemons) {
-  auto a = backend(server_), b = backend(server_);
+  auto a = backend(), b = backend();
   auto sa = store(*a, "c", 3, 8), sb = store(*b, "c", 99, 99);  // the first to make it sets the geometry
   EXPECT_EQ(sb->capacity(), 3u);
   EXPECT_EQ(sa->push("123456789", {}, false).error(), Errc::msg_size);
@@ -179,7 +140,7 @@ TEST_F(RedisStoreTest, ConcurrentSendersNeverOverfill) {
   constexpr int kThreads = 8, kTries = 50;
   constexpr uint64_t kCap = 37;
   std::vector<std::unique_ptr<RedisBackend>> bs;
-  for (int i = 0; i < kThreads; i++) bs.push_back(backend(server_));
+  for (int i = 0; i < kThreads; i++) bs.push_back(backend());
   std::atomic<int> ok{0}, full{0};
   std::vector<std::thread> ts;
   for (int i = 0; i < kThreads; i++)
@@ -201,7 +162,7 @@ TEST_F(RedisStoreTest, ConcurrentSendersNeverOverfill) {
 }
 
 TEST_F(RedisStoreTest, InFlightUntilAckedAndUnpopPutsItBackFirst) {
-  auto a = backend(server_);
+  auto a = backend();
   auto s = store(*a, "f");
   ASSERT_TRUE(s->push("one", {}, false).ok());
   ASSERT_TRUE(s->push("two", {}, false).ok());
@@ -225,7 +186,7 @@ TEST_F(RedisStoreTest, InFlightUntilAckedAndUnpopPutsItBackFirst) {
 }
 
 TEST_F(RedisStoreTest, WithdrawTakesBackOnlyTheUnreceivedOffer) {
-  auto a = backend(server_), b = backend(server_);
+  auto a = backend(), b = backend();
   auto sa = store(*a, "rv", 0), sb = store(*b, "rv", 0);
   auto seq = sa->push("offer", {}, false);
   ASSERT_TRUE(seq.ok());
@@ -241,10 +202,11 @@ TEST_F(RedisStoreTest, WithdrawTakesBackOnlyTheUnreceivedOffer) {
 }
 
 TEST_F(RedisStoreTest, AnotherDaemonsChangesAreNotified) {
-  auto a = backend(server_);
-  RedisConfig cb = config(server_);
+  auto a = backend();
+  RedisConfig cb = config(server_.url());
   cb.recheck = std::chrono::hours(1);  // no periodic re-check: only the notification can wake it
-  auto b = std::move(RedisBackend::open(cb).value());
+  auto b = testredis::backend(cb);
+  ASSERT_TRUE(a && b);
   b->start();
   auto sa = store(*a, "w"), sb = store(*b, "w");
   auto l = std::make_shared<Listener>();
@@ -268,7 +230,7 @@ TEST_F(RedisStoreTest, AnotherDaemonsChangesAreNotified) {
 }
 
 TEST_F(RedisStoreTest, BackAfterAnOutageTheSubscriptionReconnectsAndKicks) {
-  auto b = backend(server_);
+  auto b = backend();
   b->start();
   ASSERT_TRUE(b->wait_subscriptions(1, 20s));  // hang guard only
   auto sb = store(*b, "o");
@@ -290,7 +252,7 @@ TEST_F(RedisStoreTest, BackAfterAnOutageTheSubscriptionReconnectsAndKicks) {
 }
 
 TEST_F(RedisStoreTest, ReshapeKeepsTheQueue) {
-  auto a = backend(server_), b = backend(server_);
+  auto a = backend(), b = backend();
   auto sa = store(*a, "r", 2), sb = store(*b, "r");
   ASSERT_TRUE(sa->push("1", {}, false).ok());
   ASSERT_TRUE(sa->push("2", {}, false).ok());
@@ -309,7 +271,7 @@ TEST_F(RedisStoreTest, ReshapeKeepsTheQueue) {
 }
 
 TEST_F(RedisStoreTest, ServerAwayIsEioAndStatsAsLastRead) {
-  auto a = backend(server_);
+  auto a = backend();
   auto s = store(*a, "away");
   ASSERT_TRUE(s->push("1", {}, false).ok());
   const QueueStats before = s->stats();
@@ -324,7 +286,7 @@ TEST_F(RedisStoreTest, ServerAwayIsEioAndStatsAsLastRead) {
 // Every setting is the mailbox's: saved through one daemon, another daemon's
 // open gets it and an opened store reads it back; a priority is refused.
 TEST_F(RedisStoreTest, SettingsAreSharedByEveryDaemon) {
-  auto a = backend(server_), b = backend(server_);
+  auto a = backend(), b = backend();
   ASSERT_TRUE(a && b);
   Settings sa;
   sa.framing = Framing::datagram;
@@ -353,117 +315,99 @@ TEST_F(RedisStoreTest, SettingsAreSharedByEveryDaemon) {
   EXPECT_EQ((*on_b)->save_settings(n), Errc::not_supported);
 }
 
-}  // namespace
-
-namespace {
-using namespace mbx;
-
-class RedisLeaseTest : public ::testing::Test {
+class RedisLeaseTest : public testredis::ServerTest {
  protected:
-  void SetUp() override { ASSERT_TRUE(server_.ready()) << "redis-server did not start (scripts/deps.sh test)"; }
-  std::unique_ptr<RedisBackend> open() {
-    RedisConfig c;
-    c.endpoint = redis::parse_url(server_.url()).value();
-    c.ns = "t";
-    auto b = RedisBackend::open(c);
-    EXPECT_TRUE(b.ok());
-    return b.ok() ? std::move(b.value()) : nullptr;
+  std::unique_ptr<Store> store(RedisBackend& b) { return testredis::store(b, "l", Settings{}); }
+  // Daemons x_ (its lease renewed) and y_ on one mailbox: `sent` sent through
+  // y_, the first `taken` of them received through x_ and never acknowledged
+  // (x_ dies, or is thought dead, before its replies went).
+  void x_took(std::initializer_list<const char*> sent, int taken) {
+    x_ = backend();
+    y_ = backend();
+    ASSERT_TRUE(x_ && y_);
+    ASSERT_EQ(x_->renew_lease(), Errc::ok);
+    sx_ = store(*x_);
+    sy_ = store(*y_);
+    for (const char* m : sent) ASSERT_TRUE(sy_->push(m, {}, false).ok());
+    std::string out;
+    for (int i = 0; i < taken; i++) ASSERT_TRUE(sx_->pop(out).ok());
   }
-  std::unique_ptr<Store> store(RedisBackend& b) {
-    Settings s;
-    auto st = b.open_store("l", &s);
-    EXPECT_TRUE(st.ok());
-    return st.ok() ? std::move(st.value()) : nullptr;
-  }
-  testredis::Server server_;
+  std::unique_ptr<RedisBackend> x_, y_;
+  std::unique_ptr<Store> sx_, sy_;
 };
 
 TEST_F(RedisLeaseTest, ADeadDaemonsInFlightMessagesReturnToTheFrontOnce) {
-  auto x = open(), y = open();
-  ASSERT_EQ(x->renew_lease(), Errc::ok);
-  auto sx = store(*x), sy = store(*y);
-  for (const char* m : {"one", "two", "three"}) ASSERT_TRUE(sy->push(m, {}, false).ok());
+  ASSERT_NO_FATAL_FAILURE(x_took({"one", "two", "three"}, 2));  // x dies before its replies went
   std::string out;
-  ASSERT_TRUE(sx->pop(out).ok());  // x dies before its replies went: never acknowledged
-  ASSERT_TRUE(sx->pop(out).ok());
-  EXPECT_EQ(y->recover().value(), 0u);  // x's lease holds
+  EXPECT_EQ(y_->recover().value(), 0u);  // x's lease holds
   // x stops renewing: its lease is made to have ended (no waiting in a test).
-  ASSERT_TRUE(y->command({"HSET", "mbx:{t}:daemons", x->daemon_id(), "0"}).ok());
-  EXPECT_EQ(y->recover().value(), 2u);
-  EXPECT_EQ(y->recover().value(), 0u);  // claimed once
+  ASSERT_TRUE(y_->command({"HSET", "mbx:{t}:daemons", x_->daemon_id(), "0"}).ok());
+  EXPECT_EQ(y_->recover().value(), 2u);
+  EXPECT_EQ(y_->recover().value(), 0u);  // claimed once
   for (const char* m : {"one", "two", "three"}) {
     out.clear();
-    auto p = sy->pop(out);
+    auto p = sy_->pop(out);
     ASSERT_TRUE(p.ok());
     EXPECT_EQ(out, m);  // in their order, before the rest
-    EXPECT_EQ(sy->ack(p->seq), Errc::ok);
+    EXPECT_EQ(sy_->ack(p->seq), Errc::ok);
   }
-  const QueueStats st = sy->stats();
+  const QueueStats st = sy_->stats();
   EXPECT_EQ(st.total_received, 3u);
   EXPECT_EQ(st.total_sent, st.total_received + st.count + st.lost);
-  EXPECT_EQ(y->command({"HGET", "mbx:{t:l}:m", "returned"})->str, "2");
+  EXPECT_EQ(y_->command({"HGET", "mbx:{t:l}:m", "returned"})->str, "2");
   EXPECT_EQ(st.returned, 2u);  // user.mailbox.returned
 }
 
 TEST_F(RedisLeaseTest, AReturnNeverStepsTheConsumedSeqBack) {
-  auto x = open(), y = open();
-  ASSERT_EQ(x->renew_lease(), Errc::ok);
-  auto sx = store(*x), sy = store(*y);
-  for (const char* m : {"one", "two", "three"}) ASSERT_TRUE(sy->push(m, {}, false).ok());
+  ASSERT_NO_FATAL_FAILURE(x_took({"one", "two", "three"}, 2));
   std::string out;
-  ASSERT_TRUE(sx->pop(out).ok());
-  ASSERT_TRUE(sx->pop(out).ok());
-  EXPECT_EQ(sy->consumed_seq(), 2u);  // seqs 0 and 1 were taken
-  ASSERT_TRUE(y->command({"HSET", "mbx:{t}:daemons", x->daemon_id(), "0"}).ok());
-  EXPECT_EQ(y->recover().value(), 2u);
-  EXPECT_EQ(sy->consumed_seq(), 2u);  // returned, but they had been received: it never steps back
-  EXPECT_EQ(sy->stats().count, 3u);
+  EXPECT_EQ(sy_->consumed_seq(), 2u);  // seqs 0 and 1 were taken
+  ASSERT_TRUE(y_->command({"HSET", "mbx:{t}:daemons", x_->daemon_id(), "0"}).ok());
+  EXPECT_EQ(y_->recover().value(), 2u);
+  EXPECT_EQ(sy_->consumed_seq(), 2u);  // returned, but they had been received: it never steps back
+  EXPECT_EQ(sy_->stats().count, 3u);
   for (uint64_t want : {2u, 2u, 3u}) {  // taking the returned ones again does not move it either
     out.clear();
-    auto p = sy->pop(out);
+    auto p = sy_->pop(out);
     ASSERT_TRUE(p.ok());
-    EXPECT_EQ(sy->consumed_seq(), want);
-    EXPECT_EQ(sy->ack(p->seq), Errc::ok);
+    EXPECT_EQ(sy_->consumed_seq(), want);
+    EXPECT_EQ(sy_->ack(p->seq), Errc::ok);
   }
   // An interrupted reply's unpop leaves it too: a rendezvous sender may already have seen it taken.
-  ASSERT_TRUE(sy->push("four", {}, false).ok());
-  auto p = sy->pop(out);
+  ASSERT_TRUE(sy_->push("four", {}, false).ok());
+  auto p = sy_->pop(out);
   ASSERT_TRUE(p.ok());
-  EXPECT_EQ(sy->consumed_seq(), 4u);
-  EXPECT_EQ(sy->unpop(p->seq), Errc::ok);
-  EXPECT_EQ(sy->consumed_seq(), 4u);
-  EXPECT_EQ(sy->stats().returned, 2u);
+  EXPECT_EQ(sy_->consumed_seq(), 4u);
+  EXPECT_EQ(sy_->unpop(p->seq), Errc::ok);
+  EXPECT_EQ(sy_->consumed_seq(), 4u);
+  EXPECT_EQ(sy_->stats().returned, 2u);
 }
 
 TEST_F(RedisLeaseTest, ADaemonThoughtDeadThatRenewsIsStillCovered) {
-  auto x = open(), y = open();
-  ASSERT_EQ(x->renew_lease(), Errc::ok);
-  auto sx = store(*x), sy = store(*y);
-  for (const char* m : {"one", "two"}) ASSERT_TRUE(sy->push(m, {}, false).ok());
+  ASSERT_NO_FATAL_FAILURE(x_took({"one", "two"}, 1));
   std::string out;
-  ASSERT_TRUE(sx->pop(out).ok());
   // x was only slow: its lease ends, y returns what it had in flight...
-  ASSERT_TRUE(y->command({"HSET", "mbx:{t}:daemons", x->daemon_id(), "0"}).ok());
-  EXPECT_EQ(y->recover().value(), 1u);
+  ASSERT_TRUE(y_->command({"HSET", "mbx:{t}:daemons", x_->daemon_id(), "0"}).ok());
+  EXPECT_EQ(y_->recover().value(), 1u);
   // ...and x renews, registering its mailboxes again, then receives once more.
-  ASSERT_EQ(x->renew_lease(), Errc::ok);
+  ASSERT_EQ(x_->renew_lease(), Errc::ok);
   out.clear();
-  auto p = sx->pop(out);
+  auto p = sx_->pop(out);
   ASSERT_TRUE(p.ok());
   EXPECT_EQ(out, "one");
   // Now x dies for good: that record too goes back.
-  ASSERT_TRUE(y->command({"HSET", "mbx:{t}:daemons", x->daemon_id(), "0"}).ok());
-  EXPECT_EQ(y->recover().value(), 1u);
-  EXPECT_EQ(sy->stats().count, 2u);
-  EXPECT_EQ(sy->stats().returned, 2u);
+  ASSERT_TRUE(y_->command({"HSET", "mbx:{t}:daemons", x_->daemon_id(), "0"}).ok());
+  EXPECT_EQ(y_->recover().value(), 1u);
+  EXPECT_EQ(sy_->stats().count, 2u);
+  EXPECT_EQ(sy_->stats().returned, 2u);
 }
 
 TEST_F(RedisLeaseTest, ACleanStopGivesBackWhatItHadInFlight) {
-  auto y = open();
+  auto y = backend();
   auto sy = store(*y);
   ASSERT_TRUE(sy->push("kept", {}, false).ok());
   {
-    auto z = open();
+    auto z = backend();
     z->start();
     auto sz = store(*z);
     std::string out;
