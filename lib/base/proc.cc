@@ -98,22 +98,20 @@ bool ThreadProbe::dying(pid_t tid) {
   return stat_says_dying(buf);
 }
 
+namespace {
+// /proc/<tid>/statm, which takes no exec lock: all zeros for a thread
+// without an mm (exiting, or gone); a live process's size is never 0.
 bool has_memory(pid_t tid) {
   char buf[256];
   size_t n;
-  // statm prints all zeros for a thread without an mm; its first field, the
-  // size of a live process's address space, is never 0.
   return read_proc(tid, "statm", buf, sizeof buf, &n) && std::strtoull(buf, nullptr, 10) != 0;
 }
+}  // namespace
 
 bool killed_by_signal(pid_t tid) {
-  // stat waits for exec_update_lock, which execve holds while it closes the
-  // close-on-exec files: asked of a thread in execve, flushing its mailbox,
-  // the read would wait for the reply it is holding up. A thread that still
-  // has its memory is not exiting (exit_mm comes before exit_files), hence
-  // not killed; one without is in do_exit, not in execve, and no other
-  // thread of its process can be in execve past de_thread() while it lives,
-  // so nobody holds that lock for long and stat answers.
+  // stat waits for exec_update_lock, held by execve while it flushes its
+  // close-on-exec files: ask it only of a thread that has let its memory go,
+  // which is in do_exit, not in execve (design.md §2 "Killed writers").
   if (has_memory(tid)) return false;
   char buf[4096];
   size_t n;
