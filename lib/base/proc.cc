@@ -98,7 +98,21 @@ bool ThreadProbe::dying(pid_t tid) {
   return stat_says_dying(buf);
 }
 
+namespace {
+// /proc/<tid>/statm, which takes no exec lock: all zeros for a thread
+// without an mm (exiting, or gone); a live process's size is never 0.
+bool has_memory(pid_t tid) {
+  char buf[256];
+  size_t n;
+  return read_proc(tid, "statm", buf, sizeof buf, &n) && std::strtoull(buf, nullptr, 10) != 0;
+}
+}  // namespace
+
 bool killed_by_signal(pid_t tid) {
+  // stat waits for exec_update_lock, held by execve while it flushes its
+  // close-on-exec files: ask it only of a thread that has let its memory go,
+  // which is in do_exit, not in execve (design.md §2 "Killed writers").
+  if (has_memory(tid)) return false;
   char buf[4096];
   size_t n;
   if (!read_proc(tid, "stat", buf, sizeof buf, &n)) return false;

@@ -37,7 +37,9 @@ class ThreadProbe {
   std::unordered_map<pid_t, std::shared_ptr<const UniqueFd>> fds_ GUARDED_BY(mu_);
 };
 
-// /proc/<tid>/stat: true if the thread is exiting because of a signal.
+// True if the thread is exiting because of a signal: it has let its memory
+// go (/proc/<tid>/statm), and /proc/<tid>/stat's exit code has a signal.
+// Never waits for a thread in execve.
 bool killed_by_signal(pid_t tid);
 
 // /proc/<tid>/syscall: the system call the thread is blocked in and its first

@@ -574,9 +574,9 @@ std::optional<Outcome> Mailbox::write(Handle& h, const char* p, size_t n, bool n
 std::optional<Outcome> Mailbox::flush(Handle& h, const Sender& caller, Waiter* w, bool closing) {
   // A writer killed by a signal is closing its files on the way out: what it
   // wrote is an unfinished message, not one to send (read before any lock).
-  // Only a handle holding unsent bytes asks: /proc/<pid>/stat waits for a
-  // task in exec, whose close-on-exec files are flushed with the exec lock
-  // held (an idle O_CLOEXEC descriptor, as mq_open's, would wedge us both).
+  // Only a handle holding unsent bytes asks. The close that execve does of a
+  // close-on-exec descriptor comes here with the exec's locks held, and the
+  // probe answers it without waiting for them (proc::killed_by_signal).
   if (closing && !w && h.can_write && has_unsent(h) && proc::killed_by_signal(caller.pid)) {
     discard_unsent(h);
     return Outcome{};
