@@ -24,7 +24,7 @@ using mbx::layout::ControlHeader;
 using mbx::layout::SegmentHeader;
 
 constexpr int kSpins = 200;  // brief spin before sleeping: a partner is often just about to act
-constexpr auto kRecheck = std::chrono::milliseconds(500);
+constexpr auto kForever = std::chrono::hours(24 * 365);  // a wait with no deadline
 
 Result<std::string> get_xattr(const std::string& path, const char* name) {
   char buf[4096];
@@ -60,12 +60,16 @@ int wait_change(std::atomic<uint32_t>& word, std::atomic<uint32_t>& sleepers, ui
   // FUTEX_WAIT finds it moved), or we see their position and do not sleep.
   sleepers.fetch_add(1, std::memory_order_seq_cst);
   if (announce) announce->receiver_sleeping();
-  // Wakes are handed to one sleeper each; should the one woken die before
-  // acting on it, the others still re-check within kRecheck. An absolute
+  // Sleeps until the deadline, with no periodic re-check: a re-check's
+  // timeout returning to user space just as a signal arrived ran the handler
+  // and slept again, so the call did not end with EINTR (LTP's mq tests,
+  // whose alarms fell on the 500 ms re-checks). A lost wake-up (the waker
+  // killed between publishing and waking, or the one sleeper woken killed
+  // before acting) is the daemon's to repair: its idle sweep wakes every
+  // sleeper of a ring that did not move (ShmStore::trim_if_idle). An absolute
   // time: a wait a handler with SA_RESTART interrupts is restarted by the
   // kernel (futex_wait_until), one without ends with EINTR.
-  auto until = Clock::now() + kRecheck;
-  if (deadline) until = std::min(until, *deadline);
+  const auto until = deadline ? *deadline : Clock::now() + kForever;
   const auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(until.time_since_epoch()).count();
   const timespec abs{static_cast<time_t>(ns / 1000000000), static_cast<long>(ns % 1000000000)};
   int r = 0;

@@ -305,6 +305,14 @@ void ShmStore::trim_if_idle() {
   const bool still = tail == idle_tail_ && head == idle_head_;
   idle_tail_ = tail;
   idle_head_ = head;
+  // Relaxed: hints. A library participant asleep on a ring that did not move
+  // since the last sweep may have lost its wake-up (its waker was killed
+  // between publishing and waking, or the one sleeper woken died before
+  // acting); libmailbox's waits have no periodic re-check, so wake them all
+  // to look again. A spurious wake costs a sleeper one look at the ring.
+  if (still && (h->sleeping_senders.load(std::memory_order_relaxed) != 0 ||
+                (tail != head && h->sleeping_receivers.load(std::memory_order_relaxed) != 0)))
+    seg_.wake_all();
   if (!still) trimmed_ = false;
   if (!still || trimmed_ || tail != head) return;
   // Relaxed: a hint only; a library participant asleep on the ring (a

@@ -3,6 +3,7 @@
 // the same mailboxes, beside shell tools that go through the daemon.
 #include <gtest/gtest.h>
 #include <sys/wait.h>
+#include <sys/xattr.h>
 #include <unistd.h>
 
 #include <set>
@@ -11,6 +12,7 @@
 #include <mailbox/mailbox.hpp>
 
 #include "harness.h"
+#include "shm/segment.h"
 
 using mt::child;
 using mt::finish;
@@ -102,6 +104,43 @@ TEST(Library, EchoWakesALibraryReceiverSleepingOnTheFutex) {
   char buf[64] = {};
   EXPECT_GT(read(fds[0], buf, sizeof buf), 0);
   EXPECT_STREQ(buf, "from the shell\n");
+  close(fds[0]);
+  close(fds[1]);
+}
+
+// A sender killed between publishing a message and waking the receiver asleep
+// on the ring (here: Segment::push without after_push) leaves that receiver
+// asleep beside a queued message. libmailbox's waits have no periodic
+// re-check of their own (it made a signal fail to end a wait), so the repair
+// is the daemon's idle sweep; without it this receiver sleeps forever.
+TEST(Library, ALostWakeUpIsRepairedByTheDaemon) {
+  Mount m;
+  ASSERT_TRUE(m.ok());
+  m.sh("touch box");
+  int fds[2];
+  ASSERT_EQ(pipe(fds), 0);
+  mt::Ready ready;
+  pid_t receiver = child([&] {
+    auto b = Mailbox::open(m.path("box"), {.send = false, .receive = true});
+    if (!b) return 10;
+    std::string msg;
+    ready.say();
+    if (b->receive(msg) != 0) return 11;
+    return write(fds[1], msg.data(), msg.size()) == ssize_t(msg.size()) ? 0 : 12;
+  });
+  ASSERT_TRUE(ready.wait());
+  ASSERT_TRUE(mt::wait_sleeping(receiver, mt::Sleep::futex));  // asleep on the ring
+  char loc[4096];
+  const ssize_t n = getxattr(m.path("box").c_str(), "user.mailbox.segment", loc, sizeof loc);
+  ASSERT_GT(n, 0) << strerror(errno);
+  auto seg = mbx::Segment::attach(std::string(loc, size_t(n)));
+  ASSERT_TRUE(seg.ok());
+  const std::string sent = "published, never woken";
+  ASSERT_TRUE(seg->push(sent.data(), sent.size(), mbx::Sender{getpid(), 0, 0}, mbx::realtime_ns()).ok());
+  EXPECT_EQ(finish(receiver), 0);
+  char buf[64] = {};
+  EXPECT_EQ(read(fds[0], buf, sizeof buf), ssize_t(sent.size()));
+  EXPECT_EQ(std::string(buf), sent);
   close(fds[0]);
   close(fds[1]);
 }
