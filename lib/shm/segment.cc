@@ -84,6 +84,7 @@ void store_words(T& dst, const T& src) {
   static_assert(sizeof(T) % 8 == 0 && alignof(T) >= 8);
   auto* d = reinterpret_cast<uint64_t*>(&dst);
   const auto* s = reinterpret_cast<const uint64_t*>(&src);
+#pragma GCC unroll 8  // a load and a store per word: the loop's own instructions were half the commit
   for (size_t i = 0; i < sizeof(T) / 8; i++) std::atomic_ref<uint64_t>(d[i]).store(s[i], std::memory_order_relaxed);
 }
 }  // namespace
@@ -615,7 +616,8 @@ bool Segment::early_wrap_locked(uint64_t off, uint64_t rec) const {
   if (version_ < 5 || capacity_ == layout::kUnbounded || off == 0 || off + rec <= kSoftWrap) return false;
   const uint64_t est = std::max(load_word(hdr_->lap_max), rec);  // validated by room_locked()
   const uint64_t cap = effective_capacity(), big = layout::record_size(max_message_);
-  if (cap > data_size_ / est) return false;  // never this long: no early wrap
+  // cap > data_size_ / est, without the division: never this long, no early wrap.
+  if (uint64_t need; __builtin_mul_overflow(cap, est, &need) || need > data_size_) return false;
   const uint64_t with_big = (cap - 1) * est + std::max(big, est);
   return off >= (with_big <= keep_ ? with_big : cap * est);
 }
@@ -661,7 +663,7 @@ Result<Segment::Room> Segment::room_locked(uint64_t rec, bool force) {
       if (!fresh) continue;
       return Errc::again;
     }
-    const uint64_t off = tail % data_size_;
+    const uint64_t off = offset_in(tail, send_lap_);
     Room room{tail, false};
     if (data_size_ - off < rec) {
       room = Room{tail + (data_size_ - off), true};
@@ -699,6 +701,10 @@ Result<Segment::Room> Segment::room_locked(uint64_t rec, bool force) {
 // entered it, and release_passed_locked() never drops it while the tail is
 // there. Needs send_lock.
 Errc Segment::populate_locked(uint64_t from, uint64_t end) const {
+  // The common case, a ring lapping in its kept area: already allocated.
+  if (const uint64_t have = load_word(hdr_->populated);
+      offset_in(from, send_lap_) + (end - from) <= have && have <= keep_ && have % kPage == 0)
+    return Errc::ok;
   const uint64_t tail = hdr_->send.tail;
   auto populate = [this](uint64_t start, uint64_t stop) {
     int rc;
@@ -780,7 +786,7 @@ void Segment::write_record_locked(const Room& room, size_t len, const Sender& fr
   SegmentHeader* h = hdr_;
   layout::SendState n = h->send;
   if (room.wrap) {
-    const uint64_t off = n.tail % data_size_;
+    const uint64_t off = offset_in(n.tail, send_lap_);
     if (data_size_ - off >= kRecHdr) {
       RecordHeader m{};
       m.len = layout::kWrapMarker;
@@ -790,7 +796,7 @@ void Segment::write_record_locked(const Room& room, size_t len, const Sender& fr
   // Written field by field in place: a header built on the stack and copied
   // was read back wider than it was written, a store-forwarding stall that
   // waited for every earlier store (the payload's) to reach the cache.
-  auto* r = reinterpret_cast<RecordHeader*>(data_ + room.at % data_size_);  // 8-aligned
+  auto* r = reinterpret_cast<RecordHeader*>(data_ + offset_in(room.at, send_lap_));  // 8-aligned
   r->len = static_cast<uint32_t>(len);
   r->flags = prio;  // push() checked it: 0 before version 6
   r->pid = from.pid;
@@ -837,7 +843,7 @@ Result<uint64_t> Segment::push(const char* data, size_t len, const Sender& from,
   auto room = room_locked(rec, force);
   if (!room) return room.error();
   if (Errc e = charge_quota_locked(rec, force); e != Errc::ok) return e;
-  if (len) std::memcpy(data_ + room->at % data_size_ + kRecHdr, data, len);
+  if (len) std::memcpy(data_ + offset_in(room->at, send_lap_) + kRecHdr, data, len);
   const uint64_t seq = hdr_->send.next_seq;
   write_record_locked(*room, len, from, now_ns, prio);
   notify_after_push_locked(seq, from);
@@ -861,7 +867,7 @@ Result<char*> Segment::reserve(size_t len, const Sender& from, int64_t now_ns,
     return e;
   }
   reserved_ = Reserved{*room, len, from, now_ns, prio};
-  return data_ + room->at % data_size_ + kRecHdr;
+  return data_ + offset_in(room->at, send_lap_) + kRecHdr;
 }
 
 // Not checked: releases the send lock reserve() left held.
@@ -902,7 +908,7 @@ Result<Segment::Found> Segment::oldest_locked() {
     if (h->head_pub.load(std::memory_order_relaxed) != pos) goto corrupt;
   }
   {
-    uint64_t off = pos % data_size_;
+    uint64_t off = offset_in(pos, recv_lap_);
     RecordHeader r;
     if (data_size_ - off >= kRecHdr) std::memcpy(&r, data_ + off, kRecHdr);
     if (data_size_ - off < kRecHdr || r.len == layout::kWrapMarker) {
@@ -941,6 +947,10 @@ corrupt:
 // sender holds send_lock.
 void Segment::release_passed_locked(uint64_t old_head, uint64_t new_head) {
   if (data_size_ < 8 * kReleaseChunk || data_size_ <= keep_) return;
+  // Most receives stay in the lap and the chunk they started in, or in the
+  // kept area: no chunk ends behind them that could go.
+  const uint64_t o = offset_in(old_head, recv_lap_), moved = new_head - old_head;
+  if (moved < data_size_ - o && (o / kReleaseChunk == (o + moved) / kReleaseChunk || o + moved <= keep_)) return;
   for (uint64_t lap = old_head / data_size_; lap * data_size_ < new_head; lap++) {
     const uint64_t base = lap * data_size_;
     const uint64_t a = std::max(old_head, base) - base;
@@ -1161,7 +1171,7 @@ Result<Segment::Popped> Segment::pop(std::string& out, int64_t now_ns, size_t ma
   if (!f) return f.error();
   if (f->r.len > max_len) return Errc::msg_size;  // left queued for a larger buffer
   const size_t was = out.size();
-  out.append(data_ + f->pos % data_size_ + kRecHdr, f->r.len);
+  out.append(data_ + offset_in(f->pos, recv_lap_) + kRecHdr, f->r.len);
   if (Errc e = remove_found_locked(*f, now_ns); e != Errc::ok) {
     out.resize(was);
     return e;
@@ -1176,7 +1186,7 @@ Result<Segment::PoppedInto> Segment::pop_into(void* buf, size_t cap, int64_t now
   auto f = next_locked();
   if (!f) return f.error();
   if (f->r.len > cap) return Errc::msg_size;
-  std::memcpy(buf, data_ + f->pos % data_size_ + kRecHdr, f->r.len);
+  std::memcpy(buf, data_ + offset_in(f->pos, recv_lap_) + kRecHdr, f->r.len);
   if (Errc e = remove_found_locked(*f, now_ns); e != Errc::ok) return e;
   return PoppedInto{f->r.seq, Sender{f->r.pid, f->r.uid, f->r.gid}, f->r.len, f->r.flags & layout::kPrioMask};
 }
@@ -1193,7 +1203,7 @@ Result<Segment::View> Segment::view(int64_t now_ns) NO_THREAD_SAFETY_ANALYSIS {
   }
   viewed_ = *f;
   view_now_ns_ = now_ns;
-  return View{data_ + f->pos % data_size_ + kRecHdr, f->r.len, f->r.seq, Sender{f->r.pid, f->r.uid, f->r.gid},
+  return View{data_ + offset_in(f->pos, recv_lap_) + kRecHdr, f->r.len, f->r.seq, Sender{f->r.pid, f->r.uid, f->r.gid},
               f->r.flags & layout::kPrioMask};
 }
 

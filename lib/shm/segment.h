@@ -288,6 +288,12 @@ class Segment {
   // Version 5: the ring may wrap before the end of its area (room_locked()).
   bool early_wrap_locked(uint64_t off, uint64_t rec) const REQUIRES(send_lock_);
   bool sizing_sane() const;
+  // pos % data_size_, `lap` caching the start of pos's lap (any value: a
+  // position outside that lap recomputes it).
+  uint64_t offset_in(uint64_t pos, uint64_t& lap) const {
+    if (pos - lap >= data_size_) lap = pos - pos % data_size_;
+    return pos - lap;
+  }
   // Version 5: the lap an early wrap starts at least kSoftWrap into, and the
   // empty ring restarts from there; the kept area is allocated this much at a time.
   static constexpr uint64_t kSoftWrap = 32 * 1024;
@@ -339,6 +345,11 @@ class Segment {
   // last checked tail_pub and looked whether the ring could restart at
   // offset 0 (see room_locked()).
   uint64_t checked_page_ = UINT64_MAX;
+  // The start of the lap the send half's (send_lap_) and the receive half's
+  // (recv_lap_) positions were last in: offset_in() takes a position's offset
+  // without a 64-bit division (10 to 40 cycles; the fast path made about ten
+  // per message) while it stays in that lap.
+  mutable uint64_t send_lap_ = 0, recv_lap_ = 0;
   uint64_t wrap_checked_page_ = UINT64_MAX;  // the same for an early wrap's fresh look at head_pub
   uint64_t recv_checked_page_ = UINT64_MAX;  // the same for head_pub (oldest_locked())
   // An open reservation or view holds its side's lock (see reserve(), view()).
