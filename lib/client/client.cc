@@ -181,13 +181,22 @@ struct detail::MailboxImpl {
   // only once an attempt failed (it is a cache line the other side writes on
   // every message), then the attempt is repeated before sleeping on the value
   // read.
+  // The first attempt is inline and the rest out of line: a message that
+  // goes through at once pays for none of the waiting's state.
   template <class Attempt>
   int until(const WaitOn& w, Attempt&& attempt, bool nonblock, const std::optional<Clock::time_point>& deadline) {
+    const Errc e = attempt();
+    return e == Errc::ok ? 0 : until_slow(w, attempt, e, nonblock, deadline);
+  }
+  // `e`: what the first attempt returned.
+  template <class Attempt>
+  [[gnu::noinline]] int until_slow(const WaitOn& w, Attempt& attempt, Errc e, bool nonblock,
+                                   const std::optional<Clock::time_point>& deadline) {
     uint32_t seen = 0;
     uint64_t pos_seen = 0;
     bool have_seen = false;
-    for (;;) {
-      const Errc e = attempt();
+    for (bool first = true;; first = false) {
+      if (!first) e = attempt();
       if (e == Errc::ok) return 0;
       int err;
       if (e == Errc::again) {

@@ -165,11 +165,29 @@ static int wait_for_lock(pthread_mutex_t* m) {
 
 // Takes one half's robust mutex. A participant that died holding it is
 // recovered from (recover_*_locked); if the ring is then still inconsistent
-// (scribbled, not crashed), the segment is marked corrupt.
-Errc Segment::lock(Side side, bool any_state) const {
+// (scribbled, not crashed), the segment is marked corrupt. The uncontended
+// lock of a live segment is inline: the rest (waiting, recovery, no_wait
+// mode) is out of line, so the fast path saves no registers for it.
+inline Errc Segment::lock(Side side, bool any_state) const {
   SegmentHeader* h = hdr_;
   pthread_mutex_t* m = side == Side::send ? &h->send_lock : &h->recv_lock;
-  int rc;
+  const int rc = no_wait_ ? EBUSY : pthread_mutex_trylock(m);
+  if (rc == 0) [[likely]] {
+    // SYNC POINT: acquire pairs with the release store of state (set_state, under both locks).
+    const uint32_t st = h->state.load(std::memory_order_acquire);
+    if (any_state || st == layout::kLive) [[likely]]
+      return Errc::ok;
+    pthread_mutex_unlock(m);
+    return st == layout::kDeleted ? Errc::removed : st == layout::kRetired ? Errc::stale : Errc::bad_message;
+  }
+  return lock_slow(side, any_state, rc);
+}
+
+// `tried`: what lock()'s trylock returned (EOWNERDEAD: it holds the lock).
+Errc Segment::lock_slow(Side side, bool any_state, int tried) const {
+  SegmentHeader* h = hdr_;
+  pthread_mutex_t* m = side == Side::send ? &h->send_lock : &h->recv_lock;
+  int rc = tried;
   if (no_wait_) {
     if (!header_intact()) {
       h->state.store(layout::kCorrupt, std::memory_order_release);
@@ -177,7 +195,7 @@ Errc Segment::lock(Side side, bool any_state) const {
     }
     rc = try_acquire(m);
     if (rc == EBUSY) return held_elsewhere(m);
-  } else {
+  } else if (rc == EBUSY) {
     rc = wait_for_lock(m);
   }
   if (rc == EOWNERDEAD) {
@@ -700,11 +718,16 @@ Result<Segment::Room> Segment::room_locked(uint64_t rec, bool force) {
 // first time in a lap; a chunk the tail is in was made present when the tail
 // entered it, and release_passed_locked() never drops it while the tail is
 // there. Needs send_lock.
-Errc Segment::populate_locked(uint64_t from, uint64_t end) const {
-  // The common case, a ring lapping in its kept area: already allocated.
+// Inline, with the rest out of line: the common case is a ring lapping in
+// its kept area, already allocated.
+inline Errc Segment::populate_locked(uint64_t from, uint64_t end) const {
   if (const uint64_t have = load_word(hdr_->populated);
       offset_in(from, send_lap_) + (end - from) <= have && have <= keep_ && have % kPage == 0)
     return Errc::ok;
+  return populate_chunks_locked(from, end);
+}
+
+Errc Segment::populate_chunks_locked(uint64_t from, uint64_t end) const {
   const uint64_t tail = hdr_->send.tail;
   auto populate = [this](uint64_t start, uint64_t stop) {
     int rc;
@@ -945,12 +968,16 @@ corrupt:
 // intact (recovery keeps the old head), one that dies after it leaves only
 // a chunk resident until the next lap passes it. Best effort: skipped when a
 // sender holds send_lock.
-void Segment::release_passed_locked(uint64_t old_head, uint64_t new_head) {
+// Inline, with the rest out of line: most receives stay in the lap and the
+// chunk they started in, or in the kept area, and no chunk ends behind them.
+inline void Segment::release_passed_locked(uint64_t old_head, uint64_t new_head) {
   if (data_size_ < 8 * kReleaseChunk || data_size_ <= keep_) return;
-  // Most receives stay in the lap and the chunk they started in, or in the
-  // kept area: no chunk ends behind them that could go.
   const uint64_t o = offset_in(old_head, recv_lap_), moved = new_head - old_head;
   if (moved < data_size_ - o && (o / kReleaseChunk == (o + moved) / kReleaseChunk || o + moved <= keep_)) return;
+  release_chunks_locked(old_head, new_head);
+}
+
+void Segment::release_chunks_locked(uint64_t old_head, uint64_t new_head) {
   for (uint64_t lap = old_head / data_size_; lap * data_size_ < new_head; lap++) {
     const uint64_t base = lap * data_size_;
     const uint64_t a = std::max(old_head, base) - base;

@@ -241,6 +241,7 @@ class Segment {
   };
   // The primitives behind the guards (not checked: which lock is a runtime value).
   Errc lock(Side side, bool any_state) const NO_THREAD_SAFETY_ANALYSIS;
+  [[gnu::noinline]] Errc lock_slow(Side side, bool any_state, int tried) const NO_THREAD_SAFETY_ANALYSIS;
   void unlock(Side side) const NO_THREAD_SAFETY_ANALYSIS;
   bool try_lock(Side side) const NO_THREAD_SAFETY_ANALYSIS;
   bool try_lock_recv() const TRY_ACQUIRE(true, recv_lock_) NO_THREAD_SAFETY_ANALYSIS { return try_lock(Side::recv); }
@@ -277,6 +278,7 @@ class Segment {
       REQUIRES(send_lock_);
   Errc remove_oldest_locked(const Found& f, int64_t now_ns, bool received) REQUIRES(recv_lock_);
   void release_passed_locked(uint64_t old_head, uint64_t new_head) REQUIRES(recv_lock_);
+  [[gnu::noinline]] void release_chunks_locked(uint64_t old_head, uint64_t new_head) REQUIRES(recv_lock_);
   void restart_if_empty_locked() REQUIRES(send_lock_);
   static constexpr uint64_t kRestartAt = 64 * 1024;
   static constexpr uint64_t kReleaseChunk = 256 * 1024;
@@ -285,6 +287,7 @@ class Segment {
   static constexpr uint64_t kPopulateChunk = 64 * 1024;
   static_assert(kReleaseChunk % kPopulateChunk == 0);
   Errc populate_locked(uint64_t from, uint64_t end) const REQUIRES(send_lock_);
+  [[gnu::noinline]] Errc populate_chunks_locked(uint64_t from, uint64_t end) const REQUIRES(send_lock_);
   // Version 5: the ring may wrap before the end of its area (room_locked()).
   bool early_wrap_locked(uint64_t off, uint64_t rec) const REQUIRES(send_lock_);
   bool sizing_sane() const;
