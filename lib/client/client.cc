@@ -53,12 +53,17 @@ int wait_change(std::atomic<uint32_t>& word, std::atomic<uint32_t>& sleepers, ui
     __builtin_ia32_pause();
 #endif
   }
-  // SYNC POINT: seq_cst increment, then seq_cst re-loads of the position and
-  // the word, then FUTEX_WAIT on `seen`; pairs with the fence in
-  // Segment::after_push/after_pop between publishing the position and loading
-  // the sleeper count: either they see us, move the word and wake us (or
-  // FUTEX_WAIT finds it moved), or we see their position and do not sleep.
+  // SYNC POINT: seq_cst increments of the count and the word, then a seq_cst
+  // re-load of the position, then FUTEX_WAIT on the word as we left it; pairs
+  // with the fence in Segment::after_push/after_pop between publishing the
+  // position and loading the sleeper count and the word: either they see us,
+  // move the word and wake us (or FUTEX_WAIT finds it moved), or we see their
+  // position and do not sleep.
   sleepers.fetch_add(1, std::memory_order_seq_cst);
+  // Moves the word: a waker skips the wake of a lone sleeper it already woke
+  // while the word holds what its wake left there (Segment::wake_one), so a
+  // sleeper moves it to be woken again. Moved since `seen`: a wake came.
+  const uint32_t before = word.fetch_add(1, std::memory_order_seq_cst);
   if (announce) announce->receiver_sleeping();
   // Wakes are handed to one sleeper each; should the one woken die before
   // acting on it, the others still re-check within kRecheck. An absolute
@@ -69,8 +74,8 @@ int wait_change(std::atomic<uint32_t>& word, std::atomic<uint32_t>& sleepers, ui
   const auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(until.time_since_epoch()).count();
   const timespec abs{static_cast<time_t>(ns / 1000000000), static_cast<long>(ns % 1000000000)};
   int r = 0;
-  if (pos.load(std::memory_order_seq_cst) == pos_seen && word.load(std::memory_order_seq_cst) == seen)
-    r = mbx::futex_wait_until(&word, seen, abs) < 0 && errno == EINTR ? EINTR : 0;
+  if (before == seen && pos.load(std::memory_order_seq_cst) == pos_seen)
+    r = mbx::futex_wait_until(&word, before + 1, abs) < 0 && errno == EINTR ? EINTR : 0;
   sleepers.fetch_sub(1, std::memory_order_seq_cst);
   return r;
 }

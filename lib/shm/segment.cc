@@ -1580,11 +1580,27 @@ void Segment::after_push(bool by_daemon) {
   // One message, one sleeper: waking them all made 1,000 sleeping receivers
   // contend for each message. A woken receiver that finds nothing sleeps
   // again; one that cannot take the message passes the wake on (client.cc).
-  if (hdr_->sleeping_receivers.load(std::memory_order_relaxed) > 0) {
-    hdr_->pushed.fetch_add(1, std::memory_order_seq_cst);
-    futex_wake(&hdr_->pushed, 1);
-  }
+  if (const uint32_t n = hdr_->sleeping_receivers.load(std::memory_order_relaxed); n > 0)
+    wake_one(hdr_->pushed, n, woke_pushed_);
   if (!by_daemon) kick_daemon(layout::kWatchReadable);
+}
+
+// Moves `word` and wakes one of the `n` sleepers counted on it, unless the
+// only one counted is the one our last wake woke, not yet running again (a
+// loaded machine leaves a woken process waiting for a CPU for milliseconds,
+// and every message meanwhile made a futex system call: two per message,
+// most of the CPU time of a producer and a consumer taking turns). `woke`
+// holds the word as that wake left it. Every sleeper moves the word before
+// it sleeps (wait_change in client.cc), so while it still holds that value
+// nobody went to sleep since: the one counted is the one woken.
+void Segment::wake_one(std::atomic<uint32_t>& word, uint32_t n, uint64_t& woke) {
+  // SYNC POINT: seq_cst, after the caller's fence; pairs with a sleeper's
+  // seq_cst increments of its count and of the word, then its seq_cst re-load
+  // of the position: if our load misses its increment of the word, its
+  // re-load sees the position published before our fence, and it does not sleep.
+  if (n == 1 && word.load(std::memory_order_seq_cst) == woke) return;
+  woke = uint64_t{word.fetch_add(1, std::memory_order_seq_cst)} + 1;
+  futex_wake(&word, 1);
 }
 
 void Segment::after_pop(bool by_daemon) {
@@ -1593,9 +1609,13 @@ void Segment::after_pop(bool by_daemon) {
   std::atomic_thread_fence(std::memory_order_seq_cst);
   // Room for one more message wakes one sender; but rendezvous senders also
   // sleep here for their receipt, and only the right one may go on.
-  if (hdr_->sleeping_senders.load(std::memory_order_relaxed) > 0) {
-    hdr_->popped.fetch_add(1, std::memory_order_seq_cst);
-    futex_wake(&hdr_->popped, capacity_ == 0 ? INT_MAX : 1);
+  if (const uint32_t n = hdr_->sleeping_senders.load(std::memory_order_relaxed); n > 0) {
+    if (capacity_ != 0) {
+      wake_one(hdr_->popped, n, woke_popped_);
+    } else {
+      hdr_->popped.fetch_add(1, std::memory_order_seq_cst);
+      futex_wake(&hdr_->popped, INT_MAX);
+    }
   }
   if (!by_daemon) kick_daemon(layout::kWatchWritable);
 }

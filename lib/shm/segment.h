@@ -314,6 +314,7 @@ class Segment {
   bool full_locked() const REQUIRES(send_lock_);
   uint64_t effective_capacity() const;
   void kick_daemon(uint32_t watch_bit);
+  void wake_one(std::atomic<uint32_t>& word, uint32_t n, uint64_t& woke);
   // After a push committed record `seq`: fires an armed mq_notify
   // registration if the ring was empty before it and no receiver waits.
   void notify_after_push_locked(uint64_t seq, const Sender& from) REQUIRES(send_lock_);
@@ -364,6 +365,10 @@ class Segment {
     unsigned prio;
   };
   std::optional<Reserved> reserved_;
+  // The futex words `pushed` and `popped` as this object's last wake on
+  // each left them (wake_one()); kNoWake before any.
+  static constexpr uint64_t kNoWake = UINT64_MAX;
+  uint64_t woke_pushed_ = kNoWake, woke_popped_ = kNoWake;
   std::optional<Found> viewed_;
   int64_t view_now_ns_ = 0;
 };
