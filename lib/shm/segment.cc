@@ -1581,7 +1581,7 @@ void Segment::after_push(bool by_daemon) {
   // contend for each message. A woken receiver that finds nothing sleeps
   // again; one that cannot take the message passes the wake on (client.cc).
   if (const uint32_t n = hdr_->sleeping_receivers.load(std::memory_order_relaxed); n > 0)
-    wake_one(hdr_->pushed, n, woke_pushed_);
+    wake_one(hdr_->pushed, n, hdr_->head_pub, woke_pushed_);
   if (!by_daemon) kick_daemon(layout::kWatchReadable);
 }
 
@@ -1590,16 +1590,23 @@ void Segment::after_push(bool by_daemon) {
 // loaded machine leaves a woken process waiting for a CPU for milliseconds,
 // and every message meanwhile made a futex system call: two per message,
 // most of the CPU time of a producer and a consumer taking turns). `woke`
-// holds the word as that wake left it. Every sleeper moves the word before
-// it sleeps (wait_change in client.cc), so while it still holds that value
-// nobody went to sleep since: the one counted is the one woken.
-void Segment::wake_one(std::atomic<uint32_t>& word, uint32_t n, uint64_t& woke) {
+// holds the word and the sleepers' own position (`theirs`: head_pub for
+// receivers, tail_pub for senders) as that wake left them. Every sleeper
+// moves the word before it sleeps (wait_change in client.cc), so while it
+// holds that value nobody went to sleep since: the one counted is the one
+// woken. The position guards sleepers of an older libmailbox, which do not
+// move the word: one that ran since has moved it (taken or sent a message).
+void Segment::wake_one(std::atomic<uint32_t>& word, uint32_t n, const std::atomic<uint64_t>& theirs, Woke& woke) {
   // SYNC POINT: seq_cst, after the caller's fence; pairs with a sleeper's
   // seq_cst increments of its count and of the word, then its seq_cst re-load
-  // of the position: if our load misses its increment of the word, its
+  // of our position: if our load misses its increment of the word, its
   // re-load sees the position published before our fence, and it does not sleep.
-  if (n == 1 && word.load(std::memory_order_seq_cst) == woke) return;
-  woke = uint64_t{word.fetch_add(1, std::memory_order_seq_cst)} + 1;
+  const uint64_t w = word.load(std::memory_order_seq_cst);
+  // Relaxed: only compared; a stale value wakes once more.
+  const uint64_t pos = theirs.load(std::memory_order_relaxed);
+  if (n == 1 && w == woke.word && pos == woke.pos) return;
+  woke.word = uint64_t{word.fetch_add(1, std::memory_order_seq_cst)} + 1;
+  woke.pos = pos;
   futex_wake(&word, 1);
 }
 
@@ -1611,7 +1618,7 @@ void Segment::after_pop(bool by_daemon) {
   // sleep here for their receipt, and only the right one may go on.
   if (const uint32_t n = hdr_->sleeping_senders.load(std::memory_order_relaxed); n > 0) {
     if (capacity_ != 0) {
-      wake_one(hdr_->popped, n, woke_popped_);
+      wake_one(hdr_->popped, n, hdr_->tail_pub, woke_popped_);
     } else {
       hdr_->popped.fetch_add(1, std::memory_order_seq_cst);
       futex_wake(&hdr_->popped, INT_MAX);

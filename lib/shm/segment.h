@@ -314,7 +314,12 @@ class Segment {
   bool full_locked() const REQUIRES(send_lock_);
   uint64_t effective_capacity() const;
   void kick_daemon(uint32_t watch_bit);
-  void wake_one(std::atomic<uint32_t>& word, uint32_t n, uint64_t& woke);
+  // The futex word and the woken side's position as this object's last wake
+  // on the word left them (wake_one()); word UINT64_MAX (no u32 value) before any.
+  struct Woke {
+    uint64_t word = UINT64_MAX, pos = 0;
+  };
+  void wake_one(std::atomic<uint32_t>& word, uint32_t n, const std::atomic<uint64_t>& theirs, Woke& woke);
   // After a push committed record `seq`: fires an armed mq_notify
   // registration if the ring was empty before it and no receiver waits.
   void notify_after_push_locked(uint64_t seq, const Sender& from) REQUIRES(send_lock_);
@@ -365,10 +370,7 @@ class Segment {
     unsigned prio;
   };
   std::optional<Reserved> reserved_;
-  // The futex words `pushed` and `popped` as this object's last wake on
-  // each left them (wake_one()); kNoWake before any.
-  static constexpr uint64_t kNoWake = UINT64_MAX;
-  uint64_t woke_pushed_ = kNoWake, woke_popped_ = kNoWake;
+  Woke woke_pushed_, woke_popped_;  // see wake_one()
   std::optional<Found> viewed_;
   int64_t view_now_ns_ = 0;
 };
