@@ -53,12 +53,17 @@ int wait_change(std::atomic<uint32_t>& word, std::atomic<uint32_t>& sleepers, ui
     __builtin_ia32_pause();
 #endif
   }
-  // SYNC POINT: seq_cst increment, then seq_cst re-loads of the position and
-  // the word, then FUTEX_WAIT on `seen`; pairs with the fence in
-  // Segment::after_push/after_pop between publishing the position and loading
-  // the sleeper count: either they see us, move the word and wake us (or
-  // FUTEX_WAIT finds it moved), or we see their position and do not sleep.
+  // SYNC POINT: seq_cst increments of the count and the word, then a seq_cst
+  // re-load of the position, then FUTEX_WAIT on the word as we left it; pairs
+  // with the fence in Segment::after_push/after_pop between publishing the
+  // position and loading the sleeper count and the word: either they see us,
+  // move the word and wake us (or FUTEX_WAIT finds it moved), or we see their
+  // position and do not sleep.
   sleepers.fetch_add(1, std::memory_order_seq_cst);
+  // Moves the word: a waker skips the wake of a lone sleeper it already woke
+  // while the word holds what its wake left there (Segment::wake_one), so a
+  // sleeper moves it to be woken again. Moved since `seen`: a wake came.
+  const uint32_t before = word.fetch_add(1, std::memory_order_seq_cst);
   if (announce) announce->receiver_sleeping();
   // Sleeps until the deadline, with no periodic re-check: a re-check's
   // timeout returning to user space just as a signal arrived ran the handler
@@ -73,8 +78,8 @@ int wait_change(std::atomic<uint32_t>& word, std::atomic<uint32_t>& sleepers, ui
   const auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(until.time_since_epoch()).count();
   const timespec abs{static_cast<time_t>(ns / 1000000000), static_cast<long>(ns % 1000000000)};
   int r = 0;
-  if (pos.load(std::memory_order_seq_cst) == pos_seen && word.load(std::memory_order_seq_cst) == seen)
-    r = mbx::futex_wait_until(&word, seen, abs) < 0 && errno == EINTR ? EINTR : 0;
+  if (before == seen && pos.load(std::memory_order_seq_cst) == pos_seen)
+    r = mbx::futex_wait_until(&word, before + 1, abs) < 0 && errno == EINTR ? EINTR : 0;
   sleepers.fetch_sub(1, std::memory_order_seq_cst);
   return r;
 }
@@ -186,13 +191,22 @@ struct detail::MailboxImpl {
   // only once an attempt failed (it is a cache line the other side writes on
   // every message), then the attempt is repeated before sleeping on the value
   // read.
+  // The first attempt is inline and the rest out of line: a message that
+  // goes through at once pays for none of the waiting's state.
   template <class Attempt>
   int until(const WaitOn& w, Attempt&& attempt, bool nonblock, const std::optional<Clock::time_point>& deadline) {
+    const Errc e = attempt();
+    return e == Errc::ok ? 0 : until_slow(w, attempt, e, nonblock, deadline);
+  }
+  // `e`: what the first attempt returned.
+  template <class Attempt>
+  [[gnu::noinline]] int until_slow(const WaitOn& w, Attempt& attempt, Errc e, bool nonblock,
+                                   const std::optional<Clock::time_point>& deadline) {
     uint32_t seen = 0;
     uint64_t pos_seen = 0;
     bool have_seen = false;
-    for (;;) {
-      const Errc e = attempt();
+    for (bool first = true;; first = false) {
+      if (!first) e = attempt();
       if (e == Errc::ok) return 0;
       int err;
       if (e == Errc::again) {

@@ -84,6 +84,7 @@ void store_words(T& dst, const T& src) {
   static_assert(sizeof(T) % 8 == 0 && alignof(T) >= 8);
   auto* d = reinterpret_cast<uint64_t*>(&dst);
   const auto* s = reinterpret_cast<const uint64_t*>(&src);
+#pragma GCC unroll 8  // a load and a store per word: the loop's own instructions were half the commit
   for (size_t i = 0; i < sizeof(T) / 8; i++) std::atomic_ref<uint64_t>(d[i]).store(s[i], std::memory_order_relaxed);
 }
 }  // namespace
@@ -164,11 +165,29 @@ static int wait_for_lock(pthread_mutex_t* m) {
 
 // Takes one half's robust mutex. A participant that died holding it is
 // recovered from (recover_*_locked); if the ring is then still inconsistent
-// (scribbled, not crashed), the segment is marked corrupt.
-Errc Segment::lock(Side side, bool any_state) const {
+// (scribbled, not crashed), the segment is marked corrupt. The uncontended
+// lock of a live segment is inline: the rest (waiting, recovery, no_wait
+// mode) is out of line, so the fast path saves no registers for it.
+inline Errc Segment::lock(Side side, bool any_state) const {
   SegmentHeader* h = hdr_;
   pthread_mutex_t* m = side == Side::send ? &h->send_lock : &h->recv_lock;
-  int rc;
+  const int rc = no_wait_ ? EBUSY : pthread_mutex_trylock(m);
+  if (rc == 0) [[likely]] {
+    // SYNC POINT: acquire pairs with the release store of state (set_state, under both locks).
+    const uint32_t st = h->state.load(std::memory_order_acquire);
+    if (any_state || st == layout::kLive) [[likely]]
+      return Errc::ok;
+    pthread_mutex_unlock(m);
+    return st == layout::kDeleted ? Errc::removed : st == layout::kRetired ? Errc::stale : Errc::bad_message;
+  }
+  return lock_slow(side, any_state, rc);
+}
+
+// `tried`: what lock()'s trylock returned (EOWNERDEAD: it holds the lock).
+Errc Segment::lock_slow(Side side, bool any_state, int tried) const {
+  SegmentHeader* h = hdr_;
+  pthread_mutex_t* m = side == Side::send ? &h->send_lock : &h->recv_lock;
+  int rc = tried;
   if (no_wait_) {
     if (!header_intact()) {
       h->state.store(layout::kCorrupt, std::memory_order_release);
@@ -176,7 +195,7 @@ Errc Segment::lock(Side side, bool any_state) const {
     }
     rc = try_acquire(m);
     if (rc == EBUSY) return held_elsewhere(m);
-  } else {
+  } else if (rc == EBUSY) {
     rc = wait_for_lock(m);
   }
   if (rc == EOWNERDEAD) {
@@ -615,7 +634,8 @@ bool Segment::early_wrap_locked(uint64_t off, uint64_t rec) const {
   if (version_ < 5 || capacity_ == layout::kUnbounded || off == 0 || off + rec <= kSoftWrap) return false;
   const uint64_t est = std::max(load_word(hdr_->lap_max), rec);  // validated by room_locked()
   const uint64_t cap = effective_capacity(), big = layout::record_size(max_message_);
-  if (cap > data_size_ / est) return false;  // never this long: no early wrap
+  // cap > data_size_ / est, without the division: never this long, no early wrap.
+  if (uint64_t need; __builtin_mul_overflow(cap, est, &need) || need > data_size_) return false;
   const uint64_t with_big = (cap - 1) * est + std::max(big, est);
   return off >= (with_big <= keep_ ? with_big : cap * est);
 }
@@ -661,7 +681,7 @@ Result<Segment::Room> Segment::room_locked(uint64_t rec, bool force) {
       if (!fresh) continue;
       return Errc::again;
     }
-    const uint64_t off = tail % data_size_;
+    const uint64_t off = offset_in(tail, send_lap_);
     Room room{tail, false};
     if (data_size_ - off < rec) {
       room = Room{tail + (data_size_ - off), true};
@@ -698,7 +718,16 @@ Result<Segment::Room> Segment::room_locked(uint64_t rec, bool force) {
 // first time in a lap; a chunk the tail is in was made present when the tail
 // entered it, and release_passed_locked() never drops it while the tail is
 // there. Needs send_lock.
-Errc Segment::populate_locked(uint64_t from, uint64_t end) const {
+// Inline, with the rest out of line: the common case is a ring lapping in
+// its kept area, already allocated.
+inline Errc Segment::populate_locked(uint64_t from, uint64_t end) const {
+  if (const uint64_t have = load_word(hdr_->populated);
+      offset_in(from, send_lap_) + (end - from) <= have && have <= keep_ && have % kPage == 0)
+    return Errc::ok;
+  return populate_chunks_locked(from, end);
+}
+
+Errc Segment::populate_chunks_locked(uint64_t from, uint64_t end) const {
   const uint64_t tail = hdr_->send.tail;
   auto populate = [this](uint64_t start, uint64_t stop) {
     int rc;
@@ -780,7 +809,7 @@ void Segment::write_record_locked(const Room& room, size_t len, const Sender& fr
   SegmentHeader* h = hdr_;
   layout::SendState n = h->send;
   if (room.wrap) {
-    const uint64_t off = n.tail % data_size_;
+    const uint64_t off = offset_in(n.tail, send_lap_);
     if (data_size_ - off >= kRecHdr) {
       RecordHeader m{};
       m.len = layout::kWrapMarker;
@@ -790,7 +819,7 @@ void Segment::write_record_locked(const Room& room, size_t len, const Sender& fr
   // Written field by field in place: a header built on the stack and copied
   // was read back wider than it was written, a store-forwarding stall that
   // waited for every earlier store (the payload's) to reach the cache.
-  auto* r = reinterpret_cast<RecordHeader*>(data_ + room.at % data_size_);  // 8-aligned
+  auto* r = reinterpret_cast<RecordHeader*>(data_ + offset_in(room.at, send_lap_));  // 8-aligned
   r->len = static_cast<uint32_t>(len);
   r->flags = prio;  // push() checked it: 0 before version 6
   r->pid = from.pid;
@@ -837,7 +866,7 @@ Result<uint64_t> Segment::push(const char* data, size_t len, const Sender& from,
   auto room = room_locked(rec, force);
   if (!room) return room.error();
   if (Errc e = charge_quota_locked(rec, force); e != Errc::ok) return e;
-  if (len) std::memcpy(data_ + room->at % data_size_ + kRecHdr, data, len);
+  if (len) std::memcpy(data_ + offset_in(room->at, send_lap_) + kRecHdr, data, len);
   const uint64_t seq = hdr_->send.next_seq;
   write_record_locked(*room, len, from, now_ns, prio);
   notify_after_push_locked(seq, from);
@@ -861,7 +890,7 @@ Result<char*> Segment::reserve(size_t len, const Sender& from, int64_t now_ns,
     return e;
   }
   reserved_ = Reserved{*room, len, from, now_ns, prio};
-  return data_ + room->at % data_size_ + kRecHdr;
+  return data_ + offset_in(room->at, send_lap_) + kRecHdr;
 }
 
 // Not checked: releases the send lock reserve() left held.
@@ -902,7 +931,7 @@ Result<Segment::Found> Segment::oldest_locked() {
     if (h->head_pub.load(std::memory_order_relaxed) != pos) goto corrupt;
   }
   {
-    uint64_t off = pos % data_size_;
+    uint64_t off = offset_in(pos, recv_lap_);
     RecordHeader r;
     if (data_size_ - off >= kRecHdr) std::memcpy(&r, data_ + off, kRecHdr);
     if (data_size_ - off < kRecHdr || r.len == layout::kWrapMarker) {
@@ -939,8 +968,16 @@ corrupt:
 // intact (recovery keeps the old head), one that dies after it leaves only
 // a chunk resident until the next lap passes it. Best effort: skipped when a
 // sender holds send_lock.
-void Segment::release_passed_locked(uint64_t old_head, uint64_t new_head) {
+// Inline, with the rest out of line: most receives stay in the lap and the
+// chunk they started in, or in the kept area, and no chunk ends behind them.
+inline void Segment::release_passed_locked(uint64_t old_head, uint64_t new_head) {
   if (data_size_ < 8 * kReleaseChunk || data_size_ <= keep_) return;
+  const uint64_t o = offset_in(old_head, recv_lap_), moved = new_head - old_head;
+  if (moved < data_size_ - o && (o / kReleaseChunk == (o + moved) / kReleaseChunk || o + moved <= keep_)) return;
+  release_chunks_locked(old_head, new_head);
+}
+
+void Segment::release_chunks_locked(uint64_t old_head, uint64_t new_head) {
   for (uint64_t lap = old_head / data_size_; lap * data_size_ < new_head; lap++) {
     const uint64_t base = lap * data_size_;
     const uint64_t a = std::max(old_head, base) - base;
@@ -1161,7 +1198,7 @@ Result<Segment::Popped> Segment::pop(std::string& out, int64_t now_ns, size_t ma
   if (!f) return f.error();
   if (f->r.len > max_len) return Errc::msg_size;  // left queued for a larger buffer
   const size_t was = out.size();
-  out.append(data_ + f->pos % data_size_ + kRecHdr, f->r.len);
+  out.append(data_ + offset_in(f->pos, recv_lap_) + kRecHdr, f->r.len);
   if (Errc e = remove_found_locked(*f, now_ns); e != Errc::ok) {
     out.resize(was);
     return e;
@@ -1176,7 +1213,7 @@ Result<Segment::PoppedInto> Segment::pop_into(void* buf, size_t cap, int64_t now
   auto f = next_locked();
   if (!f) return f.error();
   if (f->r.len > cap) return Errc::msg_size;
-  std::memcpy(buf, data_ + f->pos % data_size_ + kRecHdr, f->r.len);
+  std::memcpy(buf, data_ + offset_in(f->pos, recv_lap_) + kRecHdr, f->r.len);
   if (Errc e = remove_found_locked(*f, now_ns); e != Errc::ok) return e;
   return PoppedInto{f->r.seq, Sender{f->r.pid, f->r.uid, f->r.gid}, f->r.len, f->r.flags & layout::kPrioMask};
 }
@@ -1193,7 +1230,7 @@ Result<Segment::View> Segment::view(int64_t now_ns) NO_THREAD_SAFETY_ANALYSIS {
   }
   viewed_ = *f;
   view_now_ns_ = now_ns;
-  return View{data_ + f->pos % data_size_ + kRecHdr, f->r.len, f->r.seq, Sender{f->r.pid, f->r.uid, f->r.gid},
+  return View{data_ + offset_in(f->pos, recv_lap_) + kRecHdr, f->r.len, f->r.seq, Sender{f->r.pid, f->r.uid, f->r.gid},
               f->r.flags & layout::kPrioMask};
 }
 
@@ -1543,11 +1580,34 @@ void Segment::after_push(bool by_daemon) {
   // One message, one sleeper: waking them all made 1,000 sleeping receivers
   // contend for each message. A woken receiver that finds nothing sleeps
   // again; one that cannot take the message passes the wake on (client.cc).
-  if (hdr_->sleeping_receivers.load(std::memory_order_relaxed) > 0) {
-    hdr_->pushed.fetch_add(1, std::memory_order_seq_cst);
-    futex_wake(&hdr_->pushed, 1);
-  }
+  if (const uint32_t n = hdr_->sleeping_receivers.load(std::memory_order_relaxed); n > 0)
+    wake_one(hdr_->pushed, n, hdr_->head_pub, woke_pushed_);
   if (!by_daemon) kick_daemon(layout::kWatchReadable);
+}
+
+// Moves `word` and wakes one of the `n` sleepers counted on it, unless the
+// only one counted is the one our last wake woke, not yet running again (a
+// loaded machine leaves a woken process waiting for a CPU for milliseconds,
+// and every message meanwhile made a futex system call: two per message,
+// most of the CPU time of a producer and a consumer taking turns). `woke`
+// holds the word and the sleepers' own position (`theirs`: head_pub for
+// receivers, tail_pub for senders) as that wake left them. Every sleeper
+// moves the word before it sleeps (wait_change in client.cc), so while it
+// holds that value nobody went to sleep since: the one counted is the one
+// woken. The position guards sleepers of an older libmailbox, which do not
+// move the word: one that ran since has moved it (taken or sent a message).
+void Segment::wake_one(std::atomic<uint32_t>& word, uint32_t n, const std::atomic<uint64_t>& theirs, Woke& woke) {
+  // SYNC POINT: seq_cst, after the caller's fence; pairs with a sleeper's
+  // seq_cst increments of its count and of the word, then its seq_cst re-load
+  // of our position: if our load misses its increment of the word, its
+  // re-load sees the position published before our fence, and it does not sleep.
+  const uint64_t w = word.load(std::memory_order_seq_cst);
+  // Relaxed: only compared; a stale value wakes once more.
+  const uint64_t pos = theirs.load(std::memory_order_relaxed);
+  if (n == 1 && w == woke.word && pos == woke.pos) return;
+  woke.word = uint64_t{word.fetch_add(1, std::memory_order_seq_cst)} + 1;
+  woke.pos = pos;
+  futex_wake(&word, 1);
 }
 
 void Segment::after_pop(bool by_daemon) {
@@ -1556,9 +1616,13 @@ void Segment::after_pop(bool by_daemon) {
   std::atomic_thread_fence(std::memory_order_seq_cst);
   // Room for one more message wakes one sender; but rendezvous senders also
   // sleep here for their receipt, and only the right one may go on.
-  if (hdr_->sleeping_senders.load(std::memory_order_relaxed) > 0) {
-    hdr_->popped.fetch_add(1, std::memory_order_seq_cst);
-    futex_wake(&hdr_->popped, capacity_ == 0 ? INT_MAX : 1);
+  if (const uint32_t n = hdr_->sleeping_senders.load(std::memory_order_relaxed); n > 0) {
+    if (capacity_ != 0) {
+      wake_one(hdr_->popped, n, hdr_->tail_pub, woke_popped_);
+    } else {
+      hdr_->popped.fetch_add(1, std::memory_order_seq_cst);
+      futex_wake(&hdr_->popped, INT_MAX);
+    }
   }
   if (!by_daemon) kick_daemon(layout::kWatchWritable);
 }
