@@ -59,12 +59,28 @@ struct Notifier {
   Segment* seg = nullptr;
   uint64_t token = 0;
   sigevent ev{};
-  size_t stack = 0;                  // SIGEV_THREAD: attributes read at registration
-  std::atomic<bool> stop{false};     // cancelled (mq_notify(NULL), mq_close)
-  std::atomic<bool> finished{false}  // the thread is done: the registration is gone
-  ;
+  size_t stack = 0;                   // SIGEV_THREAD: attributes read at registration
+  std::atomic<bool> stop{false};      // cancelled (mq_notify(NULL), mq_close)
+  std::atomic<bool> finished{false};  // the thread is done: the registration is gone
+  // Who delivers a fired registration: its thread, or a sending thread of this
+  // process (deliver_own); the exchange to true picks one.
+  std::atomic<bool> claimed{false};
   std::thread th;
 };
+
+// This process's armed registrations by token, for deliver_own. A Notifier is
+// in it from mq_notify until end_notifier, which removes it before freeing it.
+struct Registry {
+  Mutex mu;
+  std::unordered_map<uint64_t, Notifier*> by_token GUARDED_BY(mu);
+};
+Registry& registry() {
+  static Registry* r = new Registry;  // never destroyed, as table()
+  return *r;
+}
+// Entries in the registry: with none, a send does not look. Relaxed: a send
+// that misses a new registration leaves its delivery to the notifier thread.
+std::atomic<int> registered{0};
 
 struct Queue {
   int fd = -1;
@@ -201,6 +217,8 @@ void probe_polls(const Queue& q) {
   ::poll(&p, 1, 0);
 }
 
+void deliver_own(Mailbox& m);  // mq_notify's section
+
 int send_impl(int fd, const char* msg, size_t len, unsigned prio, const timespec* abs, bool timed) {
   if (prio >= kPrioMax) return fail(EINVAL);
   std::optional<Clock::time_point> d;
@@ -220,7 +238,9 @@ int send_impl(int fd, const char* msg, size_t len, unsigned prio, const timespec
   int e = prio_send(l.box(), v, prio, true, std::nullopt);
   if (e == EAGAIN && !nonblocking(*q)) e = prio_send(l.box(), v, prio, false, d);
   probe_polls(*q);
-  return e ? fail(mq_errno(e)) : 0;
+  if (e) return fail(mq_errno(e));
+  deliver_own(l.box());
+  return 0;
 }
 
 ssize_t receive_impl(int fd, char* buf, size_t len, unsigned* prio, const timespec* abs, bool timed) {
@@ -260,8 +280,7 @@ void* thread_trampoline(void* p) {
   return nullptr;
 }
 
-void deliver(const Notifier& n, pid_t sender, uid_t uid) {
-  const sigevent& ev = n.ev;
+void deliver(const sigevent& ev, size_t stack, pid_t sender, uid_t uid) {
   if (ev.sigev_notify == SIGEV_SIGNAL && ev.sigev_signo != 0) {
     siginfo_t si;
     std::memset(&si, 0, sizeof si);
@@ -275,7 +294,7 @@ void deliver(const Notifier& n, pid_t sender, uid_t uid) {
     pthread_attr_t a;
     pthread_attr_init(&a);
     pthread_attr_setdetachstate(&a, PTHREAD_CREATE_DETACHED);
-    if (n.stack) pthread_attr_setstacksize(&a, n.stack);
+    if (stack) pthread_attr_setstacksize(&a, stack);
     auto* c = new ThreadCall{ev.sigev_notify_function, ev.sigev_value};
     pthread_t t;
     if (pthread_create(&t, &a, thread_trampoline, c) != 0) delete c;
@@ -292,8 +311,9 @@ void notifier_run(Notifier* n) {
     // Fired first: a fired registration is delivered even when mq_notify
     // ends it before this thread woke (end_notifier joins this thread).
     if (h->notify_fired.load(std::memory_order_acquire) == n->token) {
-      deliver(*n, static_cast<pid_t>(h->notify_pid.load(std::memory_order_relaxed)),
-              h->notify_uid.load(std::memory_order_relaxed));
+      if (!n->claimed.exchange(true, std::memory_order_acq_rel))
+        deliver(n->ev, n->stack, static_cast<pid_t>(h->notify_pid.load(std::memory_order_relaxed)),
+                h->notify_uid.load(std::memory_order_relaxed));
       break;
     }
     if (n->stop.load(std::memory_order_acquire)) break;
@@ -307,6 +327,11 @@ void notifier_run(Notifier* n) {
 // Ends a registration (cancelled first if still armed) and joins its thread.
 void end_notifier(std::unique_ptr<Notifier> n) {
   if (!n) return;
+  {
+    Registry& r = registry();
+    MutexLock l(r.mu);
+    if (r.by_token.erase(n->token)) registered.fetch_sub(1, std::memory_order_relaxed);
+  }
   n->stop.store(true, std::memory_order_release);
   n->seg->notify_disarm(n->token);  // moves notify_seq: the thread re-checks and leaves
   if (n->th.joinable()) n->th.join();
@@ -355,8 +380,42 @@ int notify_impl(int fd, const sigevent* ev) {
     return fail(EAGAIN);
   }
   pthread_sigmask(SIG_SETMASK, &old_mask, nullptr);
+  {
+    Registry& r = registry();
+    MutexLock rl(r.mu);
+    r.by_token[n->token] = n.get();
+    registered.fetch_add(1, std::memory_order_relaxed);
+  }
   q->notifier = std::move(n);
   return 0;
+}
+
+// After a send by this process that fired one of its own SIGEV_SIGNAL
+// registrations: queues the signal from the sending thread, which takes it
+// before mq_send returns, as on Linux (the kernel queues it inside the call
+// and the caller handles it on its way out) rather than later from the
+// notifier thread.
+void deliver_own(Mailbox& m) {
+  if (registered.load(std::memory_order_relaxed) == 0) return;
+  Segment* seg = mailbox::detail::Access::segment(m);
+  if (!seg) return;
+  layout::SegmentHeader* h = seg->header();
+  // SYNC POINT: acquire; pairs with the release store of notify_fired in
+  // Segment::notify_after_push_locked() (after notify_pid and notify_uid).
+  const uint64_t fired = h->notify_fired.load(std::memory_order_acquire);
+  if (static_cast<uint32_t>(fired) != static_cast<uint32_t>(::getpid())) return;
+  sigevent ev;
+  {
+    Registry& r = registry();
+    MutexLock l(r.mu);
+    auto it = r.by_token.find(fired);
+    if (it == r.by_token.end() || it->second->ev.sigev_notify != SIGEV_SIGNAL) return;
+    if (it->second->claimed.exchange(true, std::memory_order_acq_rel)) return;
+    ev = it->second->ev;
+  }
+  // Unlocked: the handler runs as this call returns and may call mq_notify.
+  deliver(ev, 0, static_cast<pid_t>(h->notify_pid.load(std::memory_order_relaxed)),
+          h->notify_uid.load(std::memory_order_relaxed));
 }
 
 // ---- open, close, unlink --------------------------------------------------------

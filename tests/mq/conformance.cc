@@ -1397,6 +1397,38 @@ TEST_F(MqNotify, SignalNamesTheSendingProcess) {
   EXPECT_EQ(si.si_uid, getuid());
 }
 
+volatile sig_atomic_t g_notified = 0;
+void count_notification(int) { g_notified = g_notified + 1; }
+
+// Linux: the kernel queues the notification inside mq_send, so a process
+// that sends to its own registration takes the signal in the sending thread
+// (which does not block it) before mq_send returns, as with kill(2) to itself.
+TEST_F(MqNotify, OwnSendRunsTheHandlerBeforeMqSendReturns) {
+  mqd_t d = create();
+  ASSERT_NE(d, kBad) << strerror(errno);
+  struct sigaction sa {
+  }, old{};
+  sa.sa_handler = count_notification;
+  sigemptyset(&sa.sa_mask);
+  ASSERT_EQ(sigaction(kNotifySig, &sa, &old), 0);
+  sigset_t set, old_mask;
+  sigemptyset(&set);
+  sigaddset(&set, kNotifySig);
+  pthread_sigmask(SIG_UNBLOCK, &set, &old_mask);
+  g_notified = 0;
+  sigevent ev = signal_event(kNotifySig, 1);
+  ASSERT_EQ(mq_notify(d, &ev), 0) << strerror(errno);
+  ASSERT_EQ(mq_send(d, "x", 1, 0), 0);
+  EXPECT_EQ(g_notified, 1) << "the handler had not run when mq_send returned";
+  // Once, not again later: a new registration ends whatever the old one left.
+  for (long long end = now_ms() + kHangMs; g_notified == 0 && now_ms() < end;) nap();
+  ASSERT_EQ(mq_notify(d, &ev), 0) << strerror(errno);
+  ASSERT_EQ(mq_notify(d, nullptr), 0) << strerror(errno);
+  EXPECT_EQ(g_notified, 1);
+  pthread_sigmask(SIG_SETMASK, &old_mask, nullptr);
+  sigaction(kNotifySig, &old, nullptr);
+}
+
 int g_thread_pipe = -1;
 void on_thread_notify(sigval v) {
   int value = v.sival_int;
