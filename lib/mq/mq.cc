@@ -122,6 +122,21 @@ int fail(int e) {
   return -1;
 }
 
+// Leaves errno as the caller had it unless the call fails (returns -1), as
+// Linux's mq system calls do: the library's own probes (a segment the caller
+// may not map, a name unlink drops) must not show through a success.
+class KeepErrno {
+ public:
+  template <class T>
+  T result(T r) {
+    if (r != static_cast<T>(-1)) errno = saved_;
+    return r;
+  }
+
+ private:
+  int saved_ = errno;
+};
+
 // O_NONBLOCK is the descriptor's file status flag, as Linux's mq reads it:
 // shared with a forked child and every dup, and set by fcntl(F_SETFL) as by
 // mq_setattr. Asked only when a call would block (a system call).
@@ -432,7 +447,8 @@ int apply_attr(int fd, const mq_attr& a) {
 
 }  // namespace
 
-mqd_t open_queue(const Place& where, int oflag, mode_t mode, const mq_attr* attr) {
+namespace {
+mqd_t open_queue_raw(const Place& where, int oflag, mode_t mode, const mq_attr* attr) {
   if (where.err) return fail(where.err);
   const int acc = oflag & O_ACCMODE;
   if (acc == O_ACCMODE) return fail(EINVAL);
@@ -497,6 +513,12 @@ mqd_t open_queue(const Place& where, int oflag, mode_t mode, const mq_attr* attr
   open_queues.fetch_add(1, std::memory_order_relaxed);
   return fd;
 }
+}  // namespace
+
+mqd_t open_queue(const Place& where, int oflag, mode_t mode, const mq_attr* attr) {
+  KeepErrno k;
+  return k.result(open_queue_raw(where, oflag, mode, attr));
+}
 
 // mq_unlink: a rename to an unlink-at-last-close name (protocol.h) removes
 // the name now and leaves the queue to the daemon, which deletes it when its
@@ -505,6 +527,7 @@ mqd_t open_queue(const Place& where, int oflag, mode_t mode, const mq_attr* attr
 int unlink_queue(const Place& where) {
   if (where.err) return fail(where.err);
   if (where.kernel) return fail(ENOENT);
+  KeepErrno k;
   static std::atomic<uint64_t> serial{0};  // relaxed: only uniqueness matters
   const std::string dir = where.path.substr(0, where.path.rfind('/') + 1);
   for (int i = 0; i < 16; i++) {
@@ -514,7 +537,7 @@ int unlink_queue(const Place& where) {
       // The kernel keeps the new name cached for the moved file; the daemon
       // has no such name: this unlink fails (ENOENT) and drops the entry.
       ::unlink(to.c_str());
-      return 0;
+      return k.result(0);
     }
     if (errno != EEXIST) return fail(errno == EPERM || errno == EISDIR ? EACCES : errno);
     // EEXIST: a stale cached entry of an earlier unlink by a reused pid; try the next name.
@@ -525,9 +548,11 @@ int unlink_queue(const Place& where) {
 Place place(const char* name) {
   Place p;
   if ((p.err = check_name(name))) return p;
+  const int saved = errno;  // realpath's probes: the kernel's mq_open may follow and succeed
   const std::string r = root();
   if (!root_mounted(r)) p.kernel = true;
   else p.path = r + name;
+  errno = saved;
   return p;
 }
 
@@ -610,6 +635,7 @@ mqd_t mbx_mq_open(const char* name, int oflag, ...) {
 }
 
 int mbx_mq_close(mqd_t fd) {
+  KeepErrno k;
   std::shared_ptr<Queue> q;
   {
     Table& t = table();
@@ -627,28 +653,33 @@ int mbx_mq_close(mqd_t fd) {
   }
   end_notifier(std::move(n));  // mq_close removes the process's registration
   q.reset();                   // Mailbox objects a thread still leases go when it is done
-  return ::close(fd);
+  return k.result(::close(fd));
 }
 
 int mbx_mq_unlink(const char* name) { return unlink_queue(place(name)); }
 
 int mbx_mq_send(mqd_t fd, const char* msg, size_t len, unsigned prio) {
-  return send_impl(fd, msg, len, prio, nullptr, false);
+  KeepErrno k;
+  return k.result(send_impl(fd, msg, len, prio, nullptr, false));
 }
 
 int mbx_mq_timedsend(mqd_t fd, const char* msg, size_t len, unsigned prio, const struct timespec* abs) {
-  return send_impl(fd, msg, len, prio, abs, true);
+  KeepErrno k;
+  return k.result(send_impl(fd, msg, len, prio, abs, true));
 }
 
 ssize_t mbx_mq_receive(mqd_t fd, char* buf, size_t len, unsigned* prio) {
-  return receive_impl(fd, buf, len, prio, nullptr, false);
+  KeepErrno k;
+  return k.result(receive_impl(fd, buf, len, prio, nullptr, false));
 }
 
 ssize_t mbx_mq_timedreceive(mqd_t fd, char* buf, size_t len, unsigned* prio, const struct timespec* abs) {
-  return receive_impl(fd, buf, len, prio, abs, true);
+  KeepErrno k;
+  return k.result(receive_impl(fd, buf, len, prio, abs, true));
 }
 
 int mbx_mq_getattr(mqd_t fd, struct mq_attr* a) {
+  KeepErrno k;
   auto q = find(fd);
   if (!q) return fail(EBADF);
   Lease l(*q);
@@ -663,10 +694,11 @@ int mbx_mq_getattr(mqd_t fd, struct mq_attr* a) {
   a->mq_maxmsg = s.capacity > static_cast<uint64_t>(LONG_MAX) ? LONG_MAX : static_cast<long>(s.capacity);
   a->mq_msgsize = s.max_message > static_cast<uint64_t>(LONG_MAX) ? LONG_MAX : static_cast<long>(s.max_message);
   a->mq_curmsgs = static_cast<long>(s.messages);
-  return 0;
+  return k.result(0);
 }
 
 int mbx_mq_setattr(mqd_t fd, const struct mq_attr* n, struct mq_attr* old) {
+  KeepErrno k;
   auto q = find(fd);
   if (!q) return fail(EBADF);
   if (n && (n->mq_flags & ~static_cast<long>(O_NONBLOCK))) return fail(EINVAL);
@@ -676,10 +708,13 @@ int mbx_mq_setattr(mqd_t fd, const struct mq_attr* n, struct mq_attr* old) {
     if (fl < 0 || ::fcntl(q->fd, F_SETFL, (n->mq_flags & O_NONBLOCK) ? fl | O_NONBLOCK : fl & ~O_NONBLOCK) != 0)
       return -1;
   }
-  return 0;
+  return k.result(0);
 }
 
-int mbx_mq_notify(mqd_t fd, const struct sigevent* ev) { return notify_impl(fd, ev); }
+int mbx_mq_notify(mqd_t fd, const struct sigevent* ev) {
+  KeepErrno k;
+  return k.result(notify_impl(fd, ev));
+}
 
 const char* mbx_mq_root(void) {
   static thread_local std::string r;
