@@ -59,12 +59,28 @@ struct Notifier {
   Segment* seg = nullptr;
   uint64_t token = 0;
   sigevent ev{};
-  size_t stack = 0;                  // SIGEV_THREAD: attributes read at registration
-  std::atomic<bool> stop{false};     // cancelled (mq_notify(NULL), mq_close)
-  std::atomic<bool> finished{false}  // the thread is done: the registration is gone
-  ;
+  size_t stack = 0;                   // SIGEV_THREAD: attributes read at registration
+  std::atomic<bool> stop{false};      // cancelled (mq_notify(NULL), mq_close)
+  std::atomic<bool> finished{false};  // the thread is done: the registration is gone
+  // Who delivers a fired registration: its thread, or a sending thread of this
+  // process (deliver_own); the exchange to true picks one.
+  std::atomic<bool> claimed{false};
   std::thread th;
 };
+
+// This process's armed registrations by token, for deliver_own. A Notifier is
+// in it from mq_notify until end_notifier, which removes it before freeing it.
+struct Registry {
+  Mutex mu;
+  std::unordered_map<uint64_t, Notifier*> by_token GUARDED_BY(mu);
+};
+Registry& registry() {
+  static Registry* r = new Registry;  // never destroyed, as table()
+  return *r;
+}
+// Entries in the registry: with none, a send does not look. Relaxed: a send
+// that misses a new registration leaves its delivery to the notifier thread.
+std::atomic<int> registered{0};
 
 struct Queue {
   int fd = -1;
@@ -105,6 +121,21 @@ int fail(int e) {
   errno = e;
   return -1;
 }
+
+// Leaves errno as the caller had it unless the call fails (returns -1), as
+// Linux's mq system calls do: the library's own probes (a segment the caller
+// may not map, a name unlink drops) must not show through a success.
+class KeepErrno {
+ public:
+  template <class T>
+  T result(T r) {
+    if (r != static_cast<T>(-1)) errno = saved_;
+    return r;
+  }
+
+ private:
+  int saved_ = errno;
+};
 
 // O_NONBLOCK is the descriptor's file status flag, as Linux's mq reads it:
 // shared with a forked child and every dup, and set by fcntl(F_SETFL) as by
@@ -201,6 +232,8 @@ void probe_polls(const Queue& q) {
   ::poll(&p, 1, 0);
 }
 
+void deliver_own(Mailbox& m);  // mq_notify's section
+
 int send_impl(int fd, const char* msg, size_t len, unsigned prio, const timespec* abs, bool timed) {
   if (prio >= kPrioMax) return fail(EINVAL);
   std::optional<Clock::time_point> d;
@@ -220,7 +253,9 @@ int send_impl(int fd, const char* msg, size_t len, unsigned prio, const timespec
   int e = prio_send(l.box(), v, prio, true, std::nullopt);
   if (e == EAGAIN && !nonblocking(*q)) e = prio_send(l.box(), v, prio, false, d);
   probe_polls(*q);
-  return e ? fail(mq_errno(e)) : 0;
+  if (e) return fail(mq_errno(e));
+  deliver_own(l.box());
+  return 0;
 }
 
 ssize_t receive_impl(int fd, char* buf, size_t len, unsigned* prio, const timespec* abs, bool timed) {
@@ -260,8 +295,7 @@ void* thread_trampoline(void* p) {
   return nullptr;
 }
 
-void deliver(const Notifier& n, pid_t sender, uid_t uid) {
-  const sigevent& ev = n.ev;
+void deliver(const sigevent& ev, size_t stack, pid_t sender, uid_t uid) {
   if (ev.sigev_notify == SIGEV_SIGNAL && ev.sigev_signo != 0) {
     siginfo_t si;
     std::memset(&si, 0, sizeof si);
@@ -275,7 +309,7 @@ void deliver(const Notifier& n, pid_t sender, uid_t uid) {
     pthread_attr_t a;
     pthread_attr_init(&a);
     pthread_attr_setdetachstate(&a, PTHREAD_CREATE_DETACHED);
-    if (n.stack) pthread_attr_setstacksize(&a, n.stack);
+    if (stack) pthread_attr_setstacksize(&a, stack);
     auto* c = new ThreadCall{ev.sigev_notify_function, ev.sigev_value};
     pthread_t t;
     if (pthread_create(&t, &a, thread_trampoline, c) != 0) delete c;
@@ -292,8 +326,9 @@ void notifier_run(Notifier* n) {
     // Fired first: a fired registration is delivered even when mq_notify
     // ends it before this thread woke (end_notifier joins this thread).
     if (h->notify_fired.load(std::memory_order_acquire) == n->token) {
-      deliver(*n, static_cast<pid_t>(h->notify_pid.load(std::memory_order_relaxed)),
-              h->notify_uid.load(std::memory_order_relaxed));
+      if (!n->claimed.exchange(true, std::memory_order_acq_rel))
+        deliver(n->ev, n->stack, static_cast<pid_t>(h->notify_pid.load(std::memory_order_relaxed)),
+                h->notify_uid.load(std::memory_order_relaxed));
       break;
     }
     if (n->stop.load(std::memory_order_acquire)) break;
@@ -307,6 +342,11 @@ void notifier_run(Notifier* n) {
 // Ends a registration (cancelled first if still armed) and joins its thread.
 void end_notifier(std::unique_ptr<Notifier> n) {
   if (!n) return;
+  {
+    Registry& r = registry();
+    MutexLock l(r.mu);
+    if (r.by_token.erase(n->token)) registered.fetch_sub(1, std::memory_order_relaxed);
+  }
   n->stop.store(true, std::memory_order_release);
   n->seg->notify_disarm(n->token);  // moves notify_seq: the thread re-checks and leaves
   if (n->th.joinable()) n->th.join();
@@ -355,8 +395,42 @@ int notify_impl(int fd, const sigevent* ev) {
     return fail(EAGAIN);
   }
   pthread_sigmask(SIG_SETMASK, &old_mask, nullptr);
+  {
+    Registry& r = registry();
+    MutexLock rl(r.mu);
+    r.by_token[n->token] = n.get();
+    registered.fetch_add(1, std::memory_order_relaxed);
+  }
   q->notifier = std::move(n);
   return 0;
+}
+
+// After a send by this process that fired one of its own SIGEV_SIGNAL
+// registrations: queues the signal from the sending thread, which takes it
+// before mq_send returns, as on Linux (the kernel queues it inside the call
+// and the caller handles it on its way out) rather than later from the
+// notifier thread.
+void deliver_own(Mailbox& m) {
+  if (registered.load(std::memory_order_relaxed) == 0) return;
+  Segment* seg = mailbox::detail::Access::segment(m);
+  if (!seg) return;
+  layout::SegmentHeader* h = seg->header();
+  // SYNC POINT: acquire; pairs with the release store of notify_fired in
+  // Segment::notify_after_push_locked() (after notify_pid and notify_uid).
+  const uint64_t fired = h->notify_fired.load(std::memory_order_acquire);
+  if (static_cast<uint32_t>(fired) != static_cast<uint32_t>(::getpid())) return;
+  sigevent ev;
+  {
+    Registry& r = registry();
+    MutexLock l(r.mu);
+    auto it = r.by_token.find(fired);
+    if (it == r.by_token.end() || it->second->ev.sigev_notify != SIGEV_SIGNAL) return;
+    if (it->second->claimed.exchange(true, std::memory_order_acq_rel)) return;
+    ev = it->second->ev;
+  }
+  // Unlocked: the handler runs as this call returns and may call mq_notify.
+  deliver(ev, 0, static_cast<pid_t>(h->notify_pid.load(std::memory_order_relaxed)),
+          h->notify_uid.load(std::memory_order_relaxed));
 }
 
 // ---- open, close, unlink --------------------------------------------------------
@@ -373,7 +447,8 @@ int apply_attr(int fd, const mq_attr& a) {
 
 }  // namespace
 
-mqd_t open_queue(const Place& where, int oflag, mode_t mode, const mq_attr* attr) {
+namespace {
+mqd_t open_queue_raw(const Place& where, int oflag, mode_t mode, const mq_attr* attr) {
   if (where.err) return fail(where.err);
   const int acc = oflag & O_ACCMODE;
   if (acc == O_ACCMODE) return fail(EINVAL);
@@ -438,6 +513,12 @@ mqd_t open_queue(const Place& where, int oflag, mode_t mode, const mq_attr* attr
   open_queues.fetch_add(1, std::memory_order_relaxed);
   return fd;
 }
+}  // namespace
+
+mqd_t open_queue(const Place& where, int oflag, mode_t mode, const mq_attr* attr) {
+  KeepErrno k;
+  return k.result(open_queue_raw(where, oflag, mode, attr));
+}
 
 // mq_unlink: a rename to an unlink-at-last-close name (protocol.h) removes
 // the name now and leaves the queue to the daemon, which deletes it when its
@@ -446,6 +527,7 @@ mqd_t open_queue(const Place& where, int oflag, mode_t mode, const mq_attr* attr
 int unlink_queue(const Place& where) {
   if (where.err) return fail(where.err);
   if (where.kernel) return fail(ENOENT);
+  KeepErrno k;
   static std::atomic<uint64_t> serial{0};  // relaxed: only uniqueness matters
   const std::string dir = where.path.substr(0, where.path.rfind('/') + 1);
   for (int i = 0; i < 16; i++) {
@@ -455,7 +537,7 @@ int unlink_queue(const Place& where) {
       // The kernel keeps the new name cached for the moved file; the daemon
       // has no such name: this unlink fails (ENOENT) and drops the entry.
       ::unlink(to.c_str());
-      return 0;
+      return k.result(0);
     }
     if (errno != EEXIST) return fail(errno == EPERM || errno == EISDIR ? EACCES : errno);
     // EEXIST: a stale cached entry of an earlier unlink by a reused pid; try the next name.
@@ -466,9 +548,11 @@ int unlink_queue(const Place& where) {
 Place place(const char* name) {
   Place p;
   if ((p.err = check_name(name))) return p;
+  const int saved = errno;  // realpath's probes: the kernel's mq_open may follow and succeed
   const std::string r = root();
   if (!root_mounted(r)) p.kernel = true;
   else p.path = r + name;
+  errno = saved;
   return p;
 }
 
@@ -551,6 +635,7 @@ mqd_t mbx_mq_open(const char* name, int oflag, ...) {
 }
 
 int mbx_mq_close(mqd_t fd) {
+  KeepErrno k;
   std::shared_ptr<Queue> q;
   {
     Table& t = table();
@@ -568,28 +653,33 @@ int mbx_mq_close(mqd_t fd) {
   }
   end_notifier(std::move(n));  // mq_close removes the process's registration
   q.reset();                   // Mailbox objects a thread still leases go when it is done
-  return ::close(fd);
+  return k.result(::close(fd));
 }
 
 int mbx_mq_unlink(const char* name) { return unlink_queue(place(name)); }
 
 int mbx_mq_send(mqd_t fd, const char* msg, size_t len, unsigned prio) {
-  return send_impl(fd, msg, len, prio, nullptr, false);
+  KeepErrno k;
+  return k.result(send_impl(fd, msg, len, prio, nullptr, false));
 }
 
 int mbx_mq_timedsend(mqd_t fd, const char* msg, size_t len, unsigned prio, const struct timespec* abs) {
-  return send_impl(fd, msg, len, prio, abs, true);
+  KeepErrno k;
+  return k.result(send_impl(fd, msg, len, prio, abs, true));
 }
 
 ssize_t mbx_mq_receive(mqd_t fd, char* buf, size_t len, unsigned* prio) {
-  return receive_impl(fd, buf, len, prio, nullptr, false);
+  KeepErrno k;
+  return k.result(receive_impl(fd, buf, len, prio, nullptr, false));
 }
 
 ssize_t mbx_mq_timedreceive(mqd_t fd, char* buf, size_t len, unsigned* prio, const struct timespec* abs) {
-  return receive_impl(fd, buf, len, prio, abs, true);
+  KeepErrno k;
+  return k.result(receive_impl(fd, buf, len, prio, abs, true));
 }
 
 int mbx_mq_getattr(mqd_t fd, struct mq_attr* a) {
+  KeepErrno k;
   auto q = find(fd);
   if (!q) return fail(EBADF);
   Lease l(*q);
@@ -604,10 +694,11 @@ int mbx_mq_getattr(mqd_t fd, struct mq_attr* a) {
   a->mq_maxmsg = s.capacity > static_cast<uint64_t>(LONG_MAX) ? LONG_MAX : static_cast<long>(s.capacity);
   a->mq_msgsize = s.max_message > static_cast<uint64_t>(LONG_MAX) ? LONG_MAX : static_cast<long>(s.max_message);
   a->mq_curmsgs = static_cast<long>(s.messages);
-  return 0;
+  return k.result(0);
 }
 
 int mbx_mq_setattr(mqd_t fd, const struct mq_attr* n, struct mq_attr* old) {
+  KeepErrno k;
   auto q = find(fd);
   if (!q) return fail(EBADF);
   if (n && (n->mq_flags & ~static_cast<long>(O_NONBLOCK))) return fail(EINVAL);
@@ -617,10 +708,13 @@ int mbx_mq_setattr(mqd_t fd, const struct mq_attr* n, struct mq_attr* old) {
     if (fl < 0 || ::fcntl(q->fd, F_SETFL, (n->mq_flags & O_NONBLOCK) ? fl | O_NONBLOCK : fl & ~O_NONBLOCK) != 0)
       return -1;
   }
-  return 0;
+  return k.result(0);
 }
 
-int mbx_mq_notify(mqd_t fd, const struct sigevent* ev) { return notify_impl(fd, ev); }
+int mbx_mq_notify(mqd_t fd, const struct sigevent* ev) {
+  KeepErrno k;
+  return k.result(notify_impl(fd, ev));
+}
 
 const char* mbx_mq_root(void) {
   static thread_local std::string r;

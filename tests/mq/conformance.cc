@@ -282,6 +282,7 @@ class MqSetattr : public MqTest {};
 class MqNotify : public MqTest {};
 class MqPoll : public MqTest {};
 class MqFork : public MqTest {};
+class MqErrno : public MqTest {};
 
 // ---- mq_open ---------------------------------------------------------------
 
@@ -1397,6 +1398,38 @@ TEST_F(MqNotify, SignalNamesTheSendingProcess) {
   EXPECT_EQ(si.si_uid, getuid());
 }
 
+volatile sig_atomic_t g_notified = 0;
+void count_notification(int) { g_notified = g_notified + 1; }
+
+// Linux: the kernel queues the notification inside mq_send, so a process
+// that sends to its own registration takes the signal in the sending thread
+// (which does not block it) before mq_send returns, as with kill(2) to itself.
+TEST_F(MqNotify, OwnSendRunsTheHandlerBeforeMqSendReturns) {
+  mqd_t d = create();
+  ASSERT_NE(d, kBad) << strerror(errno);
+  struct sigaction sa {
+  }, old{};
+  sa.sa_handler = count_notification;
+  sigemptyset(&sa.sa_mask);
+  ASSERT_EQ(sigaction(kNotifySig, &sa, &old), 0);
+  sigset_t set, old_mask;
+  sigemptyset(&set);
+  sigaddset(&set, kNotifySig);
+  pthread_sigmask(SIG_UNBLOCK, &set, &old_mask);
+  g_notified = 0;
+  sigevent ev = signal_event(kNotifySig, 1);
+  ASSERT_EQ(mq_notify(d, &ev), 0) << strerror(errno);
+  ASSERT_EQ(mq_send(d, "x", 1, 0), 0);
+  EXPECT_EQ(g_notified, 1) << "the handler had not run when mq_send returned";
+  // Once, not again later: a new registration ends whatever the old one left.
+  for (long long end = now_ms() + kHangMs; g_notified == 0 && now_ms() < end;) nap();
+  ASSERT_EQ(mq_notify(d, &ev), 0) << strerror(errno);
+  ASSERT_EQ(mq_notify(d, nullptr), 0) << strerror(errno);
+  EXPECT_EQ(g_notified, 1);
+  pthread_sigmask(SIG_SETMASK, &old_mask, nullptr);
+  sigaction(kNotifySig, &old, nullptr);
+}
+
 int g_thread_pipe = -1;
 void on_thread_notify(sigval v) {
   int value = v.sival_int;
@@ -1733,6 +1766,69 @@ TEST_F(MqFork, ExecClosesTheDescriptors) {
     return 127;
   });
   EXPECT_EQ(reap(p), 0) << "the descriptor survived exec";
+}
+
+// ---- errno -----------------------------------------------------------------
+
+// Linux: the mq_* calls are system calls, which leave errno alone when they
+// succeed (POSIX only says errno is meaningful after a failure; programs and
+// test suites set it to 0 first and look at it afterwards anyway).
+TEST_F(MqErrno, SuccessfulCallsLeaveErrnoAlone) {
+  const int kMark = EDOM;  // no mq_* call sets it
+  name_ = fresh();
+  mq_attr a = make_attr(4, 64);
+  errno = kMark;
+  mqd_t d = open(name_, O_CREAT | O_EXCL | O_RDWR, 0600, &a);
+  ASSERT_NE(d, kBad) << strerror(errno);
+  EXPECT_EQ(errno, kMark) << "mq_open (create)";
+  errno = kMark;
+  mqd_t r = open(name_, O_RDONLY);
+  ASSERT_NE(r, kBad) << strerror(errno);
+  EXPECT_EQ(errno, kMark) << "mq_open (existing)";
+  errno = kMark;
+  ASSERT_EQ(mq_send(d, "x", 1, 1), 0) << strerror(errno);
+  EXPECT_EQ(errno, kMark) << "mq_send";
+  timespec far{};
+  clock_gettime(CLOCK_REALTIME, &far);
+  far.tv_sec += kHangMs / 1000;
+  errno = kMark;
+  ASSERT_EQ(mq_timedsend(d, "y", 1, 0, &far), 0) << strerror(errno);
+  EXPECT_EQ(errno, kMark) << "mq_timedsend";
+  char buf[64];
+  unsigned prio = 0;
+  errno = kMark;
+  ASSERT_EQ(mq_receive(r, buf, sizeof buf, &prio), 1) << strerror(errno);
+  EXPECT_EQ(errno, kMark) << "mq_receive";
+  errno = kMark;
+  ASSERT_EQ(mq_timedreceive(r, buf, sizeof buf, &prio, &far), 1) << strerror(errno);
+  EXPECT_EQ(errno, kMark) << "mq_timedreceive";
+  mq_attr got{}, set{};
+  errno = kMark;
+  ASSERT_EQ(mq_getattr(d, &got), 0) << strerror(errno);
+  EXPECT_EQ(errno, kMark) << "mq_getattr";
+  set.mq_flags = O_NONBLOCK;
+  errno = kMark;
+  ASSERT_EQ(mq_setattr(d, &set, &got), 0) << strerror(errno);
+  EXPECT_EQ(errno, kMark) << "mq_setattr";
+  sigevent none{};
+  none.sigev_notify = SIGEV_NONE;
+  errno = kMark;
+  ASSERT_EQ(mq_notify(r, &none), 0) << strerror(errno);
+  EXPECT_EQ(errno, kMark) << "mq_notify (register)";
+  errno = kMark;
+  ASSERT_EQ(mq_notify(r, nullptr), 0) << strerror(errno);
+  EXPECT_EQ(errno, kMark) << "mq_notify (remove)";
+  forget(r);
+  forget(d);
+  errno = kMark;
+  ASSERT_EQ(mq_close(r), 0) << strerror(errno);
+  EXPECT_EQ(errno, kMark) << "mq_close";
+  errno = kMark;
+  ASSERT_EQ(mq_close(d), 0) << strerror(errno);
+  errno = kMark;
+  ASSERT_EQ(mq_unlink(name_.c_str()), 0) << strerror(errno);
+  EXPECT_EQ(errno, kMark) << "mq_unlink";
+  names_.clear();
 }
 
 }  // namespace
