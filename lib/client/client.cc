@@ -610,7 +610,10 @@ const std::string& Mailbox::path() const { return impl_->path; }
 bool Mailbox::via_file() const { return impl_->file.has_value(); }
 
 mbx::Segment* detail::Access::segment(Mailbox& m) { return m.impl_->file ? nullptr : &m.impl_->seg; }
-void detail::Access::set_interruptible(Mailbox& m, bool on) { m.impl_->interruptible = on; }
+void detail::Access::set_interruptible(Mailbox& m, bool on) {
+  m.impl_->interruptible = on;
+  if (m.impl_->file) m.impl_->file->set_interruptible(on);
+}
 
 }  // namespace mailbox
 

@@ -3,6 +3,7 @@
 
 #include <fcntl.h>
 #include <poll.h>
+#include <signal.h>
 #include <sys/ioctl.h>
 #include <sys/xattr.h>
 #include <unistd.h>
@@ -11,7 +12,7 @@
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
-#include <thread>
+#include <ctime>
 
 namespace mailbox {
 
@@ -27,10 +28,20 @@ int get_text(const std::string& path, const char* name, std::string* out) {
 
 bool expired(const FilePath::Deadline& d) { return d && Clock::now() >= *d; }
 
-// A call without a deadline that waited in the daemon and was ended without
-// moving anything: by the mailbox's timeout_ms, which is not ours to keep, or
-// by a signal, which does not end a call (as on the fast path). It is resumed.
-bool resumable(int err) { return err == ETIMEDOUT || err == EINTR; }
+// Whether some caught signal's handler lacks SA_RESTART. FUSE ends a wait a
+// signal interrupts with EINTR whatever the handler's flags (and after a stop
+// and continue too), so which handler ran is unknown; a program with such a
+// handler must be ready for EINTR from its waits, one without expects none.
+bool some_handler_interrupts() {
+  for (int sig = 1; sig < SIGRTMAX; sig++) {
+    struct sigaction sa {};
+    if (sig == SIGKILL || sig == SIGSTOP || ::sigaction(sig, nullptr, &sa) != 0) continue;
+    const bool caught = (sa.sa_flags & SA_SIGINFO) ? sa.sa_sigaction != nullptr
+                                                   : sa.sa_handler != SIG_DFL && sa.sa_handler != SIG_IGN;
+    if (caught && !(sa.sa_flags & SA_RESTART)) return true;
+  }
+  return false;
+}
 
 // The priority of this thread's next send through `fd`; a daemon without
 // the ioctl (ENOTTY) has no priorities through the file.
@@ -93,6 +104,15 @@ int FilePath::open(const std::string& path, FilePath* out, int base) {
 // Waits until `fd` is ready for `events` (the daemon sends poll notifications)
 // or the deadline passes (ETIMEDOUT). A signal only makes the caller try
 // again: as on the fast path, a handled signal does not end a call.
+// A call that waited in the daemon and was ended without moving anything: by
+// the mailbox's timeout_ms, which is not ours to keep, or by a signal, which
+// does not end a call (as on the fast path) unless the caller is
+// interruptible (the mq calls) and a handler without SA_RESTART may have run.
+bool FilePath::resumable(int err) const {
+  if (err == ETIMEDOUT) return true;
+  return err == EINTR && !(interruptible_ && some_handler_interrupts());
+}
+
 int FilePath::wait_fd(int fd, short events, Deadline deadline) {
   int ms = -1;
   if (deadline) {
@@ -102,7 +122,7 @@ int FilePath::wait_fd(int fd, short events, Deadline deadline) {
   }
   pollfd p{fd, events, 0};
   const int n = ::poll(&p, 1, ms);
-  if (n < 0) return errno == EINTR ? 0 : errno;
+  if (n < 0) return resumable(errno) ? 0 : errno;
   if (n == 0) return ETIMEDOUT;
   if (p.revents & (POLLERR | POLLHUP | POLLNVAL)) return EIDRM;  // deleted meanwhile
   return 0;
@@ -172,8 +192,9 @@ int FilePath::send_file(std::string_view msg, unsigned prio, bool nonblock, Dead
     if (resumable(e) && !try_only) continue;
     if (e != EAGAIN || nonblock) return e;
     if (expired(deadline)) return ETIMEDOUT;
-    std::this_thread::sleep_for(
-        std::min(pause, std::chrono::duration_cast<std::chrono::microseconds>(*deadline - Clock::now())));
+    const auto us = std::min(pause, std::chrono::duration_cast<std::chrono::microseconds>(*deadline - Clock::now()));
+    const timespec ts{static_cast<time_t>(us.count() / 1000000), static_cast<long>(us.count() % 1000000) * 1000};
+    if (us.count() > 0 && ::nanosleep(&ts, nullptr) != 0 && !resumable(errno)) return errno;  // a handler ran
     pause = std::min(pause * 2, std::chrono::microseconds(50000));
   }
 }

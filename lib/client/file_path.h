@@ -42,6 +42,9 @@ class FilePath {
   // sender from user.mailbox.sender and priority 0.
   Sender last_sender() const;
   unsigned last_priority() const { return last_ ? last_->priority : 0; }
+  // A wait a signal handler ends fails with EINTR (the mq calls), instead of
+  // being resumed as libmailbox's own calls are (detail::Access).
+  void set_interruptible(bool on) { interruptible_ = on; }
 
  private:
   enum class Framing { file, datagram, line };
@@ -56,6 +59,9 @@ class FilePath {
   // mode allows `flags`, a dup of base_: then the descriptor's own O_NONBLOCK
   // holds (a deadline may be overrun by a blocking one).
   int open_file(int flags);
+  // Whether a wait that ended with EINTR (or ETIMEDOUT: the mailbox's
+  // timeout_ms, not ours to keep) is resumed rather than reported.
+  bool resumable(int err) const;
 
   std::string path_;
   mbx::UniqueFd base_;  // a dup of the descriptor the caller opened through, if any
@@ -72,6 +78,7 @@ class FilePath {
   };
   std::deque<Held> held_;                          // received, not yet returned (a line read can bring several)
   std::optional<mbx::layout::ReceivedInfo> last_;  // of the message returned last
+  bool interruptible_ = false;
 };
 
 }  // namespace mailbox
