@@ -77,6 +77,10 @@ class Store {
   virtual Errc unpop(uint64_t seq) = 0;
   // True if popped messages wait for ack/unpop (the mailbox then says which).
   virtual bool keeps_in_flight() const = 0;
+  // True if every look at the store is a round trip to a server: a blocking
+  // receive then watches first and looks once (Mailbox::read), instead of
+  // looking, watching and looking again.
+  virtual bool looks_are_round_trips() const { return false; }
   // Payload length of the next message. again: empty.
   virtual Result<uint32_t> peek_len() = 0;
   // Queued messages per priority, highest first; contended: ask again later.
@@ -91,6 +95,9 @@ class Store {
   virtual uint64_t removed_count() = 0;
   // A push of one message would find the mailbox full by count.
   virtual bool full() = 0;
+  // Right after a successful push: it left the mailbox full by count. A
+  // store whose push learns that in the same step answers without looking.
+  virtual bool full_after_push() { return full(); }
   virtual uint64_t capacity() const = 0;
   // Largest payload queued; UINT64_MAX when it cannot tell.
   virtual uint64_t max_queued_len() = 0;
