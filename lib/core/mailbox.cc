@@ -333,6 +333,7 @@ Mailbox::Step Mailbox::run_send_locked(Waiter::SendJob& j, bool may_push, Batch&
     // message the quota has room for is never refused for its own copy.
     const uint64_t lent = std::min<uint64_t>(j.held, m.size());
     host_.held().lend(lent);
+    store_->receivers_waiting(!readers_.empty());  // they looked and found nothing
     auto r = store_->push(m, j.from, false, j.prio);
     if (!r) {
       host_.held().take_back(lent);

@@ -305,7 +305,7 @@ Result<uint64_t> RedisStore::push(std::string_view msg, const Sender& from, bool
                     ev = b_.event('p', rid_);
   // A receive of this daemon waits: the same step takes it the oldest
   // record, which the pop that follows answers (one round trip, not two).
-  const bool take = receivers_parked_ && !taken_;
+  const bool take = std::exchange(receivers_waiting_, false) && !taken_;
   std::string st;
   auto r = run(rs::kPush, {msg, sender, now, force ? "1" : "0", b_.channel(), ev, take ? "1" : "0"}, &st);
   if (!r) return r.error();
@@ -422,7 +422,6 @@ void RedisStore::watch(uint32_t bits, const std::weak_ptr<StoreListener>& listen
   // The backend's map is updated before the caller re-checks the server, so
   // an event published after the re-check's round trip finds this store.
   watching_ = bits != 0;
-  receivers_parked_ = (bits & kWatchParkedReceivers) != 0;
   b_.watch(this, listener, watching_);
 }
 

@@ -127,6 +127,7 @@ class RedisStore final : public Store {
   Errc unpop(uint64_t seq) override;
   bool keeps_in_flight() const override { return true; }
   bool looks_are_round_trips() const override { return true; }
+  void receivers_waiting(bool w) override { receivers_waiting_ = w; }
   Result<uint32_t> peek_len() override;
   Withdrawn try_withdraw(uint64_t seq) override;
   uint64_t consumed_seq() override;
@@ -176,9 +177,9 @@ class RedisStore final : public Store {
   bool watching_ = false;
   QueueStats last_{};  // as last read: what stats() answers while the server is away
   uint64_t pushed_count_ = 0;  // messages queued right after the last push (its reply)
-  // Receive calls of this daemon are parked here (kWatchParkedReceivers):
-  // a push takes the oldest record for them in the same script.
-  bool receivers_parked_ = false;
+  // Receive calls of this daemon wait here (said before the push): the push
+  // takes the oldest record for them in the same script.
+  bool receivers_waiting_ = false;
   // The record that push took for them (in this daemon's in-flight hash):
   // the next pop() answers it without a round trip; after_change() puts it
   // back if none did.

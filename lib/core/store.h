@@ -59,6 +59,11 @@ class Store {
   // priority > 0 the storage cannot keep (an older segment).
   // force: ignore capacity and quota (a message counted elsewhere).
   virtual Result<uint64_t> push(std::string_view msg, const Sender& from, bool force = false, unsigned prio = 0) = 0;
+  // Said before each push: receive calls of this daemon wait for a message.
+  // A store that can then move the oldest message to them in the push's own
+  // step does (its next pop answers it without looking); it gives it back
+  // at after_change() if no receive took it.
+  virtual void receivers_waiting(bool) {}
   struct Popped {
     uint64_t seq;
     Sender from;
