@@ -122,6 +122,8 @@ class Store {
   // True once per notification since the last call: the store changed.
   virtual bool take_kick() = 0;
   // The daemon pushed/popped: wakes other participants sleeping on it.
+  // Called at the end of every mailbox-lock hold that settles (every push
+  // and pop is made in one), changed or not.
   virtual void after_change(bool pushed, bool popped) = 0;
   // Other participants asleep waiting for a message (a rendezvous send
   // offers to them); 0 for stores without such participants.
