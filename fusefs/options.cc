@@ -35,20 +35,26 @@ enum Key : int {
   kLeaseMs,
   kKeys
 };
-constexpr const char* kNames[kKeys] = {"capacity",       "max_message", "framing",   "timeout_ms",
-                                       "send_priority",  "max_bytes",   "user_max_bytes", "state_dir",
-                                       "root_mode",      "backend",     "namespace", "lease_ms"};
+constexpr const char* kNames[kKeys] = {"capacity",      "max_message", "framing",        "timeout_ms",
+                                       "send_priority", "max_bytes",   "user_max_bytes", "state_dir",
+                                       "root_mode",     "backend",     "namespace",      "lease_ms"};
 
 // Keys rather than offsets: the value is copied into a std::string, and a
 // repeated option replaces the earlier value instead of leaking its strdup().
 const fuse_opt kSpecs[] = {
-    FUSE_OPT_KEY("capacity=", kCapacity),  FUSE_OPT_KEY("max_message=", kMaxMessage),
-    FUSE_OPT_KEY("framing=", kFraming),    FUSE_OPT_KEY("timeout_ms=", kTimeoutMs),
+    FUSE_OPT_KEY("capacity=", kCapacity),
+    FUSE_OPT_KEY("max_message=", kMaxMessage),
+    FUSE_OPT_KEY("framing=", kFraming),
+    FUSE_OPT_KEY("timeout_ms=", kTimeoutMs),
     FUSE_OPT_KEY("send_priority=", kSendPriority),
-    FUSE_OPT_KEY("max_bytes=", kMaxBytes), FUSE_OPT_KEY("user_max_bytes=", kUserMaxBytes),
-    FUSE_OPT_KEY("state_dir=", kStateDir), FUSE_OPT_KEY("root_mode=", kRootMode),
-    FUSE_OPT_KEY("backend=", kBackend),    FUSE_OPT_KEY("namespace=", kNamespace),
-    FUSE_OPT_KEY("lease_ms=", kLeaseMs),   FUSE_OPT_END,
+    FUSE_OPT_KEY("max_bytes=", kMaxBytes),
+    FUSE_OPT_KEY("user_max_bytes=", kUserMaxBytes),
+    FUSE_OPT_KEY("state_dir=", kStateDir),
+    FUSE_OPT_KEY("root_mode=", kRootMode),
+    FUSE_OPT_KEY("backend=", kBackend),
+    FUSE_OPT_KEY("namespace=", kNamespace),
+    FUSE_OPT_KEY("lease_ms=", kLeaseMs),
+    FUSE_OPT_END,
 };
 
 // What the command line says, before any value is checked.
@@ -86,10 +92,8 @@ struct SettingOption {
   const char* expected;
 };
 constexpr SettingOption kSettings[] = {
-    {kCapacity, "a number of messages or 'unbounded'"},
-    {kMaxMessage, "a size from 1 to 256M"},
-    {kFraming, "file, datagram, line or line_batch"},
-    {kTimeoutMs, "milliseconds, 0 for none"},
+    {kCapacity, "a number of messages or 'unbounded'"}, {kMaxMessage, "a size from 1 to 256M"},
+    {kFraming, "file, datagram, line or line_batch"},   {kTimeoutMs, "milliseconds, 0 for none"},
     {kSendPriority, "a priority from 0 to 32767"},
 };
 

@@ -40,31 +40,31 @@ return {0, g[1], g[2], g[3], g[4]}
 // take(now) moves the oldest record to this daemon's in-flight hash (a
 // receive) and answers it, or nil; `consumed` (one past the highest seq ever
 // taken) only grows.
-#define MBX_REDIS_COMMON_LUA \
-  "local function counters(r)\n" \
+#define MBX_REDIS_COMMON_LUA                                                                                                \
+  "local function counters(r)\n"                                                                                            \
   "  local g = redis.call('HMGET', KEYS[1], 'capacity', 'next_seq', 'consumed', 'total_sent', 'total_received', 'bytes',\n" \
-  "    'lost', 'last_send', 'last_recv', 'returned', 'popped', 'max_message', 'framing', 'timeout_ms')\n" \
-  "  if not g[1] then return nil end\n" \
-  "  r[#r + 1] = redis.call('LLEN', KEYS[2])\n" \
-  "  g[3] = g[3] or g[11]\n" \
-  "  g[10] = g[10] or 0\n" \
-  "  for i = 1, 10 do r[#r + 1] = g[i] end\n" \
-  "  for i = 12, 14 do r[#r + 1] = g[i] end\n" \
-  "  return r\n" \
-  "end\n" \
-  "local function take(now)\n" \
-  "  local rec = redis.call('LPOP', KEYS[2])\n" \
-  "  if not rec then return nil end\n" \
-  "  local seq, len = string.match(rec, '^(%d+) (%d+) ')\n" \
-  "  redis.call('HSET', KEYS[3], seq, rec)\n" \
-  "  if tonumber(seq) >= tonumber(redis.call('HGET', KEYS[1], 'consumed') or 0) then\n" \
-  "    redis.call('HSET', KEYS[1], 'consumed', tonumber(seq) + 1)\n" \
-  "  end\n" \
-  "  redis.call('HINCRBY', KEYS[1], 'popped', 1)\n" \
-  "  redis.call('HINCRBY', KEYS[1], 'total_received', 1)\n" \
-  "  redis.call('HINCRBY', KEYS[1], 'bytes', -tonumber(len))\n" \
-  "  redis.call('HSET', KEYS[1], 'last_recv', now)\n" \
-  "  return rec\n" \
+  "    'lost', 'last_send', 'last_recv', 'returned', 'popped', 'max_message', 'framing', 'timeout_ms')\n"                   \
+  "  if not g[1] then return nil end\n"                                                                                     \
+  "  r[#r + 1] = redis.call('LLEN', KEYS[2])\n"                                                                             \
+  "  g[3] = g[3] or g[11]\n"                                                                                                \
+  "  g[10] = g[10] or 0\n"                                                                                                  \
+  "  for i = 1, 10 do r[#r + 1] = g[i] end\n"                                                                               \
+  "  for i = 12, 14 do r[#r + 1] = g[i] end\n"                                                                              \
+  "  return r\n"                                                                                                            \
+  "end\n"                                                                                                                   \
+  "local function take(now)\n"                                                                                              \
+  "  local rec = redis.call('LPOP', KEYS[2])\n"                                                                             \
+  "  if not rec then return nil end\n"                                                                                      \
+  "  local seq, len = string.match(rec, '^(%d+) (%d+) ')\n"                                                                 \
+  "  redis.call('HSET', KEYS[3], seq, rec)\n"                                                                               \
+  "  if tonumber(seq) >= tonumber(redis.call('HGET', KEYS[1], 'consumed') or 0) then\n"                                     \
+  "    redis.call('HSET', KEYS[1], 'consumed', tonumber(seq) + 1)\n"                                                        \
+  "  end\n"                                                                                                                 \
+  "  redis.call('HINCRBY', KEYS[1], 'popped', 1)\n"                                                                         \
+  "  redis.call('HINCRBY', KEYS[1], 'total_received', 1)\n"                                                                 \
+  "  redis.call('HINCRBY', KEYS[1], 'bytes', -tonumber(len))\n"                                                             \
+  "  redis.call('HSET', KEYS[1], 'last_recv', now)\n"                                                                       \
+  "  return rec\n"                                                                                                          \
   "end\n"
 inline constexpr size_t kCounters = 14;  // elements counters() appends
 

@@ -175,7 +175,7 @@ class RedisStore final : public Store {
   std::optional<uint64_t> timeout_ms_;
   bool corrupt_ = false;
   bool watching_ = false;
-  QueueStats last_{};  // as last read: what stats() answers while the server is away
+  QueueStats last_{};          // as last read: what stats() answers while the server is away
   uint64_t pushed_count_ = 0;  // messages queued right after the last push (its reply)
   // Receive calls of this daemon wait here (said before the push): the push
   // takes the oldest record for them in the same script.

@@ -141,8 +141,7 @@ Errc Conn::connect(bool now) {
   if (ctx_ && absorb() && (unread_ > 0 || !closed_by_server(ctx_.get()))) return Errc::ok;
   const bool replaced = ctx_ != nullptr;
   if (replaced) {  // it restarted (or went away): nothing was sent on it, so try at once
-    if (unread_)
-      log(LogLevel::warning, "redis %s: %zu sent commands unconfirmed", ep_.text().c_str(), unread_);
+    if (unread_) log(LogLevel::warning, "redis %s: %zu sent commands unconfirmed", ep_.text().c_str(), unread_);
     unread_ = 0;
     ctx_.reset();
     shas_.clear();
