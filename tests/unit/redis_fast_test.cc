@@ -116,7 +116,9 @@ TEST_F(RedisFast, ASendToWaitingReceivesHandsTheOldestOverInTheSameScript) {
   auto sa = store(*a), sb = store(*b);
   ASSERT_TRUE(sa->push("warm", {}, false).ok());
   std::string out;
-  ASSERT_TRUE(sa->pop(out).ok());
+  auto w = sa->pop(out);
+  ASSERT_TRUE(w.ok());
+  ASSERT_EQ(sa->ack(w->seq), Errc::ok);
   ASSERT_TRUE(sb->push("older", {}, false).ok());  // queued by another daemon first: FIFO holds
   const Counts before = calls();
   sa->receivers_waiting(true);
