@@ -25,6 +25,7 @@ enum Key : int {
   kMaxMessage,
   kFraming,
   kTimeoutMs,
+  kSendPriority,
   kMaxBytes,
   kUserMaxBytes,
   kStateDir,
@@ -34,19 +35,26 @@ enum Key : int {
   kLeaseMs,
   kKeys
 };
-constexpr const char* kNames[kKeys] = {"capacity",  "max_message",    "framing",   "timeout_ms",
-                                       "max_bytes", "user_max_bytes", "state_dir", "root_mode",
-                                       "backend",   "namespace",      "lease_ms"};
+constexpr const char* kNames[kKeys] = {"capacity",      "max_message", "framing",        "timeout_ms",
+                                       "send_priority", "max_bytes",   "user_max_bytes", "state_dir",
+                                       "root_mode",     "backend",     "namespace",      "lease_ms"};
 
 // Keys rather than offsets: the value is copied into a std::string, and a
 // repeated option replaces the earlier value instead of leaking its strdup().
 const fuse_opt kSpecs[] = {
-    FUSE_OPT_KEY("capacity=", kCapacity),  FUSE_OPT_KEY("max_message=", kMaxMessage),
-    FUSE_OPT_KEY("framing=", kFraming),    FUSE_OPT_KEY("timeout_ms=", kTimeoutMs),
-    FUSE_OPT_KEY("max_bytes=", kMaxBytes), FUSE_OPT_KEY("user_max_bytes=", kUserMaxBytes),
-    FUSE_OPT_KEY("state_dir=", kStateDir), FUSE_OPT_KEY("root_mode=", kRootMode),
-    FUSE_OPT_KEY("backend=", kBackend),    FUSE_OPT_KEY("namespace=", kNamespace),
-    FUSE_OPT_KEY("lease_ms=", kLeaseMs),   FUSE_OPT_END,
+    FUSE_OPT_KEY("capacity=", kCapacity),
+    FUSE_OPT_KEY("max_message=", kMaxMessage),
+    FUSE_OPT_KEY("framing=", kFraming),
+    FUSE_OPT_KEY("timeout_ms=", kTimeoutMs),
+    FUSE_OPT_KEY("send_priority=", kSendPriority),
+    FUSE_OPT_KEY("max_bytes=", kMaxBytes),
+    FUSE_OPT_KEY("user_max_bytes=", kUserMaxBytes),
+    FUSE_OPT_KEY("state_dir=", kStateDir),
+    FUSE_OPT_KEY("root_mode=", kRootMode),
+    FUSE_OPT_KEY("backend=", kBackend),
+    FUSE_OPT_KEY("namespace=", kNamespace),
+    FUSE_OPT_KEY("lease_ms=", kLeaseMs),
+    FUSE_OPT_END,
 };
 
 // What the command line says, before any value is checked.
@@ -84,10 +92,9 @@ struct SettingOption {
   const char* expected;
 };
 constexpr SettingOption kSettings[] = {
-    {kCapacity, "a number of messages or 'unbounded'"},
-    {kMaxMessage, "a size from 1 to 256M"},
-    {kFraming, "file, datagram, line or line_batch"},
-    {kTimeoutMs, "milliseconds, 0 for none"},
+    {kCapacity, "a number of messages or 'unbounded'"}, {kMaxMessage, "a size from 1 to 256M"},
+    {kFraming, "file, datagram, line or line_batch"},   {kTimeoutMs, "milliseconds, 0 for none"},
+    {kSendPriority, "a priority from 0 to 32767"},
 };
 
 // Checks the values in the order the options are documented; the first bad one is reported.
@@ -142,6 +149,11 @@ std::optional<OptionError> check(const Raw& raw, DaemonOptions& d) {
     return OptionError{
         "mailboxfs: -o user_max_bytes cannot be enforced across the daemons of a Redis mount "
         "(-o backend=...): not supported"};
+  // One list per mailbox in send order: a Redis mailbox keeps no priorities
+  // (its setxattr is refused with EOPNOTSUPP), so neither may the default.
+  if (d.backend && d.defaults.send_priority > 0)
+    return OptionError{
+        "mailboxfs: -o send_priority above 0 cannot be kept by a Redis mount (-o backend=...): not supported"};
   if (raw.value[kMaxMessage] && d.defaults.max_message > d.max_bytes) {
     return OptionError{"mailboxfs: max_message (" + std::to_string(d.defaults.max_message) + ") exceeds max_bytes (" +
                        std::to_string(d.max_bytes) + ")"};
@@ -190,6 +202,8 @@ void print_help(const char* prog) {
       "    -o max_message=SIZE      largest message in bytes, K/M/G suffixes (default 1M)\n"
       "    -o framing=MODE          file | datagram | line | line_batch (default file)\n"
       "    -o timeout_ms=MS         blocked calls fail with ETIMEDOUT after MS; 0 = never\n"
+      "    -o send_priority=N       priority of what each open file sends, 0..32767\n"
+      "                             (default 0; refused above 0 with -o backend=)\n"
       "mount-wide options:\n"
       "    -o max_bytes=SIZE        memory quota for all queued messages (default 1G or\n"
       "                             a quarter of RAM, whichever is smaller)\n"

@@ -18,7 +18,7 @@
 namespace mbx {
 
 struct DaemonOptions {
-  Settings defaults;             // for new mailboxes: capacity, max_message, framing, timeout_ms
+  Settings defaults;             // for new mailboxes: capacity, max_message, framing, timeout_ms, send_priority
   uint64_t max_bytes = 0;        // -o max_bytes, else min(1G, a quarter of RAM)
   bool max_bytes_given = false;  // only a default quota is cut down to the state directory's free space
   uint64_t user_max_bytes = 0;   // 0 = no per-user bound

@@ -127,6 +127,7 @@ void Mailbox::settle_in_flight(const std::vector<uint64_t>& seqs, bool delivered
     }
     for (auto it = seqs.rbegin(); it != seqs.rend(); ++it) (void)store_->unpop(*it);  // the first ends at the front
     op.b.changed = true;                                                              // parked readers take them
+    op.b.found_empty = false;
   }
 }
 
@@ -201,6 +202,7 @@ std::optional<Outcome> Mailbox::take_locked(Handle& h, size_t want, Batch& b) {
   auto p = store_->pop(msg);
   if (!p) {
     b.contended |= p.error() == Errc::contended;
+    b.found_empty |= p.error() == Errc::again && store_->looks_are_round_trips();
     if (p.error() == Errc::again || p.error() == Errc::contended) return std::nullopt;  // parks
     return Outcome(p.error());
   }
@@ -237,7 +239,12 @@ std::optional<Outcome> Mailbox::read(Handle& h, size_t size, bool nonblock, Wait
       out = Outcome{Errc::bad_fd};
     } else {
       const bool own = h.roff < h.rbuf.size() || (h.framing == Framing::file && h.got_message);
-      if (own || readers_.empty()) out = take_locked(h, size, b);  // FIFO: no overtaking parked readers
+      // A store each look at which is a round trip: a blocking receive looks
+      // once, in the pass with a waiter, after watching (see watch_first_locked).
+      const bool remote = !own && !removed_ && !quarantined_ && store_ && store_->looks_are_round_trips();
+      const bool look_later = remote && !w && !nonblock && hangup_ == Errc::ok;
+      if (remote && w && readers_.empty()) watch_first_locked();
+      if (!look_later && (own || readers_.empty())) out = take_locked(h, size, b);  // FIFO: no overtaking
       if (out) note_sender_locked(h, w ? w->pid : reader, *out);
       if (!out && hangup_ != Errc::ok) out = Outcome{hangup_};  // nothing will ever come
       if (!out && nonblock) out = Outcome{Errc::again};
@@ -253,6 +260,18 @@ std::optional<Outcome> Mailbox::read(Handle& h, size_t size, bool nonblock, Wait
   }
   if (!out && w && feeder_) feeder_->waiting(*this, false);
   return out;
+}
+
+void Mailbox::watch_first_locked() {
+  // The watch a parked receive needs, set before its look: that look is then
+  // also the re-check settle_locked would make after adding it, and a parked
+  // receive costs one look, not two. A receive that finds a message leaves
+  // the bits to settle_locked to take back.
+  const uint32_t want = watch_ | kWatchReadable | kWatchParkedReceivers;
+  if (want == watch_) return;
+  store_->watch(want, weak_from_this());
+  watch_ = want;
+  std::atomic_thread_fence(std::memory_order_seq_cst);  // as in settle_locked: the watch before the look
 }
 
 void Mailbox::note_sender_locked(Handle& h, pid_t reader, const Outcome& o) {
@@ -306,6 +325,7 @@ std::optional<std::string> Mailbox::last_sender_text(pid_t reader) {
 }
 
 void Mailbox::deliver_locked(Batch& b) {
+  if (b.found_empty) return;  // nothing came since (and a look costs a round trip)
   while (!readers_.empty()) {
     Waiter* r = readers_.front();
     if (host_.dying(r->pid)) {  // a message handed to it now would be lost
@@ -340,6 +360,7 @@ Mailbox::Step Mailbox::run_send_locked(Waiter::SendJob& j, bool may_push, Batch&
     // message the quota has room for is never refused for its own copy.
     const uint64_t lent = std::min<uint64_t>(j.held, m.size());
     host_.held().lend(lent);
+    store_->receivers_waiting(!readers_.empty());  // they looked and found nothing
     auto r = store_->push(m, j.from, false, j.prio);
     if (!r) {
       host_.held().take_back(lent);
@@ -352,6 +373,7 @@ Mailbox::Step Mailbox::run_send_locked(Waiter::SendJob& j, bool may_push, Batch&
     j.held -= lent;
     if (host_.held().per_user()) track_locked(*r, j.from.uid, m.size());
     b.pushed = b.changed = true;
+    b.found_empty = false;
     if (store_->capacity() == 0) {
       j.awaiting_ack = true;
       j.seq = *r;
@@ -360,7 +382,7 @@ Mailbox::Step Mailbox::run_send_locked(Waiter::SendJob& j, bool may_push, Batch&
     }
     j.done_bytes += m.size();
     j.next++;
-    if (settings_.framing != Framing::file && store_->full()) b.raise = true;
+    if (settings_.framing != Framing::file && store_->full_after_push()) b.raise = true;
   }
 }
 
@@ -755,6 +777,7 @@ void Mailbox::settle_locked(Batch& b) {
     watch_ = want;
     if (!added) break;
     std::atomic_thread_fence(std::memory_order_seq_cst);
+    b.found_empty = false;  // this look is the re-check: it must be made
     drain_locked(b);
   }
   reconcile_locked();
@@ -959,6 +982,7 @@ Errc Mailbox::inject(std::string_view msg, const Sender& from) {
     auto r = store_->push(msg, from, /*force=*/true);
     if (!r) return r.error();
     b.pushed = b.changed = true;
+    b.found_empty = false;
   }
   return Errc::ok;
 }

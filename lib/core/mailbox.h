@@ -264,6 +264,9 @@ class Mailbox final : public std::enable_shared_from_this<Mailbox>, public Store
     bool raise = false;  // became full: ask the front end to raise st_size
     uint64_t raise_to = 0;
     bool contended = false;  // a segment lock was held by another participant
+    // A look at a store whose looks are round trips found it empty, and this
+    // hold has added nothing since: parked receives need not look again.
+    bool found_empty = false;
   };
   enum class Step { done, need_space, need_ack, failed };
   // One operation on the mailbox, the only way a public call that may finish
@@ -295,6 +298,8 @@ class Mailbox final : public std::enable_shared_from_this<Mailbox>, public Store
   void note_sender_locked(Handle& h, pid_t reader, const Outcome& o) REQUIRES(mu_);
   // The priority thread `tid` set for its next send through `h`, else the open file's.
   static unsigned send_prio_locked(const Handle& h, pid_t tid);
+  // Sets the watch bits of a parked receive before it looks (Store::looks_are_round_trips).
+  void watch_first_locked() REQUIRES(mu_);
   bool wants_feed(Handle& h);
   void drain_locked(Batch& b) REQUIRES(mu_);
   void settle_locked(Batch& b) REQUIRES(mu_);

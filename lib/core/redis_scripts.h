@@ -1,15 +1,16 @@
 // SPDX-License-Identifier: MIT
 // The Lua scripts of the Redis store (core/redis_store.h): each send,
-// receive, acknowledgement and settings change is one of them, run on the
-// server as one atomic step. Every key a script touches is one mailbox's
-// (KEYS, all under the mailbox's hash tag), so they run on Redis Cluster too.
+// receive and settings change is one of them, run on the server as one
+// atomic step (an acknowledgement is one HDEL of the in-flight record). Every
+// key a script touches is one mailbox's (KEYS, all under the mailbox's hash
+// tag), so they run on Redis Cluster too.
 //
 // KEYS[1] meta hash, KEYS[2] queue list, KEYS[3] this daemon's in-flight hash.
 // A queued record is "<seq> <len> <sender>\n<payload>". Replies are arrays
 // whose first element says what happened: OK, FULL, EMPTY, GONE, TOOBIG,
 // TAKEN, RECEIVED. capacity -1 is unbounded; 0 (rendezvous) holds the one
-// message on offer. ARGV of the scripts that publish ends with the channel
-// and the event to publish.
+// message on offer. The scripts that publish take the channel and the
+// event to publish in ARGV.
 #pragma once
 #include "redis/conn.h"
 
@@ -30,8 +31,48 @@ local g = redis.call('HMGET', KEYS[1], 'capacity', 'max_message', 'framing', 'ti
 return {0, g[1], g[2], g[3], g[4]}
 )lua"};
 
-// ARGV: payload, sender text, now (ns), force (1: ignore capacity), channel, event.
-inline constexpr redis::Script kPush{"push", R"lua(
+// The counters and the shared settings as a script leaves them, appended
+// to its reply by push, pop and stats (a send or receive needs no second
+// round trip to learn them): count, capacity, next_seq, consumed,
+// total_sent, total_received, bytes, lost, last_send, last_recv, returned,
+// max_message, framing, timeout_ms. `consumed` falls back to `popped` in a
+// mailbox made before it was kept; nil if the mailbox is gone.
+// take(now) moves the oldest record to this daemon's in-flight hash (a
+// receive) and answers it, or nil; `consumed` (one past the highest seq ever
+// taken) only grows.
+#define MBX_REDIS_COMMON_LUA                                                                                                \
+  "local function counters(r)\n"                                                                                            \
+  "  local g = redis.call('HMGET', KEYS[1], 'capacity', 'next_seq', 'consumed', 'total_sent', 'total_received', 'bytes',\n" \
+  "    'lost', 'last_send', 'last_recv', 'returned', 'popped', 'max_message', 'framing', 'timeout_ms')\n"                   \
+  "  if not g[1] then return nil end\n"                                                                                     \
+  "  r[#r + 1] = redis.call('LLEN', KEYS[2])\n"                                                                             \
+  "  g[3] = g[3] or g[11]\n"                                                                                                \
+  "  g[10] = g[10] or 0\n"                                                                                                  \
+  "  for i = 1, 10 do r[#r + 1] = g[i] end\n"                                                                               \
+  "  for i = 12, 14 do r[#r + 1] = g[i] end\n"                                                                              \
+  "  return r\n"                                                                                                            \
+  "end\n"                                                                                                                   \
+  "local function take(now)\n"                                                                                              \
+  "  local rec = redis.call('LPOP', KEYS[2])\n"                                                                             \
+  "  if not rec then return nil end\n"                                                                                      \
+  "  local seq, len = string.match(rec, '^(%d+) (%d+) ')\n"                                                                 \
+  "  redis.call('HSET', KEYS[3], seq, rec)\n"                                                                               \
+  "  if tonumber(seq) >= tonumber(redis.call('HGET', KEYS[1], 'consumed') or 0) then\n"                                     \
+  "    redis.call('HSET', KEYS[1], 'consumed', tonumber(seq) + 1)\n"                                                        \
+  "  end\n"                                                                                                                 \
+  "  redis.call('HINCRBY', KEYS[1], 'popped', 1)\n"                                                                         \
+  "  redis.call('HINCRBY', KEYS[1], 'total_received', 1)\n"                                                                 \
+  "  redis.call('HINCRBY', KEYS[1], 'bytes', -tonumber(len))\n"                                                             \
+  "  redis.call('HSET', KEYS[1], 'last_recv', now)\n"                                                                       \
+  "  return rec\n"                                                                                                          \
+  "end\n"
+inline constexpr size_t kCounters = 14;  // elements counters() appends
+
+// ARGV: payload, sender text, now (ns), force (1: ignore capacity), channel,
+// event, take (1: a receive of this daemon is parked: the oldest record
+// moves to its in-flight hash in the same step, as kPop would move it).
+// {OK, seq, taken record or nil, counters...}.
+inline constexpr redis::Script kPush{"push", MBX_REDIS_COMMON_LUA R"lua(
 local g = redis.call('HMGET', KEYS[1], 'capacity', 'max_message')
 if not g[1] then return {'GONE'} end
 local len = string.len(ARGV[1])
@@ -45,33 +86,20 @@ redis.call('RPUSH', KEYS[2], seq .. ' ' .. len .. ' ' .. ARGV[2] .. '\n' .. ARGV
 redis.call('HINCRBY', KEYS[1], 'total_sent', 1)
 redis.call('HINCRBY', KEYS[1], 'bytes', len)
 redis.call('HSET', KEYS[1], 'last_send', ARGV[3])
+local rec = false
+if ARGV[7] == '1' then rec = take(ARGV[3]) or false end
 redis.call('PUBLISH', ARGV[5], ARGV[6])
-return {'OK', seq}
+return counters({'OK', seq, rec})
 )lua"};
 
-// ARGV: now (ns), channel, event. Moves the oldest record to the in-flight
-// hash; `consumed` (one past the highest seq ever taken) only grows.
-inline constexpr redis::Script kPop{"pop", R"lua(
+// ARGV: now (ns), channel, event. Takes the oldest record (take() above).
+// {OK, record, counters...}.
+inline constexpr redis::Script kPop{"pop", MBX_REDIS_COMMON_LUA R"lua(
 if redis.call('EXISTS', KEYS[1]) == 0 then return {'GONE'} end
-local rec = redis.call('LPOP', KEYS[2])
+local rec = take(ARGV[1])
 if not rec then return {'EMPTY'} end
-local seq, len = string.match(rec, '^(%d+) (%d+) ')
-redis.call('HSET', KEYS[3], seq, rec)
-if tonumber(seq) >= tonumber(redis.call('HGET', KEYS[1], 'consumed') or 0) then
-  redis.call('HSET', KEYS[1], 'consumed', tonumber(seq) + 1)
-end
-redis.call('HINCRBY', KEYS[1], 'popped', 1)
-redis.call('HINCRBY', KEYS[1], 'total_received', 1)
-redis.call('HINCRBY', KEYS[1], 'bytes', -tonumber(len))
-redis.call('HSET', KEYS[1], 'last_recv', ARGV[1])
 redis.call('PUBLISH', ARGV[2], ARGV[3])
-return {'OK', rec}
-)lua"};
-
-// ARGV: seq. The reader has the message: its in-flight record goes.
-inline constexpr redis::Script kAck{"ack", R"lua(
-redis.call('HDEL', KEYS[3], ARGV[1])
-return {'OK'}
+return counters({'OK', rec})
 )lua"};
 
 // ARGV: seq, channel, event. The reply was not sent (an interrupt): the
@@ -118,20 +146,9 @@ local seq, len = string.match(rec, '^(%d+) (%d+) ')
 return {'OK', tonumber(len)}
 )lua"};
 
-// The counters and the shared settings: {OK, count, capacity, next_seq,
-// consumed, total_sent, total_received, bytes, lost, last_send, last_recv,
-// returned, max_message, framing, timeout_ms}. `consumed` falls back to
-// `popped` in a mailbox made before it was kept.
-inline constexpr redis::Script kStats{"stats", R"lua(
-local g = redis.call('HMGET', KEYS[1], 'capacity', 'next_seq', 'consumed', 'total_sent', 'total_received', 'bytes',
-  'lost', 'last_send', 'last_recv', 'returned', 'popped', 'max_message', 'framing', 'timeout_ms')
-if not g[1] then return {'GONE'} end
-local r = {'OK', redis.call('LLEN', KEYS[2])}
-g[3] = g[3] or g[11]
-g[10] = g[10] or 0
-for i = 1, 10 do r[#r + 1] = g[i] end
-for i = 12, 14 do r[#r + 1] = g[i] end
-return r
+// {OK, counters...} (counters() above).
+inline constexpr redis::Script kStats{"stats", MBX_REDIS_COMMON_LUA R"lua(
+return counters({'OK'}) or {'GONE'}
 )lua"};
 
 // The largest queued payload.

@@ -174,6 +174,11 @@ Result<Reply> RedisBackend::command(const std::vector<std::string_view>& argv) {
   return conn_.command(argv);
 }
 
+Errc RedisBackend::send(const std::vector<std::string_view>& argv) {
+  MutexLock g(conn_mu_);
+  return conn_.send(argv);
+}
+
 std::string RedisBackend::event(char op, const std::string& rid) const {
   return std::string(1, op) + " " + daemon_id_ + " " + rid;
 }
@@ -271,15 +276,44 @@ Result<Reply> RedisStore::run(const redis::Script& s, std::vector<std::string_vi
   return r;
 }
 
+bool RedisStore::read_counters(const std::vector<Reply>& e, size_t at) {
+  if (e.size() != at + rs::kCounters) return false;
+  const Reply* c = &e[at];
+  QueueStats q;
+  q.count = static_cast<uint64_t>(num(c[0]));
+  capacity_ = capacity_of(c[1].str);  // another daemon may have changed it
+  q.next_seq = static_cast<uint64_t>(num(c[2]));
+  q.consumed_seq = static_cast<uint64_t>(num(c[3]));
+  q.total_sent = static_cast<uint64_t>(num(c[4]));
+  q.total_received = static_cast<uint64_t>(num(c[5]));
+  q.bytes = q.record_bytes = static_cast<uint64_t>(num(c[6]));
+  q.lost = static_cast<uint64_t>(num(c[7]));
+  q.last_send_ns = num(c[8]);
+  q.last_recv_ns = num(c[9]);
+  q.returned = static_cast<uint64_t>(num(c[10]));
+  max_message_ = static_cast<uint64_t>(num(c[11]));  // settings other daemons may have changed
+  if (auto f = parse_framing(c[12].str)) framing_ = *f;
+  if (c[13].type != Reply::Type::nil) timeout_ms_ = static_cast<uint64_t>(num(c[13]));
+  last_ = q;
+  return true;
+}
+
 Result<uint64_t> RedisStore::push(std::string_view msg, const Sender& from, bool force, unsigned prio) {
   // A Redis mailbox is one list in send order: no priorities yet (mailboxfs.8).
   if (prio != 0) return Errc::not_supported;
   const std::string sender = format_sender(from) + " host=" + b_.host(), now = std::to_string(realtime_ns()),
                     ev = b_.event('p', rid_);
+  // A receive of this daemon waits: the same step takes it the oldest
+  // record, which the pop that follows answers (one round trip, not two).
+  const bool take = std::exchange(receivers_waiting_, false) && !taken_;
   std::string st;
-  auto r = run(rs::kPush, {msg, sender, now, force ? "1" : "0", b_.channel(), ev}, &st);
+  auto r = run(rs::kPush, {msg, sender, now, force ? "1" : "0", b_.channel(), ev, take ? "1" : "0"}, &st);
   if (!r) return r.error();
-  if (st == "OK" && r->elements.size() == 2) return static_cast<uint64_t>(num(r->elements[1]));
+  if (st == "OK" && r->elements.size() == 3 + rs::kCounters) {
+    if (r->elements[2].type == Reply::Type::string) taken_ = std::move(r->elements[2].str);
+    if (read_counters(r->elements, 3)) pushed_count_ = last_.count;
+    return static_cast<uint64_t>(num(r->elements[1]));
+  }
   if (st == "FULL") return Errc::again;
   if (st == "TOOBIG") return Errc::msg_size;
   if (st == "GONE") return Errc::removed;
@@ -287,15 +321,23 @@ Result<uint64_t> RedisStore::push(std::string_view msg, const Sender& from, bool
 }
 
 Result<Store::Popped> RedisStore::pop(std::string& out) {
-  const std::string now = std::to_string(realtime_ns()), ev = b_.event('r', rid_);
-  std::string st;
-  auto r = run(rs::kPop, {now, b_.channel(), ev}, &st);
-  if (!r) return r.error();
-  if (st == "EMPTY") return Errc::again;
-  if (st == "GONE") return Errc::removed;
-  if (st != "OK" || r->elements.size() != 2) return Errc::io;
+  std::string rec;
+  if (taken_) {  // taken by the push just made
+    rec = std::move(*taken_);
+    taken_.reset();
+  } else {
+    const std::string now = std::to_string(realtime_ns()), ev = b_.event('r', rid_);
+    std::string st;
+    auto r = run(rs::kPop, {now, b_.channel(), ev}, &st);
+    if (!r) return r.error();
+    if (st == "EMPTY") return Errc::again;
+    if (st == "GONE") return Errc::removed;
+    if (st != "OK" || r->elements.size() != 2 + rs::kCounters) return Errc::io;
+    rec = std::move(r->elements[1].str);
+    (void)read_counters(r->elements, 2);  // what stats() answers while the server is away
+  }
   Popped p{};
-  if (!parse_record(r->elements[1].str, &p.seq, &p.from, &p.host, out)) {
+  if (!parse_record(rec, &p.seq, &p.from, &p.host, out)) {
     log(LogLevel::error, "redis: mailbox %s holds a malformed record", rid_.c_str());
     corrupt_ = true;
     return Errc::bad_message;
@@ -304,9 +346,10 @@ Result<Store::Popped> RedisStore::pop(std::string& out) {
 }
 
 Errc RedisStore::ack(uint64_t seq) {
-  std::string st;
-  auto r = run(rs::kAck, {std::to_string(seq)}, &st);
-  return r ? Errc::ok : r.error();
+  // Not waited for: the reader has its message, and a failed HDEL leaves the
+  // record for the lease recovery (a duplicate, counted), as a failed
+  // synchronous one would. One command on one key: atomic, one slot.
+  return b_.send({"HDEL", inflight_, std::to_string(seq)});
 }
 
 Errc RedisStore::unpop(uint64_t seq) {
@@ -324,6 +367,10 @@ Result<std::vector<std::pair<unsigned, uint64_t>>> RedisStore::priority_counts()
 }
 
 Result<uint32_t> RedisStore::peek_len() {
+  if (taken_) {  // the oldest, taken for this daemon's parked receivers
+    unsigned long long seq = 0, len = 0;
+    if (std::sscanf(taken_->c_str(), "%llu %llu ", &seq, &len) == 2) return static_cast<uint32_t>(len);
+  }
   std::string st;
   auto r = run(rs::kPeek, {}, &st);
   if (!r) return r.error();
@@ -352,6 +399,11 @@ bool RedisStore::full() {
   return capacity_ != layout::kUnbounded && st.count >= std::max<uint64_t>(capacity_, 1);
 }
 
+bool RedisStore::full_after_push() {
+  // The push script counted the queue (after what it took for a parked receive).
+  return capacity_ != layout::kUnbounded && pushed_count_ >= std::max<uint64_t>(capacity_, 1);
+}
+
 uint64_t RedisStore::max_queued_len() {
   std::string st;
   auto r = run(rs::kMaxLen, {}, &st);
@@ -362,25 +414,8 @@ uint64_t RedisStore::max_queued_len() {
 QueueStats RedisStore::stats() {
   std::string st;
   auto r = run(rs::kStats, {}, &st);
-  if (!r || st != "OK" || r->elements.size() != 15) return last_;  // away or deleted: as last read
-  const auto& e = r->elements;
-  max_message_ = static_cast<uint64_t>(num(e[12]));  // settings other daemons may have changed
-  if (auto f = parse_framing(e[13].str)) framing_ = *f;
-  if (e[14].type != Reply::Type::nil) timeout_ms_ = static_cast<uint64_t>(num(e[14]));
-  QueueStats q;
-  q.count = static_cast<uint64_t>(num(e[1]));
-  capacity_ = capacity_of(e[2].str);  // another daemon may have changed it
-  q.next_seq = static_cast<uint64_t>(num(e[3]));
-  q.consumed_seq = static_cast<uint64_t>(num(e[4]));
-  q.total_sent = static_cast<uint64_t>(num(e[5]));
-  q.total_received = static_cast<uint64_t>(num(e[6]));
-  q.bytes = q.record_bytes = static_cast<uint64_t>(num(e[7]));
-  q.lost = static_cast<uint64_t>(num(e[8]));
-  q.last_send_ns = num(e[9]);
-  q.last_recv_ns = num(e[10]);
-  q.returned = static_cast<uint64_t>(num(e[11]));
-  last_ = q;
-  return q;
+  if (!r || st != "OK" || !read_counters(r->elements, 1)) return last_;  // away or deleted: as last read
+  return last_;
 }
 
 void RedisStore::watch(uint32_t bits, const std::weak_ptr<StoreListener>& listener) {
@@ -420,6 +455,18 @@ Errc RedisStore::save_settings(const Settings& s) {
   return Errc::ok;
 }
 
+void RedisStore::after_change(bool, bool) {
+  if (!taken_) return;
+  // Taken for a parked receive that ended meanwhile (no reader came for it):
+  // back to the front, as an interrupted reply's message goes.
+  uint64_t seq = 0;
+  Sender from;
+  std::string host, payload;
+  const std::string rec = std::move(*taken_);
+  taken_.reset();
+  if (parse_record(rec, &seq, &from, &host, payload)) (void)unpop(seq);  // failed: left to the lease recovery
+}
+
 void RedisStore::load_settings(Settings* s) {
   (void)stats();  // the server away: the settings as last read
   s->capacity = capacity_;
@@ -429,6 +476,7 @@ void RedisStore::load_settings(Settings* s) {
 }
 
 void RedisStore::destroy(bool) {
+  taken_.reset();  // in this daemon's in-flight hash, deleted with the rest
   if (watching_) b_.watch(this, {}, false);
   watching_ = false;
   const std::string ev = b_.event('d', rid_);

@@ -58,6 +58,8 @@ class RedisBackend {
   Result<redis::Reply> eval(const redis::Script& s, const std::vector<std::string_view>& keys,
                             const std::vector<std::string_view>& args) EXCLUDES(conn_mu_);
   Result<redis::Reply> command(const std::vector<std::string_view>& argv) EXCLUDES(conn_mu_);
+  // A command whose reply is not waited for (redis::Conn::send).
+  Errc send(const std::vector<std::string_view>& argv) EXCLUDES(conn_mu_);
   // The channel of the namespace, and the event that tells of `op` on `rid`.
   const std::string& channel() const { return channel_; }
   std::string event(char op, const std::string& rid) const;
@@ -125,11 +127,14 @@ class RedisStore final : public Store {
   Errc unpop(uint64_t seq) override;
   bool keeps_in_flight() const override { return true; }
   bool has_priorities() const override { return false; }
+  bool looks_are_round_trips() const override { return true; }
+  void receivers_waiting(bool w) override { receivers_waiting_ = w; }
   Result<uint32_t> peek_len() override;
   Withdrawn try_withdraw(uint64_t seq) override;
   uint64_t consumed_seq() override;
   uint64_t removed_count() override { return consumed_seq(); }
   bool full() override;
+  bool full_after_push() override;  // from the push's reply: no round trip
   uint64_t capacity() const override { return capacity_; }
   uint64_t max_queued_len() override;
   QueueStats stats() override;
@@ -137,7 +142,11 @@ class RedisStore final : public Store {
   void mark_corrupt() override { corrupt_ = true; }
   void watch(uint32_t bits, const std::weak_ptr<StoreListener>& listener) override;
   bool take_kick() override;
-  void after_change(bool, bool) override {}  // the scripts publish
+  // The end of every mailbox-lock hold that may push or pop (the scripts
+  // publish): puts back a record a push took for parked receives that did
+  // not take it (Mailbox::settle_locked calls it at the end of every hold
+  // that settles, and every push is made in one).
+  void after_change(bool, bool) override;
   uint32_t sleeping_receivers() override { return 0; }
   Errc reshape(const Settings& s, uint64_t* first) override;
   Errc save_settings(const Settings& s) override;
@@ -152,6 +161,9 @@ class RedisStore final : public Store {
   friend class RedisBackend;
   // Runs a script on this mailbox's keys; the reply's status word in `*status`.
   Result<redis::Reply> run(const redis::Script& s, std::vector<std::string_view> args, std::string* status);
+  // Reads the counters a script appended to its reply from element `at` on
+  // (redis_scripts.h, counters()) into last_ and the shared settings.
+  bool read_counters(const std::vector<redis::Reply>& e, size_t at);
 
   RedisBackend& b_;
   const std::string rid_;
@@ -164,7 +176,15 @@ class RedisStore final : public Store {
   std::optional<uint64_t> timeout_ms_;
   bool corrupt_ = false;
   bool watching_ = false;
-  QueueStats last_{};  // as last read: what stats() answers while the server is away
+  QueueStats last_{};          // as last read: what stats() answers while the server is away
+  uint64_t pushed_count_ = 0;  // messages queued right after the last push (its reply)
+  // Receive calls of this daemon wait here (said before the push): the push
+  // takes the oldest record for them in the same script.
+  bool receivers_waiting_ = false;
+  // The record that push took for them (in this daemon's in-flight hash):
+  // the next pop() answers it without a round trip; after_change() puts it
+  // back if none did.
+  std::optional<std::string> taken_;
   // Set by the backend's subscriber thread under watch_mu_ (release), taken
   // by take_kick() (acq_rel exchange): a change was published.
   std::atomic<bool> kick_{false};

@@ -59,6 +59,11 @@ class Store {
   // priority > 0 the storage cannot keep (an older segment).
   // force: ignore capacity and quota (a message counted elsewhere).
   virtual Result<uint64_t> push(std::string_view msg, const Sender& from, bool force = false, unsigned prio = 0) = 0;
+  // Said before each push: receive calls of this daemon wait for a message.
+  // A store that can then move the oldest message to them in the push's own
+  // step does (its next pop answers it without looking); it gives it back
+  // at after_change() if no receive took it.
+  virtual void receivers_waiting(bool) {}
   struct Popped {
     uint64_t seq;
     Sender from;
@@ -80,6 +85,10 @@ class Store {
   // False if every push above priority 0 is refused (not_supported): a
   // Redis mailbox is one list in send order.
   virtual bool has_priorities() const { return true; }
+  // True if every look at the store is a round trip to a server: a blocking
+  // receive then watches first and looks once (Mailbox::read), instead of
+  // looking, watching and looking again.
+  virtual bool looks_are_round_trips() const { return false; }
   // Payload length of the next message. again: empty.
   virtual Result<uint32_t> peek_len() = 0;
   // Queued messages per priority, highest first; contended: ask again later.
@@ -94,6 +103,9 @@ class Store {
   virtual uint64_t removed_count() = 0;
   // A push of one message would find the mailbox full by count.
   virtual bool full() = 0;
+  // Right after a successful push: it left the mailbox full by count. A
+  // store whose push learns that in the same step answers without looking.
+  virtual bool full_after_push() { return full(); }
   virtual uint64_t capacity() const = 0;
   // Largest payload queued; UINT64_MAX when it cannot tell.
   virtual uint64_t max_queued_len() = 0;
@@ -113,6 +125,8 @@ class Store {
   // True once per notification since the last call: the store changed.
   virtual bool take_kick() = 0;
   // The daemon pushed/popped: wakes other participants sleeping on it.
+  // Called at the end of every mailbox-lock hold that settles (every push
+  // and pop is made in one), changed or not.
   virtual void after_change(bool pushed, bool popped) = 0;
   // Other participants asleep waiting for a message (a rendezvous send
   // offers to them); 0 for stores without such participants.

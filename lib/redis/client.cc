@@ -197,6 +197,16 @@ Result<Reply> Client::command(const std::vector<std::string_view>& argv) {
       slot, [&](Conn& c) { return c.command(argv); }, nullptr);
 }
 
+Errc Client::send(const std::vector<std::string_view>& argv) {
+  if (mode_ == Mode::unknown)
+    if (Errc e = refresh(); e != Errc::ok) return e;
+  const int slot = argv.size() < 2 || keyless(argv[0]) ? -1 : key_slot(argv[1]);
+  int n = 0;
+  if (mode_ == Mode::cluster && slot >= 0) n = owner_[static_cast<size_t>(slot)];
+  if (n < 0) return Errc::io;  // unserved as last learnt
+  return nodes_[static_cast<size_t>(n)].conn.send(argv);
+}
+
 Result<Reply> Client::eval(const Script& s, const std::vector<std::string_view>& keys,
                            const std::vector<std::string_view>& args) {
   const int slot = keys.empty() ? -1 : key_slot(keys[0]);

@@ -37,6 +37,10 @@ class Client {
   // One command. Its key is argv[1]; PING, INFO, TIME, ECHO, PUBLISH,
   // CLUSTER, SCRIPT and CONFIG have none and go to the URL's node.
   Result<Reply> command(const std::vector<std::string_view>& argv);
+  // One command sent without waiting for its reply (Conn::send), to the
+  // node of its key's slot as last learnt; a redirection it meets is only
+  // logged: for commands whose loss costs no more than a retry elsewhere.
+  Errc send(const std::vector<std::string_view>& argv);
   // EVALSHA on the node of `keys` (all in one slot), loading the script there when it lacks it.
   Result<Reply> eval(const Script& s, const std::vector<std::string_view>& keys,
                      const std::vector<std::string_view>& args);

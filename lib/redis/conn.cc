@@ -99,6 +99,8 @@ Conn::Conn(Conn&&) noexcept = default;
 Conn& Conn::operator=(Conn&&) noexcept = default;
 
 void Conn::drop(const char* why) {
+  if (unread_) log(LogLevel::warning, "redis %s: %zu sent commands unconfirmed", ep_.text().c_str(), unread_);
+  unread_ = 0;
   ctx_.reset();
   shas_.clear();
   backoff_ = backoff_.count() == 0 ? kBackoffFirst : std::min(backoff_ * 2, kBackoffMax);
@@ -107,10 +109,40 @@ void Conn::drop(const char* why) {
   said_down_ = true;
 }
 
+bool Conn::absorb() {
+  if (!unread_ || !closed_by_server(ctx_.get())) return true;  // nothing has arrived
+  if (redisBufferRead(ctx_.get()) != REDIS_OK) return false;
+  while (unread_ > 0) {
+    void* r = nullptr;
+    if (redisGetReplyFromReader(ctx_.get(), &r) != REDIS_OK) return false;
+    if (!r) break;  // not all of it yet
+    unread_--;
+    if (static_cast<redisReply*>(r)->type == REDIS_REPLY_ERROR)
+      log(LogLevel::error, "redis: a pipelined command failed: %s", static_cast<redisReply*>(r)->str);
+    freeReplyObject(r);
+  }
+  return true;
+}
+
+Errc Conn::read_unread() {
+  for (; unread_ > 0; unread_--) {
+    void* r = nullptr;
+    if (redisGetReply(ctx_.get(), &r) != REDIS_OK || !r) return Errc::io;
+    if (static_cast<redisReply*>(r)->type == REDIS_REPLY_ERROR)
+      log(LogLevel::error, "redis: a pipelined command failed: %s", static_cast<redisReply*>(r)->str);
+    freeReplyObject(r);
+  }
+  return Errc::ok;
+}
+
 Errc Conn::connect(bool now) {
-  if (ctx_ && !closed_by_server(ctx_.get())) return Errc::ok;
+  // With replies outstanding the connection is not idle: what is readable
+  // is read first, and only then does readable mean closed.
+  if (ctx_ && absorb() && (unread_ > 0 || !closed_by_server(ctx_.get()))) return Errc::ok;
   const bool replaced = ctx_ != nullptr;
   if (replaced) {  // it restarted (or went away): nothing was sent on it, so try at once
+    if (unread_) log(LogLevel::warning, "redis %s: %zu sent commands unconfirmed", ep_.text().c_str(), unread_);
+    unread_ = 0;
     ctx_.reset();
     shas_.clear();
     now = true;
@@ -148,15 +180,45 @@ Result<Reply> Conn::command(const std::vector<std::string_view>& argv) {
   n.reserve(argv.size());
   for (auto a : argv) p.push_back(a.data()), n.push_back(a.size());
   NoSigpipe guard;
-  auto* r = static_cast<redisReply*>(redisCommandArgv(ctx_.get(), static_cast<int>(argv.size()), p.data(), n.data()));
-  if (!r) {  // the context is unusable after an I/O or protocol error
+  // Sent behind what send() sent: their replies come first.
+  void* raw = nullptr;
+  int written = 0;
+  bool ok = redisAppendCommandArgv(ctx_.get(), static_cast<int>(argv.size()), p.data(), n.data()) == REDIS_OK;
+  while (ok && !written) ok = redisBufferWrite(ctx_.get(), &written) == REDIS_OK;
+  if (!ok || read_unread() != Errc::ok || redisGetReply(ctx_.get(), &raw) != REDIS_OK || !raw) {
+    // The context is unusable after an I/O or protocol error.
     std::string why = ctx_->errstr;
     drop(why.c_str());
     return Errc::io;
   }
+  auto* r = static_cast<redisReply*>(raw);
   Reply out = copy_reply(r);
   freeReplyObject(r);
   return out;
+}
+
+Errc Conn::send(const std::vector<std::string_view>& argv) {
+  if (Errc e = connect(); e != Errc::ok) return e;
+  std::vector<const char*> p;
+  std::vector<size_t> n;
+  p.reserve(argv.size());
+  n.reserve(argv.size());
+  for (auto a : argv) p.push_back(a.data()), n.push_back(a.size());
+  NoSigpipe guard;
+  int done = 0;
+  if (redisAppendCommandArgv(ctx_.get(), static_cast<int>(argv.size()), p.data(), n.data()) != REDIS_OK) {
+    std::string why = ctx_->errstr;
+    drop(why.c_str());
+    return Errc::io;
+  }
+  while (!done)  // written now, not at the next command: its effect does not wait for one
+    if (redisBufferWrite(ctx_.get(), &done) != REDIS_OK) {
+      std::string why = ctx_->errstr;
+      drop(why.c_str());
+      return Errc::io;
+    }
+  unread_++;
+  return Errc::ok;
 }
 
 Result<std::string> Conn::load(const Script& s) {

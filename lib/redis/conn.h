@@ -57,6 +57,11 @@ class Conn {
   // One command. A Redis error reply is a value (Reply::Type::error); io
   // means no connection (or it broke: it is dropped, the next call reconnects).
   Result<Reply> command(const std::vector<std::string_view>& argv);
+  // Sends one command without waiting for its reply (pipelined): the reply
+  // is read before the next command's, and an error reply only logged. ok
+  // once it is written to the server; io if it could not be (not sent). A
+  // connection that breaks first loses the replies, not the commands sent.
+  Errc send(const std::vector<std::string_view>& argv);
   // EVALSHA with `keys` and `args`, loading the script when the server lacks it.
   Result<Reply> eval(const Script& s, const std::vector<std::string_view>& keys,
                      const std::vector<std::string_view>& args);
@@ -72,6 +77,11 @@ class Conn {
 
  private:
   void drop(const char* why);
+  // Reads the replies of sent commands that have arrived, without waiting;
+  // false if the server closed the connection meanwhile.
+  bool absorb();
+  // Reads `unread_` replies (they come before the next command's), logging errors.
+  Errc read_unread();
 
   struct Free {
     void operator()(redisContext* c) const;
@@ -83,6 +93,7 @@ class Conn {
   std::chrono::milliseconds backoff_{0};
   bool said_down_ = false;                        // the outage was logged once
   std::map<std::string_view, std::string> shas_;  // script text -> SHA1 on this server
+  size_t unread_ = 0;                             // replies of send() not read yet
 };
 
 // Connects a hiredis context to `ep` with `timeout` (no db selected): null

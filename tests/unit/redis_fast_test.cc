@@ -1,0 +1,195 @@
+// SPDX-License-Identifier: MIT
+// Round trips per message on the Redis store (issue 16's bench target),
+// counted with the server's own INFO commandstats, and the guarantees the
+// shortcuts keep: a push that takes a record for waiting receives, the
+// counters every push/pop reply carries, the acknowledgement sent without
+// waiting, and what a daemon that dies before its acknowledgements leaves.
+// Each test starts its own redis-server on a unix socket in a temporary
+// directory; no subscriber runs, so nothing but the calls made here reaches it.
+#include <gtest/gtest.h>
+
+#include <charconv>
+#include <map>
+#include <sstream>
+
+#include "../common/redis_server.h"
+#include "core/redis_store.h"
+#include "mailbox/layout.h"
+
+namespace {
+using namespace mbx;
+
+class RedisFast : public ::testing::Test {
+ protected:
+  void SetUp() override { ASSERT_TRUE(server_.ready()) << "redis-server did not start (scripts/deps.sh test)"; }
+  std::unique_ptr<RedisBackend> open() {
+    RedisConfig c;
+    c.endpoint = redis::parse_url(server_.url()).value();
+    c.ns = "t";
+    auto b = RedisBackend::open(c);
+    EXPECT_TRUE(b.ok());
+    return b.ok() ? std::move(b.value()) : nullptr;
+  }
+  std::unique_ptr<Store> store(RedisBackend& b, uint64_t capacity = 64) {
+    Settings s;
+    s.capacity = capacity;
+    auto st = b.open_store("m", &s);
+    EXPECT_TRUE(st.ok());
+    return st.ok() ? std::move(st.value()) : nullptr;
+  }
+  // Calls of each command so far, by the server's count (a connection of its own).
+  std::map<std::string, long> calls() {
+    redis::Conn c(redis::parse_url(server_.url()).value(), redis::Options{});
+    auto r = c.command({"INFO", "commandstats"});
+    std::map<std::string, long> m;
+    if (!r) return m;
+    std::istringstream in(r->str);
+    for (std::string l; std::getline(in, l);) {
+      // cmdstat_evalsha:calls=3,usec=...
+      if (!l.starts_with("cmdstat_")) continue;
+      const size_t colon = l.find(':'), eq = l.find('=', colon), comma = l.find(',', eq);
+      long n = 0;
+      std::from_chars(l.data() + eq + 1, l.data() + comma, n);
+      m[l.substr(8, colon - 8)] = n;
+    }
+    return m;
+  }
+  // Commands made since `before`, INFO and SCRIPT loads left out.
+  std::map<std::string, long> since(const std::map<std::string, long>& before) {
+    std::map<std::string, long> d;
+    for (auto& [k, v] : calls())
+      if (k != "info" && k != "script|load" && k != "script" && v != (before.count(k) ? before.at(k) : 0))
+        d[k] = v - (before.count(k) ? before.at(k) : 0);
+    return d;
+  }
+  testredis::Server server_;
+};
+
+using Counts = std::map<std::string, long>;
+
+TEST_F(RedisFast, ASendIsOneScriptAndTellsWhetherItFilledTheMailbox) {
+  auto a = open();
+  auto s = store(*a, 2);
+  ASSERT_TRUE(s->push("warm", {}, false).ok());  // scripts loaded, connection made
+  std::string out;
+  ASSERT_TRUE(s->pop(out).ok());
+  const Counts before = calls();
+  ASSERT_TRUE(s->push("one", {}, false).ok());
+  EXPECT_FALSE(s->full_after_push());
+  ASSERT_TRUE(s->push("two", {}, false).ok());
+  EXPECT_TRUE(s->full_after_push());  // from the push's own reply
+  const Counts d = since(before);
+  EXPECT_EQ(d.at("evalsha"), 2);  // no stats script after either
+  EXPECT_EQ(d.count("hdel") + d.count("lpop"), 0u);
+}
+
+TEST_F(RedisFast, AReceiveIsOneScriptAndItsAcknowledgementOneHdelNotWaitedFor) {
+  auto a = open();
+  auto s = store(*a);
+  ASSERT_TRUE(s->push("warm", {}, false).ok());
+  std::string out;
+  auto w = s->pop(out);
+  ASSERT_TRUE(w.ok());
+  ASSERT_EQ(s->ack(w->seq), Errc::ok);
+  ASSERT_TRUE(s->push("m", {}, false).ok());
+  const Counts before = calls();
+  out.clear();
+  auto p = s->pop(out);
+  ASSERT_TRUE(p.ok());
+  EXPECT_EQ(out, "m");
+  EXPECT_EQ(s->ack(p->seq), Errc::ok);
+  // The next command on the connection reads the HDEL's reply first: the
+  // record is gone by the time it answers.
+  const std::string inflight = "mbx:{t:m}:f:" + a->daemon_id();
+  EXPECT_EQ(a->command({"HLEN", inflight})->integer, 0);
+  const Counts d = since(before);
+  EXPECT_EQ(d.at("evalsha"), 1);
+  EXPECT_EQ(d.at("hdel"), 1);
+  const QueueStats st = s->stats();
+  EXPECT_EQ(st.total_sent, 2u);
+  EXPECT_EQ(st.total_received, 2u);
+  EXPECT_EQ(st.count, 0u);
+}
+
+TEST_F(RedisFast, ASendToWaitingReceivesHandsTheOldestOverInTheSameScript) {
+  auto a = open(), b = open();
+  auto sa = store(*a), sb = store(*b);
+  ASSERT_TRUE(sa->push("warm", {}, false).ok());
+  std::string out;
+  auto w = sa->pop(out);
+  ASSERT_TRUE(w.ok());
+  ASSERT_EQ(sa->ack(w->seq), Errc::ok);
+  ASSERT_TRUE(sb->push("older", {}, false).ok());  // queued by another daemon first: FIFO holds
+  const Counts before = calls();
+  sa->receivers_waiting(true);
+  ASSERT_TRUE(sa->push("newer", {}, false).ok());
+  EXPECT_EQ(since(before).at("evalsha"), 1);
+  // Already in this daemon's in-flight hash, counted received: the other
+  // daemon cannot take it, and the pop needs no round trip.
+  const std::string inflight = "mbx:{t:m}:f:" + a->daemon_id();
+  EXPECT_EQ(b->command({"HLEN", inflight})->integer, 1);
+  EXPECT_EQ(sb->stats().count, 1u);
+  out.clear();
+  const Counts mid = calls();
+  auto p = sa->pop(out);
+  ASSERT_TRUE(p.ok());
+  EXPECT_EQ(out, "older");
+  EXPECT_EQ(p->host.empty(), false);
+  EXPECT_TRUE(since(mid).empty());
+  EXPECT_EQ(sa->ack(p->seq), Errc::ok);
+  sa->after_change(true, true);  // the hold ends: nothing to give back
+  out.clear();
+  ASSERT_TRUE(sb->pop(out).ok());
+  EXPECT_EQ(out, "newer");
+  const QueueStats st = sb->stats();
+  EXPECT_EQ(st.total_sent, 3u);
+  EXPECT_EQ(st.total_received, 3u);
+  EXPECT_EQ(st.consumed_seq, 3u);
+}
+
+TEST_F(RedisFast, ARecordTakenForAReceiveThatLeftGoesBackToTheFront) {
+  auto a = open();
+  auto s = store(*a);
+  ASSERT_TRUE(s->push("first", {}, false).ok());
+  s->receivers_waiting(true);
+  ASSERT_TRUE(s->push("second", {}, false).ok());  // takes "first" for the receive
+  EXPECT_EQ(s->stats().count, 1u);
+  s->after_change(true, false);  // no receive took it (it was interrupted meanwhile)
+  const QueueStats st = s->stats();
+  EXPECT_EQ(st.count, 2u);
+  EXPECT_EQ(st.total_received, 0u);
+  EXPECT_EQ(a->command({"HLEN", "mbx:{t:m}:f:" + a->daemon_id()})->integer, 0);
+  std::string out;
+  ASSERT_TRUE(s->pop(out).ok());
+  EXPECT_EQ(out, "first");  // in order
+}
+
+TEST_F(RedisFast, ADaemonThatDiesBeforeItsAcknowledgementIsCountedAsAReturn) {
+  auto y = open();
+  auto sy = store(*y);
+  for (const char* m : {"acked", "unacked"}) ASSERT_TRUE(sy->push(m, {}, false).ok());
+  {
+    auto x = open();  // never started: destroying it is a death, not a clean stop
+    ASSERT_EQ(x->renew_lease(), Errc::ok);
+    auto sx = store(*x);
+    std::string out;
+    auto p1 = sx->pop(out);
+    auto p2 = sx->pop(out);
+    ASSERT_TRUE(p1.ok() && p2.ok());
+    EXPECT_EQ(sx->ack(p1->seq), Errc::ok);  // written, its reply never read: x dies now
+    ASSERT_TRUE(y->command({"HSET", "mbx:{t}:daemons", x->daemon_id(), "0"}).ok());  // its lease ended
+  }
+  EXPECT_EQ(y->recover().value(), 1u);  // the acknowledged one stays received
+  std::string out;
+  auto p = sy->pop(out);
+  ASSERT_TRUE(p.ok());
+  EXPECT_EQ(out, "unacked");
+  EXPECT_EQ(sy->ack(p->seq), Errc::ok);
+  const QueueStats st = sy->stats();
+  EXPECT_EQ(st.returned, 1u);  // duplicates <= returned
+  EXPECT_EQ(st.total_received, 2u);
+  EXPECT_EQ(st.total_sent, st.total_received + st.count + st.lost);
+  EXPECT_EQ(sy->pop(out).error(), Errc::again);
+}
+
+}  // namespace
