@@ -71,7 +71,7 @@ int wait_change(std::atomic<uint32_t>& word, std::atomic<uint32_t>& sleepers, ui
   // whose alarms fell on the 500 ms re-checks). A lost wake-up (the waker
   // killed between publishing and waking, or the one sleeper woken killed
   // before acting) is the daemon's to repair: its idle sweep wakes every
-  // sleeper of a ring that did not move (ShmStore::trim_if_idle). An absolute
+  // sleeper of a ring that did not move (ShmStore::sweep). An absolute
   // time: a wait a handler with SA_RESTART interrupts is restarted by the
   // kernel (futex_wait_until), one without ends with EINTR.
   const auto until = deadline ? *deadline : Clock::now() + kForever;

@@ -905,12 +905,13 @@ void Mailbox::notify_polls() {
   }
 }
 
-void Mailbox::trim_if_idle() {
+void Mailbox::sweep() {
   Guard g(mu_);  // changes no waiter, no queue: nothing to settle
   // Idle means nobody waits here either: a parked call or an armed poll (a
-  // rendezvous sender polling for a receiver) keeps the ring as it is.
-  if (!readers_.empty() || !writers_.empty() || !handles_.empty()) return;
-  if (store_ && !removed_ && !quarantined_) store_->trim_if_idle();
+  // rendezvous sender polling for a receiver) keeps the ring as it is. The
+  // wake of stranded library sleepers is due whatever the daemon's callers do.
+  const bool may_trim = readers_.empty() && writers_.empty() && handles_.empty();
+  if (store_ && !removed_ && !quarantined_) store_->sweep(may_trim);
 }
 
 void Mailbox::remove(Errc why, bool discard) {

@@ -207,9 +207,10 @@ class Mailbox final : public std::enable_shared_from_this<Mailbox>, public Store
   void service() override;
   // Fires every armed poll handle, so that their pollers look again.
   void notify_polls();
-  // The mount's idle sweep: an empty store nobody changed since the last
-  // sweep gives its memory back (Store::trim_if_idle).
-  void trim_if_idle();
+  // The mount's idle sweep (Store::sweep): a store nobody changed since the
+  // last sweep wakes its sleepers, and gives its memory back if it is empty
+  // and nobody waits here.
+  void sweep();
   // Deletes the mailbox: parked calls end with `why` (EIDRM), messages are
   // discarded, the segment file is removed. discard = false: this daemon
   // lets go of a store others share (it stops, or another daemon removed or

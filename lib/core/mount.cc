@@ -80,7 +80,7 @@ void Mount::sweep_idle() {
   }
   // One reference at a time: a mailbox removed meanwhile is freed here at the latest.
   for (const auto& w : boxes)
-    if (auto box = w.lock()) box->trim_if_idle();
+    if (auto box = w.lock()) box->sweep();
   schedule_sweep();
 }
 

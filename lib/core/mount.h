@@ -34,7 +34,7 @@ struct MountConfig {
   // with every daemon of the same namespace; pid/ stays in shared memory.
   std::optional<RedisConfig> redis;
   // Every this often, each mailbox that stayed empty and untouched since the
-  // previous sweep gives its memory back (Mailbox::trim_if_idle); 0: never.
+  // previous sweep gives its memory back (Mailbox::sweep); 0: never.
   std::chrono::milliseconds idle_sweep{1000};
 };
 
@@ -80,7 +80,7 @@ class Mount final : public Host, public MailboxFactory {
   uint64_t state_rebuilds() const { return backend_->state_rebuilds(); }
 
   // One idle sweep now (the timer thread runs it every cfg.idle_sweep):
-  // Mailbox::trim_if_idle on every mailbox this mount made.
+  // Mailbox::sweep on every mailbox this mount made.
   void sweep_idle() EXCLUDES(sweep_mu_, boxes_mu_);
 
  private:

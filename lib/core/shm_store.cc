@@ -295,7 +295,7 @@ void ShmStore::destroy(bool trust_counters) {
   seg_ = Segment();  // frees the shared memory now, not at the last close
 }
 
-void ShmStore::trim_if_idle() {
+void ShmStore::sweep(bool may_trim) {
   if (!seg_.valid()) return;
   const layout::SegmentHeader* h = seg_.header();
   // Relaxed: only a sign of activity (both positions only grow, and every
@@ -314,7 +314,7 @@ void ShmStore::trim_if_idle() {
                 (tail != head && h->sleeping_receivers.load(std::memory_order_relaxed) != 0)))
     seg_.wake_all();
   if (!still) trimmed_ = false;
-  if (!still || trimmed_ || tail != head) return;
+  if (!may_trim || !still || trimmed_ || tail != head) return;
   // Relaxed: a hint only; a library participant asleep on the ring (a
   // rendezvous receiver waiting for a sender) means the mailbox is in use.
   if (h->sleeping_receivers.load(std::memory_order_relaxed) != 0 ||

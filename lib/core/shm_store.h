@@ -106,7 +106,7 @@ class ShmStore final : public Store {
   Errc reshape(const Settings& s, uint64_t* first) override;
   void destroy(bool trust_counters) override;
   Result<std::string> locator() const override;
-  void trim_if_idle() override;
+  void sweep(bool may_trim) override;
 
  private:
   ShmBackend& backend_;
@@ -114,7 +114,7 @@ class ShmStore final : public Store {
   Segment seg_;
   uint64_t generation_ = 0;  // bumped by each reshape: a new file
   uint32_t watch_ = 0;       // the daemon_watch bits last stored
-  // The published positions at the last trim_if_idle(): unchanged at the
+  // The published positions at the last sweep(): unchanged at the
   // next means no participant sent or received in between.
   uint64_t idle_tail_ = UINT64_MAX, idle_head_ = UINT64_MAX;
   bool trimmed_ = false;  // trimmed at those positions: nothing more to give back

@@ -153,11 +153,12 @@ class Store {
   virtual void destroy(bool trust_counters) = 0;
   // Where other participants find it (user.mailbox.segment); io if it is gone.
   virtual Result<std::string> locator() const = 0;
-  // Called every Mount idle sweep: a store that nobody (daemon or other
-  // participant) has changed since the previous call and that is empty gives
-  // its memory back; the next message allocates again. A store with nothing
-  // to give back ignores it.
-  virtual void trim_if_idle() {}
+  // Called every Mount idle sweep. A store that nobody (daemon or other
+  // participant) has changed since the previous call wakes its sleeping
+  // participants to look again (a wake-up may have been lost with a killed
+  // waker); if it is also empty and `may_trim`, it gives its memory back (the
+  // next message allocates again). A store with neither ignores it.
+  virtual void sweep(bool may_trim) { (void)may_trim; }
 };
 
 }  // namespace mbx

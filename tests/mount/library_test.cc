@@ -112,11 +112,15 @@ TEST(Library, EchoWakesALibraryReceiverSleepingOnTheFutex) {
 // on the ring (here: Segment::push without after_push) leaves that receiver
 // asleep beside a queued message. libmailbox's waits have no periodic
 // re-check of their own (it made a signal fail to end a wait), so the repair
-// is the daemon's idle sweep; without it this receiver sleeps forever.
+// is the daemon's idle sweep; without it this receiver sleeps forever. A
+// `cat` parked in the daemon meanwhile keeps the sweep from trimming the
+// mailbox, but not from waking the library's sleepers.
 TEST(Library, ALostWakeUpIsRepairedByTheDaemon) {
   Mount m;
   ASSERT_TRUE(m.ok());
   m.sh("touch box");
+  Proc parked("cat box", m.dir());
+  ASSERT_TRUE(m.wait_listed("box", "blocked_receivers", parked.pid()));
   int fds[2];
   ASSERT_EQ(pipe(fds), 0);
   mt::Ready ready;
