@@ -81,25 +81,27 @@ void check_value(std::string_view v) {
   auto f = mbx::parse_framing(v);
   if (f && mbx::parse_framing(mbx::framing_name(*f)).value() != *f) fail("framing round trip", v);
   // apply_setting: the same verdicts, bounds applied, nothing changed on error.
-  for (const char* name : {"capacity", "max_message", "framing", "timeout_ms"}) {
+  for (const char* name : {"capacity", "max_message", "framing", "timeout_ms", "send_priority"}) {
     mbx::Settings s, before;
     const mbx::Errc e = mbx::apply_setting(s, name, v);
     if (e != mbx::Errc::ok) {
       if (s.capacity != before.capacity || s.max_message != before.max_message || s.framing != before.framing ||
-          s.timeout_ms != before.timeout_ms)
+          s.timeout_ms != before.timeout_ms || s.send_priority != before.send_priority)
         fail("a refused setting changed something", v);
       continue;
     }
     if (!std::strcmp(name, "max_message") && (s.max_message == 0 || s.max_message > mbx::kMaxMessageLimit))
       fail("max_message out of bounds accepted", v);
     if (!std::strcmp(name, "timeout_ms") && s.timeout_ms != ref_u64(v).value()) fail("timeout_ms value", v);
+    if (!std::strcmp(name, "send_priority") && (s.send_priority != ref_u64(v).value() || s.send_priority > 32767))
+      fail("send_priority value", v);
   }
 }
 
 // What a plain comma split of the -o string gives for each of our options
 // (the last value wins); only for strings without libfuse's '\' escapes.
-const char* const kOurs[] = {"capacity",  "max_message", "framing", "timeout_ms", "max_bytes", "user_max_bytes",
-                             "state_dir", "root_mode",   "backend", "namespace",  "lease_ms"};
+const char* const kOurs[] = {"capacity",       "max_message", "framing",   "timeout_ms", "send_priority", "max_bytes",
+                             "user_max_bytes", "state_dir",   "root_mode", "backend",    "namespace",     "lease_ms"};
 std::map<std::string, std::string> ref_split(const std::string& opts) {
   std::map<std::string, std::string> m;
   size_t start = 0;
@@ -119,13 +121,14 @@ void check_accepted(const mbx::DaemonOptions& d, const std::map<std::string, std
   if (d.mountpoint != "/") fail("mountpoint", opts);
   if (d.max_bytes < 4096 || d.root_mode > 07777) fail("a bound not kept", opts);
   mbx::Settings want;
-  for (const char* name : {"capacity", "max_message", "framing", "timeout_ms"}) {
+  for (const char* name : {"capacity", "max_message", "framing", "timeout_ms", "send_priority"}) {
     auto it = ref.find(name);
     if (it != ref.end() && mbx::apply_setting(want, name, it->second) != mbx::Errc::ok)
       fail("accepted a value apply_setting refuses", opts);
   }
   if (d.defaults.capacity != want.capacity || d.defaults.max_message != want.max_message ||
-      d.defaults.framing != want.framing || d.defaults.timeout_ms != want.timeout_ms)
+      d.defaults.framing != want.framing || d.defaults.timeout_ms != want.timeout_ms ||
+      d.defaults.send_priority != want.send_priority)
     fail("defaults differ from apply_setting's", opts);
   if (auto it = ref.find("max_bytes"); it != ref.end()) {
     if (!d.max_bytes_given || mbx::parse_size(it->second).value() != d.max_bytes) fail("max_bytes", opts);
@@ -157,6 +160,9 @@ void check_refused(const mbx::OptionError& e, const std::map<std::string, std::s
     return;
   if (e.message.rfind("mailboxfs: -o user_max_bytes cannot be enforced", 0) == 0 && ref.count("user_max_bytes") &&
       ref.count("backend"))
+    return;
+  if (e.message.rfind("mailboxfs: -o send_priority above 0 cannot be kept by a Redis mount", 0) == 0 &&
+      ref.count("send_priority") && ref.count("backend"))
     return;
   fail("refused with a message naming no value given", opts);
 }
