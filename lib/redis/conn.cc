@@ -172,20 +172,26 @@ Errc Conn::connect(bool now) {
   return Errc::ok;
 }
 
-Result<Reply> Conn::command(const std::vector<std::string_view>& argv) {
-  if (Errc e = connect(); e != Errc::ok) return e;
+// Appends one command and writes it to the server now, not at the next
+// command's read. False if the context failed (the caller drops it).
+bool Conn::write_command(const std::vector<std::string_view>& argv) {
   std::vector<const char*> p;
   std::vector<size_t> n;
   p.reserve(argv.size());
   n.reserve(argv.size());
   for (auto a : argv) p.push_back(a.data()), n.push_back(a.size());
   NoSigpipe guard;
+  if (redisAppendCommandArgv(ctx_.get(), static_cast<int>(argv.size()), p.data(), n.data()) != REDIS_OK) return false;
+  for (int done = 0; !done;)
+    if (redisBufferWrite(ctx_.get(), &done) != REDIS_OK) return false;
+  return true;
+}
+
+Result<Reply> Conn::command(const std::vector<std::string_view>& argv) {
+  if (Errc e = connect(); e != Errc::ok) return e;
   // Sent behind what send() sent: their replies come first.
   void* raw = nullptr;
-  int written = 0;
-  bool ok = redisAppendCommandArgv(ctx_.get(), static_cast<int>(argv.size()), p.data(), n.data()) == REDIS_OK;
-  while (ok && !written) ok = redisBufferWrite(ctx_.get(), &written) == REDIS_OK;
-  if (!ok || read_unread() != Errc::ok || redisGetReply(ctx_.get(), &raw) != REDIS_OK || !raw) {
+  if (!write_command(argv) || read_unread() != Errc::ok || redisGetReply(ctx_.get(), &raw) != REDIS_OK || !raw) {
     // The context is unusable after an I/O or protocol error.
     std::string why = ctx_->errstr;
     drop(why.c_str());
@@ -199,24 +205,11 @@ Result<Reply> Conn::command(const std::vector<std::string_view>& argv) {
 
 Errc Conn::send(const std::vector<std::string_view>& argv) {
   if (Errc e = connect(); e != Errc::ok) return e;
-  std::vector<const char*> p;
-  std::vector<size_t> n;
-  p.reserve(argv.size());
-  n.reserve(argv.size());
-  for (auto a : argv) p.push_back(a.data()), n.push_back(a.size());
-  NoSigpipe guard;
-  int done = 0;
-  if (redisAppendCommandArgv(ctx_.get(), static_cast<int>(argv.size()), p.data(), n.data()) != REDIS_OK) {
+  if (!write_command(argv)) {  // written now: its effect does not wait for the next command
     std::string why = ctx_->errstr;
     drop(why.c_str());
     return Errc::io;
   }
-  while (!done)  // written now, not at the next command: its effect does not wait for one
-    if (redisBufferWrite(ctx_.get(), &done) != REDIS_OK) {
-      std::string why = ctx_->errstr;
-      drop(why.c_str());
-      return Errc::io;
-    }
   unread_++;
   return Errc::ok;
 }

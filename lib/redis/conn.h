@@ -76,6 +76,7 @@ class Conn {
   static constexpr std::chrono::milliseconds kBackoffFirst{50}, kBackoffMax{2000};
 
  private:
+  bool write_command(const std::vector<std::string_view>& argv);
   void drop(const char* why);
   // Reads the replies of sent commands that have arrived, without waiting;
   // false if the server closed the connection meanwhile.
