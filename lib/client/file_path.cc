@@ -14,6 +14,8 @@
 #include <cstring>
 #include <ctime>
 
+#include "client/signal_hold.h"
+
 namespace mailbox {
 
 namespace {
@@ -33,13 +35,8 @@ bool expired(const FilePath::Deadline& d) { return d && Clock::now() >= *d; }
 // and continue too), so which handler ran is unknown; a program with such a
 // handler must be ready for EINTR from its waits, one without expects none.
 bool some_handler_interrupts() {
-  for (int sig = 1; sig < SIGRTMAX; sig++) {
-    struct sigaction sa {};
-    if (sig == SIGKILL || sig == SIGSTOP || ::sigaction(sig, nullptr, &sa) != 0) continue;
-    const bool caught = (sa.sa_flags & SA_SIGINFO) ? sa.sa_sigaction != nullptr
-                                                   : sa.sa_handler != SIG_DFL && sa.sa_handler != SIG_IGN;
-    if (caught && !(sa.sa_flags & SA_RESTART)) return true;
-  }
+  for (int sig = 1; sig < NSIG; sig++)
+    if (sig != SIGKILL && sig != SIGSTOP && SignalHold::handler_interrupts(sig)) return true;
   return false;
 }
 
@@ -52,13 +49,22 @@ int set_priority(int fd, unsigned prio) {
   return errno == ENOTTY ? ENOTSUP : errno;
 }
 
-// One write of `msg`, at `prio`, through `fd`: a short count is EIO (a
-// datagram or line is never written in part).
-int write_at(int fd, std::string_view msg, unsigned prio) {
-  if (int e = set_priority(fd, prio)) return e;
+// One write of `msg` through `fd`: a short count is EIO (a datagram or line
+// is never written in part).
+int write_whole(int fd, std::string_view msg) {
   const ssize_t n = ::write(fd, msg.data(), msg.size());
   if (n == static_cast<ssize_t>(msg.size())) return 0;
   return n >= 0 ? EIO : errno;
+}
+
+// The same, at `prio`.
+int write_at(int fd, std::string_view msg, unsigned prio) {
+  if (int e = set_priority(fd, prio)) return e;
+  return write_whole(fd, msg);
+}
+
+timespec to_timespec(std::chrono::nanoseconds d) {
+  return timespec{static_cast<time_t>(d.count() / 1000000000), static_cast<long>(d.count() % 1000000000)};
 }
 
 }  // namespace
@@ -113,15 +119,15 @@ bool FilePath::resumable(int err) const {
   return err == EINTR && !(interruptible_ && some_handler_interrupts());
 }
 
-int FilePath::wait_fd(int fd, short events, Deadline deadline) {
-  int ms = -1;
+int FilePath::wait_fd(int fd, short events, Deadline deadline, const sigset_t* mask) {
+  timespec left{};
   if (deadline) {
-    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(*deadline - Clock::now()).count();
-    if (left <= 0) return ETIMEDOUT;
-    ms = static_cast<int>(std::min<long long>(left + 1, 1 << 30));
+    const auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(*deadline - Clock::now());
+    if (ns.count() <= 0) return ETIMEDOUT;
+    left = to_timespec(ns);
   }
   pollfd p{fd, events, 0};
-  const int n = ::poll(&p, 1, ms);
+  const int n = ::ppoll(&p, 1, deadline ? &left : nullptr, mask);
   if (n < 0) return resumable(errno) ? 0 : errno;
   if (n == 0) return ETIMEDOUT;
   if (p.revents & (POLLERR | POLLHUP | POLLNVAL)) return EIDRM;  // deleted meanwhile
@@ -163,10 +169,14 @@ int FilePath::send(std::string_view msg, unsigned prio, bool nonblock, Deadline 
       msg = line;
     }
   }
+  SignalHold hold(interruptible_);
   if (!nonblock && !deadline) {  // waits in the daemon, as a committed sender
     if (int e = open_once(wb_, O_WRONLY)) return e;
     for (;;) {  // every attempt sets the priority again: a write uses it, whatever its result
-      const int e = write_at(wb_.get(), msg, prio);
+      if (int e = set_priority(wb_.get(), prio)) return e;
+      if (hold.open()) return EINTR;
+      const int e = write_whole(wb_.get(), msg);
+      hold.close();
       if (!resumable(e)) return e;
     }
   }
@@ -175,26 +185,32 @@ int FilePath::send(std::string_view msg, unsigned prio, bool nonblock, Deadline 
     const int e = write_at(w_.get(), msg, prio);
     if (e != EAGAIN) return e;
     if (nonblock) return EAGAIN;
-    if (int we = wait_fd(w_.get(), POLLOUT, deadline)) return we;
+    if (int we = wait_fd(w_.get(), POLLOUT, deadline, hold.wait_mask())) return we;
   }
 }
 
 // File framing: one open-write-close is one message. The commit at close()
 // is what blocks, so a deadline is kept by retrying non-blocking sends.
+// A blocking one lets signals through from its open on (a message written
+// cannot be taken back, so the hold cannot end just before the close).
 int FilePath::send_file(std::string_view msg, unsigned prio, bool nonblock, Deadline deadline) {
+  const bool try_only = nonblock || deadline.has_value();
+  SignalHold hold(interruptible_);
   auto pause = std::chrono::microseconds(200);
   for (;;) {
-    const bool try_only = nonblock || deadline.has_value();
+    if (!try_only && hold.open()) return EINTR;
     mbx::UniqueFd fd(open_file(O_WRONLY | (try_only ? O_NONBLOCK : 0)));
     if (!fd.valid()) return errno;
     if (int e = write_at(fd.get(), msg, prio)) return e;   // the priority of the message close() commits
     const int e = ::close(fd.release()) == 0 ? 0 : errno;  // the commit, and its verdict
+    hold.close();
     if (resumable(e) && !try_only) continue;
     if (e != EAGAIN || nonblock) return e;
     if (expired(deadline)) return ETIMEDOUT;
-    const auto us = std::min(pause, std::chrono::duration_cast<std::chrono::microseconds>(*deadline - Clock::now()));
-    const timespec ts{static_cast<time_t>(us.count() / 1000000), static_cast<long>(us.count() % 1000000) * 1000};
-    if (us.count() > 0 && ::nanosleep(&ts, nullptr) != 0 && !resumable(errno)) return errno;  // a handler ran
+    const auto left = std::chrono::duration_cast<std::chrono::nanoseconds>(*deadline - Clock::now());
+    const timespec nap = to_timespec(std::min<std::chrono::nanoseconds>(pause, left));
+    if (left.count() > 0 && ::ppoll(nullptr, 0, &nap, hold.wait_mask()) < 0 && !resumable(errno))
+      return errno;  // a handler ran
     pause = std::min(pause * 2, std::chrono::microseconds(50000));
   }
 }
@@ -202,12 +218,15 @@ int FilePath::send_file(std::string_view msg, unsigned prio, bool nonblock, Dead
 // File framing: one open-read-close receives one message, whole.
 int FilePath::read_file_message(bool nonblock, Deadline deadline) {
   const bool waits_in_daemon = !nonblock && !deadline;  // see rb_
+  SignalHold hold(interruptible_);
   mbx::UniqueFd fd(open_file(O_RDONLY | (waits_in_daemon ? 0 : O_NONBLOCK)));
   if (!fd.valid()) return errno;
   std::string msg;
   std::string buf(std::max<size_t>(max_message_, 1) + 1, '\0');
   for (;;) {
+    if (waits_in_daemon && msg.empty() && hold.open()) return EINTR;
     const ssize_t n = ::read(fd.get(), buf.data(), buf.size());
+    hold.close();
     if (n > 0) {
       msg.append(buf.data(), static_cast<size_t>(n));
       continue;
@@ -216,9 +235,9 @@ int FilePath::read_file_message(bool nonblock, Deadline deadline) {
     if (resumable(errno) && waits_in_daemon && msg.empty()) continue;
     if (errno != EAGAIN || !msg.empty()) return errno;
     if (nonblock) return EAGAIN;
-    if (int e = wait_fd(fd.get(), POLLIN, deadline)) return e;
+    if (int e = wait_fd(fd.get(), POLLIN, deadline, hold.wait_mask())) return e;
   }
-  hold(fd.get(), msg);  // before the close: the open file knows what it received
+  this->hold(fd.get(), msg);  // before the close: the open file knows what it received
   return 0;
 }
 
@@ -245,11 +264,14 @@ int FilePath::next_message(bool nonblock, Deadline deadline) {
   if (!held_.empty()) return 0;
   if (framing_ == Framing::file) return read_file_message(nonblock, deadline);
   const bool waits_in_daemon = !nonblock && !deadline;
+  SignalHold signals(interruptible_);
   mbx::UniqueFd& fd = waits_in_daemon ? rb_ : r_;
   if (int e = open_once(fd, O_RDONLY | (waits_in_daemon ? 0 : O_NONBLOCK))) return e;
   std::string buf(std::max<size_t>(max_message_, 1) + 1, '\0');
   for (;;) {
+    if (waits_in_daemon && signals.open()) return EINTR;
     const ssize_t n = ::read(fd.get(), buf.data(), buf.size());
+    signals.close();
     if (n > 0) {
       hold(fd.get(), std::string_view(buf.data(), static_cast<size_t>(n)));
       return 0;
@@ -258,7 +280,7 @@ int FilePath::next_message(bool nonblock, Deadline deadline) {
     if (resumable(errno) && waits_in_daemon) continue;
     if (errno != EAGAIN) return errno;
     if (nonblock) return EAGAIN;
-    if (int e = wait_fd(fd.get(), POLLIN, deadline)) return e;
+    if (int e = wait_fd(fd.get(), POLLIN, deadline, signals.wait_mask())) return e;
   }
 }
 

@@ -3,6 +3,8 @@
 // mailbox file (write/read/poll), for a process that may not map the segment
 // (OpenOptions::fallback). Knows the three framings; see docs/design.md §12.
 #pragma once
+#include <signal.h>
+
 #include <chrono>
 #include <deque>
 #include <optional>
@@ -53,7 +55,8 @@ class FilePath {
   void hold(int fd, std::string_view got);
   int next_message(bool nonblock, Deadline deadline);
   int read_file_message(bool nonblock, Deadline deadline);
-  int wait_fd(int fd, short events, Deadline deadline);
+  // Sleeps under `mask` (SignalHold::wait_mask()), atomically.
+  int wait_fd(int fd, short events, Deadline deadline, const sigset_t* mask);
   int open_once(mbx::UniqueFd& fd, int flags);
   // open(path_) or, where the mode refuses it (EACCES) and base_'s access
   // mode allows `flags`, a dup of base_: then the descriptor's own O_NONBLOCK

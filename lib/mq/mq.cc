@@ -35,6 +35,7 @@
 #include "base/mutex.h"
 #include "base/unique_fd.h"
 #include "client/access.h"
+#include "client/signal_hold.h"
 #include "mailbox/mailbox.hpp"
 #include "mailbox/mqueue.h"
 #include "mailbox/protocol.h"
@@ -181,7 +182,12 @@ class Lease {
         return;
       }
     }
+    // The open's requests may sleep (through the file, each waits for the
+    // daemon's answer): a signal meanwhile is held, and remembered if its
+    // handler ends a wait, for a call that then finds it must wait.
+    mailbox::SignalHold hold(true);
     auto r = open_box(q.fd, q.path, q.acc);
+    signalled_ = hold.open();
     if (!r) {
       err_ = r.error() == ENOENT ? EBADF : r.error();  // closed meanwhile by another thread
       return;
@@ -197,12 +203,15 @@ class Lease {
   Lease(const Lease&) = delete;
   Lease& operator=(const Lease&) = delete;
   int error() const { return err_; }
+  // Whether a handler that ends a wait ran while the Mailbox was opened.
+  bool signalled() const { return signalled_; }
   Mailbox& box() { return *box_; }
 
  private:
   Queue& q_;
   std::optional<Mailbox> box_;
   int err_ = 0;
+  bool signalled_ = false;
 };
 
 // An absolute CLOCK_REALTIME timeout as a steady-clock deadline (EINVAL as
@@ -248,10 +257,13 @@ int send_impl(int fd, const char* msg, size_t len, unsigned prio, const timespec
   const std::string_view v(msg, len);
   // A signal ends the wait with EINTR only when its handler lacks
   // SA_RESTART: the library sleeps in FUTEX_WAIT, which the kernel restarts
-  // for such handlers (signal(7)), as it restarts mq_send.
+  // for such handlers (signal(7)), as it restarts mq_send. Through the file,
+  // every request may sleep: signals are held from the first try to the
+  // wait, which lets them through (mailbox::SignalHold).
+  mailbox::SignalHold hold(l.box().via_file());
   (void)Segment::take_polled_kick();  // a stale one from an earlier call
   int e = prio_send(l.box(), v, prio, true, std::nullopt);
-  if (e == EAGAIN && !nonblocking(*q)) e = prio_send(l.box(), v, prio, false, d);
+  if (e == EAGAIN && !nonblocking(*q)) e = l.signalled() ? EINTR : prio_send(l.box(), v, prio, false, d);
   probe_polls(*q);
   if (e) return fail(mq_errno(e));
   deliver_own(l.box());
@@ -269,9 +281,11 @@ ssize_t receive_impl(int fd, char* buf, size_t len, unsigned* prio, const timesp
   Lease l(*q);
   if (l.error()) return fail(l.error());
   // As in send_impl: nothing is consumed unless a message is returned.
+  mailbox::SignalHold hold(l.box().via_file());
   (void)Segment::take_polled_kick();
   auto r = prio_receive(l.box(), buf, len, prio, true, std::nullopt);
-  if (!r && r.error() == EAGAIN && !nonblocking(*q)) r = prio_receive(l.box(), buf, len, prio, false, d);
+  if (!r && r.error() == EAGAIN && !nonblocking(*q))
+    r = l.signalled() ? mailbox::Result<size_t>::failure(EINTR) : prio_receive(l.box(), buf, len, prio, false, d);
   probe_polls(*q);
   if (!r) return fail(mq_errno(r.error()));
   return static_cast<ssize_t>(*r);

@@ -14,6 +14,7 @@
 
 #include <cerrno>
 #include <cstring>
+#include <fstream>
 #include <string>
 
 #include <mailbox/mqueue.h>
@@ -348,6 +349,90 @@ TEST(Mq, SignalInterruptsABlockedReceive) {
   EXPECT_EQ(finish(receiver), 0);
   mbx_mq_close(q);
 }
+
+// Resumes a daemon stopped with SIGSTOP, whatever the test's outcome.
+struct Stopped {
+  explicit Stopped(pid_t pid) : pid(pid) { ok = ::kill(pid, SIGSTOP) == 0; }
+  ~Stopped() { ::kill(pid, SIGCONT); }
+  pid_t pid;
+  bool ok;
+};
+
+// Another user's mq call goes through the file, where every request sleeps
+// until the daemon answers. A signal that comes while the call sleeps in one
+// that does not wait for the queue ends the call with EINTR, as it ends the
+// kernel's. Here the daemon is stopped, so the call's first request waits
+// for its answer: with `cold` (the child's first call on the queue) the
+// opening of the call's mailbox, which the daemon answers whatever the
+// interrupt (before, the handler ran as it returned and the send then slept
+// on: the cold test hangs on that code); else the priority ioctl, which the
+// daemon may end with EINTR itself, so the warm test checks that the signal
+// held back meanwhile still ends the wait after it.
+void signal_while_a_request_awaits_its_answer(bool cold) {
+  if (geteuid() != 0) GTEST_SKIP() << "needs root to act as another user";
+  Mount m("allow_other,root_mode=1777");
+  ASSERT_TRUE(m.ok()) << m.daemon_stderr();
+  const std::string tmp = m.dir().substr(0, m.dir().rfind('/'));
+  ASSERT_EQ(::chmod(tmp.c_str(), 0755), 0);  // the mount's parent, for the other user
+  Root r(m);
+  mq_attr a{};
+  a.mq_maxmsg = 1;
+  a.mq_msgsize = 16;
+  const mode_t mask = ::umask(0);  // the queue's mode is taken through the umask, as the kernel's
+  mqd_t q = mbx_mq_open("/stalled", O_RDWR | O_CREAT | O_EXCL, 0666, &a);
+  ::umask(mask);
+  ASSERT_GE(q, 0) << strerror(errno);
+  ASSERT_EQ(mbx_mq_send(q, "full", 4, 0), 0);
+  int go[2];
+  ASSERT_EQ(::pipe(go), 0);
+  mt::Ready opened;
+  pid_t sender = child([&] {
+    ::close(go[1]);
+    if (::setresgid(65534, 65534, 65534) != 0 || ::setresuid(65534, 65534, 65534) != 0) return 20;
+    struct sigaction sa {};
+    sa.sa_handler = on_usr2;  // no SA_RESTART
+    sigaction(SIGUSR2, &sa, nullptr);
+    mqd_t w = mbx_mq_open("/stalled", O_WRONLY);
+    mq_attr seen{};
+    if (w < 0) return 100 + errno;
+    if (!cold && mbx_mq_getattr(w, &seen) != 0) return 21;  // a warm call opens the mailbox
+    opened.say();
+    char c;
+    if (::read(go[0], &c, 1) != 1) return 22;
+    if (mbx_mq_send(w, "x", 1, 5) == 0)
+      return 11;  // first a priority ioctl, which the daemon answers whatever a signal
+    return errno == EINTR ? 0 : 12;
+  });
+  ::close(go[0]);
+  ASSERT_TRUE(opened.wait()) << "the child's mq_open failed: " << finish(sender);
+  {
+    Stopped daemon(m.daemon_pid());
+    ASSERT_TRUE(daemon.ok);
+    ASSERT_EQ(::write(go[1], "g", 1), 1);
+    // Any request, opens included (mt::wait_sleeping skips those): with the
+    // daemon stopped, none returns.
+    const std::string wchan = "/proc/" + std::to_string(sender) + "/wchan";
+    ASSERT_TRUE(mt::wait_until([&] {
+      std::ifstream f(wchan);
+      std::string w;
+      f >> w;
+      return w.find("request_wait_answer") != std::string::npos || w.find("fuse") != std::string::npos;
+    })) << "the send never reached the daemon";
+    ::kill(sender, SIGUSR2);
+  }
+  ::close(go[1]);
+  EXPECT_EQ(finish(sender), 0) << "11: sent, 12: another errno, -1: slept on after the signal";
+  mq_attr after{};
+  ASSERT_EQ(mbx_mq_getattr(q, &after), 0);
+  EXPECT_EQ(after.mq_curmsgs, 1) << "the interrupted send sent nothing";
+  mbx_mq_close(q);
+  mbx_mq_unlink("/stalled");
+}
+
+TEST(Mq, ASignalWhileARequestAwaitsTheDaemonEndsACallThroughTheFile) {
+  signal_while_a_request_awaits_its_answer(false);
+}
+TEST(Mq, ASignalWhileTheFirstCallOpensItsMailboxEndsIt) { signal_while_a_request_awaits_its_answer(true); }
 
 // The shared-memory segment of a queue's mailbox, through its descriptor.
 std::string segment_of(mqd_t q) {
