@@ -3,6 +3,7 @@
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <gtest/gtest.h>
 #include <poll.h>
 #include <signal.h>
 #include <sys/stat.h>
@@ -94,6 +95,21 @@ class PythonOnPath {
   pid_t owner_ = ::getpid();
 };
 PythonOnPath python_on_path;
+
+// tests/run.sh may run this binary as gtest shards (GTEST_TOTAL_SHARDS,
+// GTEST_SHARD_INDEX). gtest has picked this shard's tests before global
+// environments are set up; from then on the variables would only make the
+// gtest programs the tests run (out/mq_conformance) run a shard of theirs.
+class NoShardsForChildren : public ::testing::Environment {
+ public:
+  void SetUp() override {
+    ::unsetenv("GTEST_TOTAL_SHARDS");
+    ::unsetenv("GTEST_SHARD_INDEX");
+    ::unsetenv("GTEST_SHARD_STATUS_FILE");
+  }
+};
+[[maybe_unused]] ::testing::Environment* const no_shards_for_children =
+    ::testing::AddGlobalTestEnvironment(new NoShardsForChildren);
 
 // Does a wchan name match where a call of kind `on` sleeps?
 bool sleeps_on(const std::string& wchan, Sleep on) {
