@@ -74,6 +74,20 @@ TEST(Attrs, StatRightAfterALibrarySendOrReceiveShowsTheNewBacklog) {
   EXPECT_EQ(m.daemon_stderr(), "");
 }
 
+// READDIRPLUS hands the kernel one reference per entry (counted like a
+// LOOKUP): an open mailbox listed many times, then removed, is still there
+// for fstat of its open file.
+TEST(Attrs, ListingCountsTheKernelsReferences) {
+  Mount m;
+  ASSERT_TRUE(m.ok()) << m.daemon_stderr();
+  auto r = m.sh(
+      "mkdir d; for i in 1 2 3; do : > d/m$i; done; echo queued > d/m2; exec 3<d/m2;"
+      "for i in 1 2 3; do ls -l d >/dev/null; done; rm d/m2; ls d | tr '\\n' ' '; echo;"
+      "python3 -c 'import os; s = os.fstat(3); print(s.st_nlink, s.st_size)'");
+  EXPECT_EQ(r.out, "m1 m3 \n0 0\n") << r.err;  // rm discarded what was queued
+  EXPECT_EQ(m.daemon_stderr(), "");
+}
+
 TEST(Attrs, ASettingThatChangesTheSizeShowsInStat) {
   Mount m;
   ASSERT_TRUE(m.ok()) << m.daemon_stderr();
