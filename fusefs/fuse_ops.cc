@@ -46,11 +46,19 @@ Sender caller(fuse_req_t req) {
 
 Handle* handle(fuse_file_info* fi) { return reinterpret_cast<Handle*>(fi->fh); }
 
-// A mailbox's attributes are never cached: st_size changes with every
-// receive, and the kernel drops only the atime it cached after a read. A
-// directory's are, unless another daemon may chmod it.
+// A directory's attributes are cached, unless another daemon may chmod it.
+// A mailbox's st_size and times change with every send and receive: they
+// are cached only while the daemon alone changes its store (Mailbox::stat:
+// no library was told where it is), and every change through the daemon
+// drops them before its reply (KernelCache::invalidate_attrs). Under pid/
+// (no Mailbox here) and on a shared mount, never.
+constexpr double kAttrTimeout = 1.0;
+
 double attr_timeout(fuse_req_t req, const struct stat& st) {
-  return S_ISDIR(st.st_mode) && !fs(req).shared_names ? 1.0 : 0.0;
+  if (fs(req).shared_names) return 0.0;
+  if (S_ISDIR(st.st_mode)) return kAttrTimeout;
+  auto box = fs(req).router->mailbox(st.st_ino);
+  return box && box->attrs_cacheable() ? kAttrTimeout : 0.0;
 }
 
 void reply_err(fuse_req_t req, Errc e) { fuse_reply_err(req, to_errno(e)); }
@@ -200,7 +208,11 @@ class FusePollToken final : public PollToken {
 
 // ---- callbacks -----------------------------------------------------------------
 
-void op_init(void*, fuse_conn_info* conn) {
+void op_init(void* userdata, fuse_conn_info* conn) {
+  // READDIRPLUS looks every entry up (and counts the kernel's reference); on
+  // a shared mount each look would be a server round trip, for attributes
+  // the kernel may not cache anyway.
+  if (static_cast<Fs*>(userdata)->shared_names) conn->want &= ~FUSE_CAP_READDIRPLUS;
   // No atomic_o_trunc: with it the kernel zeroes its cached size at an
   // O_TRUNC open, undoing the size raised for a full datagram/line mailbox, and
   // the next write takes the inode lock exclusively. Without it, O_TRUNC
@@ -378,6 +390,40 @@ void op_readdir(fuse_req_t req, fuse_ino_t, size_t size, off_t off, fuse_file_in
   fuse_reply_buf(req, buf.data(), used);
 }
 
+// READDIRPLUS: each entry with its attributes, so that `ls -l` needs no
+// LOOKUP (and, for a cacheable mailbox, no GETATTR) per file. Each entry
+// given with an inode is a lookup the kernel will forget; "." and ".." are
+// given without (the kernel ignores their attributes). A name gone since
+// OPENDIR is skipped.
+void op_readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info* fi) {
+  auto* snap = reinterpret_cast<std::vector<DirEntry>*>(fi->fh);
+  Router& router = *fs(req).router;
+  std::vector<char> buf(size);
+  std::vector<uint64_t> looked_up;
+  size_t used = 0;
+  for (size_t i = static_cast<size_t>(off); i < snap->size(); i++) {
+    const DirEntry& d = (*snap)[i];
+    const off_t next = static_cast<off_t>(i + 1);
+    fuse_entry_param e{};
+    if (fuse_add_direntry_plus(req, nullptr, 0, d.name.c_str(), nullptr, 0) > size - used) break;
+    if (d.name != "." && d.name != "..") {
+      auto st = router.lookup(ino, d.name, caller(req));
+      if (!st) continue;  // removed since OPENDIR
+      e.ino = st->st_ino;
+      e.attr = *st;
+      e.attr_timeout = attr_timeout(req, *st);
+      e.entry_timeout = entry_timeout(req, *st);
+      looked_up.push_back(e.ino);
+    } else {
+      e.attr.st_ino = d.ino;
+      e.attr.st_mode = d.mode;
+    }
+    used += fuse_add_direntry_plus(req, buf.data() + used, size - used, d.name.c_str(), &e, next);
+  }
+  if (fuse_reply_buf(req, buf.data(), used) != 0)  // not delivered: the kernel took no reference
+    for (uint64_t n : looked_up) router.forget(n, 1);
+}
+
 void op_releasedir(fuse_req_t req, fuse_ino_t, fuse_file_info* fi) {
   delete reinterpret_cast<std::vector<DirEntry>*>(fi->fh);
   fuse_reply_err(req, 0);
@@ -475,6 +521,7 @@ fuse_lowlevel_ops make_ops() {
   o.poll = op_poll;
   o.opendir = op_opendir;
   o.readdir = op_readdir;
+  o.readdirplus = op_readdirplus;
   o.releasedir = op_releasedir;
   o.statfs = op_statfs;
   o.getxattr = op_getxattr;
@@ -490,6 +537,12 @@ fuse_lowlevel_ops make_ops() {
 void FuseKernelCache::raise_size(uint64_t ino, uint64_t size) {
   fuse_bufvec empty = FUSE_BUFVEC_INIT(0);
   fuse_lowlevel_notify_store(se_, ino, static_cast<off_t>(size), &empty, FUSE_BUF_NO_SPLICE);
+}
+
+void FuseKernelCache::invalidate_attrs(uint64_t ino) {
+  // Offset -1: the attributes only, no page cache (direct I/O keeps none);
+  // takes no inode lock in the kernel, so a request handler may send it.
+  fuse_lowlevel_notify_inval_inode(se_, ino, -1, 0);
 }
 
 const fuse_lowlevel_ops& fuse_operations() {

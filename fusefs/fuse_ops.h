@@ -25,11 +25,13 @@ struct Fs {
 
 const fuse_lowlevel_ops& fuse_operations();
 
-// Raises the kernel's cached st_size of a mailbox (see KernelCache).
+// Raises the kernel's cached st_size of a mailbox, or drops its cached
+// attributes (see KernelCache).
 class FuseKernelCache final : public KernelCache {
  public:
   explicit FuseKernelCache(fuse_session* se) : se_(se) {}
   void raise_size(uint64_t ino, uint64_t size) override;
+  void invalidate_attrs(uint64_t ino) override;
 
  private:
   fuse_session* se_;

@@ -34,6 +34,9 @@ Result<std::string> mailbox_xattr(Mailbox& box, std::string_view name, pid_t rea
     for (auto [prio, n] : *p) s += (s.empty() ? "" : " ") + std::to_string(prio) + ":" + std::to_string(n);
     return s;
   }
+  // Whoever asks where the store is may change it without the daemon: the
+  // kernel caches its attributes no more (Mailbox::expose).
+  if (is(name, attr::kSegment)) box.expose();
   MailboxInfo i = box.info();
   if (is(name, attr::kCapacity)) return format_capacity(i.settings.capacity);
   if (is(name, attr::kMaxMessage)) return std::to_string(i.settings.max_message);

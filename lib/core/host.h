@@ -13,13 +13,16 @@
 
 namespace mbx {
 
-// The front end's side of the kernel: the st_size it caches for an inode.
+// The front end's side of the kernel: what it caches of an inode's attributes.
 class KernelCache {
  public:
   virtual ~KernelCache() = default;
   // A datagram/line mailbox filled up: writers beyond `size` would take the
   // inode lock exclusively in the kernel, so the cached size is raised.
   virtual void raise_size(uint64_t ino, uint64_t size) = 0;
+  // What stat shows of `ino` changed: the attributes the kernel cached are
+  // dropped. Called with no core lock held, before the reply to the change.
+  virtual void invalidate_attrs(uint64_t ino) = 0;
 };
 
 class Host {

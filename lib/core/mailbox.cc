@@ -27,6 +27,11 @@ void Mailbox::Op::settle() NO_THREAD_SAFETY_ANALYSIS {
 
 Mailbox::Op::~Op() NO_THREAD_SAFETY_ANALYSIS {
   if (!settled_) m_.settle_locked(b);
+  // What stat shows may have changed: attributes the kernel caches go first.
+  if ((b.changed || b.attrs) && m_.attrs_cached_) {
+    m_.attrs_cached_ = false;
+    b.inval_attrs = true;
+  }
   m_.mu_.unlock();
   m_.commit(b, interrupted);
 }
@@ -831,6 +836,9 @@ void Mailbox::quarantine_locked(Batch& b) {
 }
 
 void Mailbox::commit(Batch& b, Waiter* interrupted) {
+  // Before any reply: a caller that returns from a change sees it in stat.
+  if (b.inval_attrs)
+    if (KernelCache* k = host_.kernel()) k->invalidate_attrs(id_);
   for (auto& t : b.polls)
     if (t) t->notify();
   if (b.raise)
@@ -1044,6 +1052,30 @@ MailboxInfo Mailbox::info() {
   return i;
 }
 
+StatInfo Mailbox::stat() {
+  StatInfo i;
+  Op op(*this, /*settle=*/false);  // a look, as info()
+  if (!store_) return i;
+  store_->load_settings(&settings_);
+  if (!quarantined_) {
+    last_stats_ = store_->stats();
+    if (!removed_ && store_->corrupt()) quarantine_locked(op.b);  // found by this look
+  }
+  i.seg = last_stats_;
+  i.reported_size = reported_size_locked(i.seg);
+  // Relaxed: expose() stores it under mu_, which is held here.
+  i.cacheable = !removed_ && !exposed_.load(std::memory_order_relaxed);
+  if (i.cacheable) attrs_cached_ = true;
+  return i;
+}
+
+void Mailbox::expose() {
+  Op op(*this, /*settle=*/false);
+  // Release: pairs with the acquire in attrs_cacheable() (a hint); stat() reads it under mu_.
+  exposed_.store(true, std::memory_order_release);
+  op.b.attrs = true;  // what the kernel cached is dropped at the end of op
+}
+
 unsigned Mailbox::poll(Handle& h, std::unique_ptr<PollToken> token) {
   if (wants_feed(h)) feeder_->feed(*this);
   const bool arming = token != nullptr;
@@ -1124,6 +1156,7 @@ Errc Mailbox::set_once(std::string_view name, std::string_view value) {
       b.changed = true;
     }
     settings_ = n;
+    b.attrs = true;  // the framing decides st_size of a full mailbox
   }
   return err;
 }

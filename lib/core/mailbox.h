@@ -8,6 +8,7 @@
 #pragma once
 #include <sys/types.h>
 
+#include <atomic>
 #include <chrono>
 #include <deque>
 #include <list>
@@ -150,6 +151,14 @@ struct MailboxInfo {
   size_t armed_polls = 0;  // open files waiting for a poll notification
 };
 
+// What stat(2) shows of a mailbox (Mailbox::stat): the counters alone, and
+// whether the kernel may cache them.
+struct StatInfo {
+  QueueStats seg;
+  uint64_t reported_size = 0;
+  bool cacheable = false;
+};
+
 class Mailbox final : public std::enable_shared_from_this<Mailbox>, public StoreListener, public Reconciler {
  public:
   Mailbox(Host& host, uint64_t id, Settings s, std::unique_ptr<Store> store);
@@ -244,6 +253,20 @@ class Mailbox final : public std::enable_shared_from_this<Mailbox>, public Store
   std::optional<std::string> last_sender_text(pid_t reader);
 
   MailboxInfo info();
+  // What stat(2) shows, without the rest of info() (no /proc or file system
+  // call, no lists). `cacheable`: only the daemon changes this store (no
+  // library was told where it is, see expose()), so the front end may let
+  // the kernel cache the attributes; every later change through the daemon
+  // then drops them (KernelCache::invalidate_attrs) before its reply.
+  StatInfo stat();
+  // A participant outside the daemon may change the store from now on: its
+  // locator was asked for (user.mailbox.segment), it was left by an earlier
+  // daemon, or other daemons share it. Attributes the kernel cached are
+  // dropped before this returns, and none are cached again.
+  void expose();
+  // Whether stat() answers cacheable (a hint for the front end: expose()
+  // drops what was cached after the answer anyway).
+  bool attrs_cacheable() const { return !exposed_.load(std::memory_order_acquire); }  // pairs with expose()
   // Queued messages per priority, highest first (user.mailbox.priorities):
   // walks the queue, so not part of info(). busy: a receive lock held
   // elsewhere (a library view) kept it from looking.
@@ -268,6 +291,8 @@ class Mailbox final : public std::enable_shared_from_this<Mailbox>, public Store
     // A look at a store whose looks are round trips found it empty, and this
     // hold has added nothing since: parked receives need not look again.
     bool found_empty = false;
+    bool attrs = false;        // what stat shows changed without a ring change (a setting)
+    bool inval_attrs = false;  // drop the kernel's cached attributes (before any reply)
   };
   enum class Step { done, need_space, need_ack, failed };
   // One operation on the mailbox, the only way a public call that may finish
@@ -365,6 +390,12 @@ class Mailbox final : public std::enable_shared_from_this<Mailbox>, public Store
   uint64_t retry_timer_ GUARDED_BY(mu_) = 0;
   std::chrono::milliseconds retry_delay_ GUARDED_BY(mu_) = kRetryFirst;
   bool quarantined_ GUARDED_BY(mu_) = false;
+  // The kernel may hold attributes stat() answered as cacheable: the next
+  // change (Batch::changed or attrs) clears it and drops them.
+  bool attrs_cached_ GUARDED_BY(mu_) = false;
+  // Set once by expose(), never cleared; written under mu_ too, so stat()'s
+  // read under mu_ is exact and attrs_cacheable()'s is a hint.
+  std::atomic<bool> exposed_{false};
   QueueStats last_stats_ GUARDED_BY(mu_);  // as last read: what a quarantined mailbox reports
   struct From {
     Sender s;

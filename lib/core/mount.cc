@@ -48,13 +48,17 @@ Result<std::shared_ptr<Mailbox>> Mount::shared_mailbox(uint64_t id, const std::s
   if (!redis_) return Errc::not_supported;
   auto store = redis_->open_store(rid, &s);
   if (!store) return store.error();
-  return std::make_shared<Mailbox>(*this, id, s, std::move(store.value()));
+  auto box = std::make_shared<Mailbox>(*this, id, s, std::move(store.value()));
+  box->expose();  // other daemons change it
+  return box;
 }
 
 Result<std::shared_ptr<Mailbox>> Mount::adopt_mailbox(uint64_t id, Settings s) {
   auto store = backend_->adopt(id, &s);
   if (!store) return store.error();
-  return made(std::make_shared<Mailbox>(*this, id, s, std::move(store.value())));
+  auto box = std::make_shared<Mailbox>(*this, id, s, std::move(store.value()));
+  box->expose();  // library peers of the dead daemon may have it mapped
+  return made(std::move(box));
 }
 
 std::shared_ptr<Mailbox> Mount::made(std::shared_ptr<Mailbox> box) {

@@ -208,7 +208,7 @@ Result<Tree::Node*> Tree::child_locked(uint64_t parent, std::string_view name) {
   return c;
 }
 
-struct stat Tree::stat_of(const Node& n, const MailboxInfo* info) const {
+struct stat Tree::stat_of(const Node& n, const StatInfo* info) const {
   struct stat st {};
   st.st_ino = n.ino;
   st.st_mode = n.mode;
@@ -253,7 +253,7 @@ Result<struct stat> Tree::stat_ino(uint64_t ino) {
     copy.subdirs = n->subdirs;
     if (S_ISDIR(n->mode)) return stat_of(*n, nullptr);
   }
-  MailboxInfo info = box->info();  // outside the tree lock: mailboxes are independent
+  StatInfo info = box->stat();  // outside the tree lock: mailboxes are independent
   return stat_of(copy, &info);
 }
 
@@ -594,6 +594,9 @@ void Tree::clear_privs_on_write(uint64_t ino, const Sender& c) {
   n->mode &= ~kill;
   n->ctime = now_ts();
   persist_locked(*n);
+  g.unlock();
+  // The kernel keeps the mode it cached across a direct write: drop it.
+  if (KernelCache* k = mount_.kernel()) k->invalidate_attrs(ino);
 }
 
 // ---- user.mailbox.* ----------------------------------------------------------

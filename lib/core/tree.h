@@ -133,7 +133,7 @@ class Tree final : public Namespace {
   Result<Node*> add_locked(uint64_t parent, std::string_view name, mode_t mode, const Sender& c) REQUIRES(mu_);
   void detach_locked(Node& n) REQUIRES(mu_);
   void maybe_drop_locked(Node& n) REQUIRES(mu_);
-  struct stat stat_of(const Node& n, const MailboxInfo* info) const;
+  struct stat stat_of(const Node& n, const StatInfo* info) const;
   Result<struct stat> stat_ino(uint64_t ino);
   void persist_locked(const Node& n) REQUIRES(mu_);
   void persist_node_locked(const Node& n) REQUIRES(mu_);
