@@ -127,11 +127,15 @@ export LSAN_OPTIONS="suppressions=$PWD/tests/lsan.supp:print_suppressions=0"
 # The ASan mount suite mostly waits (on its daemons and child processes):
 # it runs in the background, beside the CPU-bound ASan unit and TSan runs,
 # which yield to it (nice 10). Every run keeps its own options and report directory.
-mount_bg=
+# It runs as MBX_TEST_SHARDS gtest shards at once, as tests/run.sh runs it.
+mount_bg=() shards=${MBX_TEST_SHARDS:-2}
 if [ $mount -eq 1 ]; then
-  MAILBOXFS_BIN="$(cd "$ASAN_OUT" && pwd)/mailboxfs" run asan-mount "${MOUNT_TESTS:-$ASAN_OUT/mount_tests}" \
-    --gtest_filter="$ASAN_MOUNT_FILTER" >"$logs/asan-mount.out" 2>&1 &
-  mount_bg=$!
+  for ((i = 0; i < shards; i++)); do
+    GTEST_TOTAL_SHARDS=$shards GTEST_SHARD_INDEX=$i MAILBOXFS_BIN="$(cd "$ASAN_OUT" && pwd)/mailboxfs" \
+      run asan-mount-$i "${MOUNT_TESTS:-$ASAN_OUT/mount_tests}" --gtest_filter="$ASAN_MOUNT_FILTER" \
+      >"$logs/asan-mount-$i.out" 2>&1 &
+    mount_bg+=($!)
+  done
 fi
 run asan-unit nice -n 10 "$ASAN_OUT/unit_tests" --gtest_filter="$ASAN_UNIT_FILTER"
 tally asan-unit
@@ -147,11 +151,11 @@ if [ $tsan -eq 1 ]; then
   unset TSAN_OPTIONS
 fi
 
-if [ -n "$mount_bg" ]; then
-  wait "$mount_bg"
-  cat "$logs/asan-mount.out"
-  tally asan-mount
-fi
+for ((i = 0; i < ${#mount_bg[@]}; i++)); do
+  wait "${mount_bg[$i]}"
+  cat "$logs/asan-mount-$i.out"
+  tally asan-mount-$i
+done
 reports "$logs/asan"
 
 echo "$pass passed, $fail failed, $skip skipped"

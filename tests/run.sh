@@ -11,6 +11,7 @@
 # folds their counts in: ASan+UBSan and TSan builds (scripts/ci-sanitizers.sh),
 # `make fuzz-smoke` and a one-minute `make soak`.
 # python3 is $MBX_PYTHON, else /usr/bin/python3, else the first on PATH.
+# Each gtest suite runs as MBX_TEST_SHARDS (default 2) gtest shards at once.
 # JUnit XML goes to OUT/test-results/.
 set -u
 out=out under_load=0 extras=0
@@ -28,6 +29,8 @@ if [ -z "${MBX_PYTHON:-}" ]; then
   if [ -x /usr/bin/python3 ]; then MBX_PYTHON=/usr/bin/python3; else MBX_PYTHON=$(command -v python3); fi
 fi
 export MBX_PYTHON
+# Each gtest suite runs as this many shards at once (see run()).
+shards=${MBX_TEST_SHARDS:-2}
 results="$out/test-results"
 mkdir -p "$results"
 pass=0 fail=0 skip=0
@@ -43,26 +46,57 @@ stop_load() {
 trap stop_load EXIT
 trap 'stop_load; exit 130' INT TERM
 
-# run BINARY NAME: runs one suite, shows each test's verdict and every failure
-# in full (expected and actual values), and adds its counts to the totals.
+# run BINARY NAME [SHARDS]: runs one suite, shows each test's verdict and
+# every failure in full (expected and actual values), and adds its counts to
+# the totals. With SHARDS > 1 the suite runs as that many gtest shards at once
+# (GTEST_TOTAL_SHARDS, GTEST_SHARD_INDEX): its tests mostly wait for daemons
+# and other processes, so the shards overlap those waits, and each is load
+# for the others. A shard's verdicts are shown when it ends.
 run() {
-  local bin=$1 name=$2 log rc p f s
-  log=$(mktemp)
-  echo "== $name"
-  timeout -k 10 1200 "$bin" --gtest_color=no --gtest_output="xml:$results/$name.xml" 2>&1 | tee "$log" |
-    awk '/^\[ +(OK|FAILED|SKIPPED) +\]/ { block = 0; print; next }
-         /: Failure$|error:/ { block = 1 }
-         block { print }'
-  rc=${PIPESTATUS[0]}
-  p=$(sed -n 's/^\[  PASSED  \] \([0-9]*\) test.*/\1/p' "$log" | tail -1)
-  f=$(sed -n 's/^\[  FAILED  \] \([0-9]*\) test.*/\1/p' "$log" | tail -1)
-  s=$(sed -n 's/^\[  SKIPPED \] \([0-9]*\) test.*/\1/p' "$log" | tail -1)
+  local bin=$1 name=$2 shards=${3:-1} i log rc
+  local logs=() pids=()
+  if [ "$shards" -le 1 ]; then
+    echo "== $name"
+    log=$(mktemp)
+    timeout -k 10 1200 "$bin" --gtest_color=no --gtest_output="xml:$results/$name.xml" 2>&1 | tee "$log" | verdicts
+    count "$name" "${PIPESTATUS[0]}" "$log"
+    return
+  fi
+  echo "== $name ($shards shards)"
+  for ((i = 0; i < shards; i++)); do
+    logs+=("$(mktemp)")
+    GTEST_TOTAL_SHARDS=$shards GTEST_SHARD_INDEX=$i timeout -k 10 1200 "$bin" --gtest_color=no \
+      --gtest_output="xml:$results/$name-shard$i.xml" >"${logs[$i]}" 2>&1 &
+    pids+=($!)
+  done
+  for ((i = 0; i < shards; i++)); do
+    wait "${pids[$i]}"
+    rc=$?
+    verdicts <"${logs[$i]}"
+    count "$name shard $i" "$rc" "${logs[$i]}"
+  done
+}
+
+# count NAME STATUS LOG: adds a gtest run's counts to the totals (a non-zero
+# exit with no failure reported is one failure), and removes LOG.
+count() {
+  local p f s
+  p=$(sed -n 's/^\[  PASSED  \] \([0-9]*\) test.*/\1/p' "$3" | tail -1)
+  f=$(sed -n 's/^\[  FAILED  \] \([0-9]*\) test.*/\1/p' "$3" | tail -1)
+  s=$(sed -n 's/^\[  SKIPPED \] \([0-9]*\) test.*/\1/p' "$3" | tail -1)
   pass=$((pass + ${p:-0})); fail=$((fail + ${f:-0})); skip=$((skip + ${s:-0}))
-  if [ "$rc" -ne 0 ] && [ "${f:-0}" -eq 0 ]; then
-    echo "$name exited with status $rc before reporting (crash or deadline)"
+  if [ "$2" -ne 0 ] && [ "${f:-0}" -eq 0 ]; then
+    echo "$1 exited with status $2 before reporting (crash or deadline)"
     fail=$((fail + 1))
   fi
-  rm -f "$log"
+  rm -f "$3"
+}
+
+# The verdict lines of a gtest log, with each failure's text.
+verdicts() {
+  awk '/^\[ +(OK|FAILED|SKIPPED) +\]/ { block = 0; print; next }
+       /: Failure$|error:/ { block = 1 }
+       block { print }'
 }
 
 # With the extras, the sanitizer and fuzz builds (the longest part of CI)
@@ -77,8 +111,8 @@ if [ "$extras" -eq 1 ]; then
   echo "== background: sanitizer and fuzz builds at nice 19 (pid $bg_build)"
 fi
 
-run "$out/unit_tests" unit_tests
-run "$out/mount_tests" mount_tests
+run "$out/unit_tests" unit_tests "$shards"
+run "$out/mount_tests" mount_tests "$shards"
 if [ -n "$bg_build" ]; then
   bg_ok=1
   wait "$bg_build" || bg_ok=0
@@ -92,7 +126,7 @@ if [ "$under_load" -eq 1 ]; then
     load_pids+=($!)
   done
   echo "== under load: ${#load_pids[@]} busy loops at nice 19"
-  run "$out/mount_tests" mount_tests-under-load
+  run "$out/mount_tests" mount_tests-under-load "$shards"
   stop_load
 fi
 

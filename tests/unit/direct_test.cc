@@ -234,7 +234,7 @@ TEST_F(DirectTest, AReusedPidIsANewProcess) {
   send_on(*l, "for the first one", me);
   kill_kid(c);
   pid_t again = -1;
-  for (int i = 0; i < 20 && again != c; i++) {
+  for (int i = 0; i < 500 && again != c; i++) {  // other processes (a test shard beside) may take it first
     if (again > 0) end(again);
     FILE* f = std::fopen("/proc/sys/kernel/ns_last_pid", "w");
     if (!f) GTEST_SKIP() << "no ns_last_pid";
