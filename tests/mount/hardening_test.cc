@@ -275,12 +275,8 @@ TEST(HardeningFuzz, BitFlipsInLiveSegmentsAreContained) {
     return 0;
   });
   // Shell traffic in the background, bounded by timeout_ms on every call,
-  // from before the first flip until SIGUSR1 after the last (a fixed count of
-  // rounds ran on for seconds after the flips, or ended before them under load).
-  Proc bg(
-      "trap 'stop=1' USR1; stop=0; echo @ready >&2; while [ $stop = 0 ]; do for k in 0 1 2 3; do echo bg > fuzz$k; "
-      "cat fuzz$k >/dev/null; done 2>/dev/null; done; exit 0",
-      m.dir());
+  // from before the first flip until after the last.
+  Proc bg(mt::until_usr1("for k in 0 1 2 3; do echo bg > fuzz$k; cat fuzz$k >/dev/null; done 2>/dev/null"), m.dir());
   ASSERT_TRUE(bg.wait_ready());
 
   int steps_timed_out = 0;
@@ -320,7 +316,7 @@ TEST(HardeningFuzz, BitFlipsInLiveSegmentsAreContained) {
       map_all();
     }
   }
-  bg.signal(SIGUSR1);              // ends its loop once the call under way returns
+  bg.signal(SIGUSR1);
   mt::Run b = bg.finish(120000);  // hang guard
   EXPECT_FALSE(b.timed_out) << "background traffic hangs";
   mt::finish(peer, 0);  // it loops until killed

@@ -2,7 +2,8 @@
 // Redis Cluster support: the slot function against the values Redis
 // documents, the key layout and scripts staying in one slot, and the client
 // (routing, MOVED, ASK) and the store against a real three-master cluster
-// that each test starts on 127.0.0.1 (tests/common/redis_cluster.h).
+// on 127.0.0.1 that the suite's tests share, each getting it emptied
+// (tests/common/redis_cluster.h).
 #include "../common/redis_cluster.h"
 
 #include <gtest/gtest.h>
@@ -98,6 +99,8 @@ TEST(RedisClient, ScriptKeysOfTwoSlotsAreRefusedOnASingleServerToo) {
 
 class RedisCluster : public ::testing::Test {
  protected:
+  static void SetUpTestSuite() { testredis::Cluster::share(true); }
+  static void TearDownTestSuite() { testredis::Cluster::share(false); }
   void SetUp() override {
     if (!cluster_.skip_reason().empty()) GTEST_SKIP() << cluster_.skip_reason();
     ASSERT_TRUE(cluster_.ready()) << cluster_.error();
