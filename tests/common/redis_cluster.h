@@ -86,6 +86,16 @@ class Cluster {
   std::string cli(size_t i, const std::string& args) const {
     return run("redis-cli -h 127.0.0.1 -p " + std::to_string(nodes_[i].port) + " " + args + " 2>&1");
   }
+  // redis-cli on node i once for all `commands` (one per line on its input): the replies, a line each.
+  std::string cli_batch(size_t i, const std::vector<std::string>& commands) const {
+    std::string args;
+    for (const std::string& c : commands) {
+      args += " '";
+      for (char ch : c) args += ch == '\'' ? std::string("'\\''") : std::string(1, ch);
+      args += "'";
+    }
+    return run("printf '%s\\n'" + args + " | redis-cli -h 127.0.0.1 -p " + std::to_string(nodes_[i].port) + " 2>&1");
+  }
   // Node i's cluster id.
   std::string id(size_t i) const { return cli(i, "CLUSTER MYID"); }
 
