@@ -307,6 +307,11 @@ $(FUZZ_OUT)/%_fuzz: tests/fuzz/%_fuzz.cc $(FUZZ_CORE_OBJS)
 $(FUZZ_OUT)/options_fuzz: $(FUZZ_OUT)/fusefs/options.o
 $(FUZZ_OUT)/options_fuzz: FUZZ_FLAGS += -I.
 
+# The core objects are named only by the pattern rule above, which makes
+# them intermediate: without this, make deletes them once the targets are
+# linked, and CI's fuzz-smoke compiled them all again after its background build.
+.SECONDARY: $(FUZZ_CORE_OBJS)
+
 build-fuzz: $(addprefix $(FUZZ_OUT)/,$(FUZZ_TARGETS))
 
 fuzz: build-fuzz

@@ -8,9 +8,12 @@
 // other signal). Every node it started is stopped by its pid at the end.
 // When the machine cannot run one (no cluster support, no TCP on 127.0.0.1)
 // skip_reason() says why.
-// Header-only, for the unit and mount suites alike.
+// A suite may share one cluster among its tests (share()): starting one takes
+// over 2 s, as a new master waits 2 s before it calls the cluster ok.
+// Header-only, for the unit and mount suites alike (gtest).
 #pragma once
 #include <arpa/inet.h>
+#include <gtest/gtest.h>
 #include <netinet/in.h>
 #include <signal.h>
 #include <sys/socket.h>
@@ -35,6 +38,7 @@ namespace testredis {
 class Cluster {
  public:
   explicit Cluster(int masters = 3) {
+    if (adopt(masters)) return;
     char tmpl[] = "/tmp/mbxtest.rediscluster.XXXXXX";
     if (!::mkdtemp(tmpl)) {
       error_ = "mkdtemp failed";
@@ -44,8 +48,26 @@ class Cluster {
     start(masters);
   }
   ~Cluster() {
-    for (Node& n : nodes_) stop(n);
-    if (!dir_.empty()) std::filesystem::remove_all(dir_);
+    Kept& k = kept();
+    if (k.on && ready_ && !::testing::Test::HasFailure() && ::getpid() == k.owner) {
+      k.drop();  // (none: a second Cluster at once was not adopted)
+      k.dir = std::move(dir_);
+      k.nodes = std::move(nodes_);
+      return;
+    }
+    drop(dir_, nodes_);
+  }
+
+  // Sharing, for a suite's SetUpTestSuite (true) and TearDownTestSuite (false,
+  // which stops the kept cluster). While on, a Cluster whose test passed is
+  // kept when it goes, and the next one made gets it back emptied (FLUSHALL
+  // and SCRIPT FLUSH on every master) if every node still reports the cluster
+  // ok, every slot served and none migrating; else it starts a fresh one.
+  static void share(bool on) {
+    Kept& k = kept();
+    k.on = on;
+    k.owner = ::getpid();
+    if (!on) k.drop();
   }
   Cluster(const Cluster&) = delete;
   Cluster& operator=(const Cluster&) = delete;
@@ -63,6 +85,16 @@ class Cluster {
   // redis-cli on node i (arguments as for the shell); its output without the last newline.
   std::string cli(size_t i, const std::string& args) const {
     return run("redis-cli -h 127.0.0.1 -p " + std::to_string(nodes_[i].port) + " " + args + " 2>&1");
+  }
+  // redis-cli on node i once for all `commands` (one per line on its input): the replies, a line each.
+  std::string cli_batch(size_t i, const std::vector<std::string>& commands) const {
+    std::string args;
+    for (const std::string& c : commands) {
+      args += " '";
+      for (char ch : c) args += ch == '\'' ? std::string("'\\''") : std::string(1, ch);
+      args += "'";
+    }
+    return run("printf '%s\\n'" + args + " | redis-cli -h 127.0.0.1 -p " + std::to_string(nodes_[i].port) + " 2>&1");
   }
   // Node i's cluster id.
   std::string id(size_t i) const { return cli(i, "CLUSTER MYID"); }
@@ -87,6 +119,51 @@ class Cluster {
     std::string dir;
   };
   using Clock = std::chrono::steady_clock;
+
+  static void drop(std::string& dir, std::vector<Node>& nodes) {
+    for (Node& n : nodes) stop(n);
+    nodes.clear();
+    if (!dir.empty()) std::filesystem::remove_all(dir);
+    dir.clear();
+  }
+  // The cluster kept between the tests of a sharing suite; stopped at exit at the latest.
+  struct Kept {
+    bool on = false;
+    pid_t owner = -1;  // a forked child's exit leaves it alone
+    std::string dir;
+    std::vector<Node> nodes;
+    void drop() { Cluster::drop(dir, nodes); }
+    ~Kept() {
+      if (::getpid() == owner) drop();
+    }
+  };
+  static Kept& kept() {
+    static Kept k;
+    return k;
+  }
+
+  // Takes the kept cluster if it has `masters` nodes and is clean once emptied.
+  bool adopt(int masters) {
+    Kept& k = kept();
+    if (!k.on || k.nodes.size() != static_cast<size_t>(masters) || ::getpid() != k.owner) return false;
+    dir_ = std::move(k.dir);
+    nodes_ = std::move(k.nodes);
+    k.dir.clear();
+    k.nodes.clear();
+    const std::string known = "cluster_known_nodes:" + std::to_string(masters);
+    bool clean = true;
+    for (size_t i = 0; clean && i < nodes_.size(); i++) {
+      const std::string out =
+          run("printf 'FLUSHALL\\nSCRIPT FLUSH\\nCLUSTER INFO\\nCLUSTER NODES\\n' | redis-cli -h 127.0.0.1 -p " +
+              std::to_string(nodes_[i].port) + " 2>&1");
+      clean = out.starts_with("OK\nOK\n") && out.find("cluster_state:ok") != std::string::npos &&
+              out.find("cluster_slots_ok:16384") != std::string::npos && out.find(known) != std::string::npos &&
+              out.find("->-") == std::string::npos && out.find("-<-") == std::string::npos;  // [slot->-id], [slot-<-id]
+    }
+    if (clean) return ready_ = true;
+    drop(dir_, nodes_);
+    return false;
+  }
 
   // A port p of 127.0.0.1 free now with p + 10000 free too (the cluster bus); 0 if none; errno-style reason in `why`.
   static int free_port(std::string* why) {
@@ -221,7 +298,7 @@ class Cluster {
     error_ = "the cluster never reported cluster_state:ok on every node";
   }
 
-  void stop(Node& n) {
+  static void stop(Node& n) {
     if (n.pid <= 0) return;
     ::kill(n.pid, SIGTERM);
     int st;

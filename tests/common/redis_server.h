@@ -10,6 +10,7 @@
 #pragma once
 #include <poll.h>
 #include <signal.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/un.h>
@@ -51,8 +52,11 @@ inline bool start_ready(const std::string& dir, std::vector<std::string> args, p
   argv.push_back(nullptr);
   for (auto& e : env) envp.push_back(e.data());
   envp.push_back(nullptr);
+  const pid_t parent = ::getpid();
   *pid = ::fork();
   if (*pid == 0) {
+    // It goes with the test process, even one killed by its deadline.
+    if (::prctl(PR_SET_PDEATHSIG, SIGTERM) != 0 || ::getppid() != parent) ::_exit(127);
     ::execvpe("redis-server", argv.data(), envp.data());
     ::_exit(127);
   }

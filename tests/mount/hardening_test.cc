@@ -274,11 +274,10 @@ TEST(HardeningFuzz, BitFlipsInLiveSegmentsAreContained) {
     }
     return 0;
   });
-  // Shell traffic in the background, bounded by timeout_ms on every call.
-  Proc bg(
-      "for r in $(seq 400); do for k in 0 1 2 3; do echo bg$r > fuzz$k; cat fuzz$k >/dev/null; done; done "
-      "2>/dev/null; exit 0",
-      m.dir());
+  // Shell traffic in the background, bounded by timeout_ms on every call,
+  // from before the first flip until after the last.
+  Proc bg(mt::until_usr1("for k in 0 1 2 3; do echo bg > fuzz$k; cat fuzz$k >/dev/null; done 2>/dev/null"), m.dir());
+  ASSERT_TRUE(bg.wait_ready());
 
   int steps_timed_out = 0;
   for (int round = 0; round < kRounds; round++) {
@@ -317,6 +316,7 @@ TEST(HardeningFuzz, BitFlipsInLiveSegmentsAreContained) {
       map_all();
     }
   }
+  bg.signal(SIGUSR1);
   mt::Run b = bg.finish(120000);  // hang guard
   EXPECT_FALSE(b.timed_out) << "background traffic hangs";
   mt::finish(peer, 0);  // it loops until killed

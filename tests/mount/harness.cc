@@ -280,6 +280,11 @@ bool wait_until(const std::function<bool()>& pred, int ms) {
   }
 }
 
+std::string until_usr1(const std::string& body) {
+  return "stop=0; trap 'stop=1' USR1; " + std::string(kReadySh) + "while :; do " + body +
+         "; [ $stop = 1 ] && break; done; exit 0";
+}
+
 std::string q(const std::string& s) {
   std::string r = "'";
   for (char c : s) r += c == '\'' ? std::string("'\\''") : std::string(1, c);

@@ -89,6 +89,13 @@ class Proc {
 // Runs a bash script to completion (or its deadline).
 Run sh(const std::string& script, int timeout_ms = kHang, const std::string& cwd = "");
 
+// A bash script that prints its readiness line, then runs `body` round after
+// round until SIGUSR1 and ends with the round under way: a watcher or
+// background traffic for exactly as long as a test's own traffic lasts, where
+// a fixed count of rounds ends too soon on a loaded machine and runs on for
+// nothing on an idle one. Proc::wait_ready() before, signal(SIGUSR1) and finish() after.
+std::string until_usr1(const std::string& body);
+
 // One mounted mailboxfs on a fresh temporary directory. Unmounts, kills only
 // its own daemon, and removes its state on destruction, whatever happened.
 class Mount {

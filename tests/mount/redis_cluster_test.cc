@@ -1,10 +1,11 @@
 // SPDX-License-Identifier: MIT
-// Redis Cluster mounts: a three-master cluster started on 127.0.0.1 for each
-// test (tests/common/redis_cluster.h) and two daemons mounted on it through
+// Redis Cluster mounts: a three-master cluster on 127.0.0.1 that the suite's
+// tests share, each getting it emptied (tests/common/redis_cluster.h), and two daemons mounted on it through
 // different nodes. The mailboxes' slots land on all three masters; sends
 // through one daemon are received through the other. Skipped, with the
 // reason, where the machine cannot run a cluster.
 #include <gtest/gtest.h>
+#include <signal.h>
 
 #include <algorithm>
 #include <map>
@@ -28,6 +29,8 @@ std::string box(int i) { return "box" + std::string(i < 10 ? "0" : "") + std::to
 // two(): a_ through node 0, b_ through node 1.
 class RedisCluster : public testredis::ClusterDaemons {
  protected:
+  static void SetUpTestSuite() { testredis::Cluster::share(true); }
+  static void TearDownTestSuite() { testredis::Cluster::share(false); }
   void TearDown() override {
     for (auto* m : {&a_, &b_})
       if (*m) {
@@ -165,15 +168,16 @@ TEST_F(RedisCluster, CapacityHoldsAcrossDaemons) {
         "except BlockingIOError: print('EAGAIN')\n\"");
     EXPECT_EQ(r.out, "EAGAIN\n") << name << r.err;
     EXPECT_EQ(b_->sh("cat " + name + "; cat " + name).out, "one\ntwo\n");
-    // Many writers on both daemons, readers on both, watchers on both: never past the capacity.
+    // Many writers on both daemons, readers on both, watchers on both for as
+    // long as the traffic lasts: never past the capacity.
+    const std::string watch = mt::until_usr1("getfattr --only-values -n user.mailbox.messages " + name + "; echo");
+    Proc watch_a(watch, a_->dir()), watch_b(watch, b_->dir());
+    ASSERT_TRUE(watch_a.wait_ready() && watch_b.wait_ready());
     std::vector<std::unique_ptr<Proc>> writers, readers;
     for (int w = 0; w < kWriters; w++)
       writers.push_back(std::make_unique<Proc>("for k in $(seq " + std::to_string(kEach) + "); do echo w" +
                                                    std::to_string(w) + "-$k > " + name + " || exit 1; done",
                                                (w % 2 ? a_ : b_)->dir()));
-    const std::string watch = "for i in $(seq 100); do getfattr --only-values -n user.mailbox.messages " + name +
-                              "; echo; done";
-    Proc watch_a(watch, a_->dir()), watch_b(watch, b_->dir());
     for (int r = 0; r < 2; r++)
       readers.push_back(std::make_unique<Proc>("for k in $(seq " + std::to_string(kWriters * kEach / 2) + "); do cat " +
                                                    name + " || exit 1; done",
@@ -190,12 +194,14 @@ TEST_F(RedisCluster, CapacityHoldsAcrossDaemons) {
     std::sort(sent.begin(), sent.end());
     std::sort(got.begin(), got.end());
     EXPECT_EQ(got, sent) << name;
-    for (Proc* p : {&watch_a, &watch_b})
+    for (Proc* p : {&watch_a, &watch_b}) {
+      p->signal(SIGUSR1);
       for (auto& l : lines(p->finish().out)) {
         if (!l.empty()) {
           EXPECT_LE(std::stoi(l), kCap) << name;
         }
       }
+    }
   }
 }
 
