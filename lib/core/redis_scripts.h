@@ -38,7 +38,8 @@ return {0, g[1], g[2], g[3], g[4]}
 // to its reply by push, pop and stats (a send or receive needs no second
 // round trip to learn them): count, capacity, next_seq, consumed,
 // total_sent, total_received, bytes, lost, last_send, last_recv, returned,
-// max_message, framing, timeout_ms. `consumed` falls back to `popped` in a
+// max_message, framing, timeout_ms, receives parked on every daemon (the
+// waiters hash's sum). `consumed` falls back to `popped` in a
 // mailbox made before it was kept; nil if the mailbox is gone.
 // take_rec(now) removes the oldest record as a receive does and answers it,
 // or nil; take(now) also keeps it in this daemon's in-flight hash; `consumed`
@@ -54,6 +55,9 @@ return {0, g[1], g[2], g[3], g[4]}
   "  g[10] = g[10] or 0\n"                                                                                                  \
   "  for i = 1, 10 do r[#r + 1] = g[i] end\n"                                                                               \
   "  for i = 12, 14 do r[#r + 1] = g[i] end\n"                                                                              \
+  "  local n = 0\n"                                                                                                         \
+  "  for _, v in ipairs(redis.call('HVALS', KEYS[5])) do n = n + tonumber(v) end\n"                                         \
+  "  r[#r + 1] = n\n"                                                                                                       \
   "  return r\n"                                                                                                            \
   "end\n"                                                                                                                   \
   "local function take_rec(now)\n"                                                                                          \
@@ -80,7 +84,7 @@ return {0, g[1], g[2], g[3], g[4]}
   "  if n == 1 then redis.call('HDEL', KEYS[5], d) else redis.call('HINCRBY', KEYS[5], d, -1) end\n"                        \
   "  return 1\n"                                                                                                            \
   "end\n"
-inline constexpr size_t kCounters = 14;  // elements counters() appends
+inline constexpr size_t kCounters = 15;  // elements counters() appends
 
 // ARGV: payload, sender text, now (ns), force (1: ignore capacity), channel,
 // event, take (1: a receive of this daemon is parked: the oldest record
@@ -143,7 +147,8 @@ return counters({'OK', seq, rec, used})
 // {HANDED, record, hid, counters...} (it was counted as received when
 // handed). Else takes the oldest record (take() above): {OK, record,
 // counters...}; or, empty, adds `grant` to this daemon's waiter entry (its
-// receives about to park) and answers {EMPTY}.
+// receives about to park; in a capacity-0 mailbox that makes it writable:
+// PUBLISH) and answers {EMPTY}.
 inline constexpr redis::Script kPop{"pop", MBX_REDIS_COMMON_LUA R"lua(
 if redis.call('EXISTS', KEYS[1]) == 0 then return {'GONE'} end
 local mine, best, brec = ARGV[4] .. '|', nil, nil
@@ -158,7 +163,10 @@ end
 if best then return counters({'HANDED', brec, best}) end
 local rec = take(ARGV[1])
 if not rec then
-  if tonumber(ARGV[6]) > 0 then redis.call('HINCRBY', KEYS[5], ARGV[4], ARGV[6]) end
+  if tonumber(ARGV[6]) > 0 then
+    redis.call('HINCRBY', KEYS[5], ARGV[4], ARGV[6])
+    if redis.call('HGET', KEYS[1], 'capacity') == '0' then redis.call('PUBLISH', ARGV[2], ARGV[3]) end
+  end
   return {'EMPTY'}
 end
 redis.call('PUBLISH', ARGV[2], ARGV[3])

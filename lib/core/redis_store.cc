@@ -334,6 +334,7 @@ bool RedisStore::read_counters(const std::vector<Reply>& e, size_t at) {
   max_message_ = static_cast<uint64_t>(num(c[11]));  // settings other daemons may have changed
   if (auto f = parse_framing(c[12].str)) framing_ = *f;
   if (c[13].type != Reply::Type::nil) timeout_ms_ = static_cast<uint64_t>(num(c[13]));
+  waiting_ = static_cast<uint64_t>(std::max<int64_t>(0, num(c[14])));
   last_ = q;
   return true;
 }
@@ -612,6 +613,16 @@ void RedisStore::after_change(bool, bool) {
   const std::string rec = std::move(*taken_);
   taken_.reset();
   if (parse_record(rec, &seq, &from, &host, payload)) (void)unpop(seq);  // failed: left to the lease recovery
+}
+
+uint32_t RedisStore::sleeping_receivers() {
+  int64_t own = 0;
+  {
+    MutexLock g(hand_mu_);
+    own = registered_ - in_transit_;
+  }
+  const auto others = static_cast<int64_t>(waiting_) - std::max<int64_t>(0, own);
+  return others > 0 ? static_cast<uint32_t>(others) : 0;
 }
 
 void RedisStore::load_settings(Settings* s) {

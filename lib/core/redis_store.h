@@ -156,7 +156,9 @@ class RedisStore final : public Store {
   // not take it (Mailbox::settle_locked calls it at the end of every hold
   // that settles, and every push is made in one).
   void after_change(bool, bool) override;
-  uint32_t sleeping_receivers() override { return 0; }
+  // Receives parked on other daemons, as last read: a rendezvous send
+  // reaches them (hand-offs), so poll reports the mailbox writable.
+  uint32_t sleeping_receivers() override EXCLUDES(hand_mu_);
   Errc reshape(const Settings& s, uint64_t* first) override;
   Errc save_settings(const Settings& s) override;
   void load_settings(Settings* s) override;
@@ -206,6 +208,7 @@ class RedisStore final : public Store {
   // parked receives (the hand-offs hash). The members without a lock are the
   // mailbox lock's, as the rest of the store.
   uint32_t parked_ = 0;             // receives parked (receivers_parked)
+  uint64_t waiting_ = 0;            // the waiters hash's sum, as last read (counters)
   uint64_t delivered_hid_ = 0;      // the highest hid a pop answered
   std::set<uint64_t> handed_seqs_;  // answered from a hand-off, not yet acked: ack/unpop find them there
   struct Handed {

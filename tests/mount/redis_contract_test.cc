@@ -300,6 +300,36 @@ TEST_F(RedisContract, AHandOffToADaemonKilledBeforeItDeliveredIsReturned) {
   EXPECT_EQ(a_->xattr("box", "received"), "1");
 }
 
+// poll(2) for writing on a rendezvous mailbox through one daemon wakes when
+// a receiver starts waiting through the other, and the non-blocking send
+// it then makes reaches that receiver.
+TEST_F(RedisContract, ARendezvousMailboxIsWritableWhileAReceiverWaitsOnTheOtherDaemon) {
+  two();
+  ASSERT_EQ(a_->sh("touch box && setfattr -n user.mailbox.capacity -v 0 box && "
+                   "setfattr -n user.mailbox.framing -v datagram box")
+                .status,
+            0);
+  Proc poller(
+      "python3 -c \"\n"
+      "import os, select, sys\n"
+      "fd = os.open('box', os.O_WRONLY | os.O_NONBLOCK)\n"
+      "p = select.poll(); p.register(fd, select.POLLOUT)\n"
+      "print('nobody' if not p.poll(0) else 'writable?', flush=True)\n"
+      "print('@ready', file=sys.stderr, flush=True)\n"
+      "ev = p.poll()\n"
+      "print('writable' if ev and ev[0][1] & select.POLLOUT else ev, flush=True)\n"
+      "os.write(fd, b'go'); print('sent')\n\"",
+      a_->dir());
+  std::unique_ptr<Proc> reader;
+  const auto r = released(poller, asleep(mt::Sleep::poll),
+                          [&] { reader = std::make_unique<Proc>(kReadOne, b_->dir()); });
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->out, "nobody\nwritable\nsent\n") << r->err;
+  ASSERT_TRUE(reader);
+  EXPECT_TRUE(reader->exits());
+  EXPECT_EQ(reader->finish().out, "go");
+}
+
 // ---- O_NONBLOCK, timeout_ms, EINTR ------------------------------------------------
 
 TEST_F(RedisContract, NonblockingReceiveOfAnEmptyMailboxGivesEagain) {
