@@ -173,11 +173,12 @@ redis.call('PUBLISH', ARGV[2], ARGV[3])
 return counters({'OK', rec})
 )lua"};
 
-// ARGV: this daemon's id, delta, receives parked here now, the highest hid
-// given to one of them, channel, event. delta > 0: more receives parked
-// (added to the waiter entry). Else some left: up to -delta of the entry is
-// taken back ({OK, taken back, entry now}); with none parked the entry goes
-// and every record handed here and not given to a receive goes back to the
+// ARGV: this daemon's id, delta, receives parked here now, channel, event,
+// then the seqs of the hand-offs it gave to receives and has not acked.
+// delta > 0: more receives parked (added to the waiter entry). Else some
+// left: up to -delta of the entry is taken back ({OK, taken back, entry
+// now}); with none parked the entry goes and every other record handed here
+// (not heard of, or heard of and not given to a receive) goes back to the
 // front, as kUnpop puts one back ({OK, n, 0, highest hid put back}).
 inline constexpr redis::Script kWaiters{"waiters", R"lua(
 local d = tonumber(ARGV[2])
@@ -189,12 +190,13 @@ if ARGV[3] ~= '0' then
   return {'OK', k, n - k, 0}
 end
 redis.call('HDEL', KEYS[5], ARGV[1])
-local mine, recs, top = ARGV[1] .. '|', {}, 0
+local mine, recs, top, held = ARGV[1] .. '|', {}, 0, {}
+for i = 6, #ARGV do held[ARGV[i]] = true end
 local all = redis.call('HGETALL', KEYS[4])
 for i = 1, #all, 2 do
   if string.sub(all[i], 1, #mine) == mine then
     local hid, rec = string.match(all[i + 1], '^(%d+) (.*)$')
-    if tonumber(hid) > tonumber(ARGV[4]) then
+    if not held[string.sub(all[i], #mine + 1)] then
       redis.call('HDEL', KEYS[4], all[i])
       recs[#recs + 1] = rec
       top = math.max(top, tonumber(hid))
@@ -211,7 +213,7 @@ for _, rec in ipairs(recs) do
 end
 redis.call('HINCRBY', KEYS[1], 'popped', -#recs)
 redis.call('HINCRBY', KEYS[1], 'total_received', -#recs)
-redis.call('PUBLISH', ARGV[5], ARGV[6])
+redis.call('PUBLISH', ARGV[4], ARGV[5])
 return {'OK', #recs, 0, top}
 )lua"};
 

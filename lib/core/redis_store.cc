@@ -248,12 +248,13 @@ void RedisBackend::on_event(std::string_view ev) {
   bool orphan = false;
   {
     MutexLock g(watch_mu_);
-    if (to_me && nl != std::string_view::npos) {
+    if (to_me) {
       // The record rides on the event: the next pop of its store answers it
       // (a longer one is fetched by that pop). No store: nobody here waits.
       auto it = stores_.find(rid);
       if (it == stores_.end()) orphan = true;
-      else if (auto l = it->second->on_handed(hid, seq, std::string(ev.substr(nl + 1)))) ls.push_back(std::move(l));
+      else if (nl != std::string_view::npos)
+        if (auto l = it->second->on_handed(hid, seq, std::string(ev.substr(nl + 1)))) ls.push_back(std::move(l));
     }
     auto [first, last] = watched_.equal_range(rid);
     for (auto it = first; it != last; ++it) {
@@ -419,10 +420,7 @@ Result<Store::Popped> RedisStore::pop(std::string& out) {
       }
     }
   }
-  if (h) {
-    rec = std::move(h->rec);
-    delivered_hid_ = std::max(delivered_hid_, h->hid);
-  }
+  if (h) rec = std::move(h->rec);
   Popped p{};
   if (!parse_record(rec, &p.seq, &p.from, &p.host, out)) {
     log(LogLevel::error, "redis: mailbox %s holds a malformed record", rid_.c_str());
@@ -459,16 +457,18 @@ void RedisStore::sync_waiters() {
   const int64_t delta = parked_ == 0 ? -free : want - free;
   const std::string ev = b_.event('p', rid_);
   std::string st;
-  auto r = run(rs::kWaiters,
-               {b_.daemon_id(), std::to_string(delta), std::to_string(parked_), std::to_string(delivered_hid_),
-                b_.channel(), ev},
-               &st);
+  const std::string d = std::to_string(delta), n = std::to_string(parked_);
+  std::vector<std::string> kept;  // given to receives, not acked: they stay
+  for (uint64_t seq : handed_seqs_) kept.push_back(std::to_string(seq));
+  std::vector<std::string_view> args{b_.daemon_id(), d, n, b_.channel(), ev};
+  for (auto& k : kept) args.push_back(k);
+  auto r = run(rs::kWaiters, args, &st);
   if (!r || st != "OK" || r->elements.size() != 4) return;  // tried again at the next hold
   const auto k = num(r->elements[1]), now = num(r->elements[2]);
   const auto top = static_cast<uint64_t>(num(r->elements[3]));
   MutexLock g(hand_mu_);
   if (parked_ == 0) {  // entry gone; what was handed here and not received is queued again
-    while (!handed_.empty() && handed_.front().hid <= top) handed_.pop_front();
+    handed_.clear();   // each was in the hand-offs hash, not held: put back
     last_hid_ = std::max(last_hid_, top);
     registered_ = in_transit_ = 0;
   } else if (delta > 0) {

@@ -209,7 +209,6 @@ class RedisStore final : public Store {
   // mailbox lock's, as the rest of the store.
   uint32_t parked_ = 0;             // receives parked (receivers_parked)
   uint64_t waiting_ = 0;            // the waiters hash's sum, as last read (counters)
-  uint64_t delivered_hid_ = 0;      // the highest hid a pop answered
   std::set<uint64_t> handed_seqs_;  // answered from a hand-off, not yet acked: ack/unpop find them there
   struct Handed {
     uint64_t hid, seq;

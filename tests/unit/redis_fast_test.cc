@@ -1,11 +1,13 @@
 // SPDX-License-Identifier: MIT
 // Round trips per message on the Redis store (issue 16's bench target),
 // counted with the server's own INFO commandstats, and the guarantees the
-// shortcuts keep: a push that takes a record for waiting receives, the
-// counters every push/pop reply carries, the acknowledgement sent without
-// waiting, and what a daemon that dies before its acknowledgements leaves.
-// Each test starts its own redis-server on a unix socket in a temporary
-// directory; no subscriber runs, so nothing but the calls made here reaches it.
+// shortcuts keep: a push that takes a record for waiting receives (of its
+// own daemon, or handed to another daemon's), the counters every push/pop
+// reply carries, the acknowledgement sent without waiting, and what a daemon
+// that dies before its acknowledgements leaves. Each test starts its own
+// redis-server on a unix socket in a temporary directory; a subscriber runs
+// only where a test starts one (its re-check and lease renewal made once,
+// before the counting), so nothing but the calls made here reaches it.
 #include <gtest/gtest.h>
 
 #include <charconv>
@@ -260,6 +262,32 @@ TEST_F(RedisFast, ASendThroughAnotherDaemonHandsTheRecordToItsParkedReceive) {
   EXPECT_EQ(st.total_received, 2u);
   EXPECT_EQ(st.consumed_seq, 2u);
   EXPECT_EQ(st.count, 0u);
+}
+
+// A record too long for its event to carry: the event only wakes the
+// parked receive, whose pop fetches the hand-off (one script, no message lost).
+TEST_F(RedisFast, AHandOffTooLongForItsEventIsFetchedByThePop) {
+  auto a = open(), b = open(/*started=*/true);
+  auto sa = store(*a), sb = store(*b);
+  auto l = std::make_shared<Serviced>();
+  sb->watch(kWatchReadable | kWatchParkedReceivers, l);
+  sb->receivers_parked(1);
+  std::string out;
+  EXPECT_EQ(sb->pop(out).error(), Errc::again);
+  const std::string big(20000, 'x');
+  ASSERT_TRUE(sa->push(big, {}, false).ok());
+  ASSERT_TRUE(l->wait(1));
+  const Counts mid = calls();
+  auto p = sb->pop(out);
+  ASSERT_TRUE(p.ok());
+  EXPECT_EQ(out, big);
+  EXPECT_EQ(since(mid).at("evalsha"), 1);
+  EXPECT_EQ(sb->ack(p->seq), Errc::ok);
+  sb->receivers_parked(0);
+  sb->after_change(false, true);
+  EXPECT_EQ(b->command({"HLEN", "mbx:{t:m}:x"})->integer, 0);
+  EXPECT_EQ(b->command({"HLEN", "mbx:{t:m}:w"})->integer, 0);
+  EXPECT_EQ(sa->stats().total_received, 1u);
 }
 
 // A capacity-0 mailbox takes a message at once when a receive is parked on
