@@ -249,6 +249,7 @@ std::optional<Outcome> Mailbox::read(Handle& h, size_t size, bool nonblock, Wait
       const bool remote = !own && !removed_ && !quarantined_ && store_ && store_->looks_are_round_trips();
       const bool look_later = remote && !w && !nonblock && hangup_ == Errc::ok;
       if (remote && w && readers_.empty()) watch_first_locked();
+      if (store_) store_->receivers_parked(static_cast<uint32_t>(readers_.size() + (w ? 1 : 0)));
       if (!look_later && (own || readers_.empty())) out = take_locked(h, size, b);  // FIFO: no overtaking
       if (out) note_sender_locked(h, w ? w->pid : reader, *out);
       if (!out && hangup_ != Errc::ok) out = Outcome{hangup_};  // nothing will ever come
@@ -337,6 +338,7 @@ void Mailbox::deliver_locked(Batch& b) {
       end_locked(r, Errc::interrupted, b);
       continue;
     }
+    store_->receivers_parked(static_cast<uint32_t>(readers_.size()));
     auto o = take_locked(*r->handle_, r->want_, b);
     if (!o) break;
     if (o->err == Errc::io) break;  // the store is unreachable: it stays parked (Store: io)
@@ -792,6 +794,7 @@ void Mailbox::settle_locked(Batch& b) {
     handles_.clear();
   }
   if (store_ && !quarantined_) {
+    store_->receivers_parked(static_cast<uint32_t>(readers_.size()));
     store_->after_change(b.pushed, b.popped);
     if (b.raise) b.raise_to = reported_size_locked(store_->stats());
   }

@@ -5,10 +5,13 @@
 // key a script touches is one mailbox's (KEYS, all under the mailbox's hash
 // tag), so they run on Redis Cluster too.
 //
-// KEYS[1] meta hash, KEYS[2] queue list, KEYS[3] this daemon's in-flight hash.
+// KEYS[1] meta hash, KEYS[2] queue list, KEYS[3] this daemon's in-flight hash,
+// KEYS[4] the hand-offs hash ("<daemon>|<seq>" -> "<hid> <record>": records a
+// push moved to a receive parked on that daemon), KEYS[5] the waiters hash
+// (daemon -> receives parked there that no push has served yet).
 // A queued record is "<seq> <len> <sender>\n<payload>". Replies are arrays
 // whose first element says what happened: OK, FULL, EMPTY, GONE, TOOBIG,
-// TAKEN, RECEIVED. capacity -1 is unbounded; 0 (rendezvous) holds the one
+// TAKEN, RECEIVED, HANDED. capacity -1 is unbounded; 0 (rendezvous) holds the one
 // message on offer. The scripts that publish take the channel and the
 // event to publish in ARGV.
 #pragma once
@@ -35,11 +38,13 @@ return {0, g[1], g[2], g[3], g[4]}
 // to its reply by push, pop and stats (a send or receive needs no second
 // round trip to learn them): count, capacity, next_seq, consumed,
 // total_sent, total_received, bytes, lost, last_send, last_recv, returned,
-// max_message, framing, timeout_ms. `consumed` falls back to `popped` in a
+// max_message, framing, timeout_ms, receives parked on every daemon (the
+// waiters hash's sum). `consumed` falls back to `popped` in a
 // mailbox made before it was kept; nil if the mailbox is gone.
-// take(now) moves the oldest record to this daemon's in-flight hash (a
-// receive) and answers it, or nil; `consumed` (one past the highest seq ever
-// taken) only grows.
+// take_rec(now) removes the oldest record as a receive does and answers it,
+// or nil; take(now) also keeps it in this daemon's in-flight hash; `consumed`
+// (one past the highest seq ever taken) only grows. untick(d) uses one of
+// daemon d's waiter entries (1) if it has one (else 0).
 #define MBX_REDIS_COMMON_LUA                                                                                                \
   "local function counters(r)\n"                                                                                            \
   "  local g = redis.call('HMGET', KEYS[1], 'capacity', 'next_seq', 'consumed', 'total_sent', 'total_received', 'bytes',\n" \
@@ -50,13 +55,15 @@ return {0, g[1], g[2], g[3], g[4]}
   "  g[10] = g[10] or 0\n"                                                                                                  \
   "  for i = 1, 10 do r[#r + 1] = g[i] end\n"                                                                               \
   "  for i = 12, 14 do r[#r + 1] = g[i] end\n"                                                                              \
+  "  local n = 0\n"                                                                                                         \
+  "  for _, v in ipairs(redis.call('HVALS', KEYS[5])) do n = n + tonumber(v) end\n"                                         \
+  "  r[#r + 1] = n\n"                                                                                                       \
   "  return r\n"                                                                                                            \
   "end\n"                                                                                                                   \
-  "local function take(now)\n"                                                                                              \
+  "local function take_rec(now)\n"                                                                                          \
   "  local rec = redis.call('LPOP', KEYS[2])\n"                                                                             \
   "  if not rec then return nil end\n"                                                                                      \
   "  local seq, len = string.match(rec, '^(%d+) (%d+) ')\n"                                                                 \
-  "  redis.call('HSET', KEYS[3], seq, rec)\n"                                                                               \
   "  if tonumber(seq) >= tonumber(redis.call('HGET', KEYS[1], 'consumed') or 0) then\n"                                     \
   "    redis.call('HSET', KEYS[1], 'consumed', tonumber(seq) + 1)\n"                                                        \
   "  end\n"                                                                                                                 \
@@ -65,50 +72,165 @@ return {0, g[1], g[2], g[3], g[4]}
   "  redis.call('HINCRBY', KEYS[1], 'bytes', -tonumber(len))\n"                                                             \
   "  redis.call('HSET', KEYS[1], 'last_recv', now)\n"                                                                       \
   "  return rec\n"                                                                                                          \
+  "end\n"                                                                                                                   \
+  "local function take(now)\n"                                                                                              \
+  "  local rec = take_rec(now)\n"                                                                                           \
+  "  if rec then redis.call('HSET', KEYS[3], string.match(rec, '^(%d+) '), rec) end\n"                                      \
+  "  return rec\n"                                                                                                          \
+  "end\n"                                                                                                                   \
+  "local function untick(d)\n"                                                                                              \
+  "  local n = tonumber(redis.call('HGET', KEYS[5], d) or 0)\n"                                                             \
+  "  if n <= 0 then return 0 end\n"                                                                                         \
+  "  if n == 1 then redis.call('HDEL', KEYS[5], d) else redis.call('HINCRBY', KEYS[5], d, -1) end\n"                        \
+  "  return 1\n"                                                                                                            \
   "end\n"
-inline constexpr size_t kCounters = 14;  // elements counters() appends
+inline constexpr size_t kCounters = 15;  // elements counters() appends
 
 // ARGV: payload, sender text, now (ns), force (1: ignore capacity), channel,
 // event, take (1: a receive of this daemon is parked: the oldest record
-// moves to its in-flight hash in the same step, as kPop would move it).
-// {OK, seq, taken record or nil, counters...}.
+// moves to its in-flight hash in the same step, as kPop would move it), this
+// daemon's id, the longest record a hand-off event carries, the hand-off
+// event's head ("h <daemon> <rid>"). Without take, a receive parked on
+// another daemon (an entry in the waiters hash, the first registered) gets
+// the oldest record: it moves to the hand-offs hash under that daemon, the
+// entry is used, and the event "<head> <to> <hid> <seq>[\n<record>]" tells
+// that daemon (hid: the mailbox's count of hand-offs). A capacity-0 mailbox
+// takes a message then as a receive takes it at once.
+// {OK, seq, taken record or nil, waiter entry used (0/1), counters...}.
 inline constexpr redis::Script kPush{"push", MBX_REDIS_COMMON_LUA R"lua(
 local g = redis.call('HMGET', KEYS[1], 'capacity', 'max_message')
 if not g[1] then return {'GONE'} end
 local len = string.len(ARGV[1])
+local to = false
+if ARGV[7] == '1' then
+  to = ARGV[8]
+else
+  local w = redis.call('HGETALL', KEYS[5])
+  for i = 1, #w, 2 do
+    if w[i] ~= ARGV[8] and tonumber(w[i + 1]) > 0 then
+      to = w[i]
+      break
+    end
+  end
+end
 if ARGV[4] ~= '1' then
   if len > tonumber(g[2]) then return {'TOOBIG'} end
   local cap = tonumber(g[1])
-  if cap >= 0 and redis.call('LLEN', KEYS[2]) >= math.max(cap, 1) then return {'FULL'} end
+  local room = math.max(cap, 1) + ((to and to ~= ARGV[8]) and 1 or 0)
+  if cap >= 0 and redis.call('LLEN', KEYS[2]) >= room then return {'FULL'} end
 end
 local seq = redis.call('HINCRBY', KEYS[1], 'next_seq', 1) - 1
 redis.call('RPUSH', KEYS[2], seq .. ' ' .. len .. ' ' .. ARGV[2] .. '\n' .. ARGV[1])
 redis.call('HINCRBY', KEYS[1], 'total_sent', 1)
 redis.call('HINCRBY', KEYS[1], 'bytes', len)
 redis.call('HSET', KEYS[1], 'last_send', ARGV[3])
-local rec = false
-if ARGV[7] == '1' then rec = take(ARGV[3]) or false end
-redis.call('PUBLISH', ARGV[5], ARGV[6])
-return counters({'OK', seq, rec})
+local rec, used, ev = false, 0, ARGV[6]
+if to == ARGV[8] then
+  rec = take(ARGV[3]) or false
+  if rec then used = untick(ARGV[8]) end
+elseif to then
+  local r = take_rec(ARGV[3])
+  untick(to)
+  local hid = redis.call('HINCRBY', KEYS[1], 'handoffs', 1)
+  local s = string.match(r, '^(%d+) ')
+  redis.call('HSET', KEYS[4], to .. '|' .. s, hid .. ' ' .. r)
+  ev = ARGV[10] .. ' ' .. to .. ' ' .. hid .. ' ' .. s
+  if string.len(r) <= tonumber(ARGV[9]) then ev = ev .. '\n' .. r end
+end
+redis.call('PUBLISH', ARGV[5], ev)
+return counters({'OK', seq, rec, used})
 )lua"};
 
-// ARGV: now (ns), channel, event. Takes the oldest record (take() above).
-// {OK, record, counters...}.
+// ARGV: now (ns), channel, event, this daemon's id, the highest hid it has
+// heard of, grant. A record handed to this daemon that it has not heard of
+// (a lost notification, or one too long to carry the record) comes first:
+// {HANDED, record, hid, counters...} (it was counted as received when
+// handed). Else takes the oldest record (take() above): {OK, record,
+// counters...}; or, empty, adds `grant` to this daemon's waiter entry (its
+// receives about to park; in a capacity-0 mailbox that makes it writable:
+// PUBLISH) and answers {EMPTY}.
 inline constexpr redis::Script kPop{"pop", MBX_REDIS_COMMON_LUA R"lua(
 if redis.call('EXISTS', KEYS[1]) == 0 then return {'GONE'} end
+local mine, best, brec = ARGV[4] .. '|', nil, nil
+local all = redis.call('HGETALL', KEYS[4])
+for i = 1, #all, 2 do
+  if string.sub(all[i], 1, #mine) == mine then
+    local hid, rec = string.match(all[i + 1], '^(%d+) (.*)$')
+    hid = tonumber(hid)
+    if hid > tonumber(ARGV[5]) and (not best or hid < best) then best, brec = hid, rec end
+  end
+end
+if best then return counters({'HANDED', brec, best}) end
 local rec = take(ARGV[1])
-if not rec then return {'EMPTY'} end
+if not rec then
+  if tonumber(ARGV[6]) > 0 then
+    redis.call('HINCRBY', KEYS[5], ARGV[4], ARGV[6])
+    if redis.call('HGET', KEYS[1], 'capacity') == '0' then redis.call('PUBLISH', ARGV[2], ARGV[3]) end
+  end
+  return {'EMPTY'}
+end
 redis.call('PUBLISH', ARGV[2], ARGV[3])
 return counters({'OK', rec})
 )lua"};
 
-// ARGV: seq, channel, event. The reply was not sent (an interrupt): the
-// in-flight message goes back to the front, as if never received (but
-// `consumed` stays: a rendezvous sender may have seen it taken).
+// ARGV: this daemon's id, delta, receives parked here now, channel, event,
+// then the seqs of the hand-offs it gave to receives and has not acked.
+// delta > 0: more receives parked (added to the waiter entry). Else some
+// left: up to -delta of the entry is taken back ({OK, taken back, entry
+// now}); with none parked the entry goes and every other record handed here
+// (not heard of, or heard of and not given to a receive) goes back to the
+// front, as kUnpop puts one back ({OK, n, 0, highest hid put back}).
+inline constexpr redis::Script kWaiters{"waiters", R"lua(
+local d = tonumber(ARGV[2])
+if d > 0 then return {'OK', 0, redis.call('HINCRBY', KEYS[5], ARGV[1], d), 0} end
+if ARGV[3] ~= '0' then
+  local n = tonumber(redis.call('HGET', KEYS[5], ARGV[1]) or 0)
+  local k = math.min(n, -d)
+  if n - k <= 0 then redis.call('HDEL', KEYS[5], ARGV[1]) else redis.call('HINCRBY', KEYS[5], ARGV[1], -k) end
+  return {'OK', k, n - k, 0}
+end
+redis.call('HDEL', KEYS[5], ARGV[1])
+local mine, recs, top, held = ARGV[1] .. '|', {}, 0, {}
+for i = 6, #ARGV do held[ARGV[i]] = true end
+local all = redis.call('HGETALL', KEYS[4])
+for i = 1, #all, 2 do
+  if string.sub(all[i], 1, #mine) == mine then
+    local hid, rec = string.match(all[i + 1], '^(%d+) (.*)$')
+    if not held[string.sub(all[i], #mine + 1)] then
+      redis.call('HDEL', KEYS[4], all[i])
+      recs[#recs + 1] = rec
+      top = math.max(top, tonumber(hid))
+    end
+  end
+end
+if #recs == 0 or redis.call('EXISTS', KEYS[1]) == 0 then return {'OK', #recs, 0, top} end
+local function seq(r) return tonumber(string.match(r, '^(%d+) ')) end
+table.sort(recs, function(a, b) return seq(a) > seq(b) end)
+for _, rec in ipairs(recs) do
+  local s, len = string.match(rec, '^(%d+) (%d+) ')
+  redis.call('LPUSH', KEYS[2], rec)
+  redis.call('HINCRBY', KEYS[1], 'bytes', tonumber(len))
+end
+redis.call('HINCRBY', KEYS[1], 'popped', -#recs)
+redis.call('HINCRBY', KEYS[1], 'total_received', -#recs)
+redis.call('PUBLISH', ARGV[4], ARGV[5])
+return {'OK', #recs, 0, top}
+)lua"};
+
+// ARGV: seq, channel, event, this daemon's id. The reply was not sent (an
+// interrupt): the in-flight message (popped, or handed to this daemon) goes
+// back to the front, as if never received (but `consumed` stays: a
+// rendezvous sender may have seen it taken).
 inline constexpr redis::Script kUnpop{"unpop", R"lua(
 local rec = redis.call('HGET', KEYS[3], ARGV[1])
-if not rec then return {'RECEIVED'} end
-redis.call('HDEL', KEYS[3], ARGV[1])
+if rec then
+  redis.call('HDEL', KEYS[3], ARGV[1])
+else
+  local v = redis.call('HGET', KEYS[4], ARGV[4] .. '|' .. ARGV[1])
+  if not v then return {'RECEIVED'} end
+  redis.call('HDEL', KEYS[4], ARGV[4] .. '|' .. ARGV[1])
+  rec = string.match(v, '^%d+ (.*)$')
+end
 if redis.call('EXISTS', KEYS[1]) == 0 then return {'GONE'} end
 local seq, len = string.match(rec, '^(%d+) (%d+) ')
 redis.call('LPUSH', KEYS[2], rec)
@@ -181,7 +303,7 @@ return {'OK'}
 
 // ARGV: channel, event. Deletes the mailbox and tells every daemon.
 inline constexpr redis::Script kDestroy{"destroy", R"lua(
-redis.call('DEL', KEYS[1], KEYS[2], KEYS[3])
+redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5])
 redis.call('PUBLISH', ARGV[1], ARGV[2])
 return {'OK'}
 )lua"};
@@ -222,16 +344,25 @@ end
 return dead
 )lua"};
 
-// KEYS: meta, queue, the dead daemon's in-flight hash of this mailbox.
-// ARGV: channel, event. Returns its in-flight records to the front of the
-// queue in seq order, as if never received; counts them in `returned`.
-// `consumed` stays where it is: it never steps back.
+// KEYS: meta, queue, the dead daemon's in-flight hash of this mailbox, the
+// hand-offs hash, the waiters hash. ARGV: channel, event, the dead daemon's
+// id. Returns its in-flight records and those handed to it to the front of
+// the queue in seq order, as if never received, and drops its waiter entry;
+// counts them in `returned`. `consumed` stays where it is: it never steps back.
 inline constexpr redis::Script kReturn{"return", R"lua(
 local all = redis.call('HGETALL', KEYS[3])
 redis.call('DEL', KEYS[3])
-if #all == 0 or redis.call('EXISTS', KEYS[1]) == 0 then return {'OK', 0} end
+redis.call('HDEL', KEYS[5], ARGV[3])
 local recs = {}
 for i = 2, #all, 2 do recs[#recs + 1] = all[i] end
+local mine, xs = ARGV[3] .. '|', redis.call('HGETALL', KEYS[4])
+for i = 1, #xs, 2 do
+  if string.sub(xs[i], 1, #mine) == mine then
+    redis.call('HDEL', KEYS[4], xs[i])
+    recs[#recs + 1] = string.match(xs[i + 1], '^%d+ (.*)$')
+  end
+end
+if #recs == 0 or redis.call('EXISTS', KEYS[1]) == 0 then return {'OK', 0} end
 local function seq(r) return tonumber(string.match(r, '^(%d+) ')) end
 table.sort(recs, function(a, b) return seq(a) > seq(b) end)
 for _, rec in ipairs(recs) do

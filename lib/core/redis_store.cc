@@ -15,6 +15,10 @@ namespace mbx {
 namespace rs = redis_scripts;
 using redis::Reply;
 
+// The longest record a hand-off event carries: a longer one the receiving
+// daemon fetches with its next pop (every daemon hears every event).
+constexpr size_t kHandoffInline = 16384;
+
 namespace {
 std::string capacity_text(uint64_t c) { return c == layout::kUnbounded ? "-1" : std::to_string(c); }
 uint64_t capacity_of(std::string_view t) {
@@ -97,7 +101,7 @@ Result<uint64_t> RedisBackend::return_in_flight(const std::string& id) {
   uint64_t n = 0;
   for (const Reply& rid : set->elements) {
     const std::string tag = "mbx:{" + cfg_.ns + ":" + rid.str + "}:", ev = event('p', rid.str);
-    auto r = eval(rs::kReturn, {tag + "m", tag + "q", tag + "f:" + id}, {channel_, ev});
+    auto r = eval(rs::kReturn, {tag + "m", tag + "q", tag + "f:" + id, tag + "x", tag + "w"}, {channel_, ev, id});
     if (!r) return r.error();
     if (r->type == Reply::Type::array && r->elements.size() == 2) n += static_cast<uint64_t>(num(r->elements[1]));
   }
@@ -189,12 +193,14 @@ Result<std::unique_ptr<Store>> RedisBackend::open_store(const std::string& rid, 
   {
     MutexLock g(watch_mu_);
     open_[rid]++;  // forgotten by ~RedisStore
+    stores_.emplace(rid, store.get());
   }
   // Recorded before any receive can leave records in flight here.
   if (auto a = command({"SADD", inflight_set(daemon_id_), rid}); !a) return a.error();
   const std::string cap = capacity_text(s->capacity), maxm = std::to_string(s->max_message),
                     tmo = std::to_string(s->timeout_ms);
-  auto r = eval(rs::kInit, {store->meta_, store->queue_, store->inflight_}, {cap, maxm, framing_name(s->framing), tmo});
+  auto r = eval(rs::kInit, {store->meta_, store->queue_, store->inflight_, store->handoffs_, store->waiters_},
+                {cap, maxm, framing_name(s->framing), tmo});
   if (!r) return r.error();
   if (r->type != Reply::Type::array || r->elements.size() != 5) return Errc::io;
   s->capacity = capacity_of(r->elements[1].str);
@@ -220,20 +226,47 @@ void RedisBackend::watch(RedisStore* s, const std::weak_ptr<StoreListener>& l, b
 }
 
 void RedisBackend::on_event(std::string_view ev) {
-  // "<op> <daemon> <rid>": this daemon's own changes were settled where they were made.
-  const size_t a = ev.find(' '), b = a == std::string_view::npos ? a : ev.find(' ', a + 1);
-  if (b == std::string_view::npos) return;
-  if (ev.substr(a + 1, b - a - 1) == daemon_id_) return;
-  const std::string rid(ev.substr(b + 1));
+  // "<op> <daemon> <rid>", a hand-off "h <daemon> <rid> <to> <hid> <seq>[\n<record>]":
+  // this daemon's own changes were settled where they were made.
+  const size_t nl = ev.find('\n');
+  const std::string_view head = ev.substr(0, nl);
+  std::vector<std::string_view> w;
+  for (size_t at = 0; at <= head.size();) {
+    const size_t sp = std::min(head.find(' ', at), head.size());
+    w.push_back(head.substr(at, sp - at));
+    at = sp + 1;
+  }
+  if (w.size() < 3 || w[1] == daemon_id_) return;
+  const std::string rid(w[2]);
+  const bool to_me = w[0] == "h" && w.size() == 6 && w[3] == daemon_id_;
+  uint64_t hid = 0, seq = 0;
+  if (to_me) {
+    std::from_chars(w[4].data(), w[4].data() + w[4].size(), hid);
+    std::from_chars(w[5].data(), w[5].data() + w[5].size(), seq);
+  }
   std::vector<std::shared_ptr<StoreListener>> ls;
+  bool orphan = false;
   {
     MutexLock g(watch_mu_);
+    if (to_me) {
+      // The record rides on the event: the next pop of its store answers it
+      // (a longer one is fetched by that pop). No store: nobody here waits.
+      auto it = stores_.find(rid);
+      if (it == stores_.end()) orphan = true;
+      else if (nl != std::string_view::npos)
+        if (auto l = it->second->on_handed(hid, seq, std::string(ev.substr(nl + 1)))) ls.push_back(std::move(l));
+    }
     auto [first, last] = watched_.equal_range(rid);
     for (auto it = first; it != last; ++it) {
       // SYNC POINT: release, pairs with the acq_rel exchange in take_kick().
       it->second.second.kick->store(true, std::memory_order_release);
       if (auto l = it->second.second.listener.lock()) ls.push_back(std::move(l));
     }
+  }
+  if (orphan) {  // back to the front for a receive of another daemon
+    const std::string tag = "mbx:{" + cfg_.ns + ":" + rid + "}:", ev2 = event('p', rid);
+    (void)eval(rs::kUnpop, {tag + "m", tag + "q", tag + "f:" + daemon_id_, tag + "x", tag + "w"},
+               {std::to_string(seq), channel_, ev2, daemon_id_});
   }
   for (auto& l : ls) l->service();
 }
@@ -259,6 +292,8 @@ RedisStore::RedisStore(RedisBackend& b, std::string rid, const Settings& s)
       meta_("mbx:{" + b.config().ns + ":" + rid_ + "}:m"),
       queue_("mbx:{" + b.config().ns + ":" + rid_ + "}:q"),
       inflight_("mbx:{" + b.config().ns + ":" + rid_ + "}:f:" + b.daemon_id()),
+      handoffs_("mbx:{" + b.config().ns + ":" + rid_ + "}:x"),
+      waiters_("mbx:{" + b.config().ns + ":" + rid_ + "}:w"),
       capacity_(s.capacity),
       max_message_(s.max_message) {}
 
@@ -266,10 +301,16 @@ RedisStore::~RedisStore() {
   if (watching_) b_.watch(this, {}, false);
   MutexLock g(b_.watch_mu_);
   if (auto it = b_.open_.find(rid_); it != b_.open_.end() && --it->second == 0) b_.open_.erase(it);
+  auto [first, last] = b_.stores_.equal_range(rid_);
+  for (auto it = first; it != last; ++it)
+    if (it->second == this) {
+      b_.stores_.erase(it);
+      break;
+    }
 }
 
 Result<Reply> RedisStore::run(const redis::Script& s, std::vector<std::string_view> args, std::string* status) {
-  auto r = b_.eval(s, {meta_, queue_, inflight_}, args);
+  auto r = b_.eval(s, {meta_, queue_, inflight_, handoffs_, waiters_}, args);
   if (!r) return r.error();
   if (r->type != Reply::Type::array || r->elements.empty()) return Errc::io;  // logged by Conn
   *status = r->elements[0].str;
@@ -294,6 +335,7 @@ bool RedisStore::read_counters(const std::vector<Reply>& e, size_t at) {
   max_message_ = static_cast<uint64_t>(num(c[11]));  // settings other daemons may have changed
   if (auto f = parse_framing(c[12].str)) framing_ = *f;
   if (c[13].type != Reply::Type::nil) timeout_ms_ = static_cast<uint64_t>(num(c[13]));
+  waiting_ = static_cast<uint64_t>(std::max<int64_t>(0, num(c[14])));
   last_ = q;
   return true;
 }
@@ -302,16 +344,22 @@ Result<uint64_t> RedisStore::push(std::string_view msg, const Sender& from, bool
   // A Redis mailbox is one list in send order: no priorities yet (mailboxfs.8).
   if (prio != 0) return Errc::not_supported;
   const std::string sender = format_sender(from) + " host=" + b_.host(), now = std::to_string(realtime_ns()),
-                    ev = b_.event('p', rid_);
+                    ev = b_.event('p', rid_), handoff = b_.event('h', rid_), limit = std::to_string(kHandoffInline);
   // A receive of this daemon waits: the same step takes it the oldest
   // record, which the pop that follows answers (one round trip, not two).
   const bool take = std::exchange(receivers_waiting_, false) && !taken_;
   std::string st;
-  auto r = run(rs::kPush, {msg, sender, now, force ? "1" : "0", b_.channel(), ev, take ? "1" : "0"}, &st);
+  auto r = run(
+      rs::kPush,
+      {msg, sender, now, force ? "1" : "0", b_.channel(), ev, take ? "1" : "0", b_.daemon_id(), limit, handoff}, &st);
   if (!r) return r.error();
-  if (st == "OK" && r->elements.size() == 3 + rs::kCounters) {
+  if (st == "OK" && r->elements.size() == 4 + rs::kCounters) {
     if (r->elements[2].type == Reply::Type::string) taken_ = std::move(r->elements[2].str);
-    if (read_counters(r->elements, 3)) pushed_count_ = last_.count;
+    if (num(r->elements[3]) == 1) {  // the parked receive it took for used this daemon's waiter entry
+      MutexLock g(hand_mu_);
+      registered_ = std::max<int64_t>(0, registered_ - 1);
+    }
+    if (read_counters(r->elements, 4)) pushed_count_ = last_.count;
     return static_cast<uint64_t>(num(r->elements[1]));
   }
   if (st == "FULL") return Errc::again;
@@ -322,40 +370,128 @@ Result<uint64_t> RedisStore::push(std::string_view msg, const Sender& from, bool
 
 Result<Store::Popped> RedisStore::pop(std::string& out) {
   std::string rec;
+  std::optional<Handed> h;
+  auto from_handed = [&]() REQUIRES(hand_mu_) {
+    if (handed_.empty()) return false;
+    h = std::move(handed_.front());
+    handed_.pop_front();
+    return true;
+  };
   if (taken_) {  // taken by the push just made
     rec = std::move(*taken_);
     taken_.reset();
   } else {
-    const std::string now = std::to_string(realtime_ns()), ev = b_.event('r', rid_);
-    std::string st;
-    auto r = run(rs::kPop, {now, b_.channel(), ev}, &st);
-    if (!r) return r.error();
-    if (st == "EMPTY") return Errc::again;
-    if (st == "GONE") return Errc::removed;
-    if (st != "OK" || r->elements.size() != 2 + rs::kCounters) return Errc::io;
-    rec = std::move(r->elements[1].str);
-    (void)read_counters(r->elements, 2);  // what stats() answers while the server is away
+    int64_t grant = 0;
+    uint64_t last = 0;
+    {
+      MutexLock g(hand_mu_);
+      if (!from_handed()) {
+        last = last_hid_;
+        grant = std::max<int64_t>(0, int64_t{parked_} - (registered_ - in_transit_));
+      }
+    }
+    if (!h) {
+      const std::string now = std::to_string(realtime_ns()), ev = b_.event('r', rid_);
+      std::string st;
+      auto r = run(rs::kPop, {now, b_.channel(), ev, b_.daemon_id(), std::to_string(last), std::to_string(grant)}, &st);
+      if (!r) return r.error();
+      if (st == "EMPTY") {
+        MutexLock g(hand_mu_);
+        registered_ += grant;  // the entry grew by it
+        return Errc::again;
+      }
+      if (st == "GONE") return Errc::removed;
+      if (st == "HANDED" && r->elements.size() == 3 + rs::kCounters) {
+        (void)read_counters(r->elements, 3);
+        const auto hid = static_cast<uint64_t>(num(r->elements[2]));
+        MutexLock g(hand_mu_);
+        if (hid > last_hid_) {  // not heard of: its event was lost, or could not carry it
+          last_hid_ = hid;
+          registered_ = std::max<int64_t>(0, registered_ - 1);
+          in_transit_ = std::max<int64_t>(0, in_transit_ - 1);
+          h = Handed{hid, 0, std::move(r->elements[1].str)};
+        } else if (!from_handed()) {  // its event came meanwhile, and the record with it
+          return Errc::again;
+        }
+      } else {
+        if (st != "OK" || r->elements.size() != 2 + rs::kCounters) return Errc::io;
+        rec = std::move(r->elements[1].str);
+        (void)read_counters(r->elements, 2);  // what stats() answers while the server is away
+      }
+    }
   }
+  if (h) rec = std::move(h->rec);
   Popped p{};
   if (!parse_record(rec, &p.seq, &p.from, &p.host, out)) {
     log(LogLevel::error, "redis: mailbox %s holds a malformed record", rid_.c_str());
     corrupt_ = true;
     return Errc::bad_message;
   }
+  if (h) handed_seqs_.insert(p.seq);  // in the hand-offs hash: acked there
   return p;
+}
+
+std::shared_ptr<StoreListener> RedisStore::on_handed(uint64_t hid, uint64_t seq, std::string rec) {
+  MutexLock g(hand_mu_);
+  if (hid <= last_hid_) return nullptr;  // a pop answered it already
+  last_hid_ = hid;
+  registered_ = std::max<int64_t>(0, registered_ - 1);
+  in_transit_ = std::max<int64_t>(0, in_transit_ - 1);
+  handed_.push_back(Handed{hid, seq, std::move(rec)});
+  // SYNC POINT: release, pairs with the acq_rel exchange in take_kick().
+  kick_.store(true, std::memory_order_release);
+  return listener_.lock();  // serviced even unwatched: a hand-off nobody takes goes back
+}
+
+void RedisStore::sync_waiters() {
+  int64_t free = 0, held = 0;
+  bool any = false;
+  {
+    MutexLock g(hand_mu_);
+    free = registered_ - in_transit_;
+    held = static_cast<int64_t>(handed_.size());
+    any = registered_ > 0 || in_transit_ > 0 || !handed_.empty();
+  }
+  const int64_t want = int64_t{parked_} - held;  // the records held here go to the first parked
+  if (parked_ == 0 ? !any : want == free) return;
+  const int64_t delta = parked_ == 0 ? -free : want - free;
+  const std::string ev = b_.event('p', rid_);
+  std::string st;
+  const std::string d = std::to_string(delta), n = std::to_string(parked_);
+  std::vector<std::string> kept;  // given to receives, not acked: they stay
+  for (uint64_t seq : handed_seqs_) kept.push_back(std::to_string(seq));
+  std::vector<std::string_view> args{b_.daemon_id(), d, n, b_.channel(), ev};
+  for (auto& k : kept) args.push_back(k);
+  auto r = run(rs::kWaiters, args, &st);
+  if (!r || st != "OK" || r->elements.size() != 4) return;  // tried again at the next hold
+  const auto k = num(r->elements[1]), now = num(r->elements[2]);
+  const auto top = static_cast<uint64_t>(num(r->elements[3]));
+  MutexLock g(hand_mu_);
+  if (parked_ == 0) {  // entry gone; what was handed here and not received is queued again
+    handed_.clear();   // each was in the hand-offs hash, not held: put back
+    last_hid_ = std::max(last_hid_, top);
+    registered_ = in_transit_ = 0;
+  } else if (delta > 0) {
+    registered_ += delta;
+  } else {
+    registered_ -= k;
+    in_transit_ = std::max<int64_t>(0, registered_ - now);  // used by pushes not heard of yet
+  }
 }
 
 Errc RedisStore::ack(uint64_t seq) {
   // Not waited for: the reader has its message, and a failed HDEL leaves the
   // record for the lease recovery (a duplicate, counted), as a failed
   // synchronous one would. One command on one key: atomic, one slot.
+  if (handed_seqs_.erase(seq)) return b_.send({"HDEL", handoffs_, b_.daemon_id() + "|" + std::to_string(seq)});
   return b_.send({"HDEL", inflight_, std::to_string(seq)});
 }
 
 Errc RedisStore::unpop(uint64_t seq) {
   const std::string ev = b_.event('p', rid_);
   std::string st;
-  auto r = run(rs::kUnpop, {std::to_string(seq), b_.channel(), ev}, &st);
+  handed_seqs_.erase(seq);
+  auto r = run(rs::kUnpop, {std::to_string(seq), b_.channel(), ev, b_.daemon_id()}, &st);
   if (!r) return r.error();
   return st == "OK" ? Errc::ok : st == "GONE" ? Errc::removed : Errc::not_found;
 }
@@ -367,9 +503,16 @@ Result<std::vector<std::pair<unsigned, uint64_t>>> RedisStore::priority_counts()
 }
 
 Result<uint32_t> RedisStore::peek_len() {
-  if (taken_) {  // the oldest, taken for this daemon's parked receivers
+  std::string first;
+  if (taken_) {
+    first = *taken_;  // the oldest, taken for this daemon's parked receivers
+  } else {
+    MutexLock g(hand_mu_);
+    if (!handed_.empty()) first = handed_.front().rec;  // older than anything queued
+  }
+  if (!first.empty()) {
     unsigned long long seq = 0, len = 0;
-    if (std::sscanf(taken_->c_str(), "%llu %llu ", &seq, &len) == 2) return static_cast<uint32_t>(len);
+    if (std::sscanf(first.c_str(), "%llu %llu ", &seq, &len) == 2) return static_cast<uint32_t>(len);
   }
   std::string st;
   auto r = run(rs::kPeek, {}, &st);
@@ -422,6 +565,10 @@ void RedisStore::watch(uint32_t bits, const std::weak_ptr<StoreListener>& listen
   // The backend's map is updated before the caller re-checks the server, so
   // an event published after the re-check's round trip finds this store.
   watching_ = bits != 0;
+  {
+    MutexLock g(hand_mu_);
+    listener_ = listener;
+  }
   b_.watch(this, listener, watching_);
 }
 
@@ -456,6 +603,7 @@ Errc RedisStore::save_settings(const Settings& s) {
 }
 
 void RedisStore::after_change(bool, bool) {
+  sync_waiters();
   if (!taken_) return;
   // Taken for a parked receive that ended meanwhile (no reader came for it):
   // back to the front, as an interrupted reply's message goes.
@@ -465,6 +613,16 @@ void RedisStore::after_change(bool, bool) {
   const std::string rec = std::move(*taken_);
   taken_.reset();
   if (parse_record(rec, &seq, &from, &host, payload)) (void)unpop(seq);  // failed: left to the lease recovery
+}
+
+uint32_t RedisStore::sleeping_receivers() {
+  int64_t own = 0;
+  {
+    MutexLock g(hand_mu_);
+    own = registered_ - in_transit_;
+  }
+  const auto others = static_cast<int64_t>(waiting_) - std::max<int64_t>(0, own);
+  return others > 0 ? static_cast<uint32_t>(others) : 0;
 }
 
 void RedisStore::load_settings(Settings* s) {

@@ -13,8 +13,10 @@
 // thread (one channel per namespace) and a periodic re-check.
 #pragma once
 #include <atomic>
+#include <deque>
 #include <memory>
 #include <optional>
+#include <set>
 #include <string>
 #include <unordered_map>
 
@@ -86,8 +88,9 @@ class RedisBackend {
   friend class RedisStore;
   explicit RedisBackend(const RedisConfig& cfg);
   void watch(RedisStore* s, const std::weak_ptr<StoreListener>& l, bool on) EXCLUDES(watch_mu_);
-  // A published event: the watched stores of that mailbox are kicked.
-  void on_event(std::string_view ev) EXCLUDES(watch_mu_);
+  // A published event: the watched stores of that mailbox are kicked; a
+  // hand-off to this daemon goes to the store of its mailbox.
+  void on_event(std::string_view ev) EXCLUDES(watch_mu_, conn_mu_);
   // Every watched store is kicked (a re-check: notifications may be lost).
   void kick_all() EXCLUDES(watch_mu_);
   // The subscriber's tick: kick_all, and the lease's renewal and recovery
@@ -109,6 +112,8 @@ class RedisBackend {
   std::unordered_multimap<std::string, std::pair<RedisStore*, Watched>> watched_ GUARDED_BY(watch_mu_);
   // rid -> stores open on it: what a renewal after a lease claimed as dead registers again.
   std::unordered_map<std::string, int> open_ GUARDED_BY(watch_mu_);
+  // rid -> the stores open on it, watched or not (a hand-off finds its store here).
+  std::unordered_multimap<std::string, RedisStore*> stores_ GUARDED_BY(watch_mu_);
   bool renewed_ = false;  // the renewing thread's only (the opener before start(), then the subscriber)
   bool sub_started_ = false;
   std::unique_ptr<redis::Subscriber> sub_;  // last member: stopped first
@@ -129,6 +134,10 @@ class RedisStore final : public Store {
   bool has_priorities() const override { return false; }
   bool looks_are_round_trips() const override { return true; }
   void receivers_waiting(bool w) override { receivers_waiting_ = w; }
+  // Receives of this daemon parked here: kept in the mailbox's waiters hash
+  // (a push through another daemon hands them records), by the next pop
+  // that finds the mailbox empty or by after_change().
+  void receivers_parked(uint32_t n) override { parked_ = n; }
   Result<uint32_t> peek_len() override;
   Withdrawn try_withdraw(uint64_t seq) override;
   uint64_t consumed_seq() override;
@@ -147,7 +156,9 @@ class RedisStore final : public Store {
   // not take it (Mailbox::settle_locked calls it at the end of every hold
   // that settles, and every push is made in one).
   void after_change(bool, bool) override;
-  uint32_t sleeping_receivers() override { return 0; }
+  // Receives parked on other daemons, as last read: a rendezvous send
+  // reaches them (hand-offs), so poll reports the mailbox writable.
+  uint32_t sleeping_receivers() override EXCLUDES(hand_mu_);
   Errc reshape(const Settings& s, uint64_t* first) override;
   Errc save_settings(const Settings& s) override;
   void load_settings(Settings* s) override;
@@ -161,13 +172,21 @@ class RedisStore final : public Store {
   friend class RedisBackend;
   // Runs a script on this mailbox's keys; the reply's status word in `*status`.
   Result<redis::Reply> run(const redis::Script& s, std::vector<std::string_view> args, std::string* status);
+  // A hand-off event for this daemon, from the subscriber thread: the record
+  // is kept for the next pop (ignored if a pop already answered it). The
+  // listener to service, if any.
+  std::shared_ptr<StoreListener> on_handed(uint64_t hid, uint64_t seq, std::string rec) EXCLUDES(hand_mu_);
+  // Brings the waiters hash's entry of this daemon in line with parked_
+  // (after_change): more, fewer, or none (then the records handed here that
+  // no receive took go back to the front).
+  void sync_waiters() EXCLUDES(hand_mu_);
   // Reads the counters a script appended to its reply from element `at` on
   // (redis_scripts.h, counters()) into last_ and the shared settings.
   bool read_counters(const std::vector<redis::Reply>& e, size_t at);
 
   RedisBackend& b_;
   const std::string rid_;
-  const std::string meta_, queue_, inflight_;  // the keys (core/redis_scripts.h)
+  const std::string meta_, queue_, inflight_, handoffs_, waiters_;  // the keys (core/redis_scripts.h)
   uint64_t capacity_;
   // The other shared settings as last read (stats(), open_store); unset:
   // not on the server (a mailbox made before they were shared).
@@ -185,6 +204,25 @@ class RedisStore final : public Store {
   // the next pop() answers it without a round trip; after_change() puts it
   // back if none did.
   std::optional<std::string> taken_;
+  // Hand-offs: records a push through another daemon moved to this daemon's
+  // parked receives (the hand-offs hash). The members without a lock are the
+  // mailbox lock's, as the rest of the store.
+  uint32_t parked_ = 0;             // receives parked (receivers_parked)
+  uint64_t waiting_ = 0;            // the waiters hash's sum, as last read (counters)
+  std::set<uint64_t> handed_seqs_;  // answered from a hand-off, not yet acked: ack/unpop find them there
+  struct Handed {
+    uint64_t hid, seq;
+    std::string rec;
+  };
+  Mutex hand_mu_;  // leaf lock (taken under the backend's watch_mu_): the subscriber thread's hand-offs
+  std::deque<Handed> handed_ GUARDED_BY(hand_mu_);  // heard of with their record, not yet popped
+  uint64_t last_hid_ GUARDED_BY(hand_mu_) = 0;      // the highest hid heard of (event or pop)
+  // This daemon's waiter entry as it last set it, less the hand-offs heard
+  // of since; in_transit_: hand-offs known made (a take-back found fewer)
+  // but not heard of yet.
+  int64_t registered_ GUARDED_BY(hand_mu_) = 0;
+  int64_t in_transit_ GUARDED_BY(hand_mu_) = 0;
+  std::weak_ptr<StoreListener> listener_ GUARDED_BY(hand_mu_);  // the last watch()'s
   // Set by the backend's subscriber thread under watch_mu_ (release), taken
   // by take_kick() (acq_rel exchange): a change was published.
   std::atomic<bool> kick_{false};

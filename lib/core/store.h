@@ -64,6 +64,12 @@ class Store {
   // step does (its next pop answers it without looking); it gives it back
   // at after_change() if no receive took it.
   virtual void receivers_waiting(bool) {}
+  // How many receive calls of this daemon are parked (before a look that
+  // parks the caller if it finds nothing, counting it), said before each
+  // look and at the end of each hold. A store that other daemons push to
+  // tells them, so that a push through them hands a message to a receive
+  // parked here (Redis).
+  virtual void receivers_parked(uint32_t) {}
   struct Popped {
     uint64_t seq;
     Sender from;

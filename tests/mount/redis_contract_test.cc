@@ -8,6 +8,9 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <cstdio>
+#include <cstdlib>
 #include <memory>
 #include <string>
 #include <vector>
@@ -155,35 +158,176 @@ TEST_F(RedisContract, RendezvousReceiverOnOneDaemonSenderOnTheOther) {
   EXPECT_EQ(b_->xattr("box", "messages"), "0");
 }
 
-// A non-blocking rendezvous send is taken only by a receiver waiting through
-// its own daemon (mailboxfs.8): with the receiver on the other daemon it is
-// all or nothing: EAGAIN with nothing sent and the receiver still waiting,
-// or (the receiver took the offer before it was withdrawn) delivered.
-TEST_F(RedisContract, ANonblockingRendezvousSendIsAllOrNothingAcrossDaemons) {
+// A non-blocking rendezvous send through one daemon is taken by a receiver
+// blocked on the other, as on a local mount: the push hands the message to
+// that daemon's parked receive (design.md §14, hand-offs).
+TEST_F(RedisContract, ANonblockingRendezvousSendReachesAReceiverBlockedOnTheOtherDaemon) {
+  two();
+  ASSERT_EQ(a_->sh("touch box && setfattr -n user.mailbox.capacity -v 0 box && "
+                   "setfattr -n user.mailbox.framing -v line box")
+                .status,
+            0);
+  Proc reader("head -n 1 box", b_->dir());
+  ASSERT_TRUE(b_->wait_listed("box", "blocked_receivers", reader.pid()));
+  const mt::Run s = a_->sh(
+      "python3 -c \"\nimport os\nfd = os.open('box', os.O_WRONLY | os.O_NONBLOCK)\n"
+      "try: os.write(fd, b'offer\\n'); print('sent')\nexcept BlockingIOError: print('EAGAIN')\"");
+  EXPECT_EQ(s.out, "sent\n") << s.err;
+  EXPECT_TRUE(reader.exits());
+  EXPECT_EQ(reader.finish().out, "offer\n");
+  EXPECT_EQ(a_->xattr("box", "sent"), "1");
+  EXPECT_EQ(b_->xattr("box", "received"), "1");
+  EXPECT_EQ(a_->xattr("box", "messages"), "0");
+}
+
+// The same with datagram framing and two receivers: each non-blocking send
+// reaches one of them.
+TEST_F(RedisContract, NonblockingRendezvousSendsReachReceiversBlockedOnTheOtherDaemon) {
   two();
   ASSERT_EQ(a_->sh("touch box && setfattr -n user.mailbox.capacity -v 0 box && "
                    "setfattr -n user.mailbox.framing -v datagram box")
                 .status,
             0);
-  Proc reader("dd if=box bs=64K count=1 status=none", a_->dir());
-  ASSERT_TRUE(a_->wait_listed("box", "blocked_receivers", reader.pid()));
+  Proc r1(kReadOne, a_->dir()), r2(kReadOne, a_->dir());
+  ASSERT_TRUE(a_->wait_listed("box", "blocked_receivers", r1.pid()));
+  ASSERT_TRUE(a_->wait_listed("box", "blocked_receivers", r2.pid()));
   const mt::Run s = b_->sh(
       "python3 -c \"\nimport os\nfd = os.open('box', os.O_WRONLY | os.O_NONBLOCK)\n"
-      "try: os.write(fd, b'offer'); print('sent')\nexcept BlockingIOError: print('EAGAIN')\"");
-  if (s.out == "EAGAIN\n") {
-    EXPECT_EQ(b_->xattr("box", "sent"), "0");
-    EXPECT_EQ(a_->xattr("box", "messages"), "0");
-    EXPECT_TRUE(a_->wait_listed("box", "blocked_receivers", reader.pid(), 0));  // still waiting
-    ASSERT_EQ(b_->sh("printf late > box").status, 0);                           // a blocking send reaches it
-    EXPECT_TRUE(reader.exits());
-    EXPECT_EQ(reader.finish().out, "late");
-  } else {
-    ASSERT_EQ(s.out, "sent\n") << s.err;
-    EXPECT_TRUE(reader.exits());
-    EXPECT_EQ(reader.finish().out, "offer");
-    EXPECT_EQ(b_->xattr("box", "sent"), "1");
+      "for m in (b'one', b'two'):\n  try: os.write(fd, m); print('sent')\n  except BlockingIOError: print('EAGAIN')\"");
+  EXPECT_EQ(s.out, "sent\nsent\n") << s.err;
+  std::vector<std::string> got;
+  for (Proc* r : {&r1, &r2}) {
+    EXPECT_TRUE(r->exits());
+    got.push_back(r->finish().out);
   }
-  EXPECT_EQ(a_->xattr("box", "received"), b_->xattr("box", "sent"));
+  std::sort(got.begin(), got.end());
+  EXPECT_EQ(got, (std::vector<std::string>{"one", "two"}));
+  EXPECT_EQ(b_->xattr("box", "sent"), "2");
+  EXPECT_EQ(a_->xattr("box", "received"), "2");
+  // With nobody waiting any more, a non-blocking send is refused and nothing stays queued.
+  const mt::Run t = b_->sh(
+      "python3 -c \"\nimport os\nfd = os.open('box', os.O_WRONLY | os.O_NONBLOCK)\n"
+      "try: os.write(fd, b'x'); print('sent')\nexcept BlockingIOError: print('EAGAIN')\"");
+  EXPECT_EQ(t.out, "EAGAIN\n") << t.err;
+  EXPECT_EQ(a_->xattr("box", "messages"), "0");
+}
+
+// Many processes: readers on both daemons, writers on both, a rendezvous
+// mailbox, so most messages go from one daemon to a receive parked on the
+// other (hand-offs). Checksums: nothing lost, nothing duplicated, and no
+// waiter entry or hand-off left on the server once everyone is done.
+TEST_F(RedisContract, ManyCrossDaemonHandOffsLoseAndRepeatNothing) {
+  constexpr int kWriters = 6, kEach = 40, kReaders = 4;
+  two();
+  ASSERT_EQ(a_->sh("touch box && setfattr -n user.mailbox.capacity -v 0 box && "
+                   "setfattr -n user.mailbox.framing -v datagram box")
+                .status,
+            0);
+  const std::string per_reader = std::to_string(kWriters * kEach / kReaders);
+  std::vector<std::unique_ptr<Proc>> readers, writers;
+  for (int r = 0; r < kReaders; r++)
+    readers.push_back(
+        std::make_unique<Proc>("python3 -c \"\nimport os\nfd = os.open('box', os.O_RDONLY)\nfor i in range(" +
+                                   per_reader + "): print(os.read(fd, 65536).decode(), flush=True)\"",
+                               (r % 2 ? a_ : b_)->dir()));
+  for (int w = 0; w < kWriters; w++)
+    writers.push_back(
+        std::make_unique<Proc>("python3 -c \"\nimport os\nfd = os.open('box', os.O_WRONLY)\nfor k in range(" +
+                                   std::to_string(kEach) + "): os.write(fd, b'w" + std::to_string(w) + "-%d' % k)\"",
+                               (w % 2 ? b_ : a_)->dir()));
+  for (auto& p : writers) {
+    const mt::Run r = p->finish();
+    EXPECT_EQ(r.status, 0) << r.err;
+  }
+  std::vector<std::string> got, sent;
+  for (auto& p : readers) {
+    const mt::Run r = p->finish();
+    EXPECT_EQ(r.status, 0) << r.err;
+    for (auto& l : lines(r.out)) got.push_back(l);
+  }
+  for (int w = 0; w < kWriters; w++)
+    for (int k = 0; k < kEach; k++) sent.push_back("w" + std::to_string(w) + "-" + std::to_string(k));
+  std::sort(sent.begin(), sent.end());
+  std::sort(got.begin(), got.end());
+  EXPECT_EQ(got, sent);  // each exactly once
+  EXPECT_EQ(a_->xattr("box", "received"), std::to_string(kWriters * kEach));
+  EXPECT_EQ(b_->xattr("box", "messages"), "0");
+  const std::string handoffs = testredis::cli(server_, "HGET 'mbx:{c:1}:m' handoffs");
+  EXPECT_GT(std::atoi(handoffs.c_str()), 0) << "no message went to a receive parked on the other daemon";
+  // Acknowledged, and no receive left registered (readiness: the readers' daemons settled).
+  EXPECT_TRUE(mt::wait_until([&] { return testredis::cli(server_, "HLEN 'mbx:{c:1}:x'") == "0"; }));
+  EXPECT_TRUE(mt::wait_until([&] { return testredis::cli(server_, "HLEN 'mbx:{c:1}:w'") == "0"; }));
+  std::fprintf(stderr, "%d messages, %s handed to the other daemon\n", kWriters * kEach, handoffs.c_str());
+}
+
+// A daemon killed (-9) while a message handed to its parked receive waits in
+// the hand-offs hash: the lease recovery returns it to the front, counted in
+// user.mailbox.returned, and a receive through the other daemon gets it.
+TEST_F(RedisContract, AHandOffToADaemonKilledBeforeItDeliveredIsReturned) {
+  two("lease_ms=4000");  // b's lease outlives the send below; its end is the recovery's readiness
+  ASSERT_EQ(a_->sh("touch box && setfattr -n user.mailbox.capacity -v 0 box && "
+                   "setfattr -n user.mailbox.framing -v datagram box")
+                .status,
+            0);
+  Proc reader(kReadOne, b_->dir());
+  ASSERT_TRUE(b_->wait_listed("box", "blocked_receivers", reader.pid()));
+  const pid_t b_pid = b_->daemon_pid();
+  std::string b_id;
+  for (auto& id : lines(testredis::cli(server_, "HKEYS 'mbx:{c}:daemons'")))
+    if (id.find(":" + std::to_string(b_pid) + ":") != std::string::npos) b_id = id;
+  ASSERT_FALSE(b_id.empty());
+  // b frozen: the hand-off reaches the server, never b's reader.
+  ::kill(b_pid, SIGSTOP);
+  ASSERT_TRUE(mt::wait_until([&] {
+    return mt::sh("grep -q '^State:.*T' /proc/" + std::to_string(b_pid) + "/status").status == 0;
+  }));
+  const mt::Run s = a_->sh(
+      "python3 -c \"\nimport os\nfd = os.open('box', os.O_WRONLY | os.O_NONBLOCK)\n"
+      "try: os.write(fd, b'handed'); print('sent')\nexcept BlockingIOError: print('EAGAIN')\"");
+  EXPECT_EQ(s.out, "sent\n") << s.err;
+  EXPECT_EQ(testredis::cli(server_, "HLEN 'mbx:{c:1}:x'"), "1");
+  ASSERT_TRUE(b_->stop(SIGKILL));
+  reader.finish();
+  // b's lease runs out; a claims it and returns the record (readiness: b's set is gone).
+  ASSERT_TRUE(mt::wait_until([&] {
+    return testredis::cli(server_, "EXISTS " + q("mbx:{c}:inflight:" + b_id)) == "0";
+  }));
+  EXPECT_EQ(testredis::cli(server_, "HLEN 'mbx:{c:1}:x'"), "0");
+  EXPECT_EQ(testredis::cli(server_, "HEXISTS 'mbx:{c:1}:w' " + q(b_id)), "0");
+  EXPECT_EQ(a_->xattr("box", "messages"), "1");
+  EXPECT_EQ(a_->xattr("box", "returned"), "1");
+  EXPECT_EQ(a_->sh(kReadOne).out, "handed");
+  EXPECT_EQ(a_->xattr("box", "received"), "1");
+}
+
+// poll(2) for writing on a rendezvous mailbox through one daemon wakes when
+// a receiver starts waiting through the other, and the non-blocking send
+// it then makes reaches that receiver.
+TEST_F(RedisContract, ARendezvousMailboxIsWritableWhileAReceiverWaitsOnTheOtherDaemon) {
+  two();
+  ASSERT_EQ(a_->sh("touch box && setfattr -n user.mailbox.capacity -v 0 box && "
+                   "setfattr -n user.mailbox.framing -v datagram box")
+                .status,
+            0);
+  Proc poller(
+      "python3 -c \"\n"
+      "import os, select, sys\n"
+      "fd = os.open('box', os.O_WRONLY | os.O_NONBLOCK)\n"
+      "p = select.poll(); p.register(fd, select.POLLOUT)\n"
+      "print('nobody' if not p.poll(0) else 'writable?', flush=True)\n"
+      "print('@ready', file=sys.stderr, flush=True)\n"
+      "ev = p.poll()\n"
+      "print('writable' if ev and ev[0][1] & select.POLLOUT else ev, flush=True)\n"
+      "os.write(fd, b'go'); print('sent')\n\"",
+      a_->dir());
+  std::unique_ptr<Proc> reader;
+  const auto r = released(poller, asleep(mt::Sleep::poll),
+                          [&] { reader = std::make_unique<Proc>(kReadOne, b_->dir()); });
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->out, "nobody\nwritable\nsent\n") << r->err;
+  ASSERT_TRUE(reader);
+  EXPECT_TRUE(reader->exits());
+  EXPECT_EQ(reader->finish().out, "go");
 }
 
 // ---- O_NONBLOCK, timeout_ms, EINTR ------------------------------------------------

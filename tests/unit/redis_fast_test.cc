@@ -1,15 +1,19 @@
 // SPDX-License-Identifier: MIT
 // Round trips per message on the Redis store (issue 16's bench target),
 // counted with the server's own INFO commandstats, and the guarantees the
-// shortcuts keep: a push that takes a record for waiting receives, the
-// counters every push/pop reply carries, the acknowledgement sent without
-// waiting, and what a daemon that dies before its acknowledgements leaves.
-// Each test starts its own redis-server on a unix socket in a temporary
-// directory; no subscriber runs, so nothing but the calls made here reaches it.
+// shortcuts keep: a push that takes a record for waiting receives (of its
+// own daemon, or handed to another daemon's), the counters every push/pop
+// reply carries, the acknowledgement sent without waiting, and what a daemon
+// that dies before its acknowledgements leaves. Each test starts its own
+// redis-server on a unix socket in a temporary directory; a subscriber runs
+// only where a test starts one (its re-check and lease renewal made once,
+// before the counting), so nothing but the calls made here reaches it.
 #include <gtest/gtest.h>
 
 #include <charconv>
+#include <condition_variable>
 #include <map>
+#include <mutex>
 #include <sstream>
 
 #include "../common/redis_server.h"
@@ -22,13 +26,21 @@ using namespace mbx;
 class RedisFast : public ::testing::Test {
  protected:
   void SetUp() override { ASSERT_TRUE(server_.ready()) << "redis-server did not start (scripts/deps.sh test)"; }
-  std::unique_ptr<RedisBackend> open() {
+  // `started`: with its subscriber, which re-checks and renews its lease
+  // only once in the test's time (so that the counts are the calls' own).
+  std::unique_ptr<RedisBackend> open(bool started = false) {
     RedisConfig c;
+    if (started) c.recheck = c.lease = std::chrono::minutes(10);
     c.endpoint = redis::parse_url(server_.url()).value();
     c.ns = "t";
     auto b = RedisBackend::open(c);
     EXPECT_TRUE(b.ok());
-    return b.ok() ? std::move(b.value()) : nullptr;
+    if (!b.ok()) return nullptr;
+    if (started) {
+      b.value()->start();
+      EXPECT_TRUE(b.value()->wait_subscriptions(1, std::chrono::seconds(30)));
+    }
+    return std::move(b.value());
   }
   std::unique_ptr<Store> store(RedisBackend& b, uint64_t capacity = 64) {
     Settings s;
@@ -190,6 +202,168 @@ TEST_F(RedisFast, ADaemonThatDiesBeforeItsAcknowledgementIsCountedAsAReturn) {
   EXPECT_EQ(st.total_received, 2u);
   EXPECT_EQ(st.total_sent, st.total_received + st.count + st.lost);
   EXPECT_EQ(sy->pop(out).error(), Errc::again);
+}
+
+// Counts the services a store's notifications ask for.
+struct Serviced : StoreListener {
+  void service() override {
+    std::lock_guard g(mu);
+    n++;
+    cv.notify_all();
+  }
+  bool wait(int k) {  // hang guard only
+    std::unique_lock g(mu);
+    return cv.wait_for(g, std::chrono::seconds(30), [&] { return n >= k; });
+  }
+  std::mutex mu;
+  std::condition_variable cv;
+  int n = 0;
+};
+
+// A receive parked on daemon b, a send through daemon a: the push moves the
+// record into b's hand-offs and its event carries it, so b answers the
+// receive without another script: two scripts and one HDEL per message (the
+// pop that found the mailbox empty, the push), not three and one.
+TEST_F(RedisFast, ASendThroughAnotherDaemonHandsTheRecordToItsParkedReceive) {
+  auto a = open(), b = open(/*started=*/true);
+  auto sa = store(*a), sb = store(*b);
+  ASSERT_TRUE(sa->push("warm", {}, false).ok());  // scripts loaded, connections made
+  std::string out;
+  auto w = sb->pop(out);
+  ASSERT_TRUE(w.ok());
+  ASSERT_EQ(sb->ack(w->seq), Errc::ok);
+  auto l = std::make_shared<Serviced>();
+  sb->watch(kWatchReadable | kWatchParkedReceivers, l);
+  const Counts before = calls();
+  sb->receivers_parked(1);  // a receive about to park if this look finds nothing
+  out.clear();
+  EXPECT_EQ(sb->pop(out).error(), Errc::again);
+  sb->after_change(false, false);  // the hold ends: its entry is already there
+  EXPECT_EQ(a->command({"HGET", "mbx:{t:m}:w", b->daemon_id()})->str, "1");
+  ASSERT_TRUE(sa->push("handed", {}, false).ok());
+  EXPECT_EQ(a->command({"HEXISTS", "mbx:{t:m}:w", b->daemon_id()})->integer, 0);  // used
+  ASSERT_TRUE(l->wait(1));                                                        // b heard of it
+  ASSERT_TRUE(sb->take_kick());
+  const Counts mid = calls();
+  auto p = sb->pop(out);
+  ASSERT_TRUE(p.ok());
+  EXPECT_EQ(out, "handed");
+  EXPECT_FALSE(p->host.empty());
+  EXPECT_TRUE(since(mid).empty());  // answered from the event
+  EXPECT_EQ(sb->ack(p->seq), Errc::ok);
+  sb->receivers_parked(0);
+  sb->after_change(false, true);                               // nothing left to tell the server
+  EXPECT_EQ(b->command({"HLEN", "mbx:{t:m}:x"})->integer, 0);  // acknowledged (read after the HDEL)
+  const Counts d = since(before);
+  EXPECT_EQ(d.at("evalsha"), 2);
+  EXPECT_GE(d.at("hdel"), 1);
+  const QueueStats st = sa->stats();
+  EXPECT_EQ(st.total_sent, 2u);
+  EXPECT_EQ(st.total_received, 2u);
+  EXPECT_EQ(st.consumed_seq, 2u);
+  EXPECT_EQ(st.count, 0u);
+}
+
+// A record too long for its event to carry: the event only wakes the
+// parked receive, whose pop fetches the hand-off (one script, no message lost).
+TEST_F(RedisFast, AHandOffTooLongForItsEventIsFetchedByThePop) {
+  auto a = open(), b = open(/*started=*/true);
+  auto sa = store(*a), sb = store(*b);
+  auto l = std::make_shared<Serviced>();
+  sb->watch(kWatchReadable | kWatchParkedReceivers, l);
+  sb->receivers_parked(1);
+  std::string out;
+  EXPECT_EQ(sb->pop(out).error(), Errc::again);
+  const std::string big(20000, 'x');
+  ASSERT_TRUE(sa->push(big, {}, false).ok());
+  ASSERT_TRUE(l->wait(1));
+  const Counts mid = calls();
+  auto p = sb->pop(out);
+  ASSERT_TRUE(p.ok());
+  EXPECT_EQ(out, big);
+  EXPECT_EQ(since(mid).at("evalsha"), 1);
+  EXPECT_EQ(sb->ack(p->seq), Errc::ok);
+  sb->receivers_parked(0);
+  sb->after_change(false, true);
+  EXPECT_EQ(b->command({"HLEN", "mbx:{t:m}:x"})->integer, 0);
+  EXPECT_EQ(b->command({"HLEN", "mbx:{t:m}:w"})->integer, 0);
+  EXPECT_EQ(sa->stats().total_received, 1u);
+}
+
+// A capacity-0 mailbox takes a message at once when a receive is parked on
+// another daemon; a receive that leaves before its daemon heard of the
+// hand-off puts the record back at the front (as an interrupted reply does).
+TEST_F(RedisFast, ARendezvousPushHandsOffAndAReceiveThatLeftGivesItBack) {
+  auto a = open(), b = open();  // b hears no events: its pop fetches what was handed to it
+  auto sa = store(*a, 0), sb = store(*b, 0);
+  std::string out;
+  EXPECT_EQ(sa->push("nobody", {}, false).ok(), true);  // the one offer a rendezvous mailbox holds
+  EXPECT_EQ(sa->push("full", {}, false).error(), Errc::again);
+  ASSERT_EQ(sa->try_withdraw(0), Store::Withdrawn::taken_back);
+  sb->receivers_parked(1);
+  EXPECT_EQ(sb->pop(out).error(), Errc::again);
+  auto s1 = sa->push("first", {}, false);
+  ASSERT_TRUE(s1.ok());
+  EXPECT_GT(sa->consumed_seq(), *s1);                   // received as it was sent
+  EXPECT_EQ(sa->push("second", {}, false).ok(), true);  // no receive waits: the offer
+  EXPECT_EQ(sa->try_withdraw(*s1 + 1), Store::Withdrawn::taken_back);
+  // b's receive is still parked: its next look answers the hand-off.
+  auto p = sb->pop(out);
+  ASSERT_TRUE(p.ok());
+  EXPECT_EQ(out, "first");
+  EXPECT_EQ(sb->ack(p->seq), Errc::ok);
+  // Parked again, then gone before it heard of the next hand-off.
+  sb->receivers_parked(1);
+  out.clear();
+  EXPECT_EQ(sb->pop(out).error(), Errc::again);
+  auto s3 = sa->push("third", {}, false);
+  ASSERT_TRUE(s3.ok());
+  EXPECT_GT(sa->consumed_seq(), *s3);
+  sb->receivers_parked(0);
+  sb->after_change(false, false);
+  EXPECT_EQ(a->command({"HLEN", "mbx:{t:m}:x"})->integer, 0);
+  EXPECT_EQ(a->command({"HLEN", "mbx:{t:m}:w"})->integer, 0);
+  EXPECT_EQ(sa->stats().count, 1u);  // at the front, for the next receive
+  out.clear();
+  auto q = sa->pop(out);
+  ASSERT_TRUE(q.ok());
+  EXPECT_EQ(out, "third");
+  EXPECT_EQ(sa->ack(q->seq), Errc::ok);
+  const QueueStats st = sa->stats();
+  EXPECT_EQ(st.total_received, 2u);
+  EXPECT_EQ(st.total_sent, 2u);
+}
+
+// A daemon that dies with a record handed to its parked receive: the lease
+// recovery returns it to the front, counted, and drops the daemon's entry.
+TEST_F(RedisFast, ARecordHandedToADaemonThatDiesIsReturned) {
+  auto y = open();
+  auto sy = store(*y, 0);
+  {
+    auto x = open();  // never started: destroying it is a death, not a clean stop
+    ASSERT_EQ(x->renew_lease(), Errc::ok);
+    auto sx = store(*x, 0);
+    sx->receivers_parked(1);
+    std::string out;
+    EXPECT_EQ(sx->pop(out).error(), Errc::again);
+    auto s = sy->push("handed", {}, false);
+    ASSERT_TRUE(s.ok());
+    EXPECT_GT(sy->consumed_seq(), *s);
+    EXPECT_EQ(y->command({"HLEN", "mbx:{t:m}:x"})->integer, 1);
+    ASSERT_TRUE(y->command({"HSET", "mbx:{t}:daemons", x->daemon_id(), "0"}).ok());  // its lease ended
+  }
+  EXPECT_EQ(y->recover().value(), 1u);
+  EXPECT_EQ(y->command({"HLEN", "mbx:{t:m}:x"})->integer, 0);
+  EXPECT_EQ(y->command({"HLEN", "mbx:{t:m}:w"})->integer, 0);
+  std::string out;
+  auto p = sy->pop(out);
+  ASSERT_TRUE(p.ok());
+  EXPECT_EQ(out, "handed");
+  EXPECT_EQ(sy->ack(p->seq), Errc::ok);
+  const QueueStats st = sy->stats();
+  EXPECT_EQ(st.returned, 1u);
+  EXPECT_EQ(st.total_received, 1u);
+  EXPECT_EQ(st.total_sent, 1u);
 }
 
 }  // namespace
