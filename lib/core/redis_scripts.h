@@ -86,6 +86,22 @@ return {0, g[1], g[2], g[3], g[4]}
   "end\n"
 inline constexpr size_t kCounters = 15;  // elements counters() appends
 
+// requeue(recs): records taken out of the queue (in flight, or handed to a
+// daemon) go back to its front in seq order, as if never received (but
+// `consumed` stays: a rendezvous sender may have seen them taken).
+#define MBX_REDIS_REQUEUE_LUA                                                 \
+  "local function requeue(recs)\n"                                            \
+  "  local function seq(r) return tonumber(string.match(r, '^(%d+) ')) end\n" \
+  "  table.sort(recs, function(a, b) return seq(a) > seq(b) end)\n"           \
+  "  for _, rec in ipairs(recs) do\n"                                         \
+  "    local s, len = string.match(rec, '^(%d+) (%d+) ')\n"                   \
+  "    redis.call('LPUSH', KEYS[2], rec)\n"                                   \
+  "    redis.call('HINCRBY', KEYS[1], 'bytes', tonumber(len))\n"              \
+  "  end\n"                                                                   \
+  "  redis.call('HINCRBY', KEYS[1], 'popped', -#recs)\n"                      \
+  "  redis.call('HINCRBY', KEYS[1], 'total_received', -#recs)\n"              \
+  "end\n"
+
 // ARGV: payload, sender text, now (ns), force (1: ignore capacity), channel,
 // event, take (1: a receive of this daemon is parked: the oldest record
 // moves to its in-flight hash in the same step, as kPop would move it), this
@@ -180,7 +196,7 @@ return counters({'OK', rec})
 // now}); with none parked the entry goes and every other record handed here
 // (not heard of, or heard of and not given to a receive) goes back to the
 // front, as kUnpop puts one back ({OK, n, 0, highest hid put back}).
-inline constexpr redis::Script kWaiters{"waiters", R"lua(
+inline constexpr redis::Script kWaiters{"waiters", MBX_REDIS_REQUEUE_LUA R"lua(
 local d = tonumber(ARGV[2])
 if d > 0 then return {'OK', 0, redis.call('HINCRBY', KEYS[5], ARGV[1], d), 0} end
 if ARGV[3] ~= '0' then
@@ -204,15 +220,7 @@ for i = 1, #all, 2 do
   end
 end
 if #recs == 0 or redis.call('EXISTS', KEYS[1]) == 0 then return {'OK', #recs, 0, top} end
-local function seq(r) return tonumber(string.match(r, '^(%d+) ')) end
-table.sort(recs, function(a, b) return seq(a) > seq(b) end)
-for _, rec in ipairs(recs) do
-  local s, len = string.match(rec, '^(%d+) (%d+) ')
-  redis.call('LPUSH', KEYS[2], rec)
-  redis.call('HINCRBY', KEYS[1], 'bytes', tonumber(len))
-end
-redis.call('HINCRBY', KEYS[1], 'popped', -#recs)
-redis.call('HINCRBY', KEYS[1], 'total_received', -#recs)
+requeue(recs)
 redis.call('PUBLISH', ARGV[4], ARGV[5])
 return {'OK', #recs, 0, top}
 )lua"};
@@ -221,7 +229,7 @@ return {'OK', #recs, 0, top}
 // interrupt): the in-flight message (popped, or handed to this daemon) goes
 // back to the front, as if never received (but `consumed` stays: a
 // rendezvous sender may have seen it taken).
-inline constexpr redis::Script kUnpop{"unpop", R"lua(
+inline constexpr redis::Script kUnpop{"unpop", MBX_REDIS_REQUEUE_LUA R"lua(
 local rec = redis.call('HGET', KEYS[3], ARGV[1])
 if rec then
   redis.call('HDEL', KEYS[3], ARGV[1])
@@ -232,11 +240,7 @@ else
   rec = string.match(v, '^%d+ (.*)$')
 end
 if redis.call('EXISTS', KEYS[1]) == 0 then return {'GONE'} end
-local seq, len = string.match(rec, '^(%d+) (%d+) ')
-redis.call('LPUSH', KEYS[2], rec)
-redis.call('HINCRBY', KEYS[1], 'popped', -1)
-redis.call('HINCRBY', KEYS[1], 'total_received', -1)
-redis.call('HINCRBY', KEYS[1], 'bytes', tonumber(len))
+requeue({rec})
 redis.call('PUBLISH', ARGV[2], ARGV[3])
 return {'OK'}
 )lua"};
@@ -349,7 +353,7 @@ return dead
 // id. Returns its in-flight records and those handed to it to the front of
 // the queue in seq order, as if never received, and drops its waiter entry;
 // counts them in `returned`. `consumed` stays where it is: it never steps back.
-inline constexpr redis::Script kReturn{"return", R"lua(
+inline constexpr redis::Script kReturn{"return", MBX_REDIS_REQUEUE_LUA R"lua(
 local all = redis.call('HGETALL', KEYS[3])
 redis.call('DEL', KEYS[3])
 redis.call('HDEL', KEYS[5], ARGV[3])
@@ -363,15 +367,7 @@ for i = 1, #xs, 2 do
   end
 end
 if #recs == 0 or redis.call('EXISTS', KEYS[1]) == 0 then return {'OK', 0} end
-local function seq(r) return tonumber(string.match(r, '^(%d+) ')) end
-table.sort(recs, function(a, b) return seq(a) > seq(b) end)
-for _, rec in ipairs(recs) do
-  local s, len = string.match(rec, '^(%d+) (%d+) ')
-  redis.call('LPUSH', KEYS[2], rec)
-  redis.call('HINCRBY', KEYS[1], 'bytes', tonumber(len))
-end
-redis.call('HINCRBY', KEYS[1], 'popped', -#recs)
-redis.call('HINCRBY', KEYS[1], 'total_received', -#recs)
+requeue(recs)
 redis.call('HINCRBY', KEYS[1], 'returned', #recs)
 redis.call('PUBLISH', ARGV[1], ARGV[2])
 return {'OK', #recs}
