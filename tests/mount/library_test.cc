@@ -82,6 +82,20 @@ TEST(Library, SendWakesACatParkedInTheDaemon) {
   EXPECT_EQ(cat.finish().out, "from the library");
 }
 
+// A child that opens `path` with libmailbox, says `ready`, blocks in one
+// receive and writes the message to `out`; status 10, 11, 12: open, receive
+// or write failed.
+pid_t library_receiver(const std::string& path, mt::Ready& ready, int out) {
+  return child([&] {
+    auto b = Mailbox::open(path, {.send = false, .receive = true});
+    if (!b) return 10;
+    std::string msg;
+    ready.say();
+    if (b->receive(msg) != 0) return 11;
+    return write(out, msg.data(), msg.size()) == ssize_t(msg.size()) ? 0 : 12;
+  });
+}
+
 TEST(Library, EchoWakesALibraryReceiverSleepingOnTheFutex) {
   Mount m;
   ASSERT_TRUE(m.ok());
@@ -89,14 +103,7 @@ TEST(Library, EchoWakesALibraryReceiverSleepingOnTheFutex) {
   int fds[2];
   ASSERT_EQ(pipe(fds), 0);
   mt::Ready ready;
-  pid_t receiver = child([&] {
-    auto b = Mailbox::open(m.path("box"), {.send = false, .receive = true});
-    if (!b) return 10;
-    std::string msg;
-    ready.say();
-    if (b->receive(msg) != 0) return 11;
-    return write(fds[1], msg.data(), msg.size()) == ssize_t(msg.size()) ? 0 : 12;
-  });
+  pid_t receiver = library_receiver(m.path("box"), ready, fds[1]);
   ASSERT_TRUE(ready.wait());
   ASSERT_TRUE(mt::wait_sleeping(receiver, mt::Sleep::futex));  // blocked
   m.sh("echo from the shell > box");
@@ -124,14 +131,7 @@ TEST(Library, ALostWakeUpIsRepairedByTheDaemon) {
   int fds[2];
   ASSERT_EQ(pipe(fds), 0);
   mt::Ready ready;
-  pid_t receiver = child([&] {
-    auto b = Mailbox::open(m.path("box"), {.send = false, .receive = true});
-    if (!b) return 10;
-    std::string msg;
-    ready.say();
-    if (b->receive(msg) != 0) return 11;
-    return write(fds[1], msg.data(), msg.size()) == ssize_t(msg.size()) ? 0 : 12;
-  });
+  pid_t receiver = library_receiver(m.path("box"), ready, fds[1]);
   close(fds[1]);  // the child's end only: a failed child ends the read below, not the suite
   ASSERT_TRUE(ready.wait());
   ASSERT_TRUE(mt::wait_sleeping(receiver, mt::Sleep::futex));  // asleep on the ring
