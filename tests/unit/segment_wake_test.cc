@@ -15,12 +15,17 @@ using ut::make_segment;
 using ut::SharedControl;
 using ut::TempDir;
 
-// One receiver counted asleep and woken: until it has run, more messages
-// move the word no more (each would be a FUTEX_WAKE system call).
-TEST(SegmentWake, LoneSleeperAlreadyWokenIsNotWokenAgain) {
+// A segment of capacity 64 (`s`), in a directory of its own (`d`).
+class SegmentWake : public ::testing::Test {
+ protected:
   TempDir d;
   SharedControl ctl;
   Segment s = make_segment(d.file("s"), 64, 100, ctl);
+};
+
+// One receiver counted asleep and woken: until it has run, more messages
+// move the word no more (each would be a FUTEX_WAKE system call).
+TEST_F(SegmentWake, LoneSleeperAlreadyWokenIsNotWokenAgain) {
   auto* h = s.header();
   h->sleeping_receivers.fetch_add(1);
   h->pushed.fetch_add(1);  // the sleeper moves the word before it sleeps
@@ -39,10 +44,7 @@ TEST(SegmentWake, LoneSleeperAlreadyWokenIsNotWokenAgain) {
 
 // A sleeper that does not move the word (an older libmailbox) is woken again
 // once it has run: it took a message, so head_pub moved.
-TEST(SegmentWake, SleeperThatRanIsWokenAgainEvenWithoutMovingTheWord) {
-  TempDir d;
-  SharedControl ctl;
-  Segment s = make_segment(d.file("s"), 64, 100, ctl);
+TEST_F(SegmentWake, SleeperThatRanIsWokenAgainEvenWithoutMovingTheWord) {
   auto r = Segment::attach(d.file("s"));
   ASSERT_TRUE(r.ok());
   Segment& rx = *r;
@@ -60,10 +62,7 @@ TEST(SegmentWake, SleeperThatRanIsWokenAgainEvenWithoutMovingTheWord) {
 }
 
 // Two sleepers counted: one message, one wake, every message.
-TEST(SegmentWake, SeveralSleepersAreWokenOnePerMessage) {
-  TempDir d;
-  SharedControl ctl;
-  Segment s = make_segment(d.file("s"), 64, 100, ctl);
+TEST_F(SegmentWake, SeveralSleepersAreWokenOnePerMessage) {
   auto* h = s.header();
   h->sleeping_receivers.fetch_add(2);
   const uint32_t w0 = h->pushed.load();
@@ -76,10 +75,7 @@ TEST(SegmentWake, SeveralSleepersAreWokenOnePerMessage) {
 
 // The same for senders waiting for room, and rendezvous senders (waiting for
 // their receipt) are all woken by every receive.
-TEST(SegmentWake, SendersLikewiseAndRendezvousSendersAlways) {
-  TempDir d;
-  SharedControl ctl;
-  Segment s = make_segment(d.file("s"), 64, 100, ctl);
+TEST_F(SegmentWake, SendersLikewiseAndRendezvousSendersAlways) {
   for (int i = 0; i < 4; i++) ASSERT_TRUE(s.push("m", 1, {}, 0).ok());
   auto* h = s.header();
   h->sleeping_senders.fetch_add(1);
