@@ -167,6 +167,11 @@ class RedisStore final : public Store {
   Result<std::string> locator() const override { return Errc::remote; }
 
   const std::string& rid() const { return rid_; }
+  // Hand-offs heard of with their record and not yet popped (tests wait on it).
+  size_t handed_held() EXCLUDES(hand_mu_) {
+    MutexLock g(hand_mu_);
+    return handed_.size();
+  }
 
  private:
   friend class RedisBackend;
