@@ -157,30 +157,32 @@ redis.call('PUBLISH', ARGV[5], ev)
 return counters({'OK', seq, rec, used})
 )lua"};
 
-// ARGV: now (ns), channel, event, this daemon's id, the highest hid it has
-// heard of, grant. A record handed to this daemon that it has not heard of
-// (a lost notification, or one too long to carry the record) comes first:
-// {HANDED, record, hid, counters...} (it was counted as received when
-// handed). Else takes the oldest record (take() above): {OK, record,
+// ARGV: now (ns), channel, event, this daemon's id, grant, then the seqs of
+// the hand-offs it holds (heard of with their record) or gave to receives
+// and has not acked. A record handed to this daemon that is none of those
+// (its notification is lost or still on its way, or was too long to carry
+// the record) comes first, the oldest hand-off first: {HANDED, record, hid,
+// counters...} (it was counted as received when handed). Else takes the oldest record (take() above): {OK, record,
 // counters...}; or, empty, adds `grant` to this daemon's waiter entry (its
 // receives about to park; in a capacity-0 mailbox that makes it writable:
 // PUBLISH) and answers {EMPTY}.
 inline constexpr redis::Script kPop{"pop", MBX_REDIS_COMMON_LUA R"lua(
 if redis.call('EXISTS', KEYS[1]) == 0 then return {'GONE'} end
-local mine, best, brec = ARGV[4] .. '|', nil, nil
+local mine, best, brec, known = ARGV[4] .. '|', nil, nil, {}
+for i = 6, #ARGV do known[ARGV[i]] = true end
 local all = redis.call('HGETALL', KEYS[4])
 for i = 1, #all, 2 do
-  if string.sub(all[i], 1, #mine) == mine then
+  if string.sub(all[i], 1, #mine) == mine and not known[string.sub(all[i], #mine + 1)] then
     local hid, rec = string.match(all[i + 1], '^(%d+) (.*)$')
     hid = tonumber(hid)
-    if hid > tonumber(ARGV[5]) and (not best or hid < best) then best, brec = hid, rec end
+    if not best or hid < best then best, brec = hid, rec end
   end
 end
 if best then return counters({'HANDED', brec, best}) end
 local rec = take(ARGV[1])
 if not rec then
-  if tonumber(ARGV[6]) > 0 then
-    redis.call('HINCRBY', KEYS[5], ARGV[4], ARGV[6])
+  if tonumber(ARGV[5]) > 0 then
+    redis.call('HINCRBY', KEYS[5], ARGV[4], ARGV[5])
     if redis.call('HGET', KEYS[1], 'capacity') == '0' then redis.call('PUBLISH', ARGV[2], ARGV[3]) end
   end
   return {'EMPTY'}

@@ -382,18 +382,21 @@ Result<Store::Popped> RedisStore::pop(std::string& out) {
     taken_.reset();
   } else {
     int64_t grant = 0;
-    uint64_t last = 0;
+    std::vector<std::string> known;  // hand-offs the script must leave: held here, or given to receives
     {
       MutexLock g(hand_mu_);
       if (!from_handed()) {
-        last = last_hid_;
         grant = std::max<int64_t>(0, int64_t{parked_} - (registered_ - in_transit_));
+        for (const Handed& k : handed_) known.push_back(std::to_string(k.seq));
       }
     }
     if (!h) {
-      const std::string now = std::to_string(realtime_ns()), ev = b_.event('r', rid_);
+      for (uint64_t seq : handed_seqs_) known.push_back(std::to_string(seq));
+      const std::string now = std::to_string(realtime_ns()), ev = b_.event('r', rid_), gr = std::to_string(grant);
+      std::vector<std::string_view> args{now, b_.channel(), ev, b_.daemon_id(), gr};
+      for (const auto& k : known) args.push_back(k);
       std::string st;
-      auto r = run(rs::kPop, {now, b_.channel(), ev, b_.daemon_id(), std::to_string(last), std::to_string(grant)}, &st);
+      auto r = run(rs::kPop, args, &st);
       if (!r) return r.error();
       if (st == "EMPTY") {
         MutexLock g(hand_mu_);
@@ -405,14 +408,17 @@ Result<Store::Popped> RedisStore::pop(std::string& out) {
         (void)read_counters(r->elements, 3);
         const auto hid = static_cast<uint64_t>(num(r->elements[2]));
         MutexLock g(hand_mu_);
-        if (hid > last_hid_) {  // not heard of: its event was lost, or could not carry it
-          last_hid_ = hid;
+        // Its event may have come while the script ran: then it is held
+        // here, and the bookkeeping of its arrival is done.
+        auto held = std::find_if(handed_.begin(), handed_.end(), [&](const Handed& k) { return k.hid == hid; });
+        if (held != handed_.end()) {
+          handed_.erase(held);
+        } else {  // not heard of: its event was lost, is on its way, or could not carry it
           registered_ = std::max<int64_t>(0, registered_ - 1);
           in_transit_ = std::max<int64_t>(0, in_transit_ - 1);
-          h = Handed{hid, 0, std::move(r->elements[1].str)};
-        } else if (!from_handed()) {  // its event came meanwhile, and the record with it
-          return Errc::again;
         }
+        last_hid_ = std::max(last_hid_, hid);  // its event, if it comes later, is old news
+        h = Handed{hid, 0, std::move(r->elements[1].str)};
       } else {
         if (st != "OK" || r->elements.size() != 2 + rs::kCounters) return Errc::io;
         rec = std::move(r->elements[1].str);

@@ -299,6 +299,54 @@ TEST_F(RedisFast, AHandOffTooLongForItsEventIsFetchedByThePop) {
   EXPECT_EQ(sa->stats().total_received, 1u);
 }
 
+// Two hand-offs to daemon b, the first one's event lost (b was not
+// listening yet) and the second's heard: b's pops answer both, the second
+// from its event and the first fetched from the hand-offs hash, which a
+// watermark of the highest hid heard would have skipped (it stayed there
+// until b's receives all left).
+TEST_F(RedisFast, AHandOffWhoseEventWasLostIsFetchedAfterALaterOneWasHeard) {
+  auto a = open(), b = open();  // b starts listening only after both hand-offs
+  auto sa = store(*a), sb = store(*b);
+  sb->receivers_parked(2);
+  std::string out;
+  EXPECT_EQ(sb->pop(out).error(), Errc::again);  // registers both receives about to park
+  sb->after_change(false, false);
+  ASSERT_TRUE(sa->push("first", {}, false).ok());
+  ASSERT_TRUE(sa->push("second", {}, false).ok());
+  auto x = a->command({"HGETALL", "mbx:{t:m}:x"});
+  ASSERT_TRUE(x.ok());
+  ASSERT_EQ(x->elements.size(), 4u);  // both handed to b
+  b->start();
+  ASSERT_TRUE(b->wait_subscriptions(1, std::chrono::seconds(30)));
+  auto l = std::make_shared<Serviced>();
+  sb->watch(kWatchReadable | kWatchParkedReceivers, l);
+  // The second hand-off's event, as the push published it.
+  for (size_t i = 0; i < x->elements.size(); i += 2) {
+    const std::string& field = x->elements[i].str;  // <daemon>|<seq>
+    const std::string& v = x->elements[i + 1].str;  // <hid> <record>
+    if (!v.starts_with("2 ")) continue;
+    const std::string ev = "h " + a->daemon_id() + " m " + b->daemon_id() + " 2 " + field.substr(field.find('|') + 1) +
+                           "\n" + v.substr(2);
+    ASSERT_TRUE(a->command({"PUBLISH", a->channel(), ev}).ok());
+  }
+  ASSERT_TRUE(l->wait_until([&] { return static_cast<RedisStore&>(*sb).handed_held() > 0; }));
+  auto p = sb->pop(out);
+  ASSERT_TRUE(p.ok());
+  EXPECT_EQ(out, "second");  // from its event
+  out.clear();
+  auto q = sb->pop(out);
+  ASSERT_TRUE(q.ok()) << "the hand-off whose event was lost was left in the hand-offs hash";
+  EXPECT_EQ(out, "first");
+  EXPECT_EQ(sb->ack(p->seq), Errc::ok);
+  EXPECT_EQ(sb->ack(q->seq), Errc::ok);
+  sb->receivers_parked(0);
+  sb->after_change(false, true);
+  EXPECT_EQ(b->command({"HLEN", "mbx:{t:m}:x"})->integer, 0);
+  const QueueStats st = sa->stats();
+  EXPECT_EQ(st.total_received, 2u);
+  EXPECT_EQ(st.count, 0u);
+}
+
 // A capacity-0 mailbox takes a message at once when a receive is parked on
 // another daemon; a receive that leaves before its daemon heard of the
 // hand-off puts the record back at the front (as an interrupted reply does).
