@@ -3,6 +3,9 @@
 
 #include <fcntl.h>
 #include <linux/futex.h>
+#include <linux/membarrier.h>
+#include <pthread.h>
+#include <sched.h>
 #include <signal.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -12,6 +15,7 @@
 #include <algorithm>
 #include <climits>
 #include <cstring>
+#include <mutex>
 
 #include "base/log.h"
 
@@ -67,6 +71,37 @@ bool may_participate(pid_t tid, const std::string& path) {
   char buf[16384];
   for (ssize_t n; (n = ::read(fd.get(), buf, sizeof buf)) > 0;) maps.append(buf, static_cast<size_t>(n));
   return maps.find(path) != std::string::npos;
+}
+
+// The calling thread's id, cached per thread; the cache is emptied in a
+// fork's child (whose one thread has another id). The biased send half is
+// the thread's, not the process's.
+thread_local pid_t t_tid = 0;
+// -1: not tried in this process; 0: the kernel cannot; 1: registered.
+std::atomic<int> g_membarrier{-1};
+void after_fork_in_child() {
+  t_tid = 0;
+  g_membarrier.store(-1, std::memory_order_relaxed);  // a new process: not registered
+}
+pid_t this_tid() {
+  if (t_tid == 0) [[unlikely]] {
+    static std::once_flag once;
+    std::call_once(once, [] { pthread_atfork(nullptr, nullptr, after_fork_in_child); });
+    t_tid = static_cast<pid_t>(::syscall(SYS_gettid));
+  }
+  return t_tid;
+}
+// A biased sender's process must receive the barrier of a revoker
+// (MEMBARRIER_CMD_GLOBAL_EXPEDITED reaches registered processes only).
+bool membarrier_registered() {
+  int m = g_membarrier.load(std::memory_order_relaxed);
+  if (m < 0) {
+    const long q = ::syscall(SYS_membarrier, MEMBARRIER_CMD_QUERY, 0, 0);
+    m = q > 0 && (q & MEMBARRIER_CMD_GLOBAL_EXPEDITED) &&
+        ::syscall(SYS_membarrier, MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED, 0, 0) == 0;
+    g_membarrier.store(m, std::memory_order_relaxed);
+  }
+  return m == 1;
 }
 
 template <class T>
@@ -175,8 +210,14 @@ inline Errc Segment::lock(Side side, bool any_state) const {
   if (rc == 0) [[likely]] {
     // SYNC POINT: acquire pairs with the release store of state (set_state, under both locks).
     const uint32_t st = h->state.load(std::memory_order_acquire);
-    if (any_state || st == layout::kLive) [[likely]]
+    if (any_state || st == layout::kLive) [[likely]] {
+      if (side == Side::send && version_ >= 7 && h->send_bias.load(std::memory_order_relaxed) != 0) [[unlikely]]
+        if (Errc e = revoke_bias_locked(); e != Errc::ok) {
+          pthread_mutex_unlock(m);
+          return e;
+        }
       return Errc::ok;
+    }
     pthread_mutex_unlock(m);
     return st == layout::kDeleted ? Errc::removed : st == layout::kRetired ? Errc::stale : Errc::bad_message;
   }
@@ -211,7 +252,14 @@ Errc Segment::lock_slow(Side side, bool any_state, int tried) const {
     return Errc::bad_message;
   }
   const uint32_t st = h->state.load(std::memory_order_acquire);
-  if (any_state || st == layout::kLive) return Errc::ok;
+  if (any_state || st == layout::kLive) {
+    if (side == Side::send && version_ >= 7 && h->send_bias.load(std::memory_order_relaxed) != 0)
+      if (Errc e = revoke_bias_locked(); e != Errc::ok) {
+        pthread_mutex_unlock(m);
+        return e;
+      }
+    return Errc::ok;
+  }
   pthread_mutex_unlock(m);
   return st == layout::kDeleted ? Errc::removed : st == layout::kRetired ? Errc::stale : Errc::bad_message;
 }
@@ -231,6 +279,18 @@ bool Segment::try_lock(Side side) const {
     pthread_mutex_consistent(m);
     pthread_mutex_unlock(m);
     return false;
+  }
+  if (rc == 0 && side == Side::send && version_ >= 7) {
+    // Biased to another thread, or taken back from one still in a send:
+    // waiting for it is not for a best-effort try.
+    const uint32_t b = hdr_->send_bias.load(std::memory_order_relaxed);
+    if ((b & ~layout::kBiasRevoked) == static_cast<uint32_t>(this_tid())) {
+      hdr_->send_bias.store(0, std::memory_order_relaxed);  // ours, and we are not in a send
+      biased_ = false;
+    } else if (b != 0 && (!(b & layout::kBiasRevoked) || hdr_->bias_busy.load(std::memory_order_acquire) != 0)) {
+      pthread_mutex_unlock(m);
+      return false;
+    }
   }
   return rc == 0;
 }
@@ -287,6 +347,7 @@ void Segment::unlock(Side side) const {
 }
 
 Segment::~Segment() {
+  if (biased_ && hdr_ && !poisoned_ && try_lock(Side::send)) unlock(Side::send);  // gives the bias back
   if (!poisoned_ || !map_.get()) return;
   // The mutex stays linked in this thread's robust list, which glibc updates
   // at later locks: private anonymous pages replace the segment at the same
@@ -860,17 +921,152 @@ Result<uint64_t> Segment::push(const char* data, size_t len, const Sender& from,
   if (prio > layout::kPrioMask) return Errc::invalid;
   if (prio && version_ < 6) return Errc::not_supported;
   if (len > max_message_) return Errc::msg_size;
-  const uint64_t rec = layout::record_size(len);
+  // The outcome in two scalars, not a Result: a biased send makes no locked
+  // instruction, so a struct stored in two words and loaded back in one
+  // 16-byte load (which the store buffer cannot forward) would wait there
+  // for every store before it, the record's included.
+  uint64_t seq = 0;
+  Errc e = Errc::ok;
+  if (biased_ && push_biased(data, len, from, now_ns, force, prio, &e, &seq)) {
+    if (e != Errc::ok) return e;
+    return seq;
+  }
   SendLocked l(*this);
   if (!l.ok()) return l.error();
+  e = push_locked(data, len, from, now_ns, force, prio, &seq);
+  if (e != Errc::ok) return e;
+  maybe_bias_locked(seq);
+  return seq;
+}
+
+inline Errc Segment::push_locked(const char* data, size_t len, const Sender& from, int64_t now_ns, bool force,
+                                 unsigned prio, uint64_t* seq) {
+  const uint64_t rec = layout::record_size(len);
   auto room = room_locked(rec, force);
   if (!room) return room.error();
   if (Errc e = charge_quota_locked(rec, force); e != Errc::ok) return e;
   if (len) std::memcpy(data_ + offset_in(room->at, send_lap_) + kRecHdr, data, len);
-  const uint64_t seq = hdr_->send.next_seq;
+  *seq = hdr_->send.next_seq;
   write_record_locked(*room, len, from, now_ns, prio);
-  notify_after_push_locked(seq, from);
-  return seq;
+  notify_after_push_locked(*seq, from);
+  return Errc::ok;
+}
+
+// Biased send (design.md section 4): the locked instructions of a mutex's
+// lock and unlock each wait until every earlier store has reached the cache,
+// including the record's, to lines the receiver holds: a cross-CPU transfer
+// per message that a lock-free ring does not wait for. The thread the half
+// is biased to instead marks itself busy and checks the bias, both plain
+// stores and loads; the revoker's side of this Dekker pair is a membarrier
+// (revoke_bias_locked).
+bool Segment::push_biased(const char* data, size_t len, const Sender& from, int64_t now_ns, bool force, unsigned prio,
+                          Errc* e, uint64_t* seq) NO_THREAD_SAFETY_ANALYSIS {
+  SegmentHeader* h = hdr_;
+  // SYNC POINT: relaxed store, then relaxed loads; the store-load order the
+  // hardware may break is restored by the revoker's MEMBARRIER_CMD_GLOBAL_EXPEDITED
+  // between its store of kBiasRevoked and its load of bias_busy: either it
+  // sees us busy and waits, or we see the bias gone. The signal fence keeps
+  // the compiler from moving the loads above the store.
+  h->bias_busy.store(1, std::memory_order_relaxed);
+  std::atomic_signal_fence(std::memory_order_seq_cst);
+  if (h->send_bias.load(std::memory_order_relaxed) != static_cast<uint32_t>(this_tid()) ||
+      h->state.load(std::memory_order_acquire) != layout::kLive) [[unlikely]] {
+    h->bias_busy.store(0, std::memory_order_release);
+    biased_ = false;
+    // Taken back: another participant sends too. Biased again only after a
+    // longer run alone, so that several senders do not take it in turns.
+    bias_after_ = std::min(bias_after_ * 2, kBiasAfterMax);
+    return false;
+  }
+  *e = push_locked(data, len, from, now_ns, force, prio, seq);
+  // SYNC POINT: release pairs with the revoker's acquire load of bias_busy:
+  // everything this send wrote is seen by whoever takes the half back.
+  h->bias_busy.store(0, std::memory_order_release);
+  return true;
+}
+
+void Segment::maybe_bias_locked(uint64_t seq) {
+  if (version_ < 7 || no_wait_) return;
+  bias_streak_ = seq == bias_last_seq_ + 1 ? bias_streak_ + 1 : 0;
+  bias_last_seq_ = seq;
+  if (bias_streak_ < bias_after_) return;
+  bias_streak_ = 0;
+  // Taken back from a thread that has not seen it yet: that thread's next
+  // send stores bias_busy before it finds out, so nobody else may be biased
+  // (and store bias_busy) until it did (its next lock() clears it), or is gone.
+  if (const uint32_t b = hdr_->send_bias.load(std::memory_order_relaxed); b != 0) {
+    if (!(b & layout::kBiasRevoked) || may_participate(static_cast<pid_t>(b & ~layout::kBiasRevoked), path_)) return;
+    hdr_->send_bias.store(0, std::memory_order_relaxed);
+  }
+  if (!membarrier_registered()) return;
+  hdr_->send_bias.store(static_cast<uint32_t>(this_tid()), std::memory_order_relaxed);  // under send_lock
+  biased_ = true;
+}
+
+bool Segment::biased() const {
+  return biased_ && hdr_->send_bias.load(std::memory_order_relaxed) == static_cast<uint32_t>(this_tid());
+}
+
+Errc Segment::revoke_bias_locked() const {
+  SegmentHeader* h = hdr_;
+  const uint32_t b = h->send_bias.load(std::memory_order_relaxed);
+  const auto owner = static_cast<pid_t>(b & ~layout::kBiasRevoked);
+  if (owner == this_tid()) {  // ours (or taken back, now seen): we are not in a biased send while we lock
+    h->send_bias.store(0, std::memory_order_relaxed);
+    biased_ = false;
+    return Errc::ok;
+  }
+  if (!(b & layout::kBiasRevoked)) {
+    h->send_bias.store(b | layout::kBiasRevoked, std::memory_order_relaxed);
+    // SYNC POINT: the heavy side of push_biased()'s Dekker pair: every
+    // running thread of a registered process passes a full barrier, so the
+    // owner either published bias_busy = 1 before it (we see it below) or
+    // reads kBiasRevoked after it. The owner registered before it was biased.
+    if (::syscall(SYS_membarrier, MEMBARRIER_CMD_GLOBAL_EXPEDITED, 0, 0) != 0) {
+      log(LogLevel::error, "membarrier failed (%s): a mailbox's biased sender cannot be stopped", strerror(errno));
+      h->state.store(layout::kCorrupt, std::memory_order_release);
+      return Errc::bad_message;
+    }
+  }
+  // kBiasRevoked was set after a barrier by an earlier holder of send_lock
+  // (which gave up, no_wait): the owner cannot start another biased send.
+  for (int i = 0;; i++) {
+    // SYNC POINT: acquire pairs with the release store of bias_busy at the
+    // end of the owner's biased send.
+    if (h->bias_busy.load(std::memory_order_acquire) == 0) break;
+    if (i < kTrySpins) {
+      cpu_relax();
+      continue;
+    }
+    // Most often preempted inside its send: let it run (sched_yield), and
+    // look whether it is gone only now and then (it reads /proc).
+    if (i < kTrySpins + kBiasYields) {
+      if ((i - kTrySpins) % 64 != 63 || may_participate(owner, path_)) {
+        ::sched_yield();
+        continue;
+      }
+    }
+    if (!may_participate(owner, path_)) {  // it died inside a send: as a death holding send_lock
+      const bool ok = recover_send_locked();
+      h->bias_busy.store(0, std::memory_order_relaxed);
+      log(ok ? LogLevel::notice : LogLevel::error, "a process died inside a biased send to a mailbox: %s",
+          ok ? "recovered" : "the mailbox is corrupt now");
+      if (!ok) {
+        h->state.store(layout::kCorrupt, std::memory_order_release);
+        return Errc::bad_message;
+      }
+      h->send_bias.store(0, std::memory_order_relaxed);  // gone: it stores nothing any more
+      return Errc::ok;
+    }
+    if (no_wait_) return Errc::contended;  // stopped inside a send: tried again later
+    // Stopped inside a send, or on a busy machine: 50 us, doubling up to 10 ms.
+    const long ns = std::min<long>(50'000L << std::min(i - kTrySpins - kBiasYields, 8), 10'000'000L);
+    const timespec pause{0, ns};
+    ::nanosleep(&pause, nullptr);
+  }
+  // Left taken back (kBiasRevoked): its thread clears it at its next lock,
+  // having seen it; until then nobody else is biased (maybe_bias_locked).
+  return Errc::ok;
 }
 
 // Not checked: the send lock stays held after it returns, until commit_reserved()

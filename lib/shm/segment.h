@@ -95,6 +95,9 @@ class Segment {
   // limits (moving queued messages on resize).
   Result<uint64_t> push(const char* data, size_t len, const Sender& from, int64_t now_ns, bool force = false,
                         unsigned prio = 0);
+  // Version 7: whether this object holds the send half biased to the calling
+  // thread (its sends take no lock; design.md section 4, "Biased send").
+  bool biased() const;
   struct Popped {
     uint64_t seq;
     Sender from;
@@ -273,6 +276,27 @@ class Segment {
       REQUIRES(recv_lock_);
   bool mark_taken_locked(uint64_t pos) const REQUIRES(recv_lock_);
   Result<Room> room_locked(uint64_t rec, bool force) REQUIRES(send_lock_);
+  // A push once the send half is ours (send_lock held, or biased to us);
+  // the record's seq in *seq.
+  inline Errc push_locked(const char* data, size_t len, const Sender& from, int64_t now_ns, bool force, unsigned prio,
+                          uint64_t* seq) REQUIRES(send_lock_);
+  // Version 7, biased sends (design.md section 4, "Biased send"): the push
+  // of the thread the half is biased to, without send_lock (its outcome in
+  // *e and *seq); false if it is not (any more): then the caller takes send_lock.
+  bool push_biased(const char* data, size_t len, const Sender& from, int64_t now_ns, bool force, unsigned prio, Errc* e,
+                   uint64_t* seq);
+  // After a push under send_lock: biases the half to this thread once it
+  // made kBiasAfter pushes in a row with nobody else's between them.
+  void maybe_bias_locked(uint64_t seq) REQUIRES(send_lock_);
+  // With send_lock just taken and send_bias set: takes the half back from
+  // the thread it is biased to (waits until it is out of its send, recovers
+  // from its death in one); contended in no_wait mode while it stays in one.
+  [[gnu::noinline]] Errc revoke_bias_locked() const NO_THREAD_SAFETY_ANALYSIS;
+  // Pushes in a row alone before a bias (doubled for this object each time
+  // its bias was taken back, up to the max); sched_yield()s a revoker makes
+  // while the biased sender is inside a send, before it sleeps.
+  static constexpr uint32_t kBiasAfter = 64, kBiasAfterMax = 1u << 20;
+  static constexpr int kBiasYields = 1024;
   Errc charge_quota_locked(uint64_t rec, bool force) REQUIRES(send_lock_);
   void write_record_locked(const Room& room, size_t len, const Sender& from, int64_t now_ns, unsigned prio)
       REQUIRES(send_lock_);
@@ -341,6 +365,12 @@ class Segment {
   // left the mutex on this thread's robust list, and will write into it, so
   // the addresses must stay mapped for good (see ~Segment).
   mutable bool poisoned_ = false;
+  // Version 7: this object biased the send half to the thread that pushed
+  // (checked against send_bias, which another participant may clear); the
+  // seq of its last push under send_lock, and how many of those came in a row.
+  mutable bool biased_ = false;
+  uint64_t bias_last_seq_ = UINT64_MAX;
+  uint32_t bias_streak_ = 0, bias_after_ = kBiasAfter;
   // How the send in progress paid its quota: from the segment's credit, or
   // `from_mount` bytes added to the mount's counter (see charge_quota_locked).
   struct Charge {

@@ -186,7 +186,7 @@ int main(int argc, char** argv) {
       return 2;
     }
   }
-  const long n_small = o.quick ? 2000 : 200000, n_large = o.quick ? 500 : 50000, n_huge = o.quick ? 20 : 1000,
+  const long n_small = o.quick ? 2000 : 1000000, n_large = o.quick ? 500 : 50000, n_huge = o.quick ? 20 : 1000,
              n_rtt = o.quick ? 200 : 20000, n_mpmc = o.quick ? 2000 : 200000;
   const int receivers = o.quick ? 50 : 1000, idle = o.quick ? 300 : 10000;
 

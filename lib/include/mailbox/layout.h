@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: MIT
-// The shared-memory layout of one mailbox segment, version 6.
+// The shared-memory layout of one mailbox segment, version 7.
 //
 // This is data, not objects: every participant (the mailboxfs daemon, and any
 // program that maps the segment) reads and writes these bytes directly, so the
@@ -19,6 +19,8 @@
 // priority; one taken from the middle stays as a tombstone (kTaken) until the
 // head passes it. While no record of priority > 0 nor a tombstone is queued
 // (prio_pushed == prio_popped) receivers work exactly as in version 5.
+// Since version 7 a sender that keeps sending alone may hold the send half
+// biased (`send_bias`) and then sends without taking send_lock.
 #pragma once
 #include <pthread.h>
 
@@ -29,11 +31,12 @@
 namespace mbx::layout {
 
 inline constexpr uint64_t kMagic = 0x31584f424c49414dULL;  // "MAILBOX1", little-endian
-inline constexpr uint32_t kVersion = 6;
-// Version 4 and 5 segments (left by an older daemon) are still attached and
-// used as their version used them: version 4 without early wrap, `lap_max`
-// and `populated`; neither with priorities (a send at a priority > 0 into one
-// is refused, ENOTSUP, until a resize moves the mailbox to version 6).
+inline constexpr uint32_t kVersion = 7;
+// Version 4, 5 and 6 segments (left by an older daemon) are still attached
+// and used as their version used them: version 4 without early wrap,
+// `lap_max` and `populated`; neither with priorities (a send at a priority
+// > 0 into one is refused, ENOTSUP, until a resize moves the mailbox to the
+// current version); none with a biased send half.
 inline constexpr uint32_t kOldestVersion = 4;
 inline constexpr uint64_t kHeaderSize = 4096;
 inline constexpr uint64_t kUnbounded = UINT64_MAX;   // capacity: limited by the quota only
@@ -116,7 +119,13 @@ struct SegmentHeader {
   // Retired/deleted/corrupt: participants must stop using this segment. Written
   // with release under both locks; read with acquire by any participant.
   std::atomic<uint32_t> state;
-  uint32_t reserved0;
+  // Version 7 (padding before): 0, or the thread id of the one sender that
+  // holds the send half biased (it sends without send_lock, between its own
+  // `bias_busy` stores), with kBiasRevoked once another participant holding
+  // send_lock took it back and waits for `bias_busy` to be 0. Written only
+  // under send_lock; read by the biased sender before each send. Here,
+  // beside `state`: a line every participant reads and hardly anyone writes.
+  std::atomic<uint32_t> send_bias;
 
   // Both locks are robust and process-shared: a participant that dies holding
   // one is detected (EOWNERDEAD) and that half is recovered. Lock order:
@@ -133,7 +142,10 @@ struct SegmentHeader {
   uint32_t inflight;        // kInflightSend while a send holds send_lock
   uint64_t inflight_quota;  // record bytes that send added to the quota
   uint32_t inflight_quota_added;
-  uint32_t reserved1;
+  // Version 7 (padding before): 1 while the biased sender runs a send
+  // without send_lock; written only by it (and by whoever recovers from its
+  // death inside one, holding send_lock). On the send half's own line.
+  std::atomic<uint32_t> bias_busy;
 
   alignas(64) pthread_mutex_t recv_lock;
   RecvState recv;
@@ -224,7 +236,10 @@ static_assert(offsetof(SegmentHeader, head_pub) == 512 && offsetof(SegmentHeader
 static_assert(offsetof(SegmentHeader, prio_popped) == 432 && offsetof(SegmentHeader, recv_take) == 440 &&
               offsetof(SegmentHeader, prio_pushed) == 592 && offsetof(SegmentHeader, tombs) == 536);
 static_assert(offsetof(SegmentHeader, notify_owner) == 600 && offsetof(SegmentHeader, notify_seq) == 616);
-inline constexpr uint32_t kMaxPid = 1u << 22;  // PID_MAX_LIMIT on 64-bit Linux
+// Version 7 too.
+static_assert(offsetof(SegmentHeader, send_bias) == 44 && offsetof(SegmentHeader, bias_busy) == 252);
+inline constexpr uint32_t kBiasRevoked = 1u << 31;  // SegmentHeader::send_bias: being taken back
+inline constexpr uint32_t kMaxPid = 1u << 22;       // PID_MAX_LIMIT on 64-bit Linux
 static_assert(std::atomic<uint32_t>::is_always_lock_free);
 static_assert(std::atomic<uint64_t>::is_always_lock_free);
 

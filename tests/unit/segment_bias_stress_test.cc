@@ -1,0 +1,228 @@
+// SPDX-License-Identifier: MIT
+// The biased send half (layout version 7, design.md section 4): a sender
+// that keeps sending alone sends without send_lock; any other participant
+// that takes send_lock takes the bias back first, waits for a biased send
+// in progress, recovers from one its sender died inside, and (the daemon,
+// no_wait) never waits for a sender stopped inside one. Threads with their
+// own handles (also under TSan), and forked children for deaths and stops.
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <optional>
+#include <set>
+#include <thread>
+#include <vector>
+
+#include "shm/segment.h"
+#include "test_util.h"
+
+namespace mbx {
+namespace {
+
+using ut::SharedControl;
+using ut::TempDir;
+
+constexpr uint32_t kAlone = 200;  // more than kBiasAfter pushes in a row
+
+pid_t tid() { return static_cast<pid_t>(::syscall(SYS_gettid)); }
+
+// Pushes `n` messages "<who>:<i>" through its own handle of `path`, waiting
+// while the ring is full (a hang guard only: 30 s).
+// `keep`: the handle is left there.
+void push_n(const std::string& path, SharedControl& ctl, int who, uint32_t n, std::optional<Segment>* keep = nullptr) {
+  std::optional<Segment> mine;
+  if (!keep) keep = &mine;
+  auto a = Segment::attach(path);
+  ASSERT_TRUE(a.ok());
+  Segment& s = keep->emplace(std::move(a.value()));
+  s.set_control(ctl.get(), true);
+  const int64_t give_up = realtime_ns() + 30'000'000'000;
+  for (uint32_t i = 0; i < n;) {
+    const std::string m = std::to_string(who) + ":" + std::to_string(i);
+    auto r = s.push(m.data(), m.size(), Sender{who, 0, 0}, 0);
+    if (r) {
+      i++;
+      continue;
+    }
+    ASSERT_EQ(r.error(), Errc::again);
+    ASSERT_LT(realtime_ns(), give_up);
+    std::this_thread::yield();
+  }
+}
+
+// A child that attaches, sends kAlone messages (so that it is biased), then
+// leaves the state `inside` says: nothing (0), inside a send it died in (1),
+// inside a send it is stopped in (2, SIGSTOP to itself; it finishes the send
+// when continued).
+pid_t biased_child(const std::string& path, SharedControl& ctl, int inside) {
+  const pid_t pid = ::fork();
+  if (pid != 0) return pid;
+  auto s = Segment::attach(path);
+  if (!s) ::_exit(10);
+  s->set_control(ctl.get(), true);
+  for (uint32_t i = 0; i < kAlone; i++)
+    if (!s->push("alone", 5, {}, 0)) ::_exit(11);
+  if (!s->biased()) ::_exit(12);
+  layout::SegmentHeader* h = s->header();
+  if (inside == 1) {  // as a kill between charge_quota_locked's marker and the commit
+    h->bias_busy.store(1);
+    std::atomic_ref<uint32_t>(h->inflight).store(layout::kInflightSend);
+    ::_exit(0);
+  }
+  if (inside == 2) {
+    h->bias_busy.store(1);
+    ::raise(SIGSTOP);
+    h->bias_busy.store(0, std::memory_order_release);
+  }
+  ::_exit(0);
+}
+
+// The child's exit code (-1: killed by the 60 s hang guard).
+int reap(pid_t pid) {
+  const int st = ut::wait_child(pid, std::chrono::seconds(60));
+  return st >= 0 && WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+// Waits until the child stops (hang guard: 60 s, then it is killed).
+bool wait_stopped(pid_t pid) {
+  const int64_t give_up = realtime_ns() + 60'000'000'000;
+  int st = 0;
+  while (realtime_ns() < give_up) {
+    const pid_t r = ::waitpid(pid, &st, WUNTRACED | WNOHANG);
+    if (r == pid) return WIFSTOPPED(st);
+    if (r < 0) return false;
+    std::this_thread::yield();
+  }
+  ::kill(pid, SIGKILL);
+  return false;
+}
+
+// Two sender threads, each alone for a while and then both at once, and a
+// receiver: every message arrives once, each sender's in order.
+TEST(SegmentBias, SendersTakingItInTurnsLoseAndRepeatNothing) {
+  TempDir d;
+  SharedControl ctl;
+  const std::string path = d.file("s");
+  Segment r = ut::make_segment(path, 64, 64, ctl);
+  ASSERT_TRUE(r.valid());
+  constexpr uint32_t kEach = 20000;
+  std::atomic<bool> done{false};
+  std::vector<std::string> got;
+  std::thread rx([&] {
+    std::string out;
+    const int64_t give_up = realtime_ns() + 60'000'000'000;
+    while (got.size() < 2 * kEach && realtime_ns() < give_up) {
+      out.clear();
+      if (r.pop(out, 0)) got.push_back(out);
+      else std::this_thread::yield();
+    }
+    done = true;
+  });
+  std::thread a([&] { push_n(path, ctl, 1, kEach); });
+  std::thread b([&] { push_n(path, ctl, 2, kEach); });
+  a.join();
+  b.join();
+  rx.join();
+  ASSERT_EQ(got.size(), 2 * kEach);
+  uint32_t next[3] = {0, 0, 0};
+  for (const std::string& m : got) {
+    const int who = m[0] - '0';
+    ASSERT_TRUE(who == 1 || who == 2) << m;
+    EXPECT_EQ(m.substr(2), std::to_string(next[who]++)) << "out of order or repeated";
+  }
+  const SegmentStats st = r.stats();
+  EXPECT_EQ(st.total_sent, 2 * kEach);
+  EXPECT_EQ(st.lost, 0u);
+}
+
+// A thread biased by sending alone; another thread's send takes the bias
+// back (kBiasRevoked until the first sees it), and the first's next send
+// goes through send_lock and clears it.
+TEST(SegmentBias, AnotherSenderTakesItBackAndTheFirstSeesIt) {
+  TempDir d;
+  SharedControl ctl;
+  const std::string path = d.file("s");
+  Segment r = ut::make_segment(path, layout::kUnbounded, 64, ctl);
+  ASSERT_TRUE(r.valid());
+  std::optional<Segment> first;
+  pid_t first_tid = 0;
+  std::thread([&] {
+    first_tid = tid();
+    push_n(path, ctl, 1, kAlone, &first);
+    EXPECT_TRUE(first->biased());
+  }).join();
+  EXPECT_EQ(r.header()->send_bias.load(), static_cast<uint32_t>(first_tid));
+  ASSERT_TRUE(r.push("other", 5, {}, 0).ok());  // this thread: takes it back
+  EXPECT_EQ(r.header()->send_bias.load(), static_cast<uint32_t>(first_tid) | layout::kBiasRevoked);
+  EXPECT_EQ(r.header()->bias_busy.load(), 0u);
+  EXPECT_FALSE(r.biased());
+  // The first thread never sent again, and is gone: a sender that runs
+  // alone long enough finds that out, clears the mark and is biased itself;
+  // closing its handle gives the bias back.
+  std::optional<Segment> third;
+  push_n(path, ctl, 3, 2 * kAlone, &third);
+  EXPECT_TRUE(third->biased());
+  EXPECT_EQ(r.header()->send_bias.load(), static_cast<uint32_t>(tid()));
+  third.reset();
+  EXPECT_EQ(r.header()->send_bias.load(), 0u);
+  const SegmentStats st = r.stats();
+  EXPECT_EQ(st.total_sent, kAlone + 1 + 2 * kAlone);
+  EXPECT_EQ(st.count, st.total_sent);
+}
+
+// The biased sender killed inside a send: the next holder of send_lock
+// recovers as from a death holding it (the send counted lost), and the
+// accounting holds.
+TEST(SegmentBias, ASenderKilledInsideABiasedSendIsRecovered) {
+  TempDir d;
+  SharedControl ctl;
+  const std::string path = d.file("s");
+  Segment r = ut::make_segment(path, layout::kUnbounded, 64, ctl);
+  ASSERT_TRUE(r.valid());
+  ASSERT_EQ(reap(biased_child(path, ctl, 1)), 0);
+  EXPECT_NE(r.header()->send_bias.load(), 0u);
+  ASSERT_TRUE(r.push("after", 5, {}, 0).ok());
+  EXPECT_EQ(r.header()->send_bias.load(), 0u);  // its thread is gone: cleared
+  EXPECT_EQ(r.header()->bias_busy.load(), 0u);
+  EXPECT_EQ(r.header()->state.load(), layout::kLive);
+  const SegmentStats st = r.stats();
+  EXPECT_EQ(st.lost, 1u);
+  EXPECT_EQ(st.total_sent, kAlone + 1 + 1);
+  EXPECT_EQ(st.total_sent, st.total_received + st.count + st.lost);
+  std::string out;
+  uint32_t n = 0;
+  while (r.pop(out, 0)) n++;
+  EXPECT_EQ(n, kAlone + 1);
+}
+
+// The daemon (no_wait) never waits for a sender stopped inside a biased
+// send: its send and its stats answer at once (contended; the counters as
+// last published), and once the sender finishes, the daemon's next send
+// goes through.
+TEST(SegmentBias, TheDaemonDoesNotWaitForASenderStoppedInsideABiasedSend) {
+  TempDir d;
+  SharedControl ctl;
+  const std::string path = d.file("s");
+  Segment r = ut::make_segment(path, layout::kUnbounded, 64, ctl);
+  ASSERT_TRUE(r.valid());
+  auto daemon = Segment::attach(path, /*no_wait=*/true);
+  ASSERT_TRUE(daemon.ok());
+  daemon->set_control(ctl.get());
+  const pid_t child = biased_child(path, ctl, 2);
+  ASSERT_TRUE(wait_stopped(child)) << "the child did not stop inside its send";
+  EXPECT_EQ(daemon->push("d", 1, {}, 0).error(), Errc::contended);
+  EXPECT_EQ(daemon->stats().total_sent, kAlone);  // as last published
+  ::kill(child, SIGCONT);
+  ASSERT_EQ(reap(child), 0);
+  ASSERT_TRUE(daemon->push("d", 1, {}, 0).ok());
+  EXPECT_EQ(r.stats().total_sent, kAlone + 1);
+  EXPECT_EQ(r.stats().lost, 0u);
+}
+
+}  // namespace
+}  // namespace mbx
