@@ -211,8 +211,8 @@ inline Errc Segment::lock(Side side, bool any_state) const {
     // SYNC POINT: acquire pairs with the release store of state (set_state, under both locks).
     const uint32_t st = h->state.load(std::memory_order_acquire);
     if (any_state || st == layout::kLive) [[likely]] {
-      if (side == Side::send && version_ >= 7 && h->send_bias.load(std::memory_order_relaxed) != 0) [[unlikely]]
-        if (Errc e = revoke_bias_locked(); e != Errc::ok) {
+      if (version_ >= 7 && bias_word(side).load(std::memory_order_relaxed) != 0) [[unlikely]]
+        if (Errc e = revoke_bias_locked(side); e != Errc::ok) {
           pthread_mutex_unlock(m);
           return e;
         }
@@ -253,8 +253,8 @@ Errc Segment::lock_slow(Side side, bool any_state, int tried) const {
   }
   const uint32_t st = h->state.load(std::memory_order_acquire);
   if (any_state || st == layout::kLive) {
-    if (side == Side::send && version_ >= 7 && h->send_bias.load(std::memory_order_relaxed) != 0)
-      if (Errc e = revoke_bias_locked(); e != Errc::ok) {
+    if (version_ >= 7 && bias_word(side).load(std::memory_order_relaxed) != 0)
+      if (Errc e = revoke_bias_locked(side); e != Errc::ok) {
         pthread_mutex_unlock(m);
         return e;
       }
@@ -280,14 +280,14 @@ bool Segment::try_lock(Side side) const {
     pthread_mutex_unlock(m);
     return false;
   }
-  if (rc == 0 && side == Side::send && version_ >= 7) {
-    // Biased to another thread, or taken back from one still in a send:
-    // waiting for it is not for a best-effort try.
-    const uint32_t b = hdr_->send_bias.load(std::memory_order_relaxed);
+  if (rc == 0 && version_ >= 7) {
+    // Biased to another thread, or taken back from one still inside an
+    // operation: waiting for it is not for a best-effort try.
+    const uint32_t b = bias_word(side).load(std::memory_order_relaxed);
     if ((b & ~layout::kBiasRevoked) == static_cast<uint32_t>(this_tid())) {
-      hdr_->send_bias.store(0, std::memory_order_relaxed);  // ours, and we are not in a send
-      biased_ = false;
-    } else if (b != 0 && (!(b & layout::kBiasRevoked) || hdr_->bias_busy.load(std::memory_order_acquire) != 0)) {
+      bias_word(side).store(0, std::memory_order_relaxed);  // ours, and we are not inside one
+      biased_[static_cast<int>(side)] = false;
+    } else if (b != 0 && (!(b & layout::kBiasRevoked) || busy_word(side).load(std::memory_order_acquire) != 0)) {
       pthread_mutex_unlock(m);
       return false;
     }
@@ -347,7 +347,8 @@ void Segment::unlock(Side side) const {
 }
 
 Segment::~Segment() {
-  if (biased_ && hdr_ && !poisoned_ && try_lock(Side::send)) unlock(Side::send);  // gives the bias back
+  for (Side side : {Side::send, Side::recv})  // gives the biases back
+    if (biased_[static_cast<int>(side)] && hdr_ && !poisoned_ && try_lock(side)) unlock(side);
   if (!poisoned_ || !map_.get()) return;
   // The mutex stays linked in this thread's robust list, which glibc updates
   // at later locks: private anonymous pages replace the segment at the same
@@ -927,7 +928,9 @@ Result<uint64_t> Segment::push(const char* data, size_t len, const Sender& from,
   // for every store before it, the record's included.
   uint64_t seq = 0;
   Errc e = Errc::ok;
-  if (biased_ && push_biased(data, len, from, now_ns, force, prio, &e, &seq)) {
+  if (biased_[0] && run_biased(Side::send, [&]() NO_THREAD_SAFETY_ANALYSIS {
+        e = push_locked(data, len, from, now_ns, force, prio, &seq);
+      })) {
     if (e != Errc::ok) return e;
     return seq;
   }
@@ -935,7 +938,7 @@ Result<uint64_t> Segment::push(const char* data, size_t len, const Sender& from,
   if (!l.ok()) return l.error();
   e = push_locked(data, len, from, now_ns, force, prio, &seq);
   if (e != Errc::ok) return e;
-  maybe_bias_locked(seq);
+  maybe_bias(Side::send, seq);
   return seq;
 }
 
@@ -952,120 +955,126 @@ inline Errc Segment::push_locked(const char* data, size_t len, const Sender& fro
   return Errc::ok;
 }
 
-// Biased send (design.md section 4): the locked instructions of a mutex's
+// Biased halves (design.md section 4): the locked instructions of a mutex's
 // lock and unlock each wait until every earlier store has reached the cache,
-// including the record's, to lines the receiver holds: a cross-CPU transfer
-// per message that a lock-free ring does not wait for. The thread the half
-// is biased to instead marks itself busy and checks the bias, both plain
-// stores and loads; the revoker's side of this Dekker pair is a membarrier
-// (revoke_bias_locked).
-bool Segment::push_biased(const char* data, size_t len, const Sender& from, int64_t now_ns, bool force, unsigned prio,
-                          Errc* e, uint64_t* seq) NO_THREAD_SAFETY_ANALYSIS {
-  SegmentHeader* h = hdr_;
+// including the record's, to lines the other side holds: a cross-CPU
+// transfer per message that a lock-free ring does not wait for. The thread
+// a half is biased to instead marks itself busy and checks the bias, both
+// plain stores and loads; the revoker's side of this Dekker pair is a
+// membarrier (revoke_bias_locked). Inline: the body is the operation.
+template <class Body>
+inline bool Segment::run_biased(Side side, Body&& body) {
+  const int k = static_cast<int>(side);
+  std::atomic<uint32_t>& busy = busy_word(side);
   // SYNC POINT: relaxed store, then relaxed loads; the store-load order the
   // hardware may break is restored by the revoker's MEMBARRIER_CMD_GLOBAL_EXPEDITED
-  // between its store of kBiasRevoked and its load of bias_busy: either it
-  // sees us busy and waits, or we see the bias gone. The signal fence keeps
-  // the compiler from moving the loads above the store.
-  h->bias_busy.store(1, std::memory_order_relaxed);
+  // between its store of kBiasRevoked and its load of the busy word: either
+  // it sees us busy and waits, or we see the bias gone. The signal fence
+  // keeps the compiler from moving the loads above the store.
+  busy.store(1, std::memory_order_relaxed);
   std::atomic_signal_fence(std::memory_order_seq_cst);
-  if (h->send_bias.load(std::memory_order_relaxed) != static_cast<uint32_t>(this_tid()) ||
-      h->state.load(std::memory_order_acquire) != layout::kLive) [[unlikely]] {
-    h->bias_busy.store(0, std::memory_order_release);
-    biased_ = false;
-    // Taken back: another participant sends too. Biased again only after a
-    // longer run alone, so that several senders do not take it in turns.
-    bias_after_ = std::min(bias_after_ * 2, kBiasAfterMax);
+  if (bias_word(side).load(std::memory_order_relaxed) != static_cast<uint32_t>(this_tid()) ||
+      hdr_->state.load(std::memory_order_acquire) != layout::kLive) [[unlikely]] {
+    busy.store(0, std::memory_order_release);
+    biased_[k] = false;
+    // Taken back: another participant uses the half too. Biased again only
+    // after a longer run alone, so that several of them do not take turns.
+    bias_after_[k] = std::min(bias_after_[k] * 2, kBiasAfterMax);
     return false;
   }
-  *e = push_locked(data, len, from, now_ns, force, prio, seq);
-  // SYNC POINT: release pairs with the revoker's acquire load of bias_busy:
-  // everything this send wrote is seen by whoever takes the half back.
-  h->bias_busy.store(0, std::memory_order_release);
+  body();
+  // SYNC POINT: release pairs with the revoker's acquire load of the busy
+  // word: everything the operation wrote is seen by whoever takes the half back.
+  busy.store(0, std::memory_order_release);
   return true;
 }
 
-void Segment::maybe_bias_locked(uint64_t seq) {
+void Segment::maybe_bias(Side side, uint64_t n) {
+  const int k = static_cast<int>(side);
   if (version_ < 7 || no_wait_) return;
-  bias_streak_ = seq == bias_last_seq_ + 1 ? bias_streak_ + 1 : 0;
-  bias_last_seq_ = seq;
-  if (bias_streak_ < bias_after_) return;
-  bias_streak_ = 0;
+  bias_streak_[k] = n == bias_last_[k] + 1 ? bias_streak_[k] + 1 : 0;
+  bias_last_[k] = n;
+  if (bias_streak_[k] < bias_after_[k]) return;
+  bias_streak_[k] = 0;
   // Taken back from a thread that has not seen it yet: that thread's next
-  // send stores bias_busy before it finds out, so nobody else may be biased
-  // (and store bias_busy) until it did (its next lock() clears it), or is gone.
-  if (const uint32_t b = hdr_->send_bias.load(std::memory_order_relaxed); b != 0) {
+  // operation stores the busy word before it finds out, so nobody else may
+  // be biased (and store it) until it did (its next lock() clears the
+  // mark), or is gone.
+  std::atomic<uint32_t>& bias = bias_word(side);
+  if (const uint32_t b = bias.load(std::memory_order_relaxed); b != 0) {
     if (!(b & layout::kBiasRevoked) || may_participate(static_cast<pid_t>(b & ~layout::kBiasRevoked), path_)) return;
-    hdr_->send_bias.store(0, std::memory_order_relaxed);
+    bias.store(0, std::memory_order_relaxed);
   }
   if (!membarrier_registered()) return;
-  hdr_->send_bias.store(static_cast<uint32_t>(this_tid()), std::memory_order_relaxed);  // under send_lock
-  biased_ = true;
+  bias.store(static_cast<uint32_t>(this_tid()), std::memory_order_relaxed);  // under the half's lock
+  biased_[k] = true;
 }
 
-bool Segment::biased() const {
-  return biased_ && hdr_->send_bias.load(std::memory_order_relaxed) == static_cast<uint32_t>(this_tid());
+bool Segment::biased(Side side) const {
+  return biased_[static_cast<int>(side)] &&
+         bias_word(side).load(std::memory_order_relaxed) == static_cast<uint32_t>(this_tid());
 }
 
-Errc Segment::revoke_bias_locked() const {
+Errc Segment::revoke_bias_locked(Side side) const {
   SegmentHeader* h = hdr_;
-  const uint32_t b = h->send_bias.load(std::memory_order_relaxed);
+  std::atomic<uint32_t>&bias = bias_word(side), &busy = busy_word(side);
+  const uint32_t b = bias.load(std::memory_order_relaxed);
   const auto owner = static_cast<pid_t>(b & ~layout::kBiasRevoked);
-  if (owner == this_tid()) {  // ours (or taken back, now seen): we are not in a biased send while we lock
-    h->send_bias.store(0, std::memory_order_relaxed);
-    biased_ = false;
+  if (owner == this_tid()) {  // ours (or taken back, now seen): not inside a biased operation while we lock
+    bias.store(0, std::memory_order_relaxed);
+    biased_[static_cast<int>(side)] = false;
     return Errc::ok;
   }
   if (!(b & layout::kBiasRevoked)) {
-    h->send_bias.store(b | layout::kBiasRevoked, std::memory_order_relaxed);
-    // SYNC POINT: the heavy side of push_biased()'s Dekker pair: every
+    bias.store(b | layout::kBiasRevoked, std::memory_order_relaxed);
+    // SYNC POINT: the heavy side of run_biased()'s Dekker pair: every
     // running thread of a registered process passes a full barrier, so the
-    // owner either published bias_busy = 1 before it (we see it below) or
-    // reads kBiasRevoked after it. The owner registered before it was biased.
+    // owner either published busy = 1 before it (we see it below) or reads
+    // kBiasRevoked after it. The owner registered before it was biased.
     if (::syscall(SYS_membarrier, MEMBARRIER_CMD_GLOBAL_EXPEDITED, 0, 0) != 0) {
-      log(LogLevel::error, "membarrier failed (%s): a mailbox's biased sender cannot be stopped", strerror(errno));
+      log(LogLevel::error, "membarrier failed (%s): a mailbox's biased participant cannot be stopped", strerror(errno));
       h->state.store(layout::kCorrupt, std::memory_order_release);
       return Errc::bad_message;
     }
   }
-  // kBiasRevoked was set after a barrier by an earlier holder of send_lock
-  // (which gave up, no_wait): the owner cannot start another biased send.
+  // kBiasRevoked was set after a barrier by an earlier holder of the lock
+  // (which gave up, no_wait): the owner cannot start another biased operation.
   for (int i = 0;; i++) {
-    // SYNC POINT: acquire pairs with the release store of bias_busy at the
-    // end of the owner's biased send.
-    if (h->bias_busy.load(std::memory_order_acquire) == 0) break;
+    // SYNC POINT: acquire pairs with the release store of the busy word at
+    // the end of the owner's biased operation.
+    if (busy.load(std::memory_order_acquire) == 0) break;
     if (i < kTrySpins) {
       cpu_relax();
       continue;
     }
-    // Most often preempted inside its send: let it run (sched_yield), and
-    // look whether it is gone only now and then (it reads /proc).
+    // Most often preempted inside its operation: let it run (sched_yield),
+    // and look whether it is gone only now and then (it reads /proc).
     if (i < kTrySpins + kBiasYields) {
       if ((i - kTrySpins) % 64 != 63 || may_participate(owner, path_)) {
         ::sched_yield();
         continue;
       }
     }
-    if (!may_participate(owner, path_)) {  // it died inside a send: as a death holding send_lock
-      const bool ok = recover_send_locked();
-      h->bias_busy.store(0, std::memory_order_relaxed);
-      log(ok ? LogLevel::notice : LogLevel::error, "a process died inside a biased send to a mailbox: %s",
-          ok ? "recovered" : "the mailbox is corrupt now");
+    if (!may_participate(owner, path_)) {  // it died inside one: as a death holding the lock
+      const bool ok = side == Side::send ? recover_send_locked() : recover_recv_locked();
+      busy.store(0, std::memory_order_relaxed);
+      log(ok ? LogLevel::notice : LogLevel::error, "a process died inside a biased %s on a mailbox: %s",
+          side == Side::send ? "send" : "receive", ok ? "recovered" : "the mailbox is corrupt now");
       if (!ok) {
         h->state.store(layout::kCorrupt, std::memory_order_release);
         return Errc::bad_message;
       }
-      h->send_bias.store(0, std::memory_order_relaxed);  // gone: it stores nothing any more
+      bias.store(0, std::memory_order_relaxed);  // gone: it stores nothing any more
       return Errc::ok;
     }
-    if (no_wait_) return Errc::contended;  // stopped inside a send: tried again later
-    // Stopped inside a send, or on a busy machine: 50 us, doubling up to 10 ms.
+    if (no_wait_) return Errc::contended;  // stopped inside one: tried again later
+    // Stopped inside one, or on a busy machine: 50 us, doubling up to 10 ms.
     const long ns = std::min<long>(50'000L << std::min(i - kTrySpins - kBiasYields, 8), 10'000'000L);
     const timespec pause{0, ns};
     ::nanosleep(&pause, nullptr);
   }
   // Left taken back (kBiasRevoked): its thread clears it at its next lock,
-  // having seen it; until then nobody else is biased (maybe_bias_locked).
+  // having seen it; until then nobody else is biased (maybe_bias).
   return Errc::ok;
 }
 
@@ -1386,32 +1395,62 @@ void Segment::resync_prio_locked(uint64_t tail) const {
   unlock(Side::send);
 }
 
-Result<Segment::Popped> Segment::pop(std::string& out, int64_t now_ns, size_t max_len) {
+// A receive of the oldest record of the highest priority by `take`, which
+// copies it out (given the record's header and payload; false: it does not
+// fit, msg_size, the record stays queued): biased (no lock) when the receive
+// half is biased to this thread, else under recv_lock.
+template <class Take>
+inline Result<layout::RecordHeader> Segment::receive_one(int64_t now_ns, Take&& take) {
   if (viewed_) return Errc::busy;  // our own view holds recv_lock
+  Errc e = Errc::ok;
+  layout::RecordHeader r{};
+  auto body = [&]() NO_THREAD_SAFETY_ANALYSIS {
+    auto f = next_locked();
+    if (!f) {
+      e = f.error();
+      return;
+    }
+    if (!take(f->r, data_ + offset_in(f->pos, recv_lap_) + kRecHdr)) {
+      e = Errc::msg_size;  // left queued for a larger buffer
+      return;
+    }
+    e = remove_found_locked(*f, now_ns);
+    r = f->r;
+  };
+  if (biased_[1] && run_biased(Side::recv, body)) {
+    if (e != Errc::ok) return e;
+    return r;
+  }
   RecvLocked l(*this);
   if (!l.ok()) return l.error();
-  auto f = next_locked();
-  if (!f) return f.error();
-  if (f->r.len > max_len) return Errc::msg_size;  // left queued for a larger buffer
+  body();
+  if (e != Errc::ok) return e;
+  maybe_bias(Side::recv, hdr_->recv.popped);
+  return r;
+}
+
+Result<Segment::Popped> Segment::pop(std::string& out, int64_t now_ns, size_t max_len) {
   const size_t was = out.size();
-  out.append(data_ + offset_in(f->pos, recv_lap_) + kRecHdr, f->r.len);
-  if (Errc e = remove_found_locked(*f, now_ns); e != Errc::ok) {
+  auto r = receive_one(now_ns, [&](const layout::RecordHeader& h, const char* payload) {
+    if (h.len > max_len) return false;
+    out.append(payload, h.len);
+    return true;
+  });
+  if (!r) {
     out.resize(was);
-    return e;
+    return r.error();
   }
-  return Popped{f->r.seq, Sender{f->r.pid, f->r.uid, f->r.gid}, f->r.flags & layout::kPrioMask};
+  return Popped{r->seq, Sender{r->pid, r->uid, r->gid}, r->flags & layout::kPrioMask};
 }
 
 Result<Segment::PoppedInto> Segment::pop_into(void* buf, size_t cap, int64_t now_ns) {
-  if (viewed_) return Errc::busy;  // our own view holds recv_lock
-  RecvLocked l(*this);
-  if (!l.ok()) return l.error();
-  auto f = next_locked();
-  if (!f) return f.error();
-  if (f->r.len > cap) return Errc::msg_size;
-  std::memcpy(buf, data_ + offset_in(f->pos, recv_lap_) + kRecHdr, f->r.len);
-  if (Errc e = remove_found_locked(*f, now_ns); e != Errc::ok) return e;
-  return PoppedInto{f->r.seq, Sender{f->r.pid, f->r.uid, f->r.gid}, f->r.len, f->r.flags & layout::kPrioMask};
+  auto r = receive_one(now_ns, [&](const layout::RecordHeader& h, const char* payload) {
+    if (h.len > cap) return false;
+    std::memcpy(buf, payload, h.len);
+    return true;
+  });
+  if (!r) return r.error();
+  return PoppedInto{r->seq, Sender{r->pid, r->uid, r->gid}, r->len, r->flags & layout::kPrioMask};
 }
 
 // Not checked: the receive lock stays held after it returns, until

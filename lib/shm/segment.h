@@ -95,9 +95,11 @@ class Segment {
   // limits (moving queued messages on resize).
   Result<uint64_t> push(const char* data, size_t len, const Sender& from, int64_t now_ns, bool force = false,
                         unsigned prio = 0);
-  // Version 7: whether this object holds the send half biased to the calling
-  // thread (its sends take no lock; design.md section 4, "Biased send").
-  bool biased() const;
+  // Version 7: whether this object holds the send (receive) half biased to
+  // the calling thread (its sends, or pops, take no lock; design.md section
+  // 4, "Biased halves").
+  bool biased() const { return biased(Side::send); }
+  bool receive_biased() const { return biased(Side::recv); }
   struct Popped {
     uint64_t seq;
     Sender from;
@@ -280,18 +282,27 @@ class Segment {
   // the record's seq in *seq.
   inline Errc push_locked(const char* data, size_t len, const Sender& from, int64_t now_ns, bool force, unsigned prio,
                           uint64_t* seq) REQUIRES(send_lock_);
-  // Version 7, biased sends (design.md section 4, "Biased send"): the push
-  // of the thread the half is biased to, without send_lock (its outcome in
-  // *e and *seq); false if it is not (any more): then the caller takes send_lock.
-  bool push_biased(const char* data, size_t len, const Sender& from, int64_t now_ns, bool force, unsigned prio, Errc* e,
-                   uint64_t* seq);
-  // After a push under send_lock: biases the half to this thread once it
-  // made kBiasAfter pushes in a row with nobody else's between them.
-  void maybe_bias_locked(uint64_t seq) REQUIRES(send_lock_);
-  // With send_lock just taken and send_bias set: takes the half back from
-  // the thread it is biased to (waits until it is out of its send, recovers
-  // from its death in one); contended in no_wait mode while it stays in one.
-  [[gnu::noinline]] Errc revoke_bias_locked() const NO_THREAD_SAFETY_ANALYSIS;
+  // Version 7, biased halves (design.md section 4, "Biased halves"): runs
+  // `body` (which does what the side's lock allows) for the thread the half
+  // is biased to, without the lock, and returns true; false if it is not
+  // (any more): then the caller takes the lock.
+  template <class Body>
+  bool run_biased(Side side, Body&& body);
+  // pop() and pop_into(): see segment.cc.
+  template <class Take>
+  Result<layout::RecordHeader> receive_one(int64_t now_ns, Take&& take);
+  // After an operation under a half's lock: biases the half to this thread
+  // once `n` (the half's count of operations: records pushed or removed)
+  // moved by one each time for kBiasAfter operations in a row.
+  void maybe_bias(Side side, uint64_t n) NO_THREAD_SAFETY_ANALYSIS;
+  bool biased(Side side) const;
+  // With a half's lock just taken and its bias word set: takes the half back
+  // from the thread it is biased to (waits until it is out of its operation,
+  // recovers from its death in one); contended in no_wait mode while it
+  // stays in one.
+  [[gnu::noinline]] Errc revoke_bias_locked(Side side) const NO_THREAD_SAFETY_ANALYSIS;
+  std::atomic<uint32_t>& bias_word(Side side) const { return side == Side::send ? hdr_->send_bias : hdr_->recv_bias; }
+  std::atomic<uint32_t>& busy_word(Side side) const { return side == Side::send ? hdr_->bias_busy : hdr_->recv_busy; }
   // Pushes in a row alone before a bias (doubled for this object each time
   // its bias was taken back, up to the max); sched_yield()s a revoker makes
   // while the biased sender is inside a send, before it sleeps.
@@ -365,12 +376,13 @@ class Segment {
   // left the mutex on this thread's robust list, and will write into it, so
   // the addresses must stay mapped for good (see ~Segment).
   mutable bool poisoned_ = false;
-  // Version 7: this object biased the send half to the thread that pushed
-  // (checked against send_bias, which another participant may clear); the
-  // seq of its last push under send_lock, and how many of those came in a row.
-  mutable bool biased_ = false;
-  uint64_t bias_last_seq_ = UINT64_MAX;
-  uint32_t bias_streak_ = 0, bias_after_ = kBiasAfter;
+  // Version 7, per half (indexed by Side): this object biased the half to
+  // the thread that used it (checked against the bias word, which another
+  // participant may clear); the half's count after its last operation under
+  // the lock, how many of those came in a row, and how many it takes.
+  mutable bool biased_[2] = {false, false};
+  uint64_t bias_last_[2] = {UINT64_MAX, UINT64_MAX};
+  uint32_t bias_streak_[2] = {0, 0}, bias_after_[2] = {kBiasAfter, kBiasAfter};
   // How the send in progress paid its quota: from the segment's credit, or
   // `from_mount` bytes added to the mount's counter (see charge_quota_locked).
   struct Charge {

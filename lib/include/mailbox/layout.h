@@ -19,8 +19,9 @@
 // priority; one taken from the middle stays as a tombstone (kTaken) until the
 // head passes it. While no record of priority > 0 nor a tombstone is queued
 // (prio_pushed == prio_popped) receivers work exactly as in version 5.
-// Since version 7 a sender that keeps sending alone may hold the send half
-// biased (`send_bias`) and then sends without taking send_lock.
+// Since version 7 a sender (receiver) that keeps sending (receiving) alone
+// may hold its half biased (`send_bias`, `recv_bias`) and then works
+// without taking send_lock (recv_lock).
 #pragma once
 #include <pthread.h>
 
@@ -126,6 +127,8 @@ struct SegmentHeader {
   // under send_lock; read by the biased sender before each send. Here,
   // beside `state`: a line every participant reads and hardly anyone writes.
   std::atomic<uint32_t> send_bias;
+  // Version 7: the same for the receive half (recv_lock, `recv_busy`).
+  std::atomic<uint32_t> recv_bias;
 
   // Both locks are robust and process-shared: a participant that dies holding
   // one is detected (EOWNERDEAD) and that half is recovered. Lock order:
@@ -151,7 +154,8 @@ struct SegmentHeader {
   RecvState recv;
   RecvState recv_pending;
   uint32_t recv_pending_valid;
-  uint32_t reserved2;
+  // Version 7 (padding before): `bias_busy` of the receive half.
+  std::atomic<uint32_t> recv_busy;
   // Version 6, guarded by recv_lock. `prio_popped`: records of priority > 0
   // (tombstones included) the head has passed, raised after the commit that
   // passes them, so never above the truth. `recv_take`: 1 + the position of
@@ -237,7 +241,9 @@ static_assert(offsetof(SegmentHeader, prio_popped) == 432 && offsetof(SegmentHea
               offsetof(SegmentHeader, prio_pushed) == 592 && offsetof(SegmentHeader, tombs) == 536);
 static_assert(offsetof(SegmentHeader, notify_owner) == 600 && offsetof(SegmentHeader, notify_seq) == 616);
 // Version 7 too.
-static_assert(offsetof(SegmentHeader, send_bias) == 44 && offsetof(SegmentHeader, bias_busy) == 252);
+static_assert(offsetof(SegmentHeader, send_bias) == 44 && offsetof(SegmentHeader, bias_busy) == 252 &&
+              offsetof(SegmentHeader, recv_bias) == 48 && offsetof(SegmentHeader, recv_busy) == 428 &&
+              offsetof(SegmentHeader, send_lock) == 64);
 inline constexpr uint32_t kBiasRevoked = 1u << 31;  // SegmentHeader::send_bias: being taken back
 inline constexpr uint32_t kMaxPid = 1u << 22;       // PID_MAX_LIMIT on 64-bit Linux
 static_assert(std::atomic<uint32_t>::is_always_lock_free);
