@@ -978,8 +978,9 @@ inline bool Segment::run_biased(Side side, Body&& body) {
     busy.store(0, std::memory_order_release);
     biased_[k] = false;
     // Taken back: another participant uses the half too. Biased again only
-    // after a longer run alone, so that several of them do not take turns.
-    bias_after_[k] = std::min(bias_after_[k] * 2, kBiasAfterMax);
+    // after a run alone 16 times as long, so that several of them soon stop
+    // taking turns (each take-back is a membarrier, and may wait).
+    bias_after_[k] = std::min(bias_after_[k] * 16, kBiasAfterMax);
     return false;
   }
   body();

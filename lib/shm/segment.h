@@ -303,7 +303,7 @@ class Segment {
   [[gnu::noinline]] Errc revoke_bias_locked(Side side) const NO_THREAD_SAFETY_ANALYSIS;
   std::atomic<uint32_t>& bias_word(Side side) const { return side == Side::send ? hdr_->send_bias : hdr_->recv_bias; }
   std::atomic<uint32_t>& busy_word(Side side) const { return side == Side::send ? hdr_->bias_busy : hdr_->recv_busy; }
-  // Pushes in a row alone before a bias (doubled for this object each time
+  // Operations in a row alone before a bias (times 16 for this object each time
   // its bias was taken back, up to the max); sched_yield()s a revoker makes
   // while the biased sender is inside a send, before it sleeps.
   static constexpr uint32_t kBiasAfter = 64, kBiasAfterMax = 1u << 20;
