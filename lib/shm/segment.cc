@@ -212,7 +212,7 @@ inline Errc Segment::lock(Side side, bool any_state) const {
     const uint32_t st = h->state.load(std::memory_order_acquire);
     if (any_state || st == layout::kLive) [[likely]] {
       if (version_ >= 7 && bias_word(side).load(std::memory_order_relaxed) != 0) [[unlikely]]
-        if (Errc e = revoke_bias_locked(side); e != Errc::ok) {
+        if (Errc e = revoke_bias_locked(side, /*may_give_up=*/true); e != Errc::ok) {
           pthread_mutex_unlock(m);
           return e;
         }
@@ -240,6 +240,12 @@ Errc Segment::lock_slow(Side side, bool any_state, int tried) const {
     rc = wait_for_lock(m);
   }
   if (rc == EOWNERDEAD) {
+    // A biased thread may be inside an operation (the dead holder was
+    // waiting for it): recovering under it would undo its work. So the half
+    // is taken back first, waiting for it even in no_wait mode (a double
+    // fault: the lock must be made consistent before it is let go).
+    if (version_ >= 7 && bias_word(side).load(std::memory_order_relaxed) != 0)
+      (void)revoke_bias_locked(side, /*may_give_up=*/false);
     const bool ok = side == Side::send ? recover_send_locked() : recover_recv_locked();
     if (!ok) h->state.store(layout::kCorrupt, std::memory_order_release);
     log(ok ? LogLevel::notice : LogLevel::error, "a process died holding a mailbox's %s lock: %s",
@@ -254,7 +260,7 @@ Errc Segment::lock_slow(Side side, bool any_state, int tried) const {
   const uint32_t st = h->state.load(std::memory_order_acquire);
   if (any_state || st == layout::kLive) {
     if (version_ >= 7 && bias_word(side).load(std::memory_order_relaxed) != 0)
-      if (Errc e = revoke_bias_locked(side); e != Errc::ok) {
+      if (Errc e = revoke_bias_locked(side, /*may_give_up=*/true); e != Errc::ok) {
         pthread_mutex_unlock(m);
         return e;
       }
@@ -272,6 +278,8 @@ bool Segment::try_lock(Side side) const {
   if (no_wait_ && m->__data.__kind != robust_kind()) return false;  // lock() will say corrupt
   const int rc = pthread_mutex_trylock(m);
   if (rc == EOWNERDEAD) {
+    if (version_ >= 7 && bias_word(side).load(std::memory_order_relaxed) != 0)  // as in lock_slow()
+      (void)revoke_bias_locked(side, /*may_give_up=*/false);
     const bool ok = side == Side::send ? recover_send_locked() : recover_recv_locked();
     if (!ok) hdr_->state.store(layout::kCorrupt, std::memory_order_release);
     log(ok ? LogLevel::notice : LogLevel::error, "a process died holding a mailbox's %s lock: %s",
@@ -283,11 +291,14 @@ bool Segment::try_lock(Side side) const {
   if (rc == 0 && version_ >= 7) {
     // Biased to another thread, or taken back from one still inside an
     // operation: waiting for it is not for a best-effort try.
+    // One of ours with the busy word set was left by a dead thread with our
+    // id: lock() recovers it.
     const uint32_t b = bias_word(side).load(std::memory_order_relaxed);
-    if ((b & ~layout::kBiasRevoked) == static_cast<uint32_t>(this_tid())) {
+    const bool busy = busy_word(side).load(std::memory_order_acquire) != 0;
+    if ((b & ~layout::kBiasFlags) == static_cast<uint32_t>(this_tid()) && !busy) {
       bias_word(side).store(0, std::memory_order_relaxed);  // ours, and we are not inside one
       biased_[static_cast<int>(side)] = false;
-    } else if (b != 0 && (!(b & layout::kBiasRevoked) || busy_word(side).load(std::memory_order_acquire) != 0)) {
+    } else if (b != 0 && (!(b & layout::kBiasFenced) || busy)) {
       pthread_mutex_unlock(m);
       return false;
     }
@@ -348,7 +359,7 @@ void Segment::unlock(Side side) const {
 
 Segment::~Segment() {
   for (Side side : {Side::send, Side::recv})  // gives the biases back
-    if (biased_[static_cast<int>(side)] && hdr_ && !poisoned_ && try_lock(side)) unlock(side);
+    if (biased_[static_cast<int>(side)] && map_.get() && !poisoned_ && try_lock(side)) unlock(side);
   if (!poisoned_ || !map_.get()) return;
   // The mutex stays linked in this thread's robust list, which glibc updates
   // at later locks: private anonymous pages replace the segment at the same
@@ -965,29 +976,46 @@ inline Errc Segment::push_locked(const char* data, size_t len, const Sender& fro
 template <class Body>
 inline bool Segment::run_biased(Side side, Body&& body) {
   const int k = static_cast<int>(side);
-  std::atomic<uint32_t>& busy = busy_word(side);
-  // SYNC POINT: relaxed store, then relaxed loads; the store-load order the
-  // hardware may break is restored by the revoker's MEMBARRIER_CMD_GLOBAL_EXPEDITED
-  // between its store of kBiasRevoked and its load of the busy word: either
-  // it sees us busy and waits, or we see the bias gone. The signal fence
-  // keeps the compiler from moving the loads above the store.
-  busy.store(1, std::memory_order_relaxed);
-  std::atomic_signal_fence(std::memory_order_seq_cst);
-  if (bias_word(side).load(std::memory_order_relaxed) != static_cast<uint32_t>(this_tid()) ||
-      hdr_->state.load(std::memory_order_acquire) != layout::kLive) [[unlikely]] {
-    busy.store(0, std::memory_order_release);
-    biased_[k] = false;
-    // Taken back: another participant uses the half too. Biased again only
-    // after a run alone 16 times as long, so that several of them soon stop
-    // taking turns (each take-back is a membarrier, and may wait).
-    bias_after_[k] = std::min(bias_after_[k] * 16, kBiasAfterMax);
-    return false;
+  std::atomic<uint32_t>&bias = bias_word(side), &busy = busy_word(side);
+  const auto me = static_cast<uint32_t>(this_tid());
+  // Looked at before the busy word is touched: this object may think itself
+  // biased while the half is another thread's (used from another thread, or
+  // in a fork's child, or taken back and given to another): only the thread
+  // the half is biased to, or was until it sees the mark, stores the word.
+  uint32_t b = bias.load(std::memory_order_relaxed);
+  if (b == me) {
+    // SYNC POINT: relaxed store, then relaxed loads; the store-load order
+    // the hardware may break is restored by the revoker's
+    // MEMBARRIER_CMD_GLOBAL_EXPEDITED between its store of kBiasRevoked and
+    // its load of the busy word: either it sees us busy and waits, or we see
+    // the mark. The signal fence keeps the compiler from moving the loads
+    // above the store.
+    busy.store(1, std::memory_order_relaxed);
+    std::atomic_signal_fence(std::memory_order_seq_cst);
+    b = bias.load(std::memory_order_relaxed);
+    if (b == me && hdr_->state.load(std::memory_order_acquire) == layout::kLive) [[likely]] {
+      struct Done {  // also if the body throws (a pop's append)
+        std::atomic<uint32_t>& busy;
+        // SYNC POINT: release pairs with the revoker's acquire load of the
+        // busy word: everything the operation wrote is seen by whoever takes
+        // the half back.
+        ~Done() { busy.store(0, std::memory_order_release); }
+      } done{busy};
+      body();
+      return true;
+    }
+    busy.store(0, std::memory_order_release);  // the half stays ours until our next lock clears the mark
   }
-  body();
-  // SYNC POINT: release pairs with the revoker's acquire load of the busy
-  // word: everything the operation wrote is seen by whoever takes the half back.
-  busy.store(0, std::memory_order_release);
-  return true;
+  biased_[k] = false;
+  // Taken back by another participant of this half: biased again only after
+  // a run alone 16 times as long, so that several of them soon stop taking
+  // turns (each take-back is a membarrier, and may wait). The daemon's looks
+  // (stat, poll) are not such a participant.
+  if ((b & ~layout::kBiasFlags) == me && (b & layout::kBiasRevoked) && !(b & layout::kBiasByDaemon)) {
+    bias_after_[k] = std::min(bias_after_[k] * 16, kBiasAfterMax);
+    taken_back_[k]++;
+  }
+  return false;
 }
 
 void Segment::maybe_bias(Side side, uint64_t n) {
@@ -1003,12 +1031,15 @@ void Segment::maybe_bias(Side side, uint64_t n) {
   // mark), or is gone.
   std::atomic<uint32_t>& bias = bias_word(side);
   if (const uint32_t b = bias.load(std::memory_order_relaxed); b != 0) {
-    if (!(b & layout::kBiasRevoked) || may_participate(static_cast<pid_t>(b & ~layout::kBiasRevoked), path_)) return;
+    if (!(b & layout::kBiasFenced) || busy_word(side).load(std::memory_order_acquire) != 0 ||
+        may_participate(static_cast<pid_t>(b & ~layout::kBiasFlags), path_))
+      return;
     bias.store(0, std::memory_order_relaxed);
   }
   if (!membarrier_registered()) return;
   bias.store(static_cast<uint32_t>(this_tid()), std::memory_order_relaxed);  // under the half's lock
   biased_[k] = true;
+  biases_[k]++;
 }
 
 bool Segment::biased(Side side) const {
@@ -1016,30 +1047,46 @@ bool Segment::biased(Side side) const {
          bias_word(side).load(std::memory_order_relaxed) == static_cast<uint32_t>(this_tid());
 }
 
-Errc Segment::revoke_bias_locked(Side side) const {
+Errc Segment::revoke_bias_locked(Side side, bool may_give_up) const {
   SegmentHeader* h = hdr_;
   std::atomic<uint32_t>&bias = bias_word(side), &busy = busy_word(side);
   const uint32_t b = bias.load(std::memory_order_relaxed);
-  const auto owner = static_cast<pid_t>(b & ~layout::kBiasRevoked);
+  const auto owner = static_cast<pid_t>(b & ~layout::kBiasFlags);
+  auto recover_dead = [&]() NO_THREAD_SAFETY_ANALYSIS {  // it died inside an operation: as a death holding the lock
+    const bool ok = side == Side::send ? recover_send_locked() : recover_recv_locked();
+    busy.store(0, std::memory_order_relaxed);
+    log(ok ? LogLevel::notice : LogLevel::error, "a process died inside a biased %s on a mailbox: %s",
+        side == Side::send ? "send" : "receive", ok ? "recovered" : "the mailbox is corrupt now");
+    if (!ok) {
+      h->state.store(layout::kCorrupt, std::memory_order_release);
+      return Errc::bad_message;
+    }
+    bias.store(0, std::memory_order_relaxed);  // gone: it stores nothing any more
+    return Errc::ok;
+  };
   if (owner == this_tid()) {  // ours (or taken back, now seen): not inside a biased operation while we lock
-    bias.store(0, std::memory_order_relaxed);
     biased_[static_cast<int>(side)] = false;
+    // SYNC POINT: acquire, as below: a dead thread with our id left it busy.
+    if (busy.load(std::memory_order_acquire) != 0) return recover_dead();
+    bias.store(0, std::memory_order_relaxed);
     return Errc::ok;
   }
-  if (!(b & layout::kBiasRevoked)) {
-    bias.store(b | layout::kBiasRevoked, std::memory_order_relaxed);
+  if (!(b & layout::kBiasFenced)) {
+    const uint32_t by = no_wait_ ? layout::kBiasByDaemon : 0;
+    bias.store((b & ~layout::kBiasByDaemon) | layout::kBiasRevoked | by, std::memory_order_relaxed);
     // SYNC POINT: the heavy side of run_biased()'s Dekker pair: every
     // running thread of a registered process passes a full barrier, so the
     // owner either published busy = 1 before it (we see it below) or reads
     // kBiasRevoked after it. The owner registered before it was biased.
+    // Marked fenced only once it returned: a taker that dies before leaves
+    // the barrier to the next one.
     if (::syscall(SYS_membarrier, MEMBARRIER_CMD_GLOBAL_EXPEDITED, 0, 0) != 0) {
       log(LogLevel::error, "membarrier failed (%s): a mailbox's biased participant cannot be stopped", strerror(errno));
-      h->state.store(layout::kCorrupt, std::memory_order_release);
-      return Errc::bad_message;
+      return Errc::io;
     }
+    bias.store((b & ~layout::kBiasByDaemon) | layout::kBiasRevoked | layout::kBiasFenced | by,
+               std::memory_order_relaxed);
   }
-  // kBiasRevoked was set after a barrier by an earlier holder of the lock
-  // (which gave up, no_wait): the owner cannot start another biased operation.
   for (int i = 0;; i++) {
     // SYNC POINT: acquire pairs with the release store of the busy word at
     // the end of the owner's biased operation.
@@ -1047,6 +1094,10 @@ Errc Segment::revoke_bias_locked(Side side) const {
     if (i < kTrySpins) {
       cpu_relax();
       continue;
+    }
+    if (no_wait_ && may_give_up) {                                // the daemon never waits for a participant
+      if (may_participate(owner, path_)) return Errc::contended;  // tried again later
+      return recover_dead();
     }
     // Most often preempted inside its operation: let it run (sched_yield),
     // and look whether it is gone only now and then (it reads /proc).
@@ -1056,19 +1107,7 @@ Errc Segment::revoke_bias_locked(Side side) const {
         continue;
       }
     }
-    if (!may_participate(owner, path_)) {  // it died inside one: as a death holding the lock
-      const bool ok = side == Side::send ? recover_send_locked() : recover_recv_locked();
-      busy.store(0, std::memory_order_relaxed);
-      log(ok ? LogLevel::notice : LogLevel::error, "a process died inside a biased %s on a mailbox: %s",
-          side == Side::send ? "send" : "receive", ok ? "recovered" : "the mailbox is corrupt now");
-      if (!ok) {
-        h->state.store(layout::kCorrupt, std::memory_order_release);
-        return Errc::bad_message;
-      }
-      bias.store(0, std::memory_order_relaxed);  // gone: it stores nothing any more
-      return Errc::ok;
-    }
-    if (no_wait_) return Errc::contended;  // stopped inside one: tried again later
+    if (!may_participate(owner, path_)) return recover_dead();
     // Stopped inside one, or on a busy machine: 50 us, doubling up to 10 ms.
     const long ns = std::min<long>(50'000L << std::min(i - kTrySpins - kBiasYields, 8), 10'000'000L);
     const timespec pause{0, ns};

@@ -100,6 +100,15 @@ class Segment {
   // 4, "Biased halves").
   bool biased() const { return biased(Side::send); }
   bool receive_biased() const { return biased(Side::recv); }
+  // How often this object biased its send (receive) half to its thread, and
+  // how often another participant of that half (not the daemon) took it back.
+  struct BiasCounts {
+    uint32_t biased, taken_back;
+  };
+  BiasCounts bias_counts(bool receive) const {
+    const int k = receive ? 1 : 0;
+    return {biases_[k], taken_back_[k]};
+  }
   struct Popped {
     uint64_t seq;
     Sender from;
@@ -300,7 +309,9 @@ class Segment {
   // from the thread it is biased to (waits until it is out of its operation,
   // recovers from its death in one); contended in no_wait mode while it
   // stays in one.
-  [[gnu::noinline]] Errc revoke_bias_locked(Side side) const NO_THREAD_SAFETY_ANALYSIS;
+  // `may_give_up`: in no_wait mode, contended rather than wait for a live
+  // thread inside one (false: after EOWNERDEAD, which must not be let go).
+  [[gnu::noinline]] Errc revoke_bias_locked(Side side, bool may_give_up) const NO_THREAD_SAFETY_ANALYSIS;
   std::atomic<uint32_t>& bias_word(Side side) const { return side == Side::send ? hdr_->send_bias : hdr_->recv_bias; }
   std::atomic<uint32_t>& busy_word(Side side) const { return side == Side::send ? hdr_->bias_busy : hdr_->recv_busy; }
   // Operations in a row alone before a bias (times 16 for this object each time
@@ -383,6 +394,7 @@ class Segment {
   mutable bool biased_[2] = {false, false};
   uint64_t bias_last_[2] = {UINT64_MAX, UINT64_MAX};
   uint32_t bias_streak_[2] = {0, 0}, bias_after_[2] = {kBiasAfter, kBiasAfter};
+  uint32_t biases_[2] = {0, 0}, taken_back_[2] = {0, 0};  // counted for bias_counts()
   // How the send in progress paid its quota: from the segment's credit, or
   // `from_mount` bytes added to the mount's counter (see charge_quota_locked).
   struct Charge {

@@ -103,27 +103,31 @@ bool wait_stopped(pid_t pid) {
   return false;
 }
 
-// Two sender threads and two receiver threads, each with its own handle,
-// each alone for a while and then together: every message arrives once, and
-// what one receiver got of each sender is in that sender's order.
+// Two sender threads and two receiver threads, each with its own handle:
+// first one sender and one receiver alone (so that both halves are biased
+// to them), then the others join (so that the halves are taken back from
+// them). Every message arrives once, and what one receiver got of each
+// sender is in that sender's order.
 TEST(SegmentBias, SendersAndReceiversTakingItInTurnsLoseAndRepeatNothing) {
   TempDir d;
   SharedControl ctl;
   const std::string path = d.file("s");
   Segment made = ut::make_segment(path, 64, 64, ctl);
   ASSERT_TRUE(made.valid());
-  constexpr uint32_t kEach = 20000;
-  std::atomic<uint32_t> taken{0};
+  constexpr uint32_t kEach = 20000, kAloneFirst = 5000;
+  std::atomic<uint32_t> taken{0}, sent_first{0};
   std::vector<std::string> got[2];
+  std::optional<Segment> rx[2], tx[2];
   auto receive = [&](int k) {
     auto a = Segment::attach(path);
     ASSERT_TRUE(a.ok());
-    a->set_control(ctl.get());
+    Segment& r = rx[k].emplace(std::move(a.value()));
+    r.set_control(ctl.get());
     std::string out;
     const int64_t give_up = realtime_ns() + 60'000'000'000;
     while (taken.load() < 2 * kEach && realtime_ns() < give_up) {
       out.clear();
-      if (a->pop(out, 0)) {
+      if (r.pop(out, 0)) {
         got[k].push_back(out);
         taken++;
       } else {
@@ -131,11 +135,31 @@ TEST(SegmentBias, SendersAndReceiversTakingItInTurnsLoseAndRepeatNothing) {
       }
     }
   };
-  std::thread r0(receive, 0), r1(receive, 1);
-  std::thread a([&] { push_n(path, ctl, 1, kEach); });
-  std::thread b([&] { push_n(path, ctl, 2, kEach); });
-  a.join();
-  b.join();
+  auto send = [&](int k, std::atomic<uint32_t>* progress) {
+    auto a = Segment::attach(path);
+    ASSERT_TRUE(a.ok());
+    Segment& t = tx[k].emplace(std::move(a.value()));
+    t.set_control(ctl.get(), true);
+    const int64_t give_up = realtime_ns() + 60'000'000'000;
+    for (uint32_t i = 0; i < kEach && realtime_ns() < give_up;) {
+      const std::string m = std::to_string(k + 1) + ":" + std::to_string(i);
+      if (t.push(m.data(), m.size(), Sender{k + 1, 0, 0}, 0)) {
+        if (progress) progress->store(++i);
+        else i++;
+      } else {
+        std::this_thread::yield();
+      }
+    }
+  };
+  std::thread r0(receive, 0), s0(send, 0, &sent_first);
+  // The others join once the first pair has worked alone for a while (a
+  // readiness condition, with a hang guard).
+  const int64_t give_up = realtime_ns() + 60'000'000'000;
+  while ((sent_first.load() < kAloneFirst || taken.load() < kAloneFirst / 2) && realtime_ns() < give_up)
+    std::this_thread::yield();
+  std::thread r1(receive, 1), s1(send, 1, nullptr);
+  s0.join();
+  s1.join();
   r0.join();
   r1.join();
   ASSERT_EQ(got[0].size() + got[1].size(), 2 * kEach);
@@ -155,6 +179,11 @@ TEST(SegmentBias, SendersAndReceiversTakingItInTurnsLoseAndRepeatNothing) {
   EXPECT_EQ(st.total_sent, 2 * kEach);
   EXPECT_EQ(st.total_received, 2 * kEach);
   EXPECT_EQ(st.lost, 0u);
+  // The first pair was biased alone, and the others took the halves back.
+  EXPECT_GE(tx[0]->bias_counts(false).biased, 1u);
+  EXPECT_GE(tx[0]->bias_counts(false).taken_back, 1u);
+  EXPECT_GE(rx[0]->bias_counts(true).biased, 1u);
+  EXPECT_GE(rx[0]->bias_counts(true).taken_back + (rx[1]->bias_counts(true).biased > 0 ? 1u : 0u), 1u);
 }
 
 // A receiver killed inside a biased receive (before its commit) changed
@@ -241,19 +270,31 @@ TEST(SegmentBias, AnotherSenderTakesItBackAndTheFirstSeesIt) {
   ASSERT_TRUE(r.valid());
   std::optional<Segment> first;
   pid_t first_tid = 0;
-  std::thread([&] {
+  std::atomic<int> step{0};  // 1: the first is biased; 2: taken back, send again; 3: done
+  std::thread t([&] {
     first_tid = tid();
     push_n(path, ctl, 1, kAlone, &first);
     EXPECT_TRUE(first->biased());
-  }).join();
+    step = 1;
+    while (step.load() != 2) std::this_thread::yield();  // the main thread acts (no timing)
+    EXPECT_FALSE(first->biased());
+    EXPECT_TRUE(first->push("again", 5, {}, 0).ok());  // sees the mark: through the lock, which clears it
+    EXPECT_EQ(first->bias_counts(false).taken_back, 1u);
+    step = 3;
+  });
+  while (step.load() != 1) std::this_thread::yield();
   EXPECT_EQ(r.header()->send_bias.load(), static_cast<uint32_t>(first_tid));
   ASSERT_TRUE(r.push("other", 5, {}, 0).ok());  // this thread: takes it back
-  EXPECT_EQ(r.header()->send_bias.load(), static_cast<uint32_t>(first_tid) | layout::kBiasRevoked);
+  EXPECT_EQ(r.header()->send_bias.load(),
+            static_cast<uint32_t>(first_tid) | layout::kBiasRevoked | layout::kBiasFenced);
   EXPECT_EQ(r.header()->bias_busy.load(), 0u);
   EXPECT_FALSE(r.biased());
-  // The first thread never sent again, and is gone: a sender that runs
-  // alone long enough finds that out, clears the mark and is biased itself;
-  // closing its handle gives the bias back.
+  step = 2;
+  t.join();
+  EXPECT_EQ(step.load(), 3);
+  EXPECT_EQ(r.header()->send_bias.load(), 0u);
+  // Another thread that runs alone long enough is biased in turn; closing
+  // its handle gives the bias back.
   std::optional<Segment> third;
   push_n(path, ctl, 3, 2 * kAlone, &third);
   EXPECT_TRUE(third->biased());
@@ -261,8 +302,27 @@ TEST(SegmentBias, AnotherSenderTakesItBackAndTheFirstSeesIt) {
   third.reset();
   EXPECT_EQ(r.header()->send_bias.load(), 0u);
   const SegmentStats st = r.stats();
-  EXPECT_EQ(st.total_sent, kAlone + 1 + 2 * kAlone);
+  EXPECT_EQ(st.total_sent, kAlone + 1 + 1 + 2 * kAlone);
   EXPECT_EQ(st.count, st.total_sent);
+}
+
+// A revoked mark whose thread is gone without seeing it: a sender that
+// runs alone long enough finds the thread gone, clears the mark and is
+// biased itself.
+TEST(SegmentBias, AMarkLeftByAThreadThatIsGoneIsCleared) {
+  TempDir d;
+  SharedControl ctl;
+  const std::string path = d.file("s");
+  Segment r = ut::make_segment(path, layout::kUnbounded, 64, ctl);
+  ASSERT_TRUE(r.valid());
+  std::optional<Segment> first;
+  std::thread([&] { push_n(path, ctl, 1, kAlone, &first); }).join();
+  ASSERT_TRUE(r.push("other", 5, {}, 0).ok());  // takes it back; the first thread is gone
+  EXPECT_NE(r.header()->send_bias.load() & layout::kBiasRevoked, 0u);
+  std::optional<Segment> third;
+  push_n(path, ctl, 3, 2 * kAlone, &third);
+  EXPECT_TRUE(third->biased());
+  EXPECT_EQ(r.header()->send_bias.load(), static_cast<uint32_t>(tid()));
 }
 
 // The biased sender killed inside a send: the next holder of send_lock

@@ -244,8 +244,13 @@ static_assert(offsetof(SegmentHeader, notify_owner) == 600 && offsetof(SegmentHe
 static_assert(offsetof(SegmentHeader, send_bias) == 44 && offsetof(SegmentHeader, bias_busy) == 252 &&
               offsetof(SegmentHeader, recv_bias) == 48 && offsetof(SegmentHeader, recv_busy) == 428 &&
               offsetof(SegmentHeader, send_lock) == 64);
-inline constexpr uint32_t kBiasRevoked = 1u << 31;  // SegmentHeader::send_bias: being taken back
-inline constexpr uint32_t kMaxPid = 1u << 22;       // PID_MAX_LIMIT on 64-bit Linux
+// SegmentHeader::send_bias/recv_bias, above the thread id: being taken back;
+// taken back and the membarrier made (a taker that dies before it leaves
+// kBiasRevoked alone, and the next one makes it); taken back by the daemon
+// (the thread does not wait longer before it is biased again).
+inline constexpr uint32_t kBiasRevoked = 1u << 31, kBiasFenced = 1u << 30, kBiasByDaemon = 1u << 29;
+inline constexpr uint32_t kBiasFlags = kBiasRevoked | kBiasFenced | kBiasByDaemon;
+inline constexpr uint32_t kMaxPid = 1u << 22;  // PID_MAX_LIMIT on 64-bit Linux
 static_assert(std::atomic<uint32_t>::is_always_lock_free);
 static_assert(std::atomic<uint64_t>::is_always_lock_free);
 
