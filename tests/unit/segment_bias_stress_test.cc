@@ -32,10 +32,34 @@ constexpr uint32_t kAlone = 200;  // more than kBiasAfter pushes in a row
 
 pid_t tid() { return static_cast<pid_t>(::syscall(SYS_gettid)); }
 
+// Waits until `step` is `want` (another thread's readiness; hang guard 60 s).
+bool wait_step(const std::atomic<int>& step, int want) {
+  const int64_t give_up = realtime_ns() + 60'000'000'000;
+  while (step.load() != want) {
+    if (realtime_ns() > give_up) return false;
+    std::this_thread::yield();
+  }
+  return true;
+}
+
+// Each test's segment `r` (made by make()) in a temporary directory.
+class SegmentBias : public ::testing::Test {
+ protected:
+  bool make(uint64_t capacity) {
+    r = ut::make_segment(path, capacity, 64, ctl);
+    return r.valid();
+  }
+  TempDir d;
+  SharedControl ctl;
+  const std::string path = d.file("s");
+  Segment r;
+};
+
 // Pushes `n` messages "<who>:<i>" through its own handle of `path`, waiting
 // while the ring is full (a hang guard only: 30 s).
-// `keep`: the handle is left there.
-void push_n(const std::string& path, SharedControl& ctl, int who, uint32_t n, std::optional<Segment>* keep = nullptr) {
+// `keep`: the handle is left there; `progress`: messages sent so far.
+void push_n(const std::string& path, SharedControl& ctl, int who, uint32_t n, std::optional<Segment>* keep = nullptr,
+            std::atomic<uint32_t>* progress = nullptr) {
   std::optional<Segment> mine;
   if (!keep) keep = &mine;
   auto a = Segment::attach(path);
@@ -48,6 +72,7 @@ void push_n(const std::string& path, SharedControl& ctl, int who, uint32_t n, st
     auto r = s.push(m.data(), m.size(), Sender{who, 0, 0}, 0);
     if (r) {
       i++;
+      if (progress) progress->store(i);
       continue;
     }
     ASSERT_EQ(r.error(), Errc::again);
@@ -108,12 +133,8 @@ bool wait_stopped(pid_t pid) {
 // to them), then the others join (so that the halves are taken back from
 // them). Every message arrives once, and what one receiver got of each
 // sender is in that sender's order.
-TEST(SegmentBias, SendersAndReceiversTakingItInTurnsLoseAndRepeatNothing) {
-  TempDir d;
-  SharedControl ctl;
-  const std::string path = d.file("s");
-  Segment made = ut::make_segment(path, 64, 64, ctl);
-  ASSERT_TRUE(made.valid());
+TEST_F(SegmentBias, SendersAndReceiversTakingItInTurnsLoseAndRepeatNothing) {
+  ASSERT_TRUE(make(64));
   constexpr uint32_t kEach = 20000, kAloneFirst = 5000;
   std::atomic<uint32_t> taken{0}, sent_first{0};
   std::vector<std::string> got[2];
@@ -121,13 +142,13 @@ TEST(SegmentBias, SendersAndReceiversTakingItInTurnsLoseAndRepeatNothing) {
   auto receive = [&](int k) {
     auto a = Segment::attach(path);
     ASSERT_TRUE(a.ok());
-    Segment& r = rx[k].emplace(std::move(a.value()));
-    r.set_control(ctl.get());
+    Segment& mine = rx[k].emplace(std::move(a.value()));
+    mine.set_control(ctl.get());
     std::string out;
     const int64_t give_up = realtime_ns() + 60'000'000'000;
     while (taken.load() < 2 * kEach && realtime_ns() < give_up) {
       out.clear();
-      if (r.pop(out, 0)) {
+      if (mine.pop(out, 0)) {
         got[k].push_back(out);
         taken++;
       } else {
@@ -135,29 +156,13 @@ TEST(SegmentBias, SendersAndReceiversTakingItInTurnsLoseAndRepeatNothing) {
       }
     }
   };
-  auto send = [&](int k, std::atomic<uint32_t>* progress) {
-    auto a = Segment::attach(path);
-    ASSERT_TRUE(a.ok());
-    Segment& t = tx[k].emplace(std::move(a.value()));
-    t.set_control(ctl.get(), true);
-    const int64_t give_up = realtime_ns() + 60'000'000'000;
-    for (uint32_t i = 0; i < kEach && realtime_ns() < give_up;) {
-      const std::string m = std::to_string(k + 1) + ":" + std::to_string(i);
-      if (t.push(m.data(), m.size(), Sender{k + 1, 0, 0}, 0)) {
-        if (progress) progress->store(++i);
-        else i++;
-      } else {
-        std::this_thread::yield();
-      }
-    }
-  };
-  std::thread r0(receive, 0), s0(send, 0, &sent_first);
+  std::thread r0(receive, 0), s0([&] { push_n(path, ctl, 1, kEach, &tx[0], &sent_first); });
   // The others join once the first pair has worked alone for a while (a
   // readiness condition, with a hang guard).
   const int64_t give_up = realtime_ns() + 60'000'000'000;
   while ((sent_first.load() < kAloneFirst || taken.load() < kAloneFirst / 2) && realtime_ns() < give_up)
     std::this_thread::yield();
-  std::thread r1(receive, 1), s1(send, 1, nullptr);
+  std::thread r1(receive, 1), s1([&] { push_n(path, ctl, 2, kEach, &tx[1]); });
   s0.join();
   s1.join();
   r0.join();
@@ -175,7 +180,7 @@ TEST(SegmentBias, SendersAndReceiversTakingItInTurnsLoseAndRepeatNothing) {
       EXPECT_TRUE(all.insert(m).second) << m << " received twice";
     }
   }
-  const SegmentStats st = made.stats();
+  const SegmentStats st = r.stats();
   EXPECT_EQ(st.total_sent, 2 * kEach);
   EXPECT_EQ(st.total_received, 2 * kEach);
   EXPECT_EQ(st.lost, 0u);
@@ -189,12 +194,8 @@ TEST(SegmentBias, SendersAndReceiversTakingItInTurnsLoseAndRepeatNothing) {
 // A receiver killed inside a biased receive (before its commit) changed
 // nothing: the next holder of recv_lock recovers, and the message it was
 // taking is still there.
-TEST(SegmentBias, AReceiverKilledInsideABiasedReceiveLosesNothing) {
-  TempDir d;
-  SharedControl ctl;
-  const std::string path = d.file("s");
-  Segment r = ut::make_segment(path, layout::kUnbounded, 64, ctl);
-  ASSERT_TRUE(r.valid());
+TEST_F(SegmentBias, AReceiverKilledInsideABiasedReceiveLosesNothing) {
+  ASSERT_TRUE(make(layout::kUnbounded));
   for (uint32_t i = 0; i < kAlone + 1; i++) ASSERT_TRUE(r.push("m", 1, {}, 0).ok());
   const pid_t pid = ::fork();
   if (pid == 0) {
@@ -221,76 +222,37 @@ TEST(SegmentBias, AReceiverKilledInsideABiasedReceiveLosesNothing) {
   EXPECT_EQ(st.count, 0u);
 }
 
-// Two sender threads, each alone for a while and then both at once, and a
-// receiver: every message arrives once, each sender's in order.
-TEST(SegmentBias, SendersTakingItInTurnsLoseAndRepeatNothing) {
-  TempDir d;
-  SharedControl ctl;
-  const std::string path = d.file("s");
-  Segment r = ut::make_segment(path, 64, 64, ctl);
-  ASSERT_TRUE(r.valid());
-  constexpr uint32_t kEach = 20000;
-  std::atomic<bool> done{false};
-  std::vector<std::string> got;
-  std::thread rx([&] {
-    std::string out;
-    const int64_t give_up = realtime_ns() + 60'000'000'000;
-    while (got.size() < 2 * kEach && realtime_ns() < give_up) {
-      out.clear();
-      if (r.pop(out, 0)) got.push_back(out);
-      else std::this_thread::yield();
-    }
-    done = true;
-  });
-  std::thread a([&] { push_n(path, ctl, 1, kEach); });
-  std::thread b([&] { push_n(path, ctl, 2, kEach); });
-  a.join();
-  b.join();
-  rx.join();
-  ASSERT_EQ(got.size(), 2 * kEach);
-  uint32_t next[3] = {0, 0, 0};
-  for (const std::string& m : got) {
-    const int who = m[0] - '0';
-    ASSERT_TRUE(who == 1 || who == 2) << m;
-    EXPECT_EQ(m.substr(2), std::to_string(next[who]++)) << "out of order or repeated";
-  }
-  const SegmentStats st = r.stats();
-  EXPECT_EQ(st.total_sent, 2 * kEach);
-  EXPECT_EQ(st.lost, 0u);
-}
-
 // A thread biased by sending alone; another thread's send takes the bias
 // back (kBiasRevoked until the first sees it), and the first's next send
 // goes through send_lock and clears it.
-TEST(SegmentBias, AnotherSenderTakesItBackAndTheFirstSeesIt) {
-  TempDir d;
-  SharedControl ctl;
-  const std::string path = d.file("s");
-  Segment r = ut::make_segment(path, layout::kUnbounded, 64, ctl);
-  ASSERT_TRUE(r.valid());
+TEST_F(SegmentBias, AnotherSenderTakesItBackAndTheFirstSeesIt) {
+  ASSERT_TRUE(make(layout::kUnbounded));
   std::optional<Segment> first;
   pid_t first_tid = 0;
   std::atomic<int> step{0};  // 1: the first is biased; 2: taken back, send again; 3: done
   std::thread t([&] {
     first_tid = tid();
     push_n(path, ctl, 1, kAlone, &first);
-    EXPECT_TRUE(first->biased());
+    EXPECT_TRUE(first && first->biased());  // biased() is the calling thread's
     step = 1;
-    while (step.load() != 2) std::this_thread::yield();  // the main thread acts (no timing)
+    if (!first || !wait_step(step, 2)) return;  // the main thread acts
     EXPECT_FALSE(first->biased());
     EXPECT_TRUE(first->push("again", 5, {}, 0).ok());  // sees the mark: through the lock, which clears it
     EXPECT_EQ(first->bias_counts(false).taken_back, 1u);
     step = 3;
   });
-  while (step.load() != 1) std::this_thread::yield();
-  EXPECT_EQ(r.header()->send_bias.load(), static_cast<uint32_t>(first_tid));
-  ASSERT_TRUE(r.push("other", 5, {}, 0).ok());  // this thread: takes it back
-  EXPECT_EQ(r.header()->send_bias.load(),
-            static_cast<uint32_t>(first_tid) | layout::kBiasRevoked | layout::kBiasFenced);
-  EXPECT_EQ(r.header()->bias_busy.load(), 0u);
-  EXPECT_FALSE(r.biased());
+  const bool ready = wait_step(step, 1) && first;
+  if (ready) {  // no ASSERT before the join: the thread must not be left waiting
+    EXPECT_EQ(r.header()->send_bias.load(), static_cast<uint32_t>(first_tid));
+    EXPECT_TRUE(r.push("other", 5, {}, 0).ok());  // this thread: takes it back
+    EXPECT_EQ(r.header()->send_bias.load(),
+              static_cast<uint32_t>(first_tid) | layout::kBiasRevoked | layout::kBiasFenced);
+    EXPECT_EQ(r.header()->bias_busy.load(), 0u);
+    EXPECT_FALSE(r.biased());
+  }
   step = 2;
   t.join();
+  ASSERT_TRUE(ready);
   EXPECT_EQ(step.load(), 3);
   EXPECT_EQ(r.header()->send_bias.load(), 0u);
   // Another thread that runs alone long enough is biased in turn; closing
@@ -309,12 +271,8 @@ TEST(SegmentBias, AnotherSenderTakesItBackAndTheFirstSeesIt) {
 // A revoked mark whose thread is gone without seeing it: a sender that
 // runs alone long enough finds the thread gone, clears the mark and is
 // biased itself.
-TEST(SegmentBias, AMarkLeftByAThreadThatIsGoneIsCleared) {
-  TempDir d;
-  SharedControl ctl;
-  const std::string path = d.file("s");
-  Segment r = ut::make_segment(path, layout::kUnbounded, 64, ctl);
-  ASSERT_TRUE(r.valid());
+TEST_F(SegmentBias, AMarkLeftByAThreadThatIsGoneIsCleared) {
+  ASSERT_TRUE(make(layout::kUnbounded));
   std::optional<Segment> first;
   std::thread([&] { push_n(path, ctl, 1, kAlone, &first); }).join();
   ASSERT_TRUE(r.push("other", 5, {}, 0).ok());  // takes it back; the first thread is gone
@@ -328,12 +286,8 @@ TEST(SegmentBias, AMarkLeftByAThreadThatIsGoneIsCleared) {
 // The biased sender killed inside a send: the next holder of send_lock
 // recovers as from a death holding it (the send counted lost), and the
 // accounting holds.
-TEST(SegmentBias, ASenderKilledInsideABiasedSendIsRecovered) {
-  TempDir d;
-  SharedControl ctl;
-  const std::string path = d.file("s");
-  Segment r = ut::make_segment(path, layout::kUnbounded, 64, ctl);
-  ASSERT_TRUE(r.valid());
+TEST_F(SegmentBias, ASenderKilledInsideABiasedSendIsRecovered) {
+  ASSERT_TRUE(make(layout::kUnbounded));
   ASSERT_EQ(reap(biased_child(path, ctl, 1)), 0);
   EXPECT_NE(r.header()->send_bias.load(), 0u);
   ASSERT_TRUE(r.push("after", 5, {}, 0).ok());
@@ -354,12 +308,8 @@ TEST(SegmentBias, ASenderKilledInsideABiasedSendIsRecovered) {
 // send: its send and its stats answer at once (contended; the counters as
 // last published), and once the sender finishes, the daemon's next send
 // goes through.
-TEST(SegmentBias, TheDaemonDoesNotWaitForASenderStoppedInsideABiasedSend) {
-  TempDir d;
-  SharedControl ctl;
-  const std::string path = d.file("s");
-  Segment r = ut::make_segment(path, layout::kUnbounded, 64, ctl);
-  ASSERT_TRUE(r.valid());
+TEST_F(SegmentBias, TheDaemonDoesNotWaitForASenderStoppedInsideABiasedSend) {
+  ASSERT_TRUE(make(layout::kUnbounded));
   auto daemon = Segment::attach(path, /*no_wait=*/true);
   ASSERT_TRUE(daemon.ok());
   daemon->set_control(ctl.get());
