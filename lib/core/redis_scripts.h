@@ -8,7 +8,10 @@
 // KEYS[1] meta hash, KEYS[2] queue list, KEYS[3] this daemon's in-flight hash,
 // KEYS[4] the hand-offs hash ("<daemon>|<seq>" -> "<hid> <record>": records a
 // push moved to a receive parked on that daemon), KEYS[5] the waiters hash
-// (daemon -> receives parked there that no push has served yet).
+// (daemon -> receives parked there that no push has served yet), KEYS[6]
+// this daemon's tokens hash (a store's field -> "<token> <seq>": the record
+// its last pop, or push taking for a receive, moved to the in-flight hash;
+// kLost).
 // A queued record is "<seq> <len> <sender>\n<payload>". Replies are arrays
 // whose first element says what happened: OK, FULL, EMPTY, GONE, TOOBIG,
 // TAKEN, RECEIVED, HANDED. capacity -1 is unbounded; 0 (rendezvous) holds the one
@@ -111,7 +114,8 @@ inline constexpr size_t kCounters = 15;  // elements counters() appends
 // the oldest record: it moves to the hand-offs hash under that daemon, the
 // entry is used, and the event "<head> <to> <hid> <seq>[\n<record>]" tells
 // that daemon (hid: the mailbox's count of hand-offs). A capacity-0 mailbox
-// takes a message then as a receive takes it at once.
+// takes a message then as a receive takes it at once. Then the store's
+// field in the tokens hash and this call's token: a record taken is noted there.
 // {OK, seq, taken record or nil, waiter entry used (0/1), counters...}.
 inline constexpr redis::Script kPush{"push", MBX_REDIS_COMMON_LUA R"lua(
 local g = redis.call('HMGET', KEYS[1], 'capacity', 'max_message')
@@ -143,7 +147,10 @@ redis.call('HSET', KEYS[1], 'last_send', ARGV[3])
 local rec, used, ev = false, 0, ARGV[6]
 if to == ARGV[8] then
   rec = take(ARGV[3]) or false
-  if rec then used = untick(ARGV[8]) end
+  if rec then
+    used = untick(ARGV[8])
+    redis.call('HSET', KEYS[6], ARGV[11], ARGV[12] .. ' ' .. string.match(rec, '^(%d+) '))
+  end
 elseif to then
   local r = take_rec(ARGV[3])
   untick(to)
@@ -157,7 +164,8 @@ redis.call('PUBLISH', ARGV[5], ev)
 return counters({'OK', seq, rec, used})
 )lua"};
 
-// ARGV: now (ns), channel, event, this daemon's id, grant, then the seqs of
+// ARGV: now (ns), channel, event, this daemon's id, grant, the store's
+// field in the tokens hash, this call's token, then the seqs of
 // the hand-offs it holds (heard of with their record) or gave to receives
 // and has not acked. A record handed to this daemon that is none of those
 // (its notification is lost or still on its way, or was too long to carry
@@ -169,7 +177,7 @@ return counters({'OK', seq, rec, used})
 inline constexpr redis::Script kPop{"pop", MBX_REDIS_COMMON_LUA R"lua(
 if redis.call('EXISTS', KEYS[1]) == 0 then return {'GONE'} end
 local mine, best, brec, known = ARGV[4] .. '|', nil, nil, {}
-for i = 6, #ARGV do known[ARGV[i]] = true end
+for i = 8, #ARGV do known[ARGV[i]] = true end
 local all = redis.call('HGETALL', KEYS[4])
 for i = 1, #all, 2 do
   if string.sub(all[i], 1, #mine) == mine and not known[string.sub(all[i], #mine + 1)] then
@@ -187,8 +195,28 @@ if not rec then
   end
   return {'EMPTY'}
 end
+redis.call('HSET', KEYS[6], ARGV[6], ARGV[7] .. ' ' .. string.match(rec, '^(%d+) '))
 redis.call('PUBLISH', ARGV[2], ARGV[3])
 return counters({'OK', rec})
+)lua"};
+
+// ARGV: the store's field in the tokens hash, the token of a call whose
+// reply never came, channel, event. If that call ran and took a record
+// (the field still holds its token) and the record is still in flight here,
+// it goes back to the front, as kUnpop puts one back: {OK, 1}; else {OK, 0}.
+inline constexpr redis::Script kLost{"lost", MBX_REDIS_REQUEUE_LUA R"lua(
+local v = redis.call('HGET', KEYS[6], ARGV[1])
+if not v then return {'OK', 0} end
+local t, s = string.match(v, '^(%d+) (%d+)$')
+if t ~= ARGV[2] then return {'OK', 0} end
+redis.call('HDEL', KEYS[6], ARGV[1])
+local rec = redis.call('HGET', KEYS[3], s)
+if not rec then return {'OK', 0} end
+redis.call('HDEL', KEYS[3], s)
+if redis.call('EXISTS', KEYS[1]) == 0 then return {'OK', 0} end
+requeue({rec})
+redis.call('PUBLISH', ARGV[3], ARGV[4])
+return {'OK', 1}
 )lua"};
 
 // ARGV: this daemon's id, delta, receives parked here now, channel, event,
@@ -309,7 +337,7 @@ return {'OK'}
 
 // ARGV: channel, event. Deletes the mailbox and tells every daemon.
 inline constexpr redis::Script kDestroy{"destroy", R"lua(
-redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5])
+redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6])
 redis.call('PUBLISH', ARGV[1], ARGV[2])
 return {'OK'}
 )lua"};
@@ -351,13 +379,13 @@ return dead
 )lua"};
 
 // KEYS: meta, queue, the dead daemon's in-flight hash of this mailbox, the
-// hand-offs hash, the waiters hash. ARGV: channel, event, the dead daemon's
+// hand-offs hash, the waiters hash, its tokens hash. ARGV: channel, event, the dead daemon's
 // id. Returns its in-flight records and those handed to it to the front of
 // the queue in seq order, as if never received, and drops its waiter entry;
 // counts them in `returned`. `consumed` stays where it is: it never steps back.
 inline constexpr redis::Script kReturn{"return", MBX_REDIS_REQUEUE_LUA R"lua(
 local all = redis.call('HGETALL', KEYS[3])
-redis.call('DEL', KEYS[3])
+redis.call('DEL', KEYS[3], KEYS[6])
 redis.call('HDEL', KEYS[5], ARGV[3])
 local recs = {}
 for i = 2, #all, 2 do recs[#recs + 1] = all[i] end

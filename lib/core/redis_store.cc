@@ -101,7 +101,8 @@ Result<uint64_t> RedisBackend::return_in_flight(const std::string& id) {
   uint64_t n = 0;
   for (const Reply& rid : set->elements) {
     const std::string tag = "mbx:{" + cfg_.ns + ":" + rid.str + "}:", ev = event('p', rid.str);
-    auto r = eval(rs::kReturn, {tag + "m", tag + "q", tag + "f:" + id, tag + "x", tag + "w"}, {channel_, ev, id});
+    auto r = eval(rs::kReturn, {tag + "m", tag + "q", tag + "f:" + id, tag + "x", tag + "w", tag + "t:" + id},
+                  {channel_, ev, id});
     if (!r) return r.error();
     if (r->type == Reply::Type::array && r->elements.size() == 2) n += static_cast<uint64_t>(num(r->elements[1]));
   }
@@ -127,12 +128,38 @@ Result<uint64_t> RedisBackend::recover() {
   return n;
 }
 
+void RedisBackend::note_lost(const std::string& rid, const std::string& field, uint64_t token) {
+  MutexLock g(lost_mu_);
+  lost_.push_back(Lost{rid, field, token});
+}
+
+Errc RedisBackend::reclaim(const std::string& rid, const std::string& field, uint64_t token) {
+  const std::string tag = "mbx:{" + cfg_.ns + ":" + rid + "}:", ev = event('p', rid), t = std::to_string(token);
+  auto r = eval(rs::kLost,
+                {tag + "m", tag + "q", tag + "f:" + daemon_id_, tag + "x", tag + "w", tag + "t:" + daemon_id_},
+                {field, t, channel_, ev});
+  if (!r) return r.error();
+  if (r->type != Reply::Type::array || r->elements.size() != 2) return Errc::io;
+  if (num(r->elements[1]) == 1)
+    log(LogLevel::warning, "redis: mailbox %s: a receive's reply was lost; the message it took was put back",
+        rid.c_str());
+  MutexLock g(lost_mu_);
+  std::erase_if(lost_, [&](const Lost& l) { return l.rid == rid && l.field == field && l.token == token; });
+  return Errc::ok;
+}
+
 void RedisBackend::tick(bool fresh) {
   if (fresh) {
     MutexLock g(conn_mu_);
     (void)conn_.connect(/*now=*/true);  // no waiting out the backoff: the subscriber reached the server
   }
   kick_all();  // parked calls that met the outage try again
+  std::vector<Lost> lost;
+  {
+    MutexLock g(lost_mu_);
+    lost = lost_;
+  }
+  for (const Lost& l : lost) (void)reclaim(l.rid, l.field, l.token);  // kept in lost_ until it ran
   const auto now = std::chrono::steady_clock::now();
   if (fresh) next_renew_ = now;  // the lease may have run low while the server was away
   if (now >= next_renew_ && renew_lease() == Errc::ok) next_renew_ = now + cfg_.lease / 3;
@@ -295,9 +322,14 @@ RedisStore::RedisStore(RedisBackend& b, std::string rid, const Settings& s)
       handoffs_("mbx:{" + b.config().ns + ":" + rid_ + "}:x"),
       waiters_("mbx:{" + b.config().ns + ":" + rid_ + "}:w"),
       capacity_(s.capacity),
-      max_message_(s.max_message) {}
+      max_message_(s.max_message),
+      tokens_("mbx:{" + b.config().ns + ":" + rid_ + "}:t:" + b.daemon_id()),
+      // Relaxed: a name that only has to be unique; it orders nothing.
+      field_(std::to_string(b.next_store_.fetch_add(1, std::memory_order_relaxed))) {}
 
 RedisStore::~RedisStore() {
+  if (lost_) (void)reclaim_lost();  // else left to the backend's tick, with the field it needs
+  if (tokened_ && !lost_) (void)b_.send({"HDEL", tokens_, field_});
   if (watching_) b_.watch(this, {}, false);
   MutexLock g(b_.watch_mu_);
   if (auto it = b_.open_.find(rid_); it != b_.open_.end() && --it->second == 0) b_.open_.erase(it);
@@ -310,7 +342,7 @@ RedisStore::~RedisStore() {
 }
 
 Result<Reply> RedisStore::run(const redis::Script& s, std::vector<std::string_view> args, std::string* status) {
-  auto r = b_.eval(s, {meta_, queue_, inflight_, handoffs_, waiters_}, args);
+  auto r = b_.eval(s, {meta_, queue_, inflight_, handoffs_, waiters_, tokens_}, args);
   if (!r) return r.error();
   if (r->type != Reply::Type::array || r->elements.empty()) return Errc::io;  // logged by Conn
   *status = r->elements[0].str;
@@ -348,11 +380,22 @@ Result<uint64_t> RedisStore::push(std::string_view msg, const Sender& from, bool
   // A receive of this daemon waits: the same step takes it the oldest
   // record, which the pop that follows answers (one round trip, not two).
   const bool take = std::exchange(receivers_waiting_, false) && !taken_;
+  if (take && lost_)
+    if (Errc e = reclaim_lost(); e != Errc::ok) return e;
+  const std::string token = std::to_string(++token_);
   std::string st;
-  auto r = run(
-      rs::kPush,
-      {msg, sender, now, force ? "1" : "0", b_.channel(), ev, take ? "1" : "0", b_.daemon_id(), limit, handoff}, &st);
-  if (!r) return r.error();
+  auto r = run(rs::kPush,
+               {msg, sender, now, force ? "1" : "0", b_.channel(), ev, take ? "1" : "0", b_.daemon_id(), limit, handoff,
+                field_, token},
+               &st);
+  tokened_ |= take;
+  if (!r) {
+    if (take) {  // it may have run, and taken a record no pop will answer
+      lost_ = token_;
+      b_.note_lost(rid_, field_, token_);
+    }
+    return r.error();
+  }
   if (st == "OK" && r->elements.size() == 4 + rs::kCounters) {
     if (r->elements[2].type == Reply::Type::string) taken_ = std::move(r->elements[2].str);
     if (num(r->elements[3]) == 1) {  // the parked receive it took for used this daemon's waiter entry
@@ -391,13 +434,21 @@ Result<Store::Popped> RedisStore::pop(std::string& out) {
       }
     }
     if (!h) {
+      if (lost_)
+        if (Errc e = reclaim_lost(); e != Errc::ok) return e;
       for (uint64_t seq : handed_seqs_) known.push_back(std::to_string(seq));
-      const std::string now = std::to_string(realtime_ns()), ev = b_.event('r', rid_), gr = std::to_string(grant);
-      std::vector<std::string_view> args{now, b_.channel(), ev, b_.daemon_id(), gr};
+      const std::string now = std::to_string(realtime_ns()), ev = b_.event('r', rid_), gr = std::to_string(grant),
+                        token = std::to_string(++token_);
+      std::vector<std::string_view> args{now, b_.channel(), ev, b_.daemon_id(), gr, field_, token};
       for (const auto& k : known) args.push_back(k);
       std::string st;
       auto r = run(rs::kPop, args, &st);
-      if (!r) return r.error();
+      tokened_ = true;
+      if (!r) {
+        lost_ = token_;  // it may have run: the record it took waits in flight for no reader
+        b_.note_lost(rid_, field_, token_);
+        return r.error();
+      }
       if (st == "EMPTY") {
         MutexLock g(hand_mu_);
         registered_ += grant;  // the entry grew by it
@@ -483,6 +534,12 @@ void RedisStore::sync_waiters() {
     registered_ -= k;
     in_transit_ = std::max<int64_t>(0, registered_ - now);  // used by pushes not heard of yet
   }
+}
+
+Errc RedisStore::reclaim_lost() {
+  if (Errc e = b_.reclaim(rid_, field_, *lost_); e != Errc::ok) return e;
+  lost_.reset();
+  return Errc::ok;
 }
 
 Errc RedisStore::ack(uint64_t seq) {

@@ -75,6 +75,13 @@ class RedisBackend {
   Result<uint64_t> recover() EXCLUDES(conn_mu_);
   // Returns daemon `id`'s in-flight messages (this daemon's own at a clean stop).
   Result<uint64_t> return_in_flight(const std::string& id) EXCLUDES(conn_mu_);
+  // A take (pop, or a push taking for parked receives) of mailbox `rid`'s
+  // store `field` whose reply never came: kept until reclaim() ran for it
+  // (the subscriber's tick tries every one; the store before its next take).
+  void note_lost(const std::string& rid, const std::string& field, uint64_t token) EXCLUDES(lost_mu_);
+  // Runs kLost: the record that take moved in flight goes back to the
+  // front if it is still there. ok once the server answered.
+  Errc reclaim(const std::string& rid, const std::string& field, uint64_t token) EXCLUDES(conn_mu_, lost_mu_);
   // True once the subscription holds (tests wait for it before counting on wake-ups).
   bool subscribed() const { return sub_ && sub_->subscribed(); }
   // Waits until the subscription was made `n` times (1: started; 2: back
@@ -116,6 +123,13 @@ class RedisBackend {
   std::unordered_multimap<std::string, RedisStore*> stores_ GUARDED_BY(watch_mu_);
   bool renewed_ = false;  // the renewing thread's only (the opener before start(), then the subscriber)
   bool sub_started_ = false;
+  std::atomic<uint64_t> next_store_{0};  // names each store's field in the tokens hashes
+  struct Lost {
+    std::string rid, field;
+    uint64_t token;
+  };
+  Mutex lost_mu_;  // leaf lock
+  std::vector<Lost> lost_ GUARDED_BY(lost_mu_);  // note_lost()'s, not reclaimed yet
   std::unique_ptr<redis::Subscriber> sub_;  // last member: stopped first
 };
 
@@ -205,6 +219,18 @@ class RedisStore final : public Store {
   // Receive calls of this daemon wait here (said before the push): the push
   // takes the oldest record for them in the same script.
   bool receivers_waiting_ = false;
+  // A pop, or a push that takes for parked receives, moves a record to this
+  // daemon's in-flight hash and notes "<token> <seq>" under field_ of the
+  // tokens hash (tokens_). A reply that never came (a command timeout, the
+  // connection lost) may still have run: lost_ is its token, and the next
+  // call (or the store's end) puts that record back to the front (kLost),
+  // so it does not wait in flight until this daemon stops.
+  uint64_t token_ = 0;
+  std::optional<uint64_t> lost_;  // also in the backend's list, for its tick
+  bool tokened_ = false;          // a field was written: ~RedisStore deletes it
+  const std::string tokens_, field_;
+  // Puts back the record of a reply that never came (lost_), if it was taken.
+  Errc reclaim_lost();
   // The record that push took for them (in this daemon's in-flight hash):
   // the next pop() answers it without a round trip; after_change() puts it
   // back if none did.

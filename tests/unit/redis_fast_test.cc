@@ -15,6 +15,7 @@
 #include <map>
 #include <mutex>
 #include <sstream>
+#include <thread>
 
 #include "../common/redis_server.h"
 #include "core/redis_store.h"
@@ -421,6 +422,92 @@ TEST_F(RedisFast, ARecordHandedToADaemonThatDiesIsReturned) {
   EXPECT_EQ(st.returned, 1u);
   EXPECT_EQ(st.total_received, 1u);
   EXPECT_EQ(st.total_sent, 1u);
+}
+
+// A receive whose reply never came (here: the server stopped past the
+// command timeout) may still have run once the server went on: the record
+// it took waits in this daemon's in-flight hash for no reader. The next
+// receive puts it back first and gets it (kLost), so it is not held until
+// the daemon stops.
+TEST_F(RedisFast, AReceiveWhoseReplyNeverCameLeavesItsMessageForTheNextOne) {
+  auto a = open();
+  auto s = store(*a);
+  std::string out;
+  ASSERT_EQ(s->pop(out).error(), Errc::again);  // the pop script loaded: what is lost is the pop itself
+  ASSERT_TRUE(s->push("kept", {}, false).ok());
+  ASSERT_EQ(::kill(server_.pid(), SIGSTOP), 0);
+  auto lost = s->pop(out);  // the command timeout (1 s): no reply
+  ASSERT_EQ(::kill(server_.pid(), SIGCONT), 0);
+  ASSERT_FALSE(lost.ok());
+  EXPECT_EQ(lost.error(), Errc::io);
+  // The server runs the pop it had read: the record is in flight here.
+  redis::Conn c(redis::parse_url(server_.url()).value(), redis::Options{});
+  const std::string inflight = "mbx:{t:m}:f:" + a->daemon_id();
+  const auto guard = std::chrono::steady_clock::now() + std::chrono::seconds(30);  // hang guard only
+  while (std::chrono::steady_clock::now() < guard) {
+    auto n = c.command({"HLEN", inflight});
+    if (n && n->integer == 1) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  ASSERT_EQ(c.command({"HLEN", inflight})->integer, 1) << "the server never ran the lost pop";
+  // The connection backs off after the timeout: EIO until it tries again.
+  Result<Store::Popped> p = Errc::io;
+  while (std::chrono::steady_clock::now() < guard) {
+    out.clear();
+    p = s->pop(out);
+    if (p.ok() || p.error() != Errc::io) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  ASSERT_TRUE(p.ok()) << "the message stayed in flight";
+  EXPECT_EQ(out, "kept");
+  EXPECT_EQ(s->ack(p->seq), Errc::ok);
+  EXPECT_EQ(c.command({"HLEN", inflight})->integer, 0);
+  out.clear();
+  EXPECT_EQ(s->pop(out).error(), Errc::again);  // once, not twice
+  const QueueStats st = s->stats();
+  EXPECT_EQ(st.total_received, 1u);
+  EXPECT_EQ(st.returned, 0u);
+}
+
+// The same, with no receive after it: the daemon's periodic tick puts the
+// record back, and a receive through another daemon gets it.
+TEST_F(RedisFast, AReceiveWhoseReplyNeverCameIsPutBackByItsDaemonWithNoReceiveAfter) {
+  RedisConfig cfg;
+  cfg.endpoint = redis::parse_url(server_.url()).value();
+  cfg.ns = "t";
+  auto a = RedisBackend::open(cfg);
+  ASSERT_TRUE(a.ok());
+  (*a)->start();  // the re-check every 200 ms runs the reclaim
+  ASSERT_TRUE((*a)->wait_subscriptions(1, std::chrono::seconds(30)));
+  auto s = store(**a);
+  auto b = open();
+  auto sb = store(*b);
+  std::string out;
+  ASSERT_EQ(s->pop(out).error(), Errc::again);  // the pop script loaded
+  ASSERT_TRUE(sb->push("kept", {}, false).ok());
+  ASSERT_EQ(::kill(server_.pid(), SIGSTOP), 0);
+  auto lost = s->pop(out);  // the command timeout (1 s): no reply
+  ASSERT_EQ(::kill(server_.pid(), SIGCONT), 0);
+  ASSERT_FALSE(lost.ok());
+  // Back in the queue by the tick (the lost pop ran first, or never: either
+  // way the message is queued once the daemon's list of lost calls is empty).
+  redis::Conn c(redis::parse_url(server_.url()).value(), redis::Options{});
+  const auto guard = std::chrono::steady_clock::now() + std::chrono::seconds(30);  // hang guard only
+  Result<Store::Popped> p = Errc::again;
+  while (std::chrono::steady_clock::now() < guard) {
+    out.clear();
+    p = sb->pop(out);
+    if (p.ok()) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  ASSERT_TRUE(p.ok()) << "the message stayed in flight on the first daemon";
+  EXPECT_EQ(out, "kept");
+  EXPECT_EQ(sb->ack(p->seq), Errc::ok);
+  EXPECT_EQ(c.command({"HLEN", "mbx:{t:m}:f:" + (*a)->daemon_id()})->integer, 0);
+  EXPECT_EQ(c.command({"HLEN", "mbx:{t:m}:t:" + (*a)->daemon_id()})->integer, 0);  // its token went with it
+  out.clear();
+  EXPECT_EQ(sb->pop(out).error(), Errc::again);
+  EXPECT_EQ(sb->stats().total_received, 1u);
 }
 
 }  // namespace
