@@ -28,6 +28,7 @@ struct Options {
   std::string machine;  // read before the first measurement (its load average)
   bench::Env env;
   pid_t daemon = 0, floor_daemon = 0;
+  std::vector<pid_t> redis_daemons;  // the Redis mounts' daemons: their CPU counts too
   std::string state, csv, md, chart;
   std::vector<std::string> only;  // --only: these mechanisms (and "idle": the idle mailboxes), nothing else
   int reps = 5;
@@ -159,6 +160,11 @@ int main(int argc, char** argv) {
     else if (a == "--redis-mount2" && more) o.env.redis_mount2 = argv[++i];
     else if (a == "--daemon-pid" && more) o.daemon = std::atoi(argv[++i]);
     else if (a == "--floor-pid" && more) o.floor_daemon = std::atoi(argv[++i]);
+    else if (a == "--redis-daemon-pids" && more) {
+      std::istringstream list(argv[++i]);
+      for (std::string pid; std::getline(list, pid, ',');)
+        if (std::atoi(pid.c_str()) > 0) o.redis_daemons.push_back(std::atoi(pid.c_str()));
+    }
     else if (a == "--state" && more) o.state = argv[++i];
     else if (a == "--csv" && more) o.csv = argv[++i];
     else if (a == "--md" && more) o.md = argv[++i];
@@ -170,7 +176,7 @@ int main(int argc, char** argv) {
     else {
       std::fprintf(stderr,
                    "usage: %s [--quick] [--mount DIR] [--floor DIR] [--daemon-pid PID --state DIR] [--floor-pid PID] "
-                   "[--redis-socket SOCK --redis-mount DIR --redis-mount2 DIR] "
+                   "[--redis-socket SOCK --redis-mount DIR --redis-mount2 DIR --redis-daemon-pids PID,PID] "
                    "[--csv FILE] [--md FILE] [--chart-data FILE] [--only NAME,...] [--reps N]\n",
                    argv[0]);
       return 2;
@@ -216,6 +222,7 @@ int main(int argc, char** argv) {
   std::vector<pid_t> daemons;
   for (pid_t p : {o.daemon, o.floor_daemon})
     if (p) daemons.push_back(p);
+  daemons.insert(daemons.end(), o.redis_daemons.begin(), o.redis_daemons.end());
   int tag = 0;
   for (int rep = 0; rep < o.reps; rep++) {
     for (auto& m : mechs) {

@@ -85,7 +85,7 @@ if command -v redis-server >/dev/null && command -v redis-cli >/dev/null; then
   "$out/mailboxfs" -f -o "state_dir=$state-r2,$be" "$rmnt2" 2>"$out/bench-redis2.log" & r2=$!
   wait_mount "$rmnt1" fuse.mailboxfs || exit 1
   wait_mount "$rmnt2" fuse.mailboxfs || exit 1
-  redis_args=(--redis-socket "$rdir/sock" --redis-mount "$rmnt1" --redis-mount2 "$rmnt2")
+  redis_args=(--redis-socket "$rdir/sock" --redis-mount "$rmnt1" --redis-mount2 "$rmnt2" --redis-daemon-pids "$r1,$r2")
 else
   echo "bench: redis-server (or redis-cli) is not installed: the Redis rows are skipped" >&2
 fi
