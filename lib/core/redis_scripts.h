@@ -353,17 +353,21 @@ local new = redis.call('HSET', KEYS[1], ARGV[1], now + tonumber(ARGV[2]))
 return {'OK', now, new}
 )lua"};
 
-// KEYS: the daemons hash, daemon ARGV[1]'s set of mailboxes. Deletes the
-// set once its records were returned, unless the daemon renewed meanwhile
-// (it was slow, not dead): then the set still covers what it receives next.
+// KEYS: the daemons hash, daemon ARGV[1]'s set of mailboxes, the claimed
+// hash. Deletes the set and the daemon's claim once its records were
+// returned, unless the daemon renewed meanwhile (it was slow, not dead):
+// then the set still covers what it receives next, and only the claim goes.
 inline constexpr redis::Script kDropSet{"drop_set", R"lua(
+redis.call('HDEL', KEYS[3], ARGV[1])
 if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 then return {'OK', 0} end
 redis.call('DEL', KEYS[2])
 return {'OK', 1}
 )lua"};
 
-// ARGV: this daemon's id. Claims every other daemon whose lease ended (they
-// leave the hash, so one claimer each) and answers their ids.
+// KEYS: the daemons hash, the claimed hash (daemon id -> when it was
+// claimed, server ms). ARGV: this daemon's id. Claims every other daemon
+// whose lease ended: it leaves the daemons hash for the claimed hash, so it
+// is claimed once; answers their ids.
 inline constexpr redis::Script kClaimDead{"claim_dead", R"lua(
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -372,10 +376,31 @@ local dead = {'OK'}
 for i = 1, #all, 2 do
   if all[i] ~= ARGV[1] and tonumber(all[i + 1]) < now then
     redis.call('HDEL', KEYS[1], all[i])
+    redis.call('HSET', KEYS[2], all[i], now)
     dead[#dead + 1] = all[i]
   end
 end
 return dead
+)lua"};
+
+// KEYS: the daemons hash, the claimed hash. The daemons claimed as dead
+// whose records are still returned at each recovery: one that renewed since
+// leaves the claimed hash (its own renewal covers it again); answers
+// {OK, id, ms since its claim, ...} for the others.
+inline constexpr redis::Script kClaimed{"claimed", R"lua(
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local all = redis.call('HGETALL', KEYS[2])
+local r = {'OK'}
+for i = 1, #all, 2 do
+  if redis.call('HEXISTS', KEYS[1], all[i]) == 1 then
+    redis.call('HDEL', KEYS[2], all[i])
+  else
+    r[#r + 1] = all[i]
+    r[#r + 1] = now - tonumber(all[i + 1])
+  end
+end
+return r
 )lua"};
 
 // KEYS: meta, queue, the dead daemon's in-flight hash of this mailbox, the

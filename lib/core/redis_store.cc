@@ -65,6 +65,7 @@ RedisBackend::RedisBackend(const RedisConfig& cfg) : cfg_(cfg), conn_(cfg.endpoi
   daemon_id_ = host_ + ":" + std::to_string(::getpid()) + ":" + std::to_string(realtime_ns());
   channel_ = "mbx:" + cfg.ns + ":ev";
   daemons_ = "mbx:{" + cfg.ns + "}:daemons";
+  claimed_ = "mbx:{" + cfg.ns + "}:claimed";
 }
 
 std::string RedisBackend::inflight_set(const std::string& daemon) const {
@@ -78,8 +79,9 @@ Errc RedisBackend::renew_lease() {
   const bool was_claimed = num(r->elements[2]) == 1 && renewed_;
   renewed_ = true;
   if (was_claimed) {
-    // Thought dead and claimed: the claimer dropped the set of our mailboxes
-    // (kDropSet saw no lease), so what we receive from now on needs it again.
+    // Thought dead and claimed: the set of our mailboxes may be gone (a
+    // recovery two leases after the claim drops it), so what we receive
+    // from now on needs it again.
     log(LogLevel::warning, "redis: this daemon's lease had ended; the messages it was delivering were returned");
     std::vector<std::string> rids;
     {
@@ -95,7 +97,7 @@ Errc RedisBackend::renew_lease() {
   return Errc::ok;
 }
 
-Result<uint64_t> RedisBackend::return_in_flight(const std::string& id) {
+Result<uint64_t> RedisBackend::return_in_flight(const std::string& id, bool drop) {
   auto set = command({"SMEMBERS", inflight_set(id)});
   if (!set) return set.error();
   uint64_t n = 0;
@@ -106,24 +108,34 @@ Result<uint64_t> RedisBackend::return_in_flight(const std::string& id) {
     if (!r) return r.error();
     if (r->type == Reply::Type::array && r->elements.size() == 2) n += static_cast<uint64_t>(num(r->elements[1]));
   }
-  if (auto d = eval(rs::kDropSet, {daemons_, inflight_set(id)}, {id}); !d) return d.error();
+  if (drop)
+    if (auto d = eval(rs::kDropSet, {daemons_, inflight_set(id), claimed_}, {id}); !d) return d.error();
   return n;
 }
 
 Result<uint64_t> RedisBackend::recover() {
-  auto r = eval(rs::kClaimDead, {daemons_}, {daemon_id_});
-  if (!r) return r.error();
+  // The newly dead join the claimed hash; every claimed daemon is handled below.
+  if (auto r = eval(rs::kClaimDead, {daemons_, claimed_}, {daemon_id_}); !r) return r.error();
+  auto c = eval(rs::kClaimed, {daemons_, claimed_}, {});
+  if (!c) return c.error();
+  if (c->type != Reply::Type::array || c->elements.empty() || c->elements.size() % 2 != 1) return Errc::io;
   uint64_t n = 0;
-  for (size_t i = 1; i < r->elements.size(); i++) {
-    const std::string& dead = r->elements[i].str;
-    auto k = return_in_flight(dead);
-    if (!k) return k.error();  // claimed but not emptied: its records wait for this daemon's next try
+  for (size_t i = 1; i + 1 < c->elements.size(); i += 2) {
+    const std::string& dead = c->elements[i].str;
+    const int64_t age_ms = num(c->elements[i + 1]);
+    // A daemon that was only slow at its claim may still have taken records
+    // before it died (or it renews, and leaves the claimed hash): its records
+    // are returned at each recovery until one finds none two leases on.
+    auto k = return_in_flight(dead, /*drop=*/false);
+    if (!k) return k.error();  // its records wait for the next try (this daemon's or another's)
     if (*k)
       log(LogLevel::warning,
           "redis: daemon %s stopped renewing its lease: %llu messages it was delivering "
           "returned to their mailboxes",
           dead.c_str(), static_cast<unsigned long long>(*k));
     n += *k;
+    if (*k == 0 && age_ms >= 2 * cfg_.lease.count())
+      if (auto d = eval(rs::kDropSet, {daemons_, inflight_set(dead), claimed_}, {dead}); !d) return d.error();
   }
   return n;
 }

@@ -71,10 +71,14 @@ class RedisBackend {
   Errc renew_lease() EXCLUDES(conn_mu_, watch_mu_);
   // Returns the in-flight messages of every daemon whose lease ended to the
   // front of their mailboxes (the subscriber thread does it every lease/2);
-  // how many. Each dead daemon is claimed by one recoverer.
+  // how many. Each dead daemon is claimed once, and its records are
+  // returned again at every recovery (by whichever daemon runs it) until
+  // one finds none two leases after the claim: what it took between the
+  // claim and its death comes back too.
   Result<uint64_t> recover() EXCLUDES(conn_mu_);
-  // Returns daemon `id`'s in-flight messages (this daemon's own at a clean stop).
-  Result<uint64_t> return_in_flight(const std::string& id) EXCLUDES(conn_mu_);
+  // Returns daemon `id`'s in-flight messages (this daemon's own at a clean
+  // stop); `drop`: then its set of mailboxes (and its claim) goes.
+  Result<uint64_t> return_in_flight(const std::string& id, bool drop = true) EXCLUDES(conn_mu_);
   // A take (pop, or a push taking for parked receives) of mailbox `rid`'s
   // store `field` whose reply never came: kept until reclaim() ran for it
   // (the subscriber's tick tries every one; the store before its next take).
@@ -107,7 +111,7 @@ class RedisBackend {
   std::string inflight_set(const std::string& daemon) const;  // the mailboxes a daemon may hold records of
 
   const RedisConfig cfg_;
-  std::string daemon_id_, host_, channel_, daemons_;
+  std::string daemon_id_, host_, channel_, daemons_, claimed_;
   std::chrono::steady_clock::time_point next_renew_{}, next_recover_{};  // the subscriber thread's only
   Mutex conn_mu_;                            // leaf lock: one round trip at a time on the shared connection
   redis::Client conn_ GUARDED_BY(conn_mu_);  // one server, or a cluster (a connection per node)

@@ -69,7 +69,8 @@ TEST(RedisScripts, TouchOnlyTheKeysTheyAreGiven) {
   const std::regex call(R"(redis\.call\('(\w+)'(?:,\s*([^,)]+))?)");
   for (const redis::Script* s :
        {&rs::kInit, &rs::kPush, &rs::kPop, &rs::kUnpop, &rs::kWithdraw, &rs::kPeek, &rs::kStats, &rs::kMaxLen,
-        &rs::kReshape, &rs::kDestroy, &rs::kRenew, &rs::kClaimDead, &rs::kReturn, &rs::kLost, &rs::kWaiters}) {
+        &rs::kReshape, &rs::kDestroy, &rs::kRenew, &rs::kClaimDead, &rs::kReturn, &rs::kLost, &rs::kWaiters,
+        &rs::kClaimed, &rs::kDropSet}) {
     const std::string text(s->text);
     int calls = 0;
     for (auto it = std::sregex_iterator(text.begin(), text.end(), call); it != std::sregex_iterator(); ++it) {

@@ -418,4 +418,51 @@ TEST_F(RedisLeaseTest, ACleanStopGivesBackWhatItHadInFlight) {
   ASSERT_TRUE(sy->pop(out).ok());
   EXPECT_EQ(out, "kept");
 }
+
+// Claimed as dead while it was only slow, x takes one more record and then
+// dies before its next renewal: the claim stays, so a later recovery still
+// returns that record; two leases after the claim, a recovery that finds
+// nothing more drops the claim and x's set of mailboxes.
+TEST_F(RedisLeaseTest, ADaemonThatTakesAfterItsClaimAndDiesIsStillRecovered) {
+  ASSERT_NO_FATAL_FAILURE(x_took({"one", "two", "three"}, 1));
+  ASSERT_TRUE(y_->command({"HSET", "mbx:{t}:daemons", x_->daemon_id(), "0"}).ok());
+  EXPECT_EQ(y_->recover().value(), 1u);  // "one"
+  std::string out;
+  auto p = sx_->pop(out);  // x, slow and not renewed, takes "one" again, then dies
+  ASSERT_TRUE(p.ok());
+  EXPECT_EQ(out, "one");
+  EXPECT_EQ(y_->recover().value(), 1u);
+  EXPECT_EQ(y_->recover().value(), 0u);
+  const std::string set = "mbx:{t}:inflight:" + x_->daemon_id();
+  EXPECT_EQ(y_->command({"HEXISTS", "mbx:{t}:claimed", x_->daemon_id()})->integer, 1);  // under two leases
+  EXPECT_EQ(y_->command({"EXISTS", set})->integer, 1);
+  ASSERT_TRUE(y_->command({"HSET", "mbx:{t}:claimed", x_->daemon_id(), "0"}).ok());  // claimed long ago
+  EXPECT_EQ(y_->recover().value(), 0u);
+  EXPECT_EQ(y_->command({"HEXISTS", "mbx:{t}:claimed", x_->daemon_id()})->integer, 0);
+  EXPECT_EQ(y_->command({"EXISTS", set})->integer, 0);
+  for (const char* m : {"one", "two", "three"}) {
+    out.clear();
+    auto q = sy_->pop(out);
+    ASSERT_TRUE(q.ok());
+    EXPECT_EQ(out, m);
+    EXPECT_EQ(sy_->ack(q->seq), Errc::ok);
+  }
+  EXPECT_EQ(sy_->stats().returned, 2u);
+}
+
+// A daemon claimed while slow that renews leaves the claimed hash: nothing
+// of its is returned any more, and its set stays.
+TEST_F(RedisLeaseTest, AClaimedDaemonThatRenewsIsNoLongerRecovered) {
+  ASSERT_NO_FATAL_FAILURE(x_took({"one", "two"}, 1));
+  ASSERT_TRUE(y_->command({"HSET", "mbx:{t}:daemons", x_->daemon_id(), "0"}).ok());
+  EXPECT_EQ(y_->recover().value(), 1u);
+  ASSERT_EQ(x_->renew_lease(), Errc::ok);
+  std::string out;
+  auto p = sx_->pop(out);  // held by a live x: not to be returned
+  ASSERT_TRUE(p.ok());
+  EXPECT_EQ(y_->recover().value(), 0u);
+  EXPECT_EQ(y_->command({"HEXISTS", "mbx:{t}:claimed", x_->daemon_id()})->integer, 0);
+  EXPECT_EQ(y_->command({"EXISTS", "mbx:{t}:inflight:" + x_->daemon_id()})->integer, 1);
+  EXPECT_EQ(sx_->ack(p->seq), Errc::ok);
+}
 }  // namespace
