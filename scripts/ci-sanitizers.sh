@@ -63,7 +63,12 @@ run() {
   f=$(sed -n 's/^\[  FAILED  \] \([0-9]*\) test.*/\1/p' "$log" | tail -1)
   s=$(sed -n 's/^\[  SKIPPED \] \([0-9]*\) test.*/\1/p' "$log" | tail -1)
   f=${f:-0}
-  grep -E '^\[  FAILED  \] [^ ]+ \([0-9]+ ms\)' "$log" | sed 's/^/    /'
+  # Each failed test with its failure text (expected and actual values, the
+  # daemon's log the test printed), as tests/run.sh shows them.
+  awk '/^\[ +(RUN|OK|SKIPPED) +\]/ { block = 0; next }
+       /^\[  FAILED  \] [^ ]+ \([0-9]+ ms\)/ { block = 0; print; next }
+       /: Failure$|error:/ { block = 1 }
+       block { print }' "$log" | head -200 | sed 's/^/    /'
   if [ "$rc" -ne 0 ] && [ "$f" -eq 0 ]; then
     echo "sanitizers: $name exited with status $rc before reporting (a sanitizer report, crash or deadline):"
     grep -E 'ERROR: .*Sanitizer|WARNING: ThreadSanitizer|runtime error|SUMMARY' "$log" | head -5 | sed 's/^/    /'
