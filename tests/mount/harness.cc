@@ -271,6 +271,18 @@ int finish(pid_t p, int ms) {
   return st;
 }
 
+bool wait_stopped(pid_t pid, int ms) {
+  const std::string tasks = "/proc/" + std::to_string(pid) + "/task";
+  return wait_until(
+      [&] {
+        const auto tids = numeric_entries(tasks);
+        for (pid_t t : tids)
+          if (const char c = task_state(pid, t); c != 'T' && c != 't') return false;
+        return !tids.empty();
+      },
+      ms);
+}
+
 bool wait_until(const std::function<bool()>& pred, int ms) {
   const long long end = now_ms() + ms;
   for (;;) {

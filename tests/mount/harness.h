@@ -162,6 +162,9 @@ int reap(pid_t p, int ms);
 // Like reap(), but a child still running at the deadline is killed and
 // reaped (-1).
 int finish(pid_t p, int ms = kHang);
+// Waits (hang guard `ms`) until every thread of `pid` is stopped (SIGSTOP
+// is delivered asynchronously: a kill() that returned has not stopped it yet).
+bool wait_stopped(pid_t pid, int ms = kHang);
 
 // Path of the daemon binary under test (MAILBOXFS_BIN, or out/mailboxfs).
 std::string daemon_binary();

@@ -351,8 +351,10 @@ TEST(Mq, SignalInterruptsABlockedReceive) {
 }
 
 // Resumes a daemon stopped with SIGSTOP, whatever the test's outcome.
+// The daemon stopped for a scope: `ok` once every thread of it has stopped
+// (a request sent before then may still be answered).
 struct Stopped {
-  explicit Stopped(pid_t pid) : pid(pid) { ok = ::kill(pid, SIGSTOP) == 0; }
+  explicit Stopped(pid_t pid) : pid(pid) { ok = ::kill(pid, SIGSTOP) == 0 && mt::wait_stopped(pid); }
   ~Stopped() { ::kill(pid, SIGCONT); }
   pid_t pid;
   bool ok;
