@@ -73,11 +73,15 @@ std::string RedisBackend::inflight_set(const std::string& daemon) const {
 }
 
 Errc RedisBackend::renew_lease() {
+  MutexLock lease(renew_mu_);
+  const auto sent = std::chrono::steady_clock::now();  // the lease runs from before the request
   auto r = eval(rs::kRenew, {daemons_}, {daemon_id_, std::to_string(cfg_.lease.count())});
   if (!r) return r.error();
   if (r->is_error() || r->elements.size() != 3) return Errc::io;
   const bool was_claimed = num(r->elements[2]) == 1 && renewed_;
   renewed_ = true;
+  renewed_at_.store(std::chrono::duration_cast<std::chrono::nanoseconds>(sent.time_since_epoch()).count(),
+                    std::memory_order_relaxed);
   if (was_claimed) {
     // Thought dead and claimed: the set of our mailboxes may be gone (a
     // recovery two leases after the claim drops it), so what we receive
@@ -140,6 +144,15 @@ Result<uint64_t> RedisBackend::recover() {
   return n;
 }
 
+Errc RedisBackend::fresh_lease() {
+  const int64_t at = renewed_at_.load(std::memory_order_relaxed);
+  if (at == 0) return Errc::ok;  // not in the lease protocol (a backend never started, in tests)
+  const int64_t now =
+      std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now().time_since_epoch()).count();
+  if (now - at < std::chrono::duration_cast<std::chrono::nanoseconds>(cfg_.lease).count() / 2) return Errc::ok;
+  return renew_lease();
+}
+
 void RedisBackend::note_lost(const std::string& rid, const std::string& field, uint64_t token) {
   MutexLock g(lost_mu_);
   lost_.push_back(Lost{rid, field, token});
@@ -165,16 +178,17 @@ void RedisBackend::tick(bool fresh) {
     MutexLock g(conn_mu_);
     (void)conn_.connect(/*now=*/true);  // no waiting out the backoff: the subscriber reached the server
   }
-  kick_all();  // parked calls that met the outage try again
+  const auto now = std::chrono::steady_clock::now();
+  if (fresh) next_renew_ = now;  // the lease may have run low while the server was away
+  // First: the puts-back below may each wait out the command timeout.
+  if (now >= next_renew_ && renew_lease() == Errc::ok) next_renew_ = now + cfg_.lease / 3;
   std::vector<Lost> lost;
   {
     MutexLock g(lost_mu_);
     lost = lost_;
   }
   for (const Lost& l : lost) (void)reclaim(l.rid, l.field, l.token);  // kept in lost_ until it ran
-  const auto now = std::chrono::steady_clock::now();
-  if (fresh) next_renew_ = now;  // the lease may have run low while the server was away
-  if (now >= next_renew_ && renew_lease() == Errc::ok) next_renew_ = now + cfg_.lease / 3;
+  kick_all();  // parked calls that met the outage try again, and find what was put back (its event is ours)
   if (now >= next_recover_ && recover().ok()) next_recover_ = now + cfg_.lease / 2;
 }
 
@@ -391,7 +405,9 @@ Result<uint64_t> RedisStore::push(std::string_view msg, const Sender& from, bool
                     ev = b_.event('p', rid_), handoff = b_.event('h', rid_), limit = std::to_string(kHandoffInline);
   // A receive of this daemon waits: the same step takes it the oldest
   // record, which the pop that follows answers (one round trip, not two).
-  const bool take = std::exchange(receivers_waiting_, false) && !taken_;
+  // Not while this daemon's lease may have ended (RedisBackend::fresh_lease):
+  // then the send goes without taking, and the receive pops it.
+  const bool take = std::exchange(receivers_waiting_, false) && !taken_ && b_.fresh_lease() == Errc::ok;
   if (take && lost_)
     if (Errc e = reclaim_lost(); e != Errc::ok) return e;
   const std::string token = std::to_string(++token_);
@@ -446,6 +462,7 @@ Result<Store::Popped> RedisStore::pop(std::string& out) {
       }
     }
     if (!h) {
+      if (Errc e = b_.fresh_lease(); e != Errc::ok) return e;
       if (lost_)
         if (Errc e = reclaim_lost(); e != Errc::ok) return e;
       for (uint64_t seq : handed_seqs_) known.push_back(std::to_string(seq));

@@ -68,7 +68,18 @@ class RedisBackend {
   // Renews this daemon's lease (the subscriber thread does it every lease/3).
   // A lease found claimed (the daemon was thought dead) registers its open
   // mailboxes again, so later in-flight records are still recovered.
-  Errc renew_lease() EXCLUDES(conn_mu_, watch_mu_);
+  Errc renew_lease() EXCLUDES(renew_mu_, conn_mu_, watch_mu_);
+  // Before a take (a pop, or a push that takes for parked receives): a
+  // daemon in the lease protocol (it renewed once) whose last renewal is
+  // lease/2 old or more renews first, and takes nothing if it cannot. So a
+  // daemon takes records only while its lease holds (by its own clock): once
+  // claimed as dead it takes nothing more before it has renewed, and a
+  // recovery never returns what a live daemon took afterwards.
+  Errc fresh_lease() EXCLUDES(renew_mu_, conn_mu_, watch_mu_);
+  // Makes the last renewal look `by` older, as after a stall that long (tests).
+  void age_lease(std::chrono::milliseconds by) {
+    renewed_at_.fetch_sub(std::chrono::duration_cast<std::chrono::nanoseconds>(by).count(), std::memory_order_relaxed);
+  }
   // Returns the in-flight messages of every daemon whose lease ended to the
   // front of their mailboxes (the subscriber thread does it every lease/2);
   // how many. Each dead daemon is claimed once, and its records are
@@ -125,7 +136,11 @@ class RedisBackend {
   std::unordered_map<std::string, int> open_ GUARDED_BY(watch_mu_);
   // rid -> the stores open on it, watched or not (a hand-off finds its store here).
   std::unordered_multimap<std::string, RedisStore*> stores_ GUARDED_BY(watch_mu_);
-  bool renewed_ = false;  // the renewing thread's only (the opener before start(), then the subscriber)
+  Mutex renew_mu_;  // one renewal at a time (the subscriber's tick, fresh_lease()); before conn_mu_ and watch_mu_
+  bool renewed_ GUARDED_BY(renew_mu_) = false;
+  // steady_clock nanoseconds of the last successful renewal; 0: never.
+  // Relaxed: a time only; it publishes nothing.
+  std::atomic<int64_t> renewed_at_{0};
   bool sub_started_ = false;
   std::atomic<uint64_t> next_store_{0};  // names each store's field in the tokens hashes
   struct Lost {

@@ -461,7 +461,7 @@ TEST_F(RedisFast, AReceiveWhoseReplyNeverCameLeavesItsMessageForTheNextOne) {
   ASSERT_TRUE(p.ok()) << "the message stayed in flight";
   EXPECT_EQ(out, "kept");
   EXPECT_EQ(s->ack(p->seq), Errc::ok);
-  EXPECT_EQ(c.command({"HLEN", inflight})->integer, 0);
+  EXPECT_EQ(a->command({"HLEN", inflight})->integer, 0);  // on the ack's connection: read after it
   out.clear();
   EXPECT_EQ(s->pop(out).error(), Errc::again);  // once, not twice
   const QueueStats st = s->stats();

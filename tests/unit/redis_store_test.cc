@@ -450,6 +450,25 @@ TEST_F(RedisLeaseTest, ADaemonThatTakesAfterItsClaimAndDiesIsStillRecovered) {
   EXPECT_EQ(sy_->stats().returned, 2u);
 }
 
+// A daemon claimed while it was stalled takes nothing more before it has
+// renewed (its own clock says its lease ran out): so what it takes after is
+// its own again, and no recovery returns it.
+TEST_F(RedisLeaseTest, AStalledDaemonRenewsBeforeItTakesAgain) {
+  ASSERT_NO_FATAL_FAILURE(x_took({"one", "two"}, 1));
+  ASSERT_TRUE(y_->command({"HSET", "mbx:{t}:daemons", x_->daemon_id(), "0"}).ok());
+  EXPECT_EQ(y_->recover().value(), 1u);  // "one", claimed while x was stalled
+  x_->age_lease(std::chrono::seconds(10));
+  std::string out;
+  auto p = sx_->pop(out);
+  ASSERT_TRUE(p.ok());
+  EXPECT_EQ(out, "one");
+  EXPECT_EQ(y_->command({"HEXISTS", "mbx:{t}:daemons", x_->daemon_id()})->integer, 1);  // renewed first
+  EXPECT_EQ(y_->recover().value(), 0u);
+  EXPECT_EQ(y_->command({"HEXISTS", "mbx:{t}:claimed", x_->daemon_id()})->integer, 0);
+  EXPECT_EQ(sx_->ack(p->seq), Errc::ok);
+  EXPECT_EQ(sy_->stats().returned, 1u);
+}
+
 // A daemon claimed while slow that renews leaves the claimed hash: nothing
 // of its is returned any more, and its set stays.
 TEST_F(RedisLeaseTest, AClaimedDaemonThatRenewsIsNoLongerRecovered) {
