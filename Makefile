@@ -127,20 +127,23 @@ $(OUT)/%.o: %.cc
 # The suites' own code at -O0: gtest-heavy files are most of the build, and
 # -O0 compiles them in about 60% of -O1's time (45% of -O2's); the tests wait
 # on daemons and processes, not on their own code. What they test (the core,
-# the daemon, libmailbox) stays at CXXFLAGS; the bench's code too.
+# the daemon, libmailbox) stays at CXXFLAGS; the bench's code too. The suites
+# link the code they test first: of an inline function both define, the
+# linker keeps the first copy, which must be the optimised (or, in the
+# sanitizer builds, instrumented) one.
 $(UNIT_OBJS) $(MOUNT_OBJS): CXXFLAGS += -O0
 
 # The unit tests also cover the daemon's command-line parser (fusefs/options.cc, libfuse's fuse_opt).
-$(OUT)/unit_tests: $(UNIT_OBJS) $(OUT)/fusefs/options.o $(OUT)/libmailbox_core.a
-	$(CXX) -o $@ $(UNIT_OBJS) $(OUT)/fusefs/options.o $(OUT)/libmailbox_core.a $(LDFLAGS) $(GTEST_LIBS) $(FUSE_LIBS) $(HIREDIS_LIBS)
+$(OUT)/unit_tests: $(UNIT_OBJS) $(OUT)/fusefs/options.o $(CORE_OBJS)
+	$(CXX) -o $@ $(CORE_OBJS) $(OUT)/fusefs/options.o $(UNIT_OBJS) $(LDFLAGS) $(GTEST_LIBS) $(FUSE_LIBS) $(HIREDIS_LIBS)
 $(OUT)/tests/unit/options_test.o: CXXFLAGS += $(FUSE_CFLAGS) -I.
 
 # The ecosystem tests run the Python suite and `make install` from the source tree.
 $(OUT)/tests/mount/ecosystem_test.o: CXXFLAGS += -DMAILBOXFS_SRCDIR='"$(CURDIR)"'
 
 # The mount tests run the mq programs below as subprocesses (tests/mount/mq_conformance_test.cc).
-$(OUT)/mount_tests: $(MOUNT_OBJS) $(OUT)/libmailbox.a | $(OUT)/mq_conformance $(OUT)/mq_prodcons
-	$(CXX) -o $@ $(MOUNT_OBJS) $(OUT)/libmailbox.a $(LDFLAGS) $(GTEST_LIBS)
+$(OUT)/mount_tests: $(MOUNT_OBJS) $(LIB_SRCS:%.cc=$(OUT)/%.o) | $(OUT)/mq_conformance $(OUT)/mq_prodcons
+	$(CXX) -o $@ $(LIB_SRCS:%.cc=$(OUT)/%.o) $(MOUNT_OBJS) $(LDFLAGS) $(GTEST_LIBS)
 
 # The mq conformance suite and an unmodified mq program (tests/mq): plain
 # <mqueue.h> programs that link nothing of mailboxfs (-lrt only), so the same
@@ -323,7 +326,7 @@ fuzz-smoke: build-fuzz
 # (built with TSan by sanitize-check, which need not build the rest).
 CONCURRENCY_SRCS := $(sort $(wildcard tests/unit/*stress*.cc) tests/unit/doorbell_test.cc \
   tests/unit/mailbox_wait_test.cc tests/unit/segment_process_test.cc)
-$(OUT)/concurrency_tests: $(CONCURRENCY_SRCS:%.cc=$(OUT)/%.o) $(OUT)/libmailbox_core.a
+$(OUT)/concurrency_tests: $(CORE_OBJS) $(CONCURRENCY_SRCS:%.cc=$(OUT)/%.o)
 	$(CXX) -o $@ $^ $(LDFLAGS) $(GTEST_LIBS) $(HIREDIS_LIBS)
 
 # The unit and mount suites under ASan+UBSan (out-asan), the concurrency

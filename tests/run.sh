@@ -103,8 +103,8 @@ verdicts() {
 }
 
 # With the extras, the sanitizer and fuzz builds (the longest part of CI)
-# run in the background at nice 19 while the unit and both mount suites run:
-# they overlap in time, and the mount suites meet a real compile load too.
+# run in the background at nice 19 while the unit and mount suites run:
+# they overlap in time, and the mount suite meets a real compile load too.
 bg_build=
 if [ "$extras" -eq 1 ]; then
   MOUNT_TESTS="$(cd "$out" && pwd)/mount_tests" UNIT_OBJS_FROM="$out" \
