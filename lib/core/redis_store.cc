@@ -74,19 +74,33 @@ std::string RedisBackend::inflight_set(const std::string& daemon) const {
 
 Errc RedisBackend::renew_lease() {
   MutexLock lease(renew_mu_);
+  return renew_locked();
+}
+
+// Lease/2 old or more by this daemon's clock (0: never renewed).
+bool RedisBackend::lease_stale() const {
+  const int64_t at = renewed_at_.load(std::memory_order_relaxed);
+  const int64_t now =
+      std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now().time_since_epoch()).count();
+  return at == 0 || now - at >= std::chrono::duration_cast<std::chrono::nanoseconds>(cfg_.lease).count() / 2;
+}
+
+Errc RedisBackend::renew_locked() {
   const auto sent = std::chrono::steady_clock::now();  // the lease runs from before the request
   auto r = eval(rs::kRenew, {daemons_}, {daemon_id_, std::to_string(cfg_.lease.count())});
   if (!r) return r.error();
   if (r->is_error() || r->elements.size() != 3) return Errc::io;
-  const bool was_claimed = num(r->elements[2]) == 1 && renewed_;
-  renewed_ = true;
-  renewed_at_.store(std::chrono::duration_cast<std::chrono::nanoseconds>(sent.time_since_epoch()).count(),
-                    std::memory_order_relaxed);
-  if (was_claimed) {
+  if (num(r->elements[2]) == 1 && renewed_) {
     // Thought dead and claimed: the set of our mailboxes may be gone (a
     // recovery two leases after the claim drops it), so what we receive
-    // from now on needs it again.
+    // from now on needs it again. Until that is done, the lease is not
+    // counted as renewed (fresh_lease() lets no take through), and each
+    // renewal tries it again: the server reports the claim only once.
     log(LogLevel::warning, "redis: this daemon's lease had ended; the messages it was delivering were returned");
+    reregister_ = true;
+  }
+  renewed_ = true;
+  if (reregister_) {
     std::vector<std::string> rids;
     {
       MutexLock g(watch_mu_);
@@ -96,8 +110,11 @@ Errc RedisBackend::renew_lease() {
     std::vector<std::string_view> argv{"SADD", set};
     for (auto& rid : rids) argv.push_back(rid);
     if (!rids.empty())
-      if (auto a = command(argv); !a) return a.error();
+      if (auto a = command(argv); !a || a->is_error()) return a ? Errc::io : a.error();
+    reregister_ = false;
   }
+  renewed_at_.store(std::chrono::duration_cast<std::chrono::nanoseconds>(sent.time_since_epoch()).count(),
+                    std::memory_order_relaxed);
   return Errc::ok;
 }
 
@@ -145,12 +162,14 @@ Result<uint64_t> RedisBackend::recover() {
 }
 
 Errc RedisBackend::fresh_lease() {
-  const int64_t at = renewed_at_.load(std::memory_order_relaxed);
-  if (at == 0) return Errc::ok;  // not in the lease protocol (a backend never started, in tests)
-  const int64_t now =
-      std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now().time_since_epoch()).count();
-  if (now - at < std::chrono::duration_cast<std::chrono::nanoseconds>(cfg_.lease).count() / 2) return Errc::ok;
-  return renew_lease();
+  // Not in the lease protocol: a backend never started (tests). A started
+  // one whose first renewal failed renews here, before it takes anything.
+  if (!started_.load(std::memory_order_relaxed) && renewed_at_.load(std::memory_order_relaxed) == 0)
+    return Errc::ok;
+  if (!lease_stale()) return Errc::ok;
+  MutexLock lease(renew_mu_);
+  if (!lease_stale()) return Errc::ok;  // another thread renewed while this one waited
+  return renew_locked();
 }
 
 void RedisBackend::note_lost(const std::string& rid, const std::string& field, uint64_t token) {
@@ -205,6 +224,7 @@ Result<std::unique_ptr<RedisBackend>> RedisBackend::open(const RedisConfig& cfg)
 
 void RedisBackend::start() {
   sub_started_ = true;
+  started_.store(true, std::memory_order_relaxed);
   (void)renew_lease();  // registered before any receive: a death is noticed
   sub_ = std::make_unique<redis::Subscriber>(
       cfg_.endpoint, channel_, cfg_.recheck, [this](std::string_view ev) { on_event(ev); },
@@ -541,6 +561,8 @@ void RedisStore::sync_waiters() {
   const int64_t want = int64_t{parked_} - held;  // the records held here go to the first parked
   if (parked_ == 0 ? !any : want == free) return;
   const int64_t delta = parked_ == 0 ? -free : want - free;
+  // More waiters here let other daemons' pushes hand records to this one: a take.
+  if (delta > 0 && b_.fresh_lease() != Errc::ok) return;  // tried again at the next hold
   const std::string ev = b_.event('p', rid_);
   std::string st;
   const std::string d = std::to_string(delta), n = std::to_string(parked_);

@@ -9,7 +9,8 @@
 // connection has short connect and command timeouts, so "every call returns
 // at once" holds as "within one round trip, or EIO within the timeout" when
 // the server is away; the connection then backs off before trying again, and
-// calls meanwhile fail with EIO at once. Wake-ups come from a subscriber
+// calls meanwhile fail with EIO at once (a take may first renew the lease
+// or put back a lost take: a round trip more each). Wake-ups come from a subscriber
 // thread (one channel per namespace) and a periodic re-check.
 #pragma once
 #include <atomic>
@@ -69,12 +70,14 @@ class RedisBackend {
   // A lease found claimed (the daemon was thought dead) registers its open
   // mailboxes again, so later in-flight records are still recovered.
   Errc renew_lease() EXCLUDES(renew_mu_, conn_mu_, watch_mu_);
-  // Before a take (a pop, or a push that takes for parked receives): a
-  // daemon in the lease protocol (it renewed once) whose last renewal is
-  // lease/2 old or more renews first, and takes nothing if it cannot. So a
-  // daemon takes records only while its lease holds (by its own clock): once
-  // claimed as dead it takes nothing more before it has renewed, and a
-  // recovery never returns what a live daemon took afterwards.
+  // Before a take (a pop, a push that takes for parked receives, more
+  // waiters registered here): a started daemon whose last renewal is lease/2
+  // old or more (or never made) renews first, and takes nothing if it
+  // cannot. So a daemon starts a take only while its lease holds by its own
+  // clock: once claimed as dead it starts none before it has renewed. A take
+  // already under way (it may wait behind other round trips, up to the
+  // command timeout each) can still reach the server after the claim; a
+  // recovery may then return that record as well: a counted duplicate.
   Errc fresh_lease() EXCLUDES(renew_mu_, conn_mu_, watch_mu_);
   // Makes the last renewal look `by` older, as after a stall that long (tests).
   void age_lease(std::chrono::milliseconds by) {
@@ -136,8 +139,14 @@ class RedisBackend {
   std::unordered_map<std::string, int> open_ GUARDED_BY(watch_mu_);
   // rid -> the stores open on it, watched or not (a hand-off finds its store here).
   std::unordered_multimap<std::string, RedisStore*> stores_ GUARDED_BY(watch_mu_);
-  Mutex renew_mu_;  // one renewal at a time (the subscriber's tick, fresh_lease()); before conn_mu_ and watch_mu_
+  // One renewal at a time (the subscriber's tick, fresh_lease() on the FUSE
+  // threads, under a mailbox lock); taken before conn_mu_ and watch_mu_.
+  Mutex renew_mu_;
+  Errc renew_locked() REQUIRES(renew_mu_) EXCLUDES(conn_mu_, watch_mu_);
+  bool lease_stale() const;
   bool renewed_ GUARDED_BY(renew_mu_) = false;
+  bool reregister_ GUARDED_BY(renew_mu_) = false;  // claimed: the set of our mailboxes is to be made again
+  std::atomic<bool> started_{false};  // start() ran: in the lease protocol (relaxed: a flag read alone)
   // steady_clock nanoseconds of the last successful renewal; 0: never.
   // Relaxed: a time only; it publishes nothing.
   std::atomic<int64_t> renewed_at_{0};

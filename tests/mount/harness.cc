@@ -273,14 +273,20 @@ int finish(pid_t p, int ms) {
 
 bool wait_stopped(pid_t pid, int ms) {
   const std::string tasks = "/proc/" + std::to_string(pid) + "/task";
+  bool stopped = false;
   return wait_until(
-      [&] {
-        const auto tids = numeric_entries(tasks);
-        for (pid_t t : tids)
-          if (const char c = task_state(pid, t); c != 'T' && c != 't') return false;
-        return !tids.empty();
-      },
-      ms);
+             [&] {
+               const auto tids = numeric_entries(tasks);
+               if (tids.empty()) return true;  // gone: no use waiting
+               for (pid_t t : tids) {
+                 const char c = task_state(pid, t);
+                 if (c == 'Z' || c == 'X') return true;  // exiting
+                 if (c != 'T' && c != 't') return false;
+               }
+               return stopped = true;
+             },
+             ms) &&
+         stopped;
 }
 
 bool wait_until(const std::function<bool()>& pred, int ms) {
