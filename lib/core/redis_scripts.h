@@ -342,13 +342,16 @@ redis.call('PUBLISH', ARGV[1], ARGV[2])
 return {'OK'}
 )lua"};
 
+// `now`: the server's clock in milliseconds (the leases' time base).
+#define MBX_REDIS_NOW_LUA                 \
+  "local t = redis.call('TIME')\n"        \
+  "local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n"
+
 // ---- leases (KEYS[1] the namespace's daemons hash: daemon id -> lease end, server ms) ----
 
 // ARGV: daemon id, lease (ms). Renews this daemon's lease; answers the
 // server's time and 1 if the lease was not there (first, or claimed as dead).
-inline constexpr redis::Script kRenew{"renew", R"lua(
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+inline constexpr redis::Script kRenew{"renew", MBX_REDIS_NOW_LUA R"lua(
 local new = redis.call('HSET', KEYS[1], ARGV[1], now + tonumber(ARGV[2]))
 return {'OK', now, new}
 )lua"};
@@ -368,9 +371,7 @@ return {'OK', 1}
 // claimed, server ms). ARGV: this daemon's id. Claims every other daemon
 // whose lease ended: it leaves the daemons hash for the claimed hash, so it
 // is claimed once; answers their ids.
-inline constexpr redis::Script kClaimDead{"claim_dead", R"lua(
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+inline constexpr redis::Script kClaimDead{"claim_dead", MBX_REDIS_NOW_LUA R"lua(
 local all = redis.call('HGETALL', KEYS[1])
 local dead = {'OK'}
 for i = 1, #all, 2 do
@@ -387,9 +388,7 @@ return dead
 // whose records are still returned at each recovery: one that renewed since
 // leaves the claimed hash (its own renewal covers it again); answers
 // {OK, id, ms since its claim, ...} for the others.
-inline constexpr redis::Script kClaimed{"claimed", R"lua(
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+inline constexpr redis::Script kClaimed{"claimed", MBX_REDIS_NOW_LUA R"lua(
 local all = redis.call('HGETALL', KEYS[2])
 local r = {'OK'}
 for i = 1, #all, 2 do

@@ -192,11 +192,13 @@ Errc RedisBackend::reclaim(const std::string& rid, const std::string& field, uin
   return Errc::ok;
 }
 
+Errc RedisBackend::reconnect() {
+  MutexLock g(conn_mu_);
+  return conn_.connect(/*now=*/true);
+}
+
 void RedisBackend::tick(bool fresh) {
-  if (fresh) {
-    MutexLock g(conn_mu_);
-    (void)conn_.connect(/*now=*/true);  // no waiting out the backoff: the subscriber reached the server
-  }
+  if (fresh) (void)reconnect();  // no waiting out the backoff: the subscriber reached the server
   const auto now = std::chrono::steady_clock::now();
   if (fresh) next_renew_ = now;  // the lease may have run low while the server was away
   // First: the puts-back below may each wait out the command timeout.
@@ -223,7 +225,6 @@ Result<std::unique_ptr<RedisBackend>> RedisBackend::open(const RedisConfig& cfg)
 }
 
 void RedisBackend::start() {
-  sub_started_ = true;
   started_.store(true, std::memory_order_relaxed);
   (void)renew_lease();  // registered before any receive: a death is noticed
   sub_ = std::make_unique<redis::Subscriber>(
@@ -233,7 +234,7 @@ void RedisBackend::start() {
 
 RedisBackend::~RedisBackend() {
   sub_.reset();
-  if (!sub_started_) return;
+  if (!started_.load(std::memory_order_relaxed)) return;
   // A clean stop: its lease ends (first: kDropSet then drops its set), and
   // what it still had in flight goes back.
   (void)command({"HDEL", daemons_, daemon_id_});

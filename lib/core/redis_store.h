@@ -66,6 +66,9 @@ class RedisBackend {
   // The channel of the namespace, and the event that tells of `op` on `rid`.
   const std::string& channel() const { return channel_; }
   std::string event(char op, const std::string& rid) const;
+  // Connects now, without waiting out the backoff after a failure (the
+  // subscriber's tick when it reached the server again; tests).
+  Errc reconnect() EXCLUDES(conn_mu_);
   // Renews this daemon's lease (the subscriber thread does it every lease/3).
   // A lease found claimed (the daemon was thought dead) registers its open
   // mailboxes again, so later in-flight records are still recovered.
@@ -150,7 +153,6 @@ class RedisBackend {
   // steady_clock nanoseconds of the last successful renewal; 0: never.
   // Relaxed: a time only; it publishes nothing.
   std::atomic<int64_t> renewed_at_{0};
-  bool sub_started_ = false;
   std::atomic<uint64_t> next_store_{0};  // names each store's field in the tokens hashes
   struct Lost {
     std::string rid, field;

@@ -15,10 +15,11 @@
 #include <map>
 #include <mutex>
 #include <sstream>
-#include <thread>
+#include <vector>
 
 #include "../common/redis_server.h"
 #include "core/redis_store.h"
+#include "redis/subscriber.h"
 #include "mailbox/layout.h"
 
 namespace {
@@ -424,6 +425,38 @@ TEST_F(RedisFast, ARecordHandedToADaemonThatDiesIsReturned) {
   EXPECT_EQ(st.total_sent, 1u);
 }
 
+// The namespace's events as published, heard through a subscriber of the
+// test's own: a test waits for the event a step publishes (its readiness
+// signal), with a hang guard only.
+class Events {
+ public:
+  explicit Events(const std::string& url)
+      : sub_(redis::parse_url(url).value(), "mbx:t:ev", std::chrono::minutes(10),
+             [this](std::string_view ev) {
+               std::lock_guard g(mu_);
+               seen_.emplace_back(ev);
+               cv_.notify_all();
+             },
+             [](bool) {}) {}
+  bool subscribed() { return sub_.wait_subscriptions(1, std::chrono::seconds(30)); }
+  // Waits for an event equal to `ev` heard after the last one waited for.
+  bool wait_for(const std::string& ev) {
+    std::unique_lock g(mu_);
+    return cv_.wait_for(g, std::chrono::seconds(30), [&] {
+      for (; next_ < seen_.size(); next_++)
+        if (seen_[next_] == ev) return ++next_, true;
+      return false;
+    });
+  }
+
+ private:
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::vector<std::string> seen_;
+  size_t next_ = 0;
+  redis::Subscriber sub_;  // last: stopped first
+};
+
 // A receive whose reply never came (here: the server stopped past the
 // command timeout) may still have run once the server went on: the record
 // it took waits in this daemon's in-flight hash for no reader. The next
@@ -432,6 +465,8 @@ TEST_F(RedisFast, ARecordHandedToADaemonThatDiesIsReturned) {
 TEST_F(RedisFast, AReceiveWhoseReplyNeverCameLeavesItsMessageForTheNextOne) {
   auto a = open();
   auto s = store(*a);
+  Events events(server_.url());
+  ASSERT_TRUE(events.subscribed());
   std::string out;
   ASSERT_EQ(s->pop(out).error(), Errc::again);  // the pop script loaded: what is lost is the pop itself
   ASSERT_TRUE(s->push("kept", {}, false).ok());
@@ -440,24 +475,12 @@ TEST_F(RedisFast, AReceiveWhoseReplyNeverCameLeavesItsMessageForTheNextOne) {
   ASSERT_EQ(::kill(server_.pid(), SIGCONT), 0);
   ASSERT_FALSE(lost.ok());
   EXPECT_EQ(lost.error(), Errc::io);
-  // The server runs the pop it had read: the record is in flight here.
-  redis::Conn c(redis::parse_url(server_.url()).value(), redis::Options{});
+  // The server runs the pop it had read (it publishes): the record is in flight here.
+  ASSERT_TRUE(events.wait_for("r " + a->daemon_id() + " m")) << "the server never ran the lost pop";
   const std::string inflight = "mbx:{t:m}:f:" + a->daemon_id();
-  const auto guard = std::chrono::steady_clock::now() + std::chrono::seconds(30);  // hang guard only
-  while (std::chrono::steady_clock::now() < guard) {
-    auto n = c.command({"HLEN", inflight});
-    if (n && n->integer == 1) break;
-    std::this_thread::sleep_for(std::chrono::milliseconds(10));
-  }
-  ASSERT_EQ(c.command({"HLEN", inflight})->integer, 1) << "the server never ran the lost pop";
-  // The connection backs off after the timeout: EIO until it tries again.
-  Result<Store::Popped> p = Errc::io;
-  while (std::chrono::steady_clock::now() < guard) {
-    out.clear();
-    p = s->pop(out);
-    if (p.ok() || p.error() != Errc::io) break;
-    std::this_thread::sleep_for(std::chrono::milliseconds(10));
-  }
+  ASSERT_EQ(a->reconnect(), Errc::ok);  // not waiting out the backoff after the timeout
+  EXPECT_EQ(a->command({"HLEN", inflight})->integer, 1);
+  auto p = s->pop(out);
   ASSERT_TRUE(p.ok()) << "the message stayed in flight";
   EXPECT_EQ(out, "kept");
   EXPECT_EQ(s->ack(p->seq), Errc::ok);
@@ -470,7 +493,7 @@ TEST_F(RedisFast, AReceiveWhoseReplyNeverCameLeavesItsMessageForTheNextOne) {
 }
 
 // The same, with no receive after it: the daemon's periodic tick puts the
-// record back, and a receive through another daemon gets it.
+// record back (its event says so), and a receive through another daemon gets it.
 TEST_F(RedisFast, AReceiveWhoseReplyNeverCameIsPutBackByItsDaemonWithNoReceiveAfter) {
   RedisConfig cfg;
   cfg.endpoint = redis::parse_url(server_.url()).value();
@@ -482,6 +505,8 @@ TEST_F(RedisFast, AReceiveWhoseReplyNeverCameIsPutBackByItsDaemonWithNoReceiveAf
   auto s = store(**a);
   auto b = open();
   auto sb = store(*b);
+  Events events(server_.url());
+  ASSERT_TRUE(events.subscribed());
   std::string out;
   ASSERT_EQ(s->pop(out).error(), Errc::again);  // the pop script loaded
   ASSERT_TRUE(sb->push("kept", {}, false).ok());
@@ -489,22 +514,16 @@ TEST_F(RedisFast, AReceiveWhoseReplyNeverCameIsPutBackByItsDaemonWithNoReceiveAf
   auto lost = s->pop(out);  // the command timeout (1 s): no reply
   ASSERT_EQ(::kill(server_.pid(), SIGCONT), 0);
   ASSERT_FALSE(lost.ok());
-  // Back in the queue by the tick (the lost pop ran first, or never: either
-  // way the message is queued once the daemon's list of lost calls is empty).
-  redis::Conn c(redis::parse_url(server_.url()).value(), redis::Options{});
-  const auto guard = std::chrono::steady_clock::now() + std::chrono::seconds(30);  // hang guard only
-  Result<Store::Popped> p = Errc::again;
-  while (std::chrono::steady_clock::now() < guard) {
-    out.clear();
-    p = sb->pop(out);
-    if (p.ok()) break;
-    std::this_thread::sleep_for(std::chrono::milliseconds(10));
-  }
-  ASSERT_TRUE(p.ok()) << "the message stayed in flight on the first daemon";
+  const std::string me = (*a)->daemon_id();
+  ASSERT_TRUE(events.wait_for("r " + me + " m")) << "the server never ran the lost pop";
+  ASSERT_TRUE(events.wait_for("p " + me + " m")) << "the message stayed in flight on the first daemon";
+  out.clear();
+  auto p = sb->pop(out);
+  ASSERT_TRUE(p.ok());
   EXPECT_EQ(out, "kept");
   EXPECT_EQ(sb->ack(p->seq), Errc::ok);
-  EXPECT_EQ(c.command({"HLEN", "mbx:{t:m}:f:" + (*a)->daemon_id()})->integer, 0);
-  EXPECT_EQ(c.command({"HLEN", "mbx:{t:m}:t:" + (*a)->daemon_id()})->integer, 0);  // its token went with it
+  EXPECT_EQ(b->command({"HLEN", "mbx:{t:m}:f:" + me})->integer, 0);
+  EXPECT_EQ(b->command({"HLEN", "mbx:{t:m}:t:" + me})->integer, 0);  // its token went with it
   out.clear();
   EXPECT_EQ(sb->pop(out).error(), Errc::again);
   EXPECT_EQ(sb->stats().total_received, 1u);
