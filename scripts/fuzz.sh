@@ -4,7 +4,9 @@
 # Seeds come from tests/fuzz/corpus/<target>/ (read only); what a run finds
 # goes to OUT/corpus/<target>/, a crashing input to OUT/artifacts/. Prints one
 # line per target (inputs tried, corpus size) and "N passed, N failed"; exits
-# non-zero if any target failed.
+# non-zero if any target failed. FUZZ_SEED=N fixes libFuzzer's seed (the
+# smoke run in make test does, so that CI replays the same inputs each time;
+# make fuzz explores with a new seed each run, printed in each log).
 set -u
 out=$1 secs=$2
 shift 2
@@ -36,7 +38,7 @@ names=() pids=()
 for t in "$@"; do
   mkdir -p "$out/corpus/$t" "$root/tests/fuzz/corpus/$t"
   # -timeout: an input that takes 10 s is a hang; -rss_limit_mb guards memory growth.
-  "$out/$t" -max_total_time="$secs" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
+  "$out/$t" -max_total_time="$secs" ${FUZZ_SEED:+-seed="$FUZZ_SEED"} -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
     -artifact_prefix="$out/artifacts/$t-" "$out/corpus/$t" "$root/tests/fuzz/corpus/$t" >"$out/$t.log" 2>&1 &
   names+=("$t") pids+=($!)
   if [ ${#pids[@]} -ge "$jobs" ]; then

@@ -5,9 +5,14 @@
 // than max_message; with no scribble, every message comes back intact and in
 // order (a model queue).
 //
-// The two robust mutexes are left alone: a scribbled lock word makes
-// pthread_mutex_lock() wait forever, and telling an impossible lock state
-// apart is the daemon's quarantine (issue 11), tested by its own tests.
+// The two robust mutexes and the two bias words are left alone: a scribbled
+// lock word makes pthread_mutex_lock() wait forever, and so does a bias word
+// naming a live thread whose process cannot be inspected (/proc/<tid>/maps
+// unreadable, say one of pid 1's threads) with its busy word set: it is
+// taken for a participant stopped inside a biased operation, which a client
+// waits for as for a held lock. The daemon never waits for either (it tries
+// again later), and telling an impossible lock state apart is its quarantine
+// (issue 11), tested by its own tests. The busy words are scribbled.
 #include <fcntl.h>
 #include <sys/mman.h>
 #include <unistd.h>
@@ -45,12 +50,13 @@ mbx::layout::ControlHeader* control() {
   return ctl;
 }
 
-bool in_mutex(const SegmentHeader* h, uint64_t off) {
-  auto inside = [&](const pthread_mutex_t* m) {
-    const auto start = static_cast<uint64_t>(reinterpret_cast<const char*>(m) - reinterpret_cast<const char*>(h));
-    return off >= start && off < start + sizeof(pthread_mutex_t);
+bool in_lock_word(const SegmentHeader* h, uint64_t off) {
+  auto inside = [&](const void* w, size_t size) {
+    const auto start = static_cast<uint64_t>(static_cast<const char*>(w) - reinterpret_cast<const char*>(h));
+    return off >= start && off < start + size;
   };
-  return inside(&h->send_lock) || inside(&h->recv_lock);
+  return inside(&h->send_lock, sizeof h->send_lock) || inside(&h->recv_lock, sizeof h->recv_lock) ||
+         inside(&h->send_bias, sizeof h->send_bias) || inside(&h->recv_bias, sizeof h->recv_bias);
 }
 
 // Message `i`: its number, then a body derived from it, so that a copy can be
@@ -68,7 +74,7 @@ void scribble(FuzzedDataProvider& in, char* base, uint64_t size, int n) {
     // Mostly the header and the first record pages: that is where the checks are.
     uint64_t off = in.ConsumeBool() ? in.ConsumeIntegralInRange<uint64_t>(0, 4095)
                                     : in.ConsumeIntegralInRange<uint64_t>(0, size - 1);
-    if (in_mutex(reinterpret_cast<SegmentHeader*>(base), off)) continue;
+    if (in_lock_word(reinterpret_cast<SegmentHeader*>(base), off)) continue;
     const uint8_t v = in.ConsumeIntegral<uint8_t>();
     if (in.ConsumeBool()) base[off] = static_cast<char>(v);
     else base[off] ^= static_cast<char>(1u << (v & 7));
