@@ -5,9 +5,10 @@
 #   tests/run.sh [OUT] [--mount-again-under-load] [--extras]
 # --mount-again-under-load runs the mount suite a second time beside one
 # busy loop per CPU at nice 19: the tests must not depend on timing. With
-# --extras it runs once instead, beside the busy loops and the background
-# sanitizer builds (the loaded run is the stricter; the ASan run of the
-# suite later is a third schedule), which keeps CI near ten minutes.
+# --extras it runs once instead, beside the background sanitizer and fuzz
+# builds at nice 19 and, once they end, the busy loops (the loaded run is the
+# stricter; the ASan run of the suite later is a third schedule), which keeps
+# CI near ten minutes.
 # It also checks the layer rule (scripts/check-layers.py).
 # --extras (implied when CI=true) also runs clang -Wthread-safety -Werror over
 # the daemon and library (make thread-safety) and the reliability smokes, and
@@ -38,11 +39,18 @@ results="$out/test-results"
 mkdir -p "$results"
 pass=0 fail=0 skip=0
 
-# The CPU load: one busy loop per CPU at the lowest priority, stopped by pid.
+# The CPU load: one busy loop per CPU at the lowest priority, started by a
+# loader in its own process group (stopped as a group, by its pid); given a
+# pid, the loader starts them only once that process has ended.
 load_pids=()
+start_load() {
+  setsid nice -n 19 sh -c 'if [ -n "$1" ]; then while kill -0 "$1" 2>/dev/null; do sleep 1; done; fi
+    i=0; while [ "$i" -lt "$2" ]; do (while :; do :; done) & i=$((i + 1)); done; wait' sh "${1:-}" "$(nproc)" &
+  load_pids+=($!)
+}
 stop_load() {
   [ ${#load_pids[@]} -eq 0 ] && return
-  kill "${load_pids[@]}" 2>/dev/null
+  for p in "${load_pids[@]}"; do kill -- -"$p" 2>/dev/null; done
   wait "${load_pids[@]}" 2>/dev/null
   load_pids=()
 }
@@ -117,11 +125,15 @@ fi
 run "$out/unit_tests" unit_tests "$shards"
 [ "$under_load" -eq 1 ] && [ "$extras" -eq 1 ] || run "$out/mount_tests" mount_tests "$shards"
 if [ "$under_load" -eq 1 ]; then
-  for _ in $(seq "$(nproc)"); do
-    nice -n 19 sh -c 'while :; do :; done' &
-    load_pids+=($!)
-  done
-  echo "== under load: ${#load_pids[@]} busy loops at nice 19"
+  if [ -n "$bg_build" ]; then
+    # The background builds are the load while they run (they get the CPU
+    # that busy loops would take from them: CI ends sooner), then the loops.
+    start_load "$bg_build"
+    echo "== under load: the background builds at nice 19, then $(nproc) busy loops at nice 19"
+  else
+    start_load
+    echo "== under load: $(nproc) busy loops at nice 19"
+  fi
   run "$out/mount_tests" mount_tests-under-load "$shards"
   stop_load
 fi
