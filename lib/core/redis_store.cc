@@ -229,7 +229,7 @@ void RedisBackend::start() {
   (void)renew_lease();  // registered before any receive: a death is noticed
   sub_ = std::make_unique<redis::Subscriber>(
       cfg_.endpoint, channel_, cfg_.recheck, [this](std::string_view ev) { on_event(ev); },
-      [this](bool fresh) { tick(fresh); });
+      [this](bool fresh) { tick(fresh); }, [this] { return endpoints(); });
 }
 
 RedisBackend::~RedisBackend() {
@@ -245,6 +245,11 @@ Result<Reply> RedisBackend::eval(const redis::Script& s, const std::vector<std::
                                  const std::vector<std::string_view>& args) {
   MutexLock g(conn_mu_);
   return conn_.eval(s, keys, args);
+}
+
+std::vector<redis::Endpoint> RedisBackend::endpoints() {
+  MutexLock g(conn_mu_);
+  return conn_.endpoints();
 }
 
 Result<Reply> RedisBackend::command(const std::vector<std::string_view>& argv) {

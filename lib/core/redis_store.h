@@ -69,6 +69,9 @@ class RedisBackend {
   // Connects now, without waiting out the backoff after a failure (the
   // subscriber's tick when it reached the server again; tests).
   Errc reconnect() EXCLUDES(conn_mu_);
+  // The deployment's nodes as the connection knows them (the subscriber
+  // moves to the next when its node goes away).
+  std::vector<redis::Endpoint> endpoints() EXCLUDES(conn_mu_);
   // Renews this daemon's lease (the subscriber thread does it every lease/3).
   // A lease found claimed (the daemon was thought dead) registers its open
   // mailboxes again, so later in-flight records are still recovered.

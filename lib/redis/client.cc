@@ -128,6 +128,12 @@ Errc Client::refresh() {
   return Errc::io;
 }
 
+std::vector<Endpoint> Client::endpoints() const {
+  std::vector<Endpoint> out;
+  for (const Node& n : nodes_) out.push_back(n.conn.endpoint());
+  return out;
+}
+
 std::string Client::node_of(int slot) const {
   if (slot < 0 || static_cast<size_t>(slot) >= owner_.size() || owner_[static_cast<size_t>(slot)] < 0) return {};
   return nodes_[static_cast<size_t>(owner_[static_cast<size_t>(slot)])].addr;

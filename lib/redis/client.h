@@ -47,6 +47,8 @@ class Client {
   // Connects every known node at once (`now`: without waiting out a
   // backoff, e.g. the subscriber just reached the server); the URL node's result.
   Errc connect(bool now = false);
+  // Every node known: the URL's first, then those the cluster named.
+  std::vector<Endpoint> endpoints() const;
   // Learns the deployment now (CLUSTER SLOTS on the known nodes): ok or io.
   Errc refresh();
   bool cluster() const { return mode_ == Mode::cluster; }

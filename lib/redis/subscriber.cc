@@ -21,8 +21,9 @@ int ms_until(Clock::time_point t) {
 }  // namespace
 
 Subscriber::Subscriber(Endpoint ep, std::string channel, std::chrono::milliseconds period, OnMessage on_message,
-                       OnMissed on_missed)
+                       OnMissed on_missed, Others others)
     : ep_(std::move(ep)),
+      others_(std::move(others)),
       channel_(std::move(channel)),
       on_message_(std::move(on_message)),
       period_(period),
@@ -47,27 +48,43 @@ Subscriber::~Subscriber() {
   if (thread_.joinable()) thread_.join();
 }
 
+Endpoint Subscriber::next_endpoint(const Endpoint& after) {
+  std::vector<Endpoint> all{ep_};
+  if (others_)
+    for (Endpoint& e : others_())
+      if (e.text() != ep_.text()) all.push_back(std::move(e));
+  for (size_t i = 0; i < all.size(); i++)
+    if (all[i].text() == after.text()) return all[(i + 1) % all.size()];
+  return ep_;  // `after` is no longer known: from the start
+}
+
 void Subscriber::run() {
   auto backoff = Conn::kBackoffFirst;
   bool said = false;
+  Endpoint at = ep_;
   for (;;) {
-    const bool served = subscribed_.load(std::memory_order_relaxed);
-    if (!serve_once()) return;
-    if (served) backoff = Conn::kBackoffFirst, said = false;  // it had worked: a new outage
-    if (!said) log(LogLevel::warning, "redis %s: no subscription; trying again", ep_.text().c_str());
+    if (!serve_once(at)) return;
+    // It had worked (subscribed_ is set until the connection broke): a new outage.
+    if (subscribed_.exchange(false, std::memory_order_acq_rel)) backoff = Conn::kBackoffFirst, said = false;
+    if (!said) log(LogLevel::warning, "redis %s: no subscription; trying again", at.text().c_str());
     said = true;
+    const Endpoint next = next_endpoint(at);
+    if (next.text() != at.text()) {
+      log(LogLevel::notice, "redis: subscribing through %s next", next.text().c_str());
+      at = next;
+    }
     pollfd pf{stop_r_.get(), POLLIN, 0};
     if (::poll(&pf, 1, static_cast<int>(backoff.count())) > 0) return;  // told to stop while backing off
     backoff = std::min(backoff * 2, Conn::kBackoffMax);
   }
 }
 
-bool Subscriber::serve_once() {
+bool Subscriber::serve_once(const Endpoint& ep) {
   std::string why;
-  auto c = open_context(ep_, std::chrono::milliseconds(1000), &why);
+  auto c = open_context(ep, std::chrono::milliseconds(1000), &why);
   if (!c) return true;
-  if (ep_.db != 0) {  // pub/sub channels are global, but keep the context's db as the URL says
-    auto* r = static_cast<redisReply*>(redisCommand(c.get(), "SELECT %d", ep_.db));
+  if (ep.db != 0) {  // pub/sub channels are global, but keep the context's db as the URL says
+    auto* r = static_cast<redisReply*>(redisCommand(c.get(), "SELECT %d", ep.db));
     if (!r) return true;
     freeReplyObject(r);
   }
@@ -84,7 +101,7 @@ bool Subscriber::serve_once() {
     again = count_++ > 0;
   }
   count_cv_.notify_all();
-  if (again) log(LogLevel::warning, "redis %s: subscribed again", ep_.text().c_str());
+  if (again) log(LogLevel::warning, "redis %s: subscribed again", ep.text().c_str());
   auto next_tick = Clock::now() + period_;
   bool broken = false;
   while (!broken) {
@@ -112,8 +129,7 @@ bool Subscriber::serve_once() {
         on_message_(m.elements[2].str);
     }
   }
-  subscribed_.store(false, std::memory_order_release);  // pairs with the acquire in subscribed()
-  return true;
+  return true;  // run() clears subscribed_ (it tells it whether this connection had worked)
 }
 
 }  // namespace mbx::redis

@@ -6,7 +6,12 @@
 // notification lost in between is recovered by that re-check). Reconnects
 // with backoff, logging one line when the subscription is lost and one when
 // it is back. Both callbacks run on the subscriber's thread with no lock of
-// its own held.
+// its own held. `others`, if given, names more nodes of the same deployment
+// (a cluster's masters, as the command client learnt them): when the
+// subscription breaks or cannot be made, the next try goes to the next of
+// the URL's node and these, in turn, so that a cluster node that died does
+// not leave the daemon without notifications (a cluster broadcasts PUBLISH
+// to every node, so any node serves).
 #pragma once
 #include <atomic>
 #include <chrono>
@@ -17,6 +22,7 @@
 #include <string>
 #include <string_view>
 #include <thread>
+#include <vector>
 
 #include "base/unique_fd.h"
 #include "redis/conn.h"
@@ -28,8 +34,9 @@ class Subscriber {
  public:
   using OnMessage = std::function<void(std::string_view payload)>;
   using OnMissed = std::function<void(bool fresh)>;
+  using Others = std::function<std::vector<Endpoint>()>;
   Subscriber(Endpoint ep, std::string channel, std::chrono::milliseconds period, OnMessage on_message,
-             OnMissed on_missed);
+             OnMissed on_missed, Others others = {});
   ~Subscriber();  // stops and joins the thread
   Subscriber(const Subscriber&) = delete;
   Subscriber& operator=(const Subscriber&) = delete;
@@ -44,15 +51,19 @@ class Subscriber {
 
  private:
   void run();
-  bool serve_once();  // one connection's life: false when told to stop
+  bool serve_once(const Endpoint& ep);  // one connection's life: false when told to stop
+  Endpoint next_endpoint(const Endpoint& after);  // the URL's node, then `others_`, in turn
 
   Endpoint ep_;
+  Others others_;
   std::string channel_;
   OnMessage on_message_;
   std::chrono::milliseconds period_;
   OnMissed on_missed_;
   UniqueFd stop_r_, stop_w_;             // the destructor writes a byte: poll() returns
-  std::atomic<bool> subscribed_{false};  // release in run(), acquire in subscribed()
+  // Set (release) once a subscription is made, cleared by run() when its
+  // connection ended (acq_rel); pairs with the acquire in subscribed().
+  std::atomic<bool> subscribed_{false};
   std::mutex count_mu_;                  // leaf lock: guards count_ for the waiters
   std::condition_variable count_cv_;
   uint64_t count_ = 0;

@@ -474,6 +474,7 @@ Mount::Mount(const std::string& options) {
     execl(daemon_binary().c_str(), "mailboxfs", "-f", "-o", opts.c_str(), mnt_.c_str(), static_cast<char*>(nullptr));
     _exit(127);
   }
+  if (pid_ > 0) guard_daemon(pid_);
   long long end = now_ms() + kHang;
   while (now_ms() < end) {
     if (is_fuse(mnt_)) {
@@ -482,6 +483,7 @@ Mount::Mount(const std::string& options) {
     }
     int st;
     if (waitpid(pid_, &st, WNOHANG) == pid_) {
+      unguard_daemon(pid_);
       pid_ = -1;
       break;
     }
@@ -496,6 +498,7 @@ bool Mount::stop(int sig, int timeout_ms) {
   int st;
   while (now_ms() < end) {
     if (waitpid(pid_, &st, WNOHANG) == pid_) {
+      unguard_daemon(pid_);
       pid_ = -1;
       return true;
     }
@@ -510,6 +513,7 @@ Mount::~Mount() {
     if (mounted(mnt_)) quiet_run({"fusermount3", "-u", "-z", mnt_}, kHang);
   }
   if (pid_ > 0) {
+    unguard_daemon(pid_);  // reaped below: its pid may be reused
     kill(pid_, SIGTERM);
     int st;
     bool gone = false;

@@ -130,6 +130,11 @@ class Mount {
   bool ok_ = false;
 };
 
+// The daemons the current test started, killed by the suite's hang guard
+// (hang_guard.cc) if the test is still running long after any test ends.
+void guard_daemon(pid_t pid);
+void unguard_daemon(pid_t pid);
+
 // Polls `pred` every 10 ms until it holds (true) or `ms` pass (false).
 bool wait_until(const std::function<bool()>& pred, int ms = kHang);
 

@@ -242,4 +242,49 @@ TEST_F(RedisCluster, StoresOnEveryMasterAcrossTwoDaemons) {
   }
 }
 
+// The subscription is made through the URL's node. When that node dies, the
+// daemon subscribes through another node of the cluster (which broadcasts
+// every PUBLISH), so notifications keep waking its waiters: b has no
+// periodic re-check, so nothing but a notification wakes it.
+TEST_F(RedisCluster, TheSubscriptionMovesToAnotherNodeWhenItsNodeDies) {
+  redis::Client probe(endpoint(1), redis::Options{});
+  ASSERT_EQ(probe.refresh(), Errc::ok);
+  auto on_node0 = [&](const std::string& key) { return index_of(probe.node_of(redis::key_slot(key))) == 0; };
+  // A namespace whose daemons' keys (the leases) and a mailbox whose keys are
+  // served by a node that stays.
+  std::string ns, rid;
+  for (int i = 0; i < 1000 && ns.empty(); i++)
+    if (!on_node0("mbx:{n" + std::to_string(i) + "}:daemons")) ns = "n" + std::to_string(i);
+  ASSERT_FALSE(ns.empty());
+  for (int i = 1; i < 1000 && rid.empty(); i++)
+    if (!on_node0("mbx:{" + ns + ":" + std::to_string(i) + "}:m")) rid = std::to_string(i);
+  ASSERT_FALSE(rid.empty());
+  RedisConfig cb = testredis::config(cluster_.url(0), ns);
+  cb.recheck = std::chrono::hours(1);
+  auto a = testredis::backend(cluster_.url(1), ns), b = testredis::backend(cb);
+  ASSERT_TRUE(a && b);
+  a->start();
+  b->start();
+  auto sa = testredis::store(*a, rid, 4), sb = testredis::store(*b, rid, 4);  // b learns the nodes here
+  ASSERT_TRUE(sa && sb);
+  ASSERT_TRUE(b->wait_subscriptions(1, 20s));  // readiness (hang guard only)
+  // The others carry on serving their slots without node 0's.
+  for (size_t i = 1; i < cluster_.size(); i++)
+    ASSERT_EQ(cluster_.cli(i, "CONFIG SET cluster-require-full-coverage no"), "OK");
+  ASSERT_EQ(::kill(cluster_.pid(0), SIGKILL), 0);
+  ASSERT_TRUE(b->wait_subscriptions(2, 20s)) << "the subscription stayed with the dead node";
+  auto l = std::make_shared<testredis::Listener>();
+  sb->watch(kWatchReadable, l);
+  (void)sb->take_kick();
+  ASSERT_TRUE(sa->push("after", {}, false).ok());
+  ASSERT_TRUE(l->wait_for(1)) << "no notification reached b";
+  EXPECT_TRUE(sb->take_kick());
+  sb->watch(0, {});
+  std::string out;
+  auto p = sb->pop(out);
+  ASSERT_TRUE(p.ok());
+  EXPECT_EQ(out, "after");
+  EXPECT_EQ(sb->ack(p->seq), Errc::ok);
+}
+
 }  // namespace
