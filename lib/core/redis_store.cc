@@ -235,10 +235,18 @@ void RedisBackend::start() {
 RedisBackend::~RedisBackend() {
   sub_.reset();
   if (!started_.load(std::memory_order_relaxed)) return;
-  // A clean stop: its lease ends (first: kDropSet then drops its set), and
-  // what it still had in flight goes back.
+  // A clean stop: what it still had in flight goes back, then its lease ends
+  // and its set goes (kDropSet drops the set only once the lease is gone).
+  // If a return fails (the server, or a cluster node, away), the lease is
+  // left to run out: the other daemons' recovery returns the rest.
+  if (auto k = return_in_flight(daemon_id_, /*drop=*/false); !k) {
+    log(LogLevel::warning,
+        "redis: stopping without returning every message this daemon was delivering; its lease is left to run "
+        "out, and the other daemons return them");
+    return;
+  }
   (void)command({"HDEL", daemons_, daemon_id_});
-  (void)return_in_flight(daemon_id_);
+  (void)eval(rs::kDropSet, {daemons_, inflight_set(daemon_id_), claimed_}, {daemon_id_});
 }
 
 Result<Reply> RedisBackend::eval(const redis::Script& s, const std::vector<std::string_view>& keys,

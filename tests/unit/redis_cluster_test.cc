@@ -287,4 +287,58 @@ TEST_F(RedisCluster, TheSubscriptionMovesToAnotherNodeWhenItsNodeDies) {
   EXPECT_EQ(sb->ack(p->seq), Errc::ok);
 }
 
+
+// A clean stop returns what the daemon still had in flight. When that
+// return fails (here the mailbox's node is stopped), the daemon leaves its
+// lease to run out instead of ending it, so the others' recovery returns
+// the message: nothing is stranded in a daemon no one will ever claim.
+TEST_F(RedisCluster, AStopThatCannotReturnItsMessagesLeavesThemToTheOthers) {
+  redis::Client probe(endpoint(0), redis::Options{});
+  ASSERT_EQ(probe.refresh(), Errc::ok);
+  auto node = [&](const std::string& key) { return index_of(probe.node_of(redis::key_slot(key))); };
+  const size_t leases = node("mbx:{t}:daemons");
+  std::string rid;
+  for (int i = 1; i < 1000 && rid.empty(); i++)
+    if (node("mbx:{t:" + std::to_string(i) + "}:m") != leases) rid = std::to_string(i);
+  ASSERT_FALSE(rid.empty());
+  const size_t mailbox = node("mbx:{t:" + rid + "}:m");
+  auto a = testredis::backend(cluster_.url(leases)), b = testredis::backend(cluster_.url(leases));
+  ASSERT_TRUE(a && b);
+  a->start();  // started: its destructor is a clean stop
+  const std::string a_id = a->daemon_id();
+  auto sa = testredis::store(*a, rid, 4), sb = testredis::store(*b, rid, 4);
+  ASSERT_TRUE(sa && sb);
+  ASSERT_TRUE(sb->push("kept", {}, false).ok());
+  std::string out;
+  ASSERT_TRUE(sa->pop(out).ok());  // in flight at a, never acknowledged
+  EXPECT_EQ(out, "kept");
+  // The others serve their slots while the mailbox's node is stopped.
+  for (size_t i = 0; i < cluster_.size(); i++) {
+    if (i != mailbox) {
+      ASSERT_EQ(cluster_.cli(i, "CONFIG SET cluster-require-full-coverage no"), "OK");
+    }
+  }
+  ASSERT_EQ(::kill(cluster_.pid(mailbox), SIGSTOP), 0);
+  sa.reset();
+  a.reset();  // its return times out on the stopped node
+  ASSERT_EQ(::kill(cluster_.pid(mailbox), SIGCONT), 0);
+  // Its lease was left: it ends (made to have ended: no waiting in a test),
+  // and the recovery returns the message.
+  EXPECT_EQ(b->command({"HEXISTS", "mbx:{t}:daemons", a_id})->integer, 1);
+  ASSERT_TRUE(b->command({"HSET", "mbx:{t}:daemons", a_id, "0"}).ok());
+  auto n = b->recover();
+  ASSERT_TRUE(n.ok());
+  EXPECT_EQ(*n, 1u);
+  out.clear();
+  auto p = sb->pop(out);
+  ASSERT_TRUE(p.ok());
+  EXPECT_EQ(out, "kept");
+  EXPECT_EQ(sb->ack(p->seq), Errc::ok);
+  for (size_t i = 0; i < cluster_.size(); i++) {
+    if (i != mailbox) {
+      EXPECT_EQ(cluster_.cli(i, "CONFIG SET cluster-require-full-coverage yes"), "OK");
+    }
+  }
+}
+
 }  // namespace
