@@ -11,7 +11,8 @@
 // (daemon -> receives parked there that no push has served yet), KEYS[6]
 // this daemon's tokens hash (a store's field -> "<token> <seq>": the record
 // its last pop, or push taking for a receive, moved to the in-flight hash;
-// kLost).
+// and "c:<field>:<token>" -> 1: a call given up before the server ran it,
+// which must not take when it runs; kLost).
 // A queued record is "<seq> <len> <sender>\n<payload>". Replies are arrays
 // whose first element says what happened: OK, FULL, EMPTY, GONE, TOOBIG,
 // TAKEN, RECEIVED, HANDED. capacity -1 is unbounded; 0 (rendezvous) holds the one
@@ -120,6 +121,10 @@ inline constexpr size_t kCounters = 15;  // elements counters() appends
 inline constexpr redis::Script kPush{"push", MBX_REDIS_COMMON_LUA R"lua(
 local g = redis.call('HMGET', KEYS[1], 'capacity', 'max_message')
 if not g[1] then return {'GONE'} end
+if ARGV[7] == '1' and redis.call('HEXISTS', KEYS[6], 'c:' .. ARGV[11] .. ':' .. ARGV[12]) == 1 then
+  redis.call('HDEL', KEYS[6], 'c:' .. ARGV[11] .. ':' .. ARGV[12])
+  return {'LOST'}
+end
 local len = string.len(ARGV[1])
 local to = false
 if ARGV[7] == '1' then
@@ -176,6 +181,11 @@ return counters({'OK', seq, rec, used})
 // PUBLISH) and answers {EMPTY}.
 inline constexpr redis::Script kPop{"pop", MBX_REDIS_COMMON_LUA R"lua(
 if redis.call('EXISTS', KEYS[1]) == 0 then return {'GONE'} end
+local cancelled = 'c:' .. ARGV[6] .. ':' .. ARGV[7]
+if redis.call('HEXISTS', KEYS[6], cancelled) == 1 then
+  redis.call('HDEL', KEYS[6], cancelled)
+  return {'LOST'}
+end
 local mine, best, brec, known = ARGV[4] .. '|', nil, nil, {}
 for i = 8, #ARGV do known[ARGV[i]] = true end
 local all = redis.call('HGETALL', KEYS[4])
@@ -204,11 +214,19 @@ return counters({'OK', rec})
 // reply never came, channel, event. If that call ran and took a record
 // (the field still holds its token) and the record is still in flight here,
 // it goes back to the front, as kUnpop puts one back: {OK, 1}; else {OK, 0}.
+// If the field holds no such token, the call has not run yet (it may still
+// wait in the server's input, from the connection the client dropped) or
+// ran and took nothing: it is marked given up, and if it runs later it does
+// nothing and answers {LOST} (kPop, kPush taking), to no one. A mark whose
+// call never comes stays until the tokens hash goes (a return).
 inline constexpr redis::Script kLost{"lost", MBX_REDIS_REQUEUE_LUA R"lua(
 local v = redis.call('HGET', KEYS[6], ARGV[1])
-if not v then return {'OK', 0} end
-local t, s = string.match(v, '^(%d+) (%d+)$')
-if t ~= ARGV[2] then return {'OK', 0} end
+local t, s = nil, nil
+if v then t, s = string.match(v, '^(%d+) (%d+)$') end
+if t ~= ARGV[2] then
+  redis.call('HSET', KEYS[6], 'c:' .. ARGV[1] .. ':' .. ARGV[2], '1')
+  return {'OK', 0}
+end
 redis.call('HDEL', KEYS[6], ARGV[1])
 local rec = redis.call('HGET', KEYS[3], s)
 if not rec then return {'OK', 0} end

@@ -18,11 +18,14 @@
 #include <vector>
 
 #include "../common/redis_server.h"
+#include "core/redis_scripts.h"
 #include "core/redis_store.h"
 #include "redis/subscriber.h"
 #include "mailbox/layout.h"
 
 namespace {
+
+namespace rs = mbx::redis_scripts;
 using namespace mbx;
 
 class RedisFast : public ::testing::Test {
@@ -527,6 +530,50 @@ TEST_F(RedisFast, AReceiveWhoseReplyNeverCameIsPutBackByItsDaemonWithNoReceiveAf
   out.clear();
   EXPECT_EQ(sb->pop(out).error(), Errc::again);
   EXPECT_EQ(sb->stats().total_received, 1u);
+}
+
+
+// The other order: the put-back (kLost) runs before the server has run the
+// call whose reply never came (it may still wait in the server's input, from
+// the connection the client dropped). That call is then marked given up:
+// when the server runs it, it takes nothing, so no record is left in flight
+// for a reader that is gone. Here the late calls are the scripts themselves,
+// run with the lost call's field and token, as the server would run them.
+TEST_F(RedisFast, ACallGivenUpBeforeTheServerRanItTakesNothingWhenItRuns) {
+  auto a = open();
+  auto s = store(*a);
+  ASSERT_TRUE(s->push("kept", {}, false).ok());
+  const std::string tag = "mbx:{t:m}:", me = a->daemon_id(), ev = a->event('r', "m"), now = "1";
+  const std::vector<std::string> names{tag + "m", tag + "q", tag + "f:" + me, tag + "x", tag + "w", tag + "t:" + me};
+  const std::vector<std::string_view> keys(names.begin(), names.end());
+  const std::string chan = a->channel(), pev = a->event('p', "m"), hev = a->event('h', "m");
+  // A pop (field "late", token 7) and a push taking for a receive (token 8), both given up.
+  ASSERT_EQ(a->reclaim("m", "late", 7), Errc::ok);
+  ASSERT_EQ(a->reclaim("m", "late", 8), Errc::ok);
+  auto pop = a->eval(rs::kPop, keys, {now, chan, ev, me, "0", "late", "7"});
+  ASSERT_TRUE(pop.ok());
+  ASSERT_FALSE(pop->elements.empty());
+  EXPECT_EQ(pop->elements[0].str, "LOST");
+  auto push = a->eval(rs::kPush, keys,
+                      {"late push", "pid=1 uid=0 gid=0 host=h", now, "0", chan, pev, "1", me, "16384", hev, "late", "8"});
+  ASSERT_TRUE(push.ok());
+  ASSERT_FALSE(push->elements.empty());
+  EXPECT_EQ(push->elements[0].str, "LOST");
+  EXPECT_EQ(a->command({"HLEN", tag + "f:" + me})->integer, 0);  // nothing in flight
+  EXPECT_EQ(a->command({"HLEN", tag + "t:" + me})->integer, 0);  // the marks went with their calls
+  // A later call of the same field, with its own token, takes as usual.
+  auto again = a->eval(rs::kPop, keys, {now, chan, ev, me, "0", "late", "9"});
+  ASSERT_TRUE(again.ok());
+  ASSERT_FALSE(again->elements.empty());
+  EXPECT_EQ(again->elements[0].str, "OK");
+  EXPECT_EQ(a->command({"HLEN", tag + "f:" + me})->integer, 1);
+  ASSERT_EQ(a->reclaim("m", "late", 9), Errc::ok);  // and the put-back of one that ran returns its record
+  std::string out;
+  auto p = s->pop(out);
+  ASSERT_TRUE(p.ok());
+  EXPECT_EQ(out, "kept");
+  EXPECT_EQ(s->ack(p->seq), Errc::ok);
+  EXPECT_EQ(s->stats().count, 0u);  // the given-up push sent nothing
 }
 
 }  // namespace
