@@ -319,7 +319,8 @@ build-fuzz: $(addprefix $(FUZZ_OUT)/,$(FUZZ_TARGETS))
 fuzz: build-fuzz
 	@scripts/fuzz.sh $(FUZZ_OUT) $(FUZZ_SECONDS) $(FUZZ_TARGETS)
 
-# The same seed each time: a smoke test that replays, not a search (make fuzz).
+# The same seed each time: from a clean out-fuzz (CI's clone) the same input
+# sequence, cut wherever the 10 s end; a smoke test, not a search (make fuzz).
 fuzz-smoke: build-fuzz
 	@FUZZ_SEED=1 scripts/fuzz.sh $(FUZZ_OUT) 10 $(FUZZ_TARGETS)
 

@@ -186,6 +186,10 @@ int main(int argc, char* argv[]) {
       status = rc < 0 ? 1 : 0;  // a signal (SIGTERM, SIGINT) ending the loop is a clean stop
     }
     fuse_remove_signal_handlers(se);  // leaves alone the ones set above
+    // It put SIGPIPE back to its default: a Redis connection still in use
+    // by the teardown (lib/redis/conn.cc counts on SIGPIPE being ignored)
+    // must not kill the daemon.
+    std::signal(SIGPIPE, SIG_IGN);
   }
   // A dead daemon's state this one never mounted to re-attach stays for the next attempt.
   if (!mounted && mount.restored()) mount.keep_state();

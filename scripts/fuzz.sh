@@ -5,7 +5,8 @@
 # goes to OUT/corpus/<target>/, a crashing input to OUT/artifacts/. Prints one
 # line per target (inputs tried, corpus size) and "N passed, N failed"; exits
 # non-zero if any target failed. FUZZ_SEED=N fixes libFuzzer's seed (the
-# smoke run in make test does, so that CI replays the same inputs each time;
+# smoke run in make test does: from an empty OUT corpus, as in CI's clean
+# clone, the same sequence of inputs each time, cut wherever SECONDS end;
 # make fuzz explores with a new seed each run, printed in each log).
 set -u
 out=$1 secs=$2

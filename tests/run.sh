@@ -41,11 +41,15 @@ pass=0 fail=0 skip=0
 
 # The CPU load: one busy loop per CPU at the lowest priority, started by a
 # loader in its own process group (stopped as a group, by its pid); given a
-# pid, the loader starts them only once that process has ended.
+# pid, the loader starts them only once that process has ended. The loader
+# also ends the group itself once this script is gone (killed in a way no
+# trap sees), so no loop outlives it.
 load_pids=()
 start_load() {
-  setsid nice -n 19 sh -c 'if [ -n "$1" ]; then while kill -0 "$1" 2>/dev/null; do sleep 1; done; fi
-    i=0; while [ "$i" -lt "$2" ]; do (while :; do :; done) & i=$((i + 1)); done; wait' sh "${1:-}" "$(nproc)" &
+  setsid nice -n 19 sh -c 'while [ -n "$1" ] && kill -0 "$1" 2>/dev/null; do
+      kill -0 "$3" 2>/dev/null || exit 0; sleep 1; done
+    i=0; while [ "$i" -lt "$2" ]; do (while :; do :; done) & i=$((i + 1)); done
+    while kill -0 "$3" 2>/dev/null; do sleep 1; done; kill 0' sh "${1:-}" "$(nproc)" "$$" &
   load_pids+=($!)
 }
 stop_load() {
@@ -55,7 +59,7 @@ stop_load() {
   load_pids=()
 }
 trap stop_load EXIT
-trap 'stop_load; exit 130' INT TERM
+trap 'stop_load; exit 130' INT TERM HUP
 
 # run BINARY NAME [SHARDS]: runs one suite, shows each test's verdict and
 # every failure in full (expected and actual values), and adds its counts to

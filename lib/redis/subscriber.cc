@@ -68,11 +68,7 @@ void Subscriber::run() {
     if (subscribed_.exchange(false, std::memory_order_acq_rel)) backoff = Conn::kBackoffFirst, said = false;
     if (!said) log(LogLevel::warning, "redis %s: no subscription; trying again", at.text().c_str());
     said = true;
-    const Endpoint next = next_endpoint(at);
-    if (next.text() != at.text()) {
-      log(LogLevel::notice, "redis: subscribing through %s next", next.text().c_str());
-      at = next;
-    }
+    at = next_endpoint(at);  // "subscribed again" names the node that served
     pollfd pf{stop_r_.get(), POLLIN, 0};
     if (::poll(&pf, 1, static_cast<int>(backoff.count())) > 0) return;  // told to stop while backing off
     backoff = std::min(backoff * 2, Conn::kBackoffMax);

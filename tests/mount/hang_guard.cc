@@ -8,7 +8,11 @@
 // started). If it still has not ended kTestHang / 5 ms later, the binary
 // exits: tests/run.sh counts that as a failure, and unmounts what is left.
 // Never a claim about speed: no test comes near it, on however loaded a
-// machine (the slowest take about 20 s).
+// machine (the slowest take about 20 s). Only the daemons mt::Mount starts
+// are killed: one a test starts itself (through mt::Proc, to restart it)
+// is ended by the exit. The listener comes after gtest's printer, so a
+// test failed by the guard may show "[ OK ]" before the failure line; the
+// totals count it failed.
 #include <gtest/gtest.h>
 #include <pthread.h>
 #include <signal.h>

@@ -25,6 +25,12 @@ namespace mt {
 namespace {
 constexpr long kFuseMagic = 0x65735546;
 
+// True once child `pid` has exited, leaving it unreaped (its pid still taken).
+bool exited_unreaped(pid_t pid) {
+  siginfo_t info{};
+  return ::waitid(P_PID, static_cast<id_t>(pid), &info, WEXITED | WNOHANG | WNOWAIT) == 0 && info.si_pid == pid;
+}
+
 bool is_fuse(const std::string& dir) {
   struct statfs s;
   return ::statfs(dir.c_str(), &s) == 0 && s.f_type == kFuseMagic;
@@ -481,9 +487,10 @@ Mount::Mount(const std::string& options) {
       ok_ = true;
       break;
     }
-    int st;
-    if (waitpid(pid_, &st, WNOHANG) == pid_) {
-      unguard_daemon(pid_);
+    if (exited_unreaped(pid_)) {
+      unguard_daemon(pid_);  // before the pid is free for reuse
+      int st;
+      waitpid(pid_, &st, 0);
       pid_ = -1;
       break;
     }
@@ -497,8 +504,9 @@ bool Mount::stop(int sig, int timeout_ms) {
   long long end = now_ms() + timeout_ms;
   int st;
   while (now_ms() < end) {
-    if (waitpid(pid_, &st, WNOHANG) == pid_) {
-      unguard_daemon(pid_);
+    if (exited_unreaped(pid_)) {
+      unguard_daemon(pid_);  // before the pid is free for reuse
+      waitpid(pid_, &st, 0);
       pid_ = -1;
       return true;
     }

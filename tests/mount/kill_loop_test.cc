@@ -9,7 +9,8 @@
 //    (killed holding it); at most one per killed sender;
 //  - a receiver killed after its receive committed and before it recorded
 //    the message (here: marked it received); at most one per killed receiver.
-// MBX_KILLS sets the number of kills (default 500, about 10 s; more for longer runs).
+// MBX_KILLS sets the number of kills (default 500, about 10 s; more for longer
+// runs, with MBX_TEST_HANG_MS raised past the suite's 300 s hang guard).
 #include <fcntl.h>
 #include <gtest/gtest.h>
 #include <signal.h>
