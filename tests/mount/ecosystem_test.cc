@@ -70,7 +70,7 @@ class Installed {
     return r.out.substr(0, r.out.find('\n'));
   }
   ~Installed() {
-    if (!own_.empty()) mt::sh("rm -rf " + q(own_));
+    if (!own_.empty()) mt::sh("rm -rf " + q(own_));  // the temporary directory made for it, with its destdir
   }
 
  private:
@@ -84,7 +84,8 @@ class Installed {
     }
     char tmpl[] = "/tmp/mbxtest.XXXXXX";
     if (!mkdtemp(tmpl)) return;
-    own_ = root = std::string(tmpl) + "/destdir";
+    own_ = tmpl;
+    root = own_ + "/destdir";
     mt::Run r = mt::sh(make_cmd(prefix, root) + " install install-python", 600000);
     if (r.status != 0) error = r.out + r.err;
   }

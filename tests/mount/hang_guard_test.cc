@@ -22,6 +22,9 @@ TEST(HangGuardTarget, DISABLED_AnOpenOnAStoppedDaemon) {
   mt::Mount m;
   ASSERT_TRUE(m.ok());
   ASSERT_EQ(::kill(m.daemon_pid(), SIGSTOP), 0);
+  // A stop is asynchronous: until every thread has stopped, one could still
+  // answer the open's lookup (ENOENT), and the test would not wedge.
+  ASSERT_TRUE(mt::wait_stopped(m.daemon_pid()));
   std::fprintf(stderr, "about to block\n");
   const int fd = ::open(m.path("box").c_str(), O_RDONLY);  // returns once the guard killed the daemon
   const int err = errno;
@@ -44,6 +47,7 @@ TEST(HangGuard, AWedgedTestFailsItsDaemonsAreKilledAndItEnds) {
   EXPECT_NE(r.out.find("hang guard: HangGuardTarget.DISABLED_AnOpenOnAStoppedDaemon still running"),
             std::string::npos)
       << r.out;
+  EXPECT_NE(r.out.find("killing its daemons (1)"), std::string::npos) << r.out;  // the Mount's, still running
   if (r.out.find("about to block") != std::string::npos) {
     EXPECT_NE(r.out.find("open returned -1"), std::string::npos) << r.out;  // the kill ended the call
   }
