@@ -71,13 +71,13 @@ run() {
   local bin=$1 name=$2 shards=${3:-1} i log rc
   local logs=() pids=()
   if [ "$shards" -le 1 ]; then
-    echo "== $name"
+    echo "== $name (at ${SECONDS} s)"
     log=$(mktemp)
     timeout -k 10 1200 "$bin" --gtest_color=no --gtest_output="xml:$results/$name.xml" 2>&1 | tee "$log" | verdicts
     count "$name" "${PIPESTATUS[0]}" "$log"
     return
   fi
-  echo "== $name ($shards shards)"
+  echo "== $name ($shards shards, at ${SECONDS} s)"
   for ((i = 0; i < shards; i++)); do
     logs+=("$(mktemp)")
     GTEST_TOTAL_SHARDS=$shards GTEST_SHARD_INDEX=$i timeout -k 10 1200 "$bin" --gtest_color=no \
@@ -145,6 +145,7 @@ fi
 # run under load (which it would have left waiting for them, ~100 s in CI).
 if [ -n "$bg_build" ]; then
   bg_ok=1
+  echo "== waiting for the background builds (at ${SECONDS} s)"
   wait "$bg_build" || bg_ok=0
   if [ "$bg_ok" -eq 0 ]; then
     echo "background sanitizer/fuzz build failed:"; tail -20 "$results/background-build.log"; fail=$((fail + 1))
@@ -158,7 +159,7 @@ extra() {
   local name=$1 log rc line p f s
   shift
   log=$(mktemp)
-  echo "== $name"
+  echo "== $name (at ${SECONDS} s)"
   timeout -k 10 2400 "$@" 2>&1 | tee "$log"
   rc=${PIPESTATUS[0]}
   line=$(grep -E '^[0-9]+ passed, [0-9]+ failed' "$log" | tail -1)
@@ -195,5 +196,6 @@ done
 if ls -d /dev/shm/mbxtest-* >/dev/null 2>&1; then
   echo "leftover state in /dev/shm: $(ls -d /dev/shm/mbxtest-*)"; rm -rf /dev/shm/mbxtest-*; fail=$((fail + 1))
 fi
+echo "== done (at ${SECONDS} s)"
 echo "$pass passed, $fail failed, $skip skipped"
 [ "$fail" -eq 0 ]
