@@ -39,27 +39,27 @@ results="$out/test-results"
 mkdir -p "$results"
 pass=0 fail=0 skip=0
 
-# The CPU load: one busy loop per CPU at the lowest priority, started by a
-# loader in its own process group (stopped as a group, by its pid); given a
-# pid, the loader starts them only once that process has ended. The loader
-# also ends the group itself once this script is gone (killed in a way no
-# trap sees), so no loop outlives it.
+# The CPU load: one busy loop per CPU at the lowest priority, run by a
+# loader (stopped by its pid: it stops its loops). Given a lock file, the
+# loader starts them only once the lock is free: it blocks in flock(1) until
+# the processes holding it (the background builds) have all ended.
 load_pids=()
 start_load() {
-  setsid nice -n 19 sh -c 'while [ -n "$1" ] && kill -0 "$1" 2>/dev/null; do
-      kill -0 "$3" 2>/dev/null || exit 0; sleep 1; done
-    i=0; while [ "$i" -lt "$2" ]; do (while :; do :; done) & i=$((i + 1)); done
-    while kill -0 "$3" 2>/dev/null; do sleep 1; done; kill 0' sh "${1:-}" "$(nproc)" "$$" &
+  nice -n 19 sh -c 'trap '\''kill $kids 2>/dev/null; exit 0'\'' TERM INT HUP
+    kids=
+    if [ -n "$1" ]; then flock "$1" true & kids=$!; wait $!; fi
+    i=0; while [ "$i" -lt "$2" ]; do (while :; do :; done) & kids="$kids $!"; i=$((i + 1)); done
+    wait' sh "${1:-}" "$(nproc)" &
   load_pids+=($!)
 }
 stop_load() {
   [ ${#load_pids[@]} -eq 0 ] && return
-  for p in "${load_pids[@]}"; do kill -- -"$p" 2>/dev/null; done
+  kill "${load_pids[@]}" 2>/dev/null
   wait "${load_pids[@]}" 2>/dev/null
   load_pids=()
 }
 trap stop_load EXIT
-trap 'stop_load; exit 130' INT TERM HUP
+trap 'stop_load; exit 130' INT TERM
 
 # run BINARY NAME [SHARDS]: runs one suite, shows each test's verdict and
 # every failure in full (expected and actual values), and adds its counts to
@@ -117,12 +117,17 @@ verdicts() {
 # With the extras, the sanitizer and fuzz builds (the longest part of CI)
 # run in the background at nice 19 while the unit and mount suites run:
 # they overlap in time, and the mount suite meets a real compile load too.
-bg_build=
+# They hold a lock on $bg_lock (inherited, released when the last of their
+# processes ends): what waits for their end (start_load) blocks on it.
+bg_build= bg_lock="$results/background-build.lock"
 if [ "$extras" -eq 1 ]; then
+  exec {lock_fd}>"$bg_lock"
+  flock "$lock_fd"
   MOUNT_TESTS="$(cd "$out" && pwd)/mount_tests" UNIT_OBJS_FROM="$out" \
     nice -n 19 sh -c 'scripts/ci-sanitizers.sh --build-only && make --no-print-directory -s -j"$(nproc)" build-fuzz' \
     >"$results/background-build.log" 2>&1 &
   bg_build=$!
+  exec {lock_fd}>&-  # the builds hold it now
   echo "== background: sanitizer and fuzz builds at nice 19 (pid $bg_build)"
 fi
 
@@ -132,7 +137,7 @@ if [ "$under_load" -eq 1 ]; then
   if [ -n "$bg_build" ]; then
     # The background builds are the load while they run (they get the CPU
     # that busy loops would take from them: CI ends sooner), then the loops.
-    start_load "$bg_build"
+    start_load "$bg_lock"
     echo "== under load: the background builds at nice 19, then $(nproc) busy loops at nice 19"
   else
     start_load

@@ -42,7 +42,7 @@ TEST(HangGuard, AWedgedTestFailsItsDaemonsAreKilledAndItEnds) {
   // do just as well (the checks below hold either way).
   mt::Proc child("MBX_TEST_HANG_MS=3000 " + mt::q(self) +
                  " --gtest_also_run_disabled_tests --gtest_filter=HangGuardTarget.* 2>&1; echo rc=$?");
-  ASSERT_TRUE(child.exits_within(120000)) << "the guard did not end the wedged test";
+  ASSERT_TRUE(child.exits()) << "the guard did not end the wedged test";  // the harness's hang guard
   const mt::Run r = child.finish();
   EXPECT_NE(r.out.find("hang guard: HangGuardTarget.DISABLED_AnOpenOnAStoppedDaemon still running"),
             std::string::npos)
