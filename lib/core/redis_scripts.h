@@ -12,7 +12,9 @@
 // this daemon's tokens hash (a store's field -> "<token> <seq>": the record
 // its last pop, or push taking for a receive, moved to the in-flight hash;
 // and "c:<field>:<token>" -> 1: a call given up before the server ran it,
-// which must not take when it runs; kLost).
+// which must not take when it runs; kLost), KEYS[7] the viewers set (the
+// daemons that watch the mailbox: a push or pop publishes its event only
+// when a daemon other than its own is there; announce()).
 // A queued record is "<seq> <len> <sender>\n<payload>". Replies are arrays
 // whose first element says what happened: OK, FULL, EMPTY, GONE, TOOBIG,
 // TAKEN, RECEIVED, HANDED. capacity -1 is unbounded; 0 (rendezvous) holds the one
@@ -82,6 +84,11 @@ return {0, g[1], g[2], g[3], g[4]}
   "  if rec then redis.call('HSET', KEYS[3], string.match(rec, '^(%d+) '), rec) end\n"                                      \
   "  return rec\n"                                                                                                          \
   "end\n"                                                                                                                   \
+  "local function announce(me, ch, ev)\n"                                                                                    \
+  "  local n = redis.call('SCARD', KEYS[7])\n"                                                                              \
+  "  if n == 0 or (n == 1 and redis.call('SISMEMBER', KEYS[7], me) == 1) then return end\n"                                \
+  "  redis.call('PUBLISH', ch, ev)\n"                                                                                       \
+  "end\n"                                                                                                                   \
   "local function untick(d)\n"                                                                                              \
   "  local n = tonumber(redis.call('HGET', KEYS[5], d) or 0)\n"                                                             \
   "  if n <= 0 then return 0 end\n"                                                                                         \
@@ -117,7 +124,9 @@ inline constexpr size_t kCounters = 15;  // elements counters() appends
 // that daemon (hid: the mailbox's count of hand-offs). A capacity-0 mailbox
 // takes a message then as a receive takes it at once. Then the store's
 // field in the tokens hash and this call's token: a record taken is noted there.
-// {OK, seq, taken record or nil, waiter entry used (0/1), counters...}.
+// The event goes out only if another daemon views the mailbox (announce);
+// a hand-off's always does. {OK, seq, taken record or nil, waiter entry
+// used (0/1), counters...}.
 inline constexpr redis::Script kPush{"push", MBX_REDIS_COMMON_LUA R"lua(
 local g = redis.call('HMGET', KEYS[1], 'capacity', 'max_message')
 if not g[1] then return {'GONE'} end
@@ -165,7 +174,7 @@ elseif to then
   ev = ARGV[10] .. ' ' .. to .. ' ' .. hid .. ' ' .. s
   if string.len(r) <= tonumber(ARGV[9]) then ev = ev .. '\n' .. r end
 end
-redis.call('PUBLISH', ARGV[5], ev)
+if ev == ARGV[6] then announce(ARGV[8], ARGV[5], ev) else redis.call('PUBLISH', ARGV[5], ev) end
 return counters({'OK', seq, rec, used})
 )lua"};
 
@@ -175,8 +184,9 @@ return counters({'OK', seq, rec, used})
 // and has not acked. A record handed to this daemon that is none of those
 // (its notification is lost or still on its way, or was too long to carry
 // the record) comes first, the oldest hand-off first: {HANDED, record, hid,
-// counters...} (it was counted as received when handed). Else takes the oldest record (take() above): {OK, record,
-// counters...}; or, empty, adds `grant` to this daemon's waiter entry (its
+// counters...} (it was counted as received when handed). Else takes the
+// oldest record (take() above), telling the viewers (announce): {OK,
+// record, counters...}; or, empty, adds `grant` to this daemon's waiter entry (its
 // receives about to park; in a capacity-0 mailbox that makes it writable:
 // PUBLISH) and answers {EMPTY}.
 inline constexpr redis::Script kPop{"pop", MBX_REDIS_COMMON_LUA R"lua(
@@ -206,7 +216,7 @@ if not rec then
   return {'EMPTY'}
 end
 redis.call('HSET', KEYS[6], ARGV[6], ARGV[7] .. ' ' .. string.match(rec, '^(%d+) '))
-redis.call('PUBLISH', ARGV[2], ARGV[3])
+announce(ARGV[4], ARGV[2], ARGV[3])
 return counters({'OK', rec})
 )lua"};
 
@@ -355,7 +365,7 @@ return {'OK'}
 
 // ARGV: channel, event. Deletes the mailbox and tells every daemon.
 inline constexpr redis::Script kDestroy{"destroy", R"lua(
-redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6])
+redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7])
 redis.call('PUBLISH', ARGV[1], ARGV[2])
 return {'OK'}
 )lua"};
@@ -421,14 +431,16 @@ return r
 )lua"};
 
 // KEYS: meta, queue, the dead daemon's in-flight hash of this mailbox, the
-// hand-offs hash, the waiters hash, its tokens hash. ARGV: channel, event, the dead daemon's
-// id. Returns its in-flight records and those handed to it to the front of
-// the queue in seq order, as if never received, and drops its waiter entry;
+// hand-offs hash, the waiters hash, its tokens hash, the viewers set. ARGV:
+// channel, event, the dead daemon's id. Returns its in-flight records and
+// those handed to it to the front of the queue in seq order, as if never
+// received, and drops its waiter entry and its place among the viewers;
 // counts them in `returned`. `consumed` stays where it is: it never steps back.
 inline constexpr redis::Script kReturn{"return", MBX_REDIS_REQUEUE_LUA R"lua(
 local all = redis.call('HGETALL', KEYS[3])
 redis.call('DEL', KEYS[3], KEYS[6])
 redis.call('HDEL', KEYS[5], ARGV[3])
+redis.call('SREM', KEYS[7], ARGV[3])
 local recs = {}
 for i = 2, #all, 2 do recs[#recs + 1] = all[i] end
 local mine, xs = ARGV[3] .. '|', redis.call('HGETALL', KEYS[4])

@@ -72,6 +72,34 @@ std::string RedisBackend::inflight_set(const std::string& daemon) const {
   return "mbx:{" + cfg_.ns + "}:inflight:" + daemon;
 }
 
+std::string RedisBackend::viewers_key(const std::string& rid) const { return "mbx:{" + cfg_.ns + ":" + rid + "}:v"; }
+
+Errc RedisBackend::view(const std::string& rid) {
+  MutexLock v(view_mu_);
+  {
+    MutexLock g(watch_mu_);
+    if (viewed_.count(rid)) return Errc::ok;
+  }
+  auto r = command({"SADD", viewers_key(rid), daemon_id_});
+  if (!r) return r.error();
+  if (r->is_error()) return Errc::io;
+  MutexLock g(watch_mu_);
+  if (open_.count(rid)) viewed_.insert(rid);  // else its last store closed meanwhile: nothing to keep
+  return Errc::ok;
+}
+
+void RedisBackend::view_again() {
+  MutexLock v(view_mu_);
+  std::vector<std::string> rids;
+  {
+    MutexLock g(watch_mu_);
+    rids.assign(viewed_.begin(), viewed_.end());
+  }
+  // Failures are left to the next claim or fresh subscription; meanwhile
+  // the periodic re-check finds what this daemon was not told of.
+  for (const std::string& rid : rids) (void)command({"SADD", viewers_key(rid), daemon_id_});
+}
+
 Errc RedisBackend::renew_lease() {
   MutexLock lease(renew_mu_);
   return renew_locked();
@@ -111,6 +139,7 @@ Errc RedisBackend::renew_locked() {
     for (auto& rid : rids) argv.push_back(rid);
     if (!rids.empty())
       if (auto a = command(argv); !a || a->is_error()) return a ? Errc::io : a.error();
+    view_again();  // the recovery took this daemon out of the viewers sets too
     reregister_ = false;
   }
   renewed_at_.store(std::chrono::duration_cast<std::chrono::nanoseconds>(sent.time_since_epoch()).count(),
@@ -124,7 +153,8 @@ Result<uint64_t> RedisBackend::return_in_flight(const std::string& id, bool drop
   uint64_t n = 0;
   for (const Reply& rid : set->elements) {
     const std::string tag = "mbx:{" + cfg_.ns + ":" + rid.str + "}:", ev = event('p', rid.str);
-    auto r = eval(rs::kReturn, {tag + "m", tag + "q", tag + "f:" + id, tag + "x", tag + "w", tag + "t:" + id},
+    auto r = eval(rs::kReturn,
+                  {tag + "m", tag + "q", tag + "f:" + id, tag + "x", tag + "w", tag + "t:" + id, tag + "v"},
                   {channel_, ev, id});
     if (!r) return r.error();
     if (r->type == Reply::Type::array && r->elements.size() == 2) n += static_cast<uint64_t>(num(r->elements[1]));
@@ -201,6 +231,7 @@ void RedisBackend::tick(bool fresh) {
   if (fresh) (void)reconnect();  // no waiting out the backoff: the subscriber reached the server
   const auto now = std::chrono::steady_clock::now();
   if (fresh) next_renew_ = now;  // the lease may have run low while the server was away
+  if (fresh) view_again();       // a server back without its data has no viewers sets
   // First: the puts-back below may each wait out the command timeout.
   if (now >= next_renew_ && renew_lease() == Errc::ok) next_renew_ = now + cfg_.lease / 3;
   std::vector<Lost> lost;
@@ -381,6 +412,7 @@ RedisStore::RedisStore(RedisBackend& b, std::string rid, const Settings& s)
       inflight_("mbx:{" + b.config().ns + ":" + rid_ + "}:f:" + b.daemon_id()),
       handoffs_("mbx:{" + b.config().ns + ":" + rid_ + "}:x"),
       waiters_("mbx:{" + b.config().ns + ":" + rid_ + "}:w"),
+      viewers_(b.viewers_key(rid_)),
       capacity_(s.capacity),
       max_message_(s.max_message),
       tokens_("mbx:{" + b.config().ns + ":" + rid_ + "}:t:" + b.daemon_id()),
@@ -391,18 +423,28 @@ RedisStore::~RedisStore() {
   if (lost_) (void)reclaim_lost();  // else left to the backend's tick, with the field it needs
   if (tokened_ && !lost_) (void)b_.send({"HDEL", tokens_, field_});
   if (watching_) b_.watch(this, {}, false);
-  MutexLock g(b_.watch_mu_);
-  if (auto it = b_.open_.find(rid_); it != b_.open_.end() && --it->second == 0) b_.open_.erase(it);
-  auto [first, last] = b_.stores_.equal_range(rid_);
-  for (auto it = first; it != last; ++it)
-    if (it->second == this) {
-      b_.stores_.erase(it);
-      break;
+  // The last store of rid here: this daemon leaves its viewers set (the
+  // SREM ordered after any SADD of rid by view_mu_, written without waiting).
+  MutexLock v(b_.view_mu_);
+  bool unview = false;
+  {
+    MutexLock g(b_.watch_mu_);
+    if (auto it = b_.open_.find(rid_); it != b_.open_.end() && --it->second == 0) {
+      b_.open_.erase(it);
+      unview = b_.viewed_.erase(rid_) > 0;
     }
+    auto [first, last] = b_.stores_.equal_range(rid_);
+    for (auto it = first; it != last; ++it)
+      if (it->second == this) {
+        b_.stores_.erase(it);
+        break;
+      }
+  }
+  if (unview) (void)b_.send({"SREM", viewers_, b_.daemon_id()});
 }
 
 Result<Reply> RedisStore::run(const redis::Script& s, std::vector<std::string_view> args, std::string* status) {
-  auto r = b_.eval(s, {meta_, queue_, inflight_, handoffs_, waiters_, tokens_}, args);
+  auto r = b_.eval(s, {meta_, queue_, inflight_, handoffs_, waiters_, tokens_, viewers_}, args);
   if (!r) return r.error();
   if (r->type != Reply::Type::array || r->elements.empty()) return Errc::io;  // logged by Conn
   *status = r->elements[0].str;
@@ -698,6 +740,11 @@ void RedisStore::watch(uint32_t bits, const std::weak_ptr<StoreListener>& listen
     listener_ = listener;
   }
   b_.watch(this, listener, watching_);
+  // Then (once) into the viewers set, also before the re-check: a push or
+  // pop of another daemon made after it publishes its event here. If that
+  // round trip fails, the next watch tries again; meanwhile the periodic
+  // re-check finds the changes.
+  if (watching_ && !viewing_) viewing_ = b_.view(rid_) == Errc::ok;
 }
 
 bool RedisStore::take_kick() {

@@ -129,6 +129,15 @@ class RedisBackend {
   // back, so the command connection is tried now, before the kick.
   void tick(bool fresh) EXCLUDES(conn_mu_);
   std::string inflight_set(const std::string& daemon) const;  // the mailboxes a daemon may hold records of
+  std::string viewers_key(const std::string& rid) const;      // the daemons that watch mailbox rid
+  // Adds this daemon to mailbox rid's viewers set (a round trip the first
+  // time a store of rid watches; sticky while one is open here), so that
+  // the pushes and pops of other daemons publish their events to it.
+  Errc view(const std::string& rid) EXCLUDES(view_mu_, watch_mu_, conn_mu_);
+  // Adds this daemon to every viewers set it should be in again: after its
+  // lease was claimed (the recovery took it out), or a fresh subscription
+  // (a server restarted without its data lost them).
+  void view_again() EXCLUDES(view_mu_, watch_mu_, conn_mu_);
 
   const RedisConfig cfg_;
   std::string daemon_id_, host_, channel_, daemons_, claimed_;
@@ -145,10 +154,16 @@ class RedisBackend {
   std::unordered_map<std::string, int> open_ GUARDED_BY(watch_mu_);
   // rid -> the stores open on it, watched or not (a hand-off finds its store here).
   std::unordered_multimap<std::string, RedisStore*> stores_ GUARDED_BY(watch_mu_);
+  // The rids this daemon is a viewer of (view()); each leaves the set, and
+  // the server's viewers set, when the last store open on it here closes.
+  std::set<std::string> viewed_ GUARDED_BY(watch_mu_);
+  // Orders one rid's SADD (a view) and SREM (its last close) on the
+  // connection; taken before watch_mu_ and conn_mu_.
+  Mutex view_mu_;
   // One renewal at a time (the subscriber's tick, fresh_lease() on the FUSE
   // threads, under a mailbox lock); taken before conn_mu_ and watch_mu_.
   Mutex renew_mu_;
-  Errc renew_locked() REQUIRES(renew_mu_) EXCLUDES(conn_mu_, watch_mu_);
+  Errc renew_locked() REQUIRES(renew_mu_) EXCLUDES(conn_mu_, watch_mu_, view_mu_);
   bool lease_stale() const;
   bool renewed_ GUARDED_BY(renew_mu_) = false;
   bool reregister_ GUARDED_BY(renew_mu_) = false;  // claimed: the set of our mailboxes is to be made again
@@ -238,7 +253,7 @@ class RedisStore final : public Store {
 
   RedisBackend& b_;
   const std::string rid_;
-  const std::string meta_, queue_, inflight_, handoffs_, waiters_;  // the keys (core/redis_scripts.h)
+  const std::string meta_, queue_, inflight_, handoffs_, waiters_, viewers_;  // the keys (core/redis_scripts.h)
   uint64_t capacity_;
   // The other shared settings as last read (stats(), open_store); unset:
   // not on the server (a mailbox made before they were shared).
@@ -247,6 +262,7 @@ class RedisStore final : public Store {
   std::optional<uint64_t> timeout_ms_;
   bool corrupt_ = false;
   bool watching_ = false;
+  bool viewing_ = false;  // this daemon is in the viewers set (RedisBackend::view)
   QueueStats last_{};          // as last read: what stats() answers while the server is away
   uint64_t pushed_count_ = 0;  // messages queued right after the last push (its reply)
   // Receive calls of this daemon wait here (said before the push): the push

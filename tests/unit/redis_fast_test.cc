@@ -233,6 +233,59 @@ struct Serviced : StoreListener {
   int n = 0;
 };
 
+// Events are for other daemons: a push or pop that no other daemon watches
+// publishes nothing (the one-daemon path wakes no subscriber thread per
+// message). Once a store of daemon b watches the mailbox, b is among its
+// viewers and a's pushes and pops publish, and b hears them; when b's last
+// store of it closes, b leaves and a publishes nothing again.
+TEST_F(RedisFast, ASendOrReceiveNoOtherDaemonWatchesPublishesNothing) {
+  auto a = open(), b = open(/*started=*/true);
+  auto sa = store(*a);
+  ASSERT_TRUE(sa->push("warm", {}, false).ok());  // scripts loaded, connection made
+  std::string out;
+  auto w = sa->pop(out);
+  ASSERT_TRUE(w.ok());
+  ASSERT_EQ(sa->ack(w->seq), Errc::ok);
+  auto round = [&] {
+    ASSERT_TRUE(sa->push("m", {}, false).ok());
+    std::string o;
+    auto p = sa->pop(o);
+    ASSERT_TRUE(p.ok());
+    ASSERT_EQ(sa->ack(p->seq), Errc::ok);
+  };
+  Counts before = calls();
+  for (int i = 0; i < 10; i++) ASSERT_NO_FATAL_FAILURE(round());
+  EXPECT_EQ(since(before).count("publish"), 0u);
+  // A watch of its own daemon does not count either.
+  auto own = std::make_shared<Serviced>();
+  sa->watch(kWatchReadable, own);
+  before = calls();
+  ASSERT_NO_FATAL_FAILURE(round());
+  EXPECT_EQ(since(before).count("publish"), 0u);
+  sa->watch(0, own);
+  // b watches: it joins the viewers in that call (before its re-check).
+  auto sb = store(*b);
+  auto l = std::make_shared<Serviced>();
+  sb->watch(kWatchReadable | kWatchWritable, l);
+  EXPECT_EQ(a->command({"SISMEMBER", "mbx:{t:m}:v", b->daemon_id()})->integer, 1);
+  before = calls();
+  ASSERT_NO_FATAL_FAILURE(round());
+  EXPECT_EQ(since(before).at("publish"), 2);  // the push's and the pop's
+  ASSERT_TRUE(l->wait(1)) << "b was not told";
+  // It stays a viewer while its store is open, watching or not (a round
+  // trip once per store, not per park).
+  sb->watch(0, l);
+  sb->watch(kWatchReadable, l);
+  before = calls();
+  sb->watch(kWatchWritable, l);
+  EXPECT_TRUE(since(before).empty());
+  sb.reset();  // b's last store of m closes: b leaves (an SREM not waited for)
+  EXPECT_EQ(b->command({"SISMEMBER", "mbx:{t:m}:v", b->daemon_id()})->integer, 0);
+  before = calls();
+  ASSERT_NO_FATAL_FAILURE(round());
+  EXPECT_EQ(since(before).count("publish"), 0u);
+}
+
 // A receive parked on daemon b, a send through daemon a: the push moves the
 // record into b's hand-offs and its event carries it, so b answers the
 // receive without another script: two scripts and one HDEL per message (the
@@ -442,6 +495,12 @@ class Events {
              },
              [](bool) {}) {}
   bool subscribed() { return sub_.wait_subscriptions(1, std::chrono::seconds(30)); }
+  // Joins mailbox `rid`'s viewers, as another daemon watching it would: the
+  // pushes and pops of the daemons then publish their events (announce).
+  static bool view(RedisBackend& b, const std::string& rid) {
+    auto r = b.command({"SADD", "mbx:{t:" + rid + "}:v", "events-listener"});
+    return r.ok() && r->integer == 1;
+  }
   // Waits for an event equal to `ev` heard after the last one waited for.
   bool wait_for(const std::string& ev) {
     std::unique_lock g(mu_);
@@ -470,6 +529,7 @@ TEST_F(RedisFast, AReceiveWhoseReplyNeverCameLeavesItsMessageForTheNextOne) {
   auto s = store(*a);
   Events events(server_.url());
   ASSERT_TRUE(events.subscribed());
+  ASSERT_TRUE(Events::view(*a, "m"));
   std::string out;
   ASSERT_EQ(s->pop(out).error(), Errc::again);  // the pop script loaded: what is lost is the pop itself
   ASSERT_TRUE(s->push("kept", {}, false).ok());
@@ -510,6 +570,7 @@ TEST_F(RedisFast, AReceiveWhoseReplyNeverCameIsPutBackByItsDaemonWithNoReceiveAf
   auto sb = store(*b);
   Events events(server_.url());
   ASSERT_TRUE(events.subscribed());
+  ASSERT_TRUE(Events::view(*b, "m"));
   std::string out;
   ASSERT_EQ(s->pop(out).error(), Errc::again);  // the pop script loaded
   ASSERT_TRUE(sb->push("kept", {}, false).ok());
@@ -544,7 +605,8 @@ TEST_F(RedisFast, ACallGivenUpBeforeTheServerRanItTakesNothingWhenItRuns) {
   auto s = store(*a);
   ASSERT_TRUE(s->push("kept", {}, false).ok());
   const std::string tag = "mbx:{t:m}:", me = a->daemon_id(), ev = a->event('r', "m"), now = "1";
-  const std::vector<std::string> names{tag + "m", tag + "q", tag + "f:" + me, tag + "x", tag + "w", tag + "t:" + me};
+  const std::vector<std::string> names{tag + "m",      tag + "q",      tag + "f:" + me, tag + "x",
+                                       tag + "w",      tag + "t:" + me, tag + "v"};
   const std::vector<std::string_view> keys(names.begin(), names.end());
   const std::string chan = a->channel(), pev = a->event('p', "m"), hev = a->event('h', "m");
   // A pop (field "late", token 7) and a push taking for a receive (token 8), both given up.

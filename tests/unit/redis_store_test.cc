@@ -402,6 +402,26 @@ TEST_F(RedisLeaseTest, ADaemonThoughtDeadThatRenewsIsStillCovered) {
   EXPECT_EQ(sy_->stats().returned, 2u);
 }
 
+// A daemon claimed as dead leaves the viewers sets of the mailboxes it had
+// open (nobody publishes to it any more); one that was only slow joins
+// them again when it renews, with its set of mailboxes.
+TEST_F(RedisLeaseTest, AClaimedDaemonLeavesTheViewersAndARenewalJoinsThemAgain) {
+  ASSERT_NO_FATAL_FAILURE(x_took({"one"}, 0));
+  struct Quiet : StoreListener {
+    void service() override {}
+  };
+  auto l = std::make_shared<Quiet>();
+  sx_->watch(kWatchReadable, l);
+  const std::string viewers = "mbx:{t:l}:v";
+  ASSERT_EQ(y_->command({"SISMEMBER", viewers, x_->daemon_id()})->integer, 1);
+  ASSERT_TRUE(y_->command({"HSET", "mbx:{t}:daemons", x_->daemon_id(), "0"}).ok());
+  EXPECT_EQ(y_->recover().value(), 0u);
+  EXPECT_EQ(y_->command({"SISMEMBER", viewers, x_->daemon_id()})->integer, 0);
+  ASSERT_EQ(x_->renew_lease(), Errc::ok);
+  EXPECT_EQ(y_->command({"SISMEMBER", viewers, x_->daemon_id()})->integer, 1);
+  sx_->watch(0, l);
+}
+
 TEST_F(RedisLeaseTest, ACleanStopGivesBackWhatItHadInFlight) {
   auto y = backend();
   auto sy = store(*y);
