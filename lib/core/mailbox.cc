@@ -231,11 +231,22 @@ bool Mailbox::wants_feed(Handle& h) {
   return !own && !removed_ && !quarantined_ && store_ && store_->stats().count == 0;
 }
 
+bool Mailbox::reads_arriving_locked() {
+  // Relaxed: a hint (arriving_reads_).
+  return store_->capacity() != 0 && arriving_reads_.load(std::memory_order_relaxed) > 0;
+}
+
 std::optional<Outcome> Mailbox::read(Handle& h, size_t size, bool nonblock, Waiter* w, pid_t reader) {
   if (wants_feed(h)) feeder_->feed(*this);
   std::optional<Outcome> out;
+  // h.framing is set at open and never changes: read without mu_. A file
+  // framing reader's second read is its end of file: it takes nothing.
+  const bool counts = h.framing != Framing::file;
+  // Relaxed: a hint (arriving_reads_).
+  if (counts) arriving_reads_.fetch_add(1, std::memory_order_relaxed);
   {
     Op op(*this);
+    if (counts) arriving_reads_.fetch_sub(1, std::memory_order_relaxed);
     Batch& b = op.b;
     h.nonblock = nonblock;
     if (w && w->interrupted_) {
@@ -247,7 +258,7 @@ std::optional<Outcome> Mailbox::read(Handle& h, size_t size, bool nonblock, Wait
       // A store each look at which is a round trip: a blocking receive looks
       // once, in the pass with a waiter, after watching (see watch_first_locked).
       const bool remote = !own && !removed_ && !quarantined_ && store_ && store_->looks_are_round_trips();
-      const bool look_later = remote && !w && !nonblock && hangup_ == Errc::ok;
+      const bool look_later = remote && !w && !nonblock && hangup_ == Errc::ok && !store_->answers_here();
       if (remote && w && readers_.empty()) watch_first_locked();
       if (store_) store_->receivers_parked(static_cast<uint32_t>(readers_.size() + (w ? 1 : 0)));
       if (!look_later && (own || readers_.empty())) out = take_locked(h, size, b);  // FIFO: no overtaking
@@ -367,7 +378,7 @@ Mailbox::Step Mailbox::run_send_locked(Waiter::SendJob& j, bool may_push, Batch&
     // message the quota has room for is never refused for its own copy.
     const uint64_t lent = std::min<uint64_t>(j.held, m.size());
     host_.held().lend(lent);
-    store_->receivers_waiting(!readers_.empty());  // they looked and found nothing
+    store_->receivers_waiting(!readers_.empty() || reads_arriving_locked());
     auto r = store_->push(m, j.from, false, j.prio);
     if (!r) {
       host_.held().take_back(lent);
@@ -795,6 +806,7 @@ void Mailbox::settle_locked(Batch& b) {
   }
   if (store_ && !quarantined_) {
     store_->receivers_parked(static_cast<uint32_t>(readers_.size()));
+    store_->receivers_waiting(reads_arriving_locked());  // a message taken for them stays
     store_->after_change(b.pushed, b.popped);
     if (b.raise) b.raise_to = reported_size_locked(store_->stats());
   }

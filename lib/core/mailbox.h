@@ -396,6 +396,14 @@ class Mailbox final : public std::enable_shared_from_this<Mailbox>, public Store
   // Set once by expose(), never cleared; written under mu_ too, so stat()'s
   // read under mu_ is exact and attrs_cacheable()'s is a hint.
   std::atomic<bool> exposed_{false};
+  // Receives through a datagram or line open file waiting for mu_ (each
+  // pass of Mailbox::read counts itself until it holds mu_): a push may
+  // take a message for them (Store::receivers_waiting). Relaxed: a hint
+  // read under mu_; one missed costs a look, one counted in vain a put-back.
+  std::atomic<uint32_t> arriving_reads_{0};
+  // Receives are on their way to mu_, in a mailbox that is not a
+  // rendezvous one (there a take counts as received: it acks the sender).
+  bool reads_arriving_locked() REQUIRES(mu_);
   QueueStats last_stats_ GUARDED_BY(mu_);  // as last read: what a quarantined mailbox reports
   struct From {
     Sender s;

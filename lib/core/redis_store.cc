@@ -777,9 +777,16 @@ Errc RedisStore::save_settings(const Settings& s) {
   return Errc::ok;
 }
 
+bool RedisStore::answers_here() {
+  if (taken_) return true;
+  MutexLock g(hand_mu_);
+  return !handed_.empty();
+}
+
 void RedisStore::after_change(bool, bool) {
+  const bool coming = std::exchange(receivers_waiting_, false);  // receives on their way: kept for them
   sync_waiters();
-  if (!taken_) return;
+  if (!taken_ || coming) return;
   // Taken for a parked receive that ended meanwhile (no reader came for it):
   // back to the front, as an interrupted reply's message goes.
   uint64_t seq = 0;

@@ -195,6 +195,7 @@ class RedisStore final : public Store {
   bool keeps_in_flight() const override { return true; }
   bool has_priorities() const override { return false; }
   bool looks_are_round_trips() const override { return true; }
+  bool answers_here() override EXCLUDES(hand_mu_);
   void receivers_waiting(bool w) override { receivers_waiting_ = w; }
   // Receives of this daemon parked here: kept in the mailbox's waiters hash
   // (a push through another daemon hands them records), by the next pop

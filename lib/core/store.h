@@ -59,10 +59,12 @@ class Store {
   // priority > 0 the storage cannot keep (an older segment).
   // force: ignore capacity and quota (a message counted elsewhere).
   virtual Result<uint64_t> push(std::string_view msg, const Sender& from, bool force = false, unsigned prio = 0) = 0;
-  // Said before each push: receive calls of this daemon wait for a message.
-  // A store that can then move the oldest message to them in the push's own
-  // step does (its next pop answers it without looking); it gives it back
-  // at after_change() if no receive took it.
+  // Said before each push: receive calls of this daemon wait for a message
+  // (parked, or on their way to the mailbox lock). A store that can then
+  // move the oldest message to them in the push's own step does (its next
+  // pop answers it without looking); it gives it back at after_change() if
+  // no receive took it, unless it is said again (true) right before that
+  // after_change(): receives are still on their way.
   virtual void receivers_waiting(bool) {}
   // How many receive calls of this daemon are parked (before a look that
   // parks the caller if it finds nothing, counting it), said before each
@@ -95,6 +97,9 @@ class Store {
   // receive then watches first and looks once (Mailbox::read), instead of
   // looking, watching and looking again.
   virtual bool looks_are_round_trips() const { return false; }
+  // A look now is answered without a round trip: a message is already taken
+  // for this daemon's receives (receivers_waiting, a hand-off heard of).
+  virtual bool answers_here() { return false; }
   // Payload length of the next message. again: empty.
   virtual Result<uint32_t> peek_len() = 0;
   // Queued messages per priority, highest first; contended: ask again later.

@@ -181,6 +181,52 @@ TEST_F(RedisFast, ARecordTakenForAReceiveThatLeftGoesBackToTheFront) {
   EXPECT_EQ(out, "first");  // in order
 }
 
+// A receive on its way to the mailbox lock (Mailbox::read counts it) is
+// waited for too: the push takes the oldest record for it, and the end of
+// the sender's hold keeps that record while receives are still coming
+// (receivers_waiting said again before after_change); the receive then
+// answers it without a round trip. A hold that ends with none coming puts
+// it back.
+TEST_F(RedisFast, ARecordTakenForAReceiveOnItsWayStaysUntilItComes) {
+  auto a = open();
+  auto s = store(*a);
+  ASSERT_TRUE(s->push("warm", {}, false).ok());
+  std::string out;
+  auto w = s->pop(out);
+  ASSERT_TRUE(w.ok());
+  ASSERT_EQ(s->ack(w->seq), Errc::ok);
+  ASSERT_TRUE(s->push("first", {}, false).ok());
+  EXPECT_FALSE(s->answers_here());
+  s->receivers_waiting(true);                        // a receive is on its way
+  ASSERT_TRUE(s->push("second", {}, false).ok());  // takes "first" for it
+  EXPECT_TRUE(s->answers_here());
+  s->receivers_waiting(true);  // still on its way as the sender's hold ends
+  s->after_change(true, false);
+  const std::string inflight = "mbx:{t:m}:f:" + a->daemon_id();
+  EXPECT_EQ(a->command({"HLEN", inflight})->integer, 1);  // kept for it
+  const Counts before = calls();
+  out.clear();
+  auto p = s->pop(out);  // the receive's hold
+  ASSERT_TRUE(p.ok());
+  EXPECT_EQ(out, "first");
+  EXPECT_TRUE(since(before).empty());  // no round trip
+  EXPECT_FALSE(s->answers_here());
+  EXPECT_EQ(s->ack(p->seq), Errc::ok);
+  s->after_change(false, true);
+  // Taken for a receive that never came: the next hold with none coming puts it back.
+  s->receivers_waiting(true);
+  ASSERT_TRUE(s->push("third", {}, false).ok());  // takes "second"
+  s->receivers_waiting(true);
+  s->after_change(true, false);
+  s->after_change(false, false);  // another hold, none coming
+  EXPECT_EQ(a->command({"HLEN", inflight})->integer, 0);
+  const QueueStats st = s->stats();
+  EXPECT_EQ(st.count, 2u);
+  out.clear();
+  ASSERT_TRUE(s->pop(out).ok());
+  EXPECT_EQ(out, "second");  // in order
+}
+
 TEST_F(RedisFast, ADaemonThatDiesBeforeItsAcknowledgementIsCountedAsAReturn) {
   auto y = open();
   auto sy = store(*y);
