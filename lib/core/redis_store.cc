@@ -3,6 +3,7 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <charconv>
 #include <cstdio>
 
@@ -258,8 +259,11 @@ Result<std::unique_ptr<RedisBackend>> RedisBackend::open(const RedisConfig& cfg)
 void RedisBackend::start() {
   started_.store(true, std::memory_order_relaxed);
   (void)renew_lease();  // registered before any receive: a death is noticed
+  // The subscription's keep-alive (design.md §14): a hung node is noticed within
+  // half a lease; 2 s at least, far above what a loaded host delays a reply by.
+  const auto keepalive = std::max<std::chrono::milliseconds>(cfg_.lease / 4, std::chrono::seconds(2));
   sub_ = std::make_unique<redis::Subscriber>(
-      cfg_.endpoint, channel_, cfg_.recheck, [this](std::string_view ev) { on_event(ev); },
+      cfg_.endpoint, channel_, cfg_.recheck, keepalive, [this](std::string_view ev) { on_event(ev); },
       [this](bool fresh) { tick(fresh); }, [this] { return endpoints(); });
 }
 

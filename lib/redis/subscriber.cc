@@ -4,9 +4,13 @@
 #include <fcntl.h>
 #include <hiredis/hiredis.h>
 #include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <string_view>
 
 #include "base/log.h"
 
@@ -14,19 +18,20 @@ namespace mbx::redis {
 
 namespace {
 using Clock = std::chrono::steady_clock;
-int ms_until(Clock::time_point t) {
-  auto d = std::chrono::duration_cast<std::chrono::milliseconds>(t - Clock::now()).count();
+int ms_until(Clock::time_point t) {  // rounded up: poll() does not return before t
+  auto d = std::chrono::ceil<std::chrono::milliseconds>(t - Clock::now()).count();
   return static_cast<int>(std::clamp<long long>(d, 0, 60'000));
 }
 }  // namespace
 
-Subscriber::Subscriber(Endpoint ep, std::string channel, std::chrono::milliseconds period, OnMessage on_message,
-                       OnMissed on_missed, Others others)
+Subscriber::Subscriber(Endpoint ep, std::string channel, std::chrono::milliseconds period,
+                       std::chrono::milliseconds keepalive, OnMessage on_message, OnMissed on_missed, Others others)
     : ep_(std::move(ep)),
       others_(std::move(others)),
       channel_(std::move(channel)),
       on_message_(std::move(on_message)),
       period_(period),
+      keepalive_(keepalive),
       on_missed_(std::move(on_missed)) {
   int p[2];
   if (::pipe2(p, O_CLOEXEC | O_NONBLOCK) == 0) stop_r_.reset(p[0]), stop_w_.reset(p[1]);
@@ -59,14 +64,23 @@ Endpoint Subscriber::next_endpoint(const Endpoint& after) {
 }
 
 void Subscriber::run() {
+  // hiredis writes with write(2): a node that closed the connection must be
+  // EPIPE here, not SIGPIPE for a program that has not ignored it (the
+  // tests). The thread is the subscriber's own, so it blocks the signal for
+  // its life; one raised for it stays pending on it and goes with it.
+  sigset_t pipe;
+  sigemptyset(&pipe);
+  sigaddset(&pipe, SIGPIPE);
+  pthread_sigmask(SIG_BLOCK, &pipe, nullptr);
   auto backoff = Conn::kBackoffFirst;
   bool said = false;
   Endpoint at = ep_;
   for (;;) {
-    if (!serve_once(at)) return;
+    std::string why;
+    if (!serve_once(at, &why)) return;
     // It had worked (subscribed_ is set until the connection broke): a new outage.
     if (subscribed_.exchange(false, std::memory_order_acq_rel)) backoff = Conn::kBackoffFirst, said = false;
-    if (!said) log(LogLevel::warning, "redis %s: no subscription; trying again", at.text().c_str());
+    if (!said) log(LogLevel::warning, "redis %s: no subscription%s; trying again", at.text().c_str(), why.c_str());
     said = true;
     at = next_endpoint(at);  // "subscribed again" names the node that served
     pollfd pf{stop_r_.get(), POLLIN, 0};
@@ -75,10 +89,13 @@ void Subscriber::run() {
   }
 }
 
-bool Subscriber::serve_once(const Endpoint& ep) {
-  std::string why;
-  auto c = open_context(ep, std::chrono::milliseconds(1000), &why);
+bool Subscriber::serve_once(const Endpoint& ep, std::string* why) {
+  std::string unused;
+  auto c = open_context(ep, std::chrono::milliseconds(1000), &unused);
   if (!c) return true;
+  // A hung node accepts the connection (the kernel does) and never answers.
+  const auto us = std::chrono::duration_cast<std::chrono::microseconds>(keepalive_).count();
+  redisSetTimeout(c.get(), timeval{static_cast<time_t>(us / 1'000'000), static_cast<suseconds_t>(us % 1'000'000)});
   if (ep.db != 0) {  // pub/sub channels are global, but keep the context's db as the URL says
     auto* r = static_cast<redisReply*>(redisCommand(c.get(), "SELECT %d", ep.db));
     if (!r) return true;
@@ -99,30 +116,50 @@ bool Subscriber::serve_once(const Endpoint& ep) {
   count_cv_.notify_all();
   if (again) log(LogLevel::warning, "redis %s: subscribed again", ep.text().c_str());
   auto next_tick = Clock::now() + period_;
-  bool broken = false;
-  while (!broken) {
+  // The keep-alive: anything read counts as heard; a PING is sent once
+  // nothing was heard for keepalive_, and the node is gone if nothing is
+  // heard for keepalive_ after it.
+  auto heard = Clock::now(), pinged = Clock::time_point::max();  // max: no PING waiting
+  for (;;) {
+    const auto alive_until = (pinged == Clock::time_point::max() ? heard : pinged) + keepalive_;
     pollfd pf[2] = {{c->fd, POLLIN, 0}, {stop_r_.get(), POLLIN, 0}};
-    const int n = ::poll(pf, 2, ms_until(next_tick));
+    const int n = ::poll(pf, 2, ms_until(std::min(next_tick, alive_until)));
     if (n < 0 && errno != EINTR) break;
     if (pf[1].revents) return false;
+    if (n > 0 && pf[0].revents) {
+      if (redisBufferRead(c.get()) != REDIS_OK) break;
+      heard = Clock::now(), pinged = Clock::time_point::max();
+      bool broken = false;
+      for (;;) {
+        void* out = nullptr;
+        if (redisGetReplyFromReader(c.get(), &out) != REDIS_OK) {
+          broken = true;
+          break;
+        }
+        if (!out) break;
+        Reply m = copy_reply(static_cast<redisReply*>(out));
+        freeReplyObject(out);
+        // ["message", channel, payload]; the keep-alive's ["pong", ""] is only heard
+        if (m.type == Reply::Type::array && m.elements.size() == 3 && m.elements[0].str == "message")
+          on_message_(m.elements[2].str);
+      }
+      if (broken) break;
+    } else if (n == 0 && Clock::now() >= alive_until) {
+      // Judged only on a poll that found nothing to read: a reply that came
+      // while this thread was busy (a long tick, a loaded host) is read first.
+      if (pinged != Clock::time_point::max()) {
+        *why = " (no answer to PING in " + std::to_string(keepalive_.count()) + " ms)";
+        break;
+      }
+      // Written here, never waiting: a write that does not fit at once
+      // means the node reads nothing, so it is gone too.
+      constexpr std::string_view kPing = "*1\r\n$4\r\nPING\r\n";
+      if (::send(c->fd, kPing.data(), kPing.size(), MSG_NOSIGNAL | MSG_DONTWAIT) != ssize_t(kPing.size())) break;
+      pinged = Clock::now();
+    }
     if (Clock::now() >= next_tick) {
       on_missed_(false);
       next_tick = Clock::now() + period_;
-    }
-    if (n <= 0 || !pf[0].revents) continue;
-    if (redisBufferRead(c.get()) != REDIS_OK) break;
-    for (;;) {
-      void* out = nullptr;
-      if (redisGetReplyFromReader(c.get(), &out) != REDIS_OK) {
-        broken = true;
-        break;
-      }
-      if (!out) break;
-      Reply m = copy_reply(static_cast<redisReply*>(out));
-      freeReplyObject(out);
-      // ["message", channel, payload]
-      if (m.type == Reply::Type::array && m.elements.size() == 3 && m.elements[0].str == "message")
-        on_message_(m.elements[2].str);
     }
   }
   return true;  // run() clears subscribed_ (it tells it whether this connection had worked)

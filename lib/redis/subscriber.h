@@ -12,6 +12,12 @@
 // the URL's node and these, in turn, so that a cluster node that died does
 // not leave the daemon without notifications (a cluster broadcasts PUBLISH
 // to every node, so any node serves).
+// A node that hangs (stopped, wedged) keeps its connection open, so nothing
+// breaks: the keep-alive notices it. When nothing was heard on the
+// connection for `keepalive`, the subscriber sends PING (allowed while
+// subscribed; the reply is ["pong", ""]); when nothing is heard for
+// `keepalive` more, the node counts as gone, as when the connection breaks.
+// SELECT and SUBSCRIBE wait no longer than `keepalive` for their replies.
 #pragma once
 #include <atomic>
 #include <chrono>
@@ -35,8 +41,8 @@ class Subscriber {
   using OnMessage = std::function<void(std::string_view payload)>;
   using OnMissed = std::function<void(bool fresh)>;
   using Others = std::function<std::vector<Endpoint>()>;
-  Subscriber(Endpoint ep, std::string channel, std::chrono::milliseconds period, OnMessage on_message,
-             OnMissed on_missed, Others others = {});
+  Subscriber(Endpoint ep, std::string channel, std::chrono::milliseconds period, std::chrono::milliseconds keepalive,
+             OnMessage on_message, OnMissed on_missed, Others others = {});
   ~Subscriber();  // stops and joins the thread
   Subscriber(const Subscriber&) = delete;
   Subscriber& operator=(const Subscriber&) = delete;
@@ -51,7 +57,9 @@ class Subscriber {
 
  private:
   void run();
-  bool serve_once(const Endpoint& ep);  // one connection's life: false when told to stop
+  // One connection's life: false when told to stop; `why` says what ended
+  // it when nothing broke (the keep-alive's PING had no answer).
+  bool serve_once(const Endpoint& ep, std::string* why);
   Endpoint next_endpoint(const Endpoint& after);  // the URL's node, then `others_`, in turn
 
   Endpoint ep_;
@@ -59,6 +67,7 @@ class Subscriber {
   std::string channel_;
   OnMessage on_message_;
   std::chrono::milliseconds period_;
+  std::chrono::milliseconds keepalive_;
   OnMissed on_missed_;
   UniqueFd stop_r_, stop_w_;             // the destructor writes a byte: poll() returns
   // Set (release) once a subscription is made, cleared by run() when its

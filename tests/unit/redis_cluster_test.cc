@@ -115,6 +115,7 @@ class RedisCluster : public ::testing::Test {
     ADD_FAILURE() << "not a node of the cluster: " << addr;
     return 0;
   }
+  void subscription_moves_when_node0_gets(int sig);
   testredis::Cluster cluster_;
 };
 
@@ -242,11 +243,13 @@ TEST_F(RedisCluster, StoresOnEveryMasterAcrossTwoDaemons) {
   }
 }
 
-// The subscription is made through the URL's node. When that node dies, the
-// daemon subscribes through another node of the cluster (which broadcasts
-// every PUBLISH), so notifications keep waking its waiters: b has no
-// periodic re-check, so nothing but a notification wakes it.
-TEST_F(RedisCluster, TheSubscriptionMovesToAnotherNodeWhenItsNodeDies) {
+// The subscription is made through the URL's node. When that node goes away,
+// the daemon subscribes through another node of the cluster (which
+// broadcasts every PUBLISH), so notifications keep waking its waiters: b has
+// no periodic re-check, so nothing but a notification wakes it. Node 0 goes
+// by `sig` (a SIGSTOP is undone with SIGCONT before a and b stop); everything
+// a and b use but b's subscription is on the others.
+void RedisCluster::subscription_moves_when_node0_gets(int sig) {
   redis::Client probe(endpoint(1), redis::Options{});
   ASSERT_EQ(probe.refresh(), Errc::ok);
   auto on_node0 = [&](const std::string& key) { return index_of(probe.node_of(redis::key_slot(key))) == 0; };
@@ -271,8 +274,16 @@ TEST_F(RedisCluster, TheSubscriptionMovesToAnotherNodeWhenItsNodeDies) {
   // The others carry on serving their slots without node 0's.
   for (size_t i = 1; i < cluster_.size(); i++)
     ASSERT_EQ(cluster_.cli(i, "CONFIG SET cluster-require-full-coverage no"), "OK");
-  ASSERT_EQ(::kill(cluster_.pid(0), SIGKILL), 0);
-  ASSERT_TRUE(b->wait_subscriptions(2, 20s)) << "the subscription stayed with the dead node";
+  struct Resume {  // declared after a and b: runs before they stop, whatever the outcome
+    pid_t pid;
+    ~Resume() {
+      if (pid > 0) {
+        EXPECT_EQ(::kill(pid, SIGCONT), 0);
+      }
+    }
+  } resume{sig == SIGSTOP ? cluster_.pid(0) : -1};
+  ASSERT_EQ(::kill(cluster_.pid(0), sig), 0);
+  ASSERT_TRUE(b->wait_subscriptions(2, 20s)) << "the subscription stayed with node 0";
   auto l = std::make_shared<testredis::Listener>();
   sb->watch(kWatchReadable, l);
   (void)sb->take_kick();
@@ -287,6 +298,15 @@ TEST_F(RedisCluster, TheSubscriptionMovesToAnotherNodeWhenItsNodeDies) {
   EXPECT_EQ(sb->ack(p->seq), Errc::ok);
 }
 
+TEST_F(RedisCluster, TheSubscriptionMovesToAnotherNodeWhenItsNodeDies) { subscription_moves_when_node0_gets(SIGKILL); }
+
+// The node hangs (SIGSTOP) with its connections open: nothing breaks, so
+// only the subscriber's keep-alive (a PING that gets no answer) notices it.
+TEST_F(RedisCluster, TheSubscriptionMovesToAnotherNodeWhenItsNodeHangs) {
+  subscription_moves_when_node0_gets(SIGSTOP);
+  for (size_t i = 1; i < cluster_.size(); i++)
+    EXPECT_EQ(cluster_.cli(i, "CONFIG SET cluster-require-full-coverage yes"), "OK");
+}
 
 // A clean stop returns what the daemon still had in flight. When that
 // return fails (here the mailbox's node is stopped), the daemon leaves its

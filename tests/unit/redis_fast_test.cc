@@ -533,13 +533,16 @@ TEST_F(RedisFast, ARecordHandedToADaemonThatDiesIsReturned) {
 class Events {
  public:
   explicit Events(const std::string& url)
-      : sub_(redis::parse_url(url).value(), "mbx:t:ev", std::chrono::minutes(10),
-             [this](std::string_view ev) {
-               std::lock_guard g(mu_);
-               seen_.emplace_back(ev);
-               cv_.notify_all();
-             },
-             [](bool) {}) {}
+      // No keep-alive in the test's time: the tests stop the server, and
+      // a subscription made again would miss the events they wait for.
+      : sub_(
+            redis::parse_url(url).value(), "mbx:t:ev", std::chrono::minutes(10), std::chrono::minutes(10),
+            [this](std::string_view ev) {
+              std::lock_guard g(mu_);
+              seen_.emplace_back(ev);
+              cv_.notify_all();
+            },
+            [](bool) {}) {}
   bool subscribed() { return sub_.wait_subscriptions(1, std::chrono::seconds(30)); }
   // Joins mailbox `rid`'s viewers, as another daemon watching it would: the
   // pushes and pops of the daemons then publish their events (announce).
