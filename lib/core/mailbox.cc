@@ -154,6 +154,7 @@ std::optional<Outcome> Mailbox::take_locked(Handle& h, size_t want, Batch& b) {
     if (h.roff < h.rbuf.size()) return out;
     h.rbuf.clear();
     h.roff = 0;
+    h.rest_held.store(false, std::memory_order_relaxed);  // a hint (Handle::rest_held)
     if (h.framing != Framing::line_batch || removed_) return out;  // batched line framing may add whole lines
   } else {
     if (h.framing == Framing::file && h.got_message) return out;  // EOF: one message per open
@@ -165,6 +166,7 @@ std::optional<Outcome> Mailbox::take_locked(Handle& h, size_t want, Batch& b) {
       out.data.assign(msg, 0, want);
       h.rbuf = std::move(msg);
       h.roff = want;
+      h.rest_held.store(true, std::memory_order_relaxed);  // a hint (Handle::rest_held)
     } else {
       out.data += msg;
     }
@@ -233,15 +235,17 @@ bool Mailbox::wants_feed(Handle& h) {
 
 bool Mailbox::reads_arriving_locked() {
   // Relaxed: a hint (arriving_reads_).
-  return store_->capacity() != 0 && arriving_reads_.load(std::memory_order_relaxed) > 0;
+  return !removed_ && !quarantined_ && store_->capacity() != 0 &&
+         arriving_reads_.load(std::memory_order_relaxed) > 0;
 }
 
 std::optional<Outcome> Mailbox::read(Handle& h, size_t size, bool nonblock, Waiter* w, pid_t reader) {
   if (wants_feed(h)) feeder_->feed(*this);
   std::optional<Outcome> out;
   // h.framing is set at open and never changes: read without mu_. A file
-  // framing reader's second read is its end of file: it takes nothing.
-  const bool counts = h.framing != Framing::file;
+  // framing reader's second read is its end of file, and a read with a
+  // rest to return takes nothing from the store either.
+  const bool counts = h.framing != Framing::file && !h.rest_held.load(std::memory_order_relaxed);
   // Relaxed: a hint (arriving_reads_).
   if (counts) arriving_reads_.fetch_add(1, std::memory_order_relaxed);
   {
@@ -378,7 +382,8 @@ Mailbox::Step Mailbox::run_send_locked(Waiter::SendJob& j, bool may_push, Batch&
     // message the quota has room for is never refused for its own copy.
     const uint64_t lent = std::min<uint64_t>(j.held, m.size());
     host_.held().lend(lent);
-    store_->receivers_waiting(!readers_.empty() || reads_arriving_locked());
+    store_->receivers_waiting(!readers_.empty());  // they looked and found nothing
+    store_->reads_arriving(reads_arriving_locked());
     auto r = store_->push(m, j.from, false, j.prio);
     if (!r) {
       host_.held().take_back(lent);
@@ -806,7 +811,7 @@ void Mailbox::settle_locked(Batch& b) {
   }
   if (store_ && !quarantined_) {
     store_->receivers_parked(static_cast<uint32_t>(readers_.size()));
-    store_->receivers_waiting(reads_arriving_locked());  // a message taken for them stays
+    store_->reads_arriving(reads_arriving_locked());  // a message taken for them stays
     store_->after_change(b.pushed, b.popped);
     if (b.raise) b.raise_to = reported_size_locked(store_->stats());
   }

@@ -75,6 +75,10 @@ struct Handle {
   bool nonblock = false;  // last O_NONBLOCK seen (open, read, write)
   std::string rbuf;       // unread rest of a received message
   size_t roff = 0;
+  // rbuf holds a rest: the next read takes it, not a message, so it does
+  // not count among the reads arriving (Mailbox::arriving_reads_). The one
+  // field read without the mutex; relaxed: a hint, set and cleared under it.
+  std::atomic<bool> rest_held{false};
   bool got_message = false;  // file framing: this open has had its one message
   std::string wbuf;          // file framing: message being written; line: partial line
   // Bytes of wbuf charged to the quota (Mount::held()), for held_uid; at
@@ -396,12 +400,14 @@ class Mailbox final : public std::enable_shared_from_this<Mailbox>, public Store
   // Set once by expose(), never cleared; written under mu_ too, so stat()'s
   // read under mu_ is exact and attrs_cacheable()'s is a hint.
   std::atomic<bool> exposed_{false};
-  // Receives through a datagram or line open file waiting for mu_ (each
-  // pass of Mailbox::read counts itself until it holds mu_): a push may
-  // take a message for them (Store::receivers_waiting). Relaxed: a hint
-  // read under mu_; one missed costs a look, one counted in vain a put-back.
+  // Receives through a datagram or line open file with no rest of a
+  // message to return, waiting for mu_ (each pass of Mailbox::read counts
+  // itself until it holds mu_): a push may take a message for them
+  // (Store::reads_arriving). Relaxed: a hint read under mu_; one missed
+  // costs a look, one counted in vain a put-back.
   std::atomic<uint32_t> arriving_reads_{0};
-  // Receives are on their way to mu_, in a mailbox that is not a
+  // Receives are on their way to mu_, in a mailbox that is neither gone nor
+  // quarantined (nobody would take the message) nor, as last known, a
   // rendezvous one (there a take counts as received: it acks the sender).
   bool reads_arriving_locked() REQUIRES(mu_);
   QueueStats last_stats_ GUARDED_BY(mu_);  // as last read: what a quarantined mailbox reports

@@ -115,7 +115,9 @@ inline constexpr size_t kCounters = 15;  // elements counters() appends
 
 // ARGV: payload, sender text, now (ns), force (1: ignore capacity), channel,
 // event, take (1: a receive of this daemon is parked: the oldest record
-// moves to its in-flight hash in the same step, as kPop would move it), this
+// moves to its in-flight hash in the same step, as kPop would move it; 2:
+// one is on its way: the same, unless the mailbox is a rendezvous one, where
+// a take would count as received; 0: none), this
 // daemon's id, the longest record a hand-off event carries, the hand-off
 // event's head ("h <daemon> <rid>"). Without take, a receive parked on
 // another daemon (an entry in the waiters hash, the first registered) gets
@@ -130,13 +132,13 @@ inline constexpr size_t kCounters = 15;  // elements counters() appends
 inline constexpr redis::Script kPush{"push", MBX_REDIS_COMMON_LUA R"lua(
 local g = redis.call('HMGET', KEYS[1], 'capacity', 'max_message')
 if not g[1] then return {'GONE'} end
-if ARGV[7] == '1' and redis.call('HEXISTS', KEYS[6], 'c:' .. ARGV[11] .. ':' .. ARGV[12]) == 1 then
+if ARGV[7] ~= '0' and redis.call('HEXISTS', KEYS[6], 'c:' .. ARGV[11] .. ':' .. ARGV[12]) == 1 then
   redis.call('HDEL', KEYS[6], 'c:' .. ARGV[11] .. ':' .. ARGV[12])
   return {'LOST'}
 end
 local len = string.len(ARGV[1])
 local to = false
-if ARGV[7] == '1' then
+if ARGV[7] == '1' or (ARGV[7] == '2' and g[1] ~= '0') then
   to = ARGV[8]
 else
   local w = redis.call('HGETALL', KEYS[5])

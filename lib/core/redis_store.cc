@@ -82,8 +82,11 @@ Errc RedisBackend::view(const std::string& rid) {
     if (viewed_.count(rid)) return Errc::ok;
   }
   auto r = command({"SADD", viewers_key(rid), daemon_id_});
-  if (!r) return r.error();
-  if (r->is_error()) return Errc::io;
+  const Errc e = !r ? r.error() : r->is_error() ? Errc::io : Errc::ok;
+  // Failed: kept as viewed all the same, and the next renewal tries again
+  // (meanwhile the periodic re-check finds what this daemon is not told of).
+  // Relaxed: a flag read alone.
+  if (e != Errc::ok) view_retry_.store(true, std::memory_order_relaxed);
   MutexLock g(watch_mu_);
   if (open_.count(rid)) viewed_.insert(rid);  // else its last store closed meanwhile: nothing to keep
   return Errc::ok;
@@ -96,9 +99,10 @@ void RedisBackend::view_again() {
     MutexLock g(watch_mu_);
     rids.assign(viewed_.begin(), viewed_.end());
   }
-  // Failures are left to the next claim or fresh subscription; meanwhile
-  // the periodic re-check finds what this daemon was not told of.
-  for (const std::string& rid : rids) (void)command({"SADD", viewers_key(rid), daemon_id_});
+  // Written without waiting (in order with the SREMs, under view_mu_); a
+  // write that fails is tried again at the next renewal. Relaxed: a flag.
+  for (const std::string& rid : rids)
+    if (send({"SADD", viewers_key(rid), daemon_id_}) != Errc::ok) view_retry_.store(true, std::memory_order_relaxed);
 }
 
 Errc RedisBackend::renew_lease() {
@@ -140,8 +144,13 @@ Errc RedisBackend::renew_locked() {
     for (auto& rid : rids) argv.push_back(rid);
     if (!rids.empty())
       if (auto a = command(argv); !a || a->is_error()) return a ? Errc::io : a.error();
-    view_again();  // the recovery took this daemon out of the viewers sets too
     reregister_ = false;
+    view_renewals_ = 7;  // this one and the next six: two leases at lease/3 (view_again)
+  }
+  // Relaxed: a flag read alone.
+  if (view_renewals_ > 0 || view_retry_.exchange(false, std::memory_order_relaxed)) {
+    if (view_renewals_ > 0) view_renewals_--;
+    view_again();
   }
   renewed_at_.store(std::chrono::duration_cast<std::chrono::nanoseconds>(sent.time_since_epoch()).count(),
                     std::memory_order_relaxed);
@@ -427,22 +436,32 @@ RedisStore::~RedisStore() {
   if (lost_) (void)reclaim_lost();  // else left to the backend's tick, with the field it needs
   if (tokened_ && !lost_) (void)b_.send({"HDEL", tokens_, field_});
   if (watching_) b_.watch(this, {}, false);
-  // The last store of rid here: this daemon leaves its viewers set (the
-  // SREM ordered after any SADD of rid by view_mu_, written without waiting).
-  MutexLock v(b_.view_mu_);
-  bool unview = false;
+  bool last = false;
   {
     MutexLock g(b_.watch_mu_);
     if (auto it = b_.open_.find(rid_); it != b_.open_.end() && --it->second == 0) {
       b_.open_.erase(it);
-      unview = b_.viewed_.erase(rid_) > 0;
+      last = true;
     }
-    auto [first, last] = b_.stores_.equal_range(rid_);
-    for (auto it = first; it != last; ++it)
+    auto [first, last_store] = b_.stores_.equal_range(rid_);
+    for (auto it = first; it != last_store; ++it)
       if (it->second == this) {
         b_.stores_.erase(it);
         break;
       }
+  }
+  // A record taken for receives that never came (a mailbox let go while
+  // one was on its way): back to the front, not left in flight here.
+  give_back_taken();
+  if (!last) return;
+  // The last store of rid here: this daemon leaves its viewers set, unless
+  // another store of rid opened meanwhile (the SREM ordered after any SADD
+  // of rid by view_mu_, written without waiting).
+  MutexLock v(b_.view_mu_);
+  bool unview = false;
+  {
+    MutexLock g(b_.watch_mu_);
+    unview = !b_.open_.count(rid_) && b_.viewed_.erase(rid_) > 0;
   }
   if (unview) (void)b_.send({"SREM", viewers_, b_.daemon_id()});
 }
@@ -487,14 +506,15 @@ Result<uint64_t> RedisStore::push(std::string_view msg, const Sender& from, bool
   // record, which the pop that follows answers (one round trip, not two).
   // Not while this daemon's lease may have ended (RedisBackend::fresh_lease):
   // then the send goes without taking, and the receive pops it.
-  const bool take = std::exchange(receivers_waiting_, false) && !taken_ && b_.fresh_lease() == Errc::ok;
+  const bool parked = std::exchange(receivers_waiting_, false), arriving = std::exchange(reads_arriving_, false);
+  const bool take = (parked || arriving) && !taken_ && b_.fresh_lease() == Errc::ok;
   if (take && lost_)
     if (Errc e = reclaim_lost(); e != Errc::ok) return e;
   const std::string token = std::to_string(++token_);
   std::string st;
   auto r = run(rs::kPush,
-               {msg, sender, now, force ? "1" : "0", b_.channel(), ev, take ? "1" : "0", b_.daemon_id(), limit, handoff,
-                field_, token},
+               {msg, sender, now, force ? "1" : "0", b_.channel(), ev, !take ? "0" : parked ? "1" : "2", b_.daemon_id(),
+                limit, handoff, field_, token},
                &st);
   tokened_ |= take;
   if (!r) {
@@ -788,11 +808,16 @@ bool RedisStore::answers_here() {
 }
 
 void RedisStore::after_change(bool, bool) {
-  const bool coming = std::exchange(receivers_waiting_, false);  // receives on their way: kept for them
+  const bool coming = std::exchange(reads_arriving_, false);  // receives on their way: kept for them
+  receivers_waiting_ = false;
   sync_waiters();
-  if (!taken_ || coming) return;
   // Taken for a parked receive that ended meanwhile (no reader came for it):
   // back to the front, as an interrupted reply's message goes.
+  if (!coming) give_back_taken();
+}
+
+void RedisStore::give_back_taken() {
+  if (!taken_) return;
   uint64_t seq = 0;
   Sender from;
   std::string host, payload;

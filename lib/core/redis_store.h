@@ -75,7 +75,7 @@ class RedisBackend {
   // Renews this daemon's lease (the subscriber thread does it every lease/3).
   // A lease found claimed (the daemon was thought dead) registers its open
   // mailboxes again, so later in-flight records are still recovered.
-  Errc renew_lease() EXCLUDES(renew_mu_, conn_mu_, watch_mu_);
+  Errc renew_lease() EXCLUDES(renew_mu_, conn_mu_, watch_mu_, view_mu_);
   // Before a take (a pop, a push that takes for parked receives, more
   // waiters registered here): a started daemon whose last renewal is lease/2
   // old or more (or never made) renews first, and takes nothing if it
@@ -84,7 +84,7 @@ class RedisBackend {
   // already under way (it may wait behind other round trips, up to the
   // command timeout each) can still reach the server after the claim; a
   // recovery may then return that record as well: a counted duplicate.
-  Errc fresh_lease() EXCLUDES(renew_mu_, conn_mu_, watch_mu_);
+  Errc fresh_lease() EXCLUDES(renew_mu_, conn_mu_, watch_mu_, view_mu_);
   // Makes the last renewal look `by` older, as after a stall that long (tests).
   void age_lease(std::chrono::milliseconds by) {
     renewed_at_.fetch_sub(std::chrono::duration_cast<std::chrono::nanoseconds>(by).count(), std::memory_order_relaxed);
@@ -127,16 +127,18 @@ class RedisBackend {
   // The subscriber's tick: kick_all, and the lease's renewal and recovery
   // when due. `fresh`: the subscription was just made (again): the server is
   // back, so the command connection is tried now, before the kick.
-  void tick(bool fresh) EXCLUDES(conn_mu_);
+  void tick(bool fresh) EXCLUDES(conn_mu_, view_mu_);
   std::string inflight_set(const std::string& daemon) const;  // the mailboxes a daemon may hold records of
   std::string viewers_key(const std::string& rid) const;      // the daemons that watch mailbox rid
   // Adds this daemon to mailbox rid's viewers set (a round trip the first
   // time a store of rid watches; sticky while one is open here), so that
   // the pushes and pops of other daemons publish their events to it.
   Errc view(const std::string& rid) EXCLUDES(view_mu_, watch_mu_, conn_mu_);
-  // Adds this daemon to every viewers set it should be in again: after its
-  // lease was claimed (the recovery took it out), or a fresh subscription
-  // (a server restarted without its data lost them).
+  // Adds this daemon to every viewers set it should be in again (SADDs not
+  // waited for): after its lease was claimed (a recovery takes it out, and
+  // one already under way may do so after this daemon's renewal, so the
+  // renewals of the next two leases do it again), after an SADD failed, and
+  // at a fresh subscription (a server restarted without its data lost them).
   void view_again() EXCLUDES(view_mu_, watch_mu_, conn_mu_);
 
   const RedisConfig cfg_;
@@ -167,6 +169,10 @@ class RedisBackend {
   bool lease_stale() const;
   bool renewed_ GUARDED_BY(renew_mu_) = false;
   bool reregister_ GUARDED_BY(renew_mu_) = false;  // claimed: the set of our mailboxes is to be made again
+  int view_renewals_ GUARDED_BY(renew_mu_) = 0;     // renewals still to join the viewers sets again (claimed)
+  // An SADD of view() or view_again() failed: the next renewal tries them
+  // all again. Relaxed: a flag read alone.
+  std::atomic<bool> view_retry_{false};
   std::atomic<bool> started_{false};  // start() ran: in the lease protocol (relaxed: a flag read alone)
   // steady_clock nanoseconds of the last successful renewal; 0: never.
   // Relaxed: a time only; it publishes nothing.
@@ -197,6 +203,7 @@ class RedisStore final : public Store {
   bool looks_are_round_trips() const override { return true; }
   bool answers_here() override EXCLUDES(hand_mu_);
   void receivers_waiting(bool w) override { receivers_waiting_ = w; }
+  void reads_arriving(bool a) override { reads_arriving_ = a; }
   // Receives of this daemon parked here: kept in the mailbox's waiters hash
   // (a push through another daemon hands them records), by the next pop
   // that finds the mailbox empty or by after_change().
@@ -266,9 +273,12 @@ class RedisStore final : public Store {
   bool viewing_ = false;  // this daemon is in the viewers set (RedisBackend::view)
   QueueStats last_{};          // as last read: what stats() answers while the server is away
   uint64_t pushed_count_ = 0;  // messages queued right after the last push (its reply)
-  // Receive calls of this daemon wait here (said before the push): the push
-  // takes the oldest record for them in the same script.
+  // Receive calls of this daemon wait here, or are on their way (said
+  // before the push): the push takes the oldest record for them in the same
+  // script (for arriving ones, not in a rendezvous mailbox: the script
+  // checks the capacity). after_change() keeps it while reads arrive.
   bool receivers_waiting_ = false;
+  bool reads_arriving_ = false;
   // A pop, or a push that takes for parked receives, moves a record to this
   // daemon's in-flight hash and notes "<token> <seq>" under field_ of the
   // tokens hash (tokens_). A reply that never came (a command timeout, the
@@ -281,6 +291,9 @@ class RedisStore final : public Store {
   const std::string tokens_, field_;
   // Puts back the record of a reply that never came (lost_), if it was taken.
   Errc reclaim_lost();
+  // Puts the record taken for receives that did not take it (taken_) back
+  // at the front of the queue.
+  void give_back_taken();
   // The record that push took for them (in this daemon's in-flight hash):
   // the next pop() answers it without a round trip; after_change() puts it
   // back if none did.

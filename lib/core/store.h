@@ -59,13 +59,17 @@ class Store {
   // priority > 0 the storage cannot keep (an older segment).
   // force: ignore capacity and quota (a message counted elsewhere).
   virtual Result<uint64_t> push(std::string_view msg, const Sender& from, bool force = false, unsigned prio = 0) = 0;
-  // Said before each push: receive calls of this daemon wait for a message
-  // (parked, or on their way to the mailbox lock). A store that can then
-  // move the oldest message to them in the push's own step does (its next
-  // pop answers it without looking); it gives it back at after_change() if
-  // no receive took it, unless it is said again (true) right before that
-  // after_change(): receives are still on their way.
+  // Said before each push: receive calls of this daemon wait for a message.
+  // A store that can then move the oldest message to them in the push's own
+  // step does (its next pop answers it without looking); it gives it back
+  // at after_change() if no receive took it.
   virtual void receivers_waiting(bool) {}
+  // Said before each push and before each after_change(): receive calls of
+  // this daemon are on their way (to the mailbox lock). A push may take for
+  // them as for waiting ones, except in a rendezvous mailbox (as the store
+  // knows it then: a take there counts as received and acks the sender);
+  // after_change() keeps what was taken while they are still coming.
+  virtual void reads_arriving(bool) {}
   // How many receive calls of this daemon are parked (before a look that
   // parks the caller if it finds nothing, counting it), said before each
   // look and at the end of each hold. A store that other daemons push to

@@ -184,7 +184,7 @@ TEST_F(RedisFast, ARecordTakenForAReceiveThatLeftGoesBackToTheFront) {
 // A receive on its way to the mailbox lock (Mailbox::read counts it) is
 // waited for too: the push takes the oldest record for it, and the end of
 // the sender's hold keeps that record while receives are still coming
-// (receivers_waiting said again before after_change); the receive then
+// (reads_arriving said again before after_change); the receive then
 // answers it without a round trip. A hold that ends with none coming puts
 // it back.
 TEST_F(RedisFast, ARecordTakenForAReceiveOnItsWayStaysUntilItComes) {
@@ -197,10 +197,10 @@ TEST_F(RedisFast, ARecordTakenForAReceiveOnItsWayStaysUntilItComes) {
   ASSERT_EQ(s->ack(w->seq), Errc::ok);
   ASSERT_TRUE(s->push("first", {}, false).ok());
   EXPECT_FALSE(s->answers_here());
-  s->receivers_waiting(true);                        // a receive is on its way
+  s->reads_arriving(true);                         // a receive is on its way
   ASSERT_TRUE(s->push("second", {}, false).ok());  // takes "first" for it
   EXPECT_TRUE(s->answers_here());
-  s->receivers_waiting(true);  // still on its way as the sender's hold ends
+  s->reads_arriving(true);  // still on its way as the sender's hold ends
   s->after_change(true, false);
   const std::string inflight = "mbx:{t:m}:f:" + a->daemon_id();
   EXPECT_EQ(a->command({"HLEN", inflight})->integer, 1);  // kept for it
@@ -214,9 +214,9 @@ TEST_F(RedisFast, ARecordTakenForAReceiveOnItsWayStaysUntilItComes) {
   EXPECT_EQ(s->ack(p->seq), Errc::ok);
   s->after_change(false, true);
   // Taken for a receive that never came: the next hold with none coming puts it back.
-  s->receivers_waiting(true);
+  s->reads_arriving(true);
   ASSERT_TRUE(s->push("third", {}, false).ok());  // takes "second"
-  s->receivers_waiting(true);
+  s->reads_arriving(true);
   s->after_change(true, false);
   s->after_change(false, false);  // another hold, none coming
   EXPECT_EQ(a->command({"HLEN", inflight})->integer, 0);
@@ -225,6 +225,53 @@ TEST_F(RedisFast, ARecordTakenForAReceiveOnItsWayStaysUntilItComes) {
   out.clear();
   ASSERT_TRUE(s->pop(out).ok());
   EXPECT_EQ(out, "second");  // in order
+}
+
+// In a rendezvous mailbox a take counts as received and would end the
+// sender's wait, so a push takes nothing for a read that is only on its way,
+// even when this daemon still knows the mailbox as a buffered one (another
+// daemon made it capacity 0 since): the script checks the capacity.
+TEST_F(RedisFast, ARendezvousMailboxTakesNothingForAReadOnItsWay) {
+  auto a = open(), b = open();
+  auto sa = store(*a, 4), sb = store(*b, 4);
+  ASSERT_TRUE(sa->push("warm", {}, false).ok());
+  std::string out;
+  auto w = sa->pop(out);
+  ASSERT_TRUE(w.ok());
+  ASSERT_EQ(sa->ack(w->seq), Errc::ok);
+  Settings zero;
+  zero.capacity = 0;
+  uint64_t first = 0;
+  ASSERT_EQ(sb->reshape(zero, &first), Errc::ok);
+  EXPECT_EQ(sa->capacity(), 4u);  // as a last knew it
+  sa->reads_arriving(true);
+  auto r = sa->push("offered", {}, false);
+  ASSERT_TRUE(r.ok());
+  EXPECT_FALSE(sa->answers_here());
+  EXPECT_EQ(a->command({"HLEN", "mbx:{t:m}:f:" + a->daemon_id()})->integer, 0);
+  EXPECT_EQ(sa->consumed_seq(), *r);  // not received: the sender still waits
+  EXPECT_EQ(sa->stats().count, 1u);
+}
+
+// A store let go (the mailbox renamed away through another daemon, say)
+// while it held a record taken for a read on its way puts it back: it is
+// not left in this daemon's in-flight hash, where no reader would get it.
+TEST_F(RedisFast, AStoreLetGoGivesBackWhatItTookForAReadOnItsWay) {
+  auto a = open(), b = open();
+  auto sb = store(*b);
+  ASSERT_TRUE(sb->push("one", {}, false).ok());
+  {
+    auto sa = store(*a);
+    sa->reads_arriving(true);
+    ASSERT_TRUE(sa->push("two", {}, false).ok());  // takes "one"
+    ASSERT_TRUE(sa->answers_here());
+    EXPECT_EQ(sb->stats().count, 1u);
+  }  // let go
+  EXPECT_EQ(b->command({"HLEN", "mbx:{t:m}:f:" + a->daemon_id()})->integer, 0);
+  EXPECT_EQ(sb->stats().count, 2u);
+  std::string out;
+  ASSERT_TRUE(sb->pop(out).ok());
+  EXPECT_EQ(out, "one");  // back at the front
 }
 
 TEST_F(RedisFast, ADaemonThatDiesBeforeItsAcknowledgementIsCountedAsAReturn) {
