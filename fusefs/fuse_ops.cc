@@ -463,7 +463,8 @@ void op_removexattr(fuse_req_t req, fuse_ino_t ino, const char* name) {
 
 // Restricted ioctls (layout.h), sized by their numbers: kInfoIoctl, a
 // write-only opener's way to what the xattrs say; kSendPriorityIoctl and
-// kReceivedIoctl, priorities through the file, per open file and thread.
+// kReceivedIoctl, priorities through the file, per open file and thread;
+// kDiscardIoctl, a written message taken back before its close.
 void op_ioctl(fuse_req_t req, fuse_ino_t ino, unsigned cmd, void*, fuse_file_info* fi, unsigned flags, const void* in,
               size_t in_size, size_t out_size) {
   if (flags & FUSE_IOCTL_COMPAT) return (void)fuse_reply_err(req, ENOTTY);
@@ -481,6 +482,12 @@ void op_ioctl(fuse_req_t req, fuse_ino_t ino, unsigned cmd, void*, fuse_file_inf
       std::memcpy(&prio, in, sizeof prio);
       Handle* h = handle(fi);
       if (Errc e = h->box->set_send_priority(*h, tid, prio); e != Errc::ok) return reply_err(req, e);
+      return (void)fuse_reply_ioctl(req, 0, nullptr, 0);
+    }
+    case layout::kDiscardIoctl: {
+      if (flags & FUSE_IOCTL_DIR) break;
+      Handle* h = handle(fi);
+      h->box->discard_unsent(*h);
       return (void)fuse_reply_ioctl(req, 0, nullptr, 0);
     }
     case layout::kReceivedIoctl: {

@@ -191,17 +191,20 @@ int FilePath::send(std::string_view msg, unsigned prio, bool nonblock, Deadline 
 
 // File framing: one open-write-close is one message. The commit at close()
 // is what blocks, so a deadline is kept by retrying non-blocking sends.
-// A blocking one lets signals through from its open on (a message written
-// cannot be taken back, so the hold cannot end just before the close).
+// A blocking one holds signals through its open and write (requests that
+// may sleep awaiting the daemon) and lets them through for the commit: a
+// handler that ends the call found pending then takes the written message
+// back (kDiscardIoctl) and the call fails with EINTR, having sent nothing.
 int FilePath::send_file(std::string_view msg, unsigned prio, bool nonblock, Deadline deadline) {
   const bool try_only = nonblock || deadline.has_value();
   SignalHold hold(interruptible_);
   auto pause = std::chrono::microseconds(200);
   for (;;) {
-    if (!try_only && hold.open()) return EINTR;
     mbx::UniqueFd fd(open_file(O_WRONLY | (try_only ? O_NONBLOCK : 0)));
     if (!fd.valid()) return errno;
-    if (int e = write_at(fd.get(), msg, prio)) return e;   // the priority of the message close() commits
+    if (int e = write_at(fd.get(), msg, prio)) return e;  // the priority of the message close() commits
+    // A daemon without the ioctl: the handler has run, and the commit goes on.
+    if (!try_only && hold.open() && ::ioctl(fd.get(), mbx::layout::kDiscardIoctl) == 0) return EINTR;
     const int e = ::close(fd.release()) == 0 ? 0 : errno;  // the commit, and its verdict
     hold.close();
     if (resumable(e) && !try_only) continue;

@@ -309,4 +309,11 @@ struct ReceivedInfo {
 inline constexpr unsigned kReceivedIoctl =  // _IOR('M', 0x03, ReceivedInfo)
     (2u << 30) | (static_cast<unsigned>(sizeof(ReceivedInfo)) << 16) | ('M' << 8) | 0x03;
 
+// ioctl(kDiscardIoctl): drops what this open file has written and not sent
+// yet (file framing's message before the close that commits it, line
+// framing's partial line), so that its close sends nothing. An mq send
+// through the file that finds, after its write, that a handler which ends
+// the call is pending takes its message back this way (EINTR sends nothing).
+inline constexpr unsigned kDiscardIoctl = ('M' << 8) | 0x04;  // _IO('M', 0x04)
+
 }  // namespace mbx::layout
