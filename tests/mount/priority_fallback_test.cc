@@ -259,6 +259,35 @@ TEST(PriorityIoctl, FileFramingCommitAtClose) {
   close(r);
 }
 
+// kDiscardIoctl: what an open file wrote and did not send is dropped, so its
+// close sends nothing (file framing's message, line framing's partial line);
+// what was sent before stays, and the file may write a new message after.
+TEST(DiscardIoctl, AWrittenMessageTakenBackIsNeverSent) {
+  Mount m;
+  ASSERT_TRUE(m.ok()) << m.daemon_stderr();
+  ASSERT_EQ(m.sh("touch f && touch l && setfattr -n user.mailbox.framing -v line l").status, 0);
+  int w = open(m.path("f").c_str(), O_WRONLY);
+  ASSERT_GE(w, 0);
+  ASSERT_EQ(write(w, "taken back", 10), 10);
+  ASSERT_EQ(ioctl(w, layout::kDiscardIoctl), 0) << strerror(errno);
+  ASSERT_EQ(close(w), 0);
+  EXPECT_EQ(m.xattr("f", "messages"), "0");
+  w = open(m.path("f").c_str(), O_WRONLY);
+  ASSERT_EQ(write(w, "dropped", 7), 7);
+  ASSERT_EQ(ioctl(w, layout::kDiscardIoctl), 0);
+  ASSERT_EQ(write(w, "kept", 4), 4);  // a new message after the take-back
+  ASSERT_EQ(close(w), 0);
+  EXPECT_EQ(m.xattr("f", "messages"), "1");
+  int r = open(m.path("f").c_str(), O_RDONLY | O_NONBLOCK);
+  EXPECT_EQ(read_one(r), "kept");
+  close(r);
+  w = open(m.path("l").c_str(), O_WRONLY);
+  ASSERT_EQ(write(w, "one\npart", 8), 8);  // "one" sent, "part" buffered
+  ASSERT_EQ(ioctl(w, layout::kDiscardIoctl), 0);
+  ASSERT_EQ(close(w), 0);
+  EXPECT_EQ(m.xattr("l", "messages"), "1");
+}
+
 // Line framing: the lines the thread's next write commits (a write that only
 // buffers a partial line keeps it for the write or close that sends it).
 TEST(PriorityIoctl, LineFramingLinesOfTheNextWrite) {
