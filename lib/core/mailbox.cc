@@ -37,7 +37,11 @@ Mailbox::Op::~Op() NO_THREAD_SAFETY_ANALYSIS {
 }
 
 Mailbox::Mailbox(Host& host, uint64_t id, Settings s, std::unique_ptr<Store> store)
-    : host_(host), id_(id), settings_(s), store_(std::move(store)) {}
+    : host_(host),
+      id_(id),
+      settings_(s),
+      store_(std::move(store)),
+      counts_arrivals_(store_ && store_->looks_are_round_trips()) {}
 
 Mailbox::~Mailbox() {
   for (const Queued& q : queued_) host_.held().dequeued(q.uid, q.bytes);
@@ -245,7 +249,8 @@ std::optional<Outcome> Mailbox::read(Handle& h, size_t size, bool nonblock, Wait
   // h.framing is set at open and never changes: read without mu_. A file
   // framing reader's second read is its end of file, and a read with a
   // rest to return takes nothing from the store either.
-  const bool counts = h.framing != Framing::file && !h.rest_held.load(std::memory_order_relaxed);
+  const bool counts =
+      counts_arrivals_ && h.framing != Framing::file && !h.rest_held.load(std::memory_order_relaxed);
   // Relaxed: a hint (arriving_reads_).
   if (counts) arriving_reads_.fetch_add(1, std::memory_order_relaxed);
   {

@@ -406,6 +406,9 @@ class Mailbox final : public std::enable_shared_from_this<Mailbox>, public Store
   // (Store::reads_arriving). Relaxed: a hint read under mu_; one missed
   // costs a look, one counted in vain a put-back.
   std::atomic<uint32_t> arriving_reads_{0};
+  // Only a store whose looks are round trips takes for arriving reads: the
+  // others' reads do not count them (fixed with store_ at construction).
+  const bool counts_arrivals_;
   // Receives are on their way to mu_, in a mailbox that is neither gone nor
   // quarantined (nobody would take the message) nor, as last known, a
   // rendezvous one (there a take counts as received: it acks the sender).

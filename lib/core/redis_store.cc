@@ -75,11 +75,11 @@ std::string RedisBackend::inflight_set(const std::string& daemon) const {
 
 std::string RedisBackend::viewers_key(const std::string& rid) const { return "mbx:{" + cfg_.ns + ":" + rid + "}:v"; }
 
-Errc RedisBackend::view(const std::string& rid) {
+void RedisBackend::view(const std::string& rid) {
   MutexLock v(view_mu_);
   {
     MutexLock g(watch_mu_);
-    if (viewed_.count(rid)) return Errc::ok;
+    if (viewed_.count(rid)) return;
   }
   auto r = command({"SADD", viewers_key(rid), daemon_id_});
   const Errc e = !r ? r.error() : r->is_error() ? Errc::io : Errc::ok;
@@ -89,7 +89,6 @@ Errc RedisBackend::view(const std::string& rid) {
   if (e != Errc::ok) view_retry_.store(true, std::memory_order_relaxed);
   MutexLock g(watch_mu_);
   if (open_.count(rid)) viewed_.insert(rid);  // else its last store closed meanwhile: nothing to keep
-  return Errc::ok;
 }
 
 void RedisBackend::view_again() {
@@ -764,11 +763,13 @@ void RedisStore::watch(uint32_t bits, const std::weak_ptr<StoreListener>& listen
     listener_ = listener;
   }
   b_.watch(this, listener, watching_);
-  // Then (once) into the viewers set, also before the re-check: a push or
-  // pop of another daemon made after it publishes its event here. If that
-  // round trip fails, the next watch tries again; meanwhile the periodic
-  // re-check finds the changes.
-  if (watching_ && !viewing_) viewing_ = b_.view(rid_) == Errc::ok;
+  // Then (once per store) into the viewers set, also before the re-check: a
+  // push or pop of another daemon made after it publishes its event here.
+  // If that round trip fails, the next renewal tries again (view()).
+  if (watching_ && !viewing_) {
+    b_.view(rid_);
+    viewing_ = true;
+  }
 }
 
 bool RedisStore::take_kick() {

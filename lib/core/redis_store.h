@@ -132,8 +132,9 @@ class RedisBackend {
   std::string viewers_key(const std::string& rid) const;      // the daemons that watch mailbox rid
   // Adds this daemon to mailbox rid's viewers set (a round trip the first
   // time a store of rid watches; sticky while one is open here), so that
-  // the pushes and pops of other daemons publish their events to it.
-  Errc view(const std::string& rid) EXCLUDES(view_mu_, watch_mu_, conn_mu_);
+  // the pushes and pops of other daemons publish their events to it. A
+  // failed SADD is made again at the next renewal (view_retry_).
+  void view(const std::string& rid) EXCLUDES(view_mu_, watch_mu_, conn_mu_);
   // Adds this daemon to every viewers set it should be in again (SADDs not
   // waited for): after its lease was claimed (a recovery takes it out, and
   // one already under way may do so after this daemon's renewal, so the
@@ -270,13 +271,14 @@ class RedisStore final : public Store {
   std::optional<uint64_t> timeout_ms_;
   bool corrupt_ = false;
   bool watching_ = false;
-  bool viewing_ = false;  // this daemon is in the viewers set (RedisBackend::view)
+  bool viewing_ = false;  // view() was asked for this store's mailbox (RedisBackend::view)
   QueueStats last_{};          // as last read: what stats() answers while the server is away
   uint64_t pushed_count_ = 0;  // messages queued right after the last push (its reply)
-  // Receive calls of this daemon wait here, or are on their way (said
-  // before the push): the push takes the oldest record for them in the same
-  // script (for arriving ones, not in a rendezvous mailbox: the script
-  // checks the capacity). after_change() keeps it while reads arrive.
+  // Receive calls of this daemon are parked here (receivers_waiting_), or
+  // on their way to the mailbox lock (reads_arriving_), as said before the
+  // push: the push takes the oldest record for them in the same script (for
+  // arriving ones, not in a rendezvous mailbox: the script checks the
+  // capacity). after_change() keeps it while reads still arrive.
   bool receivers_waiting_ = false;
   bool reads_arriving_ = false;
   // A pop, or a push that takes for parked receives, moves a record to this

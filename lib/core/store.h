@@ -102,7 +102,8 @@ class Store {
   // looking, watching and looking again.
   virtual bool looks_are_round_trips() const { return false; }
   // A look now is answered without a round trip: a message is already taken
-  // for this daemon's receives (receivers_waiting, a hand-off heard of).
+  // for this daemon's receives (receivers_waiting, reads_arriving, a
+  // hand-off heard of).
   virtual bool answers_here() { return false; }
   // Payload length of the next message. again: empty.
   virtual Result<uint32_t> peek_len() = 0;
